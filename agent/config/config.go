@@ -1,6 +1,11 @@
 // Package config holds the agent's configuration: the TOML file format,
-// defaults, validation, --set overrides, and (see remote.go) signed remote
-// configuration from the fleet manager.
+// defaults, validation, --set overrides, live-reload rules and atomic
+// persistence. Signed remote configuration lives in agent/remote and uses
+// Overlay to lay a fleet manager's partial config over the local one.
+//
+// Every key has a dotted path ("gps.baud") built from the toml tags below;
+// the same path is used by --set, by validation errors, by Diff and in the
+// reports sent back to the fleet manager.
 package config
 
 import "time"
@@ -8,7 +13,9 @@ import "time"
 // Config is the whole agent configuration. The TOML keys are the
 // lowercase dotted paths used by --set (for example "gps.baud").
 type Config struct {
-	Version  uint64   `toml:"version"` // remote config version; grows only
+	// Version is the remote config version that produced this config; 0 for
+	// a purely local config. It only grows (see agent/remote).
+	Version  uint64   `toml:"version"`
 	Device   Device   `toml:"device"`
 	Broker   Broker   `toml:"broker"`
 	Spool    Spool    `toml:"spool"`
@@ -95,31 +102,56 @@ type Hooks struct {
 	LinkPeriod Duration `toml:"link_period"`
 }
 
+// Tracking is the position reporting policy (agent/tracking): a fix is
+// reported when any of the triggers fires, but never more often than
+// MinInterval unless an event forces it.
 type Tracking struct {
 	MinInterval Duration `toml:"min_interval"`
-	MaxInterval Duration `toml:"max_interval"`
-	Distance    float64  `toml:"distance"` // metres
-	Heading     float64  `toml:"heading"`  // degrees
-	Speed       float64  `toml:"speed"`    // m/s change
+	MaxInterval Duration `toml:"max_interval"` // 0 = no heartbeat while moving
+	Distance    float64  `toml:"distance"`     // metres; 0 disables
+	Heading     float64  `toml:"heading"`      // degrees; 0 disables
+	Speed       float64  `toml:"speed"`        // m/s change; 0 disables
+	// StopSpeed is the speed below which the device counts as stopped:
+	// heading changes are ignored (noise) and StopInterval replaces
+	// MaxInterval.
+	StopSpeed    float64  `toml:"stop_speed"`
+	StopInterval Duration `toml:"stop_interval"` // 0 = same as max_interval
+	// ForceEvents are the event types (kestrel.EventType names, or "all")
+	// that make the next fix reported at once.
+	ForceEvents []string `toml:"force_events"`
+	// EmergencyWindow: after an emergency event every fix is reported in
+	// full precision, privacy notwithstanding, for this long.
+	EmergencyWindow Duration `toml:"emergency_window"`
 }
 
+// Privacy reduces or pauses location reporting, for example off duty.
 type Privacy struct {
-	Mode string  `toml:"mode"` // "off", "pause", "coarse"
-	Grid float64 `toml:"grid"` // metres, for "coarse"
+	Mode   string  `toml:"mode"`    // "off", "pause", "coarse": the mode at start
+	OnMode string  `toml:"on_mode"` // what the "privacy on" command selects: "pause" or "coarse"
+	Grid   float64 `toml:"grid"`    // metres, for "coarse"
 }
 
 type Remote struct {
 	TrustedKeys   []string `toml:"trusted_keys"` // base64 Ed25519 public keys
 	RollbackAfter Duration `toml:"rollback_after"`
 	RequireSigned bool     `toml:"require_signed"`
+	// StateFile keeps the applied remote config, the version high-water
+	// mark, replay state and the audit log.
+	StateFile     string   `toml:"state_file"`
+	CommandMaxAge Duration `toml:"command_max_age"`
+	AuditMax      int      `toml:"audit_max"`
 }
 
 type Log struct {
-	Level string `toml:"level"`
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
 }
 
 // Duration is a time.Duration written as a Go duration string ("1s").
 type Duration struct{ time.Duration }
+
+// D makes a Duration.
+func D(d time.Duration) Duration { return Duration{d} }
 
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
@@ -131,3 +163,60 @@ func (d *Duration) UnmarshalText(b []byte) error {
 }
 
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Defaults returns the built-in configuration. It is what DefaultsTOML
+// prints; device.id and device.fleet are empty and must be set.
+func Defaults() Config {
+	return Config{
+		Broker: Broker{
+			URLs:      []string{"tls://localhost:8883"},
+			KeepAlive: D(30 * time.Second),
+			BatchMax:  50,
+			BatchAge:  D(time.Second),
+			InFlight:  20,
+		},
+		Spool: Spool{
+			Dir:          "/var/lib/kestrel/spool",
+			MaxBytes:     256 << 20,
+			MaxAge:       D(7 * 24 * time.Hour),
+			SyncInterval: D(time.Second),
+		},
+		GPS: GPS{Watchdog: D(5 * time.Second)},
+		Radio: Radio{
+			Profile:   "lte",
+			Baud:      115200,
+			Poll:      D(10 * time.Second),
+			Heartbeat: D(time.Minute),
+		},
+		Sensors: Sensors{
+			SysfsRoot:     "/sys",
+			BatteryPeriod: D(time.Minute),
+			ThermalPeriod: D(time.Minute),
+		},
+		GPIO: GPIO{DevRoot: "/dev", Debounce: D(20 * time.Millisecond)},
+		Hooks: Hooks{
+			Socket:     "/run/kestrel/hooks.sock",
+			LinkPeriod: D(time.Minute),
+		},
+		Tracking: Tracking{
+			MinInterval:     D(time.Second),
+			MaxInterval:     D(time.Minute),
+			Distance:        50,
+			Heading:         15,
+			Speed:           3,
+			StopSpeed:       1,
+			StopInterval:    D(5 * time.Minute),
+			ForceEvents:     []string{"emergency", "recording_start", "recording_stop", "tamper", "holster", "taser", "input", "locate"},
+			EmergencyWindow: D(10 * time.Minute),
+		},
+		Privacy: Privacy{Mode: "off", OnMode: "pause", Grid: 1000},
+		Remote: Remote{
+			RollbackAfter: D(2 * time.Minute),
+			RequireSigned: true,
+			StateFile:     "/var/lib/kestrel/remote.json",
+			CommandMaxAge: D(5 * time.Minute),
+			AuditMax:      256,
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+}

@@ -1,5 +1,138 @@
 package main
 
-import "errors"
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
 
-func runConfig(args []string, s stdio) error { return errors.New("not implemented yet") }
+	"github.com/BurntSushi/toml"
+	"github.com/kestrel-edge/kestrel/agent/config"
+)
+
+// configSetList collects repeated --set overrides for the config commands.
+type configSetList []string
+
+func (s *configSetList) String() string     { return strings.Join(*s, ",") }
+func (s *configSetList) Set(v string) error { *s = append(*s, v); return nil }
+
+const configUsage = `usage:
+  kestrel config defaults                        print a complete commented config file
+  kestrel config validate FILE [--set key=value]...
+                                                 check FILE strictly; every error names its key path
+  kestrel config show [--config FILE] [--set key=value]...
+                                                 print the effective config (file, then overrides)
+  kestrel config keys                            list every key path, marking [restart] and [local] keys
+
+See docs/config.md.`
+
+func runConfig(args []string, s stdio) error {
+	if len(args) == 0 {
+		fmt.Fprintln(s.stderr, configUsage)
+		return fmt.Errorf("%w: missing subcommand", errUsage)
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprintln(s.stdout, configUsage)
+		return nil
+	case "defaults":
+		if len(args) > 1 {
+			return fmt.Errorf("%w: config defaults takes no arguments", errUsage)
+		}
+		_, err := s.stdout.Write(config.DefaultsTOML())
+		return err
+	case "validate":
+		return configValidate(args[1:], s)
+	case "show":
+		return configShow(args[1:], s)
+	case "keys":
+		for _, p := range config.Paths() {
+			var marks []string
+			if !config.LiveChangeable(p) {
+				marks = append(marks, "[restart]")
+			}
+			if !config.RemoteSettable(p) && p != "version" {
+				marks = append(marks, "[local]")
+			}
+			fmt.Fprintf(s.stdout, "%s %s\n", p, strings.Join(marks, " "))
+		}
+		return nil
+	}
+	fmt.Fprintln(s.stderr, configUsage)
+	return fmt.Errorf("%w: unknown config subcommand %q", errUsage, args[0])
+}
+
+func configValidate(args []string, s stdio) error {
+	fs := flag.NewFlagSet("config validate", flag.ContinueOnError)
+	fs.SetOutput(s.stderr)
+	var sets configSetList
+	fs.Var(&sets, "set", "override a config key before validating, e.g. --set device.id=cam-1 (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintln(s.stderr, "usage: kestrel config validate FILE [--set key=value]...\n\n"+
+			"Parses FILE strictly (unknown keys and bad values are errors), applies the\n"+
+			"overrides and validates. Prints one line per problem, each naming its key\n"+
+			"path, and exits 1 if there is any.")
+		fs.PrintDefaults()
+	}
+	file, rest := splitFileArg(args)
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if file == "" && fs.NArg() == 1 {
+		file = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return fmt.Errorf("%w: one FILE expected", errUsage)
+	}
+	if file == "" {
+		fs.Usage()
+		return fmt.Errorf("%w: FILE is required", errUsage)
+	}
+	if _, err := config.Load(file, sets); err != nil {
+		for _, fe := range config.FieldErrors(err) {
+			fmt.Fprintf(s.stdout, "%s: %v\n", file, fe)
+		}
+		return fmt.Errorf("%s is not valid", file)
+	}
+	fmt.Fprintf(s.stdout, "%s: ok\n", file)
+	return nil
+}
+
+// splitFileArg lets FILE come before the flags (Go's flag package stops at
+// the first non-flag argument).
+func splitFileArg(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}
+
+func configShow(args []string, s stdio) error {
+	fs := flag.NewFlagSet("config show", flag.ContinueOnError)
+	fs.SetOutput(s.stderr)
+	path := fs.String("config", "", "config file (default: built-in defaults only)")
+	var sets configSetList
+	fs.Var(&sets, "set", "override a config key, e.g. --set gps.baud=9600 (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintln(s.stderr, "usage: kestrel config show [--config FILE] [--set key=value]...\n\n"+
+			"Prints the effective configuration as TOML after strict parsing, overrides\n"+
+			"and validation.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	c, err := config.Load(*path, sets)
+	if err != nil {
+		return err
+	}
+	return toml.NewEncoder(s.stdout).Encode(c)
+}

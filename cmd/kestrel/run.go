@@ -1,7 +1,95 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
-func runRun(args []string, s stdio) error      { return errors.New("not implemented yet") }
-func runDemo(args []string, s stdio) error     { return errors.New("not implemented yet") }
-func runSelftest(args []string, s stdio) error { return errors.New("not implemented yet") }
+	"github.com/kestrel-edge/kestrel/agent"
+	"github.com/kestrel-edge/kestrel/agent/config"
+)
+
+// setFlags collects repeated --set key=value overrides.
+type setFlags []string
+
+func (s *setFlags) String() string     { return strings.Join(*s, ",") }
+func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
+
+func runRun(args []string, s stdio) error {
+	fs := flag.NewFlagSet("kestrel run", flag.ContinueOnError)
+	fs.SetOutput(s.stderr)
+	path := fs.String("config", "", "configuration file (TOML); see `kestrel config defaults`")
+	var sets setFlags
+	fs.Var(&sets, "set", "override a config key, e.g. --set gps.baud=9600 (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintln(s.stderr, "usage: kestrel run --config FILE [--set key=value]...\n\n"+
+			"Runs the agent until SIGTERM or SIGINT (drain and exit). SIGHUP re-reads the config\n"+
+			"file and applies what changed live, or rejects the whole change.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *path == "" {
+		fs.Usage()
+		return fmt.Errorf("%w: --config FILE is required", errUsage)
+	}
+	cfg, err := config.Load(*path, sets)
+	if err != nil {
+		return err
+	}
+	log := newLogger(s, cfg.Log)
+	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version, ConfigPath: *path, Sets: sets})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return runWithSignals(s.ctx, a, log)
+}
+
+// runWithSignals runs the agent until SIGTERM or SIGINT; SIGHUP reloads.
+func runWithSignals(parent context.Context, a *agent.Agent, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	for {
+		select {
+		case <-hup:
+			changed, err := a.Reload(ctx)
+			if err != nil {
+				log.Error("reload rejected; the running config is unchanged", "err", err)
+			} else {
+				log.Info("reload applied", "changed", changed)
+			}
+		case err := <-done:
+			return err
+		}
+	}
+}
+
+// newLogger builds the daemon's logger: text for a fitter's terminal or
+// journald, JSON when asked.
+func newLogger(s stdio, c config.Log) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(s.stderr, ho))
+	}
+	return slog.New(slog.NewTextHandler(s.stderr, ho))
+}

@@ -1,11 +1,1051 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
 
-func runKeygen(args []string, s stdio) error { return errors.New("not implemented yet") }
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/tinylib/msgp/msgp"
 
-func runConfig(args []string, s stdio) error { return errors.New("not implemented yet") }
+	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/remote"
+)
 
-func runStatus(args []string, s stdio) error { return errors.New("not implemented yet") }
+// ---- keygen ----
 
-func runCmd(args []string, s stdio) error { return errors.New("not implemented yet") }
+func runKeygen(args []string, s stdio) error {
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs.SetOutput(s.stderr)
+	out := fs.String("out", "fleet", "write the key pair to `PREFIX`.key (private, 0600) and PREFIX.pub")
+	force := fs.Bool("force", false, "overwrite existing files")
+	fs.Usage = func() {
+		fmt.Fprintln(s.stderr, "usage: kestrelctl keygen [--out PREFIX] [--force]\n\n"+
+			"Makes an Ed25519 fleet signing key. PREFIX.key is PEM PKCS#8, readable by\n"+
+			"openssl; keep it off the devices. PREFIX.pub holds the base64 public key\n"+
+			"that goes into each device's remote.trusted_keys. Prints the key id.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	pemKey, err := remote.MarshalPrivateKey(priv)
+	if err != nil {
+		return err
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if *force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+		perm os.FileMode
+	}{
+		{*out + ".key", pemKey, 0o600},
+		{*out + ".pub", []byte(remote.EncodePublicKey(pub) + "\n"), 0o644},
+	} {
+		fh, err := os.OpenFile(f.path, flags, f.perm)
+		if err != nil {
+			return fmt.Errorf("keygen: %w (use --force to overwrite)", err)
+		}
+		if err := fh.Chmod(f.perm); err == nil {
+			_, err = fh.Write(f.data)
+		}
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("keygen: %s: %w", f.path, err)
+		}
+	}
+	fmt.Fprintf(s.stdout, "key id %s\nprivate key %s.key (keep it secret)\npublic key %s.pub\n\n[remote]\ntrusted_keys = [%q]\n",
+		remote.KeyID(pub), *out, *out, remote.EncodePublicKey(pub))
+	return nil
+}
+
+func loadSigningKey(path string) (ed25519.PrivateKey, error) {
+	if path == "" {
+		path = os.Getenv("KESTREL_SIGN_KEY")
+	}
+	if path == "" {
+		return nil, fmt.Errorf("%w: --sign-key FILE (or KESTREL_SIGN_KEY) is required", errUsage)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	return remote.ParsePrivateKey(b)
+}
+
+// ---- broker connection ----
+
+type fleetBrokerFlags struct {
+	url, ca, cert, key, user *string
+	fleet                    *string
+}
+
+func addFleetBrokerFlags(fs *flag.FlagSet) fleetBrokerFlags {
+	return fleetBrokerFlags{
+		url:   fs.String("broker", os.Getenv("KESTREL_BROKER"), "broker `URL` (tcp://, tls://; default $KESTREL_BROKER)"),
+		ca:    fs.String("ca", "", "CA bundle for a tls:// broker"),
+		cert:  fs.String("cert", "", "client certificate (PEM) for mutual TLS"),
+		key:   fs.String("key", "", "client certificate key (PEM)"),
+		user:  fs.String("user", "", "MQTT username (password from $KESTREL_MQTT_PASSWORD)"),
+		fleet: fs.String("fleet", os.Getenv("KESTREL_FLEET"), "fleet id (default $KESTREL_FLEET)"),
+	}
+}
+
+func (f fleetBrokerFlags) check() error {
+	if *f.url == "" {
+		return fmt.Errorf("%w: --broker URL is required", errUsage)
+	}
+	if *f.fleet == "" {
+		return fmt.Errorf("%w: --fleet is required", errUsage)
+	}
+	if (*f.cert == "") != (*f.key == "") {
+		return fmt.Errorf("%w: --cert and --key go together", errUsage)
+	}
+	return nil
+}
+
+// fleetConnect connects a clean session. Handlers run in arrival order.
+func fleetConnect(ctx context.Context, f fleetBrokerFlags, role string) (paho.Client, error) {
+	po := paho.NewClientOptions().AddBroker(*f.url).
+		SetClientID("kestrelctl-" + role + "-" + fleetRandomID(4)).
+		SetProtocolVersion(4).SetCleanSession(true).SetOrderMatters(true).
+		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).SetKeepAlive(30 * time.Second)
+	if *f.user != "" {
+		po.SetUsername(*f.user).SetPassword(os.Getenv("KESTREL_MQTT_PASSWORD"))
+	}
+	if *f.ca != "" || *f.cert != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if *f.ca != "" {
+			pem, err := os.ReadFile(*f.ca)
+			if err != nil {
+				return nil, fmt.Errorf("read broker CA: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("broker CA %s: no PEM certificate", *f.ca)
+			}
+		}
+		if *f.cert != "" {
+			c, err := tls.LoadX509KeyPair(*f.cert, *f.key)
+			if err != nil {
+				return nil, fmt.Errorf("client certificate: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{c}
+		}
+		po.SetTLSConfig(tc)
+	}
+	cl := paho.NewClient(po)
+	if err := fleetWait(ctx, cl.Connect(), 15*time.Second); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", *f.url, err)
+	}
+	return cl, nil
+}
+
+func fleetWait(ctx context.Context, tok paho.Token, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-t.C:
+		return errors.New("timed out")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func fleetRandomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func fleetCtx(s stdio) context.Context {
+	if s.ctx == nil {
+		return context.Background()
+	}
+	return s.ctx
+}
+
+// collector gathers messages from subscriptions on paho's goroutine.
+type collector struct {
+	mu     sync.Mutex
+	msgs   []paho.Message
+	notify chan struct{}
+}
+
+func newCollector() *collector { return &collector{notify: make(chan struct{}, 1)} }
+
+func (c *collector) handler(_ paho.Client, m paho.Message) {
+	c.mu.Lock()
+	c.msgs = append(c.msgs, m)
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (c *collector) take() []paho.Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.msgs
+	c.msgs = nil
+	return out
+}
+
+// settle waits until no message has arrived for quiet, or max has passed:
+// how long the retained messages take to arrive.
+func (c *collector) settle(ctx context.Context, quiet, max time.Duration) {
+	end := time.NewTimer(max)
+	defer end.Stop()
+	for {
+		q := time.NewTimer(quiet)
+		select {
+		case <-c.notify:
+			q.Stop()
+		case <-q.C:
+			return
+		case <-end.C:
+			q.Stop()
+			return
+		case <-ctx.Done():
+			q.Stop()
+			return
+		}
+	}
+}
+
+func subscribeAll(ctx context.Context, cl paho.Client, c *collector, filters ...string) error {
+	m := map[string]byte{}
+	for _, f := range filters {
+		m[f] = 1
+	}
+	return fleetWait(ctx, cl.SubscribeMultiple(m, c.handler), 10*time.Second)
+}
+
+// deviceOf returns the device level of kestrel/v1/{fleet}/{device}/...
+func deviceOf(topic string) string {
+	parts := strings.Split(topic, "/")
+	if len(parts) < 4 {
+		return ""
+	}
+	return parts[3]
+}
+
+// ---- config push / get ----
+
+const fleetConfigUsage = `usage:
+  kestrelctl config push --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags] FILE
+  kestrelctl config get  --broker URL --fleet F (--device D | --group G | --all)
+
+push signs FILE (a partial TOML config, laid over each device's own), publishes
+it retained, waits for the devices' reports with a progress bar and ends with
+a table of applied, rejected, rolled back and no answer. It exits 1 unless
+every expected device applied it. get shows the desired configs and the
+devices' reports. Run either with -h for its flags; see docs/config.md.`
+
+func runConfig(args []string, s stdio) error {
+	if len(args) == 0 {
+		fmt.Fprintln(s.stderr, fleetConfigUsage)
+		return fmt.Errorf("%w: missing subcommand", errUsage)
+	}
+	switch args[0] {
+	case "push":
+		return configPush(args[1:], s)
+	case "get":
+		return configGet(args[1:], s)
+	case "-h", "--help", "help":
+		fmt.Fprintln(s.stdout, fleetConfigUsage)
+		return nil
+	}
+	fmt.Fprintln(s.stderr, fleetConfigUsage)
+	return fmt.Errorf("%w: unknown config subcommand %q", errUsage, args[0])
+}
+
+type targetFlags struct {
+	device, group *string
+	all           *bool
+}
+
+func addTargetFlags(fs *flag.FlagSet) targetFlags {
+	return targetFlags{
+		device: fs.String("device", "", "one device"),
+		group:  fs.String("group", "", "a group (devices with it in device.groups)"),
+		all:    fs.Bool("all", false, "the whole fleet"),
+	}
+}
+
+func (t targetFlags) target(fleet string) (remote.Target, error) {
+	n := 0
+	var tg remote.Target
+	if *t.device != "" {
+		n++
+		tg = remote.Device(fleet, *t.device)
+	}
+	if *t.group != "" {
+		n++
+		tg = remote.Group(fleet, *t.group)
+	}
+	if *t.all {
+		n++
+		tg = remote.AllDevices(fleet)
+	}
+	if n != 1 {
+		return remote.Target{}, fmt.Errorf("%w: give exactly one of --device, --group, --all", errUsage)
+	}
+	return tg, nil
+}
+
+// pushResult is one device's answer to a push.
+type pushResult struct {
+	status  string // applied, rejected, rolled_back, "" = no answer
+	running uint64
+	errs    []remote.ReportError
+}
+
+func configPush(args []string, s stdio) error {
+	fs := flag.NewFlagSet("config push", flag.ContinueOnError)
+	fs.SetOutput(s.stderr)
+	bf := addFleetBrokerFlags(fs)
+	tf := addTargetFlags(fs)
+	signKey := fs.String("sign-key", "", "fleet signing key from keygen (default $KESTREL_SIGN_KEY)")
+	version := fs.Uint64("version", 0, "config version; must exceed every version the devices run (default: now, in Unix seconds)")
+	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for reports")
+	discover := fs.Duration("discover", 2*time.Second, "how long to collect retained state to learn which devices to expect")
+	expect := fs.Int("expect", 0, "wait for this many reports (default: the devices known from retained state)")
+	devices := fs.String("devices", "", "comma-separated device ids to expect (overrides discovery)")
+	fs.Usage = func() {
+		fmt.Fprintln(s.stderr, "usage: kestrelctl config push --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags] FILE\n\n"+
+			"Validates FILE locally, signs it, publishes it retained on the target's\n"+
+			"config/desired topic, and waits for each device's config/reported message.\n"+
+			"Devices to expect come from the retained state and report messages (for a\n"+
+			"group: devices whose last report lists the group), or --devices/--expect.")
+		fs.PrintDefaults()
+	}
+	file, rest := fleetFileFirst(args)
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if file == "" && fs.NArg() == 1 {
+		file = fs.Arg(0)
+	} else if fs.NArg() != 0 || file == "" {
+		return fmt.Errorf("%w: one config FILE is required", errUsage)
+	}
+	if err := bf.check(); err != nil {
+		return err
+	}
+	tg, err := tf.target(*bf.fleet)
+	if err != nil {
+		return err
+	}
+	body, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	// Catch what every device would reject before it goes out.
+	base := config.Defaults()
+	base.Device.ID, base.Device.Fleet = "check", *bf.fleet
+	if _, _, err := config.Overlay(base, body); err != nil {
+		for _, fe := range config.FieldErrors(err) {
+			fmt.Fprintf(s.stderr, "%s: %v\n", file, fe)
+		}
+		return fmt.Errorf("%s would be rejected; not pushed", file)
+	}
+	priv, err := loadSigningKey(*signKey)
+	if err != nil {
+		return err
+	}
+	v := *version
+	if v == 0 {
+		v = uint64(time.Now().Unix())
+	}
+	env, err := remote.SignConfig(priv, tg, v, body)
+	if err != nil {
+		return err
+	}
+
+	ctx := fleetCtx(s)
+	cl, err := fleetConnect(ctx, bf, "push")
+	if err != nil {
+		return err
+	}
+	defer cl.Disconnect(250)
+	prefix := "kestrel/v1/" + *bf.fleet + "/"
+	col := newCollector()
+	if err := subscribeAll(ctx, cl, col, prefix+"+/config/reported", prefix+"+/state"); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+
+	// Learn who should answer from what is retained now.
+	expected := map[string]bool{}
+	results := map[string]*pushResult{}
+	lastRunning := map[string]uint64{}
+	if *devices != "" {
+		for _, d := range strings.Split(*devices, ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				expected[d] = true
+			}
+		}
+	} else if *tf.device != "" {
+		expected[*tf.device] = true
+	}
+	discovering := len(expected) == 0
+	if discovering {
+		col.settle(ctx, 300*time.Millisecond, *discover)
+	}
+	for _, m := range col.take() {
+		dev := deviceOf(m.Topic())
+		if dev == "" || strings.HasPrefix(dev, "_") {
+			continue
+		}
+		if strings.HasSuffix(m.Topic(), "/config/reported") {
+			if r, err := remote.DecodeReport(m.Payload()); err == nil {
+				lastRunning[dev] = r.Running
+				if discovering && (*tf.all || slices.Contains(r.Groups, *tf.group)) {
+					expected[dev] = true
+				}
+			}
+		} else if discovering && *tf.all && len(m.Payload()) > 0 {
+			expected[dev] = true
+		}
+	}
+	want := len(expected)
+	if *expect > 0 {
+		want = *expect
+	}
+
+	if err := fleetWait(ctx, cl.Publish(tg.Topic(), 1, true, env), 15*time.Second); err != nil {
+		return fmt.Errorf("publish %s: %w", tg.Topic(), err)
+	}
+	fmt.Fprintf(s.stderr, "pushed version %d to %s (%s), %d bytes, key %s; waiting for %d device(s)\n",
+		v, tg, tg.Topic(), len(env), remote.KeyID(priv.Public().(ed25519.PublicKey)), want)
+
+	deadline := time.NewTimer(*timeout)
+	defer deadline.Stop()
+	prog := &progress{w: s.stderr, total: want}
+	for {
+		for _, m := range col.take() {
+			if !strings.HasSuffix(m.Topic(), "/config/reported") {
+				continue
+			}
+			r, err := remote.DecodeReport(m.Payload())
+			if err != nil || r.Version != v {
+				continue
+			}
+			dev := deviceOf(m.Topic())
+			results[dev] = &pushResult{status: r.Status, running: r.Running, errs: r.Errors}
+			if *expect == 0 && *devices == "" {
+				expected[dev] = true // answered though not known in advance
+			}
+		}
+		if *expect == 0 {
+			want = len(expected)
+		}
+		prog.total = want
+		prog.draw(results)
+		if want > 0 && countDone(results, expected, *expect > 0) >= want {
+			break
+		}
+		select {
+		case <-col.notify:
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline.C:
+			goto done
+		case <-ctx.Done():
+			goto done
+		}
+	}
+done:
+	prog.finish()
+	return pushTable(s.stdout, v, expected, results, lastRunning)
+}
+
+// countDone counts final answers from expected devices (or from anyone
+// when only a count is expected). Applied may still turn into rolled_back,
+// but the push has done its part once the device applied it.
+func countDone(results map[string]*pushResult, expected map[string]bool, anyone bool) int {
+	n := 0
+	for dev, r := range results {
+		if r.status != "" && (anyone || expected[dev]) {
+			n++
+		}
+	}
+	return n
+}
+
+// progress draws a one-line bar on stderr.
+type progress struct {
+	w     io.Writer
+	total int
+	drawn bool
+	last  string
+}
+
+func (p *progress) draw(results map[string]*pushResult) {
+	var ap, rj, rb int
+	for _, r := range results {
+		switch r.status {
+		case remote.StatusApplied:
+			ap++
+		case remote.StatusRejected:
+			rj++
+		case remote.StatusRolledBack:
+			rb++
+		}
+	}
+	done := ap + rj + rb
+	const width = 30
+	fill := width
+	if p.total > 0 {
+		fill = min(width, done*width/p.total)
+	}
+	line := fmt.Sprintf("\r[%s%s] %d/%d  applied %d  rejected %d  rolled back %d",
+		strings.Repeat("#", fill), strings.Repeat(".", width-fill), done, p.total, ap, rj, rb)
+	if line != p.last {
+		fmt.Fprint(p.w, line)
+		p.last, p.drawn = line, true
+	}
+}
+
+func (p *progress) finish() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func pushTable(w io.Writer, v uint64, expected map[string]bool, results map[string]*pushResult, lastRunning map[string]uint64) error {
+	devs := map[string]bool{}
+	for d := range expected {
+		devs[d] = true
+	}
+	for d := range results {
+		devs[d] = true
+	}
+	names := make([]string, 0, len(devs))
+	for d := range devs {
+		names = append(names, d)
+	}
+	sort.Strings(names)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tRESULT\tRUNNING\tDETAIL")
+	counts := map[string]int{}
+	for _, d := range names {
+		r := results[d]
+		if r == nil {
+			counts["no answer"]++
+			run := "-"
+			if v, ok := lastRunning[d]; ok {
+				run = fmt.Sprint(v)
+			}
+			fmt.Fprintf(tw, "%s\tno answer\t%s\t\n", d, run)
+			continue
+		}
+		status := strings.ReplaceAll(r.status, "_", " ")
+		counts[status]++
+		var detail []string
+		for _, e := range r.errs {
+			if e.Path != "" {
+				detail = append(detail, e.Path+": "+e.Error)
+			} else {
+				detail = append(detail, e.Error)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", d, status, r.running, strings.Join(detail, "; "))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "version %d: applied %d, rejected %d, rolled back %d, no answer %d\n",
+		v, counts["applied"], counts["rejected"], counts["rolled back"], counts["no answer"])
+	if bad := len(names) - counts["applied"]; bad > 0 || len(names) == 0 {
+		if len(names) == 0 {
+			return errors.New("no device answered")
+		}
+		return fmt.Errorf("%d of %d devices did not apply version %d", bad, len(names), v)
+	}
+	return nil
+}
+
+// fleetFileFirst lets FILE come before the flags.
+func fleetFileFirst(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}
+
+func configGet(args []string, s stdio) error {
+	fs := flag.NewFlagSet("config get", flag.ContinueOnError)
+	fs.SetOutput(s.stderr)
+	bf := addFleetBrokerFlags(fs)
+	tf := addTargetFlags(fs)
+	pubFile := fs.String("pub", "", "verify signatures with this public key file (keygen's .pub)")
+	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
+	fs.Usage = func() {
+		fmt.Fprintln(s.stderr, "usage: kestrelctl config get --broker URL --fleet F (--device D | --group G | --all) [--pub FILE]\n\n"+
+			"Prints the retained desired config for the target (for a device also the\n"+
+			"group and fleet-wide ones) and the devices' last reports.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if err := bf.check(); err != nil {
+		return err
+	}
+	tg, err := tf.target(*bf.fleet)
+	if err != nil {
+		return err
+	}
+	var kr remote.Keyring
+	if *pubFile != "" {
+		b, err := os.ReadFile(*pubFile)
+		if err != nil {
+			return err
+		}
+		if kr, err = remote.NewKeyring([]string{strings.TrimSpace(string(b))}); err != nil {
+			return err
+		}
+	}
+	ctx := fleetCtx(s)
+	cl, err := fleetConnect(ctx, bf, "get")
+	if err != nil {
+		return err
+	}
+	defer cl.Disconnect(250)
+	prefix := "kestrel/v1/" + *bf.fleet + "/"
+	col := newCollector()
+	filters := []string{prefix + "+/config/reported", remote.AllDevices(*bf.fleet).Topic(), prefix + "_group/+/config/desired"}
+	if *tf.device != "" {
+		filters = append(filters, tg.Topic())
+	}
+	if err := subscribeAll(ctx, cl, col, filters...); err != nil {
+		return err
+	}
+	col.settle(ctx, 300*time.Millisecond, *wait)
+	desired := map[string][]byte{}
+	reports := map[string]*remote.Report{}
+	for _, m := range col.take() {
+		if strings.HasSuffix(m.Topic(), "/config/desired") {
+			desired[m.Topic()] = m.Payload()
+			continue
+		}
+		if r, err := remote.DecodeReport(m.Payload()); err == nil {
+			reports[deviceOf(m.Topic())] = r
+		}
+	}
+	// Which desired topics apply to the target.
+	var topics []string
+	switch {
+	case *tf.device != "":
+		topics = append(topics, tg.Topic())
+		if r := reports[*tf.device]; r != nil {
+			for _, g := range r.Groups {
+				topics = append(topics, remote.Group(*bf.fleet, g).Topic())
+			}
+		}
+		topics = append(topics, remote.AllDevices(*bf.fleet).Topic())
+	default:
+		topics = append(topics, tg.Topic())
+	}
+	for _, topic := range topics {
+		p, ok := desired[topic]
+		if !ok || len(p) == 0 {
+			fmt.Fprintf(s.stdout, "# %s: none\n\n", topic)
+			continue
+		}
+		e, err := remote.DecodeConfig(p)
+		if err != nil {
+			fmt.Fprintf(s.stdout, "# %s: unreadable: %v\n\n", topic, err)
+			continue
+		}
+		sig := "unsigned"
+		if e.KeyID != "" {
+			sig = "signed by key " + e.KeyID
+			if kr != nil {
+				if err := kr.VerifyConfig(e, true); err != nil {
+					sig += " (NOT VERIFIED: " + err.Error() + ")"
+				} else {
+					sig += " (verified)"
+				}
+			}
+		}
+		fmt.Fprintf(s.stdout, "# %s\n# version %d, target %s, issued %s, %s\n%s\n", topic, e.Version, e.Target(),
+			time.UnixMilli(e.Issued).UTC().Format(time.RFC3339), sig, strings.TrimRight(string(e.Body), "\n"))
+		fmt.Fprintln(s.stdout)
+	}
+	var names []string
+	for d, r := range reports {
+		switch {
+		case *tf.device != "" && d != *tf.device:
+		case *tf.group != "" && !slices.Contains(r.Groups, *tf.group):
+		default:
+			names = append(names, d)
+		}
+	}
+	sort.Strings(names)
+	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tRUNNING\tLAST ATTEMPT\tRESULT\tWHEN\tDETAIL")
+	for _, d := range names {
+		r := reports[d]
+		var detail []string
+		for _, e := range r.Errors {
+			if e.Path != "" {
+				detail = append(detail, e.Path+": "+e.Error)
+			} else {
+				detail = append(detail, e.Error)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", d, r.Running, r.Version, r.Status,
+			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), strings.Join(detail, "; "))
+	}
+	return tw.Flush()
+}
+
+// ---- status ----
+
+func runStatus(args []string, s stdio) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(s.stderr)
+	bf := addFleetBrokerFlags(fs)
+	device := fs.String("device", "", "only this device")
+	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
+	fs.Usage = func() {
+		fmt.Fprintln(s.stderr, "usage: kestrelctl status --broker URL --fleet F [--device D]\n\n"+
+			"A table of the fleet from the retained state and config/reported messages:\n"+
+			"online, last seen, battery, spool depth, radio, GPS and config version.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if err := bf.check(); err != nil {
+		return err
+	}
+	ctx := fleetCtx(s)
+	cl, err := fleetConnect(ctx, bf, "status")
+	if err != nil {
+		return err
+	}
+	defer cl.Disconnect(250)
+	prefix := "kestrel/v1/" + *bf.fleet + "/"
+	dev := "+"
+	if *device != "" {
+		dev = *device
+	}
+	col := newCollector()
+	if err := subscribeAll(ctx, cl, col, prefix+dev+"/state", prefix+dev+"/config/reported"); err != nil {
+		return err
+	}
+	col.settle(ctx, 300*time.Millisecond, *wait)
+	states := map[string]map[string]any{}
+	reps := map[string]*remote.Report{}
+	for _, m := range col.take() {
+		d := deviceOf(m.Topic())
+		if strings.HasSuffix(m.Topic(), "/state") {
+			if st, err := decodeStateMap(m.Payload()); err == nil {
+				states[d] = st
+			} else {
+				fmt.Fprintf(s.stderr, "%s: unreadable state: %v\n", d, err)
+			}
+		} else if r, err := remote.DecodeReport(m.Payload()); err == nil {
+			reps[d] = r
+		}
+	}
+	if len(states) == 0 && len(reps) == 0 {
+		return fmt.Errorf("no retained state under %s", prefix)
+	}
+	names := make([]string, 0, len(states))
+	for d := range states {
+		names = append(names, d)
+	}
+	for d := range reps {
+		if states[d] == nil {
+			names = append(names, d)
+		}
+	}
+	sort.Strings(names)
+	now := time.Now()
+	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tONLINE\tLAST SEEN\tBATTERY\tSPOOL\tRADIO\tGPS\tCONFIG")
+	online := 0
+	for _, d := range names {
+		st := states[d]
+		on := "?"
+		if b, ok := st["online"].(bool); ok {
+			on = map[bool]string{true: "yes", false: "no"}[b]
+			if b {
+				online++
+			}
+			if p, _ := st["plaintext"].(bool); p {
+				on += " (plaintext)"
+			}
+		}
+		seen := "-"
+		if ms, ok := asInt(st["time"]); ok && ms > 0 {
+			seen = ago(now.Sub(time.UnixMilli(ms)))
+		}
+		batt := "-"
+		if v, ok := asInt(st["battery"]); ok {
+			batt = fmt.Sprintf("%d%%", v)
+			if bs, _ := st["battery_status"].(string); bs != "" {
+				batt += " " + strings.ToLower(bs)
+			}
+		}
+		spool := "-"
+		if v, ok := asInt(st["spool_records"]); ok {
+			spool = fmt.Sprint(v)
+			if b, ok := asInt(st["spool_bytes"]); ok {
+				spool += " (" + humanBytes(b) + ")"
+			}
+			if h, _ := st["spool_health"].(string); h != "" && h != "ok" {
+				spool += " " + h
+			}
+		}
+		radio := "-"
+		if p, _ := st["radio_profile"].(string); p != "" {
+			radio = p
+			if reg, ok := asInt(st["radio_registered"]); ok {
+				radio += " " + regName(reg)
+			}
+			if rssi, ok := asInt(st["radio_rssi"]); ok && rssi != 0 {
+				radio += fmt.Sprintf(" %d dBm", rssi)
+			}
+		}
+		gps := "-"
+		if g, _ := st["gps"].(string); g != "" {
+			gps = g
+		}
+		cfg := "-"
+		if v, ok := asInt(st["config_version"]); ok {
+			cfg = fmt.Sprint(v)
+		}
+		if r := reps[d]; r != nil {
+			// The report is newer than a state message published before
+			// the last config change.
+			cfg = fmt.Sprint(r.Running)
+			if r.Status != remote.StatusApplied {
+				cfg += fmt.Sprintf(" (v%d %s)", r.Version, strings.ReplaceAll(r.Status, "_", " "))
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d, on, seen, batt, spool, radio, gps, cfg)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.stdout, "%d devices, %d online\n", len(names), online)
+	return nil
+}
+
+// decodeStateMap reads the retained state message: a MessagePack map
+// (transport/mqtt), or JSON from other tools.
+func decodeStateMap(p []byte) (map[string]any, error) {
+	if v, rest, err := msgp.ReadIntfBytes(p); err == nil && len(rest) == 0 {
+		if m, ok := v.(map[string]any); ok {
+			return m, nil
+		}
+	}
+	var m map[string]any
+	if err := json.Unmarshal(p, &m); err != nil {
+		return nil, errors.New("neither a MessagePack nor a JSON map")
+	}
+	return m, nil
+}
+
+func asInt(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int64:
+		return x, true
+	case uint64:
+		return int64(x), true
+	case int:
+		return int64(x), true
+	case int32:
+		return int64(x), true
+	case uint32:
+		return int64(x), true
+	case float64:
+		return int64(x), true
+	}
+	return 0, false
+}
+
+func ago(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm ago", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+func humanBytes(b int64) string {
+	switch {
+	case b < 1<<10:
+		return fmt.Sprintf("%d B", b)
+	case b < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+func regName(r int64) string {
+	switch r {
+	case 0:
+		return "unregistered"
+	case 1:
+		return "home"
+	case 2:
+		return "searching"
+	case 3:
+		return "denied"
+	case 5:
+		return "roaming"
+	}
+	return "unknown"
+}
+
+// ---- cmd ----
+
+func runCmd(args []string, s stdio) error {
+	fs := flag.NewFlagSet("cmd", flag.ContinueOnError)
+	fs.SetOutput(s.stderr)
+	bf := addFleetBrokerFlags(fs)
+	device := fs.String("device", "", "target device (required)")
+	signKey := fs.String("sign-key", "", "fleet signing key from keygen (default $KESTREL_SIGN_KEY)")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply")
+	id := fs.String("id", "", "request id (default: random)")
+	fs.Usage = func() {
+		fmt.Fprintln(s.stderr, "usage: kestrelctl cmd --broker URL --fleet F --device D --sign-key KEY NAME [key=value]...\n\n"+
+			"Sends a signed command and prints the device's reply as JSON; exits 1 unless\n"+
+			"the reply's status is ok. Commands: locate, flush, status, selftest, restart,\n"+
+			"privacy on|off|default.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := bf.check(); err != nil {
+		return err
+	}
+	if *device == "" || fs.NArg() == 0 {
+		return fmt.Errorf("%w: --device and a command NAME are required", errUsage)
+	}
+	name := fs.Arg(0)
+	cmdArgs := map[string]string{}
+	for _, a := range fs.Args()[1:] {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok {
+			if name == "privacy" && len(cmdArgs) == 0 {
+				k, v = "mode", a // privacy on|off|default
+			} else {
+				return fmt.Errorf("%w: argument %q: want key=value", errUsage, a)
+			}
+		}
+		cmdArgs[k] = v
+	}
+	priv, err := loadSigningKey(*signKey)
+	if err != nil {
+		return err
+	}
+	rid := *id
+	if rid == "" {
+		rid = fleetRandomID(8)
+	}
+	replyCh := "reply/ctl-" + fleetRandomID(4)
+	payload, err := remote.SignCommand(priv, remote.Command{Fleet: *bf.fleet, Device: *device, ID: rid, Name: name, Args: cmdArgs, Reply: replyCh})
+	if err != nil {
+		return err
+	}
+	ctx := fleetCtx(s)
+	cl, err := fleetConnect(ctx, bf, "cmd")
+	if err != nil {
+		return err
+	}
+	defer cl.Disconnect(250)
+	prefix := "kestrel/v1/" + *bf.fleet + "/" + *device + "/"
+	col := newCollector()
+	// The default reply channel too: a command the device cannot parse is
+	// answered there.
+	if err := subscribeAll(ctx, cl, col, prefix+replyCh, prefix+"reply"); err != nil {
+		return err
+	}
+	if err := fleetWait(ctx, cl.Publish(prefix+"cmd", 1, false, payload), 15*time.Second); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	deadline := time.NewTimer(*timeout)
+	defer deadline.Stop()
+	for {
+		for _, m := range col.take() {
+			r, err := remote.DecodeReply(m.Payload())
+			if err != nil || r.ID != rid {
+				continue
+			}
+			b, _ := json.Marshal(r)
+			fmt.Fprintln(s.stdout, string(b))
+			if r.Status != remote.ReplyOK {
+				return fmt.Errorf("%s %s: %s", name, r.Status, r.Error)
+			}
+			return nil
+		}
+		select {
+		case <-col.notify:
+		case <-deadline.C:
+			return fmt.Errorf("no reply from %s within %s (request id %s)", *device, *timeout, rid)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,276 @@
+// Package agent is Kestrel's pipeline and lifecycle: it opens the ports,
+// runs the drivers and firmware hooks, stamps every record with (device,
+// boot, seq, time), applies the tracking and privacy policy, appends to the
+// spool, and runs the MQTT session that drains it.
+//
+// The agent owns policy (priorities, restarts, backoff, reload); the
+// drivers, hooks and transports it runs stay simple.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/agent/spool"
+	"github.com/kestrel-edge/kestrel/agent/tracking"
+	"github.com/kestrel-edge/kestrel/transport/wire"
+)
+
+// Options are what the agent needs besides its configuration.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+	// Now is the clock for records that carry no time of their own.
+	Now func() time.Time
+	// ConfigPath is the local config file, re-read on Reload; empty when
+	// the config came from elsewhere (demo, tests).
+	ConfigPath string
+	// Sets are the --set overrides, applied again on every reload.
+	Sets []string
+	// OnRecord, when set, sees every record after it is stamped and
+	// spooled (demo and tests).
+	OnRecord func(kestrel.Record)
+	// Selftest runs the fitter's checks for the "selftest" command.
+	Selftest func(ctx context.Context, cfg config.Config) (any, error)
+}
+
+// Agent is one running Kestrel.
+type Agent struct {
+	opts Options
+	log  *slog.Logger
+
+	mu  sync.Mutex // guards cfg, srcs, session and the stamping state
+	cfg config.Config
+	enc []byte
+
+	spool  *spool.Spool
+	policy *tracking.Policy
+
+	boot uint32
+
+	srcs map[string]*runningSource // by name: "gps", "radio", ...
+	sess *sessionRunner
+	mgr  *remote.Manager
+	msgr *messenger
+	rem  *remoteRunner
+
+	restartRequested atomic.Bool
+
+	wg        sync.WaitGroup // every goroutine the agent starts
+	closeOnce sync.Once
+	closed    atomic.Bool
+	cancel    context.CancelFunc
+	runCtx    context.Context
+
+	stats  Stats
+	latest latest
+}
+
+// Stats count what went through the pipeline.
+type Stats struct {
+	Emitted  atomic.Uint64 // records offered by sources
+	Filtered atomic.Uint64 // positions dropped by tracking or privacy policy
+	Spooled  atomic.Uint64 // records appended to the spool
+	Failed   atomic.Uint64 // records the spool refused
+}
+
+// ErrClosed is returned by methods called after Close.
+var ErrClosed = errors.New("agent: closed")
+
+// New opens the spool and prepares the agent; Run starts it.
+func New(cfg config.Config, opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	sp, err := spool.Open(cfg.Spool.Dir, spoolOptions(cfg), opts.Logger.With("part", "spool"))
+	if err != nil {
+		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.Dir, err)
+	}
+	a := &Agent{
+		opts:   opts,
+		log:    opts.Logger,
+		cfg:    cfg,
+		spool:  sp,
+		policy: tracking.New(cfg.Tracking, cfg.Privacy),
+		boot:   sp.Boot(),
+		srcs:   map[string]*runningSource{},
+	}
+	a.msgr = &messenger{a: a}
+	// The remote-config manager decides the config to run: the local one
+	// with the last applied remote config laid over it.
+	a.mgr, err = a.newRemote(cfg)
+	if err != nil {
+		sp.Close()
+		return nil, err
+	}
+	a.cfg = a.mgr.Config()
+	a.policy.SetConfig(a.cfg.Tracking, a.cfg.Privacy)
+	return a, nil
+}
+
+func spoolOptions(cfg config.Config) spool.Options {
+	return spool.Options{
+		MaxBytes:     cfg.Spool.MaxBytes,
+		MaxAge:       cfg.Spool.MaxAge.Duration,
+		SyncInterval: cfg.Spool.SyncInterval.Duration,
+	}
+}
+
+// Boot is this run's boot id.
+func (a *Agent) Boot() uint32 { return a.boot }
+
+// Spool exposes the spool for status reports and tests.
+func (a *Agent) Spool() *spool.Spool { return a.spool }
+
+// Config returns the configuration in force.
+func (a *Agent) Config() config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// Stats returns the pipeline counters.
+func (a *Agent) Stats() *Stats { return &a.stats }
+
+// Run starts every configured part and blocks until ctx is cancelled; then
+// it stops the sources, gives the session a moment to drain what is
+// waiting, syncs the spool and returns.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.closed.Load() {
+		return ErrClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	a.mu.Lock()
+	a.cancel = cancel
+	a.runCtx = ctx
+	cfg := a.cfg
+	a.mu.Unlock()
+	defer cancel()
+
+	a.log.Info("kestrel starting", "version", a.opts.Version, "device", cfg.Device.ID, "fleet", cfg.Device.Fleet,
+		"boot", a.boot, "spool", cfg.Spool.Dir)
+
+	sess, err := a.startSession(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.sess = sess
+	a.mu.Unlock()
+	a.startRemote(ctx)
+	a.startSources(ctx, cfg, nil)
+
+	<-ctx.Done()
+	a.log.Info("kestrel stopping: draining")
+	a.stopSources()
+	a.mu.Lock()
+	sess = a.sess
+	a.mu.Unlock()
+	if sess != nil {
+		sess.stop(a.drainTimeout(), a.pending)
+	}
+	if a.rem != nil {
+		a.rem.stop()
+	}
+	a.wg.Wait()
+	if a.restartRequested.Load() {
+		return ErrRestart
+	}
+	return nil
+}
+
+// drainTimeout bounds how long SIGTERM waits for the spool to empty: long
+// enough to send a normal backlog on a live link, short enough for
+// systemd's stop timeout.
+func (a *Agent) drainTimeout() time.Duration { return 5 * time.Second }
+
+// pending is the number of records not yet acknowledged by the broker.
+func (a *Agent) pending() int { return a.spool.Metrics().Records }
+
+// Close stops everything and closes the spool. Safe to call twice.
+func (a *Agent) Close() error {
+	var err error
+	a.closeOnce.Do(func() {
+		a.closed.Store(true)
+		a.mu.Lock()
+		if a.cancel != nil {
+			a.cancel()
+		}
+		a.mu.Unlock()
+		a.wg.Wait()
+		err = a.spool.Close()
+	})
+	return err
+}
+
+// Emit is the single entry point of the pipeline: policy, stamp, spool. It
+// is safe for concurrent use by every source.
+func (a *Agent) Emit(rec kestrel.Record) {
+	a.stats.Emitted.Add(1)
+	if rec.Time == 0 {
+		rec.Time = a.opts.Now().UnixMilli()
+	}
+	rec.Priority = max(rec.Priority, defaultPriority(&rec))
+	if !a.policy.Filter(&rec) {
+		a.stats.Filtered.Add(1)
+		return
+	}
+	a.mu.Lock()
+	rec.Device = a.cfg.Device.ID
+	rec.Boot = a.boot
+	rec.Seq = a.spool.NextSeq()
+	var err error
+	a.enc, err = wire.AppendRecord(a.enc[:0], &rec)
+	if err == nil {
+		data := append([]byte(nil), a.enc...)
+		// The spool ages records by when they reached it, on the agent's
+		// clock: a receiver with a bad date (week rollover) or a replayed
+		// log must not make fresh records look expired.
+		_, err = a.spool.Append(spool.Item{Seq: rec.Seq, Priority: rec.Priority, Time: a.opts.Now().UnixMilli(), Data: data})
+	}
+	a.mu.Unlock()
+	if err != nil {
+		a.stats.Failed.Add(1)
+		a.log.Warn("record not spooled", "kind", rec.Kind().String(), "seq", rec.Seq, "err", err)
+		return
+	}
+	a.stats.Spooled.Add(1)
+	a.latest.observe(&rec)
+	if a.opts.OnRecord != nil {
+		a.opts.OnRecord(rec)
+	}
+}
+
+// defaultPriority is the least priority a record of its kind gets. Drivers
+// may raise a record's priority (a radio's emergency status), never lower
+// it below this.
+func defaultPriority(rec *kestrel.Record) kestrel.Priority {
+	switch b := rec.Body.(type) {
+	case *kestrel.Event:
+		switch b.Type {
+		case kestrel.EventEmergency:
+			return kestrel.PriorityEmergency
+		case kestrel.EventTamper, kestrel.EventTaser, kestrel.EventSecurity, kestrel.EventBatteryCritical,
+			kestrel.EventRecordingStart, kestrel.EventRecordingStop, kestrel.EventInput, kestrel.EventLocate:
+			return kestrel.PriorityHigh
+		}
+		return kestrel.PriorityNormal
+	case *kestrel.Position, *kestrel.RadioStatus, *kestrel.GPSStatus, *kestrel.Battery, *kestrel.ExecAudit:
+		return kestrel.PriorityNormal
+	}
+	return kestrel.PriorityBulk
+}

@@ -1,0 +1,266 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// leafField locates one settable key in Config.
+type leafField struct {
+	index []int
+	typ   reflect.Type
+}
+
+var (
+	leafFields = map[string]leafField{}
+	leafPaths  []string // sorted
+	durType    = reflect.TypeOf(Duration{})
+)
+
+func init() {
+	var walk func(t reflect.Type, prefix string, index []int)
+	walk = func(t reflect.Type, prefix string, index []int) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := strings.Split(f.Tag.Get("toml"), ",")[0]
+			if tag == "" || tag == "-" {
+				continue
+			}
+			p := tag
+			if prefix != "" {
+				p = prefix + "." + tag
+			}
+			idx := append(append([]int(nil), index...), i)
+			if f.Type.Kind() == reflect.Struct && f.Type != durType {
+				walk(f.Type, p, idx)
+				continue
+			}
+			leafFields[p] = leafField{index: idx, typ: f.Type}
+			leafPaths = append(leafPaths, p)
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "", nil)
+	sort.Strings(leafPaths)
+}
+
+// Paths returns every key path, sorted.
+func Paths() []string { return append([]string(nil), leafPaths...) }
+
+// notLive are keys whose change needs a restart: identity (topics, spool
+// contents and sequence numbers hang off it), where data lives, and
+// resources the agent acquires once with privileges.
+var notLive = map[string]bool{
+	"device.id":         true,
+	"device.fleet":      true,
+	"spool.dir":         true,
+	"remote.state_file": true,
+	"hooks.socket":      true,
+	"hooks.ebpf":        true,
+}
+
+// localOnly are keys that a remote config may not set: identity and paths
+// (a fleet-wide config must never rename a device or point it at another
+// directory), the local file names of secrets, and the two switches that
+// would let a stolen fleet key lower the device's guard for the next
+// attacker (accepting unsigned config, plaintext brokers).
+var localOnly = map[string]bool{
+	"device.id":              true,
+	"device.fleet":           true,
+	"spool.dir":              true,
+	"remote.state_file":      true,
+	"remote.require_signed":  true,
+	"broker.allow_plaintext": true,
+	"broker.ca_file":         true,
+	"broker.cert_file":       true,
+	"broker.key_file":        true,
+	"broker.password_file":   true,
+	"hooks.socket":           true,
+	"hooks.ebpf":             true,
+	"sensors.sysfs_root":     true,
+	"gpio.dev_root":          true,
+}
+
+// LiveChangeable reports whether the key at path can change without a
+// restart (SIGHUP or remote config). Unknown paths are not.
+func LiveChangeable(path string) bool {
+	_, ok := leafFields[path]
+	return ok && !notLive[path]
+}
+
+// RemoteSettable reports whether a signed remote config may set the key.
+func RemoteSettable(path string) bool {
+	_, ok := leafFields[path]
+	return ok && !localOnly[path] && path != "version"
+}
+
+// CheckReload returns nil if every difference between old and new can be
+// applied live, else one ErrNotLive FieldError per offending key: the
+// caller rejects the change whole.
+func CheckReload(old, new Config) error {
+	var errs []error
+	for _, p := range Diff(old, new) {
+		if !LiveChangeable(p) && p != "version" {
+			errs = append(errs, &FieldError{Path: p, Err: ErrNotLive})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Diff returns the sorted key paths whose values differ. Lists compare by
+// content (an empty list equals an absent one); gpio.lines is one key.
+func Diff(old, new Config) []string {
+	ov, nv := reflect.ValueOf(old), reflect.ValueOf(new)
+	var out []string
+	for _, p := range leafPaths {
+		f := leafFields[p]
+		a, b := ov.FieldByIndex(f.index), nv.FieldByIndex(f.index)
+		if a.Kind() == reflect.Slice {
+			if !sliceEqual(a, b) {
+				out = append(out, p)
+			}
+			continue
+		}
+		if a.Kind() == reflect.Float64 && math.IsNaN(a.Float()) && math.IsNaN(b.Float()) {
+			continue // NaN is invalid anyway; it must not look like a change
+		}
+		if !a.Equal(b) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func sliceEqual(a, b reflect.Value) bool {
+	if a.Len() != b.Len() {
+		return false
+	}
+	for i := 0; i < a.Len(); i++ {
+		if !reflect.DeepEqual(a.Index(i).Interface(), b.Index(i).Interface()) {
+			return false
+		}
+	}
+	return true
+}
+
+// Clone returns a deep copy: the TOML decoder writes into existing slice
+// storage, so an overlay decoded onto a shallow copy would corrupt the
+// original.
+func Clone(c Config) Config {
+	out := c
+	v := reflect.ValueOf(&out).Elem()
+	for _, p := range leafPaths {
+		f := v.FieldByIndex(leafFields[p].index)
+		if f.Kind() == reflect.Slice && !f.IsNil() {
+			n := reflect.MakeSlice(f.Type(), f.Len(), f.Len())
+			reflect.Copy(n, f)
+			f.Set(n)
+		}
+	}
+	return out
+}
+
+// ApplySet applies one "key=value" override (the --set syntax). Lists are
+// comma-separated ("broker.urls=tls://a:8883,tls://b:8883"); an empty value
+// empties a list. The result is not validated.
+func ApplySet(c *Config, kv string) error {
+	key, val, ok := strings.Cut(kv, "=")
+	key = strings.TrimSpace(key)
+	if !ok || key == "" {
+		return fmt.Errorf("%q: want key=value", kv)
+	}
+	f, found := leafFields[key]
+	if !found {
+		return &FieldError{Path: key, Err: ErrUnknownKey}
+	}
+	dst := reflect.ValueOf(c).Elem().FieldByIndex(f.index)
+	if err := setString(dst, val); err != nil {
+		return &FieldError{Path: key, Err: fmt.Errorf("%w: %v", ErrInvalidValue, err)}
+	}
+	return nil
+}
+
+// Get returns the value at path as --set would write it.
+func Get(c Config, path string) (string, error) {
+	f, ok := leafFields[path]
+	if !ok {
+		return "", &FieldError{Path: path, Err: ErrUnknownKey}
+	}
+	v := reflect.ValueOf(c).FieldByIndex(f.index)
+	if v.Kind() == reflect.Slice {
+		parts := make([]string, v.Len())
+		for i := range parts {
+			parts[i] = fmt.Sprint(v.Index(i).Interface())
+		}
+		return strings.Join(parts, ","), nil
+	}
+	if v.Type() == durType {
+		return v.Interface().(Duration).String(), nil
+	}
+	return fmt.Sprint(v.Interface()), nil
+}
+
+func setString(dst reflect.Value, s string) error {
+	if dst.Type() == durType {
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return err
+		}
+		dst.Set(reflect.ValueOf(Duration{d}))
+		return nil
+	}
+	switch dst.Kind() {
+	case reflect.String:
+		dst.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", s)
+		}
+		dst.SetBool(b)
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 0, dst.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("want an integer, got %q", s)
+		}
+		dst.SetInt(n)
+	case reflect.Uint64, reflect.Uint32, reflect.Uint:
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 0, dst.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("want a non-negative integer, got %q", s)
+		}
+		dst.SetUint(n)
+	case reflect.Float64:
+		x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return fmt.Errorf("want a number, got %q", s)
+		}
+		dst.SetFloat(x)
+	case reflect.Slice:
+		et := dst.Type().Elem()
+		if et.Kind() != reflect.String && et.Kind() != reflect.Int {
+			return errors.New("a list of tables cannot be set with --set; use the config file")
+		}
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		out := reflect.MakeSlice(dst.Type(), len(parts), len(parts))
+		for i, p := range parts {
+			if err := setString(out.Index(i), p); err != nil {
+				return fmt.Errorf("item %d: %w", i+1, err)
+			}
+		}
+		dst.Set(out)
+	default:
+		return fmt.Errorf("cannot set %s", dst.Type())
+	}
+	return nil
+}

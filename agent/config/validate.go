@@ -1,0 +1,281 @@
+package config
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+)
+
+// Validate checks every key and returns all problems, each a FieldError
+// naming its key path, joined with errors.Join; nil if the config is good.
+func (c Config) Validate() error {
+	v := &validator{}
+	v.name("device.id", c.Device.ID, true)
+	v.name("device.fleet", c.Device.Fleet, true)
+	seen := map[string]bool{}
+	for i, g := range c.Device.Group {
+		v.name(fmt.Sprintf("device.groups[%d]", i), g, true)
+		if seen[g] {
+			v.add(fmt.Sprintf("device.groups[%d]", i), "duplicate group %q", g)
+		}
+		seen[g] = true
+	}
+
+	b := c.Broker
+	if len(b.URLs) == 0 {
+		v.add("broker.urls", "at least one broker URL is required")
+	}
+	for i, u := range b.URLs {
+		if err := CheckBrokerURL(u, b.AllowPlaintext); err != nil {
+			v.errs = append(v.errs, &FieldError{Path: fmt.Sprintf("broker.urls[%d]", i), Err: fmt.Errorf("%w: %w", ErrInvalidValue, err)})
+		}
+	}
+	if (b.CertFile == "") != (b.KeyFile == "") {
+		v.add("broker.key_file", "cert_file and key_file go together")
+	}
+	v.durMin("broker.keepalive", b.KeepAlive, time.Second)
+	v.intRange("broker.batch_max", b.BatchMax, 1, 10000)
+	v.durMin("broker.batch_age", b.BatchAge, 0)
+	v.intRange("broker.inflight", b.InFlight, 1, 65535)
+	v.intRange("broker.rate_limit", b.RateLimit, 0, 1<<30)
+
+	s := c.Spool
+	if strings.TrimSpace(s.Dir) == "" {
+		v.add("spool.dir", "required")
+	}
+	if s.MaxBytes < 1<<20 {
+		v.add("spool.max_bytes", "must be at least 1048576 (1 MiB), got %d", s.MaxBytes)
+	}
+	v.durMin("spool.max_age", s.MaxAge, 0)
+	v.durMin("spool.sync_interval", s.SyncInterval, 0)
+
+	v.baud("gps.baud", c.GPS.Baud, true)
+	v.durMin("gps.watchdog", c.GPS.Watchdog, 100*time.Millisecond)
+
+	r := c.Radio
+	if r.Profile != "tetra" && r.Profile != "lte" {
+		v.add("radio.profile", "want tetra or lte, got %q", r.Profile)
+	}
+	v.baud("radio.baud", r.Baud, false)
+	v.durMin("radio.poll", r.Poll, 100*time.Millisecond)
+	v.durMin("radio.heartbeat", r.Heartbeat, 0)
+
+	if c.Sensors.AccelRate < 0 || c.Sensors.AccelRate > 1000 {
+		v.add("sensors.accel_rate", "want 0 to 1000 Hz, got %g", c.Sensors.AccelRate)
+	}
+	v.durMin("sensors.battery_period", c.Sensors.BatteryPeriod, 0)
+	v.durMin("sensors.thermal_period", c.Sensors.ThermalPeriod, 0)
+
+	v.durMin("gpio.debounce", c.GPIO.Debounce, 0)
+	names := map[string]bool{}
+	for i, l := range c.GPIO.Lines {
+		p := fmt.Sprintf("gpio.lines[%d]", i)
+		v.name(p+".name", l.Name, true)
+		if names[l.Name] {
+			v.add(p+".name", "duplicate line name %q", l.Name)
+		}
+		names[l.Name] = true
+		if l.Chip == "" || strings.ContainsAny(l.Chip, "/\x00") {
+			v.add(p+".chip", "want a chip name such as gpiochip0, got %q", l.Chip)
+		}
+		v.intRange(p+".offset", l.Offset, 0, 1023)
+		if l.Priority != "" {
+			if _, err := kestrel.ParsePriority(l.Priority); err != nil {
+				v.add(p+".priority", "%v", err)
+			}
+		}
+	}
+
+	for i, id := range c.Hooks.AllowUIDs {
+		v.intRange(fmt.Sprintf("hooks.allow_uids[%d]", i), id, 0, 1<<31-1)
+	}
+	for i, id := range c.Hooks.AllowGIDs {
+		v.intRange(fmt.Sprintf("hooks.allow_gids[%d]", i), id, 0, 1<<31-1)
+	}
+	for i, p := range c.Hooks.ExecAllow {
+		if !strings.HasPrefix(p, "/") {
+			v.add(fmt.Sprintf("hooks.exec_allow[%d]", i), "want an absolute path, got %q", p)
+		}
+	}
+	v.durMin("hooks.link_period", c.Hooks.LinkPeriod, 0)
+
+	t := c.Tracking
+	v.durMin("tracking.min_interval", t.MinInterval, 0)
+	v.durMin("tracking.max_interval", t.MaxInterval, 0)
+	if t.MaxInterval.Duration > 0 && t.MaxInterval.Duration < t.MinInterval.Duration {
+		v.add("tracking.max_interval", "%s is below tracking.min_interval %s", t.MaxInterval, t.MinInterval)
+	}
+	v.floatRange("tracking.distance", t.Distance, 0, 1e6)
+	v.floatRange("tracking.heading", t.Heading, 0, 180)
+	v.floatRange("tracking.speed", t.Speed, 0, 500)
+	v.floatRange("tracking.stop_speed", t.StopSpeed, 0, 100)
+	v.durMin("tracking.stop_interval", t.StopInterval, 0)
+	for i, e := range t.ForceEvents {
+		if e == "all" {
+			continue
+		}
+		if _, err := kestrel.ParseEventType(e); err != nil {
+			v.add(fmt.Sprintf("tracking.force_events[%d]", i), "%v", err)
+		}
+	}
+	v.durMin("tracking.emergency_window", t.EmergencyWindow, 0)
+
+	pr := c.Privacy
+	switch pr.Mode {
+	case "off", "pause", "coarse":
+	default:
+		v.add("privacy.mode", "want off, pause or coarse, got %q", pr.Mode)
+	}
+	if pr.OnMode != "pause" && pr.OnMode != "coarse" {
+		v.add("privacy.on_mode", "want pause or coarse, got %q", pr.OnMode)
+	}
+	if (pr.Mode == "coarse" || pr.OnMode == "coarse") && (pr.Grid < 10 || pr.Grid > 100000) {
+		v.add("privacy.grid", "want 10 to 100000 metres for coarse mode, got %g", pr.Grid)
+	}
+
+	rm := c.Remote
+	for i, k := range rm.TrustedKeys {
+		if _, err := ParsePublicKey(k); err != nil {
+			v.add(fmt.Sprintf("remote.trusted_keys[%d]", i), "%v", err)
+		}
+	}
+	v.durMin("remote.rollback_after", rm.RollbackAfter, time.Second)
+	if strings.TrimSpace(rm.StateFile) == "" {
+		v.add("remote.state_file", "required")
+	}
+	v.durMin("remote.command_max_age", rm.CommandMaxAge, time.Second)
+	v.intRange("remote.audit_max", rm.AuditMax, 1, 100000)
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		v.add("log.format", "want text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(v.errs...)
+}
+
+// ParsePublicKey decodes a trusted key: standard base64 of the 32-byte
+// Ed25519 public key, as kestrelctl keygen writes it.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %w", err)
+	}
+	if len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("want a %d-byte Ed25519 public key, got %d bytes", ed25519.PublicKeySize, len(b))
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+var tlsSchemes = map[string]bool{"tls": true, "ssl": true, "mqtts": true, "wss": true}
+var plainSchemes = map[string]bool{"tcp": true, "mqtt": true, "ws": true}
+
+// ErrPlaintext marks a plaintext broker URL to a non-loopback host.
+var ErrPlaintext = errors.New("plaintext broker URL to a non-loopback host")
+
+// CheckBrokerURL checks one broker URL: a known scheme, a host and port,
+// and plaintext only to loopback unless allowPlaintext.
+func CheckBrokerURL(raw string, allowPlaintext bool) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("bad URL %q: %v", raw, err)
+	}
+	if !tlsSchemes[u.Scheme] && !plainSchemes[u.Scheme] {
+		return fmt.Errorf("bad scheme %q in %q: want tls, ssl, mqtts, wss, tcp, mqtt or ws", u.Scheme, raw)
+	}
+	host := u.Hostname()
+	if host == "" {
+		return fmt.Errorf("no host in %q", raw)
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("bad port in %q", raw)
+		}
+	} else if u.Scheme != "ws" && u.Scheme != "wss" {
+		return fmt.Errorf("no port in %q", raw)
+	}
+	if plainSchemes[u.Scheme] && !allowPlaintext && !IsLoopback(host) {
+		return fmt.Errorf("%w: %q (use tls:// or set broker.allow_plaintext)", ErrPlaintext, raw)
+	}
+	return nil
+}
+
+// IsLoopback reports whether host names the local machine.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{Path: path, Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalidValue}, args...)...)})
+}
+
+// name checks an identifier used in MQTT topics: no wildcards, separators
+// or leading '_' (reserved for _all and _group).
+func (v *validator) name(path, s string, required bool) {
+	if s == "" {
+		if required {
+			v.add(path, "required")
+		}
+		return
+	}
+	if len(s) > 64 {
+		v.add(path, "longer than 64 characters")
+		return
+	}
+	if s[0] == '_' {
+		v.add(path, "%q: must not start with '_' (reserved for _all and _group)", s)
+		return
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			v.add(path, "%q: only letters, digits, '.', '-' and '_' are allowed", s)
+			return
+		}
+	}
+}
+
+func (v *validator) durMin(path string, d Duration, min time.Duration) {
+	if d.Duration < min {
+		v.add(path, "must be at least %s, got %s", min, d.Duration)
+	}
+}
+
+func (v *validator) intRange(path string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.add(path, "want %d to %d, got %d", lo, hi, n)
+	}
+}
+
+func (v *validator) floatRange(path string, x, lo, hi float64) {
+	if !(x >= lo && x <= hi) { // also catches NaN
+		v.add(path, "want %g to %g, got %g", lo, hi, x)
+	}
+}
+
+var bauds = map[int]bool{1200: true, 2400: true, 4800: true, 9600: true, 19200: true, 38400: true, 57600: true, 115200: true, 230400: true, 460800: true, 921600: true}
+
+func (v *validator) baud(path string, n int, zeroOK bool) {
+	if n == 0 && zeroOK {
+		return
+	}
+	if !bauds[n] {
+		v.add(path, "unsupported baud rate %d (want 4800, 9600, 19200, 38400, 57600, 115200, ...)", n)
+	}
+}

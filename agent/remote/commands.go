@@ -1,0 +1,249 @@
+package remote
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// commandTimeout bounds one handler run.
+const commandTimeout = 2 * time.Minute
+
+// handleCommand verifies a command, checks freshness and replay, audits it,
+// runs its handler in its own goroutine and publishes the reply.
+func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
+	entry := AuditEntry{Kind: "command"}
+	cmd, err := DecodeCommand(payload)
+	if err != nil {
+		// Answer on the default reply channel if the request id is legible,
+		// so the sender learns why.
+		var partial struct {
+			ID    string `json:"id"`
+			Reply string `json:"reply"`
+		}
+		_ = json.Unmarshal(payload, &partial)
+		if len(partial.ID) > maxIDLen {
+			partial.ID = partial.ID[:maxIDLen]
+		}
+		entry.ID = partial.ID
+		m.rejectCommand(entry, "reply", err)
+		return
+	}
+	entry.ID, entry.Name, entry.KeyID = cmd.ID, cmd.Name, cmd.KeyID
+	if cmd.Fleet != m.fleet || cmd.Device != m.dev {
+		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: for %s/%s", ErrWrongTarget, cmd.Fleet, cmd.Device))
+		return
+	}
+	m.mu.Lock()
+	keys, requireSigned := m.keys, m.base.Remote.RequireSigned
+	maxAge := m.opts.CommandMaxAge
+	if maxAge <= 0 {
+		maxAge = m.target.Remote.CommandMaxAge.Duration
+	}
+	if maxAge <= 0 {
+		maxAge = 5 * time.Minute
+	}
+	m.mu.Unlock()
+	if err := keys.VerifyCommand(cmd, requireSigned); err != nil {
+		m.rejectCommand(entry, cmd.Reply, err)
+		return
+	}
+	now := m.now()
+	issued := time.UnixMilli(cmd.Issued)
+	if age := now.Sub(issued); age > maxAge || age < -maxAge {
+		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: issued %s, device clock %s, window ±%s",
+			ErrExpired, issued.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), maxAge))
+		return
+	}
+	m.mu.Lock()
+	if _, seen := m.st.Commands[cmd.ID]; seen {
+		m.mu.Unlock()
+		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: %q", ErrReplayedCmd, cmd.ID))
+		return
+	}
+	// Ids older than the window can go: freshness rejects their replays.
+	for id, t := range m.st.Commands {
+		if now.Sub(time.UnixMilli(t)) > 2*maxAge {
+			delete(m.st.Commands, id)
+		}
+	}
+	m.st.Commands[cmd.ID] = cmd.Issued
+	m.saveLocked() // before running it: a replay after a crash must still fail
+	m.mu.Unlock()
+
+	h := m.handler(cmd.Name)
+	if h == nil {
+		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: %q", ErrUnknownCommand, cmd.Name))
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		hctx, cancel := context.WithTimeout(ctx, commandTimeout)
+		defer cancel()
+		res, err := h(hctx, cmd.Args)
+		var then func()
+		if d, ok := res.(Deferred); ok {
+			res, then = d.Result, d.Then
+		}
+		r := Reply{ID: cmd.ID, Name: cmd.Name, Status: ReplyOK}
+		entry.Result = ReplyOK
+		if err != nil {
+			r.Status, r.Error = ReplyError, err.Error()
+			entry.Result, entry.Error = ReplyError, err.Error()
+		} else if res != nil {
+			b, merr := json.Marshal(res)
+			if merr != nil {
+				r.Status, r.Error = ReplyError, "result: "+merr.Error()
+			} else {
+				r.Result = b
+			}
+		}
+		m.log.Info("command", "name", cmd.Name, "id", cmd.ID, "kid", cmd.KeyID, "status", r.Status, "err", r.Error)
+		done := make(chan struct{})
+		m.mu.Lock()
+		m.audit(entry)
+		m.reply(cmd.Reply, r, func() { close(done) })
+		m.mu.Unlock()
+		if then != nil {
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+			case <-ctx.Done():
+				return
+			}
+			then()
+		}
+	}()
+}
+
+func (m *Manager) rejectCommand(entry AuditEntry, replyCh string, err error) {
+	entry.Result, entry.Error = ReplyRejected, err.Error()
+	m.log.Warn("command rejected", "name", entry.Name, "id", entry.ID, "kid", entry.KeyID, "err", err)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.audit(entry)
+	if entry.ID == "" {
+		return // nothing the sender could match a reply to
+	}
+	if CheckReplyChannel(replyCh) != nil {
+		replyCh = "reply"
+	}
+	m.reply(replyCh, Reply{ID: entry.ID, Name: entry.Name, Status: ReplyRejected, Error: err.Error()}, nil)
+}
+
+// reply queues a reply. Callers hold m.mu.
+func (m *Manager) reply(ch string, r Reply, sent func()) {
+	r.Device = m.dev
+	r.Time = m.now().UnixMilli()
+	b, _ := json.Marshal(&r)
+	m.enqueue(outItem{channel: ch, payload: b, sent: sent})
+}
+
+func (m *Manager) handler(name string) CommandFunc {
+	if h, ok := m.opts.Commands[name]; ok && h != nil {
+		return h
+	}
+	if name == "privacy" && m.opts.Privacy != nil {
+		return m.privacyCommand
+	}
+	return nil
+}
+
+// privacyCommand: args mode=on|off|default. "on" selects privacy.on_mode,
+// "default" returns to privacy.mode. The override survives restarts.
+func (m *Manager) privacyCommand(_ context.Context, args map[string]string) (any, error) {
+	p := m.opts.Privacy
+	var mode string
+	switch args["mode"] {
+	case "on":
+		mode = p.SetPrivacy(true)
+	case "off":
+		mode = p.SetPrivacy(false)
+	case "default":
+		mode = p.ClearPrivacy()
+	default:
+		return nil, fmt.Errorf("privacy: want mode=on, off or default, got %q", args["mode"])
+	}
+	if pp, ok := p.(privacyPersister); ok {
+		m.mu.Lock()
+		m.st.Privacy = pp.PrivacyOverride()
+		m.saveLocked()
+		m.mu.Unlock()
+	}
+	return map[string]string{"privacy": mode}, nil
+}
+
+// maxOut bounds the publish queue while offline; the oldest entries go
+// first (the audit log keeps them on the device).
+const maxOut = 512
+
+func (m *Manager) enqueue(it outItem) {
+	m.outMu.Lock()
+	m.out = append(m.out, it)
+	if len(m.out) > maxOut {
+		m.out = m.out[len(m.out)-maxOut:]
+	}
+	m.outMu.Unlock()
+	m.wakePublisher()
+}
+
+func (m *Manager) wakePublisher() {
+	select {
+	case m.outWake <- struct{}{}:
+	default:
+	}
+}
+
+// publisher sends queued reports, replies and audit entries in order,
+// retrying with backoff while the broker is unreachable.
+func (m *Manager) publisher(ctx context.Context) {
+	backoff := 250 * time.Millisecond
+	for {
+		m.mu.Lock()
+		msg := m.msg
+		m.mu.Unlock()
+		m.outMu.Lock()
+		var it outItem
+		have := len(m.out) > 0 && msg != nil
+		if have {
+			it = m.out[0]
+		}
+		m.outMu.Unlock()
+		if !have {
+			select {
+			case <-ctx.Done():
+				return
+			case <-m.outWake:
+			}
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := msg.Publish(pctx, it.channel, it.payload, it.retained)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.log.Debug("remote publish failed; will retry", "channel", it.channel, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 250 * time.Millisecond
+		m.lastPubOK.Store(m.now().UnixNano())
+		m.outMu.Lock()
+		if len(m.out) > 0 && &m.out[0].payload[0] == &it.payload[0] {
+			m.out = m.out[1:]
+		}
+		m.outMu.Unlock()
+		if it.sent != nil {
+			it.sent()
+		}
+	}
+}

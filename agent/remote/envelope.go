@@ -1,0 +1,386 @@
+package remote
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/kestrel-edge/kestrel/agent/config"
+)
+
+// Size limits. A config body is a TOML file (config.MaxFileSize, 64 KiB);
+// its envelope carries it in base64 plus a few short fields. Commands are
+// small. Anything larger is rejected before it is parsed.
+const (
+	MaxConfigEnvelope = 96 << 10
+	MaxCommand        = 8 << 10
+	maxArgs           = 32
+	maxIDLen          = 128
+)
+
+// Format tags: the first field of every envelope, so that a device rejects
+// a format it does not know with a clear error.
+const (
+	configFormat  = "kestrel-config/1"
+	commandFormat = "kestrel-cmd/1"
+)
+
+// Sentinel errors, reported to the fleet manager and audited.
+var (
+	ErrMalformed      = errors.New("malformed message")
+	ErrTooLarge       = errors.New("message too large")
+	ErrUnsigned       = errors.New("unsigned, and remote.require_signed is on")
+	ErrUntrustedKey   = errors.New("signed by a key not in remote.trusted_keys")
+	ErrBadSignature   = errors.New("bad signature")
+	ErrWrongTarget    = errors.New("addressed to another target")
+	ErrStale          = errors.New("version not newer than the running one")
+	ErrReplay         = errors.New("replay of an already applied config")
+	ErrExpired        = errors.New("command outside its validity window")
+	ErrReplayedCmd    = errors.New("replayed command request id")
+	ErrUnknownCommand = errors.New("unknown command")
+)
+
+// Target is what a config is addressed to: a whole fleet, a group, or one
+// device. It is part of the signed message, so a config signed for one
+// device cannot be replayed to another or to the whole fleet.
+type Target struct {
+	Fleet string
+	// Scope is "all", "group/NAME" or "device/ID".
+	Scope string
+}
+
+// AllDevices, Group and Device build targets.
+func AllDevices(fleet string) Target     { return Target{fleet, "all"} }
+func Group(fleet, name string) Target    { return Target{fleet, "group/" + name} }
+func Device(fleet, device string) Target { return Target{fleet, "device/" + device} }
+
+// Topic is the retained topic that carries the target's desired config.
+func (t Target) Topic() string {
+	switch {
+	case t.Scope == "all":
+		return "kestrel/v1/" + t.Fleet + "/_all/config/desired"
+	case strings.HasPrefix(t.Scope, "group/"):
+		return "kestrel/v1/" + t.Fleet + "/_group/" + strings.TrimPrefix(t.Scope, "group/") + "/config/desired"
+	default:
+		return "kestrel/v1/" + t.Fleet + "/" + strings.TrimPrefix(t.Scope, "device/") + "/config/desired"
+	}
+}
+
+func (t Target) String() string { return t.Fleet + ":" + t.Scope }
+
+func (t Target) check() error {
+	if err := checkName(t.Fleet); err != nil {
+		return fmt.Errorf("fleet: %w", err)
+	}
+	switch {
+	case t.Scope == "all":
+		return nil
+	case strings.HasPrefix(t.Scope, "group/"):
+		return checkName(strings.TrimPrefix(t.Scope, "group/"))
+	case strings.HasPrefix(t.Scope, "device/"):
+		return checkName(strings.TrimPrefix(t.Scope, "device/"))
+	}
+	return fmt.Errorf("scope %q: want all, group/NAME or device/ID", t.Scope)
+}
+
+// checkName accepts the identifiers that config.Validate accepts for
+// device, fleet and group names.
+func checkName(s string) error {
+	if s == "" || len(s) > 64 || s[0] == '_' {
+		return fmt.Errorf("bad name %q", s)
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("bad name %q", s)
+		}
+	}
+	return nil
+}
+
+// KeyID names a public key: the first 8 bytes of its SHA-256, in hex.
+func KeyID(pub ed25519.PublicKey) string {
+	h := sha256.Sum256(pub)
+	return hex.EncodeToString(h[:8])
+}
+
+// ConfigEnvelope is a signed remote config as published on a
+// config/desired topic (JSON; see docs/config.md).
+type ConfigEnvelope struct {
+	Format  string `json:"kestrel"`
+	Fleet   string `json:"fleet"`
+	Scope   string `json:"target"`
+	Version uint64 `json:"version"`
+	Issued  int64  `json:"issued"` // ms since the epoch, for the audit trail
+	KeyID   string `json:"kid,omitempty"`
+	Body    []byte `json:"body"` // TOML, a partial config laid over the device's own
+	Sig     []byte `json:"sig,omitempty"`
+}
+
+// Target returns the envelope's target.
+func (e *ConfigEnvelope) Target() Target { return Target{e.Fleet, e.Scope} }
+
+func (e *ConfigEnvelope) signed() []byte {
+	var b bytes.Buffer
+	b.Grow(64 + len(e.Body))
+	b.WriteString(configFormat + "\n" + e.Fleet + "\n" + e.Scope + "\n")
+	b.WriteString(strconv.FormatUint(e.Version, 10) + "\n" + strconv.FormatInt(e.Issued, 10) + "\n")
+	b.Write(e.Body)
+	return b.Bytes()
+}
+
+// SignConfig signs a config body for a target and version, and returns the
+// envelope to publish (retained) on t.Topic(). A nil key makes an unsigned
+// envelope, which only devices with remote.require_signed = false accept.
+func SignConfig(priv ed25519.PrivateKey, t Target, version uint64, body []byte) ([]byte, error) {
+	if err := t.check(); err != nil {
+		return nil, fmt.Errorf("sign config: %w", err)
+	}
+	if version == 0 {
+		return nil, errors.New("sign config: version must be at least 1")
+	}
+	if len(body) > config.MaxFileSize {
+		return nil, fmt.Errorf("sign config: %w: body of %d bytes, limit %d", ErrTooLarge, len(body), config.MaxFileSize)
+	}
+	e := ConfigEnvelope{Format: configFormat, Fleet: t.Fleet, Scope: t.Scope, Version: version, Issued: time.Now().UnixMilli(), Body: body}
+	if priv != nil {
+		e.KeyID = KeyID(priv.Public().(ed25519.PublicKey))
+		e.Sig = ed25519.Sign(priv, e.signed())
+	}
+	return json.Marshal(&e)
+}
+
+// DecodeConfig parses a config envelope strictly. It checks the shape, not
+// the signature (Verify does).
+func DecodeConfig(payload []byte) (*ConfigEnvelope, error) {
+	if len(payload) > MaxConfigEnvelope {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), MaxConfigEnvelope)
+	}
+	var e ConfigEnvelope
+	if err := strictJSON(payload, &e); err != nil {
+		return nil, err
+	}
+	if e.Format != configFormat {
+		return nil, fmt.Errorf("%w: format %q, want %q", ErrMalformed, e.Format, configFormat)
+	}
+	if err := e.Target().check(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if e.Version == 0 {
+		return nil, fmt.Errorf("%w: version 0", ErrMalformed)
+	}
+	if len(e.Body) > config.MaxFileSize {
+		return nil, fmt.Errorf("%w: body of %d bytes, limit %d", ErrTooLarge, len(e.Body), config.MaxFileSize)
+	}
+	if !utf8.Valid(e.Body) {
+		return nil, fmt.Errorf("%w: body is not UTF-8", ErrMalformed)
+	}
+	if err := checkSigFields(e.KeyID, e.Sig); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Command is a signed command to one device. Reply is the channel, under
+// the device's own topic tree, that the reply goes to ("reply" or
+// "reply/SOMETHING"), so a device publishes only under its own prefix.
+type Command struct {
+	Format string            `json:"kestrel"`
+	Fleet  string            `json:"fleet"`
+	Device string            `json:"device"`
+	ID     string            `json:"id"`
+	Name   string            `json:"name"`
+	Args   map[string]string `json:"args,omitempty"`
+	Reply  string            `json:"reply,omitempty"`
+	Issued int64             `json:"issued"` // ms since the epoch
+	KeyID  string            `json:"kid,omitempty"`
+	Sig    []byte            `json:"sig,omitempty"`
+}
+
+func (c *Command) signed() []byte {
+	var b bytes.Buffer
+	b.WriteString(commandFormat + "\n" + c.Fleet + "\n" + c.Device + "\n" + c.ID + "\n" + c.Name + "\n" + c.Reply + "\n")
+	b.WriteString(strconv.FormatInt(c.Issued, 10) + "\n")
+	if len(c.Args) == 0 {
+		b.WriteString("{}") // nil and empty must sign alike: omitempty drops both
+	} else {
+		args, _ := json.Marshal(c.Args) // map keys sorted: canonical
+		b.Write(args)
+	}
+	return b.Bytes()
+}
+
+// SignCommand fills in the format, the issue time (if zero) and the key id,
+// signs cmd and returns the payload to publish on the device's cmd topic.
+// A nil key makes an unsigned command.
+func SignCommand(priv ed25519.PrivateKey, cmd Command) ([]byte, error) {
+	cmd.Format = commandFormat
+	if cmd.Issued == 0 {
+		cmd.Issued = time.Now().UnixMilli()
+	}
+	if cmd.Reply == "" {
+		cmd.Reply = "reply"
+	}
+	cmd.KeyID, cmd.Sig = "", nil
+	if err := cmd.check(); err != nil {
+		return nil, fmt.Errorf("sign command: %w", err)
+	}
+	if priv != nil {
+		cmd.KeyID = KeyID(priv.Public().(ed25519.PublicKey))
+		cmd.Sig = ed25519.Sign(priv, cmd.signed())
+	}
+	b, err := json.Marshal(&cmd)
+	if err == nil && len(b) > MaxCommand {
+		return nil, fmt.Errorf("sign command: %w: %d bytes, limit %d", ErrTooLarge, len(b), MaxCommand)
+	}
+	return b, err
+}
+
+func (c *Command) check() error {
+	if err := checkName(c.Fleet); err != nil {
+		return fmt.Errorf("fleet: %w", err)
+	}
+	if err := checkName(c.Device); err != nil {
+		return fmt.Errorf("device: %w", err)
+	}
+	if c.ID == "" || len(c.ID) > maxIDLen || strings.ContainsAny(c.ID, "\n\x00") || !utf8.ValidString(c.ID) {
+		return fmt.Errorf("bad request id %q", c.ID)
+	}
+	if err := checkName(c.Name); err != nil {
+		return fmt.Errorf("command name: %w", err)
+	}
+	if len(c.Args) > maxArgs {
+		return fmt.Errorf("%d arguments, limit %d", len(c.Args), maxArgs)
+	}
+	for k, v := range c.Args {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return fmt.Errorf("argument %q is not UTF-8", k)
+		}
+	}
+	if err := CheckReplyChannel(c.Reply); err != nil {
+		return err
+	}
+	return nil
+}
+
+// CheckReplyChannel accepts "reply" and "reply/NAME" (NAME one topic
+// level, no wildcards): the device publishes replies only under its own
+// topic tree.
+func CheckReplyChannel(ch string) error {
+	if ch == "reply" {
+		return nil
+	}
+	rest, ok := strings.CutPrefix(ch, "reply/")
+	if !ok || rest == "" || len(rest) > maxIDLen || strings.ContainsAny(rest, "/+#\x00\n") || !utf8.ValidString(rest) {
+		return fmt.Errorf("reply channel %q: want reply or reply/NAME", ch)
+	}
+	return nil
+}
+
+// DecodeCommand parses a command strictly. It checks the shape, not the
+// signature.
+func DecodeCommand(payload []byte) (*Command, error) {
+	if len(payload) > MaxCommand {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), MaxCommand)
+	}
+	var c Command
+	if err := strictJSON(payload, &c); err != nil {
+		return nil, err
+	}
+	if c.Format != commandFormat {
+		return nil, fmt.Errorf("%w: format %q, want %q", ErrMalformed, c.Format, commandFormat)
+	}
+	if c.Reply == "" {
+		c.Reply = "reply"
+	}
+	if err := c.check(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if err := checkSigFields(c.KeyID, c.Sig); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func checkSigFields(kid string, sig []byte) error {
+	if (kid == "") != (len(sig) == 0) {
+		return fmt.Errorf("%w: key id and signature go together", ErrMalformed)
+	}
+	if len(sig) != 0 && len(sig) != ed25519.SignatureSize {
+		return fmt.Errorf("%w: signature of %d bytes", ErrMalformed, len(sig))
+	}
+	if len(kid) > 64 {
+		return fmt.Errorf("%w: key id too long", ErrMalformed)
+	}
+	return nil
+}
+
+func strictJSON(payload []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data", ErrMalformed)
+	}
+	return nil
+}
+
+// Keyring holds the trusted public keys by key id.
+type Keyring map[string]ed25519.PublicKey
+
+// NewKeyring parses base64 public keys (remote.trusted_keys).
+func NewKeyring(keys []string) (Keyring, error) {
+	kr := Keyring{}
+	for i, k := range keys {
+		pub, err := config.ParsePublicKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("remote.trusted_keys[%d]: %w", i, err)
+		}
+		kr[KeyID(pub)] = pub
+	}
+	return kr, nil
+}
+
+// verify checks a signature. Unsigned messages pass only when
+// requireSigned is false.
+func (kr Keyring) verify(kid string, sig, msg []byte, requireSigned bool) error {
+	if len(sig) == 0 {
+		if requireSigned {
+			return ErrUnsigned
+		}
+		return nil
+	}
+	pub, ok := kr[kid]
+	if !ok {
+		return fmt.Errorf("%w (key id %s)", ErrUntrustedKey, kid)
+	}
+	if !ed25519.Verify(pub, msg, sig) {
+		return fmt.Errorf("%w (key id %s)", ErrBadSignature, kid)
+	}
+	return nil
+}
+
+// VerifyConfig checks an envelope's signature against the keyring.
+func (kr Keyring) VerifyConfig(e *ConfigEnvelope, requireSigned bool) error {
+	return kr.verify(e.KeyID, e.Sig, e.signed(), requireSigned)
+}
+
+// VerifyCommand checks a command's signature against the keyring.
+func (kr Keyring) VerifyCommand(c *Command, requireSigned bool) error {
+	return kr.verify(c.KeyID, c.Sig, c.signed(), requireSigned)
+}
+
+// EncodePublicKey is the form of a public key in remote.trusted_keys.
+func EncodePublicKey(pub ed25519.PublicKey) string {
+	return base64.StdEncoding.EncodeToString(pub)
+}

@@ -1,0 +1,372 @@
+package remote
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kestrel-edge/kestrel/agent/config"
+)
+
+func TestSignVerify(t *testing.T) {
+	priv, pub := testKey(1)
+	kr, err := NewKeyring([]string{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := SignConfig(priv, Group("met", "north"), 5, []byte("[gps]\nbaud = 9600\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := DecodeConfig(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.VerifyConfig(e, true); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	// Every signed field is covered: changing any one breaks the signature.
+	for name, mut := range map[string]func(*ConfigEnvelope){
+		"version": func(e *ConfigEnvelope) { e.Version++ },
+		"scope":   func(e *ConfigEnvelope) { e.Scope = "all" },
+		"fleet":   func(e *ConfigEnvelope) { e.Fleet = "other" },
+		"issued":  func(e *ConfigEnvelope) { e.Issued++ },
+		"body":    func(e *ConfigEnvelope) { e.Body = append(e.Body, '#') },
+	} {
+		c := *e
+		c.Body = append([]byte(nil), e.Body...)
+		mut(&c)
+		if err := kr.VerifyConfig(&c, true); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("%s changed: %v", name, err)
+		}
+	}
+	cmd, err := SignCommand(priv, Command{Fleet: "met", Device: "d1", ID: "x", Name: "locate", Args: map[string]string{"a": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := DecodeCommand(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.VerifyCommand(c, true); err != nil {
+		t.Fatal(err)
+	}
+	c.Args["a"] = "2"
+	if err := kr.VerifyCommand(c, true); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("changed argument: %v", err)
+	}
+	// An empty argument map is dropped by omitempty and must still verify.
+	empty, _ := SignCommand(priv, Command{Fleet: "met", Device: "d1", ID: "y", Name: "flush", Args: map[string]string{}})
+	if c, err := DecodeCommand(empty); err != nil || kr.VerifyCommand(c, true) != nil {
+		t.Fatalf("empty args: %v", err)
+	}
+	if got := KeyID(priv.Public().(ed25519.PublicKey)); len(got) != 16 {
+		t.Fatalf("key id %q", got)
+	}
+	// Reply channels stay under the device's own topic tree.
+	for _, bad := range []string{"reply/#", "reply/a/b", "state", "../x", "reply/"} {
+		if CheckReplyChannel(bad) == nil {
+			t.Errorf("reply channel %q accepted", bad)
+		}
+	}
+}
+
+func TestKeyFiles(t *testing.T) {
+	priv, _ := testKey(3)
+	pemBytes, err := MarshalPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range [][]byte{pemBytes, []byte(b64(priv.Seed())), []byte(b64(priv))} {
+		got, err := ParsePrivateKey(in)
+		if err != nil || !got.Equal(priv) {
+			t.Fatalf("ParsePrivateKey(%.20q): %v", in, err)
+		}
+	}
+	if _, err := ParsePrivateKey([]byte("nonsense")); err == nil {
+		t.Fatal("nonsense accepted")
+	}
+}
+
+func b64(b []byte) string { return EncodePublicKey(ed25519.PublicKey(b)) }
+
+// memBus is an in-memory message bus with retained messages: a fake with
+// behaviour for tests that need no network.
+type memBus struct {
+	mu       sync.Mutex
+	online   bool
+	retained map[string][]byte
+	subs     map[string]func(string, []byte)
+	pubs     []string
+}
+
+func newMemBus() *memBus {
+	return &memBus{online: true, retained: map[string][]byte{}, subs: map[string]func(string, []byte){}}
+}
+
+func (b *memBus) Publish(_ context.Context, ch string, p []byte, retained bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.online {
+		return errors.New("offline")
+	}
+	b.pubs = append(b.pubs, ch+" "+string(p))
+	return nil
+}
+
+func (b *memBus) Subscribe(topic string, h func(string, []byte)) error {
+	b.mu.Lock()
+	b.subs[topic] = h
+	p, ok := b.retained[topic]
+	b.mu.Unlock()
+	if ok {
+		h(topic, p)
+	}
+	return nil
+}
+
+func (b *memBus) deliver(topic string, p []byte) {
+	b.mu.Lock()
+	b.retained[topic] = p
+	h := b.subs[topic]
+	b.mu.Unlock()
+	if h != nil {
+		h(topic, p)
+	}
+}
+
+func (b *memBus) connected() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.online
+}
+
+func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
+	priv, pub := testKey(1)
+	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
+	bus := newMemBus()
+	bus.online = false // the new config never gets confirmed
+	env, _ := SignConfig(priv, Device("met", "d1"), 4, []byte("[tracking]\ndistance = 7.0\n"))
+	bus.retained["kestrel/v1/met/d1/config/desired"] = env
+
+	m, err := NewManager(Options{Current: cfg, Connected: bus.connected, RollbackAfter: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- m.Run(ctx) }()
+	m.Attach(bus)
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Version() != 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if m.Version() != 4 {
+		t.Fatal("config not applied")
+	}
+	// Power cycles before confirmation: the config keeps running for a
+	// few boots, then is rolled back in case it is what kills the device.
+	for boot := 1; boot <= maxPendingBoots+1; boot++ {
+		m, err := NewManager(Options{Current: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint64(4)
+		if boot > maxPendingBoots {
+			want = 0
+		}
+		if got := m.Config(); got.Version != want {
+			t.Fatalf("boot %d: version %d, want %d", boot, got.Version, want)
+		}
+		if boot > maxPendingBoots {
+			a := m.Audit()
+			if last := a[len(a)-1]; last.Kind != "rollback" || last.Version != 4 {
+				t.Fatalf("audit: %+v", last)
+			}
+			if m.st.HighWater != 4 {
+				t.Fatal("high-water mark lost: version 4 could be applied again")
+			}
+		}
+	}
+}
+
+func TestAuditBoundedAndPersisted(t *testing.T) {
+	_, pub := testKey(1)
+	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
+	bus := newMemBus()
+	m, err := NewManager(Options{Current: cfg, AuditMax: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- m.Run(ctx) }()
+	m.Attach(bus)
+	for i := 0; i < 8; i++ {
+		bus.deliver("kestrel/v1/met/d1/cmd", []byte(`{"junk":`+strings.Repeat("1", i+1)+`}`))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if a := m.Audit(); len(a) == 5 && a[4].Seq == 8 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	a := m.Audit()
+	if len(a) != 5 || a[0].Seq != 4 || a[4].Seq != 8 {
+		t.Fatalf("audit %+v", a)
+	}
+	// Rejections are saved (rate-limited, and at shutdown).
+	raw, err := os.ReadFile(cfg.Remote.StateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st state
+	if err := json.Unmarshal(raw, &st); err != nil || len(st.Audit) != 5 || st.AuditSeq != 8 {
+		t.Fatalf("persisted audit: %d entries, seq %d, %v", len(st.Audit), st.AuditSeq, err)
+	}
+	if fi, _ := os.Stat(cfg.Remote.StateFile); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode %v", fi.Mode().Perm())
+	}
+	// A corrupt state file is kept aside and the device starts afresh.
+	os.WriteFile(cfg.Remote.StateFile, []byte("{garbage"), 0o600)
+	m2, err := NewManager(Options{Current: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := m2.Audit(); len(a) != 1 || a[0].Kind != "state" {
+		t.Fatalf("corrupt state not audited: %+v", a)
+	}
+	if aside, _ := filepath.Glob(cfg.Remote.StateFile + ".corrupt-*"); len(aside) != 1 {
+		t.Fatal("corrupt state file not kept")
+	}
+}
+
+func TestReloadKeepsRemoteOverlay(t *testing.T) {
+	priv, pub := testKey(1)
+	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
+	bus := newMemBus()
+	var mu sync.Mutex
+	var running config.Config
+	m, err := NewManager(Options{Current: cfg, Apply: func(_ context.Context, _, n config.Config) error {
+		mu.Lock()
+		running = n
+		mu.Unlock()
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Run(ctx)
+	m.Attach(bus)
+	env, _ := SignConfig(priv, AllDevices("met"), 2, []byte("[tracking]\ndistance = 7.0\n"))
+	bus.deliver("kestrel/v1/met/_all/config/desired", env)
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Version() != 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	local := config.Clone(cfg)
+	local.GPS.Baud = 9600
+	local.Tracking.Distance = 1000 // under the remote overlay: stays 7
+	changed, err := m.Reload(ctx, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if running.GPS.Baud != 9600 || running.Tracking.Distance != 7 || running.Version != 2 || len(changed) != 1 {
+		t.Fatalf("reload: baud %d distance %v version %d changed %v", running.GPS.Baud, running.Tracking.Distance, running.Version, changed)
+	}
+	local.Device.ID = "d2"
+	if _, err := m.Reload(ctx, local); !errors.Is(err, config.ErrNotLive) {
+		t.Fatalf("non-live reload: %v", err)
+	}
+}
+
+func FuzzDecodeConfig(f *testing.F) {
+	priv, pub := testKey(1)
+	kr, _ := NewKeyring([]string{pub})
+	good, _ := SignConfig(priv, AllDevices("met"), 3, []byte("[gps]\nbaud = 9600\n"))
+	f.Add(good)
+	f.Add([]byte(`{"kestrel":"kestrel-config/1","fleet":"met","target":"group/x","version":1,"issued":0,"body":""}`))
+	f.Add([]byte(`{"kestrel":"kestrel-config/1","fleet":"_bad","target":"all","version":1,"body":"AA==","kid":"x","sig":"AA=="}`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"kestrel":"kestrel-config/1"} trailing`))
+	base := config.Defaults()
+	base.Device.ID, base.Device.Fleet = "d", "met"
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := DecodeConfig(data)
+		if err != nil {
+			return
+		}
+		_ = kr.VerifyConfig(e, false)
+		_ = e.Target().Topic()
+		if c, _, err := config.Overlay(base, e.Body); err == nil {
+			_ = c.Validate()
+		}
+	})
+}
+
+func FuzzDecodeCommand(f *testing.F) {
+	priv, pub := testKey(1)
+	kr, _ := NewKeyring([]string{pub})
+	good, _ := SignCommand(priv, Command{Fleet: "met", Device: "d", ID: "r1", Name: "privacy", Args: map[string]string{"mode": "on"}, Reply: "reply/ctl"})
+	f.Add(good)
+	f.Add([]byte(`{"kestrel":"kestrel-cmd/1","fleet":"met","device":"d","id":"x","name":"locate","issued":1}`))
+	f.Add([]byte(`{"kestrel":"kestrel-cmd/1","fleet":"met","device":"d","id":"x","name":"locate","reply":"reply/#"}`))
+	f.Add([]byte(`{"id":` + strings.Repeat("[", 1000)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := DecodeCommand(data)
+		if err != nil {
+			return
+		}
+		if CheckReplyChannel(c.Reply) != nil {
+			t.Fatalf("decoded a command with reply channel %q", c.Reply)
+		}
+		_ = kr.VerifyCommand(c, false)
+	})
+}
+
+// BenchmarkAcceptConfig is the device's cost of one remote config before
+// Apply: decode, verify, overlay, validate, diff.
+func BenchmarkAcceptConfig(b *testing.B) {
+	priv, pub := testKey(1)
+	kr, _ := NewKeyring([]string{pub})
+	body := []byte("[tracking]\nmax_interval = \"30s\"\ndistance = 25.0\n[privacy]\ngrid = 500.0\n")
+	env, _ := SignConfig(priv, AllDevices("met"), 9, body)
+	base := config.Defaults()
+	base.Device.ID, base.Device.Fleet = "d", "met"
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		e, err := DecodeConfig(env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := kr.VerifyConfig(e, true); err != nil {
+			b.Fatal(err)
+		}
+		c, _, err := config.Overlay(base, e.Body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			b.Fatal(err)
+		}
+		if err := config.CheckReload(base, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

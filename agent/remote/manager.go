@@ -1,0 +1,740 @@
+// Package remote is the device side of fleet management: signed remote
+// configuration for a device, a group or the whole fleet; signed commands;
+// the audit log; and the connectivity watchdog that rolls a config back
+// when it cuts the device off. It is transport-agnostic: it talks through
+// a Messenger, which transport/mqtt's Session satisfies.
+//
+// A remote config is a partial TOML document laid over the device's local
+// config (file plus --set). The device applies the highest version it has
+// verified, whichever scope it came from. See docs/config.md.
+package remote
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/tracking"
+)
+
+// Messenger is the MQTT session as the manager needs it.
+type Messenger interface {
+	// Publish sends on a channel relative to kestrel/v1/{fleet}/{device}/,
+	// at QoS 1, returning after the PUBACK.
+	Publish(ctx context.Context, channel string, payload []byte, retained bool) error
+	// Subscribe registers h for an absolute topic filter, kept across
+	// reconnects.
+	Subscribe(topic string, h func(topic string, payload []byte)) error
+}
+
+// CommandFunc runs a command. The result is sent back as JSON. A handler
+// that must act after its reply is out (restart) returns a Deferred.
+type CommandFunc func(ctx context.Context, args map[string]string) (any, error)
+
+// Deferred is a command result whose Then runs once the reply is published
+// (or after 10 s if it cannot be).
+type Deferred struct {
+	Result any
+	Then   func()
+}
+
+// PrivacyControl is the privacy switch that the "privacy" command drives;
+// *tracking.Policy implements it.
+type PrivacyControl interface {
+	SetPrivacy(on bool) string
+	ClearPrivacy() string
+	PrivacyMode() string
+}
+
+// privacyPersister lets the manager keep the command's override across
+// restarts.
+type privacyPersister interface {
+	PrivacyOverride() string
+	RestoreOverride(string) error
+}
+
+var (
+	_ PrivacyControl   = (*tracking.Policy)(nil)
+	_ privacyPersister = (*tracking.Policy)(nil)
+)
+
+// Options configures a Manager. Only Current is required; the rest default
+// from it.
+type Options struct {
+	// Current is the local config (file plus --set) the agent started with.
+	Current config.Config
+	// Fleet, Device and Groups default to Current's device section.
+	Fleet, Device string
+	Groups        []string
+	// TrustedKeys are added to remote.trusted_keys of the running config.
+	TrustedKeys []string
+	// StatePath defaults to remote.state_file; "" there too keeps state in
+	// memory only (tests).
+	StatePath string
+	// Apply makes a config the running one, reopening only what changed,
+	// or fails without change. Nil accepts every config (tests).
+	Apply func(ctx context.Context, old, new config.Config) error
+	// Connected reports whether a broker session is up. Nil: a successful
+	// publish alone proves connectivity.
+	Connected func() bool
+	// RollbackAfter overrides remote.rollback_after.
+	RollbackAfter time.Duration
+	// Commands are the handlers by command name (locate, flush, status,
+	// selftest, restart); "privacy" is built in when Privacy is set.
+	Commands map[string]CommandFunc
+	Privacy  PrivacyControl
+	Logger   *slog.Logger
+	// AuditMax overrides remote.audit_max; CommandMaxAge
+	// remote.command_max_age.
+	AuditMax      int
+	CommandMaxAge time.Duration
+	// CheckEvery is the watchdog period (default 1 s).
+	CheckEvery time.Duration
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// maxPendingBoots: a config that has not been confirmed after this many
+// restarts is rolled back at start, in case it makes the device crash
+// before the watchdog can act.
+const maxPendingBoots = 3
+
+// Manager verifies, applies, persists, reports and audits remote config
+// and commands. Create it with NewManager, then Attach and Run.
+type Manager struct {
+	opts  Options
+	log   *slog.Logger
+	now   func() time.Time
+	fleet string
+	dev   string
+
+	applyMu sync.Mutex // serialises config changes (Run loop and Reload)
+
+	mu         sync.Mutex
+	base       config.Config // local config
+	running    config.Config // what Apply last made current
+	target     config.Config // what should run (differs from running only before Run starts)
+	st         *state
+	keys       Keyring
+	msg        Messenger
+	subscribed map[string]bool
+	deadline   time.Time // rollback deadline while st.Pending != nil
+	dirty      bool      // state changed but not yet saved (rejections)
+	lastSaved  time.Time
+
+	lastPubOK atomic.Int64 // unix ns of the last successful publish
+
+	inbox   chan inbound
+	outMu   sync.Mutex
+	out     []outItem
+	outWake chan struct{}
+	started atomic.Bool
+	wg      sync.WaitGroup
+}
+
+type inbound struct {
+	topic   string
+	payload []byte
+}
+
+type outItem struct {
+	channel  string
+	payload  []byte
+	retained bool
+	sent     func()
+}
+
+// NewManager loads the persisted state and computes the config to run:
+// the local config with the last applied remote config laid over it. Start
+// the agent with Config(), or with Options.Current and let Run apply the
+// difference live.
+func NewManager(opts Options) (*Manager, error) {
+	m := &Manager{
+		opts:       opts,
+		log:        opts.Logger,
+		now:        opts.Now,
+		fleet:      opts.Fleet,
+		dev:        opts.Device,
+		base:       config.Clone(opts.Current),
+		running:    config.Clone(opts.Current),
+		subscribed: map[string]bool{},
+		inbox:      make(chan inbound, 64),
+		outWake:    make(chan struct{}, 1),
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	m.log = m.log.With("part", "remote")
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.fleet == "" {
+		m.fleet = opts.Current.Device.Fleet
+	}
+	if m.dev == "" {
+		m.dev = opts.Current.Device.ID
+	}
+	if err := checkName(m.fleet); err != nil {
+		return nil, fmt.Errorf("remote: fleet: %w", err)
+	}
+	if err := checkName(m.dev); err != nil {
+		return nil, fmt.Errorf("remote: device: %w", err)
+	}
+	if m.opts.StatePath == "" {
+		m.opts.StatePath = opts.Current.Remote.StateFile
+	}
+	st, err := loadState(m.opts.StatePath)
+	if err != nil {
+		// Keep the evidence, start afresh, and say so in the audit log.
+		aside := fmt.Sprintf("%s.corrupt-%d", m.opts.StatePath, m.now().Unix())
+		m.log.Error("remote state unreadable: starting afresh", "err", err, "moved_to", aside)
+		_ = os.Rename(m.opts.StatePath, aside)
+		st = &state{Format: stateFormat}
+		m.st = st
+		m.audit(AuditEntry{Kind: "state", Result: "reset", Error: err.Error()})
+	}
+	m.st = st
+	if m.st.Seen == nil {
+		m.st.Seen = map[string]string{}
+	}
+	if m.st.Commands == nil {
+		m.st.Commands = map[string]int64{}
+	}
+	if pp, ok := opts.Privacy.(privacyPersister); ok && st.Privacy != "" {
+		if err := pp.RestoreOverride(st.Privacy); err != nil {
+			m.log.Warn("saved privacy override ignored", "err", err)
+		}
+	}
+
+	// Reports wait until the target is known: they carry its version.
+	var reports []Report
+	var audits []AuditEntry
+	if st.Pending != nil {
+		st.PendingBoots++
+		if st.PendingBoots > maxPendingBoots {
+			bad := st.Pending
+			st.Pending, st.PendingBoots = nil, 0
+			st.RolledBack = append(st.RolledBack, bad.Digest)
+			reason := fmt.Sprintf("version %d not confirmed after %d restarts; restored version %d", bad.Version, maxPendingBoots, goodVersion(st))
+			m.log.Error("remote config rolled back at start", "version", bad.Version, "reason", reason)
+			reports = append(reports, Report{Version: bad.Version, Status: StatusRolledBack, Errors: []ReportError{{Error: reason}}, Scope: bad.Scope, KeyID: bad.KeyID})
+			audits = append(audits, AuditEntry{Kind: "rollback", Scope: bad.Scope, KeyID: bad.KeyID, Version: bad.Version, Result: StatusRolledBack, Error: reason})
+		}
+	}
+	m.target = m.base
+	for _, a := range []*appliedConfig{st.Pending, st.Good} {
+		if a == nil {
+			continue
+		}
+		c, err := effective(m.base, a)
+		if err != nil {
+			// The local file changed underneath so that the remote config
+			// no longer fits: run the local config and say why.
+			m.log.Error("persisted remote config no longer valid over the local config", "version", a.Version, "err", err)
+			reports = append(reports, Report{Version: a.Version, Status: StatusRejected, Errors: ReportErrors(err), Scope: a.Scope, KeyID: a.KeyID})
+			audits = append(audits, AuditEntry{Kind: "config", Scope: a.Scope, KeyID: a.KeyID, Version: a.Version, Result: StatusRejected, Error: err.Error()})
+			if a == st.Pending {
+				st.Pending = nil
+			} else {
+				st.Good = nil
+			}
+			continue
+		}
+		m.target = c
+		break
+	}
+	for _, r := range reports {
+		m.report(r)
+	}
+	for _, a := range audits {
+		m.audit(a)
+	}
+	if err := m.rebuildKeys(m.target); err != nil {
+		return nil, err
+	}
+	if err := m.st.save(m.opts.StatePath); err != nil {
+		return nil, fmt.Errorf("remote: %w", err)
+	}
+	m.lastSaved = m.now()
+	return m, nil
+}
+
+func goodVersion(st *state) uint64 {
+	if st.Good == nil {
+		return 0
+	}
+	return st.Good.Version
+}
+
+// Config returns the config that should be running: the local config with
+// the applied remote config over it.
+func (m *Manager) Config() config.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return config.Clone(m.target)
+}
+
+// Version is the remote config version in force (0: local only).
+func (m *Manager) Version() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.target.Version
+}
+
+// Audit returns a copy of the audit log kept on the device, oldest first.
+func (m *Manager) Audit() []AuditEntry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.st.Audit)
+}
+
+func (m *Manager) rebuildKeys(c config.Config) error {
+	kr, err := NewKeyring(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...))
+	if err != nil {
+		return fmt.Errorf("remote: %w", err)
+	}
+	m.keys = kr
+	return nil
+}
+
+func (m *Manager) groups(c config.Config) []string {
+	if m.opts.Groups != nil {
+		return m.opts.Groups
+	}
+	return c.Device.Group
+}
+
+func (m *Manager) prefix() string { return "kestrel/v1/" + m.fleet + "/" }
+
+// Attach subscribes to the desired-config topics (device, each group,
+// _all) and the command topic. Call it once the session exists; group
+// subscriptions follow later changes of device.groups.
+func (m *Manager) Attach(msg Messenger) error {
+	m.mu.Lock()
+	m.msg = msg
+	m.mu.Unlock()
+	m.wakePublisher()
+	return m.subscribe()
+}
+
+func (m *Manager) subscribe() error {
+	m.mu.Lock()
+	msg := m.msg
+	topics := []string{
+		m.prefix() + m.dev + "/config/desired",
+		m.prefix() + "_all/config/desired",
+		m.prefix() + m.dev + "/cmd",
+	}
+	for _, g := range m.groups(m.target) {
+		topics = append(topics, m.prefix()+"_group/"+g+"/config/desired")
+	}
+	var todo []string
+	for _, t := range topics {
+		if !m.subscribed[t] {
+			todo = append(todo, t)
+		}
+	}
+	m.mu.Unlock()
+	if msg == nil {
+		return nil
+	}
+	var errs []error
+	for _, t := range todo {
+		if err := msg.Subscribe(t, m.receive); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.mu.Lock()
+		m.subscribed[t] = true
+		m.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// receive runs on the session's handler queue: it only queues.
+func (m *Manager) receive(topic string, payload []byte) {
+	select {
+	case m.inbox <- inbound{topic, slices.Clone(payload)}:
+	default:
+		m.log.Warn("remote inbox full: message dropped", "topic", topic)
+	}
+}
+
+// Run processes messages, runs the rollback watchdog and publishes
+// reports, replies and audit entries until ctx ends. It first applies the
+// persisted remote config if the agent started with the local one.
+func (m *Manager) Run(ctx context.Context) error {
+	if !m.started.CompareAndSwap(false, true) {
+		return errors.New("remote: Run called twice")
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.publisher(ctx)
+	}()
+	defer m.wg.Wait()
+
+	m.startup(ctx)
+	every := m.opts.CheckEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			m.mu.Lock()
+			if m.dirty {
+				m.saveLocked()
+			}
+			m.mu.Unlock()
+			return nil
+		case in := <-m.inbox:
+			m.handle(ctx, in)
+		case <-tick.C:
+			m.tick(ctx)
+		}
+	}
+}
+
+func (m *Manager) startup(ctx context.Context) {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.mu.Lock()
+	running, target := m.running, m.target
+	if m.st.Pending != nil {
+		m.deadline = m.now().Add(m.rollbackAfter(running))
+	}
+	m.mu.Unlock()
+	if len(config.Diff(running, target)) == 0 {
+		return
+	}
+	if err := m.apply(ctx, running, target); err != nil {
+		m.log.Error("persisted remote config failed to apply: running the local config", "version", target.Version, "err", err)
+		m.mu.Lock()
+		m.report(Report{Version: target.Version, Status: StatusRejected, Errors: ReportErrors(err)})
+		m.audit(AuditEntry{Kind: "config", Version: target.Version, Result: StatusRejected, Error: err.Error()})
+		m.st.Pending, m.st.Good = nil, nil
+		m.target = m.running
+		m.saveLocked()
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Lock()
+	m.running = target
+	m.mu.Unlock()
+}
+
+func (m *Manager) apply(ctx context.Context, old, new config.Config) error {
+	if m.opts.Apply == nil {
+		return nil
+	}
+	return m.opts.Apply(ctx, old, new)
+}
+
+func (m *Manager) rollbackAfter(c config.Config) time.Duration {
+	if m.opts.RollbackAfter > 0 {
+		return m.opts.RollbackAfter
+	}
+	if d := c.Remote.RollbackAfter.Duration; d > 0 {
+		return d
+	}
+	return 2 * time.Minute
+}
+
+func (m *Manager) handle(ctx context.Context, in inbound) {
+	rest, ok := strings.CutPrefix(in.topic, m.prefix())
+	if !ok {
+		return
+	}
+	switch {
+	case rest == m.dev+"/cmd":
+		m.handleCommand(ctx, in.payload)
+	case rest == m.dev+"/config/desired":
+		m.handleConfig(ctx, "device/"+m.dev, in.payload)
+	case rest == "_all/config/desired":
+		m.handleConfig(ctx, "all", in.payload)
+	case strings.HasPrefix(rest, "_group/") && strings.HasSuffix(rest, "/config/desired"):
+		g := strings.TrimSuffix(strings.TrimPrefix(rest, "_group/"), "/config/desired")
+		m.mu.Lock()
+		member := slices.Contains(m.groups(m.target), g)
+		m.mu.Unlock()
+		if member { // a group we left since subscribing is ignored
+			m.handleConfig(ctx, "group/"+g, in.payload)
+		}
+	}
+}
+
+// handleConfig verifies, validates, applies, persists, reports and audits
+// one desired-config message.
+func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte) {
+	if len(payload) == 0 {
+		return // a cleared retained topic
+	}
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	d := digest(payload)
+	m.mu.Lock()
+	if m.st.Seen[scope] == d {
+		m.mu.Unlock()
+		return // the retained copy again, after a reconnect
+	}
+	m.st.Seen[scope] = d
+	m.dirty = true
+	if m.isCurrentOrRolledBack(d) {
+		// A stray message on the topic made the retained copy look new;
+		// it is the config already in force (or already rolled back).
+		m.mu.Unlock()
+		return
+	}
+	running, base := m.running, m.base
+	requireSigned := base.Remote.RequireSigned
+	keys := m.keys
+	replayed := m.st.historyContains(d)
+	highWater := m.st.HighWater
+	m.mu.Unlock()
+
+	entry := AuditEntry{Kind: "config", Scope: scope}
+	reject := func(version uint64, err error) {
+		entry.Version, entry.Result, entry.Error = version, StatusRejected, err.Error()
+		m.log.Warn("remote config rejected", "scope", scope, "version", version, "kid", entry.KeyID, "err", err)
+		m.mu.Lock()
+		m.report(Report{Version: version, Status: StatusRejected, Errors: ReportErrors(err), Scope: scope, KeyID: entry.KeyID})
+		m.audit(entry)
+		m.mu.Unlock()
+	}
+
+	env, err := DecodeConfig(payload)
+	if err != nil {
+		reject(0, err)
+		return
+	}
+	entry.KeyID = env.KeyID
+	if env.Fleet != m.fleet || env.Scope != scope {
+		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", ErrWrongTarget, env.Target(), Target{m.fleet, scope}))
+		return
+	}
+	if err := keys.VerifyConfig(env, requireSigned); err != nil {
+		reject(env.Version, err)
+		return
+	}
+	if replayed {
+		reject(env.Version, fmt.Errorf("%w: version %d", ErrReplay, env.Version))
+		return
+	}
+	if env.Version <= highWater {
+		reject(env.Version, fmt.Errorf("%w: version %d, running %d (highest seen %d)", ErrStale, env.Version, running.Version, highWater))
+		return
+	}
+	next, _, err := config.Overlay(base, env.Body)
+	if err != nil {
+		reject(env.Version, err)
+		return
+	}
+	next.Version = env.Version
+	if err := next.Validate(); err != nil {
+		reject(env.Version, err)
+		return
+	}
+	if err := config.CheckReload(running, next); err != nil {
+		reject(env.Version, err)
+		return
+	}
+	if err := m.apply(ctx, running, next); err != nil {
+		// Apply promises all or nothing; ask for the old config anyway in
+		// case a part reopened before another failed.
+		if rerr := m.apply(ctx, next, running); rerr != nil {
+			m.log.Error("restoring the running config after a failed apply", "err", rerr)
+		}
+		reject(env.Version, fmt.Errorf("apply: %w", err))
+		return
+	}
+
+	m.mu.Lock()
+	prevRunning := m.running
+	m.running, m.target = next, next
+	if err := m.rebuildKeys(next); err != nil {
+		m.log.Error("trusted keys", "err", err) // Validate checked them; unreachable
+	}
+	m.st.HighWater = env.Version
+	m.st.Pending = &appliedConfig{Version: env.Version, Scope: scope, KeyID: env.KeyID, Body: string(env.Body), Digest: d, AppliedAt: m.now().UnixMilli()}
+	m.st.PendingBoots = 0
+	m.st.History = append(m.st.History, d)
+	if len(m.st.History) > maxHistory {
+		m.st.History = m.st.History[len(m.st.History)-maxHistory:]
+	}
+	// The watchdog's grace comes from the config being replaced: a bad
+	// config must not be able to extend its own probation.
+	m.deadline = m.now().Add(m.rollbackAfter(prevRunning))
+	entry.Version, entry.Result = env.Version, StatusApplied
+	m.audit(entry)
+	m.report(Report{Version: env.Version, Status: StatusApplied, Scope: scope, KeyID: env.KeyID})
+	m.saveLocked()
+	m.mu.Unlock()
+	m.log.Info("remote config applied", "scope", scope, "version", env.Version, "kid", env.KeyID, "changed", config.Diff(prevRunning, next))
+	if err := m.subscribe(); err != nil { // groups joined
+		m.log.Warn("subscribing to new group topics", "err", err)
+	}
+}
+
+// isCurrentOrRolledBack: callers hold m.mu.
+func (m *Manager) isCurrentOrRolledBack(d string) bool {
+	for _, a := range []*appliedConfig{m.st.Pending, m.st.Good} {
+		if a != nil && a.Digest == d {
+			return true
+		}
+	}
+	return slices.Contains(m.st.RolledBack, d)
+}
+
+// historyContains reports whether an envelope with this digest was applied.
+func (st *state) historyContains(d string) bool { return slices.Contains(st.History, d) }
+
+// tick runs the watchdog: confirm a pending config once a broker is
+// reachable, or roll it back when the grace has passed.
+func (m *Manager) tick(ctx context.Context) {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.mu.Lock()
+	p := m.st.Pending
+	if p == nil {
+		if m.dirty && m.now().Sub(m.lastSaved) >= 5*time.Second {
+			m.saveLocked() // rejections, rate-limited against floods
+		}
+		m.mu.Unlock()
+		return
+	}
+	appliedAt := time.UnixMilli(p.AppliedAt)
+	published := time.Unix(0, m.lastPubOK.Load())
+	connected := m.opts.Connected == nil || m.opts.Connected()
+	if connected && published.After(appliedAt) {
+		m.st.Good, m.st.Pending, m.st.PendingBoots = p, nil, 0
+		m.saveLocked()
+		m.mu.Unlock()
+		m.log.Info("remote config confirmed: broker reachable", "version", p.Version)
+		return
+	}
+	if m.now().Before(m.deadline) {
+		m.mu.Unlock()
+		return
+	}
+	// Roll back to the last good config.
+	grace := m.deadline.Sub(appliedAt).Round(time.Second)
+	good := m.st.Good
+	to, err := effective(m.base, good)
+	if err != nil {
+		to, good = m.base, nil
+	}
+	from := m.running
+	m.mu.Unlock()
+
+	applyErr := m.apply(ctx, from, to)
+	reason := fmt.Sprintf("no broker reachable for %s after applying version %d; restored version %d", grace, p.Version, to.Version)
+	if applyErr != nil {
+		reason += fmt.Sprintf(" (restore failed: %v)", applyErr)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.running, m.target = to, to
+	_ = m.rebuildKeys(to)
+	m.st.Pending, m.st.Good, m.st.PendingBoots = nil, good, 0
+	m.st.RolledBack = append(m.st.RolledBack, p.Digest)
+	if len(m.st.RolledBack) > maxHistory {
+		m.st.RolledBack = m.st.RolledBack[1:]
+	}
+	m.log.Error("remote config rolled back", "version", p.Version, "reason", reason)
+	m.report(Report{Version: p.Version, Status: StatusRolledBack, Errors: []ReportError{{Error: reason}}, Scope: p.Scope, KeyID: p.KeyID})
+	m.audit(AuditEntry{Kind: "rollback", Scope: p.Scope, KeyID: p.KeyID, Version: p.Version, Result: StatusRolledBack, Error: reason})
+	m.saveLocked()
+}
+
+// Reload lays the remote config over a new local config (SIGHUP) and
+// applies it live, or rejects it whole. It returns the changed key paths.
+func (m *Manager) Reload(ctx context.Context, local config.Config) ([]string, error) {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.mu.Lock()
+	cur := m.st.Pending
+	if cur == nil {
+		cur = m.st.Good
+	}
+	running := m.running
+	m.mu.Unlock()
+	next, err := effective(local, cur)
+	if err != nil {
+		return nil, fmt.Errorf("reload: remote config version %d does not fit the new local config: %w", cur.Version, err)
+	}
+	if err := next.Validate(); err != nil {
+		return nil, err
+	}
+	if err := config.CheckReload(running, next); err != nil {
+		return nil, fmt.Errorf("reload rejected: %w", err)
+	}
+	if err := m.apply(ctx, running, next); err != nil {
+		return nil, err
+	}
+	changed := config.Diff(running, next)
+	m.mu.Lock()
+	m.base, m.running, m.target = config.Clone(local), next, next
+	_ = m.rebuildKeys(next)
+	m.audit(AuditEntry{Kind: "reload", Version: next.Version, Result: StatusApplied})
+	m.saveLocked()
+	m.mu.Unlock()
+	if err := m.subscribe(); err != nil {
+		m.log.Warn("subscribing to new group topics", "err", err)
+	}
+	return changed, nil
+}
+
+// report queues the retained config/reported message. Callers hold m.mu.
+func (m *Manager) report(r Report) {
+	r.Device, r.Fleet = m.dev, m.fleet
+	r.Running = m.target.Version
+	r.Groups = m.groups(m.target)
+	r.Time = m.now().UnixMilli()
+	b, _ := json.Marshal(&r)
+	m.enqueue(outItem{channel: "config/reported", payload: b, retained: true})
+}
+
+// audit records an entry locally (bounded) and queues it for publishing.
+// Callers hold m.mu (or own m exclusively).
+func (m *Manager) audit(e AuditEntry) {
+	m.st.AuditSeq++
+	e.Seq = m.st.AuditSeq
+	if e.Time == 0 {
+		e.Time = m.now().UnixMilli()
+	}
+	max := m.opts.AuditMax
+	if max <= 0 {
+		max = m.base.Remote.AuditMax
+	}
+	if max <= 0 {
+		max = 256
+	}
+	m.st.Audit = append(m.st.Audit, e)
+	if len(m.st.Audit) > max {
+		m.st.Audit = slices.Delete(m.st.Audit, 0, len(m.st.Audit)-max)
+	}
+	m.dirty = true
+	b, _ := json.Marshal(&e)
+	m.enqueue(outItem{channel: "audit", payload: b})
+}
+
+func (m *Manager) saveLocked() {
+	if err := m.st.save(m.opts.StatePath); err != nil {
+		m.log.Error("saving remote state", "err", err)
+		return
+	}
+	m.dirty = false
+	m.lastSaved = m.now()
+}

@@ -1,0 +1,119 @@
+package remote
+
+import (
+	"encoding/json"
+	"errors"
+
+	"github.com/kestrel-edge/kestrel/agent/config"
+)
+
+// Report statuses on config/reported.
+const (
+	StatusApplied    = "applied"
+	StatusRejected   = "rejected"
+	StatusRolledBack = "rolled_back"
+)
+
+// Reply statuses.
+const (
+	ReplyOK       = "ok"
+	ReplyError    = "error"    // the command ran and failed
+	ReplyRejected = "rejected" // the command was refused before it ran
+)
+
+// Report is the retained config/reported message (JSON): the outcome of the
+// last config attempt, and the version running now.
+type Report struct {
+	Device  string        `json:"device"`
+	Fleet   string        `json:"fleet"`
+	Version uint64        `json:"version"` // the version this report is about; 0 if unreadable
+	Status  string        `json:"status"`
+	Errors  []ReportError `json:"errors,omitempty"`
+	Running uint64        `json:"running_version"`
+	Scope   string        `json:"scope,omitempty"`
+	KeyID   string        `json:"kid,omitempty"`
+	Groups  []string      `json:"groups,omitempty"` // so that kestrelctl knows who to wait for
+	Time    int64         `json:"time"`             // ms since the epoch
+}
+
+// ReportError is one problem, with the config key path when it is about one
+// key.
+type ReportError struct {
+	Path  string `json:"path,omitempty"`
+	Error string `json:"error"`
+}
+
+// ReportErrors flattens an error tree into report errors with key paths.
+func ReportErrors(err error) []ReportError {
+	if err == nil {
+		return nil
+	}
+	var out []ReportError
+	for _, fe := range config.FieldErrors(err) {
+		msg := fe.Err.Error()
+		if fe.Path == "" {
+			msg = fe.Error()
+		}
+		out = append(out, ReportError{Path: fe.Path, Error: msg})
+	}
+	return out
+}
+
+// AuditEntry is one config or command attempt, accepted or not. Entries are
+// kept on the device (bounded, in the state file) and published on the
+// audit channel. Seq grows by one per entry, so gaps are visible.
+type AuditEntry struct {
+	Seq     uint64 `json:"seq"`
+	Time    int64  `json:"time"` // ms since the epoch
+	Kind    string `json:"kind"` // config, command, rollback, reload
+	Scope   string `json:"scope,omitempty"`
+	KeyID   string `json:"kid,omitempty"`
+	Version uint64 `json:"version,omitempty"`
+	ID      string `json:"id,omitempty"`   // command request id
+	Name    string `json:"name,omitempty"` // command name
+	Result  string `json:"result"`         // applied, rejected, rolled_back, ok, error
+	Error   string `json:"error,omitempty"`
+}
+
+// Reply answers a command, on the command's reply channel.
+type Reply struct {
+	ID     string          `json:"id"`
+	Name   string          `json:"name,omitempty"`
+	Device string          `json:"device"`
+	Status string          `json:"status"`
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+	Time   int64           `json:"time"`
+}
+
+// DecodeReport, DecodeReply and DecodeAudit parse the device's messages
+// (for kestrelctl and tests).
+func DecodeReport(b []byte) (*Report, error) {
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	if r.Status == "" {
+		return nil, errors.New("report without status")
+	}
+	return &r, nil
+}
+
+func DecodeReply(b []byte) (*Reply, error) {
+	var r Reply
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	if r.ID == "" || r.Status == "" {
+		return nil, errors.New("reply without id or status")
+	}
+	return &r, nil
+}
+
+func DecodeAudit(b []byte) (*AuditEntry, error) {
+	var a AuditEntry
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}

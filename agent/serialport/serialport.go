@@ -1,0 +1,316 @@
+// Package serialport opens the agent's serial devices (GPS receivers,
+// radios) with go.bug.st/serial: it resolves /dev/serial/by-id links,
+// detects the baud rate by listening for valid lines, keeps a port open
+// across unplug and replug, and splits lines without tripping over the
+// library's read timeouts.
+package serialport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"time"
+
+	"go.bug.st/serial"
+)
+
+// Port is an open serial port.
+type Port interface {
+	io.ReadWriteCloser
+}
+
+// Config says which port to open and how.
+type Config struct {
+	// Path of the device; symlinks such as /dev/serial/by-id/... are
+	// resolved on every open, so a replugged receiver that comes back as
+	// another ttyUSB is found again.
+	Path string
+	// Baud is the line speed; 0 detects it (see Bauds and Validate).
+	Baud int
+	// ReadTimeout makes Read return 0, nil after this long without data, so
+	// that readers can run watchdogs (default 250 ms).
+	ReadTimeout time.Duration
+	// Bauds are tried in order when Baud is 0 (default 4800 to 115200,
+	// most common GPS rates first).
+	Bauds []int
+	// Validate recognises a good line while detecting the baud rate
+	// (default: an NMEA 0183 sentence with a valid checksum). Pass another
+	// to detect the speed of an AT-command radio.
+	Validate func(line []byte) bool
+	// ProbeTime is how long each rate is listened to (default 1.5 s).
+	ProbeTime time.Duration
+	// MinBackoff and MaxBackoff bound the reopen delay in Supervise
+	// (defaults 500 ms and 30 s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// DefaultBauds are the rates tried by detection.
+var DefaultBauds = []int{9600, 4800, 38400, 115200, 19200, 57600}
+
+// ErrNoBaud means no rate produced a valid line.
+var ErrNoBaud = errors.New("serialport: no baud rate gave valid data")
+
+func (c *Config) defaults() {
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 250 * time.Millisecond
+	}
+	if len(c.Bauds) == 0 {
+		c.Bauds = DefaultBauds
+	}
+	if c.Validate == nil {
+		c.Validate = ValidNMEA
+	}
+	if c.ProbeTime <= 0 {
+		c.ProbeTime = 1500 * time.Millisecond
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 500 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+}
+
+// ValidNMEA reports whether line (without CR LF; leading noise allowed) ends
+// in an NMEA sentence with a correct "*hh" checksum.
+func ValidNMEA(line []byte) bool {
+	i := bytes.LastIndexAny(line, "$!")
+	if i < 0 {
+		return false
+	}
+	s := bytes.TrimRight(line[i:], "\r\n")
+	n := len(s)
+	if n < 6 || s[n-3] != '*' {
+		return false
+	}
+	var cs byte
+	for _, c := range s[1 : n-3] {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+		cs ^= c
+	}
+	const hex = "0123456789ABCDEF"
+	up := func(c byte) byte {
+		if c >= 'a' && c <= 'f' {
+			return c - 32
+		}
+		return c
+	}
+	return up(s[n-2]) == hex[cs>>4] && up(s[n-1]) == hex[cs&15]
+}
+
+// Resolve follows symlinks (such as /dev/serial/by-id/usb-u-blox...) to the
+// device node they point at now.
+func Resolve(path string) (string, error) {
+	p, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", fmt.Errorf("serialport: resolve %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Open opens the port, detecting the baud rate when cfg.Baud is 0.
+func Open(ctx context.Context, cfg Config) (Port, error) {
+	cfg.defaults()
+	dev, err := Resolve(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Baud > 0 {
+		return openAt(dev, cfg.Baud, cfg.ReadTimeout)
+	}
+	p, _, err := Detect(ctx, dev, cfg)
+	return p, err
+}
+
+func openAt(dev string, baud int, timeout time.Duration) (serial.Port, error) {
+	p, err := serial.Open(dev, &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
+	if err != nil {
+		return nil, fmt.Errorf("serialport: open %s at %d baud: %w", dev, baud, err)
+	}
+	if err := p.SetReadTimeout(timeout); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("serialport: read timeout on %s: %w", dev, err)
+	}
+	return p, nil
+}
+
+// Detect hunts for the baud rate: at each rate in cfg.Bauds it listens for
+// up to cfg.ProbeTime and accepts the rate once two lines pass
+// cfg.Validate (one could be luck). The port is returned open at that rate.
+func Detect(ctx context.Context, dev string, cfg Config) (Port, int, error) {
+	cfg.defaults()
+	for _, b := range cfg.Bauds {
+		p, err := serial.Open(dev, &serial.Mode{BaudRate: b})
+		if err != nil {
+			return nil, 0, fmt.Errorf("serialport: open %s at %d baud: %w", dev, b, err)
+		}
+		if err := p.SetReadTimeout(50 * time.Millisecond); err != nil {
+			p.Close()
+			return nil, 0, fmt.Errorf("serialport: read timeout on %s: %w", dev, err)
+		}
+		_ = p.ResetInputBuffer() // drop bytes received at the old rate
+		ok, err := Probe(ctx, p, cfg.Validate, cfg.ProbeTime, 2)
+		if ok {
+			if err := p.SetReadTimeout(cfg.ReadTimeout); err != nil {
+				p.Close()
+				return nil, 0, fmt.Errorf("serialport: read timeout on %s: %w", dev, err)
+			}
+			return p, b, nil
+		}
+		p.Close()
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	return nil, 0, fmt.Errorf("%w on %s (tried %v)", ErrNoBaud, dev, cfg.Bauds)
+}
+
+// Probe reads lines from r for up to d and reports whether need of them
+// passed valid. It is the reusable core of baud detection (an AT radio can
+// pass a validator that accepts "OK"). r should time out its reads.
+func Probe(ctx context.Context, r io.Reader, valid func([]byte) bool, d time.Duration, need int) (bool, error) {
+	lr := NewLineReader(r, 256)
+	deadline := time.Now().Add(d)
+	good := 0
+	for time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		line, err := lr.ReadLine()
+		if err != nil {
+			if errors.Is(err, ErrNoLine) {
+				continue
+			}
+			return false, fmt.Errorf("serialport: probe: %w", err)
+		}
+		if valid(line) {
+			good++
+			if good >= need {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// ErrNoLine means the read timed out before a whole line arrived; the
+// partial line is kept for the next call.
+var ErrNoLine = errors.New("serialport: no complete line yet")
+
+// LineReader splits a stream into lines. Unlike bufio.Scanner it survives
+// reads that return 0, nil (go.bug.st/serial's timeout): ReadLine then
+// returns ErrNoLine and can be called again. Lines longer than max are cut.
+type LineReader struct {
+	r       io.Reader
+	buf     []byte
+	start   int
+	end     int
+	max     int
+	timeout int // consecutive empty reads before ErrNoLine
+}
+
+// NewLineReader makes a LineReader with lines of up to max bytes.
+func NewLineReader(r io.Reader, max int) *LineReader {
+	if max <= 0 {
+		max = 4096
+	}
+	return &LineReader{r: r, buf: make([]byte, 2*max+512), max: max, timeout: 1}
+}
+
+// ReadLine returns the next line without its CR/LF. The slice is valid
+// until the next call.
+func (l *LineReader) ReadLine() ([]byte, error) {
+	empty := 0
+	for {
+		// Look for a terminator in what is buffered.
+		if i := bytes.IndexAny(l.buf[l.start:l.end], "\r\n"); i >= 0 {
+			line := l.buf[l.start : l.start+i]
+			l.start += i + 1
+			if len(line) == 0 {
+				continue // the LF of CR LF, or a blank line
+			}
+			return line, nil
+		}
+		if l.end-l.start >= l.max {
+			line := l.buf[l.start : l.start+l.max]
+			l.start += l.max
+			return line, nil
+		}
+		if l.start > 0 {
+			l.end = copy(l.buf, l.buf[l.start:l.end])
+			l.start = 0
+		}
+		n, err := l.r.Read(l.buf[l.end:])
+		l.end += n
+		if err != nil {
+			if n > 0 {
+				continue
+			}
+			return nil, err
+		}
+		if n == 0 {
+			empty++
+			if empty >= l.timeout {
+				return nil, ErrNoLine
+			}
+		}
+	}
+}
+
+// Supervise keeps a port open across unplug and replug: it opens cfg
+// (detecting the baud rate if asked), calls run with the port, and when run
+// returns an error (EIO on unplug) or the port cannot be opened, closes it
+// and tries again after an exponential backoff with jitter. It returns
+// ctx.Err() when ctx is done, or run's error if run returns nil (run asked
+// to stop).
+func Supervise(ctx context.Context, cfg Config, log *slog.Logger, run func(ctx context.Context, p io.ReadWriter) error) error {
+	cfg.defaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	backoff := cfg.MinBackoff
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p, err := Open(ctx, cfg)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			log.Warn("serial port not available, will retry", "path", cfg.Path, "err", err, "retry_in", backoff.Round(time.Millisecond))
+		} else {
+			log.Info("serial port open", "path", cfg.Path)
+			opened := time.Now()
+			err = run(ctx, p)
+			p.Close()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err == nil {
+				return nil
+			}
+			log.Warn("serial port lost, reopening", "path", cfg.Path, "err", err)
+			if time.Since(opened) > cfg.MaxBackoff {
+				backoff = cfg.MinBackoff // it ran well for a while
+			}
+		}
+		// Full jitter keeps a fleet from reopening in lockstep.
+		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, cfg.MaxBackoff)
+	}
+}

@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/transport/mqtt"
+)
+
+// sessionRunner is one MQTT session with its own lifetime, so that a
+// reload can replace the broker session without touching anything else.
+type sessionRunner struct {
+	sess   *mqtt.Session
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// sessionOptions turns the broker section into session options. Secrets
+// (the password file) are read here and never logged.
+func (a *Agent) sessionOptions(cfg config.Config) (mqtt.Options, error) {
+	b := cfg.Broker
+	opts := mqtt.Options{
+		URLs:           b.URLs,
+		Fleet:          cfg.Device.Fleet,
+		Device:         cfg.Device.ID,
+		Boot:           a.boot,
+		Version:        a.opts.Version,
+		AllowPlaintext: b.AllowPlaintext,
+		Username:       b.Username,
+		KeepAlive:      b.KeepAlive.Duration,
+		BatchMax:       b.BatchMax,
+		BatchAge:       b.BatchAge.Duration,
+		InFlight:       b.InFlight,
+		RateLimit:      b.RateLimit,
+		State:          a.stateFields,
+		Logger:         a.log,
+	}
+	if b.CAFile != "" || b.CertFile != "" || b.KeyFile != "" {
+		tlsCfg, err := mqtt.LoadTLS(b.CAFile, b.CertFile, b.KeyFile)
+		if err != nil {
+			return opts, fmt.Errorf("broker TLS: %w", err)
+		}
+		opts.TLS = tlsCfg
+	}
+	if b.PasswordFile != "" {
+		pw, err := os.ReadFile(b.PasswordFile)
+		if err != nil {
+			return opts, fmt.Errorf("broker.password_file: %w", err)
+		}
+		opts.Password = strings.TrimRight(string(pw), "\r\n")
+	}
+	return opts, nil
+}
+
+func (a *Agent) startSession(ctx context.Context, cfg config.Config) (*sessionRunner, error) {
+	sess, err := a.newSession(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return a.runSession(ctx, sess), nil
+}
+
+// newSession validates the broker settings and builds an idle session, so
+// a reload can refuse a bad broker change before touching the running one.
+func (a *Agent) newSession(cfg config.Config) (*mqtt.Session, error) {
+	opts, err := a.sessionOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := mqtt.New(opts, &outbox{sp: a.spool, log: a.log.With("part", "outbox")})
+	if err != nil {
+		return nil, fmt.Errorf("mqtt session: %w", err)
+	}
+	return sess, nil
+}
+
+func (a *Agent) runSession(ctx context.Context, sess *mqtt.Session) *sessionRunner {
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r := &sessionRunner{sess: sess, cancel: cancel, done: make(chan struct{})}
+	if a.msgr != nil {
+		a.msgr.attach(sess)
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer close(r.done)
+		if err := sess.Run(sctx); err != nil {
+			a.log.Error("mqtt session ended", "err", err)
+		}
+	}()
+	return r
+}
+
+// stop gives the session up to grace to send what is waiting (pending
+// reports how many records are), then ends it. Whatever is left stays in
+// the spool for the next run.
+func (r *sessionRunner) stop(grace time.Duration, pending func() int) {
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) && r.sess.Connected() && pending() > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.cancel()
+	<-r.done
+	r.sess.Close()
+}

@@ -1,0 +1,170 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+)
+
+// Frame layout (all frames, all segments):
+//
+//	crc32c  uint32 LE   over everything after it: the length and the body
+//	length  uvarint     bytes in the body
+//	body    kind byte   type<<4 | priority
+//	        type 1 (record): zigzag varint seq delta, zigzag varint time delta, payload
+//	        type 2 (acks):   repeated zigzag varint first-seq delta, uvarint count-1
+//
+// Sequence numbers and times are deltas from the previous record of the same
+// segment, so a 40-byte payload costs about 9 bytes of framing; a reader must
+// start at the beginning of a segment, which recovery does anyway.
+
+const (
+	frameRecord = 1
+	frameAcks   = 2
+
+	// MaxPayload bounds one record so that a corrupt length can never make
+	// recovery allocate wildly.
+	MaxPayload = 1 << 20
+
+	maxFrameHeader = 4 + binary.MaxVarintLen64 + 1 + 2*binary.MaxVarintLen64
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+var (
+	errTorn    = errors.New("torn frame")
+	errCorrupt = errors.New("corrupt frame")
+)
+
+// frameState carries the delta bases while reading or writing one segment.
+type frameState struct {
+	seq  uint64
+	time int64
+}
+
+func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
+func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
+
+// appendRecordFrame appends the frame of one record to dst and returns it with
+// the offset, within the returned slice, where the frame starts.
+func appendRecordFrame(dst []byte, st *frameState, it *Item) []byte {
+	var hdr [1 + 2*binary.MaxVarintLen64]byte
+	hdr[0] = frameRecord<<4 | byte(it.Priority&3)
+	n := 1
+	n += binary.PutUvarint(hdr[n:], zigzag(int64(it.Seq-st.seq)))
+	n += binary.PutUvarint(hdr[n:], zigzag(it.Time-st.time))
+	st.seq, st.time = it.Seq, it.Time
+	return finishFrame(dst, hdr[:n], it.Data)
+}
+
+// appendAckFrame appends one frame acknowledging the given runs of seqs.
+func appendAckFrame(dst []byte, runs []seqRun) []byte {
+	var body []byte
+	body = append(body, frameAcks<<4)
+	var prev uint64
+	for _, r := range runs {
+		body = binary.AppendUvarint(body, zigzag(int64(r.first-prev)))
+		body = binary.AppendUvarint(body, r.n-1)
+		prev = r.first
+	}
+	return finishFrame(dst, body, nil)
+}
+
+func finishFrame(dst, head, payload []byte) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = binary.AppendUvarint(dst, uint64(len(head)+len(payload)))
+	dst = append(dst, head...)
+	dst = append(dst, payload...)
+	binary.LittleEndian.PutUint32(dst[start:], crc32.Checksum(dst[start+4:], castagnoli))
+	return dst
+}
+
+// frame is one decoded frame. Data aliases the input.
+type frame struct {
+	typ  byte
+	item Item     // type record
+	acks []seqRun // type acks (appended to the caller's slice)
+}
+
+// decodeFrame decodes the frame at the start of b. It returns errTorn when b
+// ends inside the frame, and errCorrupt when the frame cannot be valid. A
+// frame whose checksum fails is errCorrupt: a torn tail and a corrupt tail
+// look the same to recovery, which stops there either way.
+func decodeFrame(b []byte, st *frameState, acks []seqRun) (frame, int, error) {
+	var f frame
+	if len(b) < 5 {
+		return f, 0, errTorn
+	}
+	n, w := binary.Uvarint(b[4:])
+	if w == 0 {
+		return f, 0, errTorn
+	}
+	if w < 0 || n == 0 || n > MaxPayload+1+2*binary.MaxVarintLen64 {
+		return f, 0, errCorrupt
+	}
+	end := 4 + w + int(n)
+	if len(b) < end {
+		return f, 0, errTorn
+	}
+	if crc32.Checksum(b[4:end], castagnoli) != binary.LittleEndian.Uint32(b) {
+		return f, 0, errCorrupt
+	}
+	body := b[4+w : end]
+	f.typ = body[0] >> 4
+	switch f.typ {
+	case frameRecord:
+		p := 1
+		sd, w1 := binary.Uvarint(body[p:])
+		if w1 <= 0 {
+			return f, 0, errCorrupt
+		}
+		p += w1
+		td, w2 := binary.Uvarint(body[p:])
+		if w2 <= 0 {
+			return f, 0, errCorrupt
+		}
+		p += w2
+		st.seq += uint64(unzigzag(sd))
+		st.time += unzigzag(td)
+		f.item = Item{Seq: st.seq, Priority: kestrel.Priority(body[0] & 3), Time: st.time, Data: body[p:]}
+	case frameAcks:
+		p := 1
+		var prev uint64
+		for p < len(body) {
+			d, w1 := binary.Uvarint(body[p:])
+			if w1 <= 0 {
+				return f, 0, errCorrupt
+			}
+			p += w1
+			c, w2 := binary.Uvarint(body[p:])
+			if w2 <= 0 {
+				return f, 0, errCorrupt
+			}
+			p += w2
+			prev += uint64(unzigzag(d))
+			acks = append(acks, seqRun{first: prev, n: c + 1})
+		}
+		f.acks = acks
+	default:
+		return f, 0, errCorrupt
+	}
+	return f, end, nil
+}
+
+// seqRun is the run of sequence numbers first .. first+n-1.
+type seqRun struct {
+	first, n uint64
+}
+
+// appendRun adds seq to runs, extending the last run when it is the next
+// sequence number.
+func appendRun(runs []seqRun, seq uint64) []seqRun {
+	if k := len(runs) - 1; k >= 0 && runs[k].first+runs[k].n == seq {
+		runs[k].n++
+		return runs
+	}
+	return append(runs, seqRun{first: seq, n: 1})
+}

@@ -1,0 +1,785 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+)
+
+// On disk a LogStore is a directory of segments, seg-XXXXXXXX.log (hex id,
+// growing), each a 16-byte header followed by frames (frame.go), plus a meta
+// file with two checksummed slots and a LOCK file held with flock.
+//
+// Only whole segments are ever deleted, once every record in them has been
+// acknowledged or evicted; single acknowledgements are persisted as small
+// ack frames that ride along with the next group commit, never a write of
+// their own.
+
+const (
+	readAhead = 64 << 10
+
+	// DefaultSegmentBytes is the segment size: small enough that deleting
+	// an acknowledged segment frees room soon, large enough that creating
+	// segments (a metadata write each) is rare.
+	DefaultSegmentBytes = 4 << 20
+
+	segHeaderLen = 16
+	segMagic     = "KSPL"
+	segVersion   = 1
+
+	metaSlot  = 4096 // slots sit on separate pages so one torn write spares the other
+	metaMagic = "KSMT"
+)
+
+func segName(id uint32) string { return fmt.Sprintf("seg-%08x.log", id) }
+
+type segment struct {
+	id        uint32
+	f         *os.File // nil until the segment's first write
+	written   int64    // valid bytes in the file
+	end       int64    // written + buffered
+	stWritten frameState
+	live      int
+}
+
+// stream is one sequence of segments being appended to. Emergency records
+// have their own, so that the records that are never evicted never pin a
+// segment of evictable ones: on a full medium, evicting bulk and normal
+// records then frees whole segments.
+type stream struct {
+	active *segment
+	st     frameState // delta base at active.end
+}
+
+func streamOf(p kestrel.Priority) int {
+	if p >= kestrel.PriorityEmergency {
+		return 1
+	}
+	return 0
+}
+
+type chunk struct {
+	seg   *segment
+	off   int64
+	data  []byte
+	recs  int
+	stEnd frameState
+}
+
+// LogStore is the durable Store: a segmented append-only log of CRC32C
+// framed records.
+type LogStore struct {
+	dir      string
+	segBytes int64
+	dirf     *os.File
+	lockf    *os.File
+	metaCtr  uint64
+
+	syncMu sync.Mutex // one Sync at a time
+
+	mu      sync.Mutex
+	segs    map[uint32]*segment
+	streams [2]stream // 0: bulk, normal, high; 1: emergency
+	nextID  uint32
+	chunks  []chunk  // appended, not yet written
+	writing []chunk  // being written by Sync
+	acks    []uint64 // dropped since the last write
+	rbuf    []byte   // read-ahead window of segment rseg from roff
+	rseg    uint32   // 0: none (ids start at 1)
+	roff    int64
+	spare   [][]byte
+	closed  bool
+	// written bytes in total; for metrics and the write-amplification test
+	bytesWritten uint64
+	syncs        uint64
+	fsyncs       uint64
+}
+
+var _ Store = (*LogStore)(nil)
+
+// ErrLocked means another process has the spool directory open.
+var ErrLocked = errors.New("spool: directory in use by another process")
+
+// OpenLog opens (creating it 0700 if needed) the log in dir. segBytes <= 0
+// means DefaultSegmentBytes.
+func OpenLog(dir string, segBytes int64) (*LogStore, error) {
+	if segBytes <= 0 {
+		segBytes = DefaultSegmentBytes
+	}
+	if segBytes < segHeaderLen+64 || segBytes > 1<<31 {
+		return nil, fmt.Errorf("spool: segment size %d out of range", segBytes)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: create %s: %w", dir, err)
+	}
+	s := &LogStore{dir: dir, segBytes: segBytes, segs: make(map[uint32]*segment)}
+	var err error
+	if s.lockf, err = os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDONLY|os.O_CREATE, 0o600); err != nil {
+		return nil, fmt.Errorf("spool: lock file: %w", err)
+	}
+	if err := unix.Flock(int(s.lockf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		s.lockf.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("spool: lock %s: %w", dir, err)
+	}
+	if s.dirf, err = os.Open(dir); err != nil {
+		s.closeFiles()
+		return nil, fmt.Errorf("spool: open dir: %w", err)
+	}
+	return s, nil
+}
+
+func (s *LogStore) closeFiles() {
+	for _, f := range []*os.File{s.dirf, s.lockf} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// Recover implements Store. It reads every segment, cuts torn or corrupt
+// tails off (truncating the file so the damage is counted once), applies the
+// persisted acknowledgements and deletes segments left with nothing live.
+func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var st RecoverStats
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return st, fmt.Errorf("spool: read dir: %w", err)
+	}
+	var ids []uint32
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasPrefix(n, "seg-") || !strings.HasSuffix(n, ".log") {
+			continue
+		}
+		id, err := strconv.ParseUint(n[4:len(n)-4], 16, 32)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, uint32(id))
+	}
+	slices.Sort(ids)
+	var (
+		metas []RecMeta
+		runs  []seqRun
+		buf   []byte
+	)
+	changed := false
+	for _, id := range ids {
+		path := filepath.Join(s.dir, segName(id))
+		f, err := os.Open(path)
+		if err != nil {
+			return st, fmt.Errorf("spool: open segment: %w", err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return st, fmt.Errorf("spool: stat segment: %w", err)
+		}
+		if int64(cap(buf)) < fi.Size() {
+			buf = make([]byte, fi.Size())
+		}
+		buf = buf[:fi.Size()]
+		if _, err := io.ReadFull(f, buf); err != nil {
+			f.Close()
+			return st, fmt.Errorf("spool: read segment %s: %w", segName(id), err)
+		}
+		if !validSegHeader(buf, id) {
+			// A segment whose header never reached the disk holds nothing.
+			f.Close()
+			if len(buf) > 0 {
+				st.Dropped++
+				st.DroppedBytes += int64(len(buf))
+			}
+			os.Remove(path)
+			changed = true
+			continue
+		}
+		seg := &segment{id: id, f: f}
+		off := segHeaderLen
+		var fs frameState
+		for off < len(buf) {
+			fr, n, err := decodeFrame(buf[off:], &fs, runs)
+			if err != nil {
+				st.Dropped++
+				st.DroppedBytes += int64(len(buf) - off)
+				// Cut the damage off so that it is counted once; if the
+				// medium refuses, recovery simply stops here again.
+				truncateSync(path, int64(off))
+				break
+			}
+			switch fr.typ {
+			case frameRecord:
+				metas = append(metas, RecMeta{Seq: fr.item.Seq, Priority: fr.item.Priority, Time: fr.item.Time,
+					Size: len(fr.item.Data), At: Loc(uint64(id)<<32 | uint64(off))})
+			case frameAcks:
+				runs = fr.acks
+			}
+			off += n
+		}
+		seg.written, seg.end, seg.stWritten = int64(off), int64(off), fs
+		s.segs[id] = seg
+	}
+	runs = mergeRuns(runs)
+	live := metas[:0]
+	for _, m := range metas {
+		if !inRuns(runs, m.Seq) {
+			live = append(live, m)
+		}
+	}
+	st.Duplicates = deliverSorted(live, func(m RecMeta) {
+		s.segs[uint32(m.At>>32)].live++
+		st.Records++
+		fn(m)
+	})
+	var maxID uint32
+	for id, seg := range s.segs {
+		maxID = max(maxID, id)
+		if seg.live == 0 {
+			seg.f.Close()
+			os.Remove(filepath.Join(s.dir, segName(id)))
+			delete(s.segs, id)
+			changed = true
+		}
+	}
+	if changed {
+		s.dirf.Sync()
+	}
+	s.nextID = maxID + 1
+	for i := range s.streams {
+		s.streams[i] = stream{active: s.newSeg()}
+	}
+	return st, nil
+}
+
+func validSegHeader(b []byte, id uint32) bool {
+	return len(b) >= segHeaderLen && string(b[:4]) == segMagic && b[4] == segVersion &&
+		binary.LittleEndian.Uint32(b[8:]) == id &&
+		binary.LittleEndian.Uint32(b[12:]) == crc32.Checksum(b[:12], castagnoli)
+}
+
+func appendSegHeader(dst []byte, id uint32) []byte {
+	start := len(dst)
+	dst = append(dst, segMagic...)
+	dst = append(dst, segVersion, 0, 0, 0)
+	dst = binary.LittleEndian.AppendUint32(dst, id)
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+func mergeRuns(runs []seqRun) []seqRun {
+	slices.SortFunc(runs, func(a, b seqRun) int {
+		switch {
+		case a.first < b.first:
+			return -1
+		case a.first > b.first:
+			return 1
+		}
+		return 0
+	})
+	out := runs[:0]
+	for _, r := range runs {
+		if k := len(out) - 1; k >= 0 && r.first <= out[k].first+out[k].n {
+			out[k].n = max(out[k].n, r.first+r.n-out[k].first)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func inRuns(runs []seqRun, seq uint64) bool {
+	i, _ := slices.BinarySearchFunc(runs, seq, func(r seqRun, s uint64) int {
+		switch {
+		case r.first+r.n <= s:
+			return -1
+		case r.first > s:
+			return 1
+		}
+		return 0
+	})
+	return i < len(runs) && runs[i].first <= seq && seq < runs[i].first+runs[i].n
+}
+
+func (s *LogStore) newSeg() *segment {
+	seg := &segment{id: s.nextID}
+	s.nextID++
+	s.segs[seg.id] = seg
+	return seg
+}
+
+func (s *LogStore) isActive(seg *segment) bool {
+	return seg == s.streams[0].active || seg == s.streams[1].active
+}
+
+// tail returns the chunk that appends to the stream's active segment,
+// starting the segment (its header) if need be.
+func (s *LogStore) tail(sm *stream) *chunk {
+	a := sm.active
+	var c *chunk
+	for k := len(s.chunks) - 1; k >= 0; k-- {
+		if s.chunks[k].seg == a {
+			if s.chunks[k].off+int64(len(s.chunks[k].data)) == a.end {
+				c = &s.chunks[k]
+			}
+			break
+		}
+	}
+	if c == nil {
+		var data []byte
+		if k := len(s.spare) - 1; k >= 0 {
+			data, s.spare = s.spare[k][:0], s.spare[:k]
+		}
+		s.chunks = append(s.chunks, chunk{seg: a, off: a.end, data: data, stEnd: sm.st})
+		c = &s.chunks[len(s.chunks)-1]
+	}
+	if a.end == 0 {
+		c.data = appendSegHeader(c.data, a.id)
+		a.end = segHeaderLen
+	}
+	return c
+}
+
+// Append implements Store. Append and Sync are never called concurrently
+// (the Spool appends from its syncer just before syncing).
+func (s *LogStore) Append(it *Item) (Loc, error) {
+	if len(it.Data) > MaxPayload {
+		return 0, ErrTooLarge
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	if s.streams[0].active == nil {
+		return 0, errors.New("spool: log store used before Recover")
+	}
+	sm := &s.streams[streamOf(it.Priority)]
+	s.retireActive(sm)
+	if sm.active.end > segHeaderLen && sm.active.end+int64(len(it.Data)+maxFrameHeader) > s.segBytes {
+		sm.active = s.newSeg()
+		sm.st = frameState{}
+	}
+	c := s.tail(sm)
+	a := sm.active
+	at := Loc(uint64(a.id)<<32 | uint64(a.end))
+	n := len(c.data)
+	c.data = appendRecordFrame(c.data, &sm.st, it)
+	a.end += int64(len(c.data) - n)
+	a.live++
+	c.recs++
+	c.stEnd = sm.st
+	return at, nil
+}
+
+// Drop implements Store.
+func (s *LogStore) Drop(seq uint64, at Loc) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seg := s.segs[uint32(at>>32)]
+	if seg == nil {
+		return nil
+	}
+	seg.live--
+	if seg.live > 0 || s.isActive(seg) {
+		s.acks = append(s.acks, seq)
+	}
+	return nil
+}
+
+// Sync implements Store. Acknowledgements alone never cause a write (a lost
+// one costs a duplicate, never a loss); they ride with the next records, or
+// with Close.
+func (s *LogStore) Sync() error { return s.sync(false) }
+
+func (s *LogStore) sync(flushAcks bool) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	s.deleteEmpty()
+	if len(s.chunks) == 0 && (len(s.acks) == 0 || !flushAcks) {
+		s.mu.Unlock()
+		return nil
+	}
+	acks := s.acks
+	if len(acks) > 0 {
+		slices.Sort(acks)
+		var runs []seqRun
+		for _, q := range acks {
+			runs = appendRun(runs, q)
+		}
+		sm := &s.streams[0]
+		c := s.tail(sm)
+		n := len(c.data)
+		c.data = appendAckFrame(c.data, runs)
+		sm.active.end += int64(len(c.data) - n)
+		s.acks = nil
+	}
+	work := s.chunks
+	s.chunks, s.writing = nil, work
+	s.mu.Unlock()
+
+	err := s.write(work)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writing = nil
+	if err != nil {
+		s.undo(work)
+		s.acks = append(acks, s.acks...)
+		return err
+	}
+	for _, c := range work {
+		c.seg.written = c.off + int64(len(c.data))
+		c.seg.stWritten = c.stEnd
+		s.bytesWritten += uint64(len(c.data))
+		s.spare = append(s.spare, c.data)
+	}
+	s.syncs++
+	s.deleteEmpty()
+	return nil
+}
+
+// write puts the chunks in their segments and syncs them. Segments are
+// opened for writing only here, so that between group commits no file is
+// open for writing (a medium can then be remounted read-only under us, as
+// ext4 does on errors, and the spool reports it rather than wedging).
+func (s *LogStore) write(work []chunk) error {
+	created := false
+	var (
+		w    *os.File
+		wseg *segment
+	)
+	finish := func() error {
+		if w == nil {
+			return nil
+		}
+		err := unix.Fdatasync(int(w.Fd()))
+		s.mu.Lock()
+		s.fsyncs++
+		s.mu.Unlock()
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		w = nil
+		if err != nil {
+			return fmt.Errorf("spool: sync segment: %w", err)
+		}
+		if wseg.f == nil {
+			r, err := os.Open(filepath.Join(s.dir, segName(wseg.id)))
+			if err != nil {
+				return fmt.Errorf("spool: open segment: %w", err)
+			}
+			s.mu.Lock()
+			wseg.f = r
+			s.mu.Unlock()
+		}
+		return nil
+	}
+	for _, c := range work {
+		if c.seg != wseg {
+			if err := finish(); err != nil {
+				return err
+			}
+			flag := os.O_WRONLY
+			if c.seg.f == nil {
+				flag |= os.O_CREATE | os.O_TRUNC
+				created = true
+			}
+			f, err := os.OpenFile(filepath.Join(s.dir, segName(c.seg.id)), flag, 0o600)
+			if err != nil {
+				return fmt.Errorf("spool: open segment for writing: %w", err)
+			}
+			w, wseg = f, c.seg
+		}
+		if _, err := w.WriteAt(c.data, c.off); err != nil {
+			w.Close()
+			w = nil
+			return fmt.Errorf("spool: write segment: %w", err)
+		}
+	}
+	if err := finish(); err != nil {
+		return err
+	}
+	if created {
+		s.mu.Lock()
+		s.fsyncs++
+		s.mu.Unlock()
+		if err := s.dirf.Sync(); err != nil {
+			return fmt.Errorf("spool: sync dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// truncateSync cuts a file and makes the cut durable, best effort.
+func truncateSync(path string, size int64) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	if f.Truncate(size) == nil {
+		unix.Fdatasync(int(f.Fd()))
+	}
+	f.Close()
+}
+
+// undo forgets a failed write: the records in it are appended again by the
+// caller, so the files go back to their last good size.
+func (s *LogStore) undo(work []chunk) {
+	for _, c := range work {
+		c.seg.live -= c.recs
+	}
+	for _, c := range work {
+		seg := c.seg
+		if seg.end == seg.written {
+			continue
+		}
+		seg.end = seg.written
+		path := filepath.Join(s.dir, segName(seg.id))
+		if seg.written == 0 {
+			if seg.f != nil {
+				seg.f.Close()
+				seg.f = nil
+			}
+			os.Remove(path)
+		} else {
+			// Best effort: recovery stops at the first bad frame anyway,
+			// and the retry overwrites from the same offset.
+			os.Truncate(path, seg.written)
+		}
+	}
+	for i := range s.streams {
+		s.streams[i].st = s.streams[i].active.stWritten
+	}
+}
+
+// retireActive starts a new segment when the active one is written, holds
+// nothing live and has nothing buffered, so that it can be deleted: on a
+// full medium this is often the space the next write needs.
+func (s *LogStore) retireActive(sm *stream) {
+	a := sm.active
+	if a == nil || a.live > 0 || a.written == 0 || a.end != a.written {
+		return
+	}
+	sm.active = s.newSeg()
+	sm.st = frameState{}
+}
+
+// deleteEmpty removes sealed segments with nothing live. The unlink is not
+// synced: if it is lost in a crash the records come back as duplicates.
+func (s *LogStore) deleteEmpty() {
+	if len(s.chunks) == 0 {
+		s.retireActive(&s.streams[0])
+		s.retireActive(&s.streams[1])
+	}
+	for id, seg := range s.segs {
+		if s.isActive(seg) || seg.live > 0 || seg.end != seg.written {
+			continue
+		}
+		if seg.f != nil {
+			seg.f.Close()
+			os.Remove(filepath.Join(s.dir, segName(id)))
+		}
+		delete(s.segs, id)
+	}
+}
+
+// Read implements Store.
+func (s *LogStore) Read(at Loc, size int, dst []byte) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seg := s.segs[uint32(at>>32)]
+	off := int64(at & 0xffffffff)
+	if seg == nil || off >= seg.end {
+		return dst, fmt.Errorf("spool: no record at %d:%d", at>>32, off)
+	}
+	var b []byte
+	if off >= seg.written {
+		for _, list := range [][]chunk{s.writing, s.chunks} {
+			for _, c := range list {
+				if c.seg == seg && off >= c.off && off < c.off+int64(len(c.data)) {
+					b = c.data[off-c.off:]
+				}
+			}
+		}
+	} else {
+		// Backlog drains read records in order: read ahead a window and
+		// serve the following records from it. Written bytes never
+		// change, so the window cannot go stale.
+		n := min(int64(size+maxFrameHeader), seg.written-off)
+		if s.rseg != seg.id || off < s.roff || off+n > s.roff+int64(len(s.rbuf)) {
+			w := min(max(n, readAhead), seg.written-off)
+			if cap(s.rbuf) < int(w) {
+				s.rbuf = make([]byte, w)
+			}
+			s.rbuf = s.rbuf[:w]
+			if _, err := seg.f.ReadAt(s.rbuf, off); err != nil {
+				s.rseg = 0
+				return dst, fmt.Errorf("spool: read segment %s: %w", segName(seg.id), err)
+			}
+			s.rseg, s.roff = seg.id, off
+		}
+		b = s.rbuf[off-s.roff : off-s.roff+n]
+	}
+	var fs frameState
+	fr, _, err := decodeFrame(b, &fs, nil)
+	if err != nil || fr.typ != frameRecord || len(fr.item.Data) != size {
+		return dst, fmt.Errorf("spool: record at %s+%d: %w", segName(seg.id), off, errCorrupt)
+	}
+	return append(dst, fr.item.Data...), nil
+}
+
+// LoadMeta implements Store. A directory without a meta file is new; a meta
+// file with no valid slot is an error, because the sequence high-water mark
+// is lost (the Spool then falls back to the highest recovered seq).
+func (s *LogStore) LoadMeta() (Meta, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "meta"))
+	if errors.Is(err, os.ErrNotExist) {
+		return Meta{}, nil
+	}
+	if err != nil {
+		return Meta{}, fmt.Errorf("spool: read meta: %w", err)
+	}
+	var best Meta
+	found := false
+	for i := range 2 {
+		if len(b) < i*metaSlot+32 {
+			continue
+		}
+		sl := b[i*metaSlot:]
+		if string(sl[:4]) != metaMagic || binary.LittleEndian.Uint32(sl[24:]) != crc32.Checksum(sl[:24], castagnoli) {
+			continue
+		}
+		ctr := binary.LittleEndian.Uint64(sl[4:])
+		if !found || ctr > s.metaCtr {
+			found, s.metaCtr = true, ctr
+			best = Meta{Boot: binary.LittleEndian.Uint32(sl[12:]), NextSeq: binary.LittleEndian.Uint64(sl[16:])}
+		}
+	}
+	if !found {
+		return Meta{}, fmt.Errorf("spool: meta file has no valid slot: %w", errCorrupt)
+	}
+	return best, nil
+}
+
+// SaveMeta implements Store: the slots alternate, so a torn write leaves the
+// previous value readable.
+func (s *LogStore) SaveMeta(m Meta) error {
+	path := filepath.Join(s.dir, "meta")
+	_, serr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: open meta: %w", err)
+	}
+	defer f.Close()
+	s.metaCtr++
+	var b [32]byte
+	copy(b[:], metaMagic)
+	binary.LittleEndian.PutUint64(b[4:], s.metaCtr)
+	binary.LittleEndian.PutUint32(b[12:], m.Boot)
+	binary.LittleEndian.PutUint64(b[16:], m.NextSeq)
+	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
+	if _, err := f.WriteAt(b[:], int64(s.metaCtr%2)*metaSlot); err != nil {
+		return fmt.Errorf("spool: write meta: %w", err)
+	}
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("spool: sync meta: %w", err)
+	}
+	if serr != nil {
+		if err := s.dirf.Sync(); err != nil {
+			return fmt.Errorf("spool: sync dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// Reclaimable is the size of the sealed segments with nothing live, which
+// the next Sync deletes.
+func (s *LogStore) Reclaimable() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, seg := range s.segs {
+		if seg.live == 0 && seg.written > 0 && seg.end == seg.written {
+			n += seg.written
+		}
+	}
+	return n
+}
+
+// Usage implements Store.
+func (s *LogStore) Usage() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, seg := range s.segs {
+		n += seg.written
+	}
+	return n
+}
+
+// LogStats counts the log's work since it was opened.
+type LogStats struct {
+	BytesWritten uint64 // handed to write(2)
+	Syncs        uint64 // group commits that wrote something
+	Fsyncs       uint64 // fdatasync and directory fsync calls (meta file excluded)
+}
+
+// Stats reports the log's work so far.
+func (s *LogStore) Stats() LogStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return LogStats{s.bytesWritten, s.syncs, s.fsyncs}
+}
+
+// abandon releases the files without writing anything: what a crash leaves
+// behind (tests).
+func (s *LogStore) abandon() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, seg := range s.segs {
+		if seg.f != nil {
+			seg.f.Close()
+		}
+	}
+	s.closeFiles()
+}
+
+// Close implements Store: it writes what is buffered, acknowledgements
+// included, and releases the directory. Safe twice.
+func (s *LogStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	err := s.sync(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, seg := range s.segs {
+		if seg.f != nil {
+			seg.f.Close()
+		}
+	}
+	s.closeFiles()
+	return err
+}

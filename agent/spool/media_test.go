@@ -1,0 +1,209 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+)
+
+// Real media faults, on a small tmpfs the test mounts (root only).
+
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs (run as root, as .ci/run does)")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		t.Skipf("mount tmpfs refused: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+func TestDiskFullTmpfs(t *testing.T) {
+	mnt := mountTmpfs(t, "2m")
+	dir := filepath.Join(mnt, "spool")
+	o := Options{SyncInterval: time.Hour, SegmentBytes: 64 << 10, MaxBytes: 64 << 20}
+	s, err := Open(dir, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("p"), 200)
+	var emerg []uint64
+	sawFull := false
+	const n = 20000 // 4 MB of payload into 2 MB
+	var last []uint64
+	for i := range n {
+		p := kestrel.PriorityBulk
+		switch {
+		case i%100 == 0:
+			p = kestrel.PriorityEmergency
+		case i%3 == 0:
+			p = kestrel.PriorityNormal
+		}
+		q := s.NextSeq()
+		if _, err := s.Append(Item{Seq: q, Priority: p, Time: int64(i), Data: data}); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		if p == kestrel.PriorityEmergency {
+			emerg = append(emerg, q)
+		}
+		if i >= n-50 {
+			last = append(last, q)
+		}
+		if i%50 == 49 {
+			s.syncOnce()
+			if h := s.Health(); h.State == HealthFull {
+				sawFull = true
+				if !errors.Is(h.Err, syscall.ENOSPC) {
+					t.Fatalf("full with error %v", h.Err)
+				}
+			} else if h.State != HealthOK {
+				t.Fatalf("health %v: %v", h.State, h.Err)
+			}
+		}
+	}
+	m := s.Metrics()
+	t.Logf("after %d records: %d held, %d evicted (bulk %d, normal %d), store %d bytes, health %v",
+		n, m.Records, m.Evicted, m.Lanes[kestrel.PriorityBulk].Evicted, m.Lanes[kestrel.PriorityNormal].Evicted,
+		m.StoreBytes, m.Health.State)
+	if !sawFull || m.Evicted == 0 {
+		t.Fatalf("2 MB tmpfs never reported full (evicted %d)", m.Evicted)
+	}
+	// Bulk goes before normal: the bulk records left are the ones appended
+	// since the last eviction (an emergency append may start a group
+	// commit in between, so allow two batches of 50).
+	if m.Lanes[kestrel.PriorityNormal].Evicted > 0 && m.Lanes[kestrel.PriorityBulk].Records > 100 {
+		t.Fatalf("normal records evicted while %d bulk ones were kept", m.Lanes[kestrel.PriorityBulk].Records)
+	}
+	if m.Lanes[kestrel.PriorityEmergency].Evicted != 0 || m.Lanes[kestrel.PriorityEmergency].Records != len(emerg) {
+		t.Fatalf("emergency records evicted: %+v", m.Lanes[kestrel.PriorityEmergency])
+	}
+	if m.MemoryBytes != 0 {
+		t.Fatalf("%d bytes still only in memory after the last sync: the spool stopped writing", m.MemoryBytes)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Everything it held is on the medium and comes back.
+	s, err = Open(dir, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := map[uint64]bool{}
+	for _, it := range s.Take(nil, 1<<30, 0) {
+		got[it.Seq] = true
+	}
+	if len(got) != m.Records {
+		t.Fatalf("reopened with %d records, held %d", len(got), m.Records)
+	}
+	for _, q := range append(emerg, last...) {
+		if !got[q] {
+			t.Fatalf("seq %d (emergency or newest) missing after reopen", q)
+		}
+	}
+}
+
+func TestReadOnlyTmpfs(t *testing.T) {
+	mnt := mountTmpfs(t, "2m")
+	dir := filepath.Join(mnt, "spool")
+	o := Options{SyncInterval: time.Hour, SegmentBytes: 64 << 10}
+	s, err := Open(dir, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := newClock()
+	before := appendN(t, s, c, kestrel.PriorityNormal, 20)
+	s.syncOnce()
+	remount := func(flags uintptr) {
+		t.Helper()
+		var err error
+		for range 50 { // EBUSY while a group commit has a file open for writing
+			if err = unix.Mount("", mnt, "", unix.MS_REMOUNT|flags, ""); err == nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("remount: %v", err)
+	}
+	remount(unix.MS_RDONLY)
+	q := s.NextSeq()
+	tk, err := s.Append(Item{Seq: q, Priority: kestrel.PriorityEmergency, Time: 1, Data: payload(q)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-tk.Durable()
+	if !errors.Is(tk.Err(), syscall.EROFS) {
+		t.Fatalf("ticket on a read-only medium: %v", tk.Err())
+	}
+	h := s.Health()
+	if h.State != HealthReadOnly || !errors.Is(h.Err, syscall.EROFS) {
+		t.Fatalf("health %v, %v", h.State, h.Err)
+	}
+	t.Logf("read-only medium reported as %q: %v", h.State, h.Err)
+	after := appendN(t, s, c, kestrel.PriorityNormal, 20)
+	s.syncOnce()
+	// Live data still flows: everything, old and new, can be taken.
+	got := seqsOf(s.Take(nil, 1000, 0))
+	if len(got) != 41 || got[0] != q {
+		t.Fatalf("took %v from a read-only spool", got)
+	}
+	s.Release(got)
+	// The medium comes back: the held records are written.
+	remount(0)
+	s.syncOnce()
+	if h := s.Health(); h.State != HealthOK {
+		t.Fatalf("health after remount rw: %v %v", h.State, h.Err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(s.Take(nil, 1000, 0))
+	s.Close()
+	if n != len(before)+1+len(after) {
+		t.Fatalf("reopened with %d records, want %d", n, len(before)+1+len(after))
+	}
+}
+
+func TestOpenReadOnlyMediumFallsBackToMemory(t *testing.T) {
+	mnt := mountTmpfs(t, "1m")
+	if err := unix.Mount("", mnt, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(filepath.Join(mnt, "spool"), Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if h := s.Health(); h.State != HealthReadOnly {
+		t.Fatalf("health %v %v", h.State, h.Err)
+	}
+	c := newClock()
+	seqs := appendN(t, s, c, kestrel.PriorityHigh, 3)
+	s.syncOnce()
+	if h := s.Health(); h.State != HealthReadOnly {
+		t.Fatalf("memory-only spool reports %v after a group commit", h.State)
+	}
+	if got := seqsOf(s.Take(nil, 10, 0)); len(got) != 3 || got[0] != seqs[0] {
+		t.Fatalf("memory-only spool gave %v", got)
+	}
+}

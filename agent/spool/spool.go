@@ -1,0 +1,880 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+)
+
+// Options bound and tune a Spool. Zero values take the defaults.
+type Options struct {
+	// MaxBytes bounds the records held (payload plus ~10 bytes each).
+	// Default 64 MiB.
+	MaxBytes int64
+	// MaxAge evicts records older than this (by record time), except
+	// emergency records. 0: no age bound.
+	MaxAge time.Duration
+	// SyncInterval is the group-commit interval: the most a power cut can
+	// lose. Default 1 s. Emergency records are synced at once.
+	SyncInterval time.Duration
+	// LiveWindow: a record appended less than this long ago is live and
+	// sent newest-first; older ones are backlog, sent oldest-first.
+	// Default 10 s.
+	LiveWindow time.Duration
+	// SegmentBytes is the log segment size. Default 4 MiB; keep it well
+	// under the free space of the partition (disk full frees whole
+	// segments).
+	SegmentBytes int64
+	// MemBytes bounds payloads held only in memory while storage fails.
+	// Default 4 MiB.
+	MemBytes int64
+	// SeqBlock is how many sequence numbers one durable reservation
+	// covers. Default 1024.
+	SeqBlock uint64
+	// Now is the wall clock (tests). Default time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) fill() {
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 64 << 20
+	}
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = time.Second
+	}
+	if o.LiveWindow <= 0 {
+		o.LiveWindow = 10 * time.Second
+	}
+	if o.SegmentBytes <= 0 {
+		o.SegmentBytes = DefaultSegmentBytes
+	}
+	if o.MemBytes <= 0 {
+		o.MemBytes = 4 << 20
+	}
+	if o.SeqBlock == 0 {
+		o.SeqBlock = 1024
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// HealthState is the spool's storage condition, for the state message.
+type HealthState uint8
+
+const (
+	HealthOK       HealthState = iota
+	HealthFull                 // the medium is full: evicting by policy to keep going
+	HealthReadOnly             // the medium refuses writes: records held in memory only
+	HealthFailing              // writes fail otherwise (I/O errors): records held in memory only
+)
+
+func (h HealthState) String() string {
+	switch h {
+	case HealthOK:
+		return "ok"
+	case HealthFull:
+		return "full"
+	case HealthReadOnly:
+		return "read-only"
+	case HealthFailing:
+		return "failing"
+	}
+	return fmt.Sprintf("health(%d)", uint8(h))
+}
+
+// Health is the storage condition with the error behind it.
+type Health struct {
+	State HealthState
+	Err   error     // the last storage error; nil when OK
+	Since time.Time // when State was entered
+}
+
+// LaneMetrics describes one priority lane.
+type LaneMetrics struct {
+	Records  int    // queued + in flight
+	Bytes    int64  // payload bytes
+	InFlight int    // taken, not yet committed or released
+	Evicted  uint64 // records evicted by policy since Open
+}
+
+// Metrics is a snapshot for the agent's state and health reporting.
+type Metrics struct {
+	Lanes        [kestrel.NumPriorities]LaneMetrics
+	Records      int
+	Bytes        int64         // charged against MaxBytes
+	MaxBytes     int64         //
+	StoreBytes   int64         // occupied on the medium
+	MemoryBytes  int64         // payloads not yet durable (waiting for the next sync, or storage failing)
+	OldestAge    time.Duration // age of the oldest record by record time; 0 when empty
+	Evicted      uint64
+	EvictedBytes uint64
+	Rejected     uint64 // appends refused with ErrFull
+	Syncs        uint64
+	SyncErrors   uint64
+	// What Open found.
+	Boot                 uint32
+	Recovered            int
+	RecoveryDropped      int // torn or corrupt regions cut off (each at least one record)
+	RecoveryDroppedBytes int64
+	RecoveryDuplicates   int
+	Health               Health
+}
+
+// Ticket reports when an appended record is safe.
+type Ticket struct{ g *group }
+
+type group struct {
+	done chan struct{}
+	err  error
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Durable is closed once the record is safe: fsynced to the medium, or
+// acknowledged by the broker before its group commit (then it is never
+// written at all), or when the commit failed (see Err).
+func (t Ticket) Durable() <-chan struct{} {
+	if t.g == nil {
+		return closedChan
+	}
+	return t.g.done
+}
+
+// Err is nil if the record was made safe; otherwise the storage error (the
+// record is still held in memory and sent, but not crash-safe). Valid once
+// Durable is closed.
+func (t Ticket) Err() error {
+	if t.g == nil {
+		return nil
+	}
+	select {
+	case <-t.g.done:
+		return t.g.err
+	default:
+		return nil
+	}
+}
+
+// Spool: see the package documentation.
+type Spool struct {
+	opts  Options
+	log   *slog.Logger
+	store Store
+	base  time.Time // monotonic origin of entry.at
+
+	syncMu sync.Mutex // one group commit at a time
+
+	mu      sync.Mutex
+	lanes   [kestrel.NumPriorities]lane
+	bytes   int64
+	mem     memBuf
+	memDead int64
+	group   *group
+	closed  bool
+	health  Health
+	fullAt  int64 // store usage when the medium last ran out of space
+	// degraded is why the spool runs in memory only (Open could not use
+	// its directory); Health never reads OK then.
+	degraded error
+	m        Metrics // counters only; the rest is computed in Metrics
+	scratch  []pick
+	// syncItem is reused for every Store.Append (an interface call would
+	// otherwise allocate one per record).
+	syncItem Item
+
+	seqMu    sync.Mutex
+	boot     uint32
+	next     uint64
+	reserved uint64
+
+	ready  chan struct{}
+	kick   chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type memBuf struct {
+	data []byte
+	refs []memRef
+}
+
+type memRef struct {
+	seq  uint64
+	lane uint8
+}
+
+type pick struct {
+	lane uint8
+	idx  int
+}
+
+// Open opens the spool in dir (created 0700; files 0600). When the directory
+// cannot be used at all (read-only or failing medium), Open still returns a
+// working spool that holds records in memory only, with Health saying why.
+func Open(dir string, opts Options, log *slog.Logger) (*Spool, error) {
+	opts.fill()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ls, err := OpenLog(dir, opts.SegmentBytes)
+	if err != nil {
+		if errors.Is(err, ErrLocked) {
+			return nil, err
+		}
+		log.Error("spool directory unusable; holding records in memory only", "dir", dir, "err", err)
+		s, err2 := OpenStore(OpenMem(NewMemDisk(opts.MemBytes)), opts, log)
+		if err2 != nil {
+			return nil, err2
+		}
+		s.mu.Lock()
+		s.degraded = err
+		s.setHealthLocked(err)
+		s.mu.Unlock()
+		return s, nil
+	}
+	s, err := OpenStore(ls, opts, log)
+	if err != nil {
+		ls.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenStore opens a spool on any Store (the in-memory one in tests).
+func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
+	opts.fill()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Spool{
+		opts:  opts,
+		log:   log,
+		store: st,
+		base:  opts.Now(),
+		group: &group{done: make(chan struct{})},
+		ready: make(chan struct{}, 1),
+		kick:  make(chan struct{}, 1),
+	}
+	s.health.Since = opts.Now()
+	meta, merr := st.LoadMeta()
+	if merr != nil {
+		log.Error("spool sequence high-water mark lost; continuing from the highest recovered seq", "err", merr)
+	}
+	var maxSeq uint64
+	t0 := time.Now()
+	rs, err := st.Recover(func(m RecMeta) {
+		p := min(m.Priority, kestrel.PriorityEmergency)
+		l := &s.lanes[p]
+		if _, ok := l.insert(entry{seq: m.Seq, time: m.Time, loc: m.At, size: uint32(m.Size), where: inStore}); !ok {
+			return
+		}
+		l.live++
+		l.bytes += int64(m.Size)
+		s.bytes += int64(m.Size) + recOverhead
+		maxSeq = max(maxSeq, m.Seq)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spool: recover: %w", err)
+	}
+	s.m.Recovered, s.m.RecoveryDropped, s.m.RecoveryDroppedBytes, s.m.RecoveryDuplicates =
+		rs.Records, rs.Dropped, rs.DroppedBytes, rs.Duplicates
+	s.boot = meta.Boot + 1
+	s.next = max(meta.NextSeq, maxSeq+1, 1)
+	s.reserved = s.next + opts.SeqBlock
+	if err := st.SaveMeta(Meta{Boot: s.boot, NextSeq: s.reserved}); err != nil {
+		log.Error("spool cannot persist its sequence reservation", "err", err)
+		s.setHealth(err)
+	}
+	log.Info("spool open", "boot", s.boot, "next_seq", s.next, "records", rs.Records,
+		"dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes, "duplicates", rs.Duplicates,
+		"recovery", time.Since(t0).Round(time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go s.run(ctx)
+	if s.bytes > 0 {
+		s.signal()
+	}
+	return s, nil
+}
+
+// mono is the time since Open on the monotonic clock (when Now provides one).
+func (s *Spool) mono() int64 { return int64(s.opts.Now().Sub(s.base)) }
+
+func (s *Spool) signal() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is signalled (coalesced, never blocking the spool) when records are
+// appended or released.
+func (s *Spool) Ready() <-chan struct{} { return s.ready }
+
+// Boot is this run's boot id: one more than the previous Open's.
+func (s *Spool) Boot() uint32 { return s.boot }
+
+// NextSeq hands out the next sequence number. Numbers are reserved durably
+// in blocks of Options.SeqBlock (one small fsync per block), so a crash can
+// never make one repeat; the price is a gap of up to SeqBlock numbers after
+// a crash (a clean Close persists the exact next number, so no gap).
+func (s *Spool) NextSeq() uint64 {
+	s.seqMu.Lock()
+	defer s.seqMu.Unlock()
+	if s.next >= s.reserved {
+		r := s.next + s.opts.SeqBlock
+		if err := s.store.SaveMeta(Meta{Boot: s.boot, NextSeq: r}); err != nil {
+			// Data must still flow; the health state tells the platform
+			// that sequence numbers are no longer crash-proof.
+			s.mu.Lock()
+			s.setHealthLocked(err)
+			s.mu.Unlock()
+		}
+		s.reserved = r
+	}
+	q := s.next
+	s.next++
+	return q
+}
+
+// Append adds a record. The payload is copied. The returned Ticket reports
+// when it is safe. When the spool is over MaxBytes it first evicts by policy
+// (bulk, then normal, then high, oldest first, never anything more urgent
+// than the new record, never emergency); if that cannot make room it returns
+// ErrFull, except for emergency records, which are always taken.
+func (s *Spool) Append(it Item) (Ticket, error) {
+	if len(it.Data) > MaxPayload {
+		return Ticket{}, ErrTooLarge
+	}
+	p := min(it.Priority, kestrel.PriorityEmergency)
+	cost := int64(len(it.Data)) + recOverhead
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return Ticket{}, ErrClosed
+	}
+	if over := s.bytes + cost - s.opts.MaxBytes; over > 0 {
+		top := min(p, kestrel.PriorityHigh)
+		if s.evict(over, top, false) < over && p != kestrel.PriorityEmergency {
+			s.m.Rejected++
+			s.mu.Unlock()
+			return Ticket{}, ErrFull
+		}
+	}
+	if over := int64(len(s.mem.data)) - s.memDead + int64(len(it.Data)) - s.opts.MemBytes; over > 0 && s.health.State != HealthOK {
+		// Storage is failing: only memory holds records, so bound it.
+		s.evict(over, min(p, kestrel.PriorityHigh), true)
+	}
+	off := len(s.mem.data)
+	l := &s.lanes[p]
+	if _, ok := l.insert(entry{seq: it.Seq, time: it.Time, at: s.mono() + 1,
+		size: uint32(len(it.Data)), memOff: uint32(off), where: inMem}); !ok {
+		s.mu.Unlock()
+		return Ticket{}, fmt.Errorf("spool: append seq %d: duplicate sequence number", it.Seq)
+	}
+	s.mem.data = append(s.mem.data, it.Data...)
+	s.mem.refs = append(s.mem.refs, memRef{seq: it.Seq, lane: uint8(p)})
+	l.live++
+	l.bytes += int64(len(it.Data))
+	s.bytes += cost
+	g := s.group
+	s.mu.Unlock()
+	if p == kestrel.PriorityEmergency {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	s.signal()
+	return Ticket{g: g}, nil
+}
+
+// kill removes a live entry (committed or evicted).
+func (s *Spool) kill(l *lane, i int) {
+	e := &l.ents[i]
+	if e.st == stInflight {
+		l.inflight--
+	}
+	e.st = stDead
+	l.live--
+	l.dead++
+	l.bytes -= int64(e.size)
+	s.bytes -= int64(e.size) + recOverhead
+	switch e.where {
+	case inMem:
+		s.memDead += int64(e.size)
+	case inStore:
+		s.store.Drop(e.seq, e.loc)
+	}
+	// inWriting: the syncer drops it once its write is known to be good.
+}
+
+// evict removes live records in policy order until need bytes are freed,
+// from lanes up to top (never emergency). memOnly limits it to records
+// held only in memory (storage failing, memory bound reached).
+// It returns the bytes freed.
+func (s *Spool) evict(need int64, top kestrel.Priority, memOnly bool) int64 {
+	var freed int64
+	for p := kestrel.PriorityBulk; p <= top && p < kestrel.PriorityEmergency && freed < need; p++ {
+		l := &s.lanes[p]
+		for i := l.head; i < len(l.ents) && freed < need; i++ {
+			e := &l.ents[i]
+			if e.st == stDead || memOnly && e.where == inStore {
+				continue
+			}
+			freed += int64(e.size) + recOverhead
+			s.m.Evicted++
+			s.m.EvictedBytes += uint64(e.size)
+			s.m.Lanes[p].Evicted++
+			s.kill(l, i)
+		}
+		l.tidy()
+	}
+	return freed
+}
+
+// Take returns up to max records (and about maxBytes of payload, at least
+// one record) in sending order and marks them in flight. dst is reused.
+// The payloads are copies the caller may keep.
+func (s *Spool) Take(dst []Item, max int, maxBytes int) []Item {
+	dst = dst[:0]
+	if max <= 0 {
+		return dst
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return dst
+	}
+	picks := s.scratch[:0]
+	total := 0
+	full := func(size int) bool {
+		if len(picks) >= max || len(picks) > 0 && maxBytes > 0 && total+size > maxBytes {
+			return true
+		}
+		return false
+	}
+	stop := false
+	add := func(p kestrel.Priority, i int) {
+		e := &s.lanes[p].ents[i]
+		if full(int(e.size)) {
+			stop = true
+			return
+		}
+		picks = append(picks, pick{uint8(p), i})
+		total += int(e.size)
+	}
+	liveFrom := s.mono() - int64(s.opts.LiveWindow)
+	// Emergency, then high: oldest first.
+	for _, p := range []kestrel.Priority{kestrel.PriorityEmergency, kestrel.PriorityHigh} {
+		l := &s.lanes[p]
+		for i := l.head; i < len(l.ents) && !stop; i++ {
+			if l.ents[i].st == stQueued {
+				add(p, i)
+			}
+		}
+	}
+	// Live normal, then live bulk: newest first.
+	for _, p := range []kestrel.Priority{kestrel.PriorityNormal, kestrel.PriorityBulk} {
+		l := &s.lanes[p]
+		for i := len(l.ents) - 1; i >= l.head && !stop && l.ents[i].at > 0 && l.ents[i].at > liveFrom; i-- {
+			if l.ents[i].st == stQueued {
+				add(p, i)
+			}
+		}
+	}
+	// Backlog normal, then backlog bulk: oldest first.
+	for _, p := range []kestrel.Priority{kestrel.PriorityNormal, kestrel.PriorityBulk} {
+		l := &s.lanes[p]
+		for i := l.head; i < len(l.ents) && !stop && (l.ents[i].at == 0 || l.ents[i].at <= liveFrom); i++ {
+			if l.ents[i].st == stQueued {
+				add(p, i)
+			}
+		}
+	}
+	buf := make([]byte, 0, total)
+	for _, pk := range picks {
+		l := &s.lanes[pk.lane]
+		e := &l.ents[pk.idx]
+		start := len(buf)
+		var err error
+		if e.where == inStore {
+			buf, err = s.store.Read(e.loc, int(e.size), buf)
+		} else {
+			buf = append(buf, s.mem.data[e.memOff:e.memOff+e.size]...)
+		}
+		if err != nil {
+			// A record the medium no longer returns intact is lost;
+			// count it with recovery's losses rather than stall.
+			s.log.Error("spool record unreadable; dropping it", "seq", e.seq, "err", err)
+			s.m.RecoveryDropped++
+			s.kill(l, pk.idx)
+			continue
+		}
+		e.st = stInflight
+		l.inflight++
+		dst = append(dst, Item{Seq: e.seq, Priority: kestrel.Priority(pk.lane), Time: e.time, Data: buf[start:len(buf):len(buf)]})
+	}
+	for p := range s.lanes {
+		s.lanes[p].tidy()
+	}
+	s.scratch = picks[:0]
+	return dst
+}
+
+// locate finds a live entry by seq in any lane: lane index and entry index,
+// or -1.
+func (s *Spool) locate(seq uint64) (int, int) {
+	for p := len(s.lanes) - 1; p >= 0; p-- {
+		l := &s.lanes[p]
+		if i := l.find(seq); i >= 0 {
+			if l.ents[i].st == stDead {
+				return p, -1
+			}
+			return p, i
+		}
+	}
+	return 0, -1
+}
+
+// Commit forgets records the broker acknowledged. Unknown seqs (already
+// evicted) are ignored. The acknowledgement reaches the medium with the next
+// group commit or when its segment is deleted; if a crash comes first the
+// records are sent again (a duplicate, never a loss).
+func (s *Spool) Commit(seqs []uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	var touched [kestrel.NumPriorities]bool
+	for _, q := range seqs {
+		p, i := s.locate(q)
+		if i < 0 {
+			continue
+		}
+		s.kill(&s.lanes[p], i)
+		touched[p] = true
+	}
+	for p, t := range touched {
+		if t {
+			s.lanes[p].tidy()
+		}
+	}
+	return nil
+}
+
+// Release puts records taken but not acknowledged back in the queue, in
+// their original place.
+func (s *Spool) Release(seqs []uint64) {
+	s.mu.Lock()
+	n := 0
+	for _, q := range seqs {
+		p, i := s.locate(q)
+		if i < 0 || s.lanes[p].ents[i].st != stInflight {
+			continue
+		}
+		l := &s.lanes[p]
+		l.ents[i].st = stQueued
+		l.inflight--
+		n++
+	}
+	s.mu.Unlock()
+	if n > 0 {
+		s.signal()
+	}
+}
+
+func (s *Spool) setHealth(err error) {
+	s.mu.Lock()
+	s.setHealthLocked(err)
+	s.mu.Unlock()
+}
+
+func (s *Spool) setHealthLocked(err error) {
+	if err == nil {
+		err = s.degraded
+	}
+	st := HealthOK
+	switch {
+	case err == nil:
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+		st = HealthFull
+	case errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		st = HealthReadOnly
+	default:
+		st = HealthFailing
+	}
+	if st != s.health.State {
+		s.health.Since = s.opts.Now()
+		if st == HealthOK {
+			s.log.Info("spool storage healthy again", "was", s.health.State.String())
+		} else {
+			s.log.Error("spool storage problem", "state", st.String(), "err", err)
+		}
+	}
+	s.health.State, s.health.Err = st, err
+}
+
+// Health reports the storage condition.
+func (s *Spool) Health() Health {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.health
+}
+
+// Metrics returns a snapshot.
+func (s *Spool) Metrics() Metrics {
+	s.mu.Lock()
+	m := s.m
+	m.Boot = s.boot
+	m.Bytes, m.MaxBytes = s.bytes, s.opts.MaxBytes
+	m.MemoryBytes = int64(len(s.mem.data)) - s.memDead
+	m.Health = s.health
+	oldest := int64(0)
+	for p := range s.lanes {
+		l := &s.lanes[p]
+		m.Lanes[p].Records, m.Lanes[p].Bytes, m.Lanes[p].InFlight = l.live, l.bytes, l.inflight
+		m.Records += l.live
+		for i := l.head; i < len(l.ents); i++ {
+			if l.ents[i].st != stDead {
+				if oldest == 0 || l.ents[i].time < oldest {
+					oldest = l.ents[i].time
+				}
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+	m.StoreBytes = s.store.Usage()
+	if oldest != 0 {
+		m.OldestAge = max(0, s.opts.Now().Sub(time.UnixMilli(oldest)))
+	}
+	return m
+}
+
+func (s *Spool) run(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.expire()
+		case <-s.kick:
+		}
+		s.syncOnce()
+	}
+}
+
+// expire evicts records older than MaxAge (never emergency).
+func (s *Spool) expire() {
+	if s.opts.MaxAge <= 0 {
+		return
+	}
+	cut := s.opts.Now().Add(-s.opts.MaxAge).UnixMilli()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p := kestrel.PriorityBulk; p < kestrel.PriorityEmergency; p++ {
+		l := &s.lanes[p]
+		for i := l.head; i < len(l.ents); i++ {
+			e := &l.ents[i]
+			if e.st == stDead {
+				continue
+			}
+			if e.time >= cut {
+				continue
+			}
+			s.m.Evicted++
+			s.m.EvictedBytes += uint64(e.size)
+			s.m.Lanes[p].Evicted++
+			s.kill(l, i)
+		}
+		l.tidy()
+	}
+}
+
+// syncOnce is one group commit: the records still unacknowledged go to the
+// store, which makes them durable; records already acknowledged are never
+// written. On a full medium it evicts by policy until the store can free
+// enough (the log frees whole segments) and retries.
+func (s *Spool) syncOnce() {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		err, need := s.commitGroup()
+		if err == nil || !errors.Is(err, syscall.ENOSPC) || attempt >= 3 {
+			return
+		}
+		// Evict in small steps (bulk, then normal, then high, oldest
+		// first; never emergency) and stop as soon as enough is
+		// reclaimable: evicting more than the medium needs would throw
+		// data away for nothing. What still does not fit stays in memory
+		// (bounded by MemBytes) and the next group commit tries again.
+		s.mu.Lock()
+		var freed int64
+		for s.reclaimable(freed) < need {
+			n := s.evict(max(need/4, 1), kestrel.PriorityHigh, false)
+			if n == 0 {
+				break
+			}
+			freed += n
+		}
+		s.mu.Unlock()
+		if freed == 0 {
+			return
+		}
+	}
+}
+
+// reclaimer is a Store that can tell how much space its next Sync frees.
+type reclaimer interface{ Reclaimable() int64 }
+
+func (s *Spool) reclaimable(evicted int64) int64 {
+	if r, ok := s.store.(reclaimer); ok {
+		return r.Reclaimable()
+	}
+	return evicted
+}
+
+func (s *Spool) commitGroup() (error, int64) {
+	s.mu.Lock()
+	cut, cutBytes := len(s.mem.refs), len(s.mem.data)
+	var need int64
+	it := &s.syncItem
+	for _, r := range s.mem.refs {
+		l := &s.lanes[r.lane]
+		i := l.find(r.seq)
+		if i < 0 || l.ents[i].st == stDead || l.ents[i].where != inMem {
+			continue
+		}
+		e := &l.ents[i]
+		*it = Item{Seq: e.seq, Priority: kestrel.Priority(r.lane), Time: e.time, Data: s.mem.data[e.memOff : e.memOff+e.size]}
+		loc, err := s.store.Append(it)
+		if err != nil {
+			// Only a record the store can never take fails here
+			// (too large); holding it would block every later sync.
+			s.log.Error("spool cannot store record; dropping it", "seq", e.seq, "err", err)
+			s.kill(l, i)
+			continue
+		}
+		e.loc, e.where = loc, inWriting
+		need += int64(e.size) + recOverhead
+	}
+	g := s.group
+	s.group = &group{done: make(chan struct{})}
+	s.mu.Unlock()
+
+	err := s.store.Sync()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.mem.refs[:cut] {
+		l := &s.lanes[r.lane]
+		i := l.find(r.seq)
+		if i < 0 || l.ents[i].where != inWriting {
+			continue
+		}
+		e := &l.ents[i]
+		switch {
+		case err != nil:
+			e.where = inMem
+		case e.st == stDead:
+			e.where = inStore
+			s.store.Drop(e.seq, e.loc)
+		default:
+			e.where = inStore
+		}
+	}
+	if err != nil {
+		s.m.SyncErrors++
+		s.setHealthLocked(err)
+		if s.health.State == HealthFull {
+			s.fullAt = s.store.Usage()
+		}
+		g.err = fmt.Errorf("spool: not durable: %w", err)
+		close(g.done)
+		if s.memDead > int64(len(s.mem.data))/2 {
+			s.compactMem(0, 0)
+		}
+		return err, need
+	}
+	s.m.Syncs++
+	switch {
+	case s.health.State == HealthOK:
+	case s.health.State == HealthFull && s.store.Usage() > s.fullAt*9/10:
+		// Still at the edge of the medium, evicting to keep going: stay
+		// "full" rather than flap with every group commit.
+	default:
+		s.setHealthLocked(nil)
+	}
+	close(g.done)
+	s.compactMem(cut, cutBytes)
+	return nil, need
+}
+
+// compactMem forgets the first cut refs (their records are now on the
+// medium, or dead) and moves the payloads of live in-memory records to a new
+// buffer (a Take may still hold slices of none of it: Take copies).
+func (s *Spool) compactMem(cut, cutBytes int) {
+	refs := s.mem.refs[:0]
+	var data []byte
+	if cut == len(s.mem.refs) {
+		s.mem.refs, s.mem.data, s.memDead = s.mem.refs[:0], s.mem.data[:0], 0
+		return
+	}
+	data = make([]byte, 0, len(s.mem.data)-cutBytes)
+	for _, r := range s.mem.refs[cut:] {
+		l := &s.lanes[r.lane]
+		i := l.find(r.seq)
+		if i < 0 || l.ents[i].st == stDead || l.ents[i].where != inMem {
+			continue
+		}
+		e := &l.ents[i]
+		off := len(data)
+		data = append(data, s.mem.data[e.memOff:e.memOff+e.size]...)
+		e.memOff = uint32(off)
+		refs = append(refs, r)
+	}
+	s.mem.refs, s.mem.data, s.memDead = refs, data, 0
+}
+
+// Close syncs, persists the exact sequence high-water mark and closes the
+// store. Safe twice.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	s.mu.Lock()
+	s.closed = true // no more appends: the last group commit takes everything
+	s.mu.Unlock()
+	s.syncOnce()
+	s.mu.Lock()
+	g := s.group
+	s.mu.Unlock()
+	select {
+	case <-g.done:
+	default:
+		close(g.done)
+	}
+	s.seqMu.Lock()
+	merr := s.store.SaveMeta(Meta{Boot: s.boot, NextSeq: s.next})
+	s.seqMu.Unlock()
+	err := s.store.Close()
+	return errors.Join(err, merr)
+}

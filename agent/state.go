@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"sync"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+)
+
+// latest keeps the newest status of each part for the birth message, which
+// kestrelctl status turns into the fleet table.
+type latest struct {
+	mu      sync.Mutex
+	battery *kestrel.Battery
+	radio   *kestrel.RadioStatus
+	gps     *kestrel.GPSStatus
+	fix     *kestrel.Position
+	fixTime int64
+	caps    map[string]string // capability → "ok" or why it is unavailable
+}
+
+func (l *latest) observe(rec *kestrel.Record) {
+	switch b := rec.Body.(type) {
+	case *kestrel.Battery:
+		l.mu.Lock()
+		l.battery = b
+		l.mu.Unlock()
+	case *kestrel.RadioStatus:
+		l.mu.Lock()
+		l.radio = b
+		l.mu.Unlock()
+	case *kestrel.Position:
+		l.mu.Lock()
+		l.fix, l.fixTime = b, rec.Time
+		l.mu.Unlock()
+	case *kestrel.GPSStatus:
+		l.mu.Lock()
+		l.gps = b
+		l.mu.Unlock()
+	}
+}
+
+// position is the last reported fix and its time (ms).
+func (l *latest) position() (*kestrel.Position, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fix, l.fixTime
+}
+
+// setCapability records whether a capability (an eBPF hook, the firmware
+// socket) is available, and why not.
+func (l *latest) setCapability(name, status string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.caps == nil {
+		l.caps = map[string]string{}
+	}
+	l.caps[name] = status
+}
+
+// stateFields are the agent's fields in the retained state message.
+func (a *Agent) stateFields() map[string]any {
+	cfg := a.Config()
+	m := a.spool.Metrics()
+	f := map[string]any{
+		"config_version": cfg.Version,
+		"spool_records":  m.Records,
+		"spool_bytes":    m.Bytes,
+		"spool_health":   m.Health.State.String(),
+		"spool_oldest_s": int64(m.OldestAge.Seconds()),
+	}
+	if m.Health.Err != nil {
+		f["spool_error"] = m.Health.Err.Error()
+	}
+	a.latest.mu.Lock()
+	defer a.latest.mu.Unlock()
+	if b := a.latest.battery; b != nil {
+		f["battery"] = int(b.Capacity)
+		f["battery_status"] = b.Status
+	}
+	if r := a.latest.radio; r != nil {
+		f["radio_profile"] = r.Profile.String()
+		f["radio_registered"] = int(r.Registered)
+		f["radio_rssi"] = int(r.RSSI)
+	}
+	if g := a.latest.gps; g != nil {
+		f["gps"] = g.State.String()
+	}
+	caps := map[string]any{}
+	for k, v := range a.latest.caps {
+		caps[k] = v
+	}
+	f["capabilities"] = caps
+	return f
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kestrel-edge/kestrel/agent/config"
+)
+
+func configRun(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := dispatch(append([]string{"config"}, args...), stdio{ctx: context.Background(), stdin: strings.NewReader(""), stdout: &out, stderr: &errb})
+	return code, out.String(), errb.String()
+}
+
+func TestConfigDefaultsValidate(t *testing.T) {
+	code, out, _ := configRun(t, "defaults")
+	if code != 0 || !strings.Contains(out, "[tracking]") {
+		t.Fatalf("defaults: %d", code)
+	}
+	path := filepath.Join(t.TempDir(), "kestrel.toml")
+	os.WriteFile(path, []byte(out), 0o600)
+	// The template lacks only the device's identity.
+	code, out, _ = configRun(t, "validate", path)
+	if code != 1 || !strings.Contains(out, "device.id: ") || !strings.Contains(out, "device.fleet: ") {
+		t.Fatalf("validate template: %d %s", code, out)
+	}
+	code, out, _ = configRun(t, "validate", path, "--set", "device.id=bwc-1", "--set", "device.fleet=met")
+	if code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("validate with identity: %d %s", code, out)
+	}
+	bad := strings.Replace(string(mustRead(t, path)), "baud = 0", "baud = 9601\nparity = \"none\"", 1)
+	os.WriteFile(path, []byte(bad), 0o600)
+	code, out, _ = configRun(t, "validate", path)
+	if code != 1 || !strings.Contains(out, "gps.parity: unknown key") {
+		t.Fatalf("unknown key: %d %s", code, out)
+	}
+	code, out, _ = configRun(t, "show", "--set", "device.id=a", "--set", "device.fleet=b", "--set", "gps.baud=9600")
+	if code != 0 {
+		t.Fatalf("show: %d", code)
+	}
+	c, err := config.Parse([]byte(out))
+	if err != nil || c.GPS.Baud != 9600 || c.Device.ID != "a" {
+		t.Fatalf("show output does not parse back: %v", err)
+	}
+	if code, _, _ := configRun(t, "validate"); code != 2 {
+		t.Fatalf("validate without FILE: exit %d, want 2", code)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

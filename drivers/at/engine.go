@@ -1,0 +1,599 @@
+package at
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrTimeout: no final result code within the command's timeout.
+	ErrTimeout = errors.New("at: command timed out")
+	// ErrError: the modem answered ERROR.
+	ErrError = errors.New("at: modem answered ERROR")
+	// ErrClosed: the engine's reader has stopped (context done or port lost).
+	ErrClosed = errors.New("at: engine stopped")
+	// ErrFinal: the modem answered another final result code (NO CARRIER,
+	// BUSY, ...); the Response holds it.
+	ErrFinal = errors.New("at: unexpected final result code")
+)
+
+// CMEError is a +CME ERROR final result code (3GPP TS 27.007 section 9.2).
+// Code is -1 when the modem reported text (AT+CMEE=2).
+type CMEError struct {
+	Code int
+	Text string
+}
+
+func (e *CMEError) Error() string {
+	if e.Code >= 0 {
+		return "at: +CME ERROR " + strconv.Itoa(e.Code)
+	}
+	return "at: +CME ERROR " + e.Text
+}
+
+// CMSError is a +CMS ERROR final result code (3GPP TS 27.005 section 3.2.5).
+type CMSError struct {
+	Code int
+	Text string
+}
+
+func (e *CMSError) Error() string {
+	if e.Code >= 0 {
+		return "at: +CMS ERROR " + strconv.Itoa(e.Code)
+	}
+	return "at: +CMS ERROR " + e.Text
+}
+
+// Response is what a command got back.
+type Response struct {
+	// Lines are the information responses, in order, without echo or URCs.
+	Lines []string
+	// Final is the final result code as sent ("OK", "+CME ERROR: 10").
+	Final string
+}
+
+// URC is an unsolicited result code.
+type URC struct {
+	Line   string
+	Prefix string // "+CREG"; empty for text URCs such as RING
+	Params string // text after the colon
+	// Data holds the lines that belong to the URC (Options.URCDataLines),
+	// e.g. the user data line after +CTSDSR.
+	Data []string
+	Time time.Time
+}
+
+// EventType is a change in the modem's health.
+type EventType uint8
+
+const (
+	// EventSilent: Options.SilentAfter commands in a row timed out.
+	EventSilent EventType = iota + 1
+	// EventReboot: a boot banner arrived, or echo came back after ATE0.
+	EventReboot
+	// EventReinit: Options.Init was replayed after a reboot or silence.
+	// Err holds what failed, if anything.
+	EventReinit
+)
+
+var eventTypeNames = map[EventType]string{EventSilent: "silent", EventReboot: "reboot", EventReinit: "reinit"}
+
+func (t EventType) String() string {
+	if n, ok := eventTypeNames[t]; ok {
+		return n
+	}
+	return "event(" + strconv.Itoa(int(t)) + ")"
+}
+
+// Event reports a change in the modem's health.
+type Event struct {
+	Type   EventType
+	Reason string
+	Err    error
+	Time   time.Time
+}
+
+// Options configure an Engine. The zero value works.
+type Options struct {
+	Logger *slog.Logger
+	// DefaultTimeout applies when Command is given 0. Default 5 s.
+	DefaultTimeout time.Duration
+	// URCPrefixes name the unsolicited result codes: "+CREG", "RING".
+	// A line with one of these prefixes is a URC unless it carries the
+	// prefix of the command in flight.
+	URCPrefixes []string
+	// URCDataLines says how many lines after a URC belong to it, by
+	// prefix: {"+CTSDSR": 1, "+CMT": 1}.
+	URCDataLines map[string]int
+	// Init are the commands that set the modem up (ATE0, AT+CMEE=1, URC
+	// enables). Init runs them; the engine replays them after a reboot or
+	// a silence.
+	Init []string
+	// BootBanners are lines a modem prints when it starts: "RDY",
+	// "^SYSSTART", "+PBREADY". Seeing one means it rebooted.
+	BootBanners []string
+	// SilentAfter is how many timeouts in a row mark the modem silent.
+	// Default 3.
+	SilentAfter int
+	// Now is the clock for URC and event times. Default time.Now.
+	Now func() time.Time
+	// URCBuffer is the capacity of the URC and event channels. Default 64.
+	URCBuffer int
+}
+
+// maxLine bounds one line: longer input is noise or a runaway modem.
+const maxLine = 4096
+
+type call struct {
+	cmd    string
+	prefix string
+	lines  []string
+	done   chan result
+}
+
+type result struct {
+	final Line
+	raw   string
+	err   error
+}
+
+// Engine runs AT commands over one port. Create it with NewEngine, start
+// Run in a goroutine, then call Command from any goroutine.
+type Engine struct {
+	rw   io.ReadWriter
+	opts Options
+	log  *slog.Logger
+
+	queue chan struct{} // a one-slot semaphore: commands run one at a time
+
+	urcs   chan URC
+	events chan Event
+
+	mu         sync.Mutex
+	pending    *call
+	lastCmd    string // for late echo after a timeout
+	stalePfx   string // prefix of a timed-out command whose reply may still come
+	stale      bool
+	urc        *URC // a URC still collecting its data lines
+	urcWant    int
+	echoOff    bool // ATE0 succeeded: echo now means the modem lost its settings
+	timeouts   int
+	silent     bool
+	reiniting  bool
+	running    bool
+	closed     bool
+	runCtx     context.Context
+	dropped    uint64
+	wg         sync.WaitGroup
+	linebuf    []byte
+	discarding bool
+}
+
+// NewEngine wraps an open port. The engine does not close it.
+func NewEngine(rw io.ReadWriter, opts Options) *Engine {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DefaultTimeout <= 0 {
+		opts.DefaultTimeout = 5 * time.Second
+	}
+	if opts.SilentAfter <= 0 {
+		opts.SilentAfter = 3
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.URCBuffer <= 0 {
+		opts.URCBuffer = 64
+	}
+	prefixes := make([]string, len(opts.URCPrefixes))
+	for i, p := range opts.URCPrefixes {
+		prefixes[i] = strings.TrimSuffix(p, ":")
+	}
+	opts.URCPrefixes = prefixes
+	return &Engine{
+		rw:      rw,
+		opts:    opts,
+		log:     opts.Logger,
+		queue:   make(chan struct{}, 1),
+		urcs:    make(chan URC, opts.URCBuffer),
+		events:  make(chan Event, opts.URCBuffer),
+		linebuf: make([]byte, 0, 256),
+	}
+}
+
+// URCs delivers unsolicited result codes. It is closed when Run returns.
+// If nobody reads and the buffer fills, URCs are dropped and counted
+// rather than stalling the responses of commands.
+func (e *Engine) URCs() <-chan URC { return e.urcs }
+
+// Events delivers health changes: silent, reboot, reinit. Closed when Run
+// returns.
+func (e *Engine) Events() <-chan Event { return e.events }
+
+// Silent reports whether the modem is currently marked silent.
+func (e *Engine) Silent() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.silent
+}
+
+// Dropped counts URCs lost to a full buffer.
+func (e *Engine) Dropped() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dropped
+}
+
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+}
+
+// Run is the reader loop. It returns when ctx is done or the port fails.
+// If the port has SetReadDeadline (an *os.File on a tty does), Run
+// unblocks its pending read when ctx ends; otherwise the owner must close
+// the port to release it. Run may be called once.
+func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	if e.running || e.closed {
+		e.mu.Unlock()
+		return errors.New("at: Run called twice")
+	}
+	e.running = true
+	e.runCtx = ctx
+	e.mu.Unlock()
+
+	d, canDeadline := e.rw.(deadliner)
+	if canDeadline {
+		_ = d.SetReadDeadline(time.Time{})
+		stop := context.AfterFunc(ctx, func() { _ = d.SetReadDeadline(time.Now()) })
+		defer stop()
+	}
+	buf := make([]byte, 1024)
+	var err error
+	for {
+		n, rerr := e.rw.Read(buf)
+		if n > 0 {
+			e.feed(buf[:n])
+		}
+		if rerr != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			} else {
+				err = fmt.Errorf("at: read: %w", rerr)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			err = ctx.Err()
+			break
+		}
+	}
+	e.mu.Lock()
+	e.closed = true
+	if c := e.pending; c != nil {
+		e.pending = nil
+		c.done <- result{err: ErrClosed}
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+	close(e.urcs)
+	close(e.events)
+	return err
+}
+
+// feed splits bytes into lines. CR and LF both end a line, so an echo
+// ("AT+CSQ\r") and a response ("\r\n+CSQ: 20,99\r\n") split the same way.
+func (e *Engine) feed(b []byte) {
+	for _, c := range b {
+		if c == '\r' || c == '\n' {
+			if !e.discarding && len(e.linebuf) > 0 {
+				e.handleLine(string(e.linebuf))
+			}
+			e.linebuf = e.linebuf[:0]
+			e.discarding = false
+			continue
+		}
+		if e.discarding {
+			continue
+		}
+		if len(e.linebuf) >= maxLine {
+			e.log.Warn("modem line too long, discarded", "limit", maxLine)
+			e.linebuf = e.linebuf[:0]
+			e.discarding = true
+			continue
+		}
+		e.linebuf = append(e.linebuf, c)
+	}
+}
+
+func (e *Engine) handleLine(raw string) {
+	l := ParseLine(raw)
+	if l.Kind == LineEmpty {
+		return
+	}
+	text := strings.TrimSpace(raw)
+	now := e.opts.Now()
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	// Data lines of a multi-line URC belong to it whatever they look like.
+	if e.urc != nil {
+		e.urc.Data = append(e.urc.Data, text)
+		e.urcWant--
+		if e.urcWant <= 0 {
+			e.deliverURC(*e.urc)
+			e.urc = nil
+		}
+		return
+	}
+
+	if e.isBanner(text) {
+		e.log.Warn("modem boot banner: it rebooted", "line", text)
+		e.rebootLocked("boot banner " + strconv.Quote(text))
+		return
+	}
+
+	c := e.pending
+	if c != nil {
+		if strings.EqualFold(text, c.cmd) && len(c.lines) == 0 {
+			if e.echoOff {
+				e.log.Warn("echo returned after ATE0: the modem lost its settings", "cmd", c.cmd)
+				e.echoOff = false
+				e.rebootLocked("echo returned after ATE0")
+			}
+			return
+		}
+		if l.Final() {
+			e.pending = nil
+			e.lastCmd = ""
+			c.done <- result{final: l, raw: text}
+			return
+		}
+		if l.Kind == LineInfo && c.prefix != "" && strings.EqualFold(l.Prefix, c.prefix) {
+			c.lines = append(c.lines, text)
+			return
+		}
+		if e.isURC(text, l) {
+			e.startURC(text, l, now)
+			return
+		}
+		c.lines = append(c.lines, text)
+		return
+	}
+
+	// No command in flight.
+	if e.lastCmd != "" && strings.EqualFold(text, e.lastCmd) {
+		return // late echo of a command that timed out
+	}
+	if e.stale {
+		if l.Final() {
+			e.stale = false
+			return
+		}
+		if l.Kind != LineInfo || (e.stalePfx != "" && strings.EqualFold(l.Prefix, e.stalePfx)) {
+			e.log.Debug("late response line dropped", "line", text)
+			return
+		}
+	}
+	if l.Final() {
+		e.log.Debug("final result code with no command in flight", "line", text)
+		return
+	}
+	// Anything else unsolicited is passed on: the consumer decides.
+	e.startURC(text, l, now)
+}
+
+func (e *Engine) isBanner(text string) bool {
+	for _, b := range e.opts.BootBanners {
+		if strings.EqualFold(text, b) || (strings.HasPrefix(b, "+") || strings.HasPrefix(b, "^")) && strings.HasPrefix(text, b) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) isURC(text string, l Line) bool {
+	for _, p := range e.opts.URCPrefixes {
+		if l.Kind == LineInfo && strings.EqualFold(l.Prefix, p) {
+			return true
+		}
+		if l.Kind == LineText && strings.HasPrefix(text, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) startURC(text string, l Line, now time.Time) {
+	u := URC{Line: text, Time: now}
+	if l.Kind == LineInfo {
+		u.Prefix, u.Params = l.Prefix, l.Params
+	}
+	if n := e.opts.URCDataLines[u.Prefix]; n > 0 && u.Prefix != "" {
+		e.urc = &u
+		e.urcWant = n
+		return
+	}
+	e.deliverURC(u)
+}
+
+func (e *Engine) deliverURC(u URC) {
+	select {
+	case e.urcs <- u:
+	default:
+		e.dropped++
+		e.log.Warn("URC dropped: consumer too slow", "line", u.Line, "dropped", e.dropped)
+	}
+}
+
+func (e *Engine) sendEvent(ev Event) {
+	select {
+	case e.events <- ev:
+	default:
+		e.log.Warn("modem event dropped: consumer too slow", "event", ev.Type.String())
+	}
+}
+
+// rebootLocked reports a reboot and starts re-initialisation. e.mu held.
+func (e *Engine) rebootLocked(reason string) {
+	e.echoOff = false
+	e.sendEvent(Event{Type: EventReboot, Reason: reason, Time: e.opts.Now()})
+	e.reinitLocked(reason)
+}
+
+func (e *Engine) reinitLocked(reason string) {
+	if e.reiniting || e.closed || e.runCtx == nil {
+		return
+	}
+	e.reiniting = true
+	ctx := e.runCtx
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		err := e.Init(ctx)
+		e.mu.Lock()
+		e.reiniting = false
+		if err != nil {
+			e.log.Warn("modem re-initialisation failed", "reason", reason, "err", err)
+		} else {
+			e.log.Info("modem re-initialised", "reason", reason)
+		}
+		if !e.closed {
+			e.sendEvent(Event{Type: EventReinit, Reason: reason, Err: err, Time: e.opts.Now()})
+		}
+		e.mu.Unlock()
+	}()
+}
+
+// Init runs Options.Init in order. It goes on past a failing command, so
+// that a radio that rejects one optional setting still gets the rest, and
+// returns the failures joined.
+func (e *Engine) Init(ctx context.Context) error {
+	var errs []error
+	for _, cmd := range e.opts.Init {
+		if _, err := e.Command(ctx, cmd, 0); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", cmd, err))
+			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Command sends cmd (without the trailing CR) and waits for its final
+// result code. Commands are serialised: a call waits its turn, and the
+// wait counts against ctx, not against timeout. A timeout of 0 means
+// Options.DefaultTimeout.
+//
+// The error is nil for OK, ErrError for ERROR, *CMEError or *CMSError,
+// ErrFinal for other final codes, ErrTimeout, ErrClosed, or ctx's error.
+func (e *Engine) Command(ctx context.Context, cmd string, timeout time.Duration) (Response, error) {
+	if timeout <= 0 {
+		timeout = e.opts.DefaultTimeout
+	}
+	select {
+	case e.queue <- struct{}{}:
+	case <-ctx.Done():
+		return Response{}, ctx.Err()
+	}
+	defer func() { <-e.queue }()
+
+	c := &call{cmd: strings.TrimSpace(cmd), prefix: commandPrefix(cmd), done: make(chan result, 1)}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return Response{}, ErrClosed
+	}
+	e.pending = c
+	e.stale = false
+	e.lastCmd = c.cmd
+	e.mu.Unlock()
+
+	if _, err := io.WriteString(e.rw, c.cmd+"\r"); err != nil {
+		e.mu.Lock()
+		if e.pending == c {
+			e.pending = nil
+		}
+		e.mu.Unlock()
+		return Response{}, fmt.Errorf("at: write %s: %w", c.cmd, err)
+	}
+
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	var r result
+	select {
+	case r = <-c.done:
+	case <-t.C:
+		r = e.abandon(c, ErrTimeout)
+	case <-ctx.Done():
+		r = e.abandon(c, ctx.Err())
+	}
+	if r.err != nil {
+		return Response{Lines: c.lines}, r.err
+	}
+	e.answered(c)
+	resp := Response{Lines: c.lines, Final: r.raw}
+	switch r.final.Kind {
+	case LineOK:
+		return resp, nil
+	case LineError:
+		return resp, ErrError
+	case LineCMEError:
+		return resp, &CMEError{Code: r.final.Code, Text: r.final.Params}
+	case LineCMSError:
+		return resp, &CMSError{Code: r.final.Code, Text: r.final.Params}
+	}
+	return resp, fmt.Errorf("%w: %s", ErrFinal, r.raw)
+}
+
+// abandon gives up on a call. The reply may still come; it is marked
+// stale so its lines are not taken for URCs.
+func (e *Engine) abandon(c *call, err error) result {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.pending != c {
+		// The answer won the race.
+		return <-c.done
+	}
+	e.pending = nil
+	e.stale = true
+	e.stalePfx = c.prefix
+	if errors.Is(err, ErrTimeout) {
+		e.timeouts++
+		if e.timeouts == e.opts.SilentAfter && !e.silent {
+			e.silent = true
+			e.log.Warn("modem silent", "timeouts", e.timeouts, "last", c.cmd)
+			e.sendEvent(Event{Type: EventSilent, Reason: fmt.Sprintf("%d commands in a row timed out", e.timeouts), Time: e.opts.Now()})
+		}
+	}
+	return result{err: err}
+}
+
+// answered notes that the modem is alive and tracks echo state.
+func (e *Engine) answered(c *call) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.timeouts = 0
+	up := strings.ToUpper(c.cmd)
+	if up == "ATE0" {
+		e.echoOff = true
+	} else if up == "ATE1" || up == "ATE" || up == "ATZ" || up == "AT&F" {
+		e.echoOff = false
+	}
+	if e.silent {
+		e.silent = false
+		e.log.Info("modem answers again after silence")
+		e.reinitLocked("modem answered again after silence")
+	}
+}

@@ -1,0 +1,336 @@
+package at_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/drivers/at"
+	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
+)
+
+// rig is a simulated modem on a pty with an engine running on the slave.
+type rig struct {
+	m    *atmodem.Modem
+	port *os.File
+	e    *at.Engine
+	done chan error
+	stop context.CancelFunc
+}
+
+func newRig(t *testing.T, p kestrel.RadioProfile, opts at.Options) *rig {
+	t.Helper()
+	m, err := atmodem.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := os.OpenFile(m.Path(), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	if opts.DefaultTimeout == 0 {
+		opts.DefaultTimeout = time.Second
+	}
+	e := at.NewEngine(port, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rig{m: m, port: port, e: e, done: make(chan error, 1), stop: cancel}
+	go func() { r.done <- e.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-r.done:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Run returned %v, want context.Canceled", err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+		port.Close()
+		m.Close()
+	})
+	return r
+}
+
+func (r *rig) cmd(t *testing.T, cmd string) at.Response {
+	t.Helper()
+	resp, err := r.e.Command(context.Background(), cmd, 0)
+	if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	return resp
+}
+
+func waitURC(t *testing.T, e *at.Engine, prefix string) at.URC {
+	t.Helper()
+	deadline := time.After(3 * time.Second)
+	for {
+		select {
+		case u, ok := <-e.URCs():
+			if !ok {
+				t.Fatalf("URC channel closed waiting for %s", prefix)
+			}
+			if strings.HasPrefix(u.Line, prefix) {
+				return u
+			}
+		case <-deadline:
+			t.Fatalf("no URC %s", prefix)
+		}
+	}
+}
+
+func waitEvent(t *testing.T, e *at.Engine, typ at.EventType) at.Event {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-e.Events():
+			if ev.Type == typ {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no %v event", typ)
+		}
+	}
+}
+
+func TestCommandWithEcho(t *testing.T) {
+	r := newRig(t, kestrel.ProfileLTE, at.Options{})
+	// Echo is on at power-up: the engine must drop it, not return it.
+	resp := r.cmd(t, "AT+CSQ")
+	if !slices.Equal(resp.Lines, []string{"+CSQ: 18,99"}) || resp.Final != "OK" {
+		t.Fatalf("got %+v", resp)
+	}
+	r.cmd(t, "ATE0")
+	resp = r.cmd(t, "AT+CGSN")
+	if !slices.Equal(resp.Lines, []string{"356938035643809"}) {
+		t.Fatalf("bare IMEI line: got %+v", resp)
+	}
+}
+
+func TestURCInterleavedWithResponse(t *testing.T) {
+	r := newRig(t, kestrel.ProfileTETRA, at.Options{
+		URCPrefixes:  []string{"+CREG", "+CTSDSR:"},
+		URCDataLines: map[string]int{"+CTSDSR": 1},
+	})
+	r.m.Script("AT+CSQ?",
+		atmodem.Lines("+CREG: 1,1001,23426"),
+		atmodem.Default(),
+		atmodem.Lines("+CTSDSR: 13,2342600054321,0,2342600012345,0,16", "8003"),
+		atmodem.Final("OK"))
+	resp := r.cmd(t, "AT+CSQ?")
+	if !slices.Equal(resp.Lines, []string{"+CSQ: 20,99"}) {
+		t.Fatalf("response lines %q, want only +CSQ", resp.Lines)
+	}
+	u := waitURC(t, r.e, "+CREG")
+	if u.Prefix != "+CREG" || u.Params != "1,1001,23426" {
+		t.Fatalf("URC %+v", u)
+	}
+	u = waitURC(t, r.e, "+CTSDSR")
+	if !slices.Equal(u.Data, []string{"8003"}) {
+		t.Fatalf("+CTSDSR data %q, want [8003]", u.Data)
+	}
+}
+
+func TestCommandPrefixBeatsURCPrefix(t *testing.T) {
+	// +CREG is a URC, but while AT+CREG? is in flight its +CREG line is the
+	// answer.
+	r := newRig(t, kestrel.ProfileTETRA, at.Options{URCPrefixes: []string{"+CREG"}})
+	resp := r.cmd(t, "AT+CREG?")
+	if !slices.Equal(resp.Lines, []string{"+CREG: 0,1,1001,23426"}) {
+		t.Fatalf("got %q", resp.Lines)
+	}
+}
+
+func TestSplitWrites(t *testing.T) {
+	r := newRig(t, kestrel.ProfileLTE, at.Options{})
+	r.m.Script("AT+CSQ",
+		atmodem.Raw("\r\n+CS"), atmodem.Delay(20*time.Millisecond),
+		atmodem.Raw("Q: 5,99\r\n\r\nO"), atmodem.Delay(20*time.Millisecond),
+		atmodem.Raw("K\r\n"))
+	resp := r.cmd(t, "AT+CSQ")
+	if !slices.Equal(resp.Lines, []string{"+CSQ: 5,99"}) {
+		t.Fatalf("got %q", resp.Lines)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	r := newRig(t, kestrel.ProfileLTE, at.Options{})
+	if _, err := r.e.Command(context.Background(), "AT+NOPE", 0); !errors.Is(err, at.ErrError) {
+		t.Fatalf("plain ERROR: got %v", err)
+	}
+	r.cmd(t, "AT+CMEE=1")
+	_, err := r.e.Command(context.Background(), "AT+NOPE", 0)
+	var cme *at.CMEError
+	if !errors.As(err, &cme) || cme.Code != 4 {
+		t.Fatalf("numeric +CME ERROR: got %v", err)
+	}
+	r.cmd(t, "AT+CMEE=2")
+	_, err = r.e.Command(context.Background(), "AT+NOPE", 0)
+	if !errors.As(err, &cme) || cme.Code != -1 || cme.Text != "operation not supported" {
+		t.Fatalf("verbose +CME ERROR: got %v", err)
+	}
+	r.m.Script("AT+CMGS", atmodem.Final("+CMS ERROR: 500"))
+	_, err = r.e.Command(context.Background(), "AT+CMGS=1", 0)
+	var cms *at.CMSError
+	if !errors.As(err, &cms) || cms.Code != 500 {
+		t.Fatalf("+CMS ERROR: got %v", err)
+	}
+}
+
+func TestTimeoutAndLateReply(t *testing.T) {
+	r := newRig(t, kestrel.ProfileLTE, at.Options{URCPrefixes: []string{"+CEREG"}})
+	r.m.Script("AT+CEREG?", atmodem.Delay(300*time.Millisecond), atmodem.Default(), atmodem.Final("OK"))
+	_, err := r.e.Command(context.Background(), "AT+CEREG?", 100*time.Millisecond)
+	if !errors.Is(err, at.ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+	time.Sleep(350 * time.Millisecond) // let the late reply arrive
+	// The late "+CEREG: 0,1" must not pass as a URC.
+	select {
+	case u := <-r.e.URCs():
+		t.Fatalf("late reply delivered as URC %q", u.Line)
+	default:
+	}
+	resp := r.cmd(t, "AT+CSQ")
+	if !slices.Equal(resp.Lines, []string{"+CSQ: 18,99"}) {
+		t.Fatalf("next command got %q", resp.Lines)
+	}
+}
+
+func TestSilentThenRecovered(t *testing.T) {
+	r := newRig(t, kestrel.ProfileLTE, at.Options{Init: []string{"ATE0", "AT+CMEE=1"}, SilentAfter: 2})
+	if err := r.e.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.m.SetSilent(true)
+	for range 2 {
+		if _, err := r.e.Command(context.Background(), "AT", 80*time.Millisecond); !errors.Is(err, at.ErrTimeout) {
+			t.Fatalf("got %v, want timeout", err)
+		}
+	}
+	waitEvent(t, r.e, at.EventSilent)
+	if !r.e.Silent() {
+		t.Fatal("engine not marked silent")
+	}
+	r.m.SetSilent(false)
+	r.cmd(t, "AT")
+	ev := waitEvent(t, r.e, at.EventReinit)
+	if ev.Err != nil {
+		t.Fatalf("reinit failed: %v", ev.Err)
+	}
+	cmds := r.m.Commands()
+	if n := count(cmds, "ATE0"); n != 2 {
+		t.Fatalf("ATE0 sent %d times, want 2 (init and re-init): %q", n, cmds)
+	}
+}
+
+func TestRebootBanner(t *testing.T) {
+	r := newRig(t, kestrel.ProfileLTE, at.Options{
+		Init:        []string{"ATE0", "AT+CEREG=2"},
+		BootBanners: []string{"RDY"},
+	})
+	if err := r.e.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.m.Reboot(50*time.Millisecond, "RDY")
+	waitEvent(t, r.e, at.EventReboot)
+	if ev := waitEvent(t, r.e, at.EventReinit); ev.Err != nil {
+		t.Fatalf("reinit: %v", ev.Err)
+	}
+	// The re-init turned CEREG URCs back on: the modem must report them.
+	r.m.RegistrationURC()
+	u := waitURC(t, r.e, "+CEREG")
+	if u.Params != `1,"00C3","0A1B2C3D",7` {
+		t.Fatalf("URC after re-init: %q", u.Line)
+	}
+}
+
+func TestRebootSeenByEcho(t *testing.T) {
+	// No banner: the only sign is that echo is back after ATE0.
+	r := newRig(t, kestrel.ProfileLTE, at.Options{Init: []string{"ATE0"}})
+	if err := r.e.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.m.Reboot(20*time.Millisecond, "")
+	time.Sleep(100 * time.Millisecond)
+	r.cmd(t, "AT+CSQ") // echoed: the modem forgot ATE0
+	ev := waitEvent(t, r.e, at.EventReboot)
+	if !strings.Contains(ev.Reason, "echo") {
+		t.Fatalf("reason %q", ev.Reason)
+	}
+	waitEvent(t, r.e, at.EventReinit)
+}
+
+func TestQueueSerialises(t *testing.T) {
+	r := newRig(t, kestrel.ProfileLTE, at.Options{})
+	cmds := []string{"AT+CSQ", "AT+CESQ", "AT+COPS?", "AT+CGSN", "AT+CCID"}
+	want := []string{"+CSQ:", "+CESQ:", "+COPS:", "356938035643809", "+CCID:"}
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := i % len(cmds)
+			resp, err := r.e.Command(context.Background(), cmds[k], 2*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if len(resp.Lines) != 1 || !strings.HasPrefix(resp.Lines[0], want[k]) {
+				errs <- errors.New(cmds[k] + " got " + strings.Join(resp.Lines, "|"))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestRunStopsOnPortLoss(t *testing.T) {
+	m, err := atmodem.New(kestrel.ProfileLTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := os.OpenFile(m.Path(), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer port.Close()
+	e := at.NewEngine(port, at.Options{})
+	done := make(chan error, 1)
+	go func() { done <- e.Run(context.Background()) }()
+	m.Close() // unplugged
+	select {
+	case err := <-done:
+		if err == nil || errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want a read error", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Run did not return on hang-up")
+	}
+	if _, err := e.Command(context.Background(), "AT", time.Second); !errors.Is(err, at.ErrClosed) {
+		t.Fatalf("command after stop: %v", err)
+	}
+}
+
+func count(s []string, v string) int {
+	n := 0
+	for _, x := range s {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,207 @@
+package iio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+)
+
+// Options configure an accelerometer source.
+type Options struct {
+	// Device selects the device by its "name" attribute (e.g. "lis3dh") or
+	// directory ("iio:device0"). Empty takes the first accelerometer.
+	Device string
+	// Rate is samples per second. Default 10. It is also written to the
+	// device's sampling_frequency when that attribute exists, so the part
+	// filters at the rate it is read.
+	Rate float64
+	// CrashThreshold is the acceleration magnitude, in mm/s², above which
+	// a sample is reported as a crash (an EventEmergency named "crash").
+	// 0 disables. 4 g (39227 mm/s²) is a common starting point.
+	CrashThreshold int32
+	// CrashHoldoff suppresses repeat crash events. Default 10 s.
+	CrashHoldoff time.Duration
+	// Priority of the sample records. Default bulk: samples are many and
+	// the first to go when the spool is full.
+	Priority kestrel.Priority
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Accel is an accelerometer source.
+type Accel struct {
+	root string
+	opts Options
+	log  *slog.Logger
+}
+
+// New prepares an accelerometer under the sysfs root (normally "/sys").
+func New(root string, opts Options) *Accel {
+	if opts.Rate <= 0 {
+		opts.Rate = 10
+	}
+	if opts.CrashHoldoff <= 0 {
+		opts.CrashHoldoff = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Accel{root: root, opts: opts, log: opts.Logger.With("driver", "iio")}
+}
+
+// ErrNoDevice: no accelerometer matches.
+var ErrNoDevice = errors.New("iio: no accelerometer found")
+
+// Find returns the device directory the source will read.
+func (a *Accel) Find() (string, error) {
+	base := filepath.Join(a.root, "bus/iio/devices")
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return "", fmt.Errorf("iio: %w", err)
+	}
+	for _, e := range ents {
+		dir := filepath.Join(base, e.Name())
+		if _, err := os.Stat(filepath.Join(dir, "in_accel_x_raw")); err != nil {
+			continue
+		}
+		if a.opts.Device == "" || a.opts.Device == e.Name() {
+			return dir, nil
+		}
+		if n, err := readString(filepath.Join(dir, "name")); err == nil && n == a.opts.Device {
+			return dir, nil
+		}
+	}
+	return "", fmt.Errorf("%w under %s (device %q)", ErrNoDevice, base, a.opts.Device)
+}
+
+// axis is one channel's calibration.
+type axis struct {
+	raw    string
+	scale  float64
+	offset float64
+}
+
+func (a *Accel) axes(dir string) ([3]axis, error) {
+	var ax [3]axis
+	shared, sharedErr := readFloat(filepath.Join(dir, "in_accel_scale"))
+	for i, n := range [3]string{"x", "y", "z"} {
+		ax[i].raw = filepath.Join(dir, "in_accel_"+n+"_raw")
+		s, err := readFloat(filepath.Join(dir, "in_accel_"+n+"_scale"))
+		switch {
+		case err == nil:
+			ax[i].scale = s
+		case sharedErr == nil:
+			ax[i].scale = shared
+		default:
+			return ax, fmt.Errorf("iio: no scale for %s axis in %s", n, dir)
+		}
+		if o, err := readFloat(filepath.Join(dir, "in_accel_"+n+"_offset")); err == nil {
+			ax[i].offset = o
+		} else if o, err := readFloat(filepath.Join(dir, "in_accel_offset")); err == nil {
+			ax[i].offset = o
+		}
+	}
+	return ax, nil
+}
+
+// Sample reads one sample now.
+func (a *Accel) sample(ax [3]axis) (kestrel.Accel, error) {
+	var v [3]int32
+	for i := range ax {
+		raw, err := readFloat(ax[i].raw)
+		if err != nil {
+			return kestrel.Accel{}, err
+		}
+		mm := (raw + ax[i].offset) * ax[i].scale * 1000
+		if math.IsNaN(mm) || mm > math.MaxInt32 || mm < math.MinInt32 {
+			return kestrel.Accel{}, fmt.Errorf("iio: %s out of range", ax[i].raw)
+		}
+		v[i] = int32(math.Round(mm))
+	}
+	return kestrel.Accel{X: v[0], Y: v[1], Z: v[2]}, nil
+}
+
+// Run samples until ctx ends (returning nil) or the device disappears.
+func (a *Accel) Run(ctx context.Context, emit func(kestrel.Record)) error {
+	dir, err := a.Find()
+	if err != nil {
+		return err
+	}
+	ax, err := a.axes(dir)
+	if err != nil {
+		return err
+	}
+	sf := filepath.Join(dir, "sampling_frequency")
+	if _, err := os.Stat(sf); err == nil {
+		if err := os.WriteFile(sf, []byte(strconv.FormatFloat(a.opts.Rate, 'f', -1, 64)), 0); err != nil {
+			a.log.Debug("sampling_frequency not set", "err", err)
+		}
+	}
+	a.log.Info("accelerometer", "dir", dir, "rate", a.opts.Rate)
+	t := time.NewTicker(time.Duration(float64(time.Second) / a.opts.Rate))
+	defer t.Stop()
+	var lastCrash time.Time
+	fails := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		s, err := a.sample(ax)
+		if err != nil {
+			fails++
+			if fails >= 10 {
+				return fmt.Errorf("iio: device gone: %w", err)
+			}
+			continue
+		}
+		fails = 0
+		now := a.opts.Now()
+		ms := now.UnixMilli()
+		emit(kestrel.Record{Envelope: kestrel.Envelope{Time: ms, Priority: a.opts.Priority}, Body: &s})
+		if th := a.opts.CrashThreshold; th > 0 {
+			mag := math.Sqrt(float64(s.X)*float64(s.X) + float64(s.Y)*float64(s.Y) + float64(s.Z)*float64(s.Z))
+			if mag > float64(th) && (lastCrash.IsZero() || now.Sub(lastCrash) >= a.opts.CrashHoldoff) {
+				lastCrash = now
+				emit(kestrel.Record{
+					Envelope: kestrel.Envelope{Time: ms, Priority: kestrel.PriorityEmergency},
+					Body: &kestrel.Event{Type: kestrel.EventEmergency, Source: "accel", Name: "crash",
+						Value: int64(math.Round(mag)), Text: fmt.Sprintf("crash: %.1f g", mag/9806.65)},
+				})
+			}
+		}
+	}
+}
+
+func readString(p string) (string, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func readFloat(p string) (float64, error) {
+	s, err := readString(p)
+	if err != nil {
+		return 0, err
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("iio: %s: %w", p, err)
+	}
+	return f, nil
+}

@@ -1,0 +1,116 @@
+package iio_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/drivers/iio"
+	"github.com/kestrel-edge/kestrel/hwtest/fakesysfs"
+)
+
+// lis3dhScale is the st_accel driver's in_accel_scale for an LIS3DH at
+// ±2 g: 1 mg per count of the 10-bit left-justified value, in m/s².
+const lis3dhScale = "0.009576806"
+
+func run(t *testing.T, root string, opts iio.Options) (chan kestrel.Record, func()) {
+	t.Helper()
+	recs := make(chan kestrel.Record, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- iio.New(root, opts).Run(ctx, func(r kestrel.Record) { recs <- r }) }()
+	return recs, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
+func TestAccelSamples(t *testing.T) {
+	tr, err := fakesysfs.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.AddAccel("bmp280", "1"); err != nil { // not an accelerometer by name, but has accel files
+		t.Fatal(err)
+	}
+	dev, err := tr.AddAccel("lis3dh", lis3dhScale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At rest, flat: 1 g on Z (1024 counts).
+	if err := tr.SetAccel(dev, -3, 5, 1024); err != nil {
+		t.Fatal(err)
+	}
+	recs, stop := run(t, tr.Root, iio.Options{Device: "lis3dh", Rate: 50})
+	defer stop()
+	r := <-recs
+	a := r.Body.(*kestrel.Accel)
+	if *a != (kestrel.Accel{X: -29, Y: 48, Z: 9807}) {
+		t.Fatalf("sample %+v, want 1 g on Z in mm/s²", *a)
+	}
+	if r.Priority != kestrel.PriorityBulk {
+		t.Fatalf("priority %v", r.Priority)
+	}
+	if f, _ := tr.Read(dev + "/sampling_frequency"); strings.TrimSpace(f) != "50" {
+		t.Fatalf("sampling_frequency %q, want 50", f)
+	}
+}
+
+func TestPerAxisScaleAndOffset(t *testing.T) {
+	tr, _ := fakesysfs.New(t.TempDir())
+	dev, _ := tr.AddAccel("mma8452", "0.1")
+	tr.Write(dev+"/in_accel_z_scale", "0.002")
+	tr.Write(dev+"/in_accel_x_offset", "10")
+	tr.SetAccel(dev, 5, 0, 1000)
+	recs, stop := run(t, tr.Root, iio.Options{Rate: 100})
+	defer stop()
+	a := (<-recs).Body.(*kestrel.Accel)
+	if *a != (kestrel.Accel{X: 1500, Y: 0, Z: 2000}) {
+		t.Fatalf("got %+v", *a)
+	}
+}
+
+func TestCrashEvent(t *testing.T) {
+	tr, _ := fakesysfs.New(t.TempDir())
+	dev, _ := tr.AddAccel("lis3dh", lis3dhScale)
+	tr.SetAccel(dev, 0, 0, 1024)
+	recs, stop := run(t, tr.Root, iio.Options{Rate: 100, CrashThreshold: 39227, CrashHoldoff: time.Hour})
+	defer stop()
+	<-recs
+	tr.SetAccel(dev, 5000, 300, 1024) // a 5 g frontal impact
+	deadline := time.After(3 * time.Second)
+	crashes := 0
+	samples := 0
+	for samples < 30 {
+		select {
+		case r := <-recs:
+			if e, ok := r.Body.(*kestrel.Event); ok {
+				if e.Type != kestrel.EventEmergency || e.Name != "crash" || r.Priority != kestrel.PriorityEmergency {
+					t.Fatalf("crash event %+v prio %v", e, r.Priority)
+				}
+				crashes++
+				continue
+			}
+			samples++
+		case <-deadline:
+			t.Fatalf("only %d samples", samples)
+		}
+	}
+	if crashes != 1 {
+		t.Fatalf("%d crash events over a sustained impact, want 1 (hold-off)", crashes)
+	}
+}
+
+func TestNoDevice(t *testing.T) {
+	tr, _ := fakesysfs.New(t.TempDir())
+	tr.AddAccel("lis3dh", lis3dhScale)
+	err := iio.New(tr.Root, iio.Options{Device: "adxl345"}).Run(context.Background(), func(kestrel.Record) {})
+	if !errors.Is(err, iio.ErrNoDevice) {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,0 +1,332 @@
+package mqtt
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/transport/wire"
+)
+
+// Outbox is what the session drains; the agent adapts its spool to it.
+type Outbox interface {
+	// Take returns the next records in sending order (emergency, then live
+	// data newest first, then the backlog oldest first), at most max of
+	// them, appended to dst, and marks them in flight.
+	Take(dst []kestrel.Record, max int) ([]kestrel.Record, error)
+	// Commit removes records for good: the broker acknowledged them.
+	Commit(seqs []uint64) error
+	// Release puts records that were not acknowledged back in the queue.
+	Release(seqs []uint64)
+}
+
+// Notifier is an optional Outbox capability: Ready yields when new records
+// may be waiting. Without it the session polls every Options.Poll.
+type Notifier interface {
+	Ready() <-chan struct{}
+}
+
+// UrgentTaker is an optional Outbox capability: like Take, but only records
+// of priority High or above. With it an emergency goes out even while the
+// in-flight window is full of backlog; without it, it waits for the next
+// PUBACK (one round trip).
+type UrgentTaker interface {
+	TakeUrgent(dst []kestrel.Record, max int) ([]kestrel.Record, error)
+}
+
+// Options configure a Session. Zero durations and sizes take the defaults
+// named on each field.
+type Options struct {
+	// URLs are the brokers, tried in order for failover: tls://, ssl://,
+	// mqtts:// (TLS) or tcp://, mqtt:// (plaintext). A missing port means
+	// 8883 for TLS and 1883 for plaintext.
+	URLs []string
+	// ClientID defaults to "kestrel-{fleet}-{device}".
+	ClientID string
+	Fleet    string
+	Device   string
+	// Boot is the agent's boot id, carried in the birth and death messages.
+	Boot    uint32
+	Version string
+
+	// TLS is used for TLS URLs; LoadTLS builds a mutual TLS 1.2+ config.
+	// With nil, TLS URLs verify the server against the system roots and
+	// present no client certificate. The minimum version is raised to 1.2.
+	TLS *tls.Config
+	// AllowPlaintext permits plaintext URLs to non-loopback hosts. The
+	// session logs a warning and sets "plaintext" in its state message.
+	AllowPlaintext bool
+	Username       string
+	Password       string
+
+	// KeepAlive is the MQTT keepalive (default 60s: slow links); a broker
+	// that does not answer a PINGREQ within PingTimeout (default 20s)
+	// counts as lost. ConnectTimeout bounds the TCP, TLS and CONNACK
+	// exchange of one attempt (default 20s).
+	KeepAlive      time.Duration
+	PingTimeout    time.Duration
+	ConnectTimeout time.Duration
+	// AckTimeout bounds the wait for a PUBACK (or SUBACK); past it the
+	// connection is taken for dead and rebuilt (default 60s).
+	AckTimeout time.Duration
+
+	// A telemetry batch closes at BatchMax records (default 500), about
+	// BatchBytes of payload (default 32 KiB) or when its oldest record has
+	// waited BatchAge (default 1s; negative: send at once). Emergency and
+	// high records never wait.
+	BatchMax   int
+	BatchBytes int
+	BatchAge   time.Duration
+	// InFlight is the number of unacknowledged telemetry messages allowed
+	// (default 8). Event messages may exceed it: they never wait.
+	InFlight int
+	// RateLimit caps the average payload rate in bytes per second
+	// (0: none). Events are never held back by it but count against it.
+	// With a cap, BatchBytes is lowered to 5 seconds of link time (at
+	// least 256), so an emergency never queues behind minutes of backlog.
+	RateLimit int
+
+	// BackoffMin and BackoffMax bound the reconnect delay (defaults 1s and
+	// 2m). Each delay is drawn uniformly from [0, min(BackoffMax,
+	// BackoffMin*2^n)) ("full jitter"), also before the first reconnect
+	// after a loss, so that a fleet spreads out over a restarted broker.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	// Poll is how often the Outbox is polled when it is not a Notifier
+	// (default 100ms); with a Notifier it is a safety net (5 times slower).
+	Poll time.Duration
+
+	// State returns extra fields for the birth message (config_version,
+	// capabilities, spool, health). It must not block.
+	State func() map[string]any
+
+	Logger *slog.Logger
+}
+
+// Errors that callers branch on.
+var (
+	ErrClosed       = errors.New("mqtt session closed")
+	ErrNotConnected = errors.New("mqtt session not connected")
+	ErrPlaintext    = errors.New("plaintext broker URL for a non-loopback host (set allow_plaintext to permit it)")
+	ErrAckTimeout   = errors.New("no acknowledgement from broker in time")
+)
+
+const (
+	defaultKeepAlive      = 60 * time.Second
+	defaultPingTimeout    = 20 * time.Second
+	defaultConnectTimeout = 20 * time.Second
+	defaultAckTimeout     = 60 * time.Second
+	defaultBatchMax       = 500
+	defaultBatchBytes     = 32 << 10
+	defaultBatchAge       = time.Second
+	defaultInFlight       = 8
+	defaultBackoffMin     = time.Second
+	defaultBackoffMax     = 2 * time.Minute
+	defaultPoll           = 100 * time.Millisecond
+	// maxPacket keeps a batch well under the 256 MiB MQTT limit and under
+	// the default limits of common brokers.
+	maxBatchBytes = 1 << 20
+	// maxBatchSeconds caps a batch under RateLimit to this many seconds
+	// of link time.
+	maxBatchSeconds = 5
+)
+
+// broker is one validated URL.
+type brokerURL struct {
+	url string // normalised, as paho takes it
+	// insecure: plaintext to a host that is not loopback, which only
+	// AllowPlaintext permits; logged and flagged in the state message.
+	insecure bool
+}
+
+// normalize fills defaults and validates. It returns the parsed brokers.
+func (o *Options) normalize() ([]brokerURL, error) {
+	var errs []error
+	if len(o.URLs) == 0 {
+		errs = append(errs, errors.New("no broker URL"))
+	}
+	if err := checkTopicLevel("fleet", o.Fleet); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkTopicLevel("device", o.Device); err != nil {
+		errs = append(errs, err)
+	}
+	if o.ClientID == "" {
+		o.ClientID = "kestrel-" + o.Fleet + "-" + o.Device
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"keepalive", &o.KeepAlive, defaultKeepAlive},
+		{"ping timeout", &o.PingTimeout, defaultPingTimeout},
+		{"connect timeout", &o.ConnectTimeout, defaultConnectTimeout},
+		{"ack timeout", &o.AckTimeout, defaultAckTimeout},
+		{"backoff min", &o.BackoffMin, defaultBackoffMin},
+		{"backoff max", &o.BackoffMax, defaultBackoffMax},
+		{"poll", &o.Poll, defaultPoll},
+	} {
+		switch {
+		case *d.v < 0:
+			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, *d.v))
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	if o.KeepAlive > 0 && o.KeepAlive < time.Second {
+		errs = append(errs, fmt.Errorf("keepalive %v is under the 1s MQTT resolution", o.KeepAlive))
+	}
+	if o.BackoffMax < o.BackoffMin {
+		errs = append(errs, fmt.Errorf("backoff max %v is below backoff min %v", o.BackoffMax, o.BackoffMin))
+	}
+	if o.BatchAge == 0 {
+		o.BatchAge = defaultBatchAge
+	}
+	for _, n := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"batch max", &o.BatchMax, defaultBatchMax},
+		{"batch bytes", &o.BatchBytes, defaultBatchBytes},
+		{"in-flight window", &o.InFlight, defaultInFlight},
+	} {
+		switch {
+		case *n.v < 0:
+			errs = append(errs, fmt.Errorf("%s %d is negative", n.name, *n.v))
+		case *n.v == 0:
+			*n.v = n.def
+		}
+	}
+	if o.BatchMax > wire.MaxRecords {
+		errs = append(errs, fmt.Errorf("batch max %d is over the wire limit of %d records", o.BatchMax, wire.MaxRecords))
+	}
+	if o.BatchBytes > maxBatchBytes {
+		errs = append(errs, fmt.Errorf("batch bytes %d is over the %d limit", o.BatchBytes, maxBatchBytes))
+	}
+	if o.RateLimit < 0 {
+		errs = append(errs, fmt.Errorf("rate limit %d is negative", o.RateLimit))
+	}
+	if o.RateLimit > 0 {
+		// On a narrowband link a batch must pass in seconds, not minutes:
+		// an emergency queues behind it in TCP, and the PUBACK deadline
+		// must stay meaningful.
+		o.BatchBytes = min(o.BatchBytes, max(256, o.RateLimit*maxBatchSeconds))
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.TLS != nil {
+		c := o.TLS.Clone()
+		if c.MinVersion < tls.VersionTLS12 {
+			c.MinVersion = tls.VersionTLS12
+		}
+		o.TLS = c
+	}
+	var bs []brokerURL
+	for _, u := range o.URLs {
+		b, err := parseBroker(u, o.AllowPlaintext)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		bs = append(bs, b)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("mqtt options: %w", err)
+	}
+	return bs, nil
+}
+
+func checkTopicLevel(what, v string) error {
+	if v == "" {
+		return fmt.Errorf("%s is empty", what)
+	}
+	if strings.ContainsAny(v, "/+#\x00") {
+		return fmt.Errorf("%s %q contains one of / + # or NUL", what, v)
+	}
+	return nil
+}
+
+func parseBroker(raw string, allowPlaintext bool) (brokerURL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return brokerURL{}, fmt.Errorf("broker URL %q: %w", raw, err)
+	}
+	var plain bool
+	var port string
+	switch u.Scheme {
+	case "tcp", "mqtt":
+		plain, port = true, "1883"
+	case "ssl", "tls", "mqtts":
+		port = "8883"
+	default:
+		return brokerURL{}, fmt.Errorf("broker URL %q: scheme %q is not tcp, mqtt, ssl, tls or mqtts", raw, u.Scheme)
+	}
+	host := u.Hostname()
+	if host == "" {
+		return brokerURL{}, fmt.Errorf("broker URL %q: no host", raw)
+	}
+	if u.Port() != "" {
+		port = u.Port()
+	}
+	if plain && !allowPlaintext && !isLoopback(host) {
+		return brokerURL{}, fmt.Errorf("broker URL %q: %w", raw, ErrPlaintext)
+	}
+	n := url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(host, port)}
+	return brokerURL{url: n.String(), insecure: plain && !isLoopback(host)}, nil
+}
+
+// isLoopback decides by name and literal address only: resolving a name
+// here would let DNS decide whether data leaves the box unencrypted.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// LoadTLS builds a mutual TLS 1.2+ client config: the broker must present a
+// certificate signed by the CA in caFile, and the session presents the
+// certificate and key in certFile and keyFile.
+func LoadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read broker CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("broker CA %s: no PEM certificate found", caFile)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+	return &tls.Config{
+		RootCAs:      pool,
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}
+
+// CheckURL validates a broker URL by the session's rules (scheme, host,
+// plaintext only to loopback unless allowPlaintext) and returns it as paho
+// takes it, with the default port filled in. Tools share it so that the
+// rules are the same everywhere.
+func CheckURL(raw string, allowPlaintext bool) (string, error) {
+	b, err := parseBroker(raw, allowPlaintext)
+	if err != nil {
+		return "", err
+	}
+	return b.url, nil
+}

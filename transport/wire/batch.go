@@ -1,0 +1,524 @@
+package wire
+
+import (
+	"fmt"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/tinylib/msgp/msgp"
+)
+
+// A batch is one msgp array:
+//
+//	[version, device, count, boot0, seq0, time0, positions, others]
+//
+// boot0, seq0 and time0 are the envelope of the first record; the other
+// records' envelopes are relative to them. positions is a msgp bin holding
+// the bit-packed columns of every position in the batch (see column.go);
+// others is an array of [index, kind, dboot, dseq, dtime, priority, body]
+// with index the record's place in the batch, so decoding restores the
+// exact order: positions fill the places the others leave free.
+const batchFields = 8
+
+// Column order inside the positions bin. flags comes first because its
+// Has* bits say which fixes carry alt, speed, track, sats, hdop, eph, epv.
+const (
+	colFlags = iota
+	colTime
+	colLat
+	colLon
+	colAlt
+	colSpeed
+	colTrack
+	colMode
+	colSeq
+	colBoot
+	colPriority
+	colSats
+	colHDOP
+	colEPH
+	colEPV
+	colCoarsened
+	numCols
+)
+
+// colFlag is the Has* flag that gates each optional column (0: always present).
+var colFlag = [numCols]kestrel.PosFlags{
+	colAlt: kestrel.HasAlt, colSpeed: kestrel.HasSpeed, colTrack: kestrel.HasTrack,
+	colSats: kestrel.HasSats, colHDOP: kestrel.HasHDOP, colEPH: kestrel.HasEPH, colEPV: kestrel.HasEPV,
+}
+
+// Encoder encodes batches. It keeps its working space between calls, so
+// AppendBatch allocates nothing once it has seen a batch of the size it
+// is given and dst has capacity. An Encoder is not safe for concurrent use.
+type Encoder struct {
+	cols    [numCols][]uint64
+	scratch colScratch
+	bw      bitWriter
+	// The size experiments (wire_size_test.go) restrict these to measure
+	// what each technique is worth; normal encoding leaves them zero.
+	shapes    uint8         // shapes columns may use; 0 means all
+	noPredict bool          // never predict speed and track
+	colBits   *[numCols]int // when set, bits written per column are added here
+}
+
+// AppendBatch appends the batch encoding of recs, which all belong to
+// device, to dst. Records may be of any kind and in any order; decoding
+// gives them back in the same order. A position's optional fields whose
+// Has* flag is clear are not carried and decode as zero.
+func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) ([]byte, error) {
+	if len(recs) > MaxRecords {
+		return dst, fmt.Errorf("encode batch: %d records, more than %d", len(recs), MaxRecords)
+	}
+	var base kestrel.Envelope
+	if len(recs) > 0 {
+		base = recs[0].Envelope
+	}
+	for c := range e.cols {
+		e.cols[c] = e.cols[c][:0]
+	}
+	nOthers := 0
+	for i := range recs {
+		r := &recs[i]
+		if r.Device != "" && r.Device != device {
+			return dst, fmt.Errorf("encode batch: record %d is from device %q, batch is %q", i, r.Device, device)
+		}
+		p, ok := r.Body.(*kestrel.Position)
+		if !ok {
+			if _, err := bodyKind(r.Body); err != nil {
+				return dst, fmt.Errorf("encode batch: record %d: %w", i, err)
+			}
+			nOthers++
+			continue
+		}
+		if p == nil {
+			return dst, fmt.Errorf("encode batch: record %d: nil position", i)
+		}
+		e.addPosition(r, p)
+	}
+
+	dst = msgp.AppendArrayHeader(dst, batchFields)
+	dst = msgp.AppendUint(dst, Version)
+	dst = msgp.AppendString(dst, device)
+	dst = msgp.AppendUint32(dst, uint32(len(recs)))
+	dst = msgp.AppendUint32(dst, base.Boot)
+	dst = msgp.AppendUint64(dst, base.Seq)
+	dst = msgp.AppendInt64(dst, base.Time)
+	dst = msgp.AppendBytes(dst, e.positionBits(&base))
+	dst = msgp.AppendArrayHeader(dst, uint32(nOthers))
+	for i := range recs {
+		r := &recs[i]
+		if _, ok := r.Body.(*kestrel.Position); ok {
+			continue
+		}
+		dst = msgp.AppendArrayHeader(dst, 7)
+		dst = msgp.AppendUint32(dst, uint32(i))
+		dst = msgp.AppendUint8(dst, uint8(r.Body.Kind()))
+		dst = msgp.AppendInt64(dst, int64(r.Boot)-int64(base.Boot))
+		dst = msgp.AppendInt64(dst, int64(r.Seq-base.Seq))
+		dst = msgp.AppendInt64(dst, r.Time-base.Time)
+		dst = msgp.AppendUint8(dst, uint8(r.Priority))
+		var err error
+		if dst, err = appendBody(dst, r.Body); err != nil {
+			return dst, fmt.Errorf("encode batch: record %d: %w", i, err)
+		}
+	}
+	return dst, nil
+}
+
+func (e *Encoder) addPosition(r *kestrel.Record, p *kestrel.Position) {
+	c := &e.cols
+	c[colFlags] = append(c[colFlags], uint64(p.Flags))
+	c[colTime] = append(c[colTime], uint64(r.Time))
+	c[colLat] = append(c[colLat], uint64(int64(p.Lat)))
+	c[colLon] = append(c[colLon], uint64(int64(p.Lon)))
+	c[colMode] = append(c[colMode], uint64(p.Mode))
+	c[colSeq] = append(c[colSeq], r.Seq)
+	c[colBoot] = append(c[colBoot], uint64(r.Boot))
+	c[colPriority] = append(c[colPriority], uint64(r.Priority))
+	c[colCoarsened] = append(c[colCoarsened], uint64(p.Coarsened))
+	f := p.Flags
+	if f&kestrel.HasAlt != 0 {
+		c[colAlt] = append(c[colAlt], uint64(int64(p.Alt)))
+	}
+	if f&kestrel.HasSpeed != 0 {
+		c[colSpeed] = append(c[colSpeed], uint64(int64(p.Speed)))
+	}
+	if f&kestrel.HasTrack != 0 {
+		c[colTrack] = append(c[colTrack], uint64(p.Track))
+	}
+	if f&kestrel.HasSats != 0 {
+		c[colSats] = append(c[colSats], uint64(p.Sats))
+	}
+	if f&kestrel.HasHDOP != 0 {
+		c[colHDOP] = append(c[colHDOP], uint64(p.HDOP))
+	}
+	if f&kestrel.HasEPH != 0 {
+		c[colEPH] = append(c[colEPH], uint64(p.EPH))
+	}
+	if f&kestrel.HasEPV != 0 {
+		c[colEPV] = append(c[colEPV], uint64(p.EPV))
+	}
+}
+
+// colRef is the reference a column's first value is written relative to:
+// the batch base for time, seq and boot (so the first value costs a few
+// bits), zero for the rest.
+func colRef(c int, base *kestrel.Envelope) uint64 {
+	switch c {
+	case colTime:
+		return uint64(base.Time)
+	case colSeq:
+		return base.Seq
+	case colBoot:
+		return uint64(base.Boot)
+	case colPriority:
+		return uint64(kestrel.PriorityNormal)
+	case colMode:
+		return uint64(kestrel.Fix3D)
+	}
+	return 0
+}
+
+func (e *Encoder) positionBits(base *kestrel.Envelope) []byte {
+	shapes := e.shapes
+	if shapes == 0 {
+		shapes = allShapes
+	}
+	e.bw.buf = e.bw.buf[:0]
+	e.bw.acc, e.bw.nacc = 0, 0
+	s := &e.scratch
+	for c := 0; c < numCols; c++ {
+		vals, ref := e.cols[c], colRef(c, base)
+		if len(vals) == 0 {
+			continue
+		}
+		var times []uint64
+		switch c {
+		case colLat, colLon:
+			times = e.cols[colTime]
+		case colAlt:
+			s.times = gatedTimes(s.times, e.cols[colFlags], e.cols[colTime], uint64(kestrel.HasAlt))
+			times = s.times
+		}
+		shape, cost := s.choose(vals, times, ref, shapes)
+		if c == colSpeed || c == colTrack {
+			// One bit says whether the column holds differences from the
+			// prediction (predict.go) or the values themselves.
+			usePred := false
+			if !e.noPredict {
+				var ok bool
+				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]),
+					e.cols[colLat], e.cols[colLon], e.cols[colTime])
+				if ok {
+					if pshape, pcost := s.choose(s.tmp, nil, 0, shapes); pcost < cost {
+						usePred, shape, vals, ref = true, pshape, s.tmp, 0
+					}
+				}
+			}
+			var bit uint64
+			if usePred {
+				bit = 1
+			}
+			e.bw.write(bit, 1)
+		}
+		before := len(e.bw.buf)*8 + int(e.bw.nacc)
+		s.write(&e.bw, vals, times, ref, shape)
+		if e.colBits != nil {
+			e.colBits[c] += len(e.bw.buf)*8 + int(e.bw.nacc) - before
+		}
+	}
+	return e.bw.flush()
+}
+
+// DecodeBatch decodes a batch written by AppendBatch. It never panics,
+// and it bounds what it allocates by MaxRecords and the payload's length.
+// A payload of another version fails with an error wrapping ErrVersion.
+func DecodeBatch(payload []byte) (device string, recs []kestrel.Record, err error) {
+	device, recs, rest, err := decodeBatch(payload)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(rest) != 0 {
+		return "", nil, fmt.Errorf("%w: %d bytes after the batch", ErrFormat, len(rest))
+	}
+	return device, recs, nil
+}
+
+// SplitBatch returns the first batch in b and what follows it, so that a
+// stream of concatenated payloads can be decoded one at a time.
+func SplitBatch(b []byte) (payload, rest []byte, err error) {
+	rest, err = msgp.Skip(b)
+	if err != nil {
+		return nil, b, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	return b[:len(b)-len(rest)], rest, nil
+}
+
+func readVersion(b []byte, what string) (n uint32, rest []byte, err error) {
+	n, b, err = msgp.ReadArrayHeaderBytes(b)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %s: not a msgpack array: %v", ErrFormat, what, err)
+	}
+	if n < 1 {
+		return 0, nil, fmt.Errorf("%w: %s: empty array", ErrFormat, what)
+	}
+	v, b, err := msgp.ReadUint64Bytes(b)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %s: version: %v", ErrFormat, what, err)
+	}
+	if v != Version {
+		return 0, nil, fmt.Errorf("%w %d in %s (this decoder reads version %d)", ErrVersion, v, what, Version)
+	}
+	return n, b, nil
+}
+
+func decodeBatch(b []byte) (device string, recs []kestrel.Record, rest []byte, err error) {
+	n, b, err := readVersion(b, "batch")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if n < batchFields {
+		return "", nil, nil, fmt.Errorf("%w: batch has %d fields, want %d", ErrFormat, n, batchFields)
+	}
+	fail := func(what string, e error) (string, []kestrel.Record, []byte, error) {
+		return "", nil, nil, fmt.Errorf("%w: batch %s: %w", ErrFormat, what, e)
+	}
+	if device, b, err = msgp.ReadStringBytes(b); err != nil {
+		return fail("device", err)
+	}
+	count, b, err := msgp.ReadUint32Bytes(b)
+	if err != nil {
+		return fail("count", err)
+	}
+	if count > MaxRecords {
+		return fail("count", fmt.Errorf("%d records, more than %d", count, MaxRecords))
+	}
+	var base kestrel.Envelope
+	if base.Boot, b, err = msgp.ReadUint32Bytes(b); err != nil {
+		return fail("boot", err)
+	}
+	if base.Seq, b, err = msgp.ReadUint64Bytes(b); err != nil {
+		return fail("seq", err)
+	}
+	if base.Time, b, err = msgp.ReadInt64Bytes(b); err != nil {
+		return fail("time", err)
+	}
+	bin, b, err := msgp.ReadBytesZC(b)
+	if err != nil {
+		return fail("positions", err)
+	}
+	nOthers, b, err := msgp.ReadArrayHeaderBytes(b)
+	if err != nil {
+		return fail("others", err)
+	}
+	if nOthers > count {
+		return fail("others", fmt.Errorf("%d other records in a batch of %d", nOthers, count))
+	}
+	recs = make([]kestrel.Record, count)
+	isOther := make([]bool, count)
+	next := 0 // lowest index an other record may take
+	for i := uint32(0); i < nOthers; i++ {
+		var idx int
+		var r kestrel.Record
+		if idx, r, b, err = decodeOther(b, &base); err != nil {
+			return fail(fmt.Sprintf("record %d", i), err)
+		}
+		if idx < next || idx >= int(count) {
+			return fail(fmt.Sprintf("record %d", i), fmt.Errorf("index %d out of order or range", idx))
+		}
+		next = idx + 1
+		r.Device = device
+		recs[idx] = r
+		isOther[idx] = true
+	}
+	nPos := int(count - nOthers)
+	pos := make([]kestrel.Position, nPos)
+	if err := decodePositions(bin, pos, recs, isOther, &base, device); err != nil {
+		return fail("positions", err)
+	}
+	// Fields a later version appends to the batch are skipped.
+	for i := uint32(batchFields); i < n; i++ {
+		if b, err = msgp.Skip(b); err != nil {
+			return fail("trailing field", err)
+		}
+	}
+	return device, recs, b, nil
+}
+
+func decodeOther(b []byte, base *kestrel.Envelope) (idx int, r kestrel.Record, rest []byte, err error) {
+	n, b, err := msgp.ReadArrayHeaderBytes(b)
+	if err != nil {
+		return 0, r, nil, err
+	}
+	if n < 7 {
+		return 0, r, nil, fmt.Errorf("%d fields, want 7", n)
+	}
+	i, b, err := msgp.ReadUint32Bytes(b)
+	if err != nil {
+		return 0, r, nil, fmt.Errorf("index: %w", err)
+	}
+	k, b, err := msgp.ReadUint8Bytes(b)
+	if err != nil {
+		return 0, r, nil, fmt.Errorf("kind: %w", err)
+	}
+	var dBoot, dSeq, dTime int64
+	if dBoot, b, err = msgp.ReadInt64Bytes(b); err != nil {
+		return 0, r, nil, fmt.Errorf("boot: %w", err)
+	}
+	if dSeq, b, err = msgp.ReadInt64Bytes(b); err != nil {
+		return 0, r, nil, fmt.Errorf("seq: %w", err)
+	}
+	if dTime, b, err = msgp.ReadInt64Bytes(b); err != nil {
+		return 0, r, nil, fmt.Errorf("time: %w", err)
+	}
+	p, b, err := msgp.ReadUint8Bytes(b)
+	if err != nil {
+		return 0, r, nil, fmt.Errorf("priority: %w", err)
+	}
+	r.Boot = uint32(int64(base.Boot) + dBoot)
+	r.Seq = base.Seq + uint64(dSeq)
+	r.Time = base.Time + dTime
+	r.Priority = kestrel.Priority(p)
+	if r.Body, b, err = decodeBody(b, kestrel.Kind(k)); err != nil {
+		return 0, r, nil, err
+	}
+	for j := uint32(7); j < n; j++ {
+		if b, err = msgp.Skip(b); err != nil {
+			return 0, r, nil, err
+		}
+	}
+	return int(i), r, b, nil
+}
+
+func decodePositions(bin []byte, pos []kestrel.Position, recs []kestrel.Record, isOther []bool, base *kestrel.Envelope, device string) error {
+	n := len(pos)
+	if n == 0 {
+		return nil
+	}
+	br := bitReader{b: bin}
+	vals := make([]uint64, n)
+	flags := make([]uint64, n)
+	decodeColumn(&br, flags, nil, colRef(colFlags, base))
+	for i := range pos {
+		pos[i].Flags = kestrel.PosFlags(flags[i])
+	}
+	// Place the positions in the slots the other records left free.
+	j := 0
+	for i := range recs {
+		if isOther[i] {
+			continue
+		}
+		recs[i].Device = device
+		recs[i].Body = &pos[j]
+		j++
+	}
+	var lat, lon, tm []uint64 // full columns, kept for the predictions
+	for c := colTime; c < numCols; c++ {
+		if br.bad {
+			return fmt.Errorf("truncated before column %d", c)
+		}
+		m := n
+		if f := colFlag[c]; f != 0 {
+			m = 0
+			for i := range pos {
+				if pos[i].Flags&f != 0 {
+					m++
+				}
+			}
+		}
+		var col []uint64
+		switch c {
+		case colTime, colLat, colLon:
+			col = make([]uint64, n)
+		default:
+			col = vals[:m]
+		}
+		predicted := false
+		if (c == colSpeed || c == colTrack) && m > 0 {
+			predicted = br.read(1) == 1
+		}
+		var times []uint64
+		switch c {
+		case colLat, colLon:
+			times = tm
+		case colAlt:
+			times = gatedTimes(nil, flags, tm, uint64(kestrel.HasAlt))
+		}
+		decodeColumn(&br, col, times, colRef(c, base))
+		switch c {
+		case colTime:
+			tm = col
+		case colLat:
+			lat = col
+		case colLon:
+			lon = col
+		}
+		if predicted {
+			unpredictColumn(col, c, flags, uint64(colFlag[c]), lat, lon, tm)
+		}
+		j, ri := 0, 0
+		for i := range pos {
+			if f := colFlag[c]; f != 0 && pos[i].Flags&f == 0 {
+				continue
+			}
+			v := col[j]
+			j++
+			p := &pos[i]
+			switch c {
+			case colTime, colSeq, colBoot, colPriority:
+				for isOther[ri] {
+					ri++
+				}
+				r := &recs[ri]
+				ri++
+				switch c {
+				case colTime:
+					r.Time = int64(v)
+				case colSeq:
+					r.Seq = v
+				case colBoot:
+					r.Boot = uint32(v)
+				case colPriority:
+					r.Priority = kestrel.Priority(v)
+				}
+			case colLat:
+				p.Lat = int32(v)
+			case colLon:
+				p.Lon = int32(v)
+			case colAlt:
+				p.Alt = int32(v)
+			case colSpeed:
+				p.Speed = int32(v)
+			case colTrack:
+				p.Track = uint16(v)
+			case colMode:
+				p.Mode = kestrel.FixMode(v)
+			case colSats:
+				p.Sats = uint8(v)
+			case colHDOP:
+				p.HDOP = uint16(v)
+			case colEPH:
+				p.EPH = uint32(v)
+			case colEPV:
+				p.EPV = uint32(v)
+			case colCoarsened:
+				p.Coarsened = uint32(v)
+			}
+		}
+	}
+	if br.bad {
+		return fmt.Errorf("truncated bit stream")
+	}
+	return nil
+}
+
+// gatedTimes returns the times of the fixes that have flag set.
+func gatedTimes(dst, flags, times []uint64, flag uint64) []uint64 {
+	dst = dst[:0]
+	for i, f := range flags {
+		if f&flag != 0 && i < len(times) {
+			dst = append(dst, times[i])
+		}
+	}
+	return dst
+}

@@ -1,0 +1,155 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+)
+
+// track is one real recorded track from testdata/tracks (see its README).
+type track struct {
+	name  string
+	lines [][]byte // the fixes.jsonl lines, as recorded
+	recs  []kestrel.Record
+}
+
+func loadTracks(t testing.TB) []track {
+	t.Helper()
+	files, err := filepath.Glob("testdata/tracks/*.fixes.jsonl")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no tracks in testdata/tracks: %v", err)
+	}
+	var out []track
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := track{name: strings.TrimSuffix(filepath.Base(f), ".fixes.jsonl")}
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			line := bytes.TrimSpace(sc.Bytes())
+			if len(line) == 0 {
+				continue
+			}
+			ts, p, err := ParseFixJSON(line)
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			tr.lines = append(tr.lines, append([]byte(nil), line...))
+			tr.recs = append(tr.recs, kestrel.Record{
+				Envelope: kestrel.Envelope{Device: "bwc-0042", Boot: 7, Seq: uint64(1000 + len(tr.recs)), Time: ts, Priority: kestrel.PriorityNormal},
+				Body:     &p,
+			})
+		}
+		out = append(out, tr)
+	}
+	return out
+}
+
+// fixFloats is a fix as the JSON says it, for comparing with tolerances.
+type fixFloats struct {
+	time              string
+	lat, lon          float64
+	alt, speed, track *float64
+	mode              float64
+}
+
+func TestRoundTripTracks(t *testing.T) {
+	var enc Encoder
+	for _, tr := range loadTracks(t) {
+		for _, n := range []int{1, 10, 30, 60} {
+			var got []kestrel.Record
+			for i := 0; i < len(tr.recs); i += n {
+				j := min(i+n, len(tr.recs))
+				payload, err := enc.AppendBatch(nil, "bwc-0042", tr.recs[i:j])
+				if err != nil {
+					t.Fatal(err)
+				}
+				dev, recs, err := DecodeBatch(payload)
+				if err != nil {
+					t.Fatalf("%s batch %d at %d: %v", tr.name, n, i, err)
+				}
+				if dev != "bwc-0042" {
+					t.Fatalf("device %q", dev)
+				}
+				got = append(got, recs...)
+			}
+			if len(got) != len(tr.recs) {
+				t.Fatalf("%s: %d records back, sent %d", tr.name, len(got), len(tr.recs))
+			}
+			for i := range got {
+				want := tr.recs[i]
+				if !equalRecord(&got[i], &want) {
+					t.Fatalf("%s batch %d record %d: got %+v %+v, want %+v %+v", tr.name, n, i,
+						got[i].Envelope, got[i].Body, want.Envelope, want.Body)
+				}
+				// The decoded fix, printed, must match the recorded JSON
+				// within DESIGN.md's tolerances.
+				line := AppendFixJSON(nil, got[i].Time, got[i].Body.(*kestrel.Position))
+				if msg := compareFixJSON(tr.lines[i], line); msg != "" {
+					t.Fatalf("%s record %d: %s\nwant %s\ngot  %s", tr.name, i, msg, tr.lines[i], line)
+				}
+			}
+		}
+	}
+}
+
+func equalRecord(a, b *kestrel.Record) bool {
+	if a.Envelope != b.Envelope {
+		return false
+	}
+	pa, ok1 := a.Body.(*kestrel.Position)
+	pb, ok2 := b.Body.(*kestrel.Position)
+	if ok1 && ok2 {
+		return *pa == *pb
+	}
+	return false
+}
+
+// compareFixJSON checks got against want within DESIGN.md's "lossless":
+// 1e-7 deg, 0.1 m alt, 0.01 m/s speed, 0.01 deg track, time to the ms.
+func compareFixJSON(want, got []byte) string {
+	w, err := floatsOf(want)
+	if err != nil {
+		return "want: " + err.Error()
+	}
+	g, err := floatsOf(got)
+	if err != nil {
+		return "got: " + err.Error()
+	}
+	if w.time != g.time {
+		return "time differs"
+	}
+	// A hair of slack on each bound absorbs binary floating point in the
+	// comparison itself, not in the codec.
+	if math.Abs(w.lat-g.lat) > 1e-7+1e-12 || math.Abs(w.lon-g.lon) > 1e-7+1e-12 {
+		return "lat/lon beyond 1e-7 deg"
+	}
+	if !within(w.alt, g.alt, 0.1) {
+		return "alt beyond 0.1 m"
+	}
+	if !within(w.speed, g.speed, 0.01) {
+		return "speed beyond 0.01 m/s"
+	}
+	if !within(w.track, g.track, 0.01) {
+		return "track beyond 0.01 deg"
+	}
+	if w.mode != g.mode {
+		return "mode differs"
+	}
+	return ""
+}
+
+func within(a, b *float64, tol float64) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return math.Abs(*a-*b) <= tol+1e-9
+}
