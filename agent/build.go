@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"io"
 
 	kestrel "github.com/kestrel-edge/kestrel"
@@ -9,6 +10,9 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/serialport"
 	"github.com/kestrel-edge/kestrel/drivers/nmea"
 	"github.com/kestrel-edge/kestrel/drivers/radio"
+	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
+	"github.com/kestrel-edge/kestrel/firmware-hooks/execaudit"
+	"github.com/kestrel-edge/kestrel/firmware-hooks/linkstats"
 )
 
 // buildSources turns the config into the sources to run. It opens nothing:
@@ -73,5 +77,61 @@ func (a *Agent) radioSource(c config.Radio) Source {
 // vehicle inputs.
 func (a *Agent) sensorSources(cfg config.Config) []sourceSpec { return nil }
 
-// hookSources: eBPF link usage and exec audit, and the firmware socket.
-func (a *Agent) hookSources(cfg config.Config) []sourceSpec { return nil }
+// hookSources: link usage (eBPF, else /proc/net/dev), the eBPF exec audit,
+// and the firmware event socket. Each probes the kernel when it starts and
+// records in the state message whether it is available and why not.
+func (a *Agent) hookSources(cfg config.Config) []sourceSpec {
+	h := cfg.Hooks
+	log := a.log.With("part", "hooks")
+	var specs []sourceSpec
+	if h.LinkPeriod.Duration > 0 {
+		specs = append(specs, sourceSpec{name: "link", section: "hooks", src: SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
+			src := linkstats.New(linkstats.Options{Period: h.LinkPeriod.Duration, ProcfsOnly: !h.EBPF, Logger: log})
+			if err := src.Reason(); err != nil {
+				a.latest.setCapability("ebpf_link", "unavailable: "+err.Error())
+			} else {
+				a.latest.setCapability("ebpf_link", "ok")
+			}
+			a.latest.setCapability("link_counters", src.Mode())
+			return src.Run(ctx, emit)
+		})})
+	}
+	if h.EBPF {
+		specs = append(specs, sourceSpec{name: "exec", section: "hooks", src: SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
+			allow := h.ExecAllow
+			if len(allow) == 0 {
+				allow = execaudit.DefaultAllow
+			}
+			src, err := execaudit.New(execaudit.Options{Allow: allow, Logger: log})
+			if err != nil {
+				a.latest.setCapability("ebpf_exec", "unavailable: "+err.Error())
+				if errors.Is(err, execaudit.ErrUnavailable) {
+					// The kernel said no; retrying will not change
+					// its mind. Wait for shutdown or a reload.
+					log.Warn("exec audit unavailable; running without it", "err", err)
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				return err
+			}
+			defer src.Close()
+			a.latest.setCapability("ebpf_exec", "ok")
+			return src.Run(ctx, emit)
+		})})
+	} else {
+		a.latest.setCapability("ebpf_exec", "disabled by configuration")
+	}
+	if h.Socket != "" {
+		specs = append(specs, sourceSpec{name: "firmware", section: "hooks", src: SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
+			srv, err := eventsock.Listen(h.Socket, eventsock.Options{AllowUIDs: h.AllowUIDs, AllowGIDs: h.AllowGIDs, Logger: log})
+			if err != nil {
+				a.latest.setCapability("firmware_socket", "unavailable: "+err.Error())
+				return err
+			}
+			defer srv.Close()
+			a.latest.setCapability("firmware_socket", "ok")
+			return srv.Run(ctx, emit)
+		})})
+	}
+	return specs
+}

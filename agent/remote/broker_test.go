@@ -15,6 +15,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
+	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
 
 // device is one agent as far as remote config goes: a Manager on a real
@@ -143,19 +144,56 @@ func waitReport(t testing.TB, o *broker.Observer, dev string, timeout time.Durat
 	return found
 }
 
-// TestFleetOf50 is the acceptance test: 50 agents in one process receive
-// a fleet-wide config through a real broker and all report it applied.
+// TestFleetOf50 is the acceptance test: 50 agents in one process, each
+// with its own transport/mqtt session over mutual TLS, receive a
+// fleet-wide config through a real broker and all report it applied.
 func TestFleetOf50(t *testing.T) {
-	b := broker.StartMochi(t)
+	ca := broker.NewCA(t)
+	b := broker.StartMochi(t, broker.WithTLS(ca))
+	tlsCfg, err := mqtt.LoadTLS(ca.CAFile, ca.ClientCert, ca.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	priv, pub := testKey(1)
 	const n = 50
 	obs := b.Observe("kestrel/v1/met/+/config/reported")
-	devs := make([]*device, n)
-	for i := range devs {
-		id := fmt.Sprintf("bwc-%04d", i)
-		devs[i] = startDevice(t, deviceConfig(t, "met", id, b.URL(), pub), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	type agent struct {
+		m   *Manager
+		mu  sync.Mutex
+		run config.Config
 	}
-	p := newPlatform(t, b.URL())
+	agents := make([]*agent, n)
+	for i := range agents {
+		id := fmt.Sprintf("bwc-%04d", i)
+		cfg := deviceConfig(t, "met", id, b.URL(), pub)
+		sess, err := mqtt.New(mqtt.Options{URLs: cfg.Broker.URLs, Fleet: "met", Device: id, Boot: 1, Version: "test",
+			TLS: tlsCfg, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}, broker.NewOutbox())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := &agent{run: cfg}
+		a.m, err = NewManager(Options{Current: cfg, Connected: sess.Connected, CheckEvery: 50 * time.Millisecond,
+			Apply: func(_ context.Context, _, next config.Config) error {
+				a.mu.Lock()
+				a.run = next
+				a.mu.Unlock()
+				return nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		agents[i] = a
+		wg.Add(2)
+		go func() { defer wg.Done(); sess.Run(ctx); sess.Close() }()
+		go func() { defer wg.Done(); a.m.Run(ctx) }()
+		if err := a.m.Attach(sess); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := newPlatformTLS(t, b.URL(), ca)
 	p.pushConfig(priv, AllDevices("met"), 7, `
 [tracking]
 max_interval = "30s"
@@ -165,7 +203,7 @@ on_mode = "coarse"
 grid = 500.0
 `)
 	applied := map[string]bool{}
-	ok := obs.Wait(30*time.Second, func(msgs []broker.Message) bool {
+	ok := obs.Wait(60*time.Second, func(msgs []broker.Message) bool {
 		for _, r := range reports(t, msgs) {
 			if r.Version == 7 && r.Status == StatusApplied && r.Running == 7 {
 				applied[r.Device] = true
@@ -176,18 +214,19 @@ grid = 500.0
 	if !ok {
 		t.Fatalf("%d of %d devices reported version 7 applied", len(applied), n)
 	}
-	for _, d := range devs {
-		c, _ := d.running()
+	kid := KeyID(priv.Public().(ed25519.PublicKey))
+	for _, a := range agents {
+		a.mu.Lock()
+		c := a.run
+		a.mu.Unlock()
 		if c.Version != 7 || c.Tracking.MaxInterval.Duration != 30*time.Second || c.Privacy.Grid != 500 ||
-			c.Tracking.Distance != 25 || c.Device.ID != d.m.dev {
-			t.Fatalf("%s runs %+v", d.m.dev, c.Tracking)
+			c.Tracking.Distance != 25 || c.Device.ID != a.m.dev {
+			t.Fatalf("%s runs %+v", a.m.dev, c.Tracking)
 		}
-	}
-	// Every device audited the attempt with the signer's key id.
-	for _, d := range devs {
-		a := d.m.Audit()
-		if len(a) == 0 || a[len(a)-1].Result != StatusApplied || a[len(a)-1].KeyID != KeyID(priv.Public().(ed25519.PublicKey)) {
-			t.Fatalf("%s audit: %+v", d.m.dev, a)
+		// Every device audited the attempt with the signer's key id.
+		au := a.m.Audit()
+		if len(au) == 0 || au[len(au)-1].Result != StatusApplied || au[len(au)-1].KeyID != kid {
+			t.Fatalf("%s audit: %+v", a.m.dev, au)
 		}
 	}
 }

@@ -370,3 +370,46 @@ func BenchmarkAcceptConfig(b *testing.B) {
 		}
 	}
 }
+
+// TestReportSurvivesRestart: a report made while offline is sent after a
+// restart, though the message it is about is not processed again.
+func TestReportSurvivesRestart(t *testing.T) {
+	_, pub := testKey(1)
+	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
+	bus := newMemBus()
+	bus.online = false
+	run := func(check func(*Manager) bool) {
+		m, err := NewManager(Options{Current: cfg, Connected: bus.connected})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- m.Run(ctx) }()
+		m.Attach(bus)
+		deadline := time.Now().Add(5 * time.Second)
+		for !check(m) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		<-done
+		if !check(m) {
+			t.Fatal("condition not reached")
+		}
+	}
+	bus.retained["kestrel/v1/met/_all/config/desired"] = []byte("not json")
+	run(func(m *Manager) bool { return len(m.Audit()) == 1 })
+	bus.mu.Lock()
+	bus.online = true
+	bus.mu.Unlock()
+	run(func(*Manager) bool {
+		bus.mu.Lock()
+		defer bus.mu.Unlock()
+		for _, p := range bus.pubs {
+			if strings.HasPrefix(p, "config/reported ") && strings.Contains(p, `"status":"rejected"`) {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -252,6 +252,17 @@ func NewManager(opts Options) (*Manager, error) {
 		m.target = c
 		break
 	}
+	if len(st.UnsentReport) > 0 && len(reports) == 0 {
+		u := st.UnsentReport
+		m.enqueue(outItem{channel: "config/reported", payload: u, retained: true, sent: func() {
+			m.mu.Lock()
+			if string(m.st.UnsentReport) == string(u) {
+				m.st.UnsentReport = nil
+				m.dirty = true
+			}
+			m.mu.Unlock()
+		}})
+	}
 	for _, r := range reports {
 		m.report(r)
 	}
@@ -703,7 +714,18 @@ func (m *Manager) report(r Report) {
 	r.Groups = m.groups(m.target)
 	r.Time = m.now().UnixMilli()
 	b, _ := json.Marshal(&r)
-	m.enqueue(outItem{channel: "config/reported", payload: b, retained: true})
+	// Kept in the state until the broker has it, so a report made just
+	// before a shutdown is sent after the restart.
+	m.st.UnsentReport = b
+	m.dirty = true
+	m.enqueue(outItem{channel: "config/reported", payload: b, retained: true, sent: func() {
+		m.mu.Lock()
+		if string(m.st.UnsentReport) == string(b) {
+			m.st.UnsentReport = nil
+			m.dirty = true
+		}
+		m.mu.Unlock()
+	}})
 }
 
 // audit records an entry locally (bounded) and queues it for publishing.

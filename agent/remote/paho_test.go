@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/hwtest/broker"
 )
 
 // pahoLink is a minimal MQTT session for tests: a paho client that
@@ -131,7 +133,15 @@ type platform struct {
 }
 
 func newPlatform(t testing.TB, url string) *platform {
-	o := paho.NewClientOptions().AddBroker(url).SetClientID("platform-" + t.Name()).SetCleanSession(true)
+	return newPlatformOpts(t, paho.NewClientOptions().AddBroker(url))
+}
+
+func newPlatformTLS(t testing.TB, url string, ca *broker.CA) *platform {
+	return newPlatformOpts(t, paho.NewClientOptions().AddBroker(url).SetTLSConfig(ca.ClientTLS(t)))
+}
+
+func newPlatformOpts(t testing.TB, o *paho.ClientOptions) *platform {
+	o.SetClientID("platform-" + strings.ReplaceAll(t.Name(), "/", "-")).SetCleanSession(true)
 	cl := paho.NewClient(o)
 	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("platform connect: %v", tok.Error())

@@ -35,8 +35,10 @@ type state struct {
 	RolledBack []string         `json:"rolled_back,omitempty"` // digests, newest last
 	Commands   map[string]int64 `json:"commands,omitempty"`    // request id -> issued, ms
 	Privacy    string           `json:"privacy,omitempty"`     // command override
-	AuditSeq   uint64           `json:"audit_seq"`
-	Audit      []AuditEntry     `json:"audit,omitempty"`
+	// UnsentReport is the last config report until the broker acknowledges it.
+	UnsentReport []byte       `json:"unsent_report,omitempty"`
+	AuditSeq     uint64       `json:"audit_seq"`
+	Audit        []AuditEntry `json:"audit,omitempty"`
 }
 
 const maxHistory = 64

@@ -376,3 +376,38 @@ func TestMeasureRecovery1GB(t *testing.T) {
 	}
 	t.Log(out.String())
 }
+
+// TestMeasureRealTime checks the simulated seconds of
+// TestMeasureWriteAmplification against the real 1 s ticker: 10 records/s
+// of 40 bytes, offline, for 30 s.
+func TestMeasureRealTime(t *testing.T) {
+	if os.Getenv("KESTREL_SPOOL_MEASURE") == "" {
+		t.Skip("set KESTREL_SPOOL_MEASURE=1")
+	}
+	mnt, dev := loopExt4(t)
+	s, err := Open(filepath.Join(mnt, "rt"), Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec.Command("sync").Run()
+	p0, d0 := procWriteBytes(t), devWriteBytes(dev)
+	payload := bytes.Repeat([]byte{0x5a}, 40)
+	tick := time.NewTicker(100 * time.Millisecond)
+	var n int64
+	for range 300 {
+		<-tick.C
+		q := s.NextSeq()
+		if _, err := s.Append(Item{Seq: q, Priority: kestrel.PriorityNormal, Time: time.Now().UnixMilli(), Data: payload}); err != nil {
+			t.Fatal(err)
+		}
+		n += 40
+	}
+	tick.Stop()
+	time.Sleep(1100 * time.Millisecond)
+	exec.Command("sync").Run()
+	p, d := procWriteBytes(t)-p0, devWriteBytes(dev)-d0
+	m := s.Metrics()
+	s.Close()
+	t.Logf("real time, 30 s, 10 rec/s x 40 B offline, SyncInterval 1 s: payload %d, write_bytes %d (%.2f per payload byte), device %d (%.2f), %d group commits",
+		n, p, float64(p)/float64(n), d, float64(d)/float64(n), m.Syncs)
+}

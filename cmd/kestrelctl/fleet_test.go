@@ -59,7 +59,7 @@ func (l *fleetLink) Subscribe(topic string, h func(string, []byte)) error {
 
 // fleetDevice starts a device's remote manager on the broker, with a
 // retained state message as the agent's session would publish.
-func fleetDevice(t *testing.T, url, id string, pub string, groups []string, apply func(context.Context, config.Config, config.Config) error, cmds map[string]remote.CommandFunc) *remote.Manager {
+func fleetDevice(t *testing.T, ca *broker.CA, url, id string, pub string, groups []string, apply func(context.Context, config.Config, config.Config) error, cmds map[string]remote.CommandFunc) *remote.Manager {
 	t.Helper()
 	c := config.Defaults()
 	c.Device.ID, c.Device.Fleet, c.Device.Group = id, "met", groups
@@ -68,6 +68,9 @@ func fleetDevice(t *testing.T, url, id string, pub string, groups []string, appl
 	c.Remote.StateFile = filepath.Join(t.TempDir(), "remote.json")
 	c.Remote.TrustedKeys = []string{pub}
 	o := paho.NewClientOptions().AddBroker(url).SetClientID("dev-" + id).SetCleanSession(true)
+	if ca != nil {
+		o.SetTLSConfig(ca.ClientTLS(t))
+	}
 	cl := paho.NewClient(o)
 	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
@@ -136,8 +139,12 @@ func TestKeygen(t *testing.T) {
 	}
 }
 
+// TestConfigPushTable pushes to a fleet through a mutual-TLS broker and
+// checks the results table, then config get and status.
 func TestConfigPushTable(t *testing.T) {
-	b := broker.StartMochi(t)
+	ca := broker.NewCA(t)
+	b := broker.StartMochi(t, broker.WithTLS(ca))
+	tlsFlags := []string{"--ca", ca.CAFile, "--cert", ca.ClientCert, "--key", ca.ClientKey}
 	dir := t.TempDir()
 	prefix := filepath.Join(dir, "fleet")
 	if code, _, e := fleetRun(t, "keygen", "--out", prefix); code != 0 {
@@ -161,18 +168,18 @@ func TestConfigPushTable(t *testing.T) {
 	}
 	for i := 1; i <= 4; i++ {
 		id := fmt.Sprintf("bwc-%04d", i)
-		fleetDevice(t, b.URL(), id, pub, []string{"north"}, applyFor(id), nil)
+		fleetDevice(t, ca, b.URL(), id, pub, []string{"north"}, applyFor(id), nil)
 	}
 	// A device known from its retained state that is switched off.
-	p := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("ghost"))
+	p := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("ghost").SetTLSConfig(ca.ClientTLS(t)))
 	p.Connect().Wait()
 	p.Publish("kestrel/v1/met/bwc-0099/state", 1, true, stateMsg(false, map[string]any{"config_version": 3})).Wait()
 	p.Disconnect(0)
 
 	cfgFile := filepath.Join(dir, "patrol.toml")
 	os.WriteFile(cfgFile, []byte("[tracking]\nmax_interval = \"20s\"\n"), 0o644)
-	code, out, errOut := fleetRun(t, "config", "push", "--broker", b.URL(), "--fleet", "met", "--all",
-		"--sign-key", prefix+".key", "--version", "42", "--timeout", "3s", "--discover", "1s", cfgFile)
+	code, out, errOut := fleetRun(t, append(append([]string{"config", "push", "--broker", b.URL(), "--fleet", "met", "--all"}, tlsFlags...),
+		"--sign-key", prefix+".key", "--version", "42", "--timeout", "3s", "--discover", "1s", cfgFile)...)
 	t.Logf("stdout:\n%s\nstderr:\n%s", out, errOut)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1 (one rejected, one no answer)", code)
@@ -208,14 +215,14 @@ func TestConfigPushTable(t *testing.T) {
 	}
 
 	// config get shows the desired config and the reports.
-	code, out, errOut = fleetRun(t, "config", "get", "--broker", b.URL(), "--fleet", "met", "--device", "bwc-0001", "--pub", prefix+".pub", "--wait", "1s")
+	code, out, errOut = fleetRun(t, append(append([]string{"config", "get", "--broker", b.URL()}, tlsFlags...), "--fleet", "met", "--device", "bwc-0001", "--pub", prefix+".pub", "--wait", "1s")...)
 	if code != 0 || !strings.Contains(out, "version 42, target met:all") || !strings.Contains(out, "(verified)") ||
 		!strings.Contains(out, `max_interval = "20s"`) || !regexp.MustCompile(`(?m)^bwc-0001\s+42\s+42\s+applied`).MatchString(out) {
 		t.Fatalf("config get: exit %d\n%s\n%s", code, out, errOut)
 	}
 
 	// status: one row per device from the retained state.
-	code, out, errOut = fleetRun(t, "status", "--broker", b.URL(), "--fleet", "met", "--wait", "1s")
+	code, out, errOut = fleetRun(t, append(append([]string{"status", "--broker", b.URL()}, tlsFlags...), "--fleet", "met", "--wait", "1s")...)
 	t.Logf("status:\n%s", out)
 	if code != 0 || !regexp.MustCompile(`(?m)^bwc-0001\s+yes\s+\d+s ago\s+81% discharging\s+1200 \(87.9 KiB\)\s+lte home -71 dBm\s+fix\s+42`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^bwc-0099\s+no\s`).MatchString(out) || !strings.Contains(out, "5 devices, 4 online") ||
@@ -229,7 +236,7 @@ func TestCmd(t *testing.T) {
 	prefix := filepath.Join(t.TempDir(), "fleet")
 	fleetRun(t, "keygen", "--out", prefix)
 	pubText, _ := os.ReadFile(prefix + ".pub")
-	fleetDevice(t, b.URL(), "bwc-0001", strings.TrimSpace(string(pubText)), nil, nil, map[string]remote.CommandFunc{
+	fleetDevice(t, nil, b.URL(), "bwc-0001", strings.TrimSpace(string(pubText)), nil, nil, map[string]remote.CommandFunc{
 		"locate": func(context.Context, map[string]string) (any, error) {
 			return map[string]float64{"lat": 51.5, "lon": -0.12}, nil
 		},

@@ -1,0 +1,323 @@
+// Package demo runs the whole agent with no hardware and no broker: a GPS
+// receiver replaying a real recorded track over a pseudo-terminal, an LTE
+// modem simulator, the firmware event socket, the real spool and MQTT
+// session, and an in-process broker, with a platform-side subscriber that
+// prints what arrives, decoded. It is `kestrel demo`.
+package demo
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/agent"
+	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
+	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
+	"github.com/kestrel-edge/kestrel/hwtest/gpssim"
+	"github.com/kestrel-edge/kestrel/hwtest/platform"
+	"github.com/kestrel-edge/kestrel/transport/wire"
+)
+
+// Track is a real recorded walk (see the header of the file for its
+// source), the kind of track a body-worn camera makes.
+//
+//go:embed korita-zbevnica-hike.nmea
+var Track []byte
+
+// TrackName names the embedded track in the demo's output.
+const TrackName = "korita-zbevnica-hike (real recorded walk, Garmin, 513 fixes)"
+
+// Options for Run.
+type Options struct {
+	// For is how long the devices run; 0 runs until ctx ends.
+	For time.Duration
+	// Speed is how many receiver cycles the GPS replays per second.
+	Speed float64
+	// Out receives the decoded records and the summary.
+	Out io.Writer
+	// Log receives the agent's own log (nil: warnings only, to stderr).
+	Log *slog.Logger
+	// Version is printed in the state message.
+	Version string
+}
+
+// Summary is what the platform saw.
+type Summary struct {
+	Records    int // distinct records received
+	Positions  int
+	Events     int
+	Duplicates int
+	Messages   int
+	Bytes      int // payload bytes of data messages
+	Spooled    int // records the agent made
+	Gaps       []platform.Gap
+	Missing    int // records spooled but never received
+}
+
+// BytesPerFix is the payload bytes per position (all kinds' bytes are
+// counted, so this is an upper bound for positions alone).
+func (s Summary) BytesPerFix() float64 {
+	if s.Positions == 0 {
+		return 0
+	}
+	return float64(s.Bytes) / float64(s.Positions)
+}
+
+// Run runs the demo and returns what the platform received.
+func Run(ctx context.Context, o Options) (Summary, error) {
+	if o.Speed <= 0 {
+		o.Speed = 10
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	var sum Summary
+	dir, err := os.MkdirTemp("", "kestrel-demo-")
+	if err != nil {
+		return sum, fmt.Errorf("demo: temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	brk, addr, err := startBroker()
+	if err != nil {
+		return sum, err
+	}
+	defer brk.Close()
+	url := "tcp://" + addr
+
+	gps, err := gpssim.New(gpssim.Config{Log: Track, Baud: 9600, Speed: o.Speed})
+	if err != nil {
+		return sum, fmt.Errorf("demo: gps simulator: %w", err)
+	}
+	defer gps.Close()
+	modem, err := atmodem.New(kestrel.ProfileLTE)
+	if err != nil {
+		return sum, fmt.Errorf("demo: modem simulator: %w", err)
+	}
+	defer modem.Close()
+
+	cfg := Config(dir, url, gps.Path(), modem.Path())
+	out := &printer{w: o.Out}
+	plat, err := platform.Subscribe(ctx, platform.Options{URL: url, Fleet: cfg.Device.Fleet, OnArrival: out.arrival})
+	if err != nil {
+		return sum, err
+	}
+	defer plat.Close()
+
+	var spooled sync.Map
+	a, err := agent.New(cfg, agent.Options{Logger: o.Log, Version: o.Version, OnRecord: func(r kestrel.Record) {
+		spooled.Store(platform.Key{Device: r.Device, Boot: r.Boot, Seq: r.Seq}, true)
+	}})
+	if err != nil {
+		return sum, err
+	}
+	defer a.Close()
+
+	out.printf("kestrel demo: device %s/%s, boot %d\n", cfg.Device.Fleet, cfg.Device.ID, a.Boot())
+	out.printf("  broker   %s (in-process mochi-mqtt)\n", url)
+	out.printf("  gps      %s replaying %s at %gx\n", gps.Path(), TrackName, o.Speed)
+	out.printf("  radio    %s (LTE modem simulator, 3GPP TS 27.007)\n", modem.Path())
+	out.printf("  firmware %s (event socket)\n", cfg.Hooks.Socket)
+	out.printf("  spool    %s\n\n", cfg.Spool.Dir)
+	out.printf("what the platform receives (decoded; [E] = events channel):\n")
+
+	runCtx, stopAgent := context.WithCancel(ctx)
+	defer stopAgent()
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- a.Run(runCtx) }()
+
+	devCtx, stopDevices := context.WithCancel(ctx)
+	if o.For > 0 {
+		devCtx, stopDevices = context.WithTimeout(ctx, o.For)
+	}
+	defer stopDevices()
+	if err := gps.WaitOpen(devCtx); err == nil {
+		go gps.Run(devCtx)
+	}
+	go firmwareScript(devCtx, cfg.Hooks.Socket, o.For)
+	<-devCtx.Done()
+
+	// The devices stop; the agent drains what it spooled, then exits.
+	gps.Unplug()
+	deadline, cancelDrain := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancelDrain()
+	_ = plat.WaitFor(deadline, func(p *platform.Platform) bool {
+		n := 0
+		spooled.Range(func(k, _ any) bool {
+			if !p.Has(k.(platform.Key)) {
+				n++
+			}
+			return true
+		})
+		return n == 0
+	})
+	stopAgent()
+	if err := <-agentDone; err != nil && !errors.Is(err, context.Canceled) {
+		return sum, err
+	}
+
+	uniq, dups, msgs, bytes := plat.Counts()
+	sum = Summary{Records: uniq, Duplicates: dups, Messages: msgs, Bytes: bytes, Gaps: plat.Gaps()}
+	for _, arr := range plat.Unique() {
+		switch arr.Record.Kind() {
+		case kestrel.KindPosition:
+			sum.Positions++
+		case kestrel.KindEvent:
+			sum.Events++
+		}
+	}
+	spooled.Range(func(k, _ any) bool {
+		sum.Spooled++
+		if !plat.Has(k.(platform.Key)) {
+			sum.Missing++
+		}
+		return true
+	})
+	out.printf("\nsummary:\n")
+	out.printf("  records   %d received (%d positions, %d events, %d other), %d duplicates\n",
+		sum.Records, sum.Positions, sum.Events, sum.Records-sum.Positions-sum.Events, sum.Duplicates)
+	out.printf("  spooled   %d by the agent, %d not received\n", sum.Spooled, sum.Missing)
+	out.printf("  wire      %d messages, %d payload bytes, %.1f bytes per fix (all records counted)\n",
+		sum.Messages, sum.Bytes, sum.BytesPerFix())
+	out.printf("  gaps      %d\n", len(sum.Gaps))
+	for _, g := range sum.Gaps {
+		out.printf("            %s\n", g)
+	}
+	if errs := plat.Errors(); len(errs) > 0 {
+		return sum, fmt.Errorf("demo: %d payloads did not decode: %v", len(errs), errs[0])
+	}
+	return sum, nil
+}
+
+// Config is the demo device's configuration: plaintext to a loopback
+// broker, no signed config (nothing outside the demo is reachable), every
+// fix reported.
+func Config(dir, brokerURL, gpsPort, radioPort string) config.Config {
+	c := config.Defaults()
+	c.Device.ID = "bwv-0042"
+	c.Device.Fleet = "demo"
+	c.Broker.URLs = []string{brokerURL}
+	c.Broker.BatchAge = config.D(2 * time.Second)
+	c.Spool.Dir = filepath.Join(dir, "spool")
+	c.Remote.StateFile = filepath.Join(dir, "remote.json")
+	c.Remote.RequireSigned = false
+	c.GPS.Port = gpsPort
+	c.GPS.Baud = 9600
+	c.Radio.Port = radioPort
+	c.Radio.Profile = "lte"
+	c.Radio.Poll = config.D(2 * time.Second)
+	c.Tracking = config.Tracking{}
+	c.Hooks.Socket = filepath.Join(dir, "events.sock")
+	c.Hooks.AllowUIDs = []int{os.Getuid()}
+	c.Hooks.LinkPeriod = config.D(0)
+	return c
+}
+
+// firmwareScript plays the camera firmware: recording starts, and an
+// officer presses the emergency button.
+func firmwareScript(ctx context.Context, sock string, d time.Duration) {
+	if d <= 0 {
+		d = 20 * time.Second
+	}
+	steps := []struct {
+		at  time.Duration
+		typ string
+		kv  map[string]string
+	}{
+		{d / 5, "recording_start", map[string]string{"name": "clip-0001"}},
+		{d / 2, "emergency", map[string]string{"name": "side-button"}},
+		{d * 4 / 5, "recording_stop", map[string]string{"name": "clip-0001"}},
+	}
+	start := time.Now()
+	for _, s := range steps {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(start.Add(s.at))):
+		}
+		if _, err := eventsock.Send(sock, s.typ, s.kv); err != nil {
+			slog.Warn("demo firmware event", "type", s.typ, "err", err)
+		}
+	}
+}
+
+// startBroker runs an in-process MQTT broker on a free loopback port.
+func startBroker() (*mochi.Server, string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", fmt.Errorf("demo: free port: %w", err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler), InlineClient: true})
+	if err := srv.AddHook(new(allowAll), nil); err != nil {
+		return nil, "", fmt.Errorf("demo: broker: %w", err)
+	}
+	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "demo", Address: addr})); err != nil {
+		return nil, "", fmt.Errorf("demo: broker listen %s: %w", addr, err)
+	}
+	if err := srv.Serve(); err != nil {
+		return nil, "", fmt.Errorf("demo: broker: %w", err)
+	}
+	return srv, addr, nil
+}
+
+// printer writes decoded arrivals, one JSON line each.
+type printer struct {
+	mu  sync.Mutex
+	w   io.Writer
+	buf []byte
+}
+
+func (p *printer) printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, format, args...)
+}
+
+func (p *printer) arrival(a platform.Arrival) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = p.buf[:0]
+	if a.Record.Priority >= kestrel.PriorityHigh {
+		p.buf = append(p.buf, "[E] "...)
+	} else {
+		p.buf = append(p.buf, "    "...)
+	}
+	if a.Duplicate {
+		p.buf = append(p.buf, "(duplicate) "...)
+	}
+	p.buf = wire.AppendJSON(p.buf, &a.Record)
+	p.buf = append(p.buf, '\n')
+	p.w.Write(p.buf)
+}
+
+// allowAll lets every client connect and use every topic: the demo broker
+// listens on loopback only.
+type allowAll struct{ mochi.HookBase }
+
+func (*allowAll) ID() string { return "allow-all" }
+
+func (*allowAll) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+
+func (*allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+func (*allowAll) OnACLCheck(*mochi.Client, string, bool) bool              { return true }
