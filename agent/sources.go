@@ -3,8 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
-	"slices"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
@@ -104,4 +104,3 @@ func (a *Agent) stopSources(names ...string) {
 		<-rs.done
 	}
 }
-

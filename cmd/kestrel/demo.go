@@ -56,4 +56,3 @@ func runDemo(args []string, s stdio) error {
 	}
 	return nil
 }
-

@@ -345,6 +345,7 @@ func configPush(args []string, s stdio) error {
 	discover := fs.Duration("discover", 2*time.Second, "how long to collect retained state to learn which devices to expect")
 	expect := fs.Int("expect", 0, "wait for this many reports (default: the devices known from retained state)")
 	devices := fs.String("devices", "", "comma-separated device ids to expect (overrides discovery)")
+	watch := fs.Duration("watch", 0, "after every device answered, keep watching this long for connectivity rollbacks (see remote.rollback_after)")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl config push --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags] FILE\n\n"+
 			"Validates FILE locally, signs it, publishes it retained on the target's\n"+
@@ -490,6 +491,27 @@ func configPush(args []string, s stdio) error {
 		}
 	}
 done:
+	if *watch > 0 && ctx.Err() == nil {
+		// A device that applied the config may still lose its broker and
+		// roll back; its rolled_back report replaces applied.
+		end := time.After(*watch)
+	watching:
+		for {
+			select {
+			case <-col.notify:
+				for _, m := range col.take() {
+					if r, err := remote.DecodeReport(m.Payload()); err == nil && r.Version == v && strings.HasSuffix(m.Topic(), "/config/reported") {
+						results[deviceOf(m.Topic())] = &pushResult{status: r.Status, running: r.Running, errs: r.Errors}
+					}
+				}
+				prog.draw(results)
+			case <-end:
+				break watching
+			case <-ctx.Done():
+				break watching
+			}
+		}
+	}
 	prog.finish()
 	return pushTable(s.stdout, v, expected, results, lastRunning)
 }
