@@ -96,7 +96,9 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	sp, err := spool.Open(cfg.Spool.Dir, spoolOptions(cfg), opts.Logger.With("part", "spool"))
+	so := spoolOptions(cfg)
+	so.Now = opts.Now
+	sp, err := spool.Open(cfg.Spool.Dir, so, opts.Logger.With("part", "spool"))
 	if err != nil {
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.Dir, err)
 	}
@@ -109,6 +111,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		boot:   sp.Boot(),
 		srcs:   map[string]*runningSource{},
 	}
+	a.policy.SetClock(opts.Now)
 	a.msgr = &messenger{a: a}
 	// The remote-config manager decides the config to run: the local one
 	// with the last applied remote config laid over it.

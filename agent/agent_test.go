@@ -16,6 +16,7 @@ import (
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
 	"github.com/kestrel-edge/kestrel/hwtest/gpssim"
 	"github.com/kestrel-edge/kestrel/hwtest/platform"
+	"github.com/kestrel-edge/kestrel/hwtest/scenario"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
 
@@ -62,11 +63,11 @@ func readFixes(t *testing.T, path string) map[int64]kestrel.Position {
 // equal to the source, with no gaps.
 func TestTrackArrivesWhole(t *testing.T) {
 	b := broker.StartMochi(t)
-	track, err := os.ReadFile("testdata/visnjan-car.nmea")
+	track, err := os.ReadFile("../transport/wire/testdata/tracks/visnjan-car.nmea")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := readFixes(t, "testdata/visnjan-car.fixes.jsonl")
+	want := readFixes(t, "../transport/wire/testdata/tracks/visnjan-car.fixes.jsonl")
 	sim, err := gpssim.New(gpssim.Config{Log: track, Baud: 9600, Speed: 50})
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +139,7 @@ func TestTrackArrivesWhole(t *testing.T) {
 			t.Errorf("position at %s is not in the source track", time.UnixMilli(r.Time).UTC())
 			continue
 		}
-		if !withinTolerance(pos, &src) {
+		if !scenario.WithinTolerance(pos, &src) {
 			t.Errorf("position at %s: got %+v, want %+v", time.UnixMilli(r.Time).UTC(), *pos, src)
 		}
 	}
@@ -148,20 +149,4 @@ func TestTrackArrivesWhole(t *testing.T) {
 	if errs := plat.Errors(); len(errs) != 0 {
 		t.Errorf("undecodable payloads: %v", errs)
 	}
-}
-
-// withinTolerance is DESIGN's lossless bar: 1e-7 degrees, 0.1 m altitude,
-// 0.01 m/s speed, 0.01 degrees track. The expected fixes are printed with
-// three decimals of m/s, so speed may differ by one cm/s of rounding.
-func withinTolerance(got, want *kestrel.Position) bool {
-	abs := func(v int64) int64 {
-		if v < 0 {
-			return -v
-		}
-		return v
-	}
-	flags := kestrel.HasAlt | kestrel.HasSpeed | kestrel.HasTrack
-	return abs(int64(got.Lat)-int64(want.Lat)) <= 1 && abs(int64(got.Lon)-int64(want.Lon)) <= 1 &&
-		abs(int64(got.Alt)-int64(want.Alt)) <= 10 && abs(int64(got.Speed)-int64(want.Speed)) <= 1 &&
-		abs(int64(got.Track)-int64(want.Track)) <= 1 && got.Flags&flags == want.Flags&flags
 }

@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/serialport"
+	"github.com/kestrel-edge/kestrel/drivers/battery"
+	"github.com/kestrel-edge/kestrel/drivers/gpio"
+	"github.com/kestrel-edge/kestrel/drivers/iio"
 	"github.com/kestrel-edge/kestrel/drivers/nmea"
 	"github.com/kestrel-edge/kestrel/drivers/radio"
+	"github.com/kestrel-edge/kestrel/drivers/thermal"
 	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
 	"github.com/kestrel-edge/kestrel/firmware-hooks/execaudit"
 	"github.com/kestrel-edge/kestrel/firmware-hooks/linkstats"
@@ -75,7 +80,60 @@ func (a *Agent) radioSource(c config.Radio) Source {
 
 // sensorSources: the IIO accelerometer, battery, thermal zones and GPIO
 // vehicle inputs.
-func (a *Agent) sensorSources(cfg config.Config) []sourceSpec { return nil }
+func (a *Agent) sensorSources(cfg config.Config) []sourceSpec {
+	sc := cfg.Sensors
+	log := a.log.With("part", "sensors")
+	var specs []sourceSpec
+	if sc.AccelRate > 0 {
+		src := iio.New(sc.SysfsRoot, iio.Options{Rate: sc.AccelRate, Logger: log, Now: a.opts.Now})
+		specs = append(specs, sourceSpec{name: "accel", section: "sensors", src: absentOK(src, iio.ErrNoDevice, log)})
+	}
+	if sc.BatteryPeriod.Duration > 0 {
+		src := battery.New(sc.SysfsRoot, battery.Options{Period: sc.BatteryPeriod.Duration, Logger: log, Now: a.opts.Now})
+		specs = append(specs, sourceSpec{name: "battery", section: "sensors", src: absentOK(src, battery.ErrNoBattery, log)})
+	}
+	if sc.ThermalPeriod.Duration > 0 {
+		src := thermal.New(sc.SysfsRoot, thermal.Options{Period: sc.ThermalPeriod.Duration, Logger: log, Now: a.opts.Now})
+		specs = append(specs, sourceSpec{name: "thermal", section: "sensors", src: absentOK(src, thermal.ErrNoZone, log)})
+	}
+	if len(cfg.GPIO.Lines) > 0 {
+		lines := make([]gpio.LineConfig, len(cfg.GPIO.Lines))
+		raise := map[string]kestrel.Priority{}
+		for i, l := range cfg.GPIO.Lines {
+			lines[i] = gpio.LineConfig{Name: l.Name, Chip: l.Chip, Offset: uint32(l.Offset), ActiveLow: l.ActiveLow}
+			if p, err := kestrel.ParsePriority(l.Priority); err == nil {
+				raise[l.Name] = p
+			}
+		}
+		in := gpio.New(cfg.GPIO.DevRoot, lines, gpio.Options{Debounce: cfg.GPIO.Debounce.Duration, Logger: log, Now: a.opts.Now})
+		specs = append(specs, sourceSpec{name: "gpio", section: "gpio", src: SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
+			// gpio.lines[].priority raises an input's events: blue
+			// lights may matter more to a control room than a door.
+			return in.Run(ctx, func(r kestrel.Record) {
+				if ev, ok := r.Body.(*kestrel.Event); ok {
+					r.Priority = max(r.Priority, raise[ev.Name])
+				}
+				emit(r)
+			})
+		})})
+	}
+	return specs
+}
+
+// absentOK runs src, but when the hardware it reads is simply not fitted
+// (a vehicle gateway without a battery) it says so once and idles instead
+// of failing and being restarted for ever.
+func absentOK(src Source, absent error, log *slog.Logger) Source {
+	return SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
+		err := src.Run(ctx, emit)
+		if errors.Is(err, absent) {
+			log.Info("sensor not fitted; not reading it", "reason", err)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return err
+	})
+}
 
 // hookSources: link usage (eBPF, else /proc/net/dev), the eBPF exec audit,
 // and the firmware event socket. Each probes the kernel when it starts and

@@ -83,6 +83,13 @@ func TestParseStrictNamesKeyPath(t *testing.T) {
 			t.Logf("%v", err)
 		})
 	}
+	// Every bad value and unknown key at once, not only the first.
+	_, err := Parse([]byte(good + "[gps]\nbaud = \"fast\"\nport = 3\n[radio]\npoll = \"often\"\nprofil = \"lte\"\n[tracking]\nforce_events = \"all\"\n"))
+	for _, p := range []string{"gps.baud", "gps.port", "radio.poll", "radio.profil", "tracking.force_events"} {
+		if !hasPath(err, p) {
+			t.Errorf("no error for %s in: %v", p, err)
+		}
+	}
 	if _, err := Parse([]byte("[device\nid=1")); err == nil {
 		t.Fatal("syntax error accepted")
 	}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -190,45 +192,103 @@ func leafPath(k toml.Key) string {
 var lastKeyRE = regexp.MustCompile(`last key "([^"]*)"`)
 
 // decodeInto decodes TOML into c strictly and turns the decoder's errors
-// into FieldErrors naming the key path.
+// into FieldErrors naming the key path. It decodes key by key (through
+// toml.Primitive), so that every bad value is reported, not only the first.
 func decodeInto(c *Config, data []byte) (toml.MetaData, error) {
 	if len(data) > MaxFileSize {
 		return toml.MetaData{}, &FieldError{Err: fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), MaxFileSize)}
 	}
-	md, err := toml.Decode(string(data), c)
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			msg := pe.Message
-			if pe.Position.Line > 0 {
-				msg = fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)
-			}
-			return md, &FieldError{Path: cleanPath(pe.LastKey), Err: fmt.Errorf("%w: %s", ErrInvalidValue, msg)}
-		}
-		path := ""
-		if m := lastKeyRE.FindStringSubmatch(err.Error()); m != nil {
-			path = cleanPath(m[1])
-		}
-		msg := strings.TrimPrefix(err.Error(), "toml: ")
-		if i := strings.Index(msg, "): "); i >= 0 && path != "" {
-			msg = msg[i+3:]
-		}
-		return md, &FieldError{Path: path, Err: fmt.Errorf("%w: %s", ErrInvalidValue, msg)}
+		return md, decodeErr("", err) // syntax
 	}
 	var errs []error
 	var reported []string
+	decodeTable(&md, top, reflect.ValueOf(c).Elem(), "", &errs, &reported)
 	for _, k := range md.Undecoded() {
 		p := cleanPath(k.String())
-		if under(p, reported) {
+		if p == "" || under(p, reported) || slices.Contains(reported, p) {
 			continue // an unknown table's keys add nothing to its own error
 		}
 		reported = append(reported, p)
 		errs = append(errs, &FieldError{Path: p, Err: ErrUnknownKey})
 	}
-	if len(errs) > 0 {
-		return md, errors.Join(errs...)
+	return md, errors.Join(errs...)
+}
+
+// decodeTable decodes the keys of one TOML table into the struct rv.
+func decodeTable(md *toml.MetaData, tbl map[string]toml.Primitive, rv reflect.Value, prefix string, errs *[]error, reported *[]string) {
+	keys := make([]string, 0, len(tbl))
+	for k := range tbl {
+		keys = append(keys, k)
 	}
-	return md, nil
+	sort.Strings(keys)
+	for _, k := range keys {
+		path := k
+		if prefix != "" {
+			path = prefix + "." + k
+		}
+		f, ok := fieldByTag(rv, k)
+		if !ok {
+			*reported = append(*reported, path)
+			*errs = append(*errs, &FieldError{Path: path, Err: ErrUnknownKey})
+			continue
+		}
+		if f.Kind() == reflect.Struct && f.Type() != durType {
+			var sub map[string]toml.Primitive
+			if err := md.PrimitiveDecode(tbl[k], &sub); err != nil {
+				*reported = append(*reported, path)
+				*errs = append(*errs, decodeErr(path, err))
+				continue
+			}
+			decodeTable(md, sub, f, path, errs, reported)
+			continue
+		}
+		if err := md.PrimitiveDecode(tbl[k], f.Addr().Interface()); err != nil {
+			*errs = append(*errs, decodeErr(path, err))
+		}
+	}
+}
+
+func fieldByTag(rv reflect.Value, key string) (reflect.Value, bool) {
+	t := rv.Type()
+	for i := 0; i < t.NumField(); i++ {
+		if strings.Split(t.Field(i).Tag.Get("toml"), ",")[0] == key {
+			return rv.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
+}
+
+// decodeErr turns a decoder error into a FieldError at path (or at the
+// key the decoder names).
+func decodeErr(path string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.Position.Line > 0 {
+			msg = fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)
+		}
+		if path == "" {
+			path = cleanPath(pe.LastKey)
+		}
+		return &FieldError{Path: path, Err: fmt.Errorf("%w: %s", ErrInvalidValue, msg)}
+	}
+	msg := strings.TrimPrefix(err.Error(), "toml: ")
+	if m := lastKeyRE.FindStringSubmatch(err.Error()); m != nil {
+		if path == "" {
+			path = cleanPath(m[1])
+		}
+		if i := strings.Index(msg, "): "); i >= 0 {
+			line := ""
+			if strings.HasPrefix(msg, "line ") {
+				line = msg[:strings.Index(msg, " (")] + ": "
+			}
+			msg = line + msg[i+3:]
+		}
+	}
+	return &FieldError{Path: path, Err: fmt.Errorf("%w: %s", ErrInvalidValue, msg)}
 }
 
 // cleanPath drops TOML quoting from a key path for display.

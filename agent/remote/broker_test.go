@@ -284,6 +284,7 @@ func TestRejections(t *testing.T) {
 		{"oversized", me.Topic(), big, 0, ErrTooLarge, ""},
 		{"invalid value", me.Topic(), sign(priv, me, 12, "[gps]\nbaud = 9601\n"), 12, config.ErrInvalidValue, "gps.baud"},
 		{"unknown key", me.Topic(), sign(priv, me, 13, "[gps]\nbuad = 9600\n"), 13, config.ErrUnknownKey, "gps.buad"},
+		{"no keys left", me.Topic(), sign(priv, me, 17, "[remote]\ntrusted_keys = []\n"), 17, config.ErrInvalidValue, "remote.trusted_keys"},
 		{"local-only key", me.Topic(), sign(priv, me, 14, "[spool]\ndir = \"/tmp/elsewhere\"\n"), 14, config.ErrNotRemote, "spool.dir"},
 		{"wrong device", me.Topic(), sign(priv, Device("met", "bwc-0002"), 15, "[gps]\nbaud = 19200\n"), 15, ErrWrongTarget, ""},
 		{"wrong scope", Group("met", "north").Topic(), sign(priv, AllDevices("met"), 16, "[gps]\nbaud = 19200\n"), 16, ErrWrongTarget, ""},

@@ -561,6 +561,11 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 		reject(env.Version, err)
 		return
 	}
+	if requireSigned && len(next.Remote.TrustedKeys)+len(m.opts.TrustedKeys) == 0 {
+		// The device could never be configured remotely again.
+		reject(env.Version, &config.FieldError{Path: "remote.trusted_keys", Err: fmt.Errorf("%w: would leave no trusted key", config.ErrInvalidValue)})
+		return
+	}
 	if err := m.apply(ctx, running, next); err != nil {
 		// Apply promises all or nothing; ask for the old config anyway in
 		// case a part reopened before another failed.

@@ -314,3 +314,6 @@ func Supervise(ctx context.Context, cfg Config, log *slog.Logger, run func(ctx c
 		backoff = min(backoff*2, cfg.MaxBackoff)
 	}
 }
+
+// A go.bug.st/serial port is what Open returns.
+var _ Port = serial.Port(nil)

@@ -190,14 +190,16 @@ func devWriteBytes(dev string) int64 {
 	return n * 512
 }
 
-// loopExt4 mounts a fresh ext4 on a loop device and returns the mount
-// point and the device name, or skips.
-func loopExt4(t *testing.T) (string, string) {
+// loopExt4 mounts a fresh ext4 (default mount options: data=ordered,
+// 4 KiB blocks, no lazy init, whose background zeroing would count as our
+// writes) on a loop device and returns the mount point and the device
+// name, or skips.
+func loopExt4(t *testing.T, size string) (string, string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for a loop device")
 	}
 	img := filepath.Join("/var/tmp", fmt.Sprintf("kestrel-spool-%d.img", os.Getpid()))
-	if err := exec.Command("truncate", "-s", "3G", img).Run(); err != nil {
+	if err := exec.Command("truncate", "-s", size, img).Run(); err != nil {
 		t.Skip("truncate:", err)
 	}
 	t.Cleanup(func() { os.Remove(img) })
@@ -207,7 +209,7 @@ func loopExt4(t *testing.T) (string, string) {
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", dev).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev).CombinedOutput(); err != nil {
 		t.Skipf("mkfs.ext4: %v %s", err, out)
 	}
 	mnt := t.TempDir()
@@ -296,7 +298,7 @@ func TestMeasureWriteAmplification(t *testing.T) {
 	if os.Getenv("KESTREL_SPOOL_MEASURE") == "" {
 		t.Skip("set KESTREL_SPOOL_MEASURE=1 (slow; root mounts a loop ext4)")
 	}
-	mnt, dev := loopExt4(t)
+	mnt, dev := loopExt4(t, "512M")
 	workloads := []workload{
 		{"offline, 10 rec/s x 40 B", 10, 40, 300, -1},
 		{"offline, 100 rec/s x 40 B", 100, 40, 120, -1},
@@ -330,7 +332,7 @@ func TestMeasureRecovery1GB(t *testing.T) {
 	if os.Getenv("KESTREL_SPOOL_MEASURE") == "" {
 		t.Skip("set KESTREL_SPOOL_MEASURE=1")
 	}
-	mnt, _ := loopExt4(t)
+	mnt, _ := loopExt4(t, "3G")
 	const size = 100
 	n := (1 << 30) / size
 	payload := bytes.Repeat([]byte{0x33}, size)
@@ -384,7 +386,7 @@ func TestMeasureRealTime(t *testing.T) {
 	if os.Getenv("KESTREL_SPOOL_MEASURE") == "" {
 		t.Skip("set KESTREL_SPOOL_MEASURE=1")
 	}
-	mnt, dev := loopExt4(t)
+	mnt, dev := loopExt4(t, "512M")
 	s, err := Open(filepath.Join(mnt, "rt"), Options{}, nil)
 	if err != nil {
 		t.Fatal(err)

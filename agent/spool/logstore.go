@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -49,6 +50,7 @@ type segment struct {
 	id        uint32
 	f         *os.File // nil until the segment's first write
 	written   int64    // valid bytes in the file
+	alloc     int64    // bytes allocated (preallocated size)
 	end       int64    // written + buffered
 	stWritten frameState
 	live      int
@@ -203,7 +205,7 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		if !validSegHeader(buf, id) {
 			// A segment whose header never reached the disk holds nothing.
 			f.Close()
-			if len(buf) > 0 {
+			if len(bytes.TrimRight(buf, "\x00")) > 0 {
 				st.Dropped++
 				st.DroppedBytes += int64(len(buf))
 			}
@@ -211,17 +213,21 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 			changed = true
 			continue
 		}
-		seg := &segment{id: id, f: f}
+		seg := &segment{id: id, f: f, alloc: fi.Size()}
 		off := segHeaderLen
 		var fs frameState
 		for off < len(buf) {
 			fr, n, err := decodeFrame(buf[off:], &fs, runs)
 			if err != nil {
-				st.Dropped++
-				st.DroppedBytes += int64(len(buf) - off)
-				// Cut the damage off so that it is counted once; if the
-				// medium refuses, recovery simply stops here again.
-				truncateSync(path, int64(off))
+				// Zeros are the preallocated rest of the segment: its
+				// clean end. Anything else is a torn or corrupt tail:
+				// zero it (keeping the allocation) so that it is counted
+				// once; if the medium refuses, recovery stops here again.
+				if bad := len(bytes.TrimRight(buf[off:], "\x00")); bad > 0 {
+					st.Dropped++
+					st.DroppedBytes += int64(bad)
+					zeroSync(path, int64(off), bad)
+				}
 				break
 			}
 			switch fr.typ {
@@ -497,13 +503,31 @@ func (s *LogStore) write(work []chunk) error {
 				return err
 			}
 			flag := os.O_WRONLY
-			if c.seg.f == nil {
+			fresh := c.seg.f == nil
+			if fresh {
 				flag |= os.O_CREATE | os.O_TRUNC
 				created = true
 			}
 			f, err := os.OpenFile(filepath.Join(s.dir, segName(c.seg.id)), flag, 0o600)
 			if err != nil {
 				return fmt.Errorf("spool: open segment for writing: %w", err)
+			}
+			if fresh {
+				// Allocate the whole segment (and its size) once, so that
+				// a group commit only writes data: without this every
+				// fdatasync also commits an ext4 journal transaction for
+				// the new size, ~4x the bytes of a small commit.
+				err := unix.Fallocate(int(f.Fd()), 0, 0, s.segBytes)
+				switch {
+				case err == nil:
+					s.mu.Lock()
+					c.seg.alloc = s.segBytes
+					s.mu.Unlock()
+				case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
+				default:
+					f.Close()
+					return fmt.Errorf("spool: allocate segment: %w", err)
+				}
 			}
 			w, wseg = f, c.seg
 		}
@@ -527,13 +551,13 @@ func (s *LogStore) write(work []chunk) error {
 	return nil
 }
 
-// truncateSync cuts a file and makes the cut durable, best effort.
-func truncateSync(path string, size int64) {
+// zeroSync overwrites n bytes at off with zeros, durably, best effort.
+func zeroSync(path string, off int64, n int) {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return
 	}
-	if f.Truncate(size) == nil {
+	if _, err := f.WriteAt(make([]byte, n), off); err == nil {
 		unix.Fdatasync(int(f.Fd()))
 	}
 	f.Close()
@@ -561,7 +585,7 @@ func (s *LogStore) undo(work []chunk) {
 		} else {
 			// Best effort: recovery stops at the first bad frame anyway,
 			// and the retry overwrites from the same offset.
-			os.Truncate(path, seg.written)
+			zeroSync(path, seg.written, int(min(int64(len(c.data))+c.off-seg.written, s.segBytes)))
 		}
 	}
 	for i := range s.streams {
@@ -716,8 +740,8 @@ func (s *LogStore) Reclaimable() int64 {
 	defer s.mu.Unlock()
 	var n int64
 	for _, seg := range s.segs {
-		if seg.live == 0 && seg.written > 0 && seg.end == seg.written {
-			n += seg.written
+		if seg.live == 0 && seg.written > 0 && seg.end == seg.written && !s.isActive(seg) {
+			n += max(seg.written, seg.alloc)
 		}
 	}
 	return n
@@ -729,7 +753,7 @@ func (s *LogStore) Usage() int64 {
 	defer s.mu.Unlock()
 	var n int64
 	for _, seg := range s.segs {
-		n += seg.written
+		n += max(seg.written, seg.alloc)
 	}
 	return n
 }

@@ -72,6 +72,15 @@ func TestRecoveryTornAtEveryByte(t *testing.T) {
 			t.Fatalf("cut at %d: recovered %d records, want %d", cut, len(got), want)
 		}
 		atBoundary := cut == 0 || cut == segHeaderLen || want > 0 && ends[want-1] == int64(cut)
+		// A cut that leaves only zero bytes of the next frame looks like
+		// the preallocated end of the segment: nothing to count.
+		last := int64(segHeaderLen)
+		if want > 0 {
+			last = ends[want-1]
+		}
+		if cut > int(last) && len(bytes.TrimRight(full[last:cut], "\x00")) == 0 {
+			atBoundary = true
+		}
 		if atBoundary != (st.Dropped == 0) {
 			t.Fatalf("cut at %d: dropped %d regions (boundary %v)", cut, st.Dropped, atBoundary)
 		}

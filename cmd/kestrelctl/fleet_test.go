@@ -206,6 +206,13 @@ func TestConfigPushTable(t *testing.T) {
 	}
 	mu.Unlock()
 
+	// One device, all well: exit 0, and --watch ends.
+	code, out, errOut = fleetRun(t, append(append([]string{"config", "push", "--broker", b.URL(), "--fleet", "met", "--device", "bwc-0002"}, tlsFlags...),
+		"--sign-key", prefix+".key", "--version", "43", "--timeout", "5s", "--watch", "300ms", cfgFile)...)
+	if code != 0 || !regexp.MustCompile(`(?m)^bwc-0002\s+applied\s+43`).MatchString(out) || strings.Contains(out, "bwc-0001") {
+		t.Fatalf("push to one device: exit %d\n%s\n%s", code, out, errOut)
+	}
+
 	// A file every device would reject is refused before it is signed.
 	bad := filepath.Join(dir, "bad.toml")
 	os.WriteFile(bad, []byte("[gps]\nbuad = 9600\n"), 0o644)

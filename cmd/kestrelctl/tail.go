@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,7 +58,8 @@ seen and prints the missing ranges as JSON lines of kind "gaps":
 every --every and at exit (interrupt, --for or --count). A gap between the
 last seq of one boot and the first of the next is reported on the later boot
 as "before":[a,b]. Ranges missing at the start, before the first record
-this tail saw, are unknowable and not reported.
+this tail saw, are unknowable and not reported. Payloads that do not
+decode are reported on stderr, and the exit status is then 1.
 
   kestrelctl tail --broker tls://mqtt.example:8883 --ca ca.pem --cert c.pem --key c.key --fleet met --gaps
 
@@ -135,6 +137,8 @@ flags:
 		wire.Topic(*fleet, *device, "events"):    1,
 	}
 	var connected atomic.Bool
+	var wg sync.WaitGroup // subscription reporters
+	defer wg.Wait()       // after Disconnect below, which completes their tokens
 	po.SetOnConnectHandler(func(c paho.Client) {
 		connected.Store(true)
 		tok := c.SubscribeMultiple(filters, func(_ paho.Client, m paho.Message) {
@@ -143,13 +147,13 @@ flags:
 			case <-done: // tail is finishing: nobody reads any more
 			}
 		})
-		go func() {
+		wg.Go(func() {
 			if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 				fmt.Fprintf(s.stderr, "kestrelctl tail: subscribe: %v\n", tok.Error())
 				return
 			}
 			fmt.Fprintf(s.stderr, "kestrelctl tail: subscribed to %s\n", strings.Join(slices.Sorted(maps.Keys(filters)), ", "))
-		}()
+		})
 	})
 	po.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		fmt.Fprintf(s.stderr, "kestrelctl tail: connection lost: %v (reconnecting)\n", err)

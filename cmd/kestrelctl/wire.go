@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -10,11 +11,9 @@ import (
 	"io"
 
 	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/drivers/nmea"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
-
-// errWireNeedsNMEA is returned for NMEA input until the GPS driver is wired in.
-var errWireNeedsNMEA = errors.New("NMEA input needs the GPS driver (drivers/nmea), not wired into kestrelctl yet; use --jsonl with `kestrelctl nmea decode` output")
 
 func runWire(args []string, s stdio) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -44,9 +43,11 @@ Prints the telemetry payloads the agent would publish for the fixes read
 from FILE (or stdin), as "TOPIC HEXPAYLOAD" lines that
 "kestrelctl decode --hex" reads back. Records get seq 1..n, boot 1 and
 priority normal; N fixes go in each batch (the last may hold fewer).
-Input is NMEA 0183, or with --jsonl one fix per line in the
-"kestrelctl nmea decode" format. A bad line is reported on stderr with its
-number and skipped; the exit status is then 1.
+Input is NMEA 0183 (one fix per receiver cycle, exactly the fixes that
+"kestrelctl nmea decode" prints; bad sentences are skipped), or with
+--jsonl one fix per line in the "kestrelctl nmea decode" format, where a
+bad line is reported on stderr with its number and skipped, and the exit
+status is then 1.
 
   kestrelctl wire encode --batch 30 --jsonl track.fixes.jsonl | kestrelctl decode --hex
 
@@ -67,9 +68,6 @@ flags:
 	if *device == "" || *fleet == "" {
 		return fmt.Errorf("%w: --fleet and --device must not be empty", errUsage)
 	}
-	if !*jsonl {
-		return errWireNeedsNMEA
-	}
 	in, err := openInput(pos, s)
 	if err != nil {
 		return err
@@ -83,7 +81,12 @@ flags:
 		device: *device,
 		batch:  *batch,
 	}
-	failed, err := w.encodeJSONL(in, s.stderr)
+	var failed int
+	if *jsonl {
+		failed, err = w.encodeJSONL(in, s.stderr)
+	} else {
+		err = w.encodeNMEA(s, in)
+	}
 	if err != nil {
 		return err
 	}
@@ -135,6 +138,33 @@ func (w *wireBatcher) encodeJSONL(in io.Reader, stderr io.Writer) (failed int, e
 		return failed, fmt.Errorf("read input after line %d: %w", n, err)
 	}
 	return failed, w.flush()
+}
+
+// encodeNMEA decodes NMEA 0183 with the GPS driver, one fix per receiver
+// cycle exactly as `kestrelctl nmea decode` prints them.
+func (w *wireBatcher) encodeNMEA(s stdio, in io.Reader) error {
+	w.pos = make([]kestrel.Position, w.batch)
+	r := in
+	if s.ctx != nil {
+		r = wireCtxReader{s.ctx, in}
+	}
+	if _, err := nmea.Decode(r, nmea.Options{}, func(f nmea.Fix) error { return w.add(f.Time, f.Pos) }); err != nil {
+		return fmt.Errorf("decode NMEA: %w", err)
+	}
+	return w.flush()
+}
+
+// wireCtxReader stops reading input once the command is interrupted.
+type wireCtxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c wireCtxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 func (w *wireBatcher) add(t int64, p kestrel.Position) error {

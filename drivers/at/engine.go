@@ -127,6 +127,11 @@ type Options struct {
 	Now func() time.Time
 	// URCBuffer is the capacity of the URC and event channels. Default 64.
 	URCBuffer int
+	// ResyncQuiet is how long the line must stay quiet after a timeout
+	// before the next command is sent, unless the late final result code
+	// arrives first. Without it a late "OK" would answer the next command.
+	// Default 200 ms.
+	ResyncQuiet time.Duration
 }
 
 // maxLine bounds one line: longer input is noise or a runaway modem.
@@ -162,7 +167,9 @@ type Engine struct {
 	lastCmd    string // for late echo after a timeout
 	stalePfx   string // prefix of a timed-out command whose reply may still come
 	stale      bool
-	urc        *URC // a URC still collecting its data lines
+	staleAt    time.Time // when the command went stale
+	lastRx     time.Time // when the last byte arrived
+	urc        *URC      // a URC still collecting its data lines
 	urcWant    int
 	echoOff    bool // ATE0 succeeded: echo now means the modem lost its settings
 	timeouts   int
@@ -193,6 +200,9 @@ func NewEngine(rw io.ReadWriter, opts Options) *Engine {
 	}
 	if opts.URCBuffer <= 0 {
 		opts.URCBuffer = 64
+	}
+	if opts.ResyncQuiet <= 0 {
+		opts.ResyncQuiet = 200 * time.Millisecond
 	}
 	prefixes := make([]string, len(opts.URCPrefixes))
 	for i, p := range opts.URCPrefixes {
@@ -293,6 +303,9 @@ func (e *Engine) Run(ctx context.Context) error {
 // feed splits bytes into lines. CR and LF both end a line, so an echo
 // ("AT+CSQ\r") and a response ("\r\n+CSQ: 20,99\r\n") split the same way.
 func (e *Engine) feed(b []byte) {
+	e.mu.Lock()
+	e.lastRx = time.Now()
+	e.mu.Unlock()
 	for _, c := range b {
 		if c == '\r' || c == '\n' {
 			if !e.discarding && len(e.linebuf) > 0 {
@@ -508,6 +521,9 @@ func (e *Engine) Command(ctx context.Context, cmd string, timeout time.Duration)
 		return Response{}, ctx.Err()
 	}
 	defer func() { <-e.queue }()
+	if err := e.resync(ctx); err != nil {
+		return Response{}, err
+	}
 
 	c := &call{cmd: strings.TrimSpace(cmd), prefix: commandPrefix(cmd), done: make(chan result, 1)}
 	e.mu.Lock()
@@ -568,6 +584,7 @@ func (e *Engine) abandon(c *call, err error) result {
 	}
 	e.pending = nil
 	e.stale = true
+	e.staleAt = time.Now()
 	e.stalePfx = c.prefix
 	if errors.Is(err, ErrTimeout) {
 		e.timeouts++
@@ -578,6 +595,31 @@ func (e *Engine) abandon(c *call, err error) result {
 		}
 	}
 	return result{err: err}
+}
+
+// resync waits, after a timeout, until the late reply has come or the
+// line has been quiet for Options.ResyncQuiet. The caller holds the queue.
+func (e *Engine) resync(ctx context.Context) error {
+	for {
+		e.mu.Lock()
+		stale, since := e.stale, e.staleAt
+		if e.lastRx.After(since) {
+			since = e.lastRx
+		}
+		e.mu.Unlock()
+		if !stale {
+			return nil
+		}
+		wait := time.Until(since.Add(e.opts.ResyncQuiet))
+		if wait <= 0 {
+			return nil
+		}
+		select {
+		case <-time.After(min(wait, 20*time.Millisecond)):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // answered notes that the modem is alive and tracks echo state.

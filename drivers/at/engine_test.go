@@ -188,19 +188,34 @@ func TestErrors(t *testing.T) {
 
 func TestTimeoutAndLateReply(t *testing.T) {
 	r := newRig(t, kestrel.ProfileLTE, at.Options{URCPrefixes: []string{"+CEREG"}})
-	r.m.Script("AT+CEREG?", atmodem.Delay(300*time.Millisecond), atmodem.Default(), atmodem.Final("OK"))
+	written := make(chan struct{})
+	r.m.Script("AT+CEREG?", atmodem.Delay(150*time.Millisecond), atmodem.Default(), atmodem.Final("OK"), atmodem.Notify(written))
 	_, err := r.e.Command(context.Background(), "AT+CEREG?", 100*time.Millisecond)
 	if !errors.Is(err, at.ErrTimeout) {
 		t.Fatalf("got %v, want ErrTimeout", err)
 	}
-	time.Sleep(350 * time.Millisecond) // let the late reply arrive
-	// The late "+CEREG: 0,1" must not pass as a URC.
+	<-written
+	resp := r.cmd(t, "AT+CSQ")
+	if !slices.Equal(resp.Lines, []string{"+CSQ: 18,99"}) {
+		t.Fatalf("next command got %q", resp.Lines)
+	}
+	// The late "+CEREG: 0,1" must not have passed as a URC.
 	select {
 	case u := <-r.e.URCs():
 		t.Fatalf("late reply delivered as URC %q", u.Line)
 	default:
 	}
-	resp := r.cmd(t, "AT+CSQ")
+}
+
+func TestLateReplyAfterQuietPeriod(t *testing.T) {
+	// The reply comes before the next command goes out, while the engine
+	// waits for the line to settle: the next command still gets its own.
+	r := newRig(t, kestrel.ProfileLTE, at.Options{ResyncQuiet: 300 * time.Millisecond})
+	r.m.Script("AT+CESQ", atmodem.Delay(150*time.Millisecond), atmodem.Lines("+CESQ: 99,99,255,255,1,1"), atmodem.Final("OK"))
+	if _, err := r.e.Command(context.Background(), "AT+CESQ", 50*time.Millisecond); !errors.Is(err, at.ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+	resp := r.cmd(t, "AT+CSQ") // sent at once, but held until the late OK
 	if !slices.Equal(resp.Lines, []string{"+CSQ: 18,99"}) {
 		t.Fatalf("next command got %q", resp.Lines)
 	}

@@ -8,10 +8,13 @@
 // struct gpio_v2_line_event records are read from the returned line fd.
 // Plain Go through golang.org/x/sys/unix: no cgo, no libgpiod.
 //
-// Edge timestamps come from the kernel. They are CLOCK_MONOTONIC unless
-// GPIO_V2_LINE_FLAG_EVENT_CLOCK_REALTIME is requested (Linux 5.11+); the
-// driver requests it, and on an older kernel that refuses the flag it
-// converts monotonic stamps to UTC itself.
+// Edge timestamps come from the kernel, on CLOCK_MONOTONIC (the default;
+// GPIO_V2_LINE_FLAG_EVENT_CLOCK_REALTIME is deliberately not requested).
+// Debouncing runs on those stamps, so neither a late wake-up of the driver
+// nor GPS or NTP stepping the clock of a gateway that booted without a
+// real-time clock can turn a bounce into a change. Each stamp is converted
+// to UTC when it is read, by the offset between the two clocks at that
+// moment, and works on every kernel with the v2 uAPI (5.10+).
 //
 // Debouncing is done here, in software, on the kernel's raw edges: a
 // change is reported once the line has held its new level for the debounce

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -77,16 +76,16 @@ func New(devRoot string, lines []LineConfig, opts Options) *Inputs {
 type edge struct {
 	line   int // index into Inputs.lines
 	level  bool
-	wallNS int64 // kernel timestamp as UTC ns
+	monoNS int64 // kernel timestamp, CLOCK_MONOTONIC
+	wallNS int64 // the same instant as UTC ns
 }
 
 // chip is one open chip with its request.
 type chip struct {
-	path      string
-	req       lineRequester
-	h         lineHandle
-	lines     []int // Inputs.lines index, by position in the request
-	monotonic bool  // the kernel refused realtime stamps
+	path  string
+	req   lineRequester
+	h     lineHandle
+	lines []int // Inputs.lines index, by position in the request
 }
 
 func biasFlags(b string) (uint64, error) {
@@ -106,16 +105,16 @@ func biasFlags(b string) (uint64, error) {
 // request builds the GPIO_V2_GET_LINE_IOCTL argument for lines of one
 // chip. Flags differing between lines (active-low, bias) go in attributes
 // with a mask, as the uAPI asks.
-func (g *Inputs) request(idx []int, realtime bool) (*unix.GPIOV2LineRequest, error) {
+func (g *Inputs) request(idx []int) (*unix.GPIOV2LineRequest, error) {
 	if len(idx) > linesMax {
 		return nil, fmt.Errorf("gpio: %d lines on one chip, the kernel takes %d", len(idx), linesMax)
 	}
 	var req unix.GPIOV2LineRequest
 	copy(req.Consumer[:len(req.Consumer)-1], g.opts.Consumer)
+	// Monotonic stamps (the default), not EVENT_CLOCK_REALTIME: debounce
+	// must not be fooled when GPS or NTP steps the clock of a gateway
+	// that booted without a real-time clock.
 	base := flagInput | flagEdgeRising | flagEdgeFalling
-	if realtime {
-		base |= flagEventClockRealtime
-	}
 	req.Config.Flags = base
 	perFlags := map[uint64]uint64{} // flags → mask of lines needing them
 	for i, li := range idx {
@@ -175,20 +174,11 @@ func (g *Inputs) open() ([]*chip, error) {
 		}
 		c := &chip{path: path, req: rq, lines: idx}
 		chips = append(chips, c)
-		req, err := g.request(idx, true)
+		req, err := g.request(idx)
 		if err != nil {
 			return fail(err)
 		}
 		h, err := rq.requestLines(req)
-		if errors.Is(err, unix.EINVAL) {
-			// Before Linux 5.11 there is no realtime event clock.
-			req, _ = g.request(idx, false)
-			h, err = rq.requestLines(req)
-			c.monotonic = err == nil
-			if c.monotonic {
-				g.log.Info("kernel has no realtime GPIO event clock; converting monotonic stamps", "chip", path)
-			}
-		}
 		if err != nil {
 			return fail(fmt.Errorf("gpio: request lines on %s: %w", path, err))
 		}
@@ -204,14 +194,36 @@ func (c *chip) close() {
 	c.req.Close()
 }
 
-// monoToWall converts a CLOCK_MONOTONIC stamp to UTC ns, by the current
-// offset between the clocks.
-func monoToWall(mono int64) int64 {
-	var m, r unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &m) != nil || unix.ClockGettime(unix.CLOCK_REALTIME, &r) != nil {
-		return time.Now().UnixNano()
+// monoNow reads CLOCK_MONOTONIC, the clock of the kernel's edge stamps.
+func monoNow() int64 {
+	var m unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &m); err != nil {
+		panic("gpio: CLOCK_MONOTONIC: " + err.Error()) // cannot fail on Linux
 	}
-	return mono + (r.Nano() - m.Nano())
+	return m.Nano()
+}
+
+// monoToWall converts a CLOCK_MONOTONIC stamp to UTC ns by the offset
+// between the clocks now, moments after the edge. The realtime read is
+// bracketed by two monotonic reads and retried if preempted in between,
+// so the offset is good to a few microseconds.
+func monoToWall(mono int64) int64 {
+	var r unix.Timespec
+	best, bestOff := int64(-1), int64(0)
+	for range 3 {
+		m1 := monoNow()
+		if err := unix.ClockGettime(unix.CLOCK_REALTIME, &r); err != nil {
+			return time.Now().UnixNano()
+		}
+		m2 := monoNow()
+		if w := m2 - m1; best < 0 || w < best {
+			best, bestOff = w, r.Nano()-(m1+w/2)
+		}
+		if best < 20_000 {
+			break
+		}
+	}
+	return mono + bestOff
 }
 
 // lineState is one line's debouncer.
@@ -220,7 +232,7 @@ type lineState struct {
 	raw      bool
 	pending  bool
 	since    int64 // UTC ns of the edge that began the pending change
-	stableAt int64 // UTC ns when the pending change may be reported
+	stableAt int64 // CLOCK_MONOTONIC ns when it may be reported
 	debounce time.Duration
 }
 
@@ -278,9 +290,7 @@ func (g *Inputs) Run(ctx context.Context, emit func(kestrel.Record)) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	var dbg []string
 	onEdge := func(e edge) {
-		dbg = append(dbg, fmt.Sprintf("edge l%d %v ts%d proc%d", e.line, e.level, e.wallNS/1e6%100000, time.Now().UnixNano()/1e6%100000))
 		s := &st[e.line]
 		s.raw = e.level
 		switch {
@@ -292,7 +302,7 @@ func (g *Inputs) Run(ctx context.Context, emit func(kestrel.Record)) error {
 		default:
 			// Every edge restarts the wait, in kernel time, so a late
 			// wake-up of this goroutine cannot turn a bounce into a change.
-			s.pending, s.since, s.stableAt = true, e.wallNS, e.wallNS+int64(s.debounce)
+			s.pending, s.since, s.stableAt = true, e.wallNS, e.monoNS+int64(s.debounce)
 		}
 	}
 	for {
@@ -317,7 +327,7 @@ func (g *Inputs) Run(ctx context.Context, emit func(kestrel.Record)) error {
 				}
 			}
 		}
-		now := time.Now().UnixNano()
+		now := monoNow()
 		var next int64
 		for i := range st {
 			s := &st[i]
@@ -327,7 +337,7 @@ func (g *Inputs) Run(ctx context.Context, emit func(kestrel.Record)) error {
 			if now >= s.stableAt {
 				s.pending = false
 				s.reported = s.raw
-				g.emit(emit, i, s.raw, s.since, kestrel.PriorityHigh, strings.Join(dbg, ";")+fmt.Sprintf(" now%d stable%d", now/1e6%100000, s.stableAt/1e6%100000))
+				g.emit(emit, i, s.raw, s.since, kestrel.PriorityHigh, "")
 				continue
 			}
 			if next == 0 || s.stableAt < next {
@@ -370,11 +380,8 @@ func (g *Inputs) read(ctx context.Context, c *chip, out chan<- edge) error {
 				g.log.Warn("GPIO events lost (kernel buffer overflow)", "chip", c.path, "missed", ev.Seqno-lastSeq-1)
 			}
 			lastSeq = ev.Seqno
-			ns := int64(ev.Timestamp_ns)
-			if c.monotonic {
-				ns = monoToWall(ns)
-			}
-			e := edge{line: li, level: ev.Id == unix.GPIO_V2_LINE_EVENT_RISING_EDGE, wallNS: ns}
+			mono := int64(ev.Timestamp_ns)
+			e := edge{line: li, level: ev.Id == unix.GPIO_V2_LINE_EVENT_RISING_EDGE, monoNS: mono, wallNS: monoToWall(mono)}
 			select {
 			case out <- e:
 			case <-ctx.Done():

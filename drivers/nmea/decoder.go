@@ -544,3 +544,6 @@ func Decode(r io.Reader, opts Options, fn func(Fix) error) (Stats, error) {
 	}
 	return d.Stats(), nil
 }
+
+// The Decoder is fed like any byte sink.
+var _ io.Writer = (*Decoder)(nil)

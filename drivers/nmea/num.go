@@ -18,11 +18,14 @@ const (
 var pow10 = [...]int64{1, 10, 100, 1000, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18}
 
 // decimal parses "[+-]ddd[.ddd]" as mant/10^frac. Extra fraction digits are
-// dropped; a field that is empty, has no digits or has trailing bytes is
-// not a number (gpsd's safe_atof gives NaN for those, which gpsd then treats
-// as absent).
+// dropped. Like gpsd's safe_atof, leading blanks and trailing bytes after
+// the number are ignored, and a field without digits is not a number (NaN
+// to gpsd, which then treats the value as absent).
 func decimal(b []byte) (mant int64, frac int, ok bool) {
 	i := 0
+	for i < len(b) && b[i] == ' ' {
+		i++
+	}
 	neg := false
 	if i < len(b) && (b[i] == '-' || b[i] == '+') {
 		neg = b[i] == '-'
@@ -46,7 +49,8 @@ func decimal(b []byte) (mant int64, frac int, ok bool) {
 			}
 		}
 	}
-	if digits == 0 || i != len(b) {
+	if digits == 0 || (i < len(b) && (b[i] == 'e' || b[i] == 'E')) {
+		// no number, or an exponent this parser does not scale
 		return 0, 0, false
 	}
 	if neg {
@@ -137,9 +141,8 @@ func latlon(f, hemi []byte) (int64, bool) {
 			nf++
 		}
 	}
-	if i != len(f) {
-		return 0, false
-	}
+	// Like gpsd (strtol, then atof of the rest), bytes after the number
+	// are ignored.
 	if neg {
 		whole = -whole
 	}

@@ -283,6 +283,12 @@ func Raw(b string) Step {
 	return func(m *Modem, _ string) { m.write([]byte(b)) }
 }
 
+// Notify closes ch when the script reaches this step, so a test can wait
+// for a scripted answer to have been written.
+func Notify(ch chan struct{}) Step {
+	return func(*Modem, string) { close(ch) }
+}
+
 // NoAnswer answers nothing: the command times out.
 func NoAnswer() Step { return func(*Modem, string) {} }
 

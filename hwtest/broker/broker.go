@@ -76,7 +76,10 @@ func (b *Broker) URL() string {
 
 // Kill stops the broker at once: SIGKILL for mosquitto, closing every
 // listener and connection for mochi (in-process, it cannot be killed).
-// Nothing is saved; clients see their connections drop.
+// Clients see their connections drop. Nothing is saved: a restarted mochi
+// starts empty; a restarted mosquitto reloads the database written when
+// the last observer subscribed (observer sessions, retained messages of
+// that moment), as after a real crash with periodic autosave.
 func (b *Broker) Kill() {
 	b.t.Helper()
 	b.mu.Lock()
@@ -145,11 +148,14 @@ type Message struct {
 
 // Observer collects every message matching a topic filter that the broker
 // accepts. With mochi it sees each PUBLISH synchronously, before the
-// broker's PUBACK. With mosquitto it is a subscriber with a persistent
-// session saved to the broker's database, so it also gets what arrives
-// while it reconnects after a Restart; mosquitto forwards to it before it
-// acknowledges the publisher. Either way, a record acknowledged by the
-// broker is seen, unless the broker dies between the two.
+// broker's PUBACK. With mosquitto it is a raw QoS 0 subscriber with a
+// persistent session saved to the broker's database, so it also gets what
+// arrives while it reconnects after a Restart; mosquitto writes the
+// forward to it before it acknowledges the publisher. Either way, what the
+// broker acknowledged is seen (with mosquitto, a moment later: wait for
+// it). Brokers clear the retain flag on forwards to existing subscribers
+// (MQTT 3.1.1 section 3.3.1.3), so check retained state with a fresh
+// subscription.
 type Observer struct {
 	filter string
 	mu     sync.Mutex

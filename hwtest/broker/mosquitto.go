@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -10,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // MosquittoPath finds the mosquitto binary (Debian installs it in
@@ -82,7 +81,7 @@ func (m *mosqImpl) writeConf() error {
 	fmt.Fprintf(&c, "persistence true\npersistence_location %s/\nautosave_interval 86400\n", m.dir)
 	// Forward at once, queue without limit: an observer must not lose
 	// what the publisher was told is delivered.
-	c.WriteString("max_inflight_messages 0\nmax_queued_messages 0\n")
+	c.WriteString("max_inflight_messages 0\nmax_queued_messages 0\nqueue_qos0_messages true\n")
 	fmt.Fprintf(&c, "log_dest file %s\n", filepath.Join(m.dir, "mosquitto.log"))
 	c.WriteString("log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
 	if os.Geteuid() == 0 {
@@ -167,39 +166,26 @@ func (b *Broker) PID() int {
 	return 0
 }
 
-// observe subscribes a persistent-session client and has mosquitto save
-// its database, so the subscription survives Kill and Restart.
+// observe subscribes a persistent-session client (see rawSub) and has
+// mosquitto save its database, so the subscription survives Kill and
+// Restart and what arrives meanwhile is queued for it.
 func (m *mosqImpl) observe(o *Observer) {
 	t := m.b.t
 	m.nobs++
 	id := fmt.Sprintf("hwtest-observer-%d", m.nobs)
-	po := paho.NewClientOptions().
-		AddBroker(m.b.URL()).
-		SetClientID(id).
-		SetProtocolVersion(4).
-		SetCleanSession(false).
-		SetAutoReconnect(true).
-		SetMaxReconnectInterval(50 * time.Millisecond).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(50 * time.Millisecond).
-		SetConnectTimeout(2 * time.Second).
-		SetOrderMatters(true).
-		SetDefaultPublishHandler(func(_ paho.Client, msg paho.Message) {
-			if Match(o.filter, msg.Topic()) {
-				o.add(Message{Topic: msg.Topic(), Payload: append([]byte(nil), msg.Payload()...), Retained: msg.Retained(), At: time.Now()})
-			}
-		})
+	var tc *tls.Config
 	if m.b.cfg.ca != nil {
-		po.SetTLSConfig(m.b.cfg.ca.ClientTLS(t))
+		tc = m.b.cfg.ca.ClientTLS(t)
 	}
-	cl := paho.NewClient(po)
-	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("observer connect to %s: %v", m.b.URL(), tok.Error())
+	sub, err := startRawSub(m.b.addr, tc, id, o.filter, func(msg Message) {
+		if Match(o.filter, msg.Topic) {
+			o.add(msg)
+		}
+	})
+	if err != nil {
+		t.Fatalf("observer on %s: %v", m.b.URL(), err)
 	}
-	t.Cleanup(func() { cl.Disconnect(0) })
-	if tok := cl.Subscribe(o.filter, 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("observer subscribe %s: %v", o.filter, tok.Error())
-	}
+	t.Cleanup(sub.close)
 	db := filepath.Join(m.dir, "mosquitto.db")
 	before, _ := os.Stat(db)
 	_ = m.cmd.Process.Signal(syscall.SIGUSR1) // mosquitto: write the persistence database now

@@ -148,8 +148,24 @@ func garble(line []byte, out []byte) []byte {
 }
 
 // Run replays the log until ctx is done (or the log ends, without Loop).
-// While unplugged it waits for a replug.
+// Lines sent while unplugged are lost. When ctx ends the receiver is
+// unplugged too: that also frees a write blocked on a pty nobody reads.
 func (s *Sim) Run(ctx context.Context) error {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+			s.Unplug()
+		case <-stop:
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
 	var junk []byte
 	var last []byte
 	var cycle time.Duration

@@ -110,19 +110,28 @@ func Subscribe(ctx context.Context, o Options) (*Platform, error) {
 }
 
 func (p *Platform) handle(_ paho.Client, m paho.Message) {
-	now := time.Now()
-	device, recs, err := wire.DecodeBatch(m.Payload())
+	p.Add(m.Topic(), m.Payload(), time.Now())
+}
+
+// Collect makes a Platform that is fed by Add instead of a subscription:
+// for messages a test saw some other way (a broker's observer).
+func Collect(onArrival func(Arrival)) *Platform {
+	return &Platform{opts: Options{OnArrival: onArrival}, seen: map[Key]struct{}{}, changed: make(chan struct{})}
+}
+
+// Add decodes one data message as if it had arrived at the given time.
+func (p *Platform) Add(topic string, payload []byte, at time.Time) {
+	_, recs, err := wire.DecodeBatch(payload)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.messages++
-	p.bytes += len(m.Payload())
+	p.bytes += len(payload)
 	if err != nil {
-		p.errs = append(p.errs, fmt.Errorf("%s: %w", m.Topic(), err))
+		p.errs = append(p.errs, fmt.Errorf("%s: %w", topic, err))
 		return
 	}
-	_ = device
 	for _, r := range recs {
-		a := Arrival{Record: r, Topic: m.Topic(), Arrived: now}
+		a := Arrival{Record: r, Topic: topic, Arrived: at}
 		k := Key{r.Device, r.Boot, r.Seq}
 		if _, dup := p.seen[k]; dup {
 			a.Duplicate = true
@@ -141,7 +150,7 @@ func (p *Platform) handle(_ paho.Client, m paho.Message) {
 
 // Close disconnects. Safe to call twice.
 func (p *Platform) Close() {
-	if p.client.IsConnected() {
+	if p.client != nil && p.client.IsConnected() {
 		p.client.Disconnect(100)
 	}
 }

@@ -35,7 +35,7 @@ type drainer struct {
 	teleTopic, evTopic string
 
 	tele      []kestrel.Record // taken, waiting to close into a batch
-	teleSince time.Time        // age of the held batch: its oldest record
+	teleSince time.Time        // when the held batch's first record was taken
 	ev        []kestrel.Record
 	scratch   []kestrel.Record
 
@@ -191,13 +191,12 @@ func (d *drainer) route(recs []kestrel.Record) {
 			d.ev = append(d.ev, recs[i])
 			continue
 		}
+		// A batch's age counts from when its first record was taken,
+		// on the monotonic clock. Record times are the receiver's (GPS)
+		// or a wall clock that may step; an old or replayed fix must not
+		// defeat batching.
 		if len(d.tele) == 0 {
 			d.teleSince = time.Now()
-		}
-		// Age counts from the observation, so a backlog's tail goes at
-		// once; the take time caps it against a clock that runs behind.
-		if t := time.UnixMilli(recs[i].Time); t.Before(d.teleSince) {
-			d.teleSince = t
 		}
 		d.tele = append(d.tele, recs[i])
 	}

@@ -1,6 +1,8 @@
 package mqtt
 
 import (
+	"context"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -133,6 +135,11 @@ func TestRateLimit(t *testing.T) {
 		if miss := waitSeen(t, 1, 4000, obs).missing(1, 4000); len(miss) > 0 {
 			t.Fatalf("%d missing", len(miss))
 		}
+		for _, m := range obs.Messages() {
+			if len(m.Payload) > opts.BatchBytes {
+				t.Errorf("%s payload of %d bytes, over BatchBytes %d", m.Topic, len(m.Payload), opts.BatchBytes)
+			}
+		}
 	})
 }
 
@@ -170,4 +177,41 @@ func TestOutboxWithoutCapabilities(t *testing.T) {
 			t.Errorf("emergency arrived last (after %d records)", at)
 		}
 	})
+}
+
+// Every goroutine the session (and its paho clients) started is gone after
+// Close, also after a reconnect and a refused connect.
+func TestNoGoroutineLeak(t *testing.T) {
+	b := broker.StartMochi(t)
+	p := faultproxy.Start(t, b.Addr())
+	time.Sleep(50 * time.Millisecond)
+	base := runtime.NumGoroutine()
+
+	out := broker.NewOutbox()
+	opts := testOptions("tcp://"+p.Addr(), "tcp://127.0.0.1:1") // the second never answers
+	s, err := New(opts, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	waitFor(t, "connected", s.Connected)
+	out.Add(dayOfFixes(t, 1, 2000)...)
+	p.Cut()
+	waitDrained(t, out, 20*time.Second)
+	if err := s.Subscribe("kestrel/v1/met/_all/#", func(string, []byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
+	}
 }

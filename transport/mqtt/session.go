@@ -378,7 +378,8 @@ func (s *Session) publishTopic(ctx context.Context, topic string, payload []byte
 }
 
 // PublishState republishes the birth message, e.g. after a config change
-// altered what State returns.
+// altered what State returns. Offline it returns ErrNotConnected: the next
+// connection's birth carries the new state anyway.
 func (s *Session) PublishState() error {
 	s.mu.Lock()
 	b, bdseq := s.broker, s.bdseq
@@ -402,7 +403,8 @@ func (s *Session) PublishState() error {
 // group topics work too). It stays subscribed across reconnects. Handlers
 // run one at a time on the session's queue, never on paho's goroutines; if
 // they fall more than 256 messages behind, new messages are dropped and
-// counted (Stats.InboundDrops).
+// counted (Stats.InboundDrops). A handler may Publish or Subscribe, but
+// must not call Close: Close waits for the handlers' goroutine.
 func (s *Session) Subscribe(topic string, h func(topic string, payload []byte)) error {
 	if h == nil {
 		return errors.New("subscribe: nil handler")

@@ -385,6 +385,11 @@ func TestGracefulCloseSaysOffline(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("Run: %v", err)
 		}
+		// The observer may trail the PUBACK (mosquitto forwards to it).
+		obs.Wait(5*time.Second, func(m []broker.Message) bool {
+			st, err := DecodeState(m[len(m)-1].Payload)
+			return err == nil && st["online"] == false
+		})
 		death := lastState(t, obs)
 		if r := retainedState(t, b); r["online"] != false || r["bdseq"] != birth["bdseq"] {
 			t.Errorf("retained state after close %v, want offline with bdseq %v", r, birth["bdseq"])

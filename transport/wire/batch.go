@@ -9,10 +9,11 @@ import (
 
 // A batch is one msgp array:
 //
-//	[version, device, count, boot0, seq0, time0, positions, others]
+//	[version, device, count, boot0, seq0, sec0, positions, others]
 //
-// boot0, seq0 and time0 are the envelope of the first record; the other
-// records' envelopes are relative to them. positions is a msgp bin holding
+// boot0 and seq0 are those of the first record, sec0 its time in whole
+// seconds (5 bytes of msgpack where milliseconds would take 9); times are
+// written relative to sec0*1000, boot and seq relative to boot0 and seq0. positions is a msgp bin holding
 // the bit-packed columns of every position in the batch (see column.go);
 // others is an array of [index, kind, dboot, dseq, dtime, priority, body]
 // with index the record's place in the batch, so decoding restores the
@@ -70,8 +71,11 @@ func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) 
 		return dst, fmt.Errorf("encode batch: %d records, more than %d", len(recs), MaxRecords)
 	}
 	var base kestrel.Envelope
+	var sec0 int64
 	if len(recs) > 0 {
 		base = recs[0].Envelope
+		sec0 = floorSec(base.Time)
+		base.Time = sec0 * 1000 // wraps for absurd times, as the decoder's does
 	}
 	for c := range e.cols {
 		e.cols[c] = e.cols[c][:0]
@@ -102,7 +106,7 @@ func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) 
 	dst = msgp.AppendUint32(dst, uint32(len(recs)))
 	dst = msgp.AppendUint32(dst, base.Boot)
 	dst = msgp.AppendUint64(dst, base.Seq)
-	dst = msgp.AppendInt64(dst, base.Time)
+	dst = msgp.AppendInt64(dst, sec0)
 	dst = msgp.AppendBytes(dst, e.positionBits(&base))
 	dst = msgp.AppendArrayHeader(dst, uint32(nOthers))
 	for i := range recs {
@@ -300,9 +304,11 @@ func decodeBatch(b []byte) (device string, recs []kestrel.Record, rest []byte, e
 	if base.Seq, b, err = msgp.ReadUint64Bytes(b); err != nil {
 		return fail("seq", err)
 	}
-	if base.Time, b, err = msgp.ReadInt64Bytes(b); err != nil {
+	sec0, b, err := msgp.ReadInt64Bytes(b)
+	if err != nil {
 		return fail("time", err)
 	}
+	base.Time = sec0 * 1000 // wraps like the encoder's for absurd values
 	bin, b, err := msgp.ReadBytesZC(b)
 	if err != nil {
 		return fail("positions", err)
@@ -521,4 +527,13 @@ func gatedTimes(dst, flags, times []uint64, flag uint64) []uint64 {
 		}
 	}
 	return dst
+}
+
+// floorSec is t ms in whole seconds, rounded down (also before 1970).
+func floorSec(t int64) int64 {
+	s := t / 1000
+	if t%1000 < 0 {
+		s--
+	}
+	return s
 }

@@ -164,27 +164,46 @@ func (r *bitReader) readEG(k uint) uint64 {
 	return q<<k | r.read(k)
 }
 
-// writeVarbits writes u as its bit length less one in 6 bits, then its
-// significant bits: compact for first values of any size up to 64 bits.
+// writeVarbits writes u as its bit length n (at least 1) less one in
+// Exp-Golomb order 0, then its bits below the leading one (for n = 1, the
+// one bit u): 2 bits for 0 or 1, 4 for 2 or 3, 38 for a 30-bit latitude.
+// It carries first values and steps, which are small except for lat/lon.
 func (w *bitWriter) writeVarbits(u uint64) {
 	n := uint(bits.Len64(u))
-	if n == 0 {
-		n = 1
+	if n <= 1 {
+		w.write(1, 1) // EG0(0)
+		w.write(u, 1)
+		return
 	}
-	w.write(uint64(n-1), 6)
-	w.write(u, n)
+	w.writeEG(uint64(n-1), 0)
+	w.write(u, n-1)
 }
 
 func (r *bitReader) readVarbits() uint64 {
-	n := uint(r.read(6)) + 1
-	return r.read(n)
+	n1 := r.readEG(0)
+	if n1 == 0 {
+		return r.read(1)
+	}
+	if n1 > 63 {
+		r.bad = true
+		return 0
+	}
+	return 1<<n1 | r.read(uint(n1))
+}
+
+func varbitsLen(u uint64) uint {
+	n := uint(bits.Len64(u))
+	if n <= 1 {
+		return 2
+	}
+	return egBits(uint64(n-1), 0) + n - 1
 }
 
 // Golomb-Rice code of order k with an escape: q = u>>k is sent in unary
 // (q zeros, then a one) and the low k bits follow. For the well-behaved
 // residuals of a smooth track it is up to a bit per value shorter than
 // Exp-Golomb; a q of riceEscape or more is sent as riceEscape zeros, a one,
-// then u as varbits, so an outlier costs at most about 95 bits.
+// then u as varbits, so an outlier costs at most about 100 bits.
 const riceEscape = 24
 
 func riceBits(u uint64, k uint) uint {

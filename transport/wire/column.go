@@ -84,7 +84,9 @@ func residuals(dst []uint64, vals, times []uint64, ref uint64, shape int) ([]uin
 			prevDelta = d
 		}
 		dst = append(dst, r)
-		g = gcd(g, absInt64(int64(r)))
+		if g != 1 { // once 1, it stays 1: skip the divisions
+			g = gcd(g, absInt64(int64(r)))
+		}
 	}
 	if g == 0 {
 		g = 1
@@ -175,14 +177,6 @@ func bestCode(us []uint64, allowRice bool) (rice bool, k uint, cost uint) {
 	return rice, k, cost
 }
 
-func varbitsLen(u uint64) uint {
-	n := uint(bits.Len64(u))
-	if n == 0 {
-		n = 1
-	}
-	return 6 + n
-}
-
 const impossible = ^uint(0)
 
 // plan returns the size in bits of vals written in shape (impossible when
@@ -238,20 +232,47 @@ func (s *colScratch) choose(vals, times []uint64, ref uint64, allowed uint8) (sh
 	}
 	shape, cost = shapeDelta, impossible
 	s.cached = nil
-	for sh := 0; sh < numShapes; sh++ {
+	for sh := shapeRef; sh <= shapeLinear; sh++ {
 		if allowed&(1<<sh) == 0 {
 			continue
 		}
-		c, g, k, rice := s.plan(vals, times, ref, sh)
-		if c >= cost {
+		if c, _, _, _ := s.plan(vals, times, ref, sh); c < cost {
+			shape, cost = sh, c
+			if sh != shapeLinear {
+				return shape, cost // nothing is shorter than a constant
+			}
+		}
+	}
+	// Rank the residual shapes by the bit lengths of their residuals, a
+	// close proxy of their coded size, and code only the most promising
+	// two: finding the best code order is most of the encoder's work.
+	var cand [2]int
+	var est [2]uint
+	est[0], est[1] = impossible, impossible
+	for sh := shapeDelta; sh < numShapes; sh++ {
+		if allowed&(1<<sh) == 0 || (sh == shapeTDoD && len(times) != len(vals)) {
 			continue
 		}
-		shape, cost = sh, c
-		if sh == shapeRef || sh == shapeConst {
-			// Nothing is shorter than a constant: no need to try more.
-			return shape, cost
+		s.res, _ = residuals(s.res, vals, times, ref, sh)
+		var e uint
+		for _, r := range s.res {
+			e += uint(bits.Len64(absInt64(int64(r))))
 		}
-		if sh >= shapeDelta {
+		switch {
+		case e < est[0]:
+			cand[1], est[1] = cand[0], est[0]
+			cand[0], est[0] = sh, e
+		case e < est[1]:
+			cand[1], est[1] = sh, e
+		}
+	}
+	for i, sh := range cand {
+		if est[i] == impossible {
+			continue
+		}
+		c, g, k, rice := s.plan(vals, times, ref, sh)
+		if c < cost {
+			shape, cost = sh, c
 			// Keep the residuals of the best so far for write.
 			s.res, s.best = s.best, s.res
 			s.cached, s.cachedShape, s.cachedG, s.cachedK, s.cachedRice = &vals[0], sh, g, k, rice

@@ -5,7 +5,7 @@
 // record bodies is bodies_gen.go, made by the go:generate line in
 // bodies.go). A telemetry or events payload is one batch:
 //
-//	[version, device, count, boot0, seq0, time0, positions, others]
+//	[version, device, count, boot0, seq0, sec0, positions, others]
 //
 // Positions go into columns (flags, time, lat, lon, alt, speed, track,
 // mode, seq, boot, priority, sats, hdop, eph, epv, coarsened) packed as a

@@ -361,6 +361,9 @@ func ParseFixJSON(line []byte) (t int64, p kestrel.Position, err error) {
 		p.Flags |= kestrel.HasTrack
 	}
 	mode, ok, err := fixedField(f.Mode, "mode", 0, 255)
+	if err == nil && mode < 0 {
+		err = fmt.Errorf("%w: mode %s out of range", ErrFixJSON, f.Mode)
+	}
 	if err != nil {
 		return 0, p, err
 	}

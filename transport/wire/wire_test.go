@@ -275,7 +275,7 @@ func TestParseFixJSONRounding(t *testing.T) {
 	}
 	for _, bad := range []string{``, `{}`, `{"time":"x","lat":1,"lon":1}`, `{"time":"2019-06-19T10:04:22Z","lon":1}`,
 		`{"time":"2019-06-19T10:04:22Z","lat":91,"lon":1}`, `{"time":"2019-06-19T10:04:22Z","lat":"1","lon":1}`,
-		`{"time":"2019-06-19T10:04:22Z","lat":1,"lon":1,"alt":1e300}`, `[1,2]`} {
+		`{"time":"2019-06-19T10:04:22Z","lat":1,"lon":1,"alt":1e300}`, `[1,2]`, `{"time":"2019-06-19T10:04:22Z","lat":1,"lon":1,"mode":-1}`} {
 		if _, _, err := ParseFixJSON([]byte(bad)); !errors.Is(err, ErrFixJSON) {
 			t.Errorf("%q: %v, want ErrFixJSON", bad, err)
 		}

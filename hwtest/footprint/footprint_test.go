@@ -1,0 +1,396 @@
+package footprint
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
+	"github.com/kestrel-edge/kestrel/hwtest/broker"
+	"github.com/kestrel-edge/kestrel/hwtest/fakesysfs"
+	"github.com/kestrel-edge/kestrel/hwtest/pty"
+)
+
+// Targets from issue 9.
+const (
+	targetRSS = 20 << 20 // bytes
+	targetCPU = 2.0      // percent of one core
+)
+
+// TestFootprint builds the real binary and measures it, first under
+// nominal load, then idle. It runs only with KESTREL_FOOTPRINT=1:
+//
+//	KESTREL_FOOTPRINT=1 go test -v -run Footprint -timeout 20m ./hwtest/footprint/
+//
+// KESTREL_FOOTPRINT_FOR sets the load phase (default 3m) and
+// KESTREL_FOOTPRINT_IDLE the idle phase (default 1m).
+func TestFootprint(t *testing.T) {
+	if os.Getenv("KESTREL_FOOTPRINT") != "1" {
+		t.Skip("set KESTREL_FOOTPRINT=1 to measure the binary's footprint (takes minutes)")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	loadFor := envDuration(t, "KESTREL_FOOTPRINT_FOR", 3*time.Minute)
+	idleFor := envDuration(t, "KESTREL_FOOTPRINT_IDLE", time.Minute)
+
+	bin := build(t)
+	var b *broker.Broker
+	if _, err := broker.MosquittoPath(); err == nil {
+		b = broker.StartMosquitto(t)
+	} else {
+		b = broker.StartMochi(t)
+	}
+	t.Logf("binary %s (%.1f MiB), broker %s %s", bin, float64(fileSize(bin))/(1<<20), b.Kind(), b.URL())
+
+	load := measure(t, bin, b, phase{name: "load", gpsHz: 10, radio: true, accelHz: 50, dur: loadFor})
+	idle := measure(t, bin, b, phase{name: "idle", dur: idleFor})
+
+	var out strings.Builder
+	fmt.Fprintf(&out, "%-6s %9s %11s %9s %9s %13s %11s %12s\n", "phase", "duration", "RSS max", "RSS end", "CPU %", "ctxsw/s", "flash/h", "MQTT msgs/s")
+	for _, m := range []result{load, idle} {
+		fmt.Fprintf(&out, "%-6s %9s %8.1f MiB %5.1f MiB %9.2f %13.1f %7.1f MiB %12.1f\n",
+			m.phase, m.dur.Round(time.Second), float64(m.rssMax)/(1<<20), float64(m.rssEnd)/(1<<20), m.cpu, m.ctxsw, m.flashPerHour/(1<<20), m.msgsPerSec)
+	}
+	t.Logf("footprint (%s, %d CPUs, %s):\n%s", runtime.GOARCH, runtime.NumCPU(), runtime.Version(), out.String())
+	t.Logf("load: %d MQTT messages, %d payload bytes (%.0f B/s on the wire)", load.msgs, load.msgBytes, float64(load.msgBytes)/load.dur.Seconds())
+
+	if load.rssMax > targetRSS {
+		t.Errorf("RSS %.1f MiB over the %d MiB target", float64(load.rssMax)/(1<<20), targetRSS>>20)
+	}
+	if load.cpu > targetCPU {
+		t.Errorf("CPU %.2f%% of one core over the %.0f%% target", load.cpu, targetCPU)
+	}
+}
+
+type phase struct {
+	name    string
+	gpsHz   float64 // 0: port open, receiver silent
+	radio   bool
+	accelHz float64
+	dur     time.Duration
+}
+
+type result struct {
+	phase          string
+	dur            time.Duration
+	rssMax, rssEnd int64
+	cpu            float64 // percent of one core
+	ctxsw          float64 // context switches per second, all threads
+	flashPerHour   float64 // bytes written to storage per hour
+	msgs, msgBytes int
+	msgsPerSec     float64
+}
+
+func measure(t *testing.T, bin string, b *broker.Broker, ph phase) result {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+
+	// The receiver: a pty the test writes a cycle to every 1/gpsHz, from
+	// the recorded track repeated and retimed to now. gpssim paces by
+	// whole seconds of NMEA time, so it cannot pace 10 Hz by itself. In
+	// the idle phase the port is open and quiet.
+	gps, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gps.Close()
+	track, err := os.ReadFile("../../agent/selftest/testdata/visnjan-car.nmea")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gpsWG sync.WaitGroup
+	defer gpsWG.Wait()
+	defer cancel()
+	gpsLines := 0
+	if ph.gpsHz > 0 {
+		gpsWG.Add(1)
+		go func() {
+			defer gpsWG.Done()
+			gpsLines = receiver(ctx, gps, track, ph.gpsHz)
+		}()
+	}
+	radioPort := ""
+	if ph.radio {
+		m, err := atmodem.New(kestrel.ProfileLTE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		radioPort = m.Path()
+	}
+
+	tree, err := fakesysfs.New(filepath.Join(dir, "sys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adir, _ := tree.AddAccel("lis3dh", "0.009806")
+	tree.SetAccel(adir, 12, -20, 1001)
+	temp := 251
+	tree.AddBattery("BAT0", fakesysfs.Battery{Capacity: 80, Status: "Discharging", VoltageUV: 3900000, TempDeciC: &temp})
+	tree.AddThermalZone("cpu-thermal", 45000)
+
+	conf := fmt.Sprintf(`[device]
+id = "footprint-%s"
+fleet = "bench"
+[broker]
+urls = [%q]
+[spool]
+dir = %q
+[gps]
+port = %q
+baud = 115200
+[radio]
+port = %q
+profile = "lte"
+poll = "1s"
+[sensors]
+sysfs_root = %q
+accel_rate = %.1f
+[hooks]
+socket = %q
+[remote]
+state_file = %q
+require_signed = false
+[log]
+level = "warn"
+`, ph.name, b.URL(), filepath.Join(dir, "spool"), gps.Path, radioPort, tree.Root, ph.accelHz,
+		filepath.Join(dir, "hooks.sock"), filepath.Join(dir, "remote.json"))
+	cfgPath := filepath.Join(dir, "kestrel.toml")
+	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	obs := b.Observe("kestrel/v1/bench/footprint-" + ph.name + "/#")
+	// Logs go to a pipe (as to journald), not to the flash being measured.
+	var logs lockedBuffer
+	cmd := exec.Command(bin, "run", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s agent log:\n%s", ph.name, logs.String())
+		}
+	}()
+	pid := cmd.Process.Pid
+
+	// Warm up: connected (the retained state message), caches and the
+	// spool's first files made.
+	if !obs.Wait(30*time.Second, func(m []broker.Message) bool { return len(m) > 0 }) {
+		t.Fatalf("%s: the agent did not connect; log:\n%s", ph.name, logs.String())
+	}
+	time.Sleep(15 * time.Second)
+
+	s0 := sample(t, pid)
+	m0 := obs.Messages()
+	r := result{phase: ph.name}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	end := time.Now().Add(ph.dur)
+	for time.Now().Before(end) {
+		<-tick.C
+		s := sample(t, pid)
+		r.rssMax = max(r.rssMax, s.rss)
+	}
+	s1 := sample(t, pid)
+	m1 := obs.Messages()
+	wall := s1.at.Sub(s0.at)
+	r.dur = wall
+	r.rssEnd = s1.rss
+	r.rssMax = max(r.rssMax, s1.rss)
+	r.cpu = 100 * float64(s1.ticks-s0.ticks) / clkTck / wall.Seconds()
+	r.ctxsw = float64(s1.ctxsw-s0.ctxsw) / wall.Seconds()
+	r.flashPerHour = float64(s1.writeBytes-s0.writeBytes) / wall.Hours()
+	r.msgs = len(m1) - len(m0)
+	for _, m := range m1[len(m0):] {
+		r.msgBytes += len(m.Payload)
+	}
+	r.msgsPerSec = float64(r.msgs) / wall.Seconds()
+	cancel()
+	gpsWG.Wait()
+	t.Logf("%s: threads %d, GPS lines written %d", ph.name, s1.threads, gpsLines)
+	return r
+}
+
+// clkTck is USER_HZ, 100 on every Linux architecture Kestrel runs on.
+const clkTck = 100
+
+type procSample struct {
+	at         time.Time
+	rss        int64
+	ticks      int64 // utime + stime
+	ctxsw      int64 // voluntary + involuntary, summed over threads
+	writeBytes int64 // storage writes caused (/proc/PID/io write_bytes)
+	threads    int
+}
+
+func sample(t *testing.T, pid int) procSample {
+	t.Helper()
+	s := procSample{at: time.Now()}
+	base := fmt.Sprintf("/proc/%d", pid)
+	st, err := os.ReadFile(base + "/status")
+	if err != nil {
+		t.Fatalf("agent gone: %v", err)
+	}
+	s.rss = statusField(st, "VmRSS:") * 1024
+	stat, _ := os.ReadFile(base + "/stat")
+	// Fields after the ")" of comm: state is field 3; utime 14, stime 15.
+	if i := bytes.LastIndexByte(stat, ')'); i > 0 {
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 13 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			k, _ := strconv.ParseInt(f[12], 10, 64)
+			s.ticks = u + k
+		}
+	}
+	tasks, _ := filepath.Glob(base + "/task/*/status")
+	s.threads = len(tasks)
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the thread ended
+		}
+		s.ctxsw += statusField(b, "voluntary_ctxt_switches:") + statusField(b, "nonvoluntary_ctxt_switches:")
+	}
+	io, err := os.ReadFile(base + "/io")
+	if err != nil {
+		t.Fatalf("read %s/io: %v", base, err)
+	}
+	s.writeBytes = statusField(io, "write_bytes:")
+	return s
+}
+
+func statusField(b []byte, key string) int64 {
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, key) {
+			f := strings.Fields(l[len(key):])
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "kestrel")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/kestrel")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+func envDuration(t *testing.T, key string, def time.Duration) time.Duration {
+	v := os.Getenv(key)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return d
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 1<<20 {
+		l.b.Reset() // keep the tail only
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// receiver waits for the agent to set the port's speed, then writes one
+// receiver cycle (RMC and GGA) every 1/hz, stamped with the time it is
+// written, until ctx ends. It returns the lines written.
+func receiver(ctx context.Context, p *pty.PTY, track []byte, hz float64) int {
+	for {
+		if b, err := p.Baud(); err == nil && b == 115200 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	step := time.Duration(float64(time.Second) / hz)
+	tick := time.NewTicker(step)
+	defer tick.Stop()
+	start := time.Now()
+	lines := 0
+	var cycle [][]byte
+	for k := 0; ; k++ {
+		// Retime one repetition of the track at a time.
+		rep := bytes.Split(Retime(track, start.Add(time.Duration(k)*104*step), step), []byte("\n"))
+		for _, l := range rep {
+			if len(l) == 0 || l[0] != '$' {
+				continue
+			}
+			cycle = append(cycle, l)
+			if !bytes.HasPrefix(l[3:], []byte("GGA")) {
+				continue // RMC opens the cycle, GGA closes it
+			}
+			select {
+			case <-ctx.Done():
+				return lines
+			case <-tick.C:
+			}
+			for _, c := range cycle {
+				if _, err := p.Write(append(append([]byte(nil), c...), '\r', '\n')); err != nil {
+					return lines
+				}
+				lines++
+			}
+			cycle = cycle[:0]
+		}
+	}
+}

@@ -1,0 +1,364 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/agent"
+	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
+	"github.com/kestrel-edge/kestrel/hwtest/faultproxy"
+	"github.com/kestrel-edge/kestrel/hwtest/platform"
+)
+
+// The tracks are real recordings, kept once in the wire package's
+// testdata (see its README for their sources).
+const tracks = "../../transport/wire/testdata/tracks/"
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	native    []string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kestrel-scenario-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func command(t *testing.T) []string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end scenario: skipped with -short")
+	}
+	buildOnce.Do(func() { native, buildErr = Binary(binDir, runtime.GOARCH) })
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return native
+}
+
+func track(t *testing.T, name string) (nmea, fixes []byte) {
+	t.Helper()
+	var err error
+	if nmea, err = os.ReadFile(tracks + name + ".nmea"); err != nil {
+		t.Fatal(err)
+	}
+	if fixes, err = os.ReadFile(tracks + name + ".fixes.jsonl"); err != nil {
+		t.Fatal(err)
+	}
+	return nmea, fixes
+}
+
+func timeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// atLeast waits until the platform holds n positions.
+func atLeast(n int) func(*platform.Platform) bool {
+	return func(p *platform.Platform) bool { return Positions(p) >= n }
+}
+
+// runWhole replays the whole car track (104 fixes) through the agent and
+// checks that every fix arrives.
+func runWhole(t *testing.T, cmd []string, speed float64) {
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: speed})
+	ctx := timeout(t, 3*time.Minute)
+	e.Start()
+	done := e.StartReplay(ctx)
+	<-done
+	e.WaitFor(ctx, "every fix", atLeast(104))
+	e.Drained(ctx)
+	e.Check(104)
+}
+
+func TestNormalRun(t *testing.T) {
+	runWhole(t, command(t), 20)
+}
+
+// TestNormalRunARM runs the linux/arm (GOARM=7) binary under qemu-arm.
+func TestNormalRunARM(t *testing.T) {
+	command(t)
+	cmd, err := Binary(binDir, "arm")
+	if err != nil {
+		t.Skipf("no linux/arm run: %v", err)
+	}
+	runWhole(t, cmd, 10)
+	// The eBPF hooks do not exist for 32-bit ARM; the agent must say so
+	// and run on.
+}
+
+// TestBrokerDown60s kills the broker (SIGKILL) for 60 seconds in the
+// middle of a drive: everything recorded meanwhile arrives after it comes
+// back.
+func TestBrokerDown60s(t *testing.T) {
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 5, Loop: true})
+	ctx := timeout(t, 4*time.Minute)
+	e.Start()
+	replay, stopReplay := context.WithCancel(ctx)
+	e.StartReplay(replay)
+	e.WaitFor(ctx, "first fixes", atLeast(20))
+	e.Broker.Kill()
+	time.Sleep(60 * time.Second)
+	e.Broker.Restart()
+	e.WaitFor(ctx, "fixes after the outage", atLeast(320))
+	stopReplay()
+	sent := e.GPS.Sent() / 2
+	e.Drained(ctx)
+	e.Check(sent - 2)
+}
+
+// TestAgentKilled kills the agent with SIGKILL mid-drive and starts it
+// again: the next boot continues, nothing durable is lost, and sequence
+// numbers only grow.
+func TestAgentKilled(t *testing.T) {
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 10, Loop: true})
+	ctx := timeout(t, 3*time.Minute)
+	e.Start()
+	replay, stopReplay := context.WithCancel(ctx)
+	e.StartReplay(replay)
+	e.WaitFor(ctx, "first fixes", atLeast(30))
+	e.Kill()
+	e.Start()
+	e.WaitFor(ctx, "fixes from the second boot", func(p *platform.Platform) bool {
+		for _, a := range p.Unique() {
+			if a.Record.Boot >= 2 && a.Record.Kind() == kestrel.KindPosition {
+				return Positions(p) >= 80
+			}
+		}
+		return false
+	})
+	stopReplay()
+	e.Drained(ctx)
+	p := e.Check(80)
+	maxSeq := map[uint32]uint64{}
+	minSeq := map[uint32]uint64{}
+	for _, a := range p.Unique() {
+		r := a.Record
+		if r.Seq > maxSeq[r.Boot] {
+			maxSeq[r.Boot] = r.Seq
+		}
+		if m, ok := minSeq[r.Boot]; !ok || r.Seq < m {
+			minSeq[r.Boot] = r.Seq
+		}
+	}
+	if len(maxSeq) != 2 {
+		t.Fatalf("boots seen: %v, want 2", maxSeq)
+	}
+	if minSeq[2] <= maxSeq[1] {
+		t.Errorf("sequence reused after the crash: boot 2 starts at %d, boot 1 reached %d", minSeq[2], maxSeq[1])
+	}
+}
+
+// TestGPSUnplugReplug pulls the receiver's USB cable and plugs it back in
+// (the by-id link follows the new device): the agent reports no data, then
+// carries on.
+func TestGPSUnplugReplug(t *testing.T) {
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 10, Loop: true,
+		Edit: func(c *config.Config) { c.GPS.Watchdog = config.D(time.Second) }})
+	ctx := timeout(t, 3*time.Minute)
+	e.Start()
+	replay, stopReplay := context.WithCancel(ctx)
+	e.StartReplay(replay)
+	e.WaitFor(ctx, "first fixes", atLeast(20))
+	if err := e.GPS.Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	before := Positions(e.Platform())
+	if err := e.GPS.Replug(); err != nil {
+		t.Fatal(err)
+	}
+	e.WaitFor(ctx, "fixes after the replug", atLeast(before+30))
+	stopReplay()
+	e.Drained(ctx)
+	p := e.Check(before + 30)
+	var noData bool
+	for _, a := range p.Unique() {
+		if s, ok := a.Record.Body.(*kestrel.GPSStatus); ok && s.State == kestrel.GPSNoData {
+			noData = true
+		}
+	}
+	if !noData {
+		t.Error("no GPS no_data status was reported while the receiver was unplugged")
+	}
+}
+
+// TestLossyLink puts the broker behind a link with 500 ms latency that
+// stalls a fifth of the time (what 20% packet loss does to a TCP stream).
+func TestLossyLink(t *testing.T) {
+	nmea, fixes := track(t, "visnjan-car")
+	var proxy *faultproxy.Proxy
+	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 10})
+	proxy = faultproxy.Start(t, e.Broker.Addr())
+	proxy.SetLatency(500 * time.Millisecond)
+	c := e.Config
+	c.Broker.URLs = []string{"tcp://" + proxy.Addr()}
+	e.WriteConfig(c)
+	ctx := timeout(t, 3*time.Minute)
+	lossy, stopLoss := context.WithCancel(ctx)
+	defer stopLoss()
+	go func() {
+		for lossy.Err() == nil {
+			proxy.SetStall(true)
+			time.Sleep(200 * time.Millisecond)
+			proxy.SetStall(false)
+			time.Sleep(800 * time.Millisecond)
+		}
+	}()
+	e.Start()
+	<-e.StartReplay(ctx)
+	e.WaitFor(ctx, "every fix", atLeast(104))
+	stopLoss()
+	e.Drained(ctx)
+	e.Check(104)
+}
+
+// TestConfigChangeMidDrain changes the config (batching and tracking,
+// which restarts the broker session) with SIGHUP while a backlog drains.
+func TestConfigChangeMidDrain(t *testing.T) {
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 100, Loop: true,
+		Edit: func(c *config.Config) { c.Broker.BatchMax = 5; c.Broker.InFlight = 2 }})
+	ctx := timeout(t, 3*time.Minute)
+	e.Broker.Kill()
+	e.Start()
+	replay, stopReplay := context.WithCancel(ctx)
+	e.StartReplay(replay)
+	time.Sleep(8 * time.Second)
+	stopReplay()
+	sent := e.GPS.Sent() / 2
+	e.Broker.Restart()
+	e.WaitFor(ctx, "the drain to start", atLeast(50))
+	c := e.Config
+	c.Broker.BatchMax = 100
+	c.Broker.InFlight = 4
+	c.Tracking.MinInterval = config.D(0)
+	e.WriteConfig(c)
+	e.Hup()
+	e.WaitFor(ctx, "the whole backlog", atLeast(sent-2))
+	if !e.Alive() {
+		t.Fatal("the agent died during the reload")
+	}
+	e.Drained(ctx)
+	e.Check(sent - 2)
+}
+
+// TestEmergencyDuringBacklog presses the emergency button while a backlog
+// drains: it must overtake the backlog.
+func TestEmergencyDuringBacklog(t *testing.T) {
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 200, Loop: true,
+		Edit: func(c *config.Config) { c.Broker.BatchMax = 20; c.Broker.InFlight = 2 }})
+	ctx := timeout(t, 3*time.Minute)
+	e.Broker.Kill()
+	e.Start()
+	replay, stopReplay := context.WithCancel(ctx)
+	e.StartReplay(replay)
+	time.Sleep(10 * time.Second)
+	stopReplay()
+	sent := e.GPS.Sent() / 2
+	e.Broker.Restart()
+	e.WaitFor(ctx, "the drain to start", atLeast(20))
+	if _, err := eventsock.Send(e.Config.Hooks.Socket, "emergency", map[string]string{"name": "side-button"}); err != nil {
+		t.Fatalf("firmware event: %v", err)
+	}
+	e.WaitFor(ctx, "the whole backlog", atLeast(sent-2))
+	e.Drained(ctx)
+	p := e.Check(sent - 2)
+	var emergency time.Time
+	var lastBacklog time.Time
+	for _, a := range p.Unique() {
+		if ev, ok := a.Record.Body.(*kestrel.Event); ok && ev.Type == kestrel.EventEmergency {
+			emergency = a.Arrived
+		}
+		if a.Record.Kind() == kestrel.KindPosition && a.Arrived.After(lastBacklog) {
+			lastBacklog = a.Arrived
+		}
+	}
+	if emergency.IsZero() {
+		t.Fatal("the emergency never arrived")
+	}
+	if !emergency.Before(lastBacklog) {
+		t.Errorf("the emergency arrived at %s, after the backlog finished at %s", emergency.Format(time.StampMilli), lastBacklog.Format(time.StampMilli))
+	}
+}
+
+// steppedClock is a wall clock that a test can step.
+type steppedClock struct{ offset atomic.Int64 }
+
+func (c *steppedClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// TestClockStepped steps the agent's wall clock by an hour, forwards and
+// backwards, mid-drive. It runs the agent in-process: stepping the real
+// system clock would disturb everything else on the machine.
+func TestClockStepped(t *testing.T) {
+	for _, step := range []time.Duration{time.Hour, -time.Hour} {
+		t.Run(step.String(), func(t *testing.T) {
+			nmea, fixes := track(t, "visnjan-car")
+			clock := &steppedClock{}
+			e := New(t, Options{Command: []string{"in-process"}, Track: nmea, Fixes: fixes, Speed: 10})
+			ctx := timeout(t, 2*time.Minute)
+			a, err := agent.New(e.Config, agent.Options{Now: clock.Now, Version: "scenario",
+				Logger: slog.New(slog.NewTextHandler(e.logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			run, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- a.Run(run) }()
+			replay := e.StartReplay(ctx)
+			e.WaitFor(ctx, "first fixes", atLeast(30))
+			clock.offset.Store(int64(step))
+			if _, err := eventsock.Send(e.Config.Hooks.Socket, "recording_start", map[string]string{"name": "after-step"}); err != nil {
+				t.Fatal(err)
+			}
+			<-replay
+			e.WaitFor(ctx, "every fix", atLeast(104))
+			time.Sleep(time.Second)
+			stop()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			evicted := a.Spool().Metrics().Evicted
+			a.Close()
+			p := e.Check(104)
+			var stamped bool
+			for _, arr := range p.Unique() {
+				if ev, ok := arr.Record.Body.(*kestrel.Event); ok && ev.Name == "after-step" {
+					d := time.UnixMilli(arr.Record.Time).Sub(arr.Arrived)
+					stamped = d > step-time.Minute && d < step+time.Minute
+				}
+			}
+			if !stamped {
+				t.Errorf("the event after the step does not carry the stepped agent clock")
+			}
+			if evicted != 0 {
+				t.Errorf("the clock step evicted %d records", evicted)
+			}
+		})
+	}
+}
