@@ -46,7 +46,20 @@ func (a *Agent) gpsSource(c config.GPS) Source {
 		pc := serialport.Config{Path: c.Port, Baud: c.Baud}
 		return serialport.Supervise(ctx, pc, log, func(ctx context.Context, p io.ReadWriter) error {
 			d := nmea.New(p, nmea.Options{Now: a.opts.Now, WatchdogInterval: c.Watchdog.Duration})
-			return d.Run(ctx, emit)
+			err := d.Run(ctx, emit)
+			if ctx.Err() == nil {
+				// The receiver is gone (unplugged, cable knocked
+				// loose): the driver's watchdog stopped with it, so
+				// say so here, at once.
+				now := a.opts.Now().UnixMilli()
+				st := d.Decoder().Status()
+				st.State = kestrel.GPSNoData
+				emit(kestrel.Record{Envelope: kestrel.Envelope{Time: now}, Body: &st})
+				emit(kestrel.Record{Envelope: kestrel.Envelope{Time: now}, Body: &kestrel.Event{
+					Type: kestrel.EventGPSState, Source: "gps", Name: "nmea", Value: int64(kestrel.GPSNoData),
+					Text: "no_data: port lost: " + err.Error()}})
+			}
+			return err
 		})
 	})
 }
@@ -181,7 +194,7 @@ func (a *Agent) hookSources(cfg config.Config) []sourceSpec {
 	}
 	if h.Socket != "" {
 		specs = append(specs, sourceSpec{name: "firmware", section: "hooks", src: SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
-			srv, err := eventsock.Listen(h.Socket, eventsock.Options{AllowUIDs: h.AllowUIDs, AllowGIDs: h.AllowGIDs, Logger: log})
+			srv, err := eventsock.Listen(h.Socket, eventsock.Options{AllowUIDs: h.AllowUIDs, AllowGIDs: h.AllowGIDs, Logger: log, Now: a.opts.Now})
 			if err != nil {
 				a.latest.setCapability("firmware_socket", "unavailable: "+err.Error())
 				return err

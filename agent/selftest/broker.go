@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -60,12 +61,22 @@ func checkBrokers(ctx context.Context, cfg config.Config, o *Options) []Result {
 	}
 	clientID := "kestrel-" + cfg.Device.Fleet + "-" + cfg.Device.ID + "-selftest"
 
+	// Side by side, so that several unreachable brokers cost one timeout.
 	out := make([]Result, len(b.URLs))
-	anyPass := false
+	var wg sync.WaitGroup
 	for i, raw := range b.URLs {
-		r := checkBroker(ctx, raw, b, tlsCfg, password, clientID, o)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = checkBroker(ctx, raw, b, tlsCfg, password, clientID, o)
+		}()
+	}
+	wg.Wait()
+	anyPass := false
+	for i := range out {
+		r := &out[i]
 		if len(b.URLs) > 1 {
-			r.Part = "broker " + raw
+			r.Part = "broker " + b.URLs[i]
 		}
 		if r.Status == Pass && len(notes) > 0 {
 			r.Status = Warn
@@ -75,7 +86,6 @@ func checkBrokers(ctx context.Context, cfg config.Config, o *Options) []Result {
 		if r.Status == Pass || r.Status == Warn {
 			anyPass = true
 		}
-		out[i] = r
 	}
 	if anyPass {
 		for i := range out {

@@ -62,7 +62,6 @@ func checkGPS(ctx context.Context, c config.GPS, o *Options) (Result, gpsClock) 
 		rate     int
 		heard    int // bytes at rates that gave no valid sentence
 		firstFix *nmea.Fix
-		gotAt    time.Time
 	)
 	for _, b := range rates {
 		window := o.BaudProbe
@@ -76,7 +75,7 @@ func checkGPS(ctx context.Context, c config.GPS, o *Options) (Result, gpsClock) 
 		d := nmea.NewDecoder(nmea.Options{Now: o.Now})
 		ls, found := listen(ctx, port, d, window, o, func() bool { return d.Stats().Sentences >= 2 }, &gc)
 		if found {
-			p, dec, rate, firstFix, gotAt = port, d, b, ls.fix, time.Now()
+			p, dec, rate, firstFix = port, d, b, ls.fix
 			break
 		}
 		port.Close()
@@ -112,11 +111,7 @@ func checkGPS(ctx context.Context, c config.GPS, o *Options) (Result, gpsClock) 
 
 	// The rate is right; listen on for a fix, unless one came already.
 	if firstFix == nil || !gc.ok {
-		rest := o.GPSListen - time.Since(gotAt)
-		if c.Baud == 0 || rest <= 0 {
-			rest = o.GPSListen
-		}
-		ls, _ := listen(ctx, p, dec, rest, o, func() bool { return gc.ok }, &gc)
+		ls, _ := listen(ctx, p, dec, o.GPSListen, o, func() bool { return gc.ok }, &gc)
 		if firstFix == nil {
 			firstFix = ls.fix
 		}

@@ -50,8 +50,8 @@ func checkRadio(ctx context.Context, c config.Radio, o *Options) Result {
 	}()
 	defer func() {
 		cancel()
+		p.Close() // also releases a read in progress
 		wg.Wait()
-		p.Close()
 	}()
 
 	// Two tries: the first AT after opening may meet a half line left

@@ -107,7 +107,7 @@ func checkSpool(c config.Spool) Result {
 
 	var notes []string
 	var hints []string
-	if st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC {
+	if fsType := uint32(st.Type); fsType == unix.TMPFS_MAGIC || fsType == unix.RAMFS_MAGIC {
 		notes = append(notes, "on a RAM filesystem: lost at power off")
 		hints = append(hints, "put spool.dir on persistent flash")
 	}

@@ -223,9 +223,11 @@ func TestLateReplyAfterQuietPeriod(t *testing.T) {
 
 func TestSilentThenRecovered(t *testing.T) {
 	r := newRig(t, kestrel.ProfileLTE, at.Options{Init: []string{"ATE0", "AT+CMEE=1"}, SilentAfter: 2})
+	t.Logf("start %v", time.Now())
 	if err := r.e.Init(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("init done %v", time.Now())
 	r.m.SetSilent(true)
 	for range 2 {
 		if _, err := r.e.Command(context.Background(), "AT", 80*time.Millisecond); !errors.Is(err, at.ErrTimeout) {
@@ -237,6 +239,8 @@ func TestSilentThenRecovered(t *testing.T) {
 		t.Fatal("engine not marked silent")
 	}
 	r.m.SetSilent(false)
+	t.Logf("unsilenced at %v", time.Now())
+	defer func() { t.Logf("modem saw %q at %v", r.m.Commands(), time.Now()) }()
 	r.cmd(t, "AT")
 	ev := waitEvent(t, r.e, at.EventReinit)
 	if ev.Err != nil {

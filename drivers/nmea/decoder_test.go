@@ -80,6 +80,22 @@ func TestRolloverRepaired(t *testing.T) {
 	}
 }
 
+func TestOldLogIsNotRepairedIntoTheFuture(t *testing.T) {
+	// A real 2010 track replayed in 2026 is more than 512 weeks old, but
+	// adding 1024 weeks would date it 2030: it must stay as recorded.
+	now := func() time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) }
+	d := NewDecoder(Options{Now: now})
+	d.Write([]byte(nm("GPRMC,093630.00,A,4527.155737,N,01401.091641,E,0.050,284.13,031010,,,A") + "\r\n"))
+	f, ok := d.Flush()
+	if !ok {
+		t.Fatalf("no fix; stats %+v", d.Stats())
+	}
+	want := time.Date(2010, 10, 3, 9, 36, 30, 0, time.UTC)
+	if got := time.UnixMilli(f.Time).UTC(); !got.Equal(want) {
+		t.Fatalf("time %s, want %s", got, want)
+	}
+}
+
 func TestDriverEmitsRecords(t *testing.T) {
 	var in strings.Builder
 	for i := 1; i <= 4; i++ {

@@ -63,6 +63,9 @@ type Options struct {
 	// IdleTimeout closes a connection that sends nothing for this long.
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
+	// Now stamps events that carry no time of their own (default
+	// time.Now): the agent passes its clock.
+	Now func() time.Time
 }
 
 // Stats count what the server saw since Listen.
@@ -329,9 +332,12 @@ func (s *Server) handle(line []byte, tooLong bool, uid int, emit func(kestrel.Re
 		log.Debug("malformed firmware event", "err", err)
 		return "error " + err.Error()
 	}
-	now := time.Now().UnixMilli()
+	now := time.Now
+	if s.opts.Now != nil {
+		now = s.opts.Now
+	}
 	s.emitMu.Lock()
-	emit(m.Record(now))
+	emit(m.Record(now().UnixMilli()))
 	s.emitMu.Unlock()
 	s.accepted.Add(1)
 	if m.Priority >= kestrel.PriorityHigh {

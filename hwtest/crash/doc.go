@@ -5,8 +5,8 @@
 //
 // go test ./hwtest/crash runs 200 cycles; KESTREL_CRASH_CYCLES=5000 runs
 // more. SIGKILL stops the process, not the kernel: it tests the spool's
-// write ordering and torn-record recovery (records cut mid-write), not the
-// disk's cache. The torn writes a real power cut leaves on the medium are
-// covered by the spool's own recovery tests, which cut segment files at
-// every byte.
+// write ordering and its recovery from writes the kernel abandoned between
+// pages, not the disk's cache. The torn writes a real power cut leaves on
+// the medium are covered by the spool's own recovery tests, which cut
+// segment files at every byte.
 package crash

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +34,9 @@ const (
 //	KESTREL_FOOTPRINT=1 go test -v -run Footprint -timeout 20m ./hwtest/footprint/
 //
 // KESTREL_FOOTPRINT_FOR sets the load phase (default 3m) and
-// KESTREL_FOOTPRINT_IDLE the idle phase (default 1m).
+// KESTREL_FOOTPRINT_IDLE the idle phase (default 1m), and
+// KESTREL_FOOTPRINT_ACCEL the accelerometer rate under load (default 50 Hz;
+// 0 to see what the accelerometer costs).
 func TestFootprint(t *testing.T) {
 	if os.Getenv("KESTREL_FOOTPRINT") != "1" {
 		t.Skip("set KESTREL_FOOTPRINT=1 to measure the binary's footprint (takes minutes)")
@@ -53,14 +56,22 @@ func TestFootprint(t *testing.T) {
 	}
 	t.Logf("binary %s (%.1f MiB), broker %s %s", bin, float64(fileSize(bin))/(1<<20), b.Kind(), b.URL())
 
-	load := measure(t, bin, b, phase{name: "load", gpsHz: 10, radio: true, accelHz: 50, dur: loadFor})
+	accel := 50.0
+	if v := os.Getenv("KESTREL_FOOTPRINT_ACCEL"); v != "" {
+		a, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			t.Fatalf("KESTREL_FOOTPRINT_ACCEL: %v", err)
+		}
+		accel = a
+	}
+	load := measure(t, bin, b, phase{name: "load", gpsHz: 10, radio: true, accelHz: accel, dur: loadFor})
 	idle := measure(t, bin, b, phase{name: "idle", dur: idleFor})
 
 	var out strings.Builder
-	fmt.Fprintf(&out, "%-6s %9s %11s %9s %9s %13s %11s %12s\n", "phase", "duration", "RSS max", "RSS end", "CPU %", "ctxsw/s", "flash/h", "MQTT msgs/s")
+	fmt.Fprintf(&out, "%-6s %9s %11s %11s %7s %10s %10s %11s %12s\n", "phase", "duration", "RSS max", "RSS end", "CPU %", "wakeups/s", "preempt/s", "flash/h", "MQTT msgs/s")
 	for _, m := range []result{load, idle} {
-		fmt.Fprintf(&out, "%-6s %9s %8.1f MiB %5.1f MiB %9.2f %13.1f %7.1f MiB %12.1f\n",
-			m.phase, m.dur.Round(time.Second), float64(m.rssMax)/(1<<20), float64(m.rssEnd)/(1<<20), m.cpu, m.ctxsw, m.flashPerHour/(1<<20), m.msgsPerSec)
+		fmt.Fprintf(&out, "%-6s %9s %7.1f MiB %7.1f MiB %7.2f %10.1f %10.1f %7.1f MiB %12.1f\n",
+			m.phase, m.dur.Round(time.Second), float64(m.rssMax)/(1<<20), float64(m.rssEnd)/(1<<20), m.cpu, m.wakeups, m.preempt, m.flashPerHour/(1<<20), m.msgsPerSec)
 	}
 	t.Logf("footprint (%s, %d CPUs, %s):\n%s", runtime.GOARCH, runtime.NumCPU(), runtime.Version(), out.String())
 	t.Logf("load: %d MQTT messages, %d payload bytes (%.0f B/s on the wire)", load.msgs, load.msgBytes, float64(load.msgBytes)/load.dur.Seconds())
@@ -86,10 +97,12 @@ type result struct {
 	dur            time.Duration
 	rssMax, rssEnd int64
 	cpu            float64 // percent of one core
-	ctxsw          float64 // context switches per second, all threads
+	wakeups        float64 // voluntary context switches per second, all threads
+	preempt        float64 // involuntary ones: the machine's load, not the agent's
 	flashPerHour   float64 // bytes written to storage per hour
 	msgs, msgBytes int
 	msgsPerSec     float64
+	spoolGrowth    int64 // bytes the spool directory grew by in the phase
 }
 
 func measure(t *testing.T, bin string, b *broker.Broker, ph phase) result {
@@ -115,11 +128,12 @@ func measure(t *testing.T, bin string, b *broker.Broker, ph phase) result {
 	defer gpsWG.Wait()
 	defer cancel()
 	gpsLines := 0
+	var gpsTook time.Duration
 	if ph.gpsHz > 0 {
 		gpsWG.Add(1)
 		go func() {
 			defer gpsWG.Done()
-			gpsLines = receiver(ctx, gps, track, ph.gpsHz)
+			gpsLines, gpsTook = receiver(ctx, gps, track, ph.gpsHz)
 		}()
 	}
 	radioPort := ""
@@ -204,6 +218,27 @@ level = "warn"
 	}
 	time.Sleep(15 * time.Second)
 
+	// With KESTREL_FOOTPRINT_PERF=1, perf samples the agent's stacks for
+	// the phase: what dominates its CPU time. It costs some CPU itself, so
+	// numbers from such a run are not the ones to record.
+	var perfDone chan []byte
+	if os.Getenv("KESTREL_FOOTPRINT_PERF") == "1" {
+		perfDone = make(chan []byte, 1)
+		data := filepath.Join(dir, "perf.data")
+		go func() {
+			out, err := exec.Command("perf", "record", "-q", "-F", "499", "-g", "-p", strconv.Itoa(pid), "-o", data,
+				"--", "sleep", strconv.Itoa(int(ph.dur.Seconds()))).CombinedOutput()
+			if err != nil {
+				perfDone <- append([]byte("perf record: "+err.Error()+"\n"), out...)
+				return
+			}
+			rep, _ := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "symbol", "-g", "none", "--percent-limit", "1.5").CombinedOutput()
+			perfDone <- rep
+		}()
+	}
+
+	spoolDir := filepath.Join(dir, "spool")
+	du0 := duBytes(spoolDir)
 	s0 := sample(t, pid)
 	m0 := obs.Messages()
 	r := result{phase: ph.name}
@@ -222,16 +257,24 @@ level = "warn"
 	r.rssEnd = s1.rss
 	r.rssMax = max(r.rssMax, s1.rss)
 	r.cpu = 100 * float64(s1.ticks-s0.ticks) / clkTck / wall.Seconds()
-	r.ctxsw = float64(s1.ctxsw-s0.ctxsw) / wall.Seconds()
+	r.wakeups = float64(s1.vol-s0.vol) / wall.Seconds()
+	r.preempt = float64(s1.invol-s0.invol) / wall.Seconds()
 	r.flashPerHour = float64(s1.writeBytes-s0.writeBytes) / wall.Hours()
 	r.msgs = len(m1) - len(m0)
 	for _, m := range m1[len(m0):] {
 		r.msgBytes += len(m.Payload)
 	}
 	r.msgsPerSec = float64(r.msgs) / wall.Seconds()
+	du1 := duBytes(spoolDir)
+	r.spoolGrowth = du1 - du0
+	if perfDone != nil {
+		t.Logf("%s: perf report (self time by symbol):\n%s", ph.name, <-perfDone)
+	}
 	cancel()
 	gpsWG.Wait()
-	t.Logf("%s: threads %d, GPS lines written %d", ph.name, s1.threads, gpsLines)
+	t.Logf("%s: threads %d, GPS lines written %d in %s (%.1f cycles/s); spool grew %d bytes (%.1f MiB/h), %d files",
+		ph.name, s1.threads, gpsLines, gpsTook.Round(time.Millisecond), float64(gpsLines)/2/max(gpsTook.Seconds(), 1e-9),
+		r.spoolGrowth, float64(r.spoolGrowth)/wall.Hours()/(1<<20), countFiles(spoolDir))
 	return r
 }
 
@@ -242,7 +285,7 @@ type procSample struct {
 	at         time.Time
 	rss        int64
 	ticks      int64 // utime + stime
-	ctxsw      int64 // voluntary + involuntary, summed over threads
+	vol, invol int64 // voluntary and involuntary context switches, summed over threads
 	writeBytes int64 // storage writes caused (/proc/PID/io write_bytes)
 	threads    int
 }
@@ -273,7 +316,8 @@ func sample(t *testing.T, pid int) procSample {
 		if err != nil {
 			continue // the thread ended
 		}
-		s.ctxsw += statusField(b, "voluntary_ctxt_switches:") + statusField(b, "nonvoluntary_ctxt_switches:")
+		s.vol += statusField(b, "voluntary_ctxt_switches:")
+		s.invol += statusField(b, "nonvoluntary_ctxt_switches:")
 	}
 	io, err := os.ReadFile(base + "/io")
 	if err != nil {
@@ -351,23 +395,22 @@ func (l *lockedBuffer) String() string {
 // receiver waits for the agent to set the port's speed, then writes one
 // receiver cycle (RMC and GGA) every 1/hz, stamped with the time it is
 // written, until ctx ends. It returns the lines written.
-func receiver(ctx context.Context, p *pty.PTY, track []byte, hz float64) int {
+func receiver(ctx context.Context, p *pty.PTY, track []byte, hz float64) (lines int, took time.Duration) {
 	for {
 		if b, err := p.Baud(); err == nil && b == 115200 {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return 0
+			return 0, 0
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	step := time.Duration(float64(time.Second) / hz)
-	tick := time.NewTicker(step)
-	defer tick.Stop()
 	start := time.Now()
-	lines := 0
+	defer func() { took = time.Since(start) }()
 	var cycle [][]byte
+	n := 0 // cycles written
 	for k := 0; ; k++ {
 		// Retime one repetition of the track at a time.
 		rep := bytes.Split(Retime(track, start.Add(time.Duration(k)*104*step), step), []byte("\n"))
@@ -379,18 +422,51 @@ func receiver(ctx context.Context, p *pty.PTY, track []byte, hz float64) int {
 			if !bytes.HasPrefix(l[3:], []byte("GGA")) {
 				continue // RMC opens the cycle, GGA closes it
 			}
+			// Cycle n is due at start + n*step: a writer that was held
+			// up (a loaded machine) catches up rather than drifting
+			// below the rate.
+			n++
+			t := time.NewTimer(time.Until(start.Add(time.Duration(n) * step)))
 			select {
 			case <-ctx.Done():
-				return lines
-			case <-tick.C:
+				t.Stop()
+				return lines, 0
+			case <-t.C:
 			}
 			for _, c := range cycle {
 				if _, err := p.Write(append(append([]byte(nil), c...), '\r', '\n')); err != nil {
-					return lines
+					return lines, 0
 				}
 				lines++
 			}
 			cycle = cycle[:0]
 		}
 	}
+}
+
+// duBytes is the space the files under dir take (allocated blocks).
+func duBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n
+}
+
+func countFiles(dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
 }

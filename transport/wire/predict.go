@@ -78,7 +78,13 @@ func bearingDistance(lat1, lon1, lat2, lon2 int64) (track int64, mag uint64, ok 
 			z -= a
 		}
 	}
-	track = (z + 5e6) / 1e7 // round to centidegrees; z > -1e9 here
+	// Round to centidegrees, half up; z runs from -90e9 to 270e9, so
+	// divide by flooring rather than Go's truncation toward zero.
+	zz := z + 5e6
+	track = zz / 1e7
+	if zz%1e7 < 0 {
+		track--
+	}
 	track %= 36000
 	if track < 0 {
 		track += 36000

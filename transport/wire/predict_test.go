@@ -23,3 +23,22 @@ func TestPredictKnown(t *testing.T) {
 		t.Fatalf("track %d, want about 31500", tr)
 	}
 }
+
+func TestPredictRoundsWestward(t *testing.T) {
+	// Bearings west of north come out of CORDIC as negative angles; they
+	// must round like the eastward ones: 280.004 degrees is 28000.
+	for _, c := range []struct {
+		dlat, dlon int64
+		want       int64
+	}{
+		{1000000, -5671282, 28000}, // atan2(-5671282, 1000000) = -80.0000 deg
+		{1000000, 5671282, 8000},
+		{-1000000, -1, 18000},
+		{1000000, -1, 0},
+	} {
+		tr, _, ok := bearingDistance(0, 0, c.dlat, c.dlon)
+		if !ok || tr != c.want {
+			t.Errorf("step %d,%d: track %d, want %d", c.dlat, c.dlon, tr, c.want)
+		}
+	}
+}
