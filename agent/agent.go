@@ -130,7 +130,15 @@ func spoolOptions(cfg config.Config) spool.Options {
 		MaxBytes:     cfg.Spool.MaxBytes,
 		MaxAge:       cfg.Spool.MaxAge.Duration,
 		SyncInterval: cfg.Spool.SyncInterval.Duration,
+		SegmentBytes: segmentBytes(cfg.Spool.MaxBytes),
 	}
+}
+
+// segmentBytes sizes log segments to a sixteenth of the spool, between
+// 64 KiB and 4 MiB: a full disk frees space a whole segment at a time, so
+// a small spool on a small partition needs small segments.
+func segmentBytes(maxBytes int64) int64 {
+	return min(max(maxBytes/16, 64<<10), 4<<20)
 }
 
 // Boot is this run's boot id.

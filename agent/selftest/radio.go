@@ -117,31 +117,60 @@ func checkRadio(ctx context.Context, c config.Radio, o *Options) Result {
 	return pass(strings.Join(parts, ", "))
 }
 
-// regStat reads <stat> from "+CREG: <n>,<stat>[,...]" or "+CEREG: ...".
-func regStat(ctx context.Context, e *at.Engine, cmd string, timeout time.Duration) (int, error) {
+// query runs a read-only command and returns its information lines.
+func query(ctx context.Context, e *at.Engine, cmd string, timeout time.Duration) ([]string, error) {
 	resp, err := e.Command(ctx, cmd, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Lines, nil
+}
+
+func regStat(ctx context.Context, e *at.Engine, cmd string, timeout time.Duration) (int, error) {
+	lines, err := query(ctx, e, cmd, timeout)
 	if err != nil {
 		return 0, err
 	}
-	for _, l := range resp.Lines {
-		pl := at.ParseLine(l)
-		f := at.SplitParams(pl.Params)
+	return parseRegStat(lines)
+}
+
+func csq(ctx context.Context, e *at.Engine, cmd string, timeout time.Duration) (int, error) {
+	lines, err := query(ctx, e, cmd, timeout)
+	if err != nil {
+		return 0, err
+	}
+	return parseCSQ(lines)
+}
+
+func operator(ctx context.Context, e *at.Engine, timeout time.Duration) string {
+	lines, _ := query(ctx, e, "AT+COPS?", timeout)
+	return parseOperator(lines)
+}
+
+func tetraMode(ctx context.Context, e *at.Engine, timeout time.Duration) string {
+	lines, _ := query(ctx, e, "AT+CTOM?", timeout)
+	return parseTetraMode(lines)
+}
+
+var errAnswer = errors.New("unexpected answer")
+
+// parseRegStat reads <stat> from "+CREG: <n>,<stat>[,...]" (EN 300 392-5)
+// or "+CEREG: <n>,<stat>[,...]" (TS 27.007 10.1.22).
+func parseRegStat(lines []string) (int, error) {
+	for _, l := range lines {
+		f := at.SplitParams(at.ParseLine(l).Params)
 		if len(f) >= 2 {
 			if n, ok := at.ParamInt(f[1]); ok {
 				return n, nil
 			}
 		}
 	}
-	return 0, errors.New("unexpected answer")
+	return 0, errAnswer
 }
 
-// csq reads <rssi> from "+CSQ: <rssi>,<ber>".
-func csq(ctx context.Context, e *at.Engine, cmd string, timeout time.Duration) (int, error) {
-	resp, err := e.Command(ctx, cmd, timeout)
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range resp.Lines {
+// parseCSQ reads <rssi> from "+CSQ: <rssi>,<ber>" (TS 27.007 8.5).
+func parseCSQ(lines []string) (int, error) {
+	for _, l := range lines {
 		f := at.SplitParams(at.ParseLine(l).Params)
 		if len(f) >= 2 {
 			if r, ok := at.ParamInt(f[0]); ok {
@@ -149,32 +178,25 @@ func csq(ctx context.Context, e *at.Engine, cmd string, timeout time.Duration) (
 			}
 		}
 	}
-	return 0, errors.New("unexpected answer")
+	return 0, errAnswer
 }
 
-// operator reads the network name from "+COPS: <mode>,<format>,<oper>".
-func operator(ctx context.Context, e *at.Engine, timeout time.Duration) string {
-	resp, err := e.Command(ctx, "AT+COPS?", timeout)
-	if err != nil {
-		return ""
-	}
-	for _, l := range resp.Lines {
+// parseOperator reads <oper> from "+COPS: <mode>,<format>,<oper>[,<AcT>]"
+// (TS 27.007 7.3); "" when not registered.
+func parseOperator(lines []string) string {
+	for _, l := range lines {
 		f := at.SplitParams(at.ParseLine(l).Params)
 		if len(f) >= 3 {
-			return strings.Trim(f[2], `"`)
+			return oneLine(f[2])
 		}
 	}
 	return ""
 }
 
-// tetraMode reads "+CTOM: <mode>": trunked (through the network) or
+// parseTetraMode reads "+CTOM: <mode>": trunked (through the network) or
 // direct mode.
-func tetraMode(ctx context.Context, e *at.Engine, timeout time.Duration) string {
-	resp, err := e.Command(ctx, "AT+CTOM?", timeout)
-	if err != nil {
-		return ""
-	}
-	for _, l := range resp.Lines {
+func parseTetraMode(lines []string) string {
+	for _, l := range lines {
 		f := at.SplitParams(at.ParseLine(l).Params)
 		if len(f) >= 1 {
 			if n, ok := at.ParamInt(f[0]); ok {

@@ -159,20 +159,26 @@ func checkEBPF(h config.Hooks, o *Options) Result {
 		return skip("disabled (hooks.ebpf = false)")
 	}
 	var reasons []string
+	unsupported := false
 	ea, err := execaudit.New(execaudit.Options{Allow: execaudit.DefaultAllow, Logger: o.Logger})
 	if err != nil {
 		reasons = append(reasons, "exec audit: "+err.Error())
+		unsupported = errors.Is(err, execaudit.ErrUnsupported)
 	} else {
 		ea.Close()
 	}
 	ls := linkstats.New(linkstats.Options{Logger: o.Logger})
 	if err := ls.Reason(); err != nil {
 		reasons = append(reasons, "link counters: "+err.Error()+" (using /proc/net/dev)")
+		unsupported = unsupported || errors.Is(err, linkstats.ErrUnsupported)
 	}
 	ls.Close()
 	if len(reasons) > 0 {
-		return warn("unavailable: "+strings.Join(reasons, "; "),
-			"the agent runs without them; run as root (or with CAP_BPF and CAP_PERFMON) on a kernel with BTF; 32-bit ARM has no eBPF here")
+		hint := "the agent runs without them; run as root (or with CAP_BPF and CAP_PERFMON) on a kernel with BTF and tracefs"
+		if unsupported {
+			hint = "not on this architecture (32-bit ARM): the agent counts link traffic from /proc/net/dev and runs without the exec audit; set hooks.ebpf = false to silence this"
+		}
+		return warn("unavailable: "+strings.Join(reasons, "; "), hint)
 	}
 	return pass("exec audit and link counters load and attach")
 }

@@ -544,3 +544,48 @@ func TestSpoolContractDiskFullMem(t *testing.T) {
 		t.Fatalf("store holds %d bytes on a 4000-byte disk", mt.StoreBytes)
 	}
 }
+
+func TestSpoolTickerAndReady(t *testing.T) {
+	s, err := OpenStore(OpenMem(NewMemDisk(0)), Options{SyncInterval: 20 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	q := s.NextSeq()
+	tk, err := s.Append(Item{Seq: q, Priority: kestrel.PriorityBulk, Time: 1, Data: payload(q)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Ready():
+	default:
+		t.Fatal("Ready not signalled by an append")
+	}
+	select {
+	case <-tk.Durable():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the group-commit ticker never made the record durable")
+	}
+	if tk.Err() != nil {
+		t.Fatal(tk.Err())
+	}
+	if _, err := s.Append(Item{Seq: q, Data: []byte("again")}); err == nil {
+		t.Fatal("a duplicate sequence number was accepted")
+	}
+	got := s.Take(nil, 10, 0)
+	s.Release(seqsOf(got))
+	select {
+	case <-s.Ready():
+	default:
+		t.Fatal("Ready not signalled by a release")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(Item{Seq: q + 1}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after Close: %v", err)
+	}
+	if got := s.Take(nil, 10, 0); len(got) != 0 {
+		t.Fatalf("take after Close: %v", seqsOf(got))
+	}
+}

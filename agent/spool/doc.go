@@ -17,4 +17,20 @@
 // normal oldest-first, backlog bulk oldest-first. A record is live while it
 // is younger than Options.LiveWindow since it was appended in this run;
 // records recovered after a restart are backlog.
+//
+// Use, in the agent:
+//
+//	sp, err := spool.Open(cfg.Spool.Dir, spool.Options{}, log) // Health says if it runs in memory only
+//	seq := sp.NextSeq()                                         // stamp the record with sp.Boot() and seq
+//	tk, err := sp.Append(spool.Item{Seq: seq, Priority: p, Time: ms, Data: encoded})
+//
+// and in the transport's sending goroutine:
+//
+//	<-sp.Ready()                          // or a timer
+//	items = sp.Take(items, 64, 16<<10)    // one MQTT message's worth
+//	// publish; on PUBACK:     sp.Commit(seqs)
+//	// on connection loss:     sp.Release(seqs)
+//
+// Ticket.Durable is for callers that must know a record is crash-safe
+// (the emergency path); most never wait on it.
 package spool

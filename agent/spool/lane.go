@@ -62,6 +62,9 @@ func (l *lane) find(seq uint64) int {
 func (l *lane) insert(e entry) (int, bool) {
 	n := len(l.ents)
 	if n == l.head || l.ents[n-1].seq < e.seq {
+		if n > 0 {
+			e.at = max(e.at, l.ents[n-1].at)
+		}
 		l.ents = append(l.ents, e)
 		return n, true
 	}
@@ -77,8 +80,16 @@ func (l *lane) insert(e entry) (int, bool) {
 	if ok {
 		return -1, false
 	}
-	l.ents = slices.Insert(l.ents, l.head+i, e)
-	return l.head + i, true
+	// Keep append times non-decreasing along the lane (two goroutines can
+	// append seqs out of order by microseconds): Take's scans stop at the
+	// live/backlog boundary and must find a single one.
+	i += l.head
+	if i > 0 {
+		e.at = max(e.at, l.ents[i-1].at)
+	}
+	e.at = min(e.at, l.ents[i].at)
+	l.ents = slices.Insert(l.ents, i, e)
+	return i, true
 }
 
 // tidy drops dead entries from the front, and compacts when more than half

@@ -232,10 +232,14 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 			}
 			switch fr.typ {
 			case frameRecord:
+				st.MaxSeq = max(st.MaxSeq, fr.item.Seq)
 				metas = append(metas, RecMeta{Seq: fr.item.Seq, Priority: fr.item.Priority, Time: fr.item.Time,
 					Size: len(fr.item.Data), At: Loc(uint64(id)<<32 | uint64(off))})
 			case frameAcks:
 				runs = fr.acks
+				if k := len(runs) - 1; k >= 0 {
+					st.MaxSeq = max(st.MaxSeq, runs[k].first+runs[k].n-1)
+				}
 			}
 			off += n
 		}
@@ -454,7 +458,9 @@ func (s *LogStore) sync(flushAcks bool) error {
 		c.seg.written = c.off + int64(len(c.data))
 		c.seg.stWritten = c.stEnd
 		s.bytesWritten += uint64(len(c.data))
-		s.spare = append(s.spare, c.data)
+		if len(s.spare) < 4 && cap(c.data) <= 1<<20 {
+			s.spare = append(s.spare, c.data) // reuse, but do not hoard a burst's buffers
+		}
 	}
 	s.syncs++
 	s.deleteEmpty()

@@ -84,9 +84,10 @@ func TestDiskFullTmpfs(t *testing.T) {
 		t.Fatalf("2 MB tmpfs never reported full (evicted %d)", m.Evicted)
 	}
 	// Bulk goes before normal: the bulk records left are the ones appended
-	// since the last eviction (an emergency append may start a group
-	// commit in between, so allow two batches of 50).
-	if m.Lanes[kestrel.PriorityNormal].Evicted > 0 && m.Lanes[kestrel.PriorityBulk].Records > 100 {
+	// since the last eviction. Emergency appends start group commits of
+	// their own in the background, so allow a few batches of 50 (a broken
+	// policy keeps thousands).
+	if m.Lanes[kestrel.PriorityNormal].Evicted > 0 && m.Lanes[kestrel.PriorityBulk].Records > 400 {
 		t.Fatalf("normal records evicted while %d bulk ones were kept", m.Lanes[kestrel.PriorityBulk].Records)
 	}
 	if m.Lanes[kestrel.PriorityEmergency].Evicted != 0 || m.Lanes[kestrel.PriorityEmergency].Records != len(emerg) {

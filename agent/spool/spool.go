@@ -37,7 +37,9 @@ type Options struct {
 	// SeqBlock is how many sequence numbers one durable reservation
 	// covers. Default 1024.
 	SeqBlock uint64
-	// Now is the wall clock (tests). Default time.Now.
+	// Now is the clock. Default time.Now, whose monotonic reading keeps
+	// the live window immune to the wall clock being set (GPS time at
+	// boot); a clock without one (tests, simulations) is used as is.
 	Now func() time.Time
 }
 
@@ -286,7 +288,7 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 	s.m.Recovered, s.m.RecoveryDropped, s.m.RecoveryDroppedBytes, s.m.RecoveryDuplicates =
 		rs.Records, rs.Dropped, rs.DroppedBytes, rs.Duplicates
 	s.boot = meta.Boot + 1
-	s.next = max(meta.NextSeq, maxSeq+1, 1)
+	s.next = max(meta.NextSeq, maxSeq+1, rs.MaxSeq+1, 1)
 	s.reserved = s.next + opts.SeqBlock
 	if err := st.SaveMeta(Meta{Boot: s.boot, NextSeq: s.reserved}); err != nil {
 		log.Error("spool cannot persist its sequence reservation", "err", err)
@@ -316,7 +318,8 @@ func (s *Spool) signal() {
 }
 
 // Ready is signalled (coalesced, never blocking the spool) when records are
-// appended or released.
+// appended or released. One signal may stand for many records: Take until
+// it returns nothing before waiting again.
 func (s *Spool) Ready() <-chan struct{} { return s.ready }
 
 // Boot is this run's boot id: one more than the previous Open's.
@@ -361,13 +364,19 @@ func (s *Spool) Append(it Item) (Ticket, error) {
 		s.mu.Unlock()
 		return Ticket{}, ErrClosed
 	}
+	if _, i := s.locate(it.Seq); i >= 0 {
+		s.mu.Unlock()
+		return Ticket{}, fmt.Errorf("spool: append seq %d: duplicate sequence number", it.Seq)
+	}
 	if over := s.bytes + cost - s.opts.MaxBytes; over > 0 {
 		top := min(p, kestrel.PriorityHigh)
-		if s.evict(over, top, false) < over && p != kestrel.PriorityEmergency {
+		// Refuse before evicting anything when eviction cannot make room.
+		if s.evictable(top) < over && p != kestrel.PriorityEmergency {
 			s.m.Rejected++
 			s.mu.Unlock()
 			return Ticket{}, ErrFull
 		}
+		s.evict(over, top, false)
 	}
 	if over := int64(len(s.mem.data)) - s.memDead + int64(len(it.Data)) - s.opts.MemBytes; over > 0 && s.health.State != HealthOK {
 		// Storage is failing: only memory holds records, so bound it.
@@ -395,6 +404,15 @@ func (s *Spool) Append(it Item) (Ticket, error) {
 	}
 	s.signal()
 	return Ticket{g: g}, nil
+}
+
+// evictable is what evicting every lane up to top would free.
+func (s *Spool) evictable(top kestrel.Priority) int64 {
+	var n int64
+	for p := kestrel.PriorityBulk; p <= top && p < kestrel.PriorityEmergency; p++ {
+		n += s.lanes[p].bytes + int64(s.lanes[p].live)*recOverhead
+	}
+	return n
 }
 
 // kill removes a live entry (committed or evicted).

@@ -41,6 +41,10 @@ type RecoverStats struct {
 	Dropped      int   // corrupt or torn regions cut off (each cost at least one record)
 	DroppedBytes int64 // bytes cut off
 	Duplicates   int   // records seen twice (kept once)
+	// MaxSeq is the highest sequence number the medium mentions anywhere
+	// (acknowledged records included), so that a lost high-water mark
+	// never lets a number be reused.
+	MaxSeq uint64
 }
 
 // Store is the storage engine under a Spool. The Spool serialises every call

@@ -247,10 +247,17 @@ type deadliner interface {
 	SetReadDeadline(time.Time) error
 }
 
+// readTimeouter is go.bug.st/serial's Port: Read returns 0, nil when the
+// timeout passes.
+type readTimeouter interface {
+	SetReadTimeout(time.Duration) error
+}
+
 // Run is the reader loop. It returns when ctx is done or the port fails.
-// If the port has SetReadDeadline (an *os.File on a tty does), Run
-// unblocks its pending read when ctx ends; otherwise the owner must close
-// the port to release it. Run may be called once.
+// It notices ctx ending at once on a port with SetReadDeadline (an
+// *os.File on a tty) and within 100 ms on one with SetReadTimeout
+// (go.bug.st/serial); with neither, the owner must close the port to
+// release the pending read. Run may be called once.
 func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	if e.running || e.closed {
@@ -261,11 +268,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.runCtx = ctx
 	e.mu.Unlock()
 
-	d, canDeadline := e.rw.(deadliner)
-	if canDeadline {
+	if d, ok := e.rw.(deadliner); ok {
 		_ = d.SetReadDeadline(time.Time{})
 		stop := context.AfterFunc(ctx, func() { _ = d.SetReadDeadline(time.Now()) })
 		defer stop()
+	} else if rt, ok := e.rw.(readTimeouter); ok {
+		if err := rt.SetReadTimeout(100 * time.Millisecond); err != nil {
+			e.log.Warn("cannot set a read timeout: stopping needs the port closed", "err", err)
+		}
 	}
 	buf := make([]byte, 1024)
 	var err error
@@ -339,15 +349,22 @@ func (e *Engine) handleLine(raw string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 
-	// Data lines of a multi-line URC belong to it whatever they look like.
+	// Data lines of a multi-line URC belong to it whatever they look like,
+	// except a final result code for the command in flight: then the
+	// radio dropped the body, and the command must not starve for it.
 	if e.urc != nil {
-		e.urc.Data = append(e.urc.Data, text)
-		e.urcWant--
-		if e.urcWant <= 0 {
-			e.deliverURC(*e.urc)
-			e.urc = nil
+		if !(l.Final() && e.pending != nil) {
+			e.urc.Data = append(e.urc.Data, text)
+			e.urcWant--
+			if e.urcWant <= 0 {
+				e.deliverURC(*e.urc)
+				e.urc = nil
+			}
+			return
 		}
-		return
+		e.log.Warn("URC body missing", "urc", e.urc.Line)
+		e.deliverURC(*e.urc)
+		e.urc = nil
 	}
 
 	if e.isBanner(text) {

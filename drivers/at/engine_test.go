@@ -1,6 +1,7 @@
 package at_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"go.bug.st/serial"
 	"golang.org/x/sys/unix"
 
 	kestrel "github.com/kestrel-edge/kestrel"
@@ -38,7 +40,7 @@ func newRig(t *testing.T, p kestrel.RadioProfile, opts at.Options) *rig {
 		t.Fatal(err)
 	}
 	if opts.DefaultTimeout == 0 {
-		opts.DefaultTimeout = time.Second
+		opts.DefaultTimeout = 3 * time.Second // generous: a loaded CI machine stalls
 	}
 	e := at.NewEngine(port, opts)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -140,6 +142,22 @@ func TestURCInterleavedWithResponse(t *testing.T) {
 	}
 }
 
+func TestURCBodyMissing(t *testing.T) {
+	// A +CTSDSR header whose data line never comes must not swallow the
+	// OK of the command in flight.
+	r := newRig(t, kestrel.ProfileTETRA, at.Options{
+		URCPrefixes: []string{"+CTSDSR"}, URCDataLines: map[string]int{"+CTSDSR": 1},
+	})
+	r.m.Script("AT+CTOM?", atmodem.Default(), atmodem.Lines("+CTSDSR: 13,1,0,2,0,16"), atmodem.Final("OK"))
+	resp := r.cmd(t, "AT+CTOM?")
+	if !slices.Equal(resp.Lines, []string{"+CTOM: 0"}) {
+		t.Fatalf("got %q", resp.Lines)
+	}
+	if u := waitURC(t, r.e, "+CTSDSR"); len(u.Data) != 0 {
+		t.Fatalf("data %q", u.Data)
+	}
+}
+
 func TestCommandPrefixBeatsURCPrefix(t *testing.T) {
 	// +CREG is a URC, but while AT+CREG? is in flight its +CREG line is the
 	// answer.
@@ -223,11 +241,9 @@ func TestLateReplyAfterQuietPeriod(t *testing.T) {
 
 func TestSilentThenRecovered(t *testing.T) {
 	r := newRig(t, kestrel.ProfileLTE, at.Options{Init: []string{"ATE0", "AT+CMEE=1"}, SilentAfter: 2})
-	t.Logf("start %v", time.Now())
 	if err := r.e.Init(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("init done %v", time.Now())
 	r.m.SetSilent(true)
 	for range 2 {
 		if _, err := r.e.Command(context.Background(), "AT", 80*time.Millisecond); !errors.Is(err, at.ErrTimeout) {
@@ -239,8 +255,6 @@ func TestSilentThenRecovered(t *testing.T) {
 		t.Fatal("engine not marked silent")
 	}
 	r.m.SetSilent(false)
-	t.Logf("unsilenced at %v", time.Now())
-	defer func() { t.Logf("modem saw %q at %v", r.m.Commands(), time.Now()) }()
 	r.cmd(t, "AT")
 	ev := waitEvent(t, r.e, at.EventReinit)
 	if ev.Err != nil {
@@ -352,4 +366,98 @@ func count(s []string, v string) int {
 		}
 	}
 	return n
+}
+
+// TestStopsWithSerialPort runs the engine over go.bug.st/serial, the port
+// the agent opens, and checks that cancelling stops Run without the port
+// being closed first (the agent closes it after Run returns).
+func TestStopsWithSerialPort(t *testing.T) {
+	m, err := atmodem.New(kestrel.ProfileLTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	port, err := serial.Open(m.Path(), &serial.Mode{BaudRate: 115200})
+	if err != nil {
+		t.Skipf("go.bug.st/serial cannot open a pty here: %v", err)
+	}
+	defer port.Close()
+	e := at.NewEngine(port, at.Options{DefaultTimeout: 3 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	resp, err := e.Command(ctx, "AT+CGSN", 0)
+	if err != nil || len(resp.Lines) != 1 || resp.Lines[0] != "356938035643809" {
+		t.Fatalf("over go.bug.st/serial: %+v, %v", resp, err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not stop on cancel with the port still open")
+	}
+}
+
+// BenchmarkRoundTrip is one AT+CSQ through the engine and a simulated
+// modem over a pty; BenchmarkRoundTripBare is the same exchange with a
+// bare write and read loop, the floor the engine is measured against.
+func BenchmarkRoundTrip(b *testing.B) {
+	m, err := atmodem.New(kestrel.ProfileLTE)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	port, err := os.OpenFile(m.Path(), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer port.Close()
+	e := at.NewEngine(port, at.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx)
+	if _, err := e.Command(ctx, "ATE0", 0); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.Command(ctx, "AT+CSQ", 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRoundTripBare(b *testing.B) {
+	m, err := atmodem.New(kestrel.ProfileLTE)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	port, err := os.OpenFile(m.Path(), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer port.Close()
+	buf := make([]byte, 256)
+	exchange := func(cmd string) {
+		if _, err := port.WriteString(cmd); err != nil {
+			b.Fatal(err)
+		}
+		var got []byte
+		for !bytes.Contains(got, []byte("OK\r\n")) {
+			n, err := port.Read(buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got = append(got, buf[:n]...)
+		}
+	}
+	exchange("ATE0\r")
+	b.ReportAllocs()
+	for b.Loop() {
+		exchange("AT+CSQ\r")
+	}
 }

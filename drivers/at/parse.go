@@ -121,46 +121,41 @@ func isNameByte(c byte) bool {
 // SplitParams splits the parameters of an information line at commas.
 // Double-quoted strings keep their commas and lose their quotes; spaces
 // around fields are trimmed. An empty field (",,") is an empty string,
-// which 27.007 uses for an omitted optional value.
+// which 27.007 uses for an omitted optional value. An unterminated quote
+// runs to the end of the line. The fields are substrings of s: one
+// allocation, for the slice.
 func SplitParams(s string) []string {
 	if strings.TrimSpace(s) == "" {
 		return nil
 	}
 	out := make([]string, 0, strings.Count(s, ",")+1)
-	var b strings.Builder
-	inQuote := false
-	quoted := false
-	flush := func() {
-		f := b.String()
-		if !quoted {
-			f = strings.TrimSpace(f)
+	i := 0
+	for {
+		j := i
+		for j < len(s) && s[j] == ' ' {
+			j++
 		}
-		out = append(out, f)
-		b.Reset()
-		quoted = false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"':
-			if !inQuote {
-				// Text before the opening quote is only padding.
-				if strings.TrimSpace(b.String()) == "" {
-					b.Reset()
-				}
-				quoted = true
+		if j < len(s) && s[j] == '"' {
+			k := strings.IndexByte(s[j+1:], '"')
+			if k < 0 {
+				return append(out, s[j+1:])
 			}
-			inQuote = !inQuote
-		case c == ',' && !inQuote:
-			flush()
-		case quoted && !inQuote:
-			// Padding after a closing quote is dropped.
-		default:
-			b.WriteByte(c)
+			out = append(out, s[j+1:j+1+k])
+			rest := j + 1 + k + 1
+			c := strings.IndexByte(s[rest:], ',')
+			if c < 0 {
+				return out
+			}
+			i = rest + c + 1
+			continue
 		}
+		c := strings.IndexByte(s[i:], ',')
+		if c < 0 {
+			return append(out, strings.TrimSpace(s[i:]))
+		}
+		out = append(out, strings.TrimSpace(s[i:i+c]))
+		i += c + 1
 	}
-	flush()
-	return out
 }
 
 // ParamInt parses a decimal field; ok is false for an empty or bad field.

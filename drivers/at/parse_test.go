@@ -2,7 +2,9 @@ package at
 
 import (
 	"bytes"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -119,6 +121,19 @@ func BenchmarkSplitParams(b *testing.B) {
 	for b.Loop() {
 		if len(SplitParams(`2,1,"00C3","0A1B2C3D",7`)) != 5 {
 			b.Fatal()
+		}
+	}
+}
+
+// BenchmarkPeerRegexp is the peer: the regular-expression matching that
+// PEI libraries such as github.com/ftl/tetra-pei use per response line.
+func BenchmarkPeerRegexp(b *testing.B) {
+	re := regexp.MustCompile(`^(\+[A-Z]+): (.*)$`)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := re.FindStringSubmatch(`+CEREG: 2,1,"00C3","0A1B2C3D",7`)
+		if len(m) != 3 || len(strings.Split(m[2], ",")) != 5 {
+			b.Fatal(m)
 		}
 	}
 }

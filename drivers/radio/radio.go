@@ -392,7 +392,9 @@ func (s *loop) send(now time.Time) {
 // only when it moves by the hysteresis or becomes known or unknown.
 func (s *loop) changed() bool {
 	if s.last == nil {
-		return s.cur.Online || s.cur != (kestrel.RadioStatus{Profile: s.r.profile})
+		// The first record waits for the first poll, so that it is whole;
+		// a radio that never answers is reported by health.
+		return s.cur.Online
 	}
 	a, b := s.cur, *s.last
 	h := int16(s.r.opts.Hysteresis)
@@ -499,8 +501,8 @@ func (s *loop) tetraURC(u at.URC) {
 
 func (s *loop) sds(u at.URC) {
 	m, ok := parseCTSDSR(u.Params, u.Data)
-	if !ok {
-		s.r.log.Warn("unreadable +CTSDSR", "line", u.Line)
+	if !ok || len(m.data) == 0 {
+		s.r.log.Warn("unreadable +CTSDSR", "line", u.Line, "data", u.Data)
 		return
 	}
 	if st, ok := m.status(); ok {

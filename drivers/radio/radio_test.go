@@ -38,7 +38,7 @@ func start(t *testing.T, p kestrel.RadioProfile, opts radio.Options, prep func(*
 		opts.Poll = 50 * time.Millisecond
 	}
 	if opts.CommandTimeout == 0 {
-		opts.CommandTimeout = 200 * time.Millisecond
+		opts.CommandTimeout = time.Second // generous: a loaded CI machine stalls
 	}
 	if opts.Heartbeat == 0 {
 		opts.Heartbeat = time.Hour

@@ -237,6 +237,18 @@ level = "warn"
 		}()
 	}
 
+	// With KESTREL_FOOTPRINT_STRACE=1, strace counts the agent's system
+	// calls for 20 s (where the wakeups come from) and then lists 5 s of
+	// its file writes and syncs with the file names (where the flash
+	// writes go). Diagnostics only: strace slows the agent down.
+	if os.Getenv("KESTREL_FOOTPRINT_STRACE") == "1" {
+		count, _ := exec.Command("timeout", "-s", "INT", "20", "strace", "-c", "-f", "-p", strconv.Itoa(pid)).CombinedOutput()
+		t.Logf("%s: strace -c -f, 20 s:\n%s", ph.name, count)
+		calls, _ := exec.Command("timeout", "-s", "INT", "5", "strace", "-f", "-y", "-e", "trace=write,pwrite64,fsync,fdatasync,ftruncate,rename,renameat,renameat2,unlink,unlinkat",
+			"-p", strconv.Itoa(pid)).CombinedOutput()
+		t.Logf("%s: file writes and syncs, 5 s:\n%s", ph.name, summarizeStrace(calls))
+	}
+
 	spoolDir := filepath.Join(dir, "spool")
 	du0 := duBytes(spoolDir)
 	s0 := sample(t, pid)
@@ -469,4 +481,38 @@ func countFiles(dir string) int {
 		return nil
 	})
 	return n
+}
+
+// summarizeStrace counts strace lines by system call and file.
+func summarizeStrace(out []byte) string {
+	counts := map[string]int{}
+	bytesBy := map[string]int64{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if i := strings.Index(l, "] "); strings.HasPrefix(l, "[pid") && i > 0 {
+			l = l[i+2:]
+		}
+		p := strings.IndexByte(l, '(')
+		if p <= 0 {
+			continue
+		}
+		call := l[:p]
+		file := ""
+		if a, b := strings.IndexByte(l, '<'), strings.IndexByte(l, '>'); a > 0 && b > a {
+			file = l[a+1 : b]
+		}
+		if strings.Contains(file, "socket:") || strings.Contains(file, "pipe:") {
+			file = strings.SplitN(file, ":", 2)[0]
+		}
+		k := call + " " + file
+		counts[k]++
+		if eq := strings.LastIndex(l, "= "); eq > 0 && (call == "write" || call == "pwrite64") {
+			n, _ := strconv.ParseInt(strings.Fields(l[eq+2:])[0], 10, 64)
+			bytesBy[k] += n
+		}
+	}
+	var b strings.Builder
+	for k, n := range counts {
+		fmt.Fprintf(&b, "%6d %10d B  %s\n", n, bytesBy[k], k)
+	}
+	return b.String()
 }

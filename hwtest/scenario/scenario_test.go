@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
 	"github.com/kestrel-edge/kestrel/hwtest/faultproxy"
 	"github.com/kestrel-edge/kestrel/hwtest/platform"
+	"golang.org/x/sys/unix"
 )
 
 // The tracks are real recordings, kept once in the wire package's
@@ -365,4 +367,76 @@ func TestClockStepped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDiskFull runs the spool on a 1 MiB filesystem while the broker is
+// down: the spool fills the medium, evicts by policy (never an emergency),
+// reports it in the state message, keeps running, and delivers what it
+// holds when the broker returns.
+func TestDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs (CI runs as root)")
+	}
+	nmea, fixes := track(t, "visnjan-car")
+	mnt := t.TempDir()
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
+		t.Skipf("the kernel refused a tmpfs mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 50, Loop: true,
+		Edit: func(c *config.Config) {
+			c.Spool.Dir = filepath.Join(mnt, "spool")
+			c.Spool.MaxBytes = 1 << 20 // more than the medium has free
+		}})
+	ctx := timeout(t, 3*time.Minute)
+	e.Broker.Kill()
+	e.Start()
+	replay, stopReplay := context.WithCancel(ctx)
+	e.StartReplay(replay)
+	time.Sleep(3 * time.Second)
+	// The camera's recorder takes the rest of the partition.
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int(st.Bavail) * int(st.Bsize)
+	if err := os.WriteFile(filepath.Join(mnt, "recording.mp4"), make([]byte, max(free-16<<10, 0)), 0o600); err != nil {
+		t.Logf("filling the medium: %v", err)
+	}
+	time.Sleep(10 * time.Second) // keep appending against a full disk
+	if _, err := eventsock.Send(e.Config.Hooks.Socket, "emergency", map[string]string{"name": "disk-full"}); err != nil {
+		t.Fatalf("firmware event: %v", err)
+	}
+	time.Sleep(time.Second)
+	stopReplay()
+	if !e.Alive() {
+		t.Fatal("the agent died on a full disk")
+	}
+	e.Broker.Restart()
+	e.WaitFor(ctx, "the emergency", func(p *platform.Platform) bool {
+		for _, a := range p.Unique() {
+			if ev, ok := a.Record.Body.(*kestrel.Event); ok && ev.Name == "disk-full" {
+				return true
+			}
+		}
+		return false
+	})
+	var full bool
+	for _, s := range e.States() {
+		if s["spool_health"] == "full" {
+			full = true
+		}
+	}
+	if !full {
+		t.Error("no state message reported spool_health full")
+	}
+	e.Drained(ctx)
+	p := e.Platform()
+	if n := Positions(p); n < 500 {
+		t.Errorf("only %d positions delivered after the disk filled", n)
+	}
+	if left, err := SpoolDepth(e.Config.Spool.Dir); err != nil || left != 0 {
+		t.Errorf("spool after the drain: %d records left, %v", left, err)
+	}
+	t.Logf("%d positions delivered; eviction left %d gaps (by policy)", Positions(p), len(p.Gaps()))
 }
