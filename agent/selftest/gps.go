@@ -89,7 +89,7 @@ func checkGPS(ctx context.Context, c config.GPS, o *Options) (Result, gpsClock) 
 		if c.Baud != 0 {
 			if heard == 0 {
 				return fail(fmt.Sprintf("no data from %s in %s at %d baud", c.Port, o.GPSListen, c.Baud),
-					"receiver powered and wired (TX to RX)? right port? "+hintGPSBaud), gc
+					"receiver powered and wired (its TX to our RX)? right port? "+hintGPSPort), gc
 			}
 			// Data at the wrong speed: say which speed works, so the
 			// fitter need not guess.
@@ -102,7 +102,7 @@ func checkGPS(ctx context.Context, c config.GPS, o *Options) (Result, gpsClock) 
 		}
 		if heard == 0 {
 			return fail(fmt.Sprintf("no data from %s at any rate (%v)", c.Port, rates),
-				"receiver powered and wired (TX to RX)? right port? "+hintGPSPort), gc
+				"receiver powered and wired (its TX to our RX)? right port? "+hintGPSPort), gc
 		}
 		return fail(fmt.Sprintf("%d bytes from %s but no valid NMEA at any rate (%v)", heard, c.Port, rates),
 			"is this the GPS port? the receiver may send binary (UBX/SiRF) only: enable NMEA output"), gc

@@ -119,8 +119,9 @@ type Options struct {
 	// sentences, for a fix. Default 3 s.
 	GPSListen time.Duration
 	// BaudProbe is how long each rate is listened to when detecting the
-	// GPS baud rate. Default 1.1 s: longer than a 1 Hz receiver's quiet
-	// gap, so a burst of sentences is always caught.
+	// GPS baud rate. Default 1.5 s, as the agent's own detection: longer
+	// than a 1 Hz receiver's quiet gap, so a whole burst of sentences is
+	// caught even if the first is cut.
 	BaudProbe time.Duration
 	// Timeout bounds one network step or AT command. Default 3 s.
 	Timeout time.Duration
@@ -141,7 +142,7 @@ func (o *Options) defaults() {
 		o.GPSListen = 3 * time.Second
 	}
 	if o.BaudProbe <= 0 {
-		o.BaudProbe = 1100 * time.Millisecond
+		o.BaudProbe = 1500 * time.Millisecond
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 3 * time.Second

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/kestrel-edge/kestrel/hwtest/fakesysfs"
 	"github.com/kestrel-edge/kestrel/hwtest/footprint"
 	"github.com/kestrel-edge/kestrel/hwtest/gpssim"
+	"github.com/kestrel-edge/kestrel/hwtest/pty"
 )
 
 // rig is a set of simulated parts and a config that points at them.
@@ -348,9 +352,7 @@ func TestBrokerTLS(t *testing.T) {
 func TestBrokerRefusedAndFailover(t *testing.T) {
 	t.Parallel()
 	good := broker.StartMochi(t)
-	dead := broker.StartMochi(t)
-	deadURL := dead.URL()
-	dead.Kill()
+	deadURL := refusingURL(t)
 
 	cfg := testConfig(t)
 	cfg.Broker.URLs = []string{deadURL}
@@ -464,4 +466,70 @@ func testConfig(t *testing.T) config.Config {
 	c.Spool.Dir = filepath.Join(dir, "spool")
 	c.Hooks.Socket = filepath.Join(dir, "run", "hooks.sock")
 	return c
+}
+
+// refusingURL is a broker URL whose port is bound but not listening, so it
+// refuses connections for the whole test: a stopped broker's port could be
+// handed to a parallel test's broker.
+func refusingURL(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("tcp://127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+}
+
+// TestNoGoroutineLeft: a run leaves nothing running behind it, whether the
+// parts answer or not (the fleet command runs it inside the agent).
+func TestNoGoroutineLeft(t *testing.T) {
+	r := newRig(t, 9600)
+	silent, err := atmodem.New(kestrel.ProfileTETRA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	silent.SetSilent(true)
+	// Let the simulators and broker settle before counting.
+	time.Sleep(200 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	for _, cfg := range []config.Config{r.cfg, func() config.Config {
+		c := r.cfg
+		c.Radio.Port, c.Radio.Profile = silent.Path(), "tetra"
+		c.Broker.URLs = []string{refusingURL(t), r.cfg.Broker.URLs[0]}
+		return c
+	}()} {
+		selftest.Run(context.Background(), cfg, selftest.Options{GPSListen: time.Second, Timeout: time.Second})
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines before the runs, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestGPSNoData(t *testing.T) {
+	t.Parallel()
+	p, err := pty.Open() // a port with nothing on the other end
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	cfg := testConfig(t)
+	cfg.GPS.Port, cfg.GPS.Baud = p.Path, 9600
+	g := result(t, run(t, cfg, selftest.Options{GPSListen: time.Second}), "gps")
+	if g.Status != selftest.Fail || !strings.Contains(g.Detail, "no data") || !strings.Contains(g.Hint, "powered") {
+		t.Errorf("gps: %s %q hint %q; want a no-data fail", g.Status, g.Detail, g.Hint)
+	}
 }

@@ -50,7 +50,7 @@ func checkClock(now time.Time, gc gpsClock) Result {
 		case abs > clockWarn:
 			return warn("system clock is "+detail, hintClock+"; chrony can take GPS time as a source")
 		}
-		return pass("within " + detail)
+		return pass("system clock " + detail)
 	}
 	// No GPS time to compare: ask the kernel whether a time daemon keeps
 	// the clock disciplined.
@@ -192,7 +192,7 @@ func checkSocket(h config.Hooks) Result {
 	}
 	if fi, err := os.Stat(h.Socket); err == nil {
 		if fi.Mode()&os.ModeSocket != 0 {
-			return pass(h.Socket + " exists (an agent is running)")
+			return pass(h.Socket + " exists (made by a running agent, or left by one: the agent replaces a stale socket)")
 		}
 		return fail(h.Socket+" exists and is not a socket", "remove it or choose another hooks.socket")
 	}

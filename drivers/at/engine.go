@@ -142,6 +142,11 @@ type call struct {
 	prefix string
 	lines  []string
 	done   chan result
+	// owedAtStart and ateLate let a timeout tell a late reply that came
+	// from one that never will (the modem dropped the command).
+	owedAtStart int
+	ateLate     bool
+	echoSeen    bool
 }
 
 type result struct {
@@ -162,12 +167,16 @@ type Engine struct {
 	urcs   chan URC
 	events chan Event
 
-	mu         sync.Mutex
-	pending    *call
-	lastCmd    string // for late echo after a timeout
-	stalePfx   string // prefix of a timed-out command whose reply may still come
-	stale      bool
-	staleAt    time.Time // when the command went stale
+	mu       sync.Mutex
+	pending  *call
+	lastCmd  string // for late echo after a timeout
+	stalePfx string // prefix of a timed-out command whose reply may still come
+	staleCmd string // and the command itself, for its late echo
+	// owed counts final result codes still due from abandoned commands.
+	// The modem answers in order, so the next final code (before the new
+	// command's echo) is the late one, not the new command's.
+	owed       int
+	staleAt    time.Time // when a command was last abandoned
 	lastRx     time.Time // when the last byte arrived
 	urc        *URC      // a URC still collecting its data lines
 	urcWant    int
@@ -375,7 +384,10 @@ func (e *Engine) handleLine(raw string) {
 
 	c := e.pending
 	if c != nil {
-		if strings.EqualFold(text, c.cmd) && len(c.lines) == 0 {
+		if strings.EqualFold(text, c.cmd) && len(c.lines) == 0 && !c.echoSeen {
+			// Everything after the echo answers this command.
+			c.echoSeen = true
+			e.owed = 0
 			if e.echoOff {
 				e.log.Warn("echo returned after ATE0: the modem lost its settings", "cmd", c.cmd)
 				e.echoOff = false
@@ -383,7 +395,19 @@ func (e *Engine) handleLine(raw string) {
 			}
 			return
 		}
+		if e.owed > 0 && !c.echoSeen && strings.EqualFold(text, e.staleCmd) {
+			return // late echo of the abandoned command
+		}
 		if l.Final() {
+			if e.owed > 0 && !c.echoSeen {
+				// The late answer of an abandoned command, and the
+				// lines before it were its too.
+				e.owed--
+				c.ateLate = true
+				c.lines = c.lines[:0]
+				e.log.Debug("late final result code of an abandoned command dropped", "line", text, "pending", c.cmd)
+				return
+			}
 			e.pending = nil
 			e.lastCmd = ""
 			c.done <- result{final: l, raw: text}
@@ -405,9 +429,9 @@ func (e *Engine) handleLine(raw string) {
 	if e.lastCmd != "" && strings.EqualFold(text, e.lastCmd) {
 		return // late echo of a command that timed out
 	}
-	if e.stale {
+	if e.owed > 0 {
 		if l.Final() {
-			e.stale = false
+			e.owed--
 			return
 		}
 		if l.Kind != LineInfo || (e.stalePfx != "" && strings.EqualFold(l.Prefix, e.stalePfx)) {
@@ -549,7 +573,7 @@ func (e *Engine) Command(ctx context.Context, cmd string, timeout time.Duration)
 		return Response{}, ErrClosed
 	}
 	e.pending = c
-	e.stale = false
+	c.owedAtStart = e.owed
 	e.lastCmd = c.cmd
 	e.mu.Unlock()
 
@@ -590,8 +614,11 @@ func (e *Engine) Command(ctx context.Context, cmd string, timeout time.Duration)
 	return resp, fmt.Errorf("%w: %s", ErrFinal, r.raw)
 }
 
-// abandon gives up on a call. The reply may still come; it is marked
-// stale so its lines are not taken for URCs.
+// abandon gives up on a call. Its reply may still come: one final result
+// code is owed, so the reply is neither taken for URCs nor for the next
+// command's answer. If this call itself started owing, or ate a late
+// final, the count was wrong (the modem dropped a command): start afresh,
+// at the cost of at most one extra timeout.
 func (e *Engine) abandon(c *call, err error) result {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -600,9 +627,14 @@ func (e *Engine) abandon(c *call, err error) result {
 		return <-c.done
 	}
 	e.pending = nil
-	e.stale = true
+	if c.ateLate || c.owedAtStart > 0 {
+		e.owed = 0
+	} else {
+		e.owed = 1
+	}
 	e.staleAt = time.Now()
 	e.stalePfx = c.prefix
+	e.staleCmd = c.cmd
 	if errors.Is(err, ErrTimeout) {
 		e.timeouts++
 		if e.timeouts == e.opts.SilentAfter && !e.silent {
@@ -619,7 +651,7 @@ func (e *Engine) abandon(c *call, err error) result {
 func (e *Engine) resync(ctx context.Context) error {
 	for {
 		e.mu.Lock()
-		stale, since := e.stale, e.staleAt
+		stale, since := e.owed > 0, e.staleAt
 		if e.lastRx.After(since) {
 			since = e.lastRx
 		}

@@ -239,6 +239,52 @@ func TestLateReplyAfterQuietPeriod(t *testing.T) {
 	}
 }
 
+func TestLateReplyAfterNextCommandSent(t *testing.T) {
+	// No quiet period: the next command goes out before the late reply,
+	// and the modem answers both in order. The late OK must not answer it.
+	r := newRig(t, kestrel.ProfileLTE, at.Options{ResyncQuiet: time.Millisecond})
+	r.m.Script("AT+COPS?", atmodem.Delay(200*time.Millisecond), atmodem.Default(), atmodem.Final("OK"))
+	if _, err := r.e.Command(context.Background(), "AT+COPS?", 50*time.Millisecond); !errors.Is(err, at.ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+	resp := r.cmd(t, "AT+CSQ")
+	if !slices.Equal(resp.Lines, []string{"+CSQ: 18,99"}) {
+		t.Fatalf("got %q, want the CSQ answer alone", resp.Lines)
+	}
+	resp = r.cmd(t, "AT+CESQ")
+	if !slices.Equal(resp.Lines, []string{"+CESQ: 99,99,255,255,20,45"}) {
+		t.Fatalf("then got %q", resp.Lines)
+	}
+}
+
+func TestDroppedCommand(t *testing.T) {
+	// The modem never answers one command.
+	r := newRig(t, kestrel.ProfileLTE, at.Options{ResyncQuiet: time.Millisecond})
+	drop := func() {
+		t.Helper()
+		r.m.Script("AT+CESQ", atmodem.NoAnswer())
+		if _, err := r.e.Command(context.Background(), "AT+CESQ", 50*time.Millisecond); !errors.Is(err, at.ErrTimeout) {
+			t.Fatalf("got %v, want ErrTimeout", err)
+		}
+	}
+	// With echo on, the next command's echo shows that what follows is
+	// its own: no cost.
+	drop()
+	if resp := r.cmd(t, "AT+CSQ"); !slices.Equal(resp.Lines, []string{"+CSQ: 18,99"}) {
+		t.Fatalf("echo on: got %q", resp.Lines)
+	}
+	// With echo off, the engine first takes the next OK for the late one;
+	// when that costs a timeout it starts afresh.
+	r.cmd(t, "ATE0")
+	drop()
+	if _, err := r.e.Command(context.Background(), "AT+CSQ", 300*time.Millisecond); !errors.Is(err, at.ErrTimeout) {
+		t.Fatalf("echo off: got %v, want the one extra timeout", err)
+	}
+	if resp := r.cmd(t, "AT+CSQ"); !slices.Equal(resp.Lines, []string{"+CSQ: 18,99"}) {
+		t.Fatalf("echo off, after: got %q", resp.Lines)
+	}
+}
+
 func TestSilentThenRecovered(t *testing.T) {
 	r := newRig(t, kestrel.ProfileLTE, at.Options{Init: []string{"ATE0", "AT+CMEE=1"}, SilentAfter: 2})
 	if err := r.e.Init(context.Background()); err != nil {
