@@ -30,7 +30,9 @@ import (
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/spool"
+	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
+	"github.com/kestrel-edge/kestrel/hwtest/fakesysfs"
 	"github.com/kestrel-edge/kestrel/hwtest/gpssim"
 	"github.com/kestrel-edge/kestrel/hwtest/platform"
 	"github.com/kestrel-edge/kestrel/transport/mqtt"
@@ -82,6 +84,10 @@ type Options struct {
 	Loop    bool
 	// Mochi uses the in-process broker instead of mosquitto.
 	Mochi bool
+	// Radio, when set, attaches an AT modem simulator of this profile.
+	Radio kestrel.RadioProfile
+	// Sensors adds a fake sysfs tree with a battery and a thermal zone.
+	Sensors bool
 	// Edit changes the config before it is written.
 	Edit func(*config.Config)
 }
@@ -93,6 +99,8 @@ type Env struct {
 	Dir    string
 	Broker *broker.Broker
 	GPS    *gpssim.Sim
+	Modem  *atmodem.Modem
+	Sysfs  *fakesysfs.Tree
 	Config config.Config
 	// ConfigPath is the TOML file the agent reads.
 	ConfigPath string
@@ -153,6 +161,34 @@ func New(t testing.TB, o Options) *Env {
 	c.Hooks.LinkPeriod = config.D(0)
 	c.Sensors.BatteryPeriod = config.D(0)
 	c.Sensors.ThermalPeriod = config.D(0)
+	if o.Radio != 0 {
+		m, err := atmodem.New(o.Radio)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		e.Modem = m
+		c.Radio.Port = m.Path()
+		c.Radio.Profile = o.Radio.String()
+		c.Radio.Poll = config.D(time.Second)
+	}
+	if o.Sensors {
+		tree, err := fakesysfs.New(filepath.Join(e.Dir, "sys"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		temp := 312
+		if err := tree.AddBattery("BAT0", fakesysfs.Battery{Capacity: 81, Status: "Discharging", VoltageUV: 3950000, TempDeciC: &temp}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tree.AddThermalZone("cpu-thermal", 48500); err != nil {
+			t.Fatal(err)
+		}
+		e.Sysfs = tree
+		c.Sensors.SysfsRoot = filepath.Join(e.Dir, "sys")
+		c.Sensors.BatteryPeriod = config.D(time.Second)
+		c.Sensors.ThermalPeriod = config.D(time.Second)
+	}
 	if o.Edit != nil {
 		o.Edit(&c)
 	}

@@ -85,34 +85,69 @@ func atLeast(n int) func(*platform.Platform) bool {
 // spool left non-empty, which Check asserts exactly.
 func most(sent int) int { return sent * 95 / 100 }
 
-// runWhole replays the whole car track (104 fixes) through the agent and
-// checks that every fix arrives.
-func runWhole(t *testing.T, cmd []string, speed float64) {
+// runWhole replays the whole car track (104 fixes) through the agent, with
+// a radio and sensors, and checks that every fix arrives and that the
+// radio, battery and thermal records decode with the simulators' values.
+func runWhole(t *testing.T, cmd []string, speed float64, profile kestrel.RadioProfile) {
 	nmea, fixes := track(t, "visnjan-car")
-	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: speed})
+	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: speed, Radio: profile, Sensors: true})
 	ctx := timeout(t, 3*time.Minute)
 	e.Start()
 	done := e.StartReplay(ctx)
 	<-done
-	e.WaitFor(ctx, "every fix", atLeast(104))
+	e.WaitFor(ctx, "every fix, a radio status and a battery reading", func(p *platform.Platform) bool {
+		return Positions(p) >= 104 && count(p, kestrel.KindRadio) > 0 && count(p, kestrel.KindBattery) > 0 && count(p, kestrel.KindThermal) > 0
+	})
 	e.Drained(ctx)
-	e.Check(104)
+	p := e.Check(104)
+	for _, a := range p.Unique() {
+		switch b := a.Record.Body.(type) {
+		case *kestrel.RadioStatus:
+			if b.Profile != profile || b.Registered != kestrel.RegHome || !b.Online {
+				t.Errorf("radio status %+v: want %v, registered home, online", *b, profile)
+			}
+			if profile == kestrel.ProfileLTE && (b.Operator != "EE" || b.IMEI != "356938035643809" || b.RSRP == 0) {
+				t.Errorf("LTE status %+v: want operator EE, the IMEI and RSRP", *b)
+			}
+			if profile == kestrel.ProfileTETRA && (b.Identity == "" || b.Talkgroup != "2342609001001") {
+				t.Errorf("TETRA status %+v: want identity and talkgroup 2342609001001", *b)
+			}
+		case *kestrel.Battery:
+			if b.Capacity != 81 || b.Status != "Discharging" || b.VoltageMV != 3950 || b.TempDeciC != 312 {
+				t.Errorf("battery %+v: want 81%% Discharging 3950 mV 31.2 °C", *b)
+			}
+		case *kestrel.Thermal:
+			if b.MilliC != 48500 {
+				t.Errorf("thermal %+v: want 48500 m°C", *b)
+			}
+		}
+	}
+}
+
+func count(p *platform.Platform, k kestrel.Kind) int {
+	n := 0
+	for _, a := range p.Unique() {
+		if a.Record.Kind() == k {
+			n++
+		}
+	}
+	return n
 }
 
 func TestNormalRun(t *testing.T) {
-	runWhole(t, command(t), 20)
+	runWhole(t, command(t), 20, kestrel.ProfileLTE)
 }
 
-// TestNormalRunARM runs the linux/arm (GOARM=7) binary under qemu-arm.
+// TestNormalRunARM runs the linux/arm (GOARM=7) binary under qemu-arm,
+// with a TETRA radio. The eBPF hooks do not exist for 32-bit ARM; the
+// agent says so and runs on.
 func TestNormalRunARM(t *testing.T) {
 	command(t)
 	cmd, err := Binary(binDir, "arm")
 	if err != nil {
-		t.Skipf("no linux/arm run: %v", err)
+		t.Fatalf("no linux/arm run: %v", err)
 	}
-	runWhole(t, cmd, 10)
-	// The eBPF hooks do not exist for 32-bit ARM; the agent must say so
-	// and run on.
+	runWhole(t, cmd, 10, kestrel.ProfileTETRA)
 }
 
 // TestBrokerDown60s kills the broker (SIGKILL) for 60 seconds in the
