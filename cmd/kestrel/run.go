@@ -12,6 +12,7 @@ import (
 
 	"github.com/kestrel-edge/kestrel/agent"
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/selftest"
 )
 
 // setFlags collects repeated --set key=value overrides.
@@ -47,7 +48,13 @@ func runRun(args []string, s stdio) error {
 		return err
 	}
 	log := newLogger(s, cfg.Log)
-	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version, ConfigPath: *path, Sets: sets})
+	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version, ConfigPath: *path, Sets: sets,
+		Selftest: func(ctx context.Context, cfg config.Config) (any, error) {
+			// The agent holds its serial ports and GPIO lines; the
+			// remote self-test reports them from the running agent's
+			// state instead of opening them twice.
+			return selftest.Run(ctx, cfg, selftest.Options{InUse: []string{"gps", "radio", "gpio"}}), nil
+		}})
 	if err != nil {
 		return err
 	}

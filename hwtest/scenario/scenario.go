@@ -407,7 +407,7 @@ func (e *Env) Check(wantPositions int) *platform.Platform {
 	} else if left != 0 {
 		e.t.Errorf("%d records left in the spool: made durable but never delivered", left)
 	}
-	n, bad := 0, 0
+	n, bad, cut := 0, 0, map[uint32]int{}
 	for _, a := range p.Unique() {
 		pos, ok := a.Record.Body.(*kestrel.Position)
 		if !ok {
@@ -415,12 +415,35 @@ func (e *Env) Check(wantPositions int) *platform.Platform {
 		}
 		n++
 		src, ok := e.fixes[a.Record.Time]
+		if ok && pos.Flags != src.Flags && pos.Flags&^src.Flags == 0 {
+			// A cycle cut short when the replay stopped or the
+			// cable was pulled (RMC without its GGA) is a fix with
+			// fewer values: the ones it has must match.
+			cut[a.Record.Boot]++
+			full := src
+			full.Flags = pos.Flags
+			if pos.Flags&kestrel.HasAlt == 0 {
+				full.Alt = pos.Alt
+			}
+			if pos.Flags&kestrel.HasSpeed == 0 {
+				full.Speed = pos.Speed
+			}
+			if pos.Flags&kestrel.HasTrack == 0 {
+				full.Track = pos.Track
+			}
+			src = full
+		}
 		if !ok || !WithinTolerance(pos, &src) {
 			bad++
 			if bad <= 5 {
 				e.t.Errorf("position at %s (seq %d) is not a source fix within tolerance: %+v vs %+v",
 					time.UnixMilli(a.Record.Time).UTC().Format(time.RFC3339Nano), a.Record.Seq, *pos, src)
 			}
+		}
+	}
+	for boot, c := range cut {
+		if c > 2 {
+			e.t.Errorf("boot %d: %d positions lack values their source fix has; only a cycle cut by a stop or unplug may", boot, c)
 		}
 	}
 	if n < wantPositions {

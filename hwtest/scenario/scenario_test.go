@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -88,9 +89,13 @@ func most(sent int) int { return sent * 95 / 100 }
 // runWhole replays the whole car track (104 fixes) through the agent, with
 // a radio and sensors, and checks that every fix arrives and that the
 // radio, battery and thermal records decode with the simulators' values.
-func runWhole(t *testing.T, cmd []string, speed float64, profile kestrel.RadioProfile) {
+func runWhole(t *testing.T, cmd []string, speed float64, profile kestrel.RadioProfile, wantEBPF bool) {
 	nmea, fixes := track(t, "visnjan-car")
-	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: speed, Radio: profile, Sensors: true})
+	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: speed, Radio: profile, Sensors: true,
+		Edit: func(c *config.Config) {
+			c.Hooks.EBPF = true
+			c.Hooks.LinkPeriod = config.D(time.Second)
+		}})
 	ctx := timeout(t, 3*time.Minute)
 	e.Start()
 	done := e.StartReplay(ctx)
@@ -122,6 +127,32 @@ func runWhole(t *testing.T, cmd []string, speed float64, profile kestrel.RadioPr
 			}
 		}
 	}
+	// The state message says which hooks loaded; where the kernel or the
+	// architecture refuses, the link counters come from /proc/net/dev.
+	var caps map[string]any
+	for _, st := range e.States() {
+		if c, ok := st["capabilities"].(map[string]any); ok && len(c) > 0 {
+			caps = c
+		}
+	}
+	if caps == nil {
+		t.Fatal("no state message listed capabilities")
+	}
+	t.Logf("capabilities: %v", caps)
+	link, _ := caps["ebpf_link"].(string)
+	if wantEBPF && link != "ok" {
+		t.Errorf("eBPF link counters: %q, want ok (running as root on a kernel with BPF)", link)
+	}
+	if !wantEBPF && !strings.HasPrefix(link, "unavailable") {
+		t.Errorf("eBPF link counters: %q, want unavailable", link)
+	}
+}
+
+// ebpfUsable: the kernel lets this process load BPF programs (root with
+// tracefs mounted); the hooks' own tests say why when it does not.
+func ebpfUsable() bool {
+	_, err := os.Stat("/sys/kernel/tracing/events/net/net_dev_xmit")
+	return err == nil
 }
 
 func count(p *platform.Platform, k kestrel.Kind) int {
@@ -135,7 +166,8 @@ func count(p *platform.Platform, k kestrel.Kind) int {
 }
 
 func TestNormalRun(t *testing.T) {
-	runWhole(t, command(t), 20, kestrel.ProfileLTE)
+	// eBPF loads where the kernel allows it: as root, as CI runs.
+	runWhole(t, command(t), 20, kestrel.ProfileLTE, os.Geteuid() == 0 && ebpfUsable())
 }
 
 // TestNormalRunARM runs the linux/arm (GOARM=7) binary under qemu-arm,
@@ -147,7 +179,7 @@ func TestNormalRunARM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no linux/arm run: %v", err)
 	}
-	runWhole(t, cmd, 10, kestrel.ProfileTETRA)
+	runWhole(t, cmd, 10, kestrel.ProfileTETRA, false)
 }
 
 // TestBrokerDown60s kills the broker (SIGKILL) for 60 seconds in the
