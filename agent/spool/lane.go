@@ -94,8 +94,12 @@ func (l *lane) insert(e entry) (int, bool) {
 
 // tidy drops dead entries from the front, and compacts when more than half
 // of the lane is dead. Indexes into the lane are invalid afterwards.
+//
+// A dead entry whose write is still in flight (inWriting) stays: the syncer
+// must find it afterwards to drop it from the store, or the acknowledged
+// record would come back after a restart.
 func (l *lane) tidy() {
-	for l.head < len(l.ents) && l.ents[l.head].st == stDead {
+	for l.head < len(l.ents) && l.ents[l.head].st == stDead && l.ents[l.head].where != inWriting {
 		l.head++
 		l.dead--
 	}
@@ -106,11 +110,13 @@ func (l *lane) tidy() {
 	if l.dead > 32 && l.dead > (len(l.ents)-l.head)/2 || l.head > 1024 && l.head > len(l.ents)/2 {
 		out := l.ents[:0]
 		for _, e := range l.ents[l.head:] {
-			if e.st != stDead {
+			if e.st != stDead || e.where == inWriting {
 				out = append(out, e)
+			} else {
+				l.dead--
 			}
 		}
 		clear(l.ents[len(out):])
-		l.ents, l.head, l.dead = out, 0, 0
+		l.ents, l.head = out, 0
 	}
 }

@@ -797,6 +797,7 @@ func (s *Spool) commitGroup() (error, int64) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var tidy [kestrel.NumPriorities]bool
 	for _, r := range s.mem.refs[:cut] {
 		l := &s.lanes[r.lane]
 		i := l.find(r.seq)
@@ -810,8 +811,14 @@ func (s *Spool) commitGroup() (error, int64) {
 		case e.st == stDead:
 			e.where = inStore
 			s.store.Drop(e.seq, e.loc)
+			tidy[r.lane] = true
 		default:
 			e.where = inStore
+		}
+	}
+	for p, t := range tidy {
+		if t {
+			s.lanes[p].tidy()
 		}
 	}
 	if err != nil {
