@@ -530,6 +530,13 @@ func (s *LogStore) write(work []chunk) error {
 					c.seg.alloc = s.segBytes
 					s.mu.Unlock()
 				case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
+				case errors.Is(err, unix.ENOSPC):
+					// Not room for a whole segment, but maybe for
+					// this commit: use the last bytes of the medium
+					// before evicting anything (an emergency's own
+					// first segment must not cost a segment of
+					// positions). A write that does not fit fails
+					// below with ENOSPC, and the spool evicts then.
 				default:
 					f.Close()
 					return fmt.Errorf("spool: allocate segment: %w", err)

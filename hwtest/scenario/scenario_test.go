@@ -450,7 +450,7 @@ func TestDiskFull(t *testing.T) {
 		t.Skipf("the kernel refused a tmpfs mount: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 50, Loop: true,
+	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 100, Loop: true,
 		Edit: func(c *config.Config) {
 			c.Spool.Dir = filepath.Join(mnt, "spool")
 			c.Spool.MaxBytes = 1 << 20 // more than the medium has free
@@ -467,10 +467,10 @@ func TestDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	free := int(st.Bavail) * int(st.Bsize)
-	if err := os.WriteFile(filepath.Join(mnt, "recording.mp4"), make([]byte, max(free-16<<10, 0)), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(mnt, "recording.mp4"), make([]byte, max(free-4<<10, 0)), 0o600); err != nil {
 		t.Logf("filling the medium: %v", err)
 	}
-	time.Sleep(10 * time.Second) // keep appending against a full disk
+	time.Sleep(20 * time.Second) // keep appending against a full disk
 	if _, err := eventsock.Send(e.Config.Hooks.Socket, "emergency", map[string]string{"name": "disk-full"}); err != nil {
 		t.Fatalf("firmware event: %v", err)
 	}
