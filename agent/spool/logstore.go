@@ -760,6 +760,15 @@ func (s *LogStore) Reclaimable() int64 {
 	return n
 }
 
+// InActive reports whether the record at `at` is in a segment still being
+// appended to: evicting it frees nothing on the medium yet.
+func (s *LogStore) InActive(at Loc) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seg := s.segs[uint32(at>>32)]
+	return seg != nil && s.isActive(seg)
+}
+
 // Usage implements Store.
 func (s *LogStore) Usage() int64 {
 	s.mu.Lock()

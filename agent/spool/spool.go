@@ -459,6 +459,38 @@ func (s *Spool) evict(need int64, top kestrel.Priority, memOnly bool) int64 {
 	return freed
 }
 
+// activeChecker is a Store that can tell whether a record sits in a
+// segment still being appended to.
+type activeChecker interface{ InActive(at Loc) bool }
+
+// evictForSpace evicts in policy order. With a store that can tell (the
+// log), it takes only records whose eviction gives space back on the
+// medium: those already written, outside a segment still being appended
+// to. Evicting anything else on a full medium would throw data away and
+// free nothing (an emergency arriving on a full disk once cost every
+// position in the open segment); what cannot be written stays in memory,
+// bounded by MemBytes, for the next group commit. Callers hold s.mu.
+func (s *Spool) evictForSpace(need int64) int64 {
+	act, _ := s.store.(activeChecker)
+	var freed int64
+	for p := kestrel.PriorityBulk; p < kestrel.PriorityEmergency && freed < need; p++ {
+		l := &s.lanes[p]
+		for i := l.head; i < len(l.ents) && freed < need; i++ {
+			e := &l.ents[i]
+			if e.st == stDead || act != nil && (e.where != inStore || act.InActive(e.loc)) {
+				continue
+			}
+			freed += int64(e.size) + recOverhead
+			s.m.Evicted++
+			s.m.EvictedBytes += uint64(e.size)
+			s.m.Lanes[p].Evicted++
+			s.kill(l, i)
+		}
+		l.tidy()
+	}
+	return freed
+}
+
 // Take returns up to max records (and about maxBytes of payload, at least
 // one record) in sending order and marks them in flight. dst is reused.
 // The payloads are copies the caller may keep.
@@ -742,7 +774,7 @@ func (s *Spool) syncOnce() {
 		s.mu.Lock()
 		var freed int64
 		for s.reclaimable(freed) < need {
-			n := s.evict(max(need/4, 1), kestrel.PriorityHigh, false)
+			n := s.evictForSpace(max(need/4, 1))
 			if n == 0 {
 				break
 			}
