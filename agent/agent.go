@@ -113,6 +113,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	a.policy.SetClock(opts.Now)
 	a.msgr = &messenger{a: a}
+	a.latest.kick = make(chan struct{}, 1)
 	// The remote-config manager decides the config to run: the local one
 	// with the last applied remote config laid over it.
 	a.mgr, err = a.newRemote(cfg)
@@ -184,6 +185,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.startRemote(ctx)
 	a.startSources(ctx, cfg, nil)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.publishState(ctx)
+	}()
 
 	<-ctx.Done()
 	a.log.Info("kestrel stopping: draining")

@@ -22,8 +22,9 @@ type outbox struct {
 }
 
 var (
-	_ mqtt.Outbox   = (*outbox)(nil)
-	_ mqtt.Notifier = (*outbox)(nil)
+	_ mqtt.Outbox      = (*outbox)(nil)
+	_ mqtt.Notifier    = (*outbox)(nil)
+	_ mqtt.UrgentTaker = (*outbox)(nil)
 )
 
 // maxTakeBytes bounds one Take so a batch stays well under the broker's
@@ -34,6 +35,15 @@ func (o *outbox) Take(dst []kestrel.Record, max int) ([]kestrel.Record, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.items = o.sp.Take(o.items[:0], max, maxTakeBytes)
+	return o.decode(dst), nil
+}
+
+// TakeUrgent takes only emergency and high records, so that an emergency
+// goes out even while the in-flight window is full of backlog.
+func (o *outbox) TakeUrgent(dst []kestrel.Record, max int) ([]kestrel.Record, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.items = o.sp.TakeUrgent(o.items[:0], max, maxTakeBytes)
 	return o.decode(dst), nil
 }
 

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"context"
 	"sync"
+	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 )
@@ -16,6 +18,7 @@ type latest struct {
 	fix     *kestrel.Position
 	fixTime int64
 	caps    map[string]string // capability → "ok" or why it is unavailable
+	kick    chan struct{}     // a capability changed: republish the state
 }
 
 func (l *latest) observe(rec *kestrel.Record) {
@@ -54,7 +57,44 @@ func (l *latest) setCapability(name, status string) {
 	if l.caps == nil {
 		l.caps = map[string]string{}
 	}
+	if l.caps[name] == status {
+		return
+	}
 	l.caps[name] = status
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// statePeriod is how often the retained state message is refreshed, so
+// that the fleet table (kestrelctl status) shows a current spool depth and
+// battery; a capability change republishes it at once.
+const statePeriod = time.Minute
+
+// publishState keeps the retained state message current until ctx ends.
+func (a *Agent) publishState(ctx context.Context) {
+	t := time.NewTicker(statePeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.latest.kick:
+			// Let a burst of start-up probes settle into one message.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		if s := a.session(); s != nil && s.Connected() {
+			if err := s.PublishState(); err != nil {
+				a.log.Debug("state message not refreshed", "err", err)
+			}
+		}
+	}
 }
 
 // stateFields are the agent's fields in the retained state message.

@@ -63,3 +63,25 @@ func TestAckDuringWriteIsNotResurrected(t *testing.T) {
 		t.Fatalf("%d acknowledged records came back after a clean close", n)
 	}
 }
+
+// TestTakeUrgentTakesOnlyUrgentLanes: the transport's emergency path must
+// not pull backlog into a message that bypasses the in-flight window.
+func TestTakeUrgentTakesOnlyUrgentLanes(t *testing.T) {
+	s, err := OpenStore(OpenMem(NewMemDisk(0)), Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i, p := range []kestrel.Priority{kestrel.PriorityNormal, kestrel.PriorityBulk, kestrel.PriorityEmergency, kestrel.PriorityNormal, kestrel.PriorityHigh} {
+		if _, err := s.Append(Item{Seq: s.NextSeq(), Priority: p, Time: int64(i), Data: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := s.TakeUrgent(nil, 10, 0)
+	if len(got) != 2 || got[0].Priority != kestrel.PriorityEmergency || got[1].Priority != kestrel.PriorityHigh {
+		t.Fatalf("TakeUrgent = %+v, want the emergency then the high record", got)
+	}
+	if rest := s.Take(nil, 10, 0); len(rest) != 3 {
+		t.Fatalf("Take after TakeUrgent = %d records, want the 3 others", len(rest))
+	}
+}

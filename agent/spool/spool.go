@@ -495,6 +495,17 @@ func (s *Spool) evictForSpace(need int64) int64 {
 // one record) in sending order and marks them in flight. dst is reused.
 // The payloads are copies the caller may keep.
 func (s *Spool) Take(dst []Item, max int, maxBytes int) []Item {
+	return s.take(dst, max, maxBytes, false)
+}
+
+// TakeUrgent is Take limited to the emergency and high lanes: the
+// transport uses it to send an emergency while its window is full of
+// backlog.
+func (s *Spool) TakeUrgent(dst []Item, max int, maxBytes int) []Item {
+	return s.take(dst, max, maxBytes, true)
+}
+
+func (s *Spool) take(dst []Item, max int, maxBytes int, urgentOnly bool) []Item {
 	dst = dst[:0]
 	if max <= 0 {
 		return dst
@@ -531,6 +542,9 @@ func (s *Spool) Take(dst []Item, max int, maxBytes int) []Item {
 				add(p, i)
 			}
 		}
+	}
+	if urgentOnly {
+		stop = true
 	}
 	// Live normal, then live bulk: newest first.
 	for _, p := range []kestrel.Priority{kestrel.PriorityNormal, kestrel.PriorityBulk} {

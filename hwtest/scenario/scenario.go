@@ -369,14 +369,16 @@ func (e *Env) WaitFor(ctx context.Context, what string, cond func(*platform.Plat
 	}
 }
 
-// Drained waits until the agent has sent everything it holds and the
-// broker has it: the platform's record count stops growing and the agent,
-// stopped with SIGTERM, leaves an empty spool.
+// Drained waits until the agent has sent the positions it holds (their
+// count stops growing: the replay has stopped), then stops the agent with
+// SIGTERM, which drains what is left; Check then finds the spool empty.
+// Periodic records (link usage, sensors) keep coming, so they are not
+// waited for.
 func (e *Env) Drained(ctx context.Context) {
 	e.t.Helper()
 	last, stable := -1, 0
 	for stable < 15 {
-		n := len(e.Platform().Unique())
+		n := Positions(e.Platform())
 		if n == last {
 			stable++
 		} else {

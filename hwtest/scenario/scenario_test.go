@@ -131,7 +131,7 @@ func runWhole(t *testing.T, cmd []string, speed float64, profile kestrel.RadioPr
 	// architecture refuses, the link counters come from /proc/net/dev.
 	var caps map[string]any
 	for _, st := range e.States() {
-		if c, ok := st["capabilities"].(map[string]any); ok && len(c) > 0 {
+		if c, ok := st["capabilities"].(map[string]any); ok && len(c) > len(caps) {
 			caps = c
 		}
 	}
@@ -142,6 +142,9 @@ func runWhole(t *testing.T, cmd []string, speed float64, profile kestrel.RadioPr
 	link, _ := caps["ebpf_link"].(string)
 	if wantEBPF && link != "ok" {
 		t.Errorf("eBPF link counters: %q, want ok (running as root on a kernel with BPF)", link)
+	}
+	if exec, _ := caps["ebpf_exec"].(string); wantEBPF != (exec == "ok") {
+		t.Errorf("eBPF exec audit: %q (want ok: %v)", exec, wantEBPF)
 	}
 	if !wantEBPF && !strings.HasPrefix(link, "unavailable") {
 		t.Errorf("eBPF link counters: %q, want unavailable", link)
