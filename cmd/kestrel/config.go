@@ -10,11 +10,6 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/config"
 )
 
-// configSetList collects repeated --set overrides for the config commands.
-type configSetList []string
-
-func (s *configSetList) String() string     { return strings.Join(*s, ",") }
-func (s *configSetList) Set(v string) error { *s = append(*s, v); return nil }
 
 const configUsage = `usage:
   kestrel config defaults                        print a complete commented config file
@@ -65,7 +60,7 @@ func runConfig(args []string, s stdio) error {
 func configValidate(args []string, s stdio) error {
 	fs := flag.NewFlagSet("config validate", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	var sets configSetList
+	var sets setFlags
 	fs.Var(&sets, "set", "override a config key before validating, e.g. --set device.id=cam-1 (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrel config validate FILE [--set key=value]...\n\n"+
@@ -113,7 +108,7 @@ func configShow(args []string, s stdio) error {
 	fs := flag.NewFlagSet("config show", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
 	path := fs.String("config", "", "config file (default: built-in defaults only)")
-	var sets configSetList
+	var sets setFlags
 	fs.Var(&sets, "set", "override a config key, e.g. --set gps.baud=9600 (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrel config show [--config FILE] [--set key=value]...\n\n"+
