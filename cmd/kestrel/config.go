@@ -10,7 +10,6 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/config"
 )
 
-
 const configUsage = `usage:
   kestrel config defaults                        print a complete commented config file
   kestrel config validate FILE [--set key=value]...

@@ -15,7 +15,7 @@ import (
 func runDemo(args []string, s stdio) error {
 	fs := flag.NewFlagSet("kestrel demo", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	dur := fs.Duration("for", 0, "stop the simulated devices after this long, drain, print the summary and exit (default: until Ctrl-C)")
+	dur := fs.Duration("for", 0, "stop the simulated devices after this long, drain, print the summary and exit (default: when the track ends)")
 	speed := fs.Float64("speed", 10, "GPS receiver cycles replayed per second")
 	verbose := fs.Bool("v", false, "show the agent's own log (info level)")
 	fs.Usage = func() {

@@ -6,6 +6,7 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -43,7 +44,8 @@ const TrackName = "korita-zbevnica-hike (real recorded walk, Garmin, 513 fixes)"
 
 // Options for Run.
 type Options struct {
-	// For is how long the devices run; 0 runs until ctx ends.
+	// For is how long the devices run; 0 replays the track once, to its
+	// end (about 51 s at the default speed).
 	For time.Duration
 	// Speed is how many receiver cycles the GPS replays per second.
 	Speed float64
@@ -144,14 +146,22 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	go func() { agentDone <- a.Run(runCtx) }()
 
 	devCtx, stopDevices := context.WithCancel(ctx)
+	script := o.For
 	if o.For > 0 {
 		devCtx, stopDevices = context.WithTimeout(ctx, o.For)
+	} else {
+		script = time.Duration(float64(bytes.Count(Track, []byte("RMC,"))) / o.Speed * float64(time.Second))
 	}
 	defer stopDevices()
 	if err := gps.WaitOpen(devCtx); err == nil {
-		go gps.Run(devCtx)
+		go func() {
+			gps.Run(devCtx)
+			if o.For == 0 {
+				stopDevices() // the track has ended: so does the demo
+			}
+		}()
 	}
-	go firmwareScript(devCtx, cfg.Hooks.Socket, o.For)
+	go firmwareScript(devCtx, cfg.Hooks.Socket, script)
 	<-devCtx.Done()
 
 	// The devices stop; the agent drains what it spooled, then exits.
