@@ -433,7 +433,8 @@ func (e *Env) Check(wantPositions int) *platform.Platform {
 			// today; for a replayed old track it is not in the source.
 			continue
 		}
-		if ok && pos.Flags != src.Flags && pos.Flags&^src.Flags == 0 {
+		values := kestrel.HasAlt | kestrel.HasSpeed | kestrel.HasTrack
+		if ok && pos.Flags&values != src.Flags&values && pos.Flags&^src.Flags&values == 0 {
 			// A cycle cut short when the replay stopped or the
 			// cable was pulled (RMC without its GGA) is a fix with
 			// fewer values: the ones it has must match.

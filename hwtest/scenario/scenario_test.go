@@ -344,11 +344,17 @@ func TestConfigChangeMidDrain(t *testing.T) {
 }
 
 // TestEmergencyDuringBacklog presses the emergency button while a backlog
-// drains: it must overtake the backlog.
+// drains over a narrowband link (4 kB/s, so the drain lasts seconds): the
+// emergency must overtake the backlog.
 func TestEmergencyDuringBacklog(t *testing.T) {
 	nmea, fixes := track(t, "visnjan-car")
 	e := New(t, Options{Command: command(t), Track: nmea, Fixes: fixes, Speed: 200, Loop: true,
 		Edit: func(c *config.Config) { c.Broker.BatchMax = 20; c.Broker.InFlight = 2 }})
+	proxy := faultproxy.Start(t, e.Broker.Addr())
+	proxy.SetRate(4000)
+	c := e.Config
+	c.Broker.URLs = []string{"tcp://" + proxy.Addr()}
+	e.WriteConfig(c)
 	ctx := timeout(t, 3*time.Minute)
 	e.Broker.Kill()
 	e.Start()
