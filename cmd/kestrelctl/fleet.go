@@ -41,14 +41,8 @@ func runKeygen(args []string, s stdio) error {
 			"that goes into each device's remote.trusted_keys. Prints the key id.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := fleetParse(fs, args); help || err != nil {
+		return err
 	}
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -641,14 +635,8 @@ func configGet(args []string, s stdio) error {
 			"group and fleet-wide ones) and the devices' last reports.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := fleetParse(fs, args); help || err != nil {
+		return err
 	}
 	if err := bf.check(); err != nil {
 		return err
@@ -776,14 +764,8 @@ func runStatus(args []string, s stdio) error {
 			"online, last seen, battery, spool depth, radio, GPS and config version.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := fleetParse(fs, args); help || err != nil {
+		return err
 	}
 	if err := bf.check(); err != nil {
 		return err
@@ -1070,4 +1052,19 @@ func runCmd(args []string, s stdio) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// fleetParse parses a fleet command's flags, which take no positional
+// arguments. help is true after -h, which is not an error.
+func fleetParse(fs *flag.FlagSet, args []string) (help bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return false, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return false, nil
 }
