@@ -26,7 +26,7 @@ type medium struct {
 }
 
 func media(t *testing.T) []medium {
-	dir := t.TempDir()
+	dir, bufDir := t.TempDir(), t.TempDir()
 	disk := NewMemDisk(0)
 	return []medium{
 		{
@@ -37,6 +37,21 @@ func media(t *testing.T) []medium {
 				if err != nil {
 					t.Fatal(err)
 				}
+				return s
+			},
+			crash: func(s Store) { s.(*LogStore).abandon() },
+		},
+		{
+			// The same log writing through the page cache: what it
+			// does where the filesystem offers no direct I/O.
+			name: "log-buffered",
+			open: func(t *testing.T) Store {
+				t.Helper()
+				s, err := OpenLog(bufDir, 4096)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.align = 0
 				return s
 			},
 			crash: func(s Store) { s.(*LogStore).abandon() },

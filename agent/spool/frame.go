@@ -10,11 +10,18 @@ import (
 
 // Frame layout (all frames, all segments):
 //
-//	crc32c  uint32 LE   over everything after it: the length and the body
+//	crc32c  uint32 LE   over everything after it: the length and the body;
+//	                    in version 2 segments seeded with the segment id
 //	length  uvarint     bytes in the body
 //	body    kind byte   type<<4 | priority
 //	        type 1 (record): zigzag varint seq delta, zigzag varint time delta, payload
 //	        type 2 (acks):   repeated zigzag varint first-seq delta, uvarint count-1
+//	        type 3 (pad):    ignored bytes (version 2), so that the next group
+//	                         commit starts on a sector of its own
+//
+// The seed (the CRC32C of the segment id) makes a frame valid only in the
+// segment it was written for: bytes left over from another segment can never
+// pass for records of this one.
 //
 // Sequence numbers and times are deltas from the previous record of the same
 // segment, so a 40-byte payload costs about 9 bytes of framing; a reader must
@@ -23,6 +30,11 @@ import (
 const (
 	frameRecord = 1
 	frameAcks   = 2
+	framePad    = 3
+
+	// minPad is the smallest pad frame: checksum, a two-byte length and
+	// the kind byte.
+	minPad = 4 + 2 + 1
 
 	// MaxPayload bounds one record so that a corrupt length can never make
 	// recovery allocate wildly.
@@ -42,6 +54,14 @@ var (
 type frameState struct {
 	seq  uint64
 	time int64
+	seed uint32 // CRC32C seed of the segment; 0 in version 1 segments
+}
+
+// segSeed is the checksum seed of a version 2 segment.
+func segSeed(id uint32) uint32 {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], id)
+	return crc32.Checksum(b[:], castagnoli)
 }
 
 func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
@@ -56,11 +76,11 @@ func appendRecordFrame(dst []byte, st *frameState, it *Item) []byte {
 	n += binary.PutUvarint(hdr[n:], zigzag(int64(it.Seq-st.seq)))
 	n += binary.PutUvarint(hdr[n:], zigzag(it.Time-st.time))
 	st.seq, st.time = it.Seq, it.Time
-	return finishFrame(dst, hdr[:n], it.Data)
+	return finishFrame(dst, st.seed, hdr[:n], it.Data)
 }
 
 // appendAckFrame appends one frame acknowledging the given runs of seqs.
-func appendAckFrame(dst []byte, runs []seqRun) []byte {
+func appendAckFrame(dst []byte, seed uint32, runs []seqRun) []byte {
 	var body []byte
 	body = append(body, frameAcks<<4)
 	var prev uint64
@@ -69,16 +89,28 @@ func appendAckFrame(dst []byte, runs []seqRun) []byte {
 		body = binary.AppendUvarint(body, r.n-1)
 		prev = r.first
 	}
-	return finishFrame(dst, body, nil)
+	return finishFrame(dst, seed, body, nil)
 }
 
-func finishFrame(dst, head, payload []byte) []byte {
+// appendPadFrame appends a pad frame of exactly n >= minPad bytes. Its
+// length is always written as two uvarint bytes (binary.Uvarint accepts the
+// non-minimal form), so every size from minPad up is possible.
+func appendPadFrame(dst []byte, seed uint32, n int) []byte {
+	start := len(dst)
+	body := n - 6
+	dst = append(dst, 0, 0, 0, 0, byte(body)|0x80, byte(body>>7), framePad<<4)
+	dst = append(dst, make([]byte, body-1)...)
+	binary.LittleEndian.PutUint32(dst[start:], crc32.Update(seed, castagnoli, dst[start+4:]))
+	return dst
+}
+
+func finishFrame(dst []byte, seed uint32, head, payload []byte) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0)
 	dst = binary.AppendUvarint(dst, uint64(len(head)+len(payload)))
 	dst = append(dst, head...)
 	dst = append(dst, payload...)
-	binary.LittleEndian.PutUint32(dst[start:], crc32.Checksum(dst[start+4:], castagnoli))
+	binary.LittleEndian.PutUint32(dst[start:], crc32.Update(seed, castagnoli, dst[start+4:]))
 	return dst
 }
 
@@ -109,7 +141,7 @@ func decodeFrame(b []byte, st *frameState, acks []seqRun) (frame, int, error) {
 	if len(b) < end {
 		return f, 0, errTorn
 	}
-	if crc32.Checksum(b[4:end], castagnoli) != binary.LittleEndian.Uint32(b) {
+	if crc32.Update(st.seed, castagnoli, b[4:end]) != binary.LittleEndian.Uint32(b) {
 		return f, 0, errCorrupt
 	}
 	body := b[4+w : end]
@@ -148,6 +180,7 @@ func decodeFrame(b []byte, st *frameState, acks []seqRun) (frame, int, error) {
 			acks = append(acks, seqRun{first: prev, n: c + 1})
 		}
 		f.acks = acks
+	case framePad:
 	default:
 		return f, 0, errCorrupt
 	}

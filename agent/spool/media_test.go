@@ -33,13 +33,26 @@ func mountTmpfs(t *testing.T, size string) string {
 	return dir
 }
 
-func TestDiskFullTmpfs(t *testing.T) {
-	mnt := mountTmpfs(t, "2m")
+// TestDiskFull fills a small medium four times over: a tmpfs (writes go
+// through the page cache) and an ext4 on a loop device (direct I/O, the
+// path a real eMMC takes).
+func TestDiskFull(t *testing.T) {
+	t.Run("tmpfs", func(t *testing.T) { diskFull(t, mountTmpfs(t, "2m"), false) })
+	t.Run("ext4-direct", func(t *testing.T) {
+		mnt, _ := loopExt4(t, "6M", "-b", "4096", "-m", "0", "-N", "64")
+		diskFull(t, mnt, true)
+	})
+}
+
+func diskFull(t *testing.T, mnt string, direct bool) {
 	dir := filepath.Join(mnt, "spool")
 	o := Options{SyncInterval: time.Hour, SegmentBytes: 64 << 10, MaxBytes: 64 << 20}
 	s, err := Open(dir, o, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ls, ok := s.store.(*LogStore); !ok || ls.DirectIO() != direct {
+		t.Fatalf("store %T: direct I/O %v, want %v", s.store, ok && ls.DirectIO(), direct)
 	}
 	data := bytes.Repeat([]byte("p"), 200)
 	var emerg []uint64

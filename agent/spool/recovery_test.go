@@ -145,7 +145,9 @@ func TestRecoveryCorruptMiddle(t *testing.T) {
 func FuzzDecodeFrame(f *testing.F) {
 	var st frameState
 	f.Add(appendRecordFrame(nil, &st, &Item{Seq: 7, Time: -5, Data: []byte("hello")}))
-	f.Add(appendAckFrame(nil, []seqRun{{1, 3}, {10, 1}}))
+	f.Add(appendAckFrame(nil, 0, []seqRun{{1, 3}, {10, 1}}))
+	f.Add(appendPadFrame(nil, 0, minPad))
+	f.Add(appendPadFrame(nil, 0, 600))
 	f.Add([]byte{0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var st frameState
