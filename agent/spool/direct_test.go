@@ -187,7 +187,7 @@ func TestForeignFramesNeverPass(t *testing.T) {
 // upgraded agent must recover it.
 func TestVersion1SegmentsStillRead(t *testing.T) {
 	dir := t.TempDir()
-	seg := appendSegHeader(nil, 1)
+	seg := appendSegHeader(nil, 1, 0)
 	seg[4] = 1
 	binary.LittleEndian.PutUint32(seg[12:], crc32.Checksum(seg[:12], castagnoli))
 	var st frameState
@@ -203,5 +203,113 @@ func TestVersion1SegmentsStillRead(t *testing.T) {
 	defer s.Close()
 	if len(got) != 4 || got[2] != nil || !bytes.Equal(got[5], []byte{5}) || rst.Dropped != 0 {
 		t.Fatalf("recovered %v (stats %+v), want seqs 1,3,4,5", got, rst)
+	}
+}
+
+// TestRecycledSegments drains a log so that its segment files go to the
+// pool, then writes fewer records over them and crashes: recovery must
+// return exactly the new records, take the old frames behind them for the
+// clean end (not a torn write), and the files must have been reused rather
+// than created.
+func TestRecycledSegments(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenLog(dir, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Recover(func(RecMeta) {})
+	var seq uint64
+	fill := func(n int, size int) map[uint64]Loc {
+		locs := make(map[uint64]Loc)
+		for range n {
+			seq++
+			at, err := s.Append(&Item{Seq: seq, Priority: kestrel.PriorityNormal, Time: int64(seq), Data: bytes.Repeat([]byte{byte(seq)}, size)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			locs[seq] = at
+			if seq%7 == 0 {
+				if err := s.Sync(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		return locs
+	}
+	old := fill(600, 90) // about 60 kB: several 8 kB segments
+	for q, at := range old {
+		s.Drop(q, at)
+	}
+	fill(1, 90) // carries the acknowledgements; the drained files go to the pool
+	s.Sync()
+	pool := s.Stats().PoolFiles
+	if pool == 0 {
+		t.Fatal("no drained segment file kept for reuse")
+	}
+	files := func() int {
+		m, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		return len(m)
+	}
+	before := files()
+	fresh := fill(300, 30) // a third of what the files held
+	if files() != before {
+		t.Fatalf("%d files after writing over the pool, was %d: new files were created", files(), before)
+	}
+	if got := s.Stats().PoolFiles; got >= pool {
+		t.Fatalf("pool still has %d files (had %d): none was reused", got, pool)
+	}
+	s.abandon()
+
+	s2, got, rst := reopenLog(t, dir)
+	defer s2.Close()
+	if rst.Dropped != 0 {
+		t.Fatalf("recovery counted %d torn regions (%d bytes): old frames of recycled files are not torn writes", rst.Dropped, rst.DroppedBytes)
+	}
+	if len(got) != len(fresh)+1 {
+		t.Fatalf("recovered %d records, want %d", len(got), len(fresh)+1)
+	}
+	for q := range fresh {
+		if !bytes.Equal(got[q], bytes.Repeat([]byte{byte(q)}, 30)) {
+			t.Fatalf("seq %d differs", q)
+		}
+	}
+	for q := range old {
+		if got[q] != nil {
+			t.Fatalf("old seq %d came back from a recycled file", q)
+		}
+	}
+}
+
+// TestRecycledFileWithoutNewHeader is a crash between renaming a pool file
+// to its new segment name and writing the new header: the file still has
+// its old header, so it holds nothing and goes back to the pool.
+func TestRecycledFileWithoutNewHeader(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenLog(dir, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Recover(func(RecMeta) {})
+	for q := uint64(1); q <= 10; q++ {
+		s.Append(&Item{Seq: q, Data: []byte("old record")})
+	}
+	s.Sync()
+	s.abandon()
+	if err := os.Rename(filepath.Join(dir, segName(1)), filepath.Join(dir, segName(7))); err != nil {
+		t.Fatal(err)
+	}
+	s2, got, rst := reopenLog(t, dir)
+	defer s2.Close()
+	if len(got) != 0 || rst.Dropped != 0 {
+		t.Fatalf("recovered %d records, %d dropped regions, want none", len(got), rst.Dropped)
+	}
+	if st := s2.Stats(); st.PoolFiles != 1 {
+		t.Fatalf("pool has %d files, want the orphan back in it", st.PoolFiles)
+	}
+	if s2.nextID <= 7 {
+		t.Fatalf("next segment id %d would reuse a pooled file's id", s2.nextID)
 	}
 }

@@ -45,7 +45,32 @@ const (
 	metaMagic = "KSMT"
 )
 
-func segName(id uint32) string { return fmt.Sprintf("seg-%08x.log", id) }
+func segName(id uint32) string  { return fmt.Sprintf("seg-%08x.log", id) }
+func freeName(id uint32) string { return fmt.Sprintf("free-%08x.log", id) }
+
+// Segment files are recycled: a drained segment is renamed free-XXXXXXXX.log
+// (its old id) and becomes the file of a later segment, whose group commits
+// then overwrite blocks the filesystem has already written. A new file's
+// blocks are preallocated but unwritten, and ext4 logs a journal
+// transaction each time a write converts one: at a trickle that is most of
+// what reaches the device (docs/spool.md). The old frames left behind the
+// new segment's end can never pass for its records: frame checksums are
+// seeded with the segment id.
+
+// defaultPoolMax bounds the drained files kept for reuse when the Spool does
+// not size the pool (64 MiB of default segments).
+const defaultPoolMax = 16
+
+// segRecycled, in a segment header's flags byte, marks a segment written
+// over a recycled file: bytes behind its clean end are old frames, not a
+// torn write, so recovery neither counts nor zeroes them.
+const segRecycled = 1
+
+type freeSeg struct {
+	id   uint32
+	size int64
+	used int64 // bytes from the start that have been written (the rest is unwritten preallocation)
+}
 
 type segment struct {
 	id        uint32
@@ -56,6 +81,8 @@ type segment struct {
 	stWritten frameState
 	live      int
 	seed      uint32 // frame checksum seed (frame.go)
+	recycle   uint32 // id of the free file this segment is written over; 0: a new file
+	used      int64  // bytes of the file written by earlier segments
 	// tail holds the bytes from the start of the sector that contains
 	// `written` up to `written`: with direct I/O a group commit that does
 	// not start on a sector boundary rewrites them.
@@ -117,6 +144,13 @@ type LogStore struct {
 	// and 11 bytes written per payload byte (docs/spool.md).
 	align int64
 	dbuf  []byte // aligned scratch buffer for direct writes
+	// free lists the drained segment files kept for reuse, at most
+	// poolMax. Once the medium has been full (pressure), drained files
+	// are deleted instead and the pool is emptied: the space is worth
+	// more than the journal writes saved.
+	free     []freeSeg
+	poolMax  int
+	pressure bool
 	// written bytes in total; for metrics and the write-amplification test
 	bytesWritten uint64
 	syncs        uint64
@@ -140,7 +174,7 @@ func OpenLog(dir string, segBytes int64) (*LogStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: create %s: %w", dir, err)
 	}
-	s := &LogStore{dir: dir, segBytes: segBytes, segs: make(map[uint32]*segment)}
+	s := &LogStore{dir: dir, segBytes: segBytes, segs: make(map[uint32]*segment), poolMax: defaultPoolMax}
 	var err error
 	if s.lockf, err = os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDONLY|os.O_CREATE, 0o600); err != nil {
 		return nil, fmt.Errorf("spool: lock file: %w", err)
@@ -212,14 +246,12 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 	var ids []uint32
 	for _, e := range ents {
 		n := e.Name()
-		if !strings.HasPrefix(n, "seg-") || !strings.HasSuffix(n, ".log") {
-			continue
+		if id, ok := parseSegName(n, "free-"); ok {
+			s.keepFree(uint32(id))
 		}
-		id, err := strconv.ParseUint(n[4:len(n)-4], 16, 32)
-		if err != nil {
-			continue
+		if id, ok := parseSegName(n, "seg-"); ok {
+			ids = append(ids, uint32(id))
 		}
-		ids = append(ids, uint32(id))
 	}
 	slices.Sort(ids)
 	var (
@@ -249,14 +281,20 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		}
 		version := segHeaderVersion(buf, id)
 		if version == 0 {
-			// A segment whose header never reached the disk holds nothing.
+			// A segment whose header never reached the disk holds
+			// nothing. If it still has the header of another id it is
+			// a recycled file that was never written: back to the pool.
 			f.Close()
+			changed = true
+			if len(buf) >= segHeaderLen && segHeaderVersion(buf, binary.LittleEndian.Uint32(buf[8:])) != 0 {
+				s.retireFile(id, fi.Size(), writtenExtent(path, fi.Size()))
+				continue
+			}
 			if len(bytes.TrimRight(buf, "\x00")) > 0 {
 				st.Dropped++
 				st.DroppedBytes += int64(len(buf))
 			}
 			os.Remove(path)
-			changed = true
 			continue
 		}
 		seg := &segment{id: id, f: f, alloc: fi.Size()}
@@ -272,6 +310,9 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 				// clean end. Anything else is a torn or corrupt tail:
 				// zero it (keeping the allocation) so that it is counted
 				// once; if the medium refuses, recovery stops here again.
+				if buf[5]&segRecycled != 0 {
+					break // the old frames of the file's previous segment
+				}
 				if bad := len(bytes.TrimRight(buf[off:], "\x00")); bad > 0 {
 					st.Dropped++
 					st.DroppedBytes += int64(bad)
@@ -293,6 +334,9 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 			off += n
 		}
 		seg.written, seg.end, seg.stWritten = int64(off), int64(off), fs
+		if buf[5]&segRecycled != 0 {
+			seg.used = writtenExtent(path, fi.Size())
+		}
 		if s.align > 0 {
 			seg.tail = slices.Clone(buf[int64(off)&^(s.align-1) : off])
 		}
@@ -315,10 +359,16 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		maxID = max(maxID, id)
 		if seg.live == 0 {
 			seg.f.Close()
-			os.Remove(filepath.Join(s.dir, segName(id)))
+			s.retireFile(id, max(seg.written, seg.alloc), max(seg.written, seg.used))
 			delete(s.segs, id)
 			changed = true
 		}
+	}
+	// A recycled file holds frames of its earlier segments, all with ids
+	// up to its name's: new ids start above every name, so that no seed is
+	// ever used twice.
+	for _, f := range s.free {
+		maxID = max(maxID, f.id)
 	}
 	if changed {
 		s.dirf.Sync()
@@ -329,6 +379,91 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		s.streams[i] = stream{active: a, st: a.stWritten}
 	}
 	return st, nil
+}
+
+func parseSegName(name, prefix string) (uint64, bool) {
+	if !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, ".log") {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(name[len(prefix):len(name)-4], 16, 32)
+	return id, err == nil && id != 0
+}
+
+// keepFree adds an existing free file to the pool, or deletes it when the
+// pool is full. Called with mu held (or before the store is shared).
+func (s *LogStore) keepFree(id uint32) {
+	path := filepath.Join(s.dir, freeName(id))
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	if len(s.free) >= s.poolMax || s.pressure {
+		os.Remove(path)
+		return
+	}
+	s.free = append(s.free, freeSeg{id: id, size: fi.Size(), used: writtenExtent(path, fi.Size())})
+}
+
+// writtenExtent is where the file's first hole starts: ext4 and xfs report
+// preallocated but unwritten blocks as a hole, so this is how far a new
+// segment can write over blocks already written. Without SEEK_HOLE it
+// assumes the whole file.
+func writtenExtent(path string, size int64) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	off, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_HOLE)
+	if err != nil {
+		return size
+	}
+	return off
+}
+
+// retireFile disposes of the file of a drained segment: into the pool, or
+// deleted. The rename, like an unlink, is not synced: if a crash loses it
+// the segment comes back and its records are duplicates, never a loss.
+// Called with mu held.
+func (s *LogStore) retireFile(id uint32, size, used int64) {
+	path := filepath.Join(s.dir, segName(id))
+	if !s.pressure && len(s.free) < s.poolMax {
+		if err := os.Rename(path, filepath.Join(s.dir, freeName(id))); err == nil {
+			s.free = append(s.free, freeSeg{id: id, size: size, used: used})
+			return
+		}
+	}
+	os.Remove(path)
+}
+
+// takeFree removes from the pool the file with the most written blocks:
+// the new segment's commits then convert the fewest unwritten ones.
+// Called with mu held.
+func (s *LogStore) takeFree() (freeSeg, bool) {
+	best := -1
+	for i, f := range s.free {
+		if best < 0 || f.used > s.free[best].used {
+			best = i
+		}
+	}
+	if best < 0 {
+		return freeSeg{}, false
+	}
+	f := s.free[best]
+	s.free = slices.Delete(s.free, best, best+1)
+	return f, true
+}
+
+// relieve is called when the medium is full: the pool is deleted and no
+// drained file is kept again until the store is reopened.
+func (s *LogStore) relieve() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pressure = true
+	for _, f := range s.free {
+		os.Remove(filepath.Join(s.dir, freeName(f.id)))
+	}
+	s.free = nil
 }
 
 // segHeaderVersion returns the version of a valid segment header for id,
@@ -342,10 +477,10 @@ func segHeaderVersion(b []byte, id uint32) int {
 	return int(b[4])
 }
 
-func appendSegHeader(dst []byte, id uint32) []byte {
+func appendSegHeader(dst []byte, id uint32, flags byte) []byte {
 	start := len(dst)
 	dst = append(dst, segMagic...)
-	dst = append(dst, segVersion, 0, 0, 0)
+	dst = append(dst, segVersion, flags, 0, 0)
 	dst = binary.LittleEndian.AppendUint32(dst, id)
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }
@@ -418,7 +553,16 @@ func (s *LogStore) tail(sm *stream) *chunk {
 		c = &s.chunks[len(s.chunks)-1]
 	}
 	if a.end == 0 {
-		c.data = appendSegHeader(c.data, a.id)
+		var flags byte
+		if a.f == nil && a.recycle == 0 {
+			if f, ok := s.takeFree(); ok {
+				a.recycle, a.used = f.id, f.used
+			}
+		}
+		if a.recycle != 0 {
+			flags = segRecycled
+		}
+		c.data = appendSegHeader(c.data, a.id, flags)
 		a.end = segHeaderLen
 	}
 	return c
@@ -607,11 +751,20 @@ func (s *LogStore) write(work []chunk) error {
 			}
 			flag := os.O_WRONLY
 			fresh := c.seg.f == nil
-			if fresh {
-				flag |= os.O_CREATE | os.O_TRUNC
-				created = true
-			}
 			path := filepath.Join(s.dir, segName(c.seg.id))
+			recycled := false
+			if fresh {
+				created = true
+				s.mu.Lock()
+				from := c.seg.recycle
+				s.mu.Unlock()
+				if from != 0 && c.off == 0 {
+					recycled = os.Rename(filepath.Join(s.dir, freeName(from)), path) == nil
+				}
+				if !recycled {
+					flag |= os.O_CREATE | os.O_TRUNC
+				}
+			}
 			if align > 0 {
 				flag |= unix.O_DIRECT
 			}
@@ -629,7 +782,13 @@ func (s *LogStore) write(work []chunk) error {
 			if err != nil {
 				return fmt.Errorf("spool: open segment for writing: %w", err)
 			}
-			if fresh {
+			if recycled {
+				if fi, err := f.Stat(); err == nil {
+					s.mu.Lock()
+					c.seg.alloc = fi.Size()
+					s.mu.Unlock()
+				}
+			} else if fresh {
 				// Allocate the whole segment (and its size) once, so that
 				// a group commit only writes data: without this every
 				// fdatasync also commits an ext4 journal transaction for
@@ -642,6 +801,7 @@ func (s *LogStore) write(work []chunk) error {
 					s.mu.Unlock()
 				case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
 				case errors.Is(err, unix.ENOSPC):
+					s.relieve()
 					// Not room for a whole segment, but maybe for
 					// this commit: use the last bytes of the medium
 					// before evicting anything (an emergency's own
@@ -664,6 +824,9 @@ func (s *LogStore) write(work []chunk) error {
 		if err != nil {
 			w.Close()
 			w = nil
+			if errors.Is(err, unix.ENOSPC) {
+				s.relieve()
+			}
 			return fmt.Errorf("spool: write segment: %w", err)
 		}
 	}
@@ -788,7 +951,7 @@ func (s *LogStore) deleteEmpty() {
 		}
 		if seg.f != nil {
 			seg.f.Close()
-			os.Remove(filepath.Join(s.dir, segName(id)))
+			s.retireFile(id, max(seg.written, seg.alloc), max(seg.written, seg.used))
 		}
 		delete(s.segs, id)
 	}
@@ -934,6 +1097,9 @@ func (s *LogStore) Usage() int64 {
 	for _, seg := range s.segs {
 		n += max(seg.written, seg.alloc)
 	}
+	for _, f := range s.free {
+		n += f.size
+	}
 	return n
 }
 
@@ -942,13 +1108,19 @@ type LogStats struct {
 	BytesWritten uint64 // handed to write(2)
 	Syncs        uint64 // group commits that wrote something
 	Fsyncs       uint64 // fdatasync and directory fsync calls (meta file excluded)
+	PoolFiles    int    // drained segment files kept for reuse
+	PoolBytes    int64  // their size (part of Usage)
 }
 
 // Stats reports the log's work so far.
 func (s *LogStore) Stats() LogStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return LogStats{s.bytesWritten, s.syncs, s.fsyncs}
+	st := LogStats{BytesWritten: s.bytesWritten, Syncs: s.syncs, Fsyncs: s.fsyncs, PoolFiles: len(s.free)}
+	for _, f := range s.free {
+		st.PoolBytes += f.size
+	}
+	return st
 }
 
 // abandon releases the files without writing anything: what a crash leaves

@@ -173,13 +173,13 @@ func FuzzRecover(f *testing.F) {
 	good = bytes.TrimRight(good, "\x00")
 	f.Add(good)
 	f.Add(good[:len(good)-3])
-	f.Add(appendSegHeader(nil, 1))
+	f.Add(appendSegHeader(nil, 1, 0))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		dir := t.TempDir()
 		data := body
 		if len(body) > 0 && body[0]&1 == 0 {
 			// Keep a valid header most of the time so frames get parsed.
-			data = append(appendSegHeader(nil, 1), body...)
+			data = append(appendSegHeader(nil, 1, 0), body...)
 		}
 		os.WriteFile(filepath.Join(dir, segName(1)), data, 0o600)
 		s, err := OpenLog(dir, 1<<20)

@@ -241,6 +241,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Spool, error) {
 		s.mu.Unlock()
 		return s, nil
 	}
+	ls.poolMax = int(min(max(opts.MaxBytes/ls.segBytes, 2), 4096))
 	s, err := OpenStore(ls, opts, log)
 	if err != nil {
 		ls.Close()
