@@ -339,8 +339,7 @@ func TestRejections(t *testing.T) {
 	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *Report) bool { return r.Version == 20 && r.Status == StatusApplied })
 	d.waitIdle() // the report's PUBACK is in, so it is not sent again
 	nAudit, nReports := len(d.m.Audit()), obs.Len()
-	d.link.reconnect([]string{b.URL()})
-	time.Sleep(500 * time.Millisecond) // give a wrongly reprocessed copy time to show
+	redelivered(t, d, func() { d.link.reconnect([]string{b.URL()}) })
 	if len(d.m.Audit()) != nAudit || obs.Len() != nReports {
 		for _, r := range reports(t, obs.Messages()[nReports:]) {
 			t.Logf("extra report: %+v", r)
@@ -353,15 +352,27 @@ func TestRejections(t *testing.T) {
 	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *Report) bool { return r.Status == StatusRejected && r.Version == 0 && r.Running == 20 })
 	d.waitIdle()
 	nAudit, nReports = len(d.m.Audit()), obs.Len()
-	got := d.link.got.Load()
-	d.link.reconnect([]string{b.URL()})
-	time.Sleep(500 * time.Millisecond)
-	if d.link.got.Load() == got {
-		t.Fatal("the retained config was not delivered again: the check proves nothing")
-	}
+	redelivered(t, d, func() { d.link.reconnect([]string{b.URL()}) })
 	if len(d.m.Audit()) != nAudit || obs.Len() != nReports {
 		t.Fatalf("running config's retained copy reported after stray message: audit %d→%d, reports %d→%d", nAudit, len(d.m.Audit()), nReports, obs.Len())
 	}
+}
+
+// redelivered runs reconnect and waits until the broker has delivered the
+// retained config again (however long a loaded machine takes), then gives a
+// wrongly reprocessed copy half a second to show in the audit and reports.
+func redelivered(t *testing.T, d *device, reconnect func()) {
+	t.Helper()
+	got := d.link.got.Load()
+	reconnect()
+	deadline := time.Now().Add(15 * time.Second)
+	for d.link.got.Load() == got {
+		if time.Now().After(deadline) {
+			t.Fatal("the retained config was not delivered again: the check proves nothing")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
 }
 
 // TestConnectivityRollback: a config that moves the device to a broker it
