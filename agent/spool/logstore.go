@@ -125,6 +125,11 @@ type LogStore struct {
 	metaCtr  uint64
 
 	syncMu sync.Mutex // one Sync at a time
+	// ioMu keeps page-cache reads of a segment from overlapping a direct
+	// write to it: the kernel cannot drop a page that a reader holds while
+	// a direct write lands under it, and would leave it stale ("page cache
+	// invalidation failure on direct I/O").
+	ioMu sync.RWMutex
 
 	mu      sync.Mutex
 	segs    map[uint32]*segment
@@ -863,6 +868,8 @@ func (s *LogStore) writeDirect(w *os.File, c chunk, align int64) (tail []byte, w
 	if pos&(align-1) != 0 {
 		return nil, 0, fmt.Errorf("segment %s: tail of %d bytes does not reach back to a sector at %d", segName(c.seg.id), len(tail), c.off)
 	}
+	s.ioMu.Lock()
+	defer s.ioMu.Unlock()
 	n := copy(buf, tail)
 	src := c.data
 	for {
@@ -986,7 +993,10 @@ func (s *LogStore) Read(at Loc, size int, dst []byte) ([]byte, error) {
 				s.rbuf = make([]byte, w)
 			}
 			s.rbuf = s.rbuf[:w]
-			if _, err := seg.f.ReadAt(s.rbuf, off); err != nil {
+			s.ioMu.RLock()
+			_, err := seg.f.ReadAt(s.rbuf, off)
+			s.ioMu.RUnlock()
+			if err != nil {
 				s.rseg = 0
 				return dst, fmt.Errorf("spool: read segment %s: %w", segName(seg.id), err)
 			}
