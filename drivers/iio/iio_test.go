@@ -114,3 +114,60 @@ func TestNoDevice(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestUnplugged: the accelerometer's directory goes while the driver holds
+// its attributes open; Run must report the device gone, not keep
+// sampling an unlinked file.
+func TestUnplugged(t *testing.T) {
+	tr, _ := fakesysfs.New(t.TempDir())
+	dev, _ := tr.AddAccel("lis3dh", lis3dhScale)
+	tr.SetAccel(dev, 0, 0, 1024)
+	done := make(chan error, 1)
+	got := make(chan struct{}, 1)
+	go func() {
+		done <- iio.New(tr.Root, iio.Options{Rate: 200}).Run(context.Background(), func(kestrel.Record) {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	<-got
+	if err := tr.Remove(dev); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "device gone") {
+			t.Fatalf("Run returned %v, want device gone", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run kept going after the device was removed")
+	}
+}
+
+// TestValuesFollowWrites: the driver holds the attributes open, so each new
+// value must come through the same files (sysfs regenerates on read).
+func TestValuesFollowWrites(t *testing.T) {
+	tr, _ := fakesysfs.New(t.TempDir())
+	dev, _ := tr.AddAccel("lis3dh", "1")
+	tr.SetAccel(dev, 123456, -7, 0)
+	recs, stop := run(t, tr.Root, iio.Options{Rate: 200})
+	defer stop()
+	for _, want := range [][3]int{{1, 2, 3}, {-40000, 5, 99999}, {0, 0, 0}} {
+		tr.SetAccel(dev, want[0], want[1], want[2])
+		deadline := time.After(3 * time.Second)
+		for {
+			var r kestrel.Record
+			select {
+			case r = <-recs:
+			case <-deadline:
+				t.Fatalf("never saw %v", want)
+			}
+			a := r.Body.(*kestrel.Accel)
+			if *a == (kestrel.Accel{X: int32(want[0] * 1000), Y: int32(want[1] * 1000), Z: int32(want[2] * 1000)}) {
+				break
+			}
+		}
+	}
+}

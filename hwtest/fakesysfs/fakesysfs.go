@@ -6,13 +6,20 @@
 // (Documentation/ABI/testing/sysfs-bus-iio, sysfs-class-power,
 // sysfs-class-thermal): raw accelerometer counts with a scale in m/s² per
 // count, battery voltage in µV and temperature in tenths of °C, thermal
-// zone temperatures in millidegrees Celsius. Each value is written to a
-// temporary file and renamed, so a reader never sees half a value, as with
-// the kernel's own attribute reads.
+// zone temperatures in millidegrees Celsius.
+//
+// An attribute is one file for its whole life, as in sysfs, so a driver may
+// hold it open and read it again at offset 0. A new value is written in
+// place over the old one and the file then cut to its length: a reader
+// between the two sees the new value's first token followed by leftover
+// bytes, which the drivers ignore (they read the first token). Remove
+// empties the attributes before deleting them, so that a reader holding
+// them open sees the device go, as sysfs readers get ENODEV.
 package fakesysfs
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,18 +40,26 @@ func New(root string) (*Tree, error) {
 	return &Tree{Root: root}, nil
 }
 
-// Write sets one attribute, path relative to the root, atomically.
+// Write sets one attribute, path relative to the root, in place.
 func (t *Tree) Write(rel, value string) error {
 	p := filepath.Join(t.Root, rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("fakesysfs: %w", err)
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(value+"\n"), 0o644); err != nil {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
 		return fmt.Errorf("fakesysfs: %w", err)
 	}
-	if err := os.Rename(tmp, p); err != nil {
-		return fmt.Errorf("fakesysfs: %w", err)
+	b := []byte(value + "\n")
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Truncate(int64(len(b)))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fakesysfs: %s: %w", rel, err)
 	}
 	return nil
 }
@@ -143,7 +158,16 @@ func (t *Tree) SetThermal(n, milliC int) error {
 	return t.Write(filepath.Join("class/thermal", "thermal_zone"+strconv.Itoa(n), "temp"), strconv.Itoa(milliC))
 }
 
-// Remove deletes an attribute, as when a device is unplugged.
+// Remove deletes an attribute or a device directory, as when a device is
+// unplugged: every file is emptied first, so that a driver holding one open
+// reads nothing from then on.
 func (t *Tree) Remove(rel string) error {
-	return os.RemoveAll(filepath.Join(t.Root, rel))
+	root := filepath.Join(t.Root, rel)
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			os.Truncate(p, 0)
+		}
+		return nil
+	})
+	return os.RemoveAll(root)
 }
