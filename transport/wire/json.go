@@ -147,17 +147,26 @@ func AppendJSON(dst []byte, r *kestrel.Record) []byte {
 			dst = strconv.AppendBool(dst, b.Online)
 			dst = appendIntField(dst, "rssi", int64(b.RSSI))
 			dst = appendUintField(dst, "ber", uint64(b.BER))
-			dst = appendIntField(dst, "rsrp", int64(b.RSRP))
-			dst = appendFixedField(dst, "rsrq", int64(b.RSRQ), 1)
-			dst = appendUintField(dst, "tetra_mode", uint64(b.Mode))
-			dst = appendStringField(dst, "identity", b.Identity)
-			dst = appendStringField(dst, "talkgroup", b.Talkgroup)
-			dst = appendStringField(dst, "operator", b.Operator)
-			dst = appendUintField(dst, "access_tech", uint64(b.AccessTech))
-			dst = appendUintField(dst, "tac", uint64(b.TAC))
-			dst = appendUintField(dst, "cell_id", uint64(b.CellID))
-			dst = appendStringField(dst, "imei", b.IMEI)
-			dst = appendStringField(dst, "iccid", b.ICCID)
+			// Each profile prints its own fields: zeros for the
+			// other's read as measurements.
+			tetra, lte := b.Profile != kestrel.ProfileLTE, b.Profile != kestrel.ProfileTETRA
+			if lte {
+				dst = appendIntField(dst, "rsrp", int64(b.RSRP))
+				dst = appendFixedField(dst, "rsrq", int64(b.RSRQ), 1)
+			}
+			if tetra {
+				dst = appendUintField(dst, "tetra_mode", uint64(b.Mode))
+				dst = appendStringField(dst, "identity", b.Identity)
+				dst = appendStringField(dst, "talkgroup", b.Talkgroup)
+			}
+			if lte {
+				dst = appendStringField(dst, "operator", b.Operator)
+				dst = appendUintField(dst, "access_tech", uint64(b.AccessTech))
+				dst = appendUintField(dst, "tac", uint64(b.TAC))
+				dst = appendUintField(dst, "cell_id", uint64(b.CellID))
+				dst = appendStringField(dst, "imei", b.IMEI)
+				dst = appendStringField(dst, "iccid", b.ICCID)
+			}
 		}
 	case *kestrel.Accel:
 		if b != nil { // m/s², from mm/s²

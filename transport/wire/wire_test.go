@@ -332,3 +332,36 @@ func TestGeneratedCodeCurrent(t *testing.T) {
 		t.Fatal("bodies_gen.go is stale: run go generate ./transport/wire/")
 	}
 }
+
+// TestRadioJSONByProfile: an LTE modem's line carries no TETRA fields and a
+// TETRA radio's no LTE ones, whose zeros would read as measurements.
+func TestRadioJSONByProfile(t *testing.T) {
+	seen := 0
+	for _, r := range mixedBatch() {
+		b, ok := r.Body.(*kestrel.RadioStatus)
+		if !ok {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(AppendJSON(nil, &r), &m); err != nil {
+			t.Fatal(err)
+		}
+		_, hasTG := m["talkgroup"]
+		_, hasICCID := m["iccid"]
+		_, hasRSRP := m["rsrp"]
+		seen++
+		switch b.Profile {
+		case kestrel.ProfileLTE:
+			if hasTG || !hasICCID || !hasRSRP {
+				t.Errorf("LTE line %v", m)
+			}
+		case kestrel.ProfileTETRA:
+			if !hasTG || hasICCID || hasRSRP {
+				t.Errorf("TETRA line %v", m)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("%d radio records in the batch, want one of each profile", seen)
+	}
+}
