@@ -30,6 +30,19 @@ func openDirect(t *testing.T, dir string, segBytes int64) *LogStore {
 	return s
 }
 
+// openEmpty opens a log in an empty directory, ready for appends.
+func openEmpty(t *testing.T, dir string, segBytes int64) *LogStore {
+	t.Helper()
+	s, err := OpenLog(dir, segBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recover(func(RecMeta) {}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func reopenLog(t *testing.T, dir string) (*LogStore, map[uint64][]byte, RecoverStats) {
 	t.Helper()
 	s, err := OpenLog(dir, 0)
@@ -152,11 +165,7 @@ func TestDirectMixedCommitsRecover(t *testing.T) {
 // recovery cuts them (counted) instead of taking them as records.
 func TestForeignFramesNeverPass(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenLog(dir, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Recover(func(RecMeta) {})
+	s := openEmpty(t, dir, 4096)
 	for q := uint64(1); q <= 200; q++ {
 		s.Append(&Item{Seq: q, Priority: kestrel.PriorityNormal, Data: bytes.Repeat([]byte{'x'}, 30)})
 		if q%20 == 0 {
@@ -213,11 +222,7 @@ func TestVersion1SegmentsStillRead(t *testing.T) {
 // than created.
 func TestRecycledSegments(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenLog(dir, 8192)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Recover(func(RecMeta) {})
+	s := openEmpty(t, dir, 8192)
 	var seq uint64
 	fill := func(n int, size int) map[uint64]Loc {
 		locs := make(map[uint64]Loc)
@@ -288,11 +293,7 @@ func TestRecycledSegments(t *testing.T) {
 // its old header, so it holds nothing and goes back to the pool.
 func TestRecycledFileWithoutNewHeader(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenLog(dir, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Recover(func(RecMeta) {})
+	s := openEmpty(t, dir, 4096)
 	for q := uint64(1); q <= 10; q++ {
 		s.Append(&Item{Seq: q, Data: []byte("old record")})
 	}
