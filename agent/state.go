@@ -107,6 +107,7 @@ func (a *Agent) stateFields() map[string]any {
 		"spool_bytes":    m.Bytes,
 		"spool_health":   m.Health.State.String(),
 		"spool_oldest_s": int64(m.OldestAge.Seconds()),
+		"spool_writes":   m.Writes,
 	}
 	if m.Health.Err != nil {
 		f["spool_error"] = m.Health.Err.Error()

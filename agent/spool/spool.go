@@ -113,6 +113,7 @@ type Metrics struct {
 	Bytes        int64         // charged against MaxBytes
 	MaxBytes     int64         //
 	StoreBytes   int64         // occupied on the medium
+	Writes       string        // how group commits reach the medium: "direct", "page-cache" or "memory"
 	MemoryBytes  int64         // payloads not yet durable (waiting for the next sync, or storage failing)
 	OldestAge    time.Duration // age of the oldest record by record time; 0 when empty
 	Evicted      uint64
@@ -297,7 +298,7 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 	}
 	log.Info("spool open", "boot", s.boot, "next_seq", s.next, "records", rs.Records,
 		"dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes, "duplicates", rs.Duplicates,
-		"recovery", time.Since(t0).Round(time.Millisecond))
+		"recovery", time.Since(t0).Round(time.Millisecond), "writes", writesOf(st))
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(1)
@@ -720,10 +721,25 @@ func (s *Spool) Metrics() Metrics {
 	}
 	s.mu.Unlock()
 	m.StoreBytes = s.store.Usage()
+	m.Writes = writesOf(s.store)
 	if oldest != 0 {
 		m.OldestAge = max(0, s.opts.Now().Sub(time.UnixMilli(oldest)))
 	}
 	return m
+}
+
+// writesOf names the store's write path for logs and the state message:
+// "page-cache" on a filesystem without direct I/O means about eight times
+// the flash writes at a trickle (docs/spool.md).
+func writesOf(st Store) string {
+	ls, ok := st.(*LogStore)
+	switch {
+	case !ok:
+		return "memory"
+	case ls.DirectIO():
+		return "direct"
+	}
+	return "page-cache"
 }
 
 func (s *Spool) run(ctx context.Context) {
