@@ -1,13 +1,13 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 )
 
 const configUsage = `usage:
@@ -68,12 +68,9 @@ func configValidate(args []string, s stdio) error {
 			"path, and exits 1 if there is any.")
 		fs.PrintDefaults()
 	}
-	file, rest := splitFileArg(args)
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	file, rest := subcmd.FileFirst(args)
+	if help, err := subcmd.Parse(fs, rest); help || err != nil {
+		return err
 	}
 	if file == "" && fs.NArg() == 1 {
 		file = fs.Arg(0)
@@ -94,15 +91,6 @@ func configValidate(args []string, s stdio) error {
 	return nil
 }
 
-// splitFileArg lets FILE come before the flags (Go's flag package stops at
-// the first non-flag argument).
-func splitFileArg(args []string) (string, []string) {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		return args[0], args[1:]
-	}
-	return "", args
-}
-
 func configShow(args []string, s stdio) error {
 	fs := flag.NewFlagSet("config show", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
@@ -115,14 +103,8 @@ func configShow(args []string, s stdio) error {
 			"and validation.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
+		return err
 	}
 	c, err := config.Load(*path, sets)
 	if err != nil {

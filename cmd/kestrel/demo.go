@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 	"github.com/kestrel-edge/kestrel/hwtest/demo"
 )
 
@@ -26,14 +27,8 @@ func runDemo(args []string, s stdio) error {
 			"then a summary: records, bytes per fix and sequence gaps (which must be zero).\n\nflags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
+		return err
 	}
 	level := slog.LevelWarn
 	if *verbose {

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"sort"
 	"strings"
 
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
 )
 
@@ -63,11 +63,8 @@ func runHookSend(args []string, s stdio) error {
 		fmt.Fprintln(s.stderr, "\nflags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if help, err := subcmd.Parse(fs, args); help || err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		return fmt.Errorf("%w: missing event TYPE (see kestrel hook -h)", errUsage)

@@ -13,6 +13,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent"
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/selftest"
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 )
 
 // setFlags collects repeated --set key=value overrides.
@@ -33,11 +34,8 @@ func runRun(args []string, s stdio) error {
 			"file and applies what changed live, or rejects the whole change.\n\nflags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if help, err := subcmd.Parse(fs, args); help || err != nil {
+		return err
 	}
 	if *path == "" {
 		fs.Usage()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/selftest"
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 )
 
 // runSelftest is the fitter's commissioning check: it tries every part the
@@ -39,11 +40,8 @@ func runSelftest(args []string, s stdio) error {
 			"Exit status: 0 no failure, 1 a part failed, 2 usage error.\n\nflags:")
 		fset.PrintDefaults()
 	}
-	if err := fset.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if help, err := subcmd.Parse(fset, args); help || err != nil {
+		return err
 	}
 	if fset.NArg() > 0 {
 		fset.Usage()
@@ -93,7 +91,7 @@ func runSelftest(args []string, s stdio) error {
 		return err
 	}
 	if rep.Failed() {
-		return exitCode(1)
+		return subcmd.ExitStatus(1)
 	}
 	return nil
 }

@@ -4,12 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
 
@@ -45,12 +45,9 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	pos, err := decodeParseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	pos, help, err := decodeParseInterleaved(fs, args)
+	if help || err != nil {
+		return err
 	}
 	in, err := openInput(pos, s)
 	if err != nil {
@@ -71,16 +68,16 @@ flags:
 }
 
 // decodeParseInterleaved parses flags that may come before or after the
-// positional arguments, and returns the positional ones.
-func decodeParseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
+// positional arguments, and returns the positional ones; help and err are
+// subcmd.Parse's.
+func decodeParseInterleaved(fs *flag.FlagSet, args []string) (pos []string, help bool, err error) {
 	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
+		if help, err := subcmd.Parse(fs, args); help || err != nil {
+			return nil, help, err
 		}
 		args = fs.Args()
 		if len(args) == 0 {
-			return pos, nil
+			return pos, false, nil
 		}
 		pos = append(pos, args[0])
 		args = args[1:]

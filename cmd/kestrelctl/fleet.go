@@ -25,6 +25,7 @@ import (
 
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 )
 
 // ---- keygen ----
@@ -41,7 +42,7 @@ func runKeygen(args []string, s stdio) error {
 			"that goes into each device's remote.trusted_keys. Prints the key id.")
 		fs.PrintDefaults()
 	}
-	if help, err := fleetParse(fs, args); help || err != nil {
+	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
 		return err
 	}
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -164,6 +165,29 @@ func fleetConnect(ctx context.Context, f fleetBrokerFlags, role string) (paho.Cl
 	}
 	return cl, nil
 }
+
+// fleetSubscribe connects as role (fleetConnect) and subscribes to filters;
+// col gathers what arrives. The caller disconnects cl. A failed
+// subscription comes back as a subscribeError, so a command can say which
+// step failed.
+func fleetSubscribe(ctx context.Context, f fleetBrokerFlags, role string, filters ...string) (cl paho.Client, col *collector, err error) {
+	cl, err = fleetConnect(ctx, f, role)
+	if err != nil {
+		return nil, nil, err
+	}
+	col = newCollector()
+	if err := subscribeAll(ctx, cl, col, filters...); err != nil {
+		cl.Disconnect(250)
+		return nil, nil, subscribeError{err}
+	}
+	return cl, col, nil
+}
+
+// subscribeError is a subscription that failed after the connect worked.
+// It reads as its cause.
+type subscribeError struct{ error }
+
+func (e subscribeError) Unwrap() error { return e.error }
 
 func fleetWait(ctx context.Context, tok paho.Token, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -348,12 +372,9 @@ func configPush(args []string, s stdio) error {
 			"group: devices whose last report lists the group), or --devices/--expect.")
 		fs.PrintDefaults()
 	}
-	file, rest := fleetFileFirst(args)
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	file, rest := subcmd.FileFirst(args)
+	if help, err := subcmd.Parse(fs, rest); help || err != nil {
+		return err
 	}
 	if file == "" && fs.NArg() == 1 {
 		file = fs.Arg(0)
@@ -394,16 +415,14 @@ func configPush(args []string, s stdio) error {
 	}
 
 	ctx := fleetCtx(s)
-	cl, err := fleetConnect(ctx, bf, "push")
-	if err != nil {
+	prefix := "kestrel/v1/" + *bf.fleet + "/"
+	cl, col, err := fleetSubscribe(ctx, bf, "push", prefix+"+/config/reported", prefix+"+/state")
+	if errors.As(err, new(subscribeError)) {
+		return fmt.Errorf("subscribe: %w", err)
+	} else if err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
-	prefix := "kestrel/v1/" + *bf.fleet + "/"
-	col := newCollector()
-	if err := subscribeAll(ctx, cl, col, prefix+"+/config/reported", prefix+"+/state"); err != nil {
-		return fmt.Errorf("subscribe: %w", err)
-	}
 
 	// Learn who should answer from what is retained now.
 	expected := map[string]bool{}
@@ -614,14 +633,6 @@ func pushTable(w io.Writer, v uint64, expected map[string]bool, results map[stri
 	return nil
 }
 
-// fleetFileFirst lets FILE come before the flags.
-func fleetFileFirst(args []string) (string, []string) {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		return args[0], args[1:]
-	}
-	return "", args
-}
-
 func configGet(args []string, s stdio) error {
 	fs := flag.NewFlagSet("config get", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
@@ -635,7 +646,7 @@ func configGet(args []string, s stdio) error {
 			"group and fleet-wide ones) and the devices' last reports.")
 		fs.PrintDefaults()
 	}
-	if help, err := fleetParse(fs, args); help || err != nil {
+	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
 		return err
 	}
 	if err := bf.check(); err != nil {
@@ -656,20 +667,16 @@ func configGet(args []string, s stdio) error {
 		}
 	}
 	ctx := fleetCtx(s)
-	cl, err := fleetConnect(ctx, bf, "get")
-	if err != nil {
-		return err
-	}
-	defer cl.Disconnect(250)
 	prefix := "kestrel/v1/" + *bf.fleet + "/"
-	col := newCollector()
 	filters := []string{prefix + "+/config/reported", remote.AllDevices(*bf.fleet).Topic(), prefix + "_group/+/config/desired"}
 	if *tf.device != "" {
 		filters = append(filters, tg.Topic())
 	}
-	if err := subscribeAll(ctx, cl, col, filters...); err != nil {
+	cl, col, err := fleetSubscribe(ctx, bf, "get", filters...)
+	if err != nil {
 		return err
 	}
+	defer cl.Disconnect(250)
 	col.settle(ctx, 300*time.Millisecond, *wait)
 	desired := map[string][]byte{}
 	reports := map[string]*remote.Report{}
@@ -764,27 +771,23 @@ func runStatus(args []string, s stdio) error {
 			"online, last seen, battery, spool depth, radio, GPS and config version.")
 		fs.PrintDefaults()
 	}
-	if help, err := fleetParse(fs, args); help || err != nil {
+	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
 		return err
 	}
 	if err := bf.check(); err != nil {
 		return err
 	}
 	ctx := fleetCtx(s)
-	cl, err := fleetConnect(ctx, bf, "status")
-	if err != nil {
-		return err
-	}
-	defer cl.Disconnect(250)
 	prefix := "kestrel/v1/" + *bf.fleet + "/"
 	dev := "+"
 	if *device != "" {
 		dev = *device
 	}
-	col := newCollector()
-	if err := subscribeAll(ctx, cl, col, prefix+dev+"/state", prefix+dev+"/config/reported"); err != nil {
+	cl, col, err := fleetSubscribe(ctx, bf, "status", prefix+dev+"/state", prefix+dev+"/config/reported")
+	if err != nil {
 		return err
 	}
+	defer cl.Disconnect(250)
 	col.settle(ctx, 300*time.Millisecond, *wait)
 	states := map[string]map[string]any{}
 	reps := map[string]*remote.Report{}
@@ -975,11 +978,8 @@ func runCmd(args []string, s stdio) error {
 			"privacy on|off|default.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if help, err := subcmd.Parse(fs, args); help || err != nil {
+		return err
 	}
 	if err := bf.check(); err != nil {
 		return err
@@ -1014,18 +1014,14 @@ func runCmd(args []string, s stdio) error {
 		return err
 	}
 	ctx := fleetCtx(s)
-	cl, err := fleetConnect(ctx, bf, "cmd")
+	prefix := "kestrel/v1/" + *bf.fleet + "/" + *device + "/"
+	// The default reply channel too: a command the device cannot parse is
+	// answered there.
+	cl, col, err := fleetSubscribe(ctx, bf, "cmd", prefix+replyCh, prefix+"reply")
 	if err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
-	prefix := "kestrel/v1/" + *bf.fleet + "/" + *device + "/"
-	col := newCollector()
-	// The default reply channel too: a command the device cannot parse is
-	// answered there.
-	if err := subscribeAll(ctx, cl, col, prefix+replyCh, prefix+"reply"); err != nil {
-		return err
-	}
 	if err := fleetWait(ctx, cl.Publish(prefix+"cmd", 1, false, payload), 15*time.Second); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
@@ -1052,19 +1048,4 @@ func runCmd(args []string, s stdio) error {
 			return ctx.Err()
 		}
 	}
-}
-
-// fleetParse parses a fleet command's flags, which take no positional
-// arguments. help is true after -h, which is not an error.
-func fleetParse(fs *flag.FlagSet, args []string) (help bool, err error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return true, nil
-		}
-		return false, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return false, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	return false, nil
 }

@@ -5,13 +5,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"syscall"
+
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 )
 
 // stdio is where a subcommand reads and writes, so tests can run
@@ -23,24 +23,19 @@ type stdio struct {
 	stderr io.Writer
 }
 
-type command struct {
-	summary string
-	run     func(args []string, s stdio) error
-}
-
 // errUsage marks a command-line mistake: exit status 2.
-var errUsage = errors.New("usage")
+var errUsage = subcmd.ErrUsage
 
-var commands = map[string]command{
-	"nmea":   {"nmea decode [FILE|-]: NMEA 0183 to one JSON fix per receiver cycle", runNMEA},
-	"decode": {"decode [--hex] [FILE|-]: wire payloads to JSON lines", runDecode},
-	"wire":   {"wire encode [--batch N] [--jsonl] [FILE|-]: fixes to telemetry payloads", runWire},
-	"tail":   {"tail --broker URL [--fleet F] [--device D] [--gaps]: live decoded telemetry", runTail},
-	"keygen": {"keygen [--out PREFIX]: make an Ed25519 fleet signing key", runKeygen},
-	"config": {"config push|get ...: signed remote configuration", runConfig},
-	"status": {"status --broker URL --fleet F: fleet table from retained state", runStatus},
-	"cmd":    {"cmd --broker URL --fleet F --device D NAME [ARGS]: signed command", runCmd},
-}
+var commands = subcmd.Table[stdio]{Program: "kestrelctl", Commands: map[string]subcmd.Command[stdio]{
+	"nmea":   {Summary: "nmea decode [FILE|-]: NMEA 0183 to one JSON fix per receiver cycle", Run: runNMEA},
+	"decode": {Summary: "decode [--hex] [FILE|-]: wire payloads to JSON lines", Run: runDecode},
+	"wire":   {Summary: "wire encode [--batch N] [--jsonl] [FILE|-]: fixes to telemetry payloads", Run: runWire},
+	"tail":   {Summary: "tail --broker URL [--fleet F] [--device D] [--gaps]: live decoded telemetry", Run: runTail},
+	"keygen": {Summary: "keygen [--out PREFIX]: make an Ed25519 fleet signing key", Run: runKeygen},
+	"config": {Summary: "config push|get ...: signed remote configuration", Run: runConfig},
+	"status": {Summary: "status --broker URL --fleet F: fleet table from retained state", Run: runStatus},
+	"cmd":    {Summary: "cmd --broker URL --fleet F --device D NAME [ARGS]: signed command", Run: runCmd},
+}}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -49,41 +44,7 @@ func main() {
 	os.Exit(code)
 }
 
-func dispatch(args []string, s stdio) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(s.stderr)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	c, ok := commands[args[0]]
-	if !ok {
-		fmt.Fprintf(s.stderr, "kestrelctl: unknown command %q\n", args[0])
-		usage(s.stderr)
-		return 2
-	}
-	if err := c.run(args[1:], s); err != nil {
-		fmt.Fprintf(s.stderr, "kestrelctl %s: %v\n", args[0], err)
-		if errors.Is(err, errUsage) {
-			return 2
-		}
-		return 1
-	}
-	return 0
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: kestrelctl COMMAND [ARGS]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %s\n", commands[n].summary)
-	}
-}
+func dispatch(args []string, s stdio) int { return commands.Dispatch(args, s, s.stderr) }
 
 // openInput opens FILE, or standard input for "-" or no argument.
 func openInput(args []string, s stdio) (io.ReadCloser, error) {

@@ -3,12 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 	"github.com/kestrel-edge/kestrel/drivers/nmea"
 )
 
@@ -43,11 +43,8 @@ skipped; a summary goes to standard error with -v.
 		fs.PrintDefaults()
 	}
 	verbose := fs.Bool("v", false, "print decoder counters to standard error at the end")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if help, err := subcmd.Parse(fs, args); help || err != nil {
+		return err
 	}
 	var opts nmea.Options
 	if *date != "" {

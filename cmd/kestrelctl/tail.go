@@ -3,10 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +21,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 	"github.com/kestrel-edge/kestrel/transport/mqtt"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
@@ -67,14 +66,8 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
+		return err
 	}
 	if *brokerURL == "" {
 		return fmt.Errorf("%w: --broker is required", errUsage)
@@ -97,7 +90,7 @@ flags:
 
 	po := paho.NewClientOptions().
 		AddBroker(u).
-		SetClientID("kestrelctl-tail-" + tailRandomID()).
+		SetClientID("kestrelctl-tail-" + fleetRandomID(4)).
 		SetProtocolVersion(4).
 		SetCleanSession(true).
 		SetOrderMatters(true). // print in arrival order
@@ -241,12 +234,6 @@ func tailTLS(ca, cert, key string) (*tls.Config, error) {
 		return nil, fmt.Errorf("broker CA %s: no PEM certificate found", ca)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
-}
-
-func tailRandomID() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // tailTracker remembers which (device, boot, seq) it has seen, as sorted

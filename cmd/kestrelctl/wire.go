@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -55,12 +53,9 @@ flags:
 `)
 		fs.PrintDefaults()
 	}
-	pos, err := decodeParseInterleaved(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	pos, help, err := decodeParseInterleaved(fs, args)
+	if help || err != nil {
+		return err
 	}
 	if *batch < 1 || *batch > wire.MaxRecords {
 		return fmt.Errorf("%w: --batch %d out of range 1..%d", errUsage, *batch, wire.MaxRecords)
@@ -146,25 +141,12 @@ func (w *wireBatcher) encodeNMEA(s stdio, in io.Reader) error {
 	w.pos = make([]kestrel.Position, w.batch)
 	r := in
 	if s.ctx != nil {
-		r = wireCtxReader{s.ctx, in}
+		r = ctxReader{s.ctx, in}
 	}
 	if _, err := nmea.Decode(r, nmea.Options{}, func(f nmea.Fix) error { return w.add(f.Time, f.Pos) }); err != nil {
 		return fmt.Errorf("decode NMEA: %w", err)
 	}
 	return w.flush()
-}
-
-// wireCtxReader stops reading input once the command is interrupted.
-type wireCtxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c wireCtxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 func (w *wireBatcher) add(t int64, p kestrel.Position) error {
