@@ -314,3 +314,48 @@ func TestRecycledFileWithoutNewHeader(t *testing.T) {
 		t.Fatalf("next segment id %d would reuse a pooled file's id", s2.nextID)
 	}
 }
+
+// TestOnlineKeepsOneSegment is the agent online: every second's records are
+// written, then acknowledged before the next group commit. The log must keep
+// appending to one segment file, not start a new file (an allocation, a
+// directory fsync and an unlink on flash) each time the active one empties.
+func TestOnlineKeepsOneSegment(t *testing.T) {
+	dir := t.TempDir()
+	s := openEmpty(t, dir, 0)
+	var seq uint64
+	for range 100 {
+		var locs []Loc
+		var seqs []uint64
+		for range 10 {
+			seq++
+			at, err := s.Append(&Item{Seq: seq, Priority: kestrel.PriorityNormal, Data: bytes.Repeat([]byte{1}, 40)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			locs, seqs = append(locs, at), append(seqs, seq)
+		}
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range seqs {
+			s.Drop(seqs[i], locs[i])
+		}
+		if err := s.Sync(); err != nil { // nothing new: the acks wait for the next records
+			t.Fatal(err)
+		}
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	free, _ := filepath.Glob(filepath.Join(dir, "free-*.log"))
+	st := s.Stats()
+	s.Close()
+	if len(segs) != 1 || len(free) != 0 || s.nextID > 3 {
+		t.Fatalf("after 100 acknowledged seconds: %d segment files, %d pooled, next id %d: want one file, appended to", len(segs), len(free), s.nextID)
+	}
+	if st.Fsyncs > st.Syncs+2 {
+		t.Fatalf("%d fsyncs for %d group commits: directory fsyncs for new files", st.Fsyncs, st.Syncs)
+	}
+	_, got, _ := reopenLog(t, dir)
+	if len(got) != 0 {
+		t.Fatalf("%d acknowledged records came back", len(got))
+	}
+}

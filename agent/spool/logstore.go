@@ -935,10 +935,14 @@ func (s *LogStore) undo(work []chunk) {
 
 // retireActive starts a new segment when the active one is written, holds
 // nothing live and has nothing buffered, so that it can be deleted: on a
-// full medium this is often the space the next write needs.
+// full medium this is often the space the next write needs. Only then:
+// online, every record is acknowledged within a second or two, and
+// retiring the emptied segment each time cost a new file (allocation,
+// directory fsync, unlink) every second (docs/benchmarks.md, footprint).
+// Otherwise a segment is appended to until it is full.
 func (s *LogStore) retireActive(sm *stream) {
 	a := sm.active
-	if a == nil || a.live > 0 || a.written == 0 || a.end != a.written {
+	if !s.pressure || a == nil || a.live > 0 || a.written == 0 || a.end != a.written {
 		return
 	}
 	sm.active = s.newSeg()
