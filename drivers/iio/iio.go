@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 )
@@ -94,6 +95,7 @@ func (a *Accel) Find() (string, error) {
 type axis struct {
 	raw    string
 	f      *os.File
+	fd     int // f's descriptor, taken once
 	scale  float64
 	offset float64
 }
@@ -125,8 +127,10 @@ func (a *Accel) axes(dir string) ([3]axis, error) {
 func (a *Accel) sample(ax *[3]axis, buf *[32]byte) (kestrel.Accel, error) {
 	var v [3]int32
 	for i := range ax {
-		n, err := ax[i].f.ReadAt(buf[:], 0)
-		if err != nil && !errors.Is(err, io.EOF) {
+		// One pread: os.File.ReadAt would read again to fill the
+		// buffer, a second system call per axis that only finds EOF.
+		n, err := unix.Pread(ax[i].fd, buf[:], 0)
+		if err != nil {
 			return kestrel.Accel{}, fmt.Errorf("iio: %s: %w", ax[i].raw, err)
 		}
 		raw, err := parseRaw(buf[:n])
@@ -157,6 +161,7 @@ func (a *Accel) Run(ctx context.Context, emit func(kestrel.Record)) error {
 			closeAxes(&ax)
 			return fmt.Errorf("iio: %w", err)
 		}
+		ax[i].fd = int(ax[i].f.Fd())
 	}
 	defer closeAxes(&ax)
 	var buf [32]byte

@@ -48,7 +48,7 @@ func TestSampleAllocatesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ax[i].f = f
+		ax[i].f, ax[i].fd = f, int(f.Fd())
 	}
 	defer closeAxes(&ax)
 	var buf [32]byte
