@@ -44,16 +44,8 @@ func media(t *testing.T) []medium {
 		{
 			// The same log writing through the page cache: what it
 			// does where the filesystem offers no direct I/O.
-			name: "log-buffered",
-			open: func(t *testing.T) Store {
-				t.Helper()
-				s, err := OpenLog(bufDir, 4096)
-				if err != nil {
-					t.Fatal(err)
-				}
-				s.align = 0
-				return s
-			},
+			name:  "log-buffered",
+			open:  func(t *testing.T) Store { return openLogBuffered(t, bufDir, 4096) },
 			crash: func(s Store) { s.(*LogStore).abandon() },
 		},
 		{

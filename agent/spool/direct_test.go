@@ -16,16 +16,10 @@ import (
 // decides).
 func openDirect(t *testing.T, dir string, segBytes int64) *LogStore {
 	t.Helper()
-	s, err := OpenLog(dir, segBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openEmpty(t, dir, segBytes)
 	if !s.DirectIO() {
 		s.Close()
 		t.Skipf("%s: no direct I/O on this filesystem", dir)
-	}
-	if _, err := s.Recover(func(RecMeta) {}); err != nil {
-		t.Fatal(err)
 	}
 	return s
 }

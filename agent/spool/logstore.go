@@ -754,70 +754,14 @@ func (s *LogStore) write(work []chunk) error {
 			if err := finish(); err != nil {
 				return err
 			}
-			flag := os.O_WRONLY
-			fresh := c.seg.f == nil
-			path := filepath.Join(s.dir, segName(c.seg.id))
-			recycled := false
-			if fresh {
+			if c.seg.f == nil {
 				created = true
-				s.mu.Lock()
-				from := c.seg.recycle
-				s.mu.Unlock()
-				if from != 0 && c.off == 0 {
-					recycled = os.Rename(filepath.Join(s.dir, freeName(from)), path) == nil
-				}
-				if !recycled {
-					flag |= os.O_CREATE | os.O_TRUNC
-				}
 			}
-			if align > 0 {
-				flag |= unix.O_DIRECT
-			}
-			f, err := os.OpenFile(path, flag, 0o600)
-			if err != nil && align > 0 && errors.Is(err, unix.EINVAL) {
-				// statx promised direct I/O and open refused it
-				// (a stacked filesystem): write through the page
-				// cache from now on.
-				align = 0
-				s.mu.Lock()
-				s.align = 0
-				s.mu.Unlock()
-				f, err = os.OpenFile(path, flag&^unix.O_DIRECT, 0o600)
-			}
+			f, a, err := s.openForWrite(c.seg, c.off, align)
 			if err != nil {
-				return fmt.Errorf("spool: open segment for writing: %w", err)
+				return err
 			}
-			if recycled {
-				if fi, err := f.Stat(); err == nil {
-					s.mu.Lock()
-					c.seg.alloc = fi.Size()
-					s.mu.Unlock()
-				}
-			} else if fresh {
-				// Allocate the whole segment (and its size) once, so that
-				// a group commit only writes data: without this every
-				// fdatasync also commits an ext4 journal transaction for
-				// the new size, ~4x the bytes of a small commit.
-				err := unix.Fallocate(int(f.Fd()), 0, 0, s.segBytes)
-				switch {
-				case err == nil:
-					s.mu.Lock()
-					c.seg.alloc = s.segBytes
-					s.mu.Unlock()
-				case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
-				case errors.Is(err, unix.ENOSPC):
-					s.relieve()
-					// Not room for a whole segment, but maybe for
-					// this commit: use the last bytes of the medium
-					// before evicting anything (an emergency's own
-					// first segment must not cost a segment of
-					// positions). A write that does not fit fails
-					// below with ENOSPC, and the spool evicts then.
-				default:
-					f.Close()
-					return fmt.Errorf("spool: allocate segment: %w", err)
-				}
-			}
+			align = a
 			w, wseg = f, c.seg
 		}
 		var err error
@@ -847,6 +791,76 @@ func (s *LogStore) write(work []chunk) error {
 		}
 	}
 	return nil
+}
+
+// openForWrite opens a segment's file for a group commit: a new segment
+// takes its recycled file, or a new preallocated one. It returns the
+// alignment to write with, 0 if direct I/O turned out to be refused.
+func (s *LogStore) openForWrite(seg *segment, off, align int64) (*os.File, int64, error) {
+	flag := os.O_WRONLY
+	fresh := seg.f == nil
+	path := filepath.Join(s.dir, segName(seg.id))
+	recycled := false
+	if fresh {
+		s.mu.Lock()
+		from := seg.recycle
+		s.mu.Unlock()
+		if from != 0 && off == 0 {
+			recycled = os.Rename(filepath.Join(s.dir, freeName(from)), path) == nil
+		}
+		if !recycled {
+			flag |= os.O_CREATE | os.O_TRUNC
+		}
+	}
+	if align > 0 {
+		flag |= unix.O_DIRECT
+	}
+	f, err := os.OpenFile(path, flag, 0o600)
+	if err != nil && align > 0 && errors.Is(err, unix.EINVAL) {
+		// statx promised direct I/O and open refused it
+		// (a stacked filesystem): write through the page
+		// cache from now on.
+		align = 0
+		s.mu.Lock()
+		s.align = 0
+		s.mu.Unlock()
+		f, err = os.OpenFile(path, flag&^unix.O_DIRECT, 0o600)
+	}
+	if err != nil {
+		return nil, align, fmt.Errorf("spool: open segment for writing: %w", err)
+	}
+	if recycled {
+		if fi, err := f.Stat(); err == nil {
+			s.mu.Lock()
+			seg.alloc = fi.Size()
+			s.mu.Unlock()
+		}
+	} else if fresh {
+		// Allocate the whole segment (and its size) once, so that
+		// a group commit only writes data: without this every
+		// fdatasync also commits an ext4 journal transaction for
+		// the new size, ~4x the bytes of a small commit.
+		err := unix.Fallocate(int(f.Fd()), 0, 0, s.segBytes)
+		switch {
+		case err == nil:
+			s.mu.Lock()
+			seg.alloc = s.segBytes
+			s.mu.Unlock()
+		case errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
+		case errors.Is(err, unix.ENOSPC):
+			s.relieve()
+			// Not room for a whole segment, but maybe for
+			// this commit: use the last bytes of the medium
+			// before evicting anything (an emergency's own
+			// first segment must not cost a segment of
+			// positions). A write that does not fit fails
+			// below with ENOSPC, and the spool evicts then.
+		default:
+			f.Close()
+			return nil, align, fmt.Errorf("spool: allocate segment: %w", err)
+		}
+	}
+	return f, align, nil
 }
 
 // writeDirect writes a chunk with direct I/O: whole sectors from the one
