@@ -376,7 +376,7 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		maxID = max(maxID, f.id)
 	}
 	if changed {
-		s.dirf.Sync()
+		syncDir(s.dirf)
 	}
 	s.nextID = maxID + 1
 	for i := range s.streams {
@@ -727,7 +727,7 @@ func (s *LogStore) write(work []chunk) error {
 		if w == nil {
 			return nil
 		}
-		err := unix.Fdatasync(int(w.Fd()))
+		err := fdatasync(w)
 		s.mu.Lock()
 		s.fsyncs++
 		s.mu.Unlock()
@@ -786,7 +786,7 @@ func (s *LogStore) write(work []chunk) error {
 		s.mu.Lock()
 		s.fsyncs++
 		s.mu.Unlock()
-		if err := s.dirf.Sync(); err != nil {
+		if err := syncDir(s.dirf); err != nil {
 			return fmt.Errorf("spool: sync dir: %w", err)
 		}
 	}
@@ -912,7 +912,7 @@ func zeroSync(path string, off int64, n int) {
 		return
 	}
 	if _, err := f.WriteAt(make([]byte, n), off); err == nil {
-		unix.Fdatasync(int(f.Fd()))
+		fdatasync(f)
 	}
 	f.Close()
 }
@@ -1083,11 +1083,11 @@ func (s *LogStore) SaveMeta(m Meta) error {
 	if _, err := f.WriteAt(b[:], int64(s.metaCtr%2)*metaSlot); err != nil {
 		return fmt.Errorf("spool: write meta: %w", err)
 	}
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+	if err := fdatasync(f); err != nil {
 		return fmt.Errorf("spool: sync meta: %w", err)
 	}
 	if serr != nil {
-		if err := s.dirf.Sync(); err != nil {
+		if err := syncDir(s.dirf); err != nil {
 			return fmt.Errorf("spool: sync dir: %w", err)
 		}
 	}
