@@ -53,6 +53,8 @@ type colScratch struct {
 	noRice bool     // the size experiments turn the Rice code off
 	noGCD  bool     // and the common divisor
 	times  []uint64 // times of the fixes that have an altitude
+	grid   []uint64 // a lat or lon column in the receiver's grid
+	ctx    [ctxPrefix]binCtx
 
 	// The residuals of the cheapest shape found by choose, so that write
 	// need not compute them again; valid while cached is &vals[0].

@@ -1,0 +1,512 @@
+package wire
+
+import (
+	"fmt"
+	"math/bits"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/tinylib/msgp/msgp"
+)
+
+// Version 2 of a batch is one msgp array of 2 elements, or 3 when the
+// batch holds records other than positions:
+//
+//	[2, stream]  or  [2, stream, others]
+//
+// stream is a msgp bin holding one range-coded stream (rangecoder.go):
+// the header (count, boot0, seq0, time0) and then the position columns of
+// version 1 (column.go), with three changes: latitude and longitude may
+// travel in the receiver's grid (grid.go), residuals are coded in
+// adaptive Rice codes only, and every other bit is a bypass bit. others is
+// version 1's list of [index, kind, dboot, dseq, dtime, priority, body],
+// relative to the header. The device is not in the payload: the topic
+// says it. docs/wire.md specifies all of it.
+
+// AppendBatch appends the version 2 encoding of recs, which all belong to
+// device, to dst. Records may be of any kind and in any order; decoding
+// gives them back in the same order. The device is checked but not
+// written: the topic carries it. A position's optional fields whose Has*
+// flag is clear are not carried and decode as zero. Once the Encoder has
+// seen a batch of this size and dst has capacity, it allocates nothing.
+func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) ([]byte, error) {
+	nOthers, err := e.collect(device, recs)
+	if err != nil {
+		return dst, err
+	}
+	var base kestrel.Envelope
+	if len(recs) > 0 {
+		base = recs[0].Envelope
+	}
+	rc := &e.rc
+	rc.reset()
+	rc.writeVarbits(uint64(len(recs)))
+	rc.writeVarbits(uint64(base.Boot))
+	rc.writeVarbits(base.Seq)
+	rc.writeVarbits(zigzag(base.Time))
+	e.positionStream(&base)
+	stream := rc.finish()
+
+	fields := uint32(2)
+	if nOthers > 0 {
+		fields = 3
+	}
+	dst = msgp.AppendArrayHeader(dst, fields)
+	dst = msgp.AppendUint(dst, Version)
+	dst = msgp.AppendBytes(dst, stream)
+	if nOthers > 0 {
+		if dst, err = appendOthers(dst, recs, nOthers, &base); err != nil {
+			return dst, err
+		}
+	}
+	return dst, nil
+}
+
+// collect fills the position columns from recs and counts the others.
+func (e *Encoder) collect(device string, recs []kestrel.Record) (nOthers int, err error) {
+	if len(recs) > MaxRecords {
+		return 0, fmt.Errorf("encode batch: %d records, more than %d", len(recs), MaxRecords)
+	}
+	for c := range e.cols {
+		e.cols[c] = e.cols[c][:0]
+	}
+	for i := range recs {
+		r := &recs[i]
+		if r.Device != "" && r.Device != device {
+			return 0, fmt.Errorf("encode batch: record %d is from device %q, batch is %q", i, r.Device, device)
+		}
+		p, ok := r.Body.(*kestrel.Position)
+		if !ok {
+			if _, err := bodyKind(r.Body); err != nil {
+				return 0, fmt.Errorf("encode batch: record %d: %w", i, err)
+			}
+			nOthers++
+			continue
+		}
+		if p == nil {
+			return 0, fmt.Errorf("encode batch: record %d: nil position", i)
+		}
+		e.addPosition(r, p)
+	}
+	return nOthers, nil
+}
+
+func appendOthers(dst []byte, recs []kestrel.Record, nOthers int, base *kestrel.Envelope) ([]byte, error) {
+	dst = msgp.AppendArrayHeader(dst, uint32(nOthers))
+	for i := range recs {
+		r := &recs[i]
+		if _, ok := r.Body.(*kestrel.Position); ok {
+			continue
+		}
+		dst = msgp.AppendArrayHeader(dst, 7)
+		dst = msgp.AppendUint32(dst, uint32(i))
+		dst = msgp.AppendUint8(dst, uint8(r.Body.Kind()))
+		dst = msgp.AppendInt64(dst, int64(r.Boot)-int64(base.Boot))
+		dst = msgp.AppendInt64(dst, int64(r.Seq-base.Seq))
+		dst = msgp.AppendInt64(dst, r.Time-base.Time)
+		dst = msgp.AppendUint8(dst, uint8(r.Priority))
+		var err error
+		if dst, err = appendBody(dst, r.Body); err != nil {
+			return dst, fmt.Errorf("encode batch: record %d: %w", i, err)
+		}
+	}
+	return dst, nil
+}
+
+// positionStream writes the position columns of version 2.
+func (e *Encoder) positionStream(base *kestrel.Envelope) {
+	shapes := e.shapes
+	if shapes == 0 {
+		shapes = allShapes
+	}
+	rc := &e.rc
+	s := &e.scratch
+	for c := 0; c < numCols; c++ {
+		vals, ref := e.cols[c], colRef(c, base)
+		if len(vals) == 0 {
+			continue
+		}
+		var times []uint64
+		switch c {
+		case colLat, colLon:
+			times = e.cols[colTime]
+			grid := gridNone
+			if !e.noGrid {
+				s.grid, grid = chooseGrid(s.grid, vals)
+			}
+			rc.bypass(uint64(grid), 3)
+			if grid != gridNone {
+				vals = s.grid
+			}
+		case colAlt:
+			s.times = gatedTimes(s.times, e.cols[colFlags], e.cols[colTime], uint64(kestrel.HasAlt))
+			times = s.times
+		}
+		shape, cost := s.choose2(vals, times, ref, shapes)
+		if c == colSpeed || c == colTrack {
+			usePred := false
+			if !e.noPredict {
+				var ok bool
+				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]),
+					e.cols[colLat], e.cols[colLon], e.cols[colTime])
+				if ok {
+					if pshape, pcost := s.choose2(s.tmp, nil, 0, shapes); pcost < cost {
+						usePred, shape, vals, ref = true, pshape, s.tmp, 0
+					}
+				}
+			}
+			var bit uint64
+			if usePred {
+				bit = 1
+			}
+			rc.bypass(bit, 1)
+		}
+		var before uint
+		if e.colBits != nil {
+			before = rc.approxBits()
+		}
+		s.write2(rc, vals, times, ref, shape)
+		if e.colBits != nil {
+			e.colBits[c] += int(rc.approxBits() - before)
+		}
+	}
+}
+
+// approxBits is about how many bits the stream holds so far (for the size
+// experiments' per-column accounting).
+func (e *rcEncoder) approxBits() uint {
+	return uint(len(e.buf)+e.cacheSize)*8 + 32 - uint(bits.Len32(e.rng))
+}
+
+// choose2 is choose for version 2: the cost, in 1/8 bits, of residual
+// shapes is that of the adaptive Rice code, and the best order k is found
+// by trying the orders around the mean's bit length.
+func (s *colScratch) choose2(vals, times []uint64, ref uint64, allowed uint8) (shape int, cost uint) {
+	if len(vals) == 0 {
+		return shapeRef, 0
+	}
+	shape, cost = shapeDelta, impossible
+	s.cached = nil
+	for sh := shapeRef; sh <= shapeLinear; sh++ {
+		if allowed&(1<<sh) == 0 {
+			continue
+		}
+		if c, _, _, _ := s.plan(vals, times, ref, sh); c != impossible && 8*c < cost {
+			shape, cost = sh, 8*c
+			if sh != shapeLinear {
+				return shape, cost
+			}
+		}
+	}
+	var cand [2]int
+	var est [2]uint
+	est[0], est[1] = impossible, impossible
+	for sh := shapeDelta; sh < numShapes; sh++ {
+		if allowed&(1<<sh) == 0 || (sh == shapeTDoD && len(times) != len(vals)) {
+			continue
+		}
+		s.res, _ = residuals(s.res, vals, times, ref, sh)
+		var e uint
+		for _, r := range s.res {
+			e += uint(bits.Len64(absInt64(int64(r))))
+		}
+		switch {
+		case e < est[0]:
+			cand[1], est[1] = cand[0], est[0]
+			cand[0], est[0] = sh, e
+		case e < est[1]:
+			cand[1], est[1] = sh, e
+		}
+	}
+	for i, sh := range cand {
+		if est[i] == impossible {
+			continue
+		}
+		var g uint64
+		s.res, g = residuals(s.res, vals, times, ref, sh)
+		if s.noGCD {
+			g = 1
+		}
+		divide(s.res, g)
+		k, c := s.bestRice(s.res)
+		c += 8 * (shapeBits + varbitsLen(zigzag(int64(vals[0]-ref))) + egBits(g-1, 0) + 6)
+		if c < cost {
+			shape, cost = sh, c
+			s.res, s.best = s.best, s.res
+			s.cached, s.cachedShape, s.cachedG, s.cachedK = &vals[0], sh, g, k
+		}
+	}
+	return shape, cost
+}
+
+// bestRice returns the order k of the cheapest adaptive Rice code for us
+// and its cost in 1/8 bits.
+func (s *colScratch) bestRice(us []uint64) (k uint, cost uint) {
+	if len(us) == 0 {
+		return 0, 0
+	}
+	var sum uint64
+	for _, u := range us {
+		if sum+u < sum {
+			sum = ^uint64(0)
+			break
+		}
+		sum += u
+	}
+	centre := uint(bits.Len64(sum / uint64(len(us))))
+	cost = impossible
+	for kk := uint(0); kk <= min(centre+1, maxK); kk++ {
+		if kk == 2 && centre > 6 {
+			kk = centre - 4 // the orders far below the mean only escape
+		}
+		if c := riceCost(us, kk, &s.ctx); c < cost {
+			k, cost = kk, c
+		}
+	}
+	return k, cost
+}
+
+// write2 writes vals in shape through the range coder.
+func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, shape int) {
+	if len(vals) == 0 {
+		return
+	}
+	rc.bypass(uint64(shape), shapeBits)
+	if shape == shapeRef {
+		return
+	}
+	rc.writeVarbits(zigzag(int64(vals[0] - ref)))
+	switch shape {
+	case shapeConst:
+	case shapeLinear:
+		rc.writeVarbits(zigzag(int64(vals[1] - vals[0])))
+	default:
+		var g uint64
+		var k uint
+		res := s.res
+		if s.cached == &vals[0] && s.cachedShape == shape {
+			g, k, res = s.cachedG, s.cachedK, s.best
+		} else {
+			s.res, g = residuals(s.res, vals, times, ref, shape)
+			divide(s.res, g)
+			k, _ = s.bestRice(s.res)
+			res = s.res
+		}
+		rc.writeEG0(g - 1)
+		rc.bypass(uint64(k), 6)
+		s.ctx = [ctxPrefix]binCtx{}
+		for _, u := range res {
+			rc.writeRice(&s.ctx, u, k)
+		}
+	}
+}
+
+// decodeColumn2 reads len(dst) values written by write2 into dst.
+func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64) {
+	n := len(dst)
+	if n == 0 {
+		return
+	}
+	shape := int(d.bypass(shapeBits))
+	if shape == shapeRef {
+		for i := range dst {
+			dst[i] = ref
+		}
+		return
+	}
+	dst[0] = ref + uint64(unzigzag(d.readVarbits()))
+	switch shape {
+	case shapeConst:
+		for i := 1; i < n; i++ {
+			dst[i] = dst[0]
+		}
+	case shapeLinear:
+		step := uint64(unzigzag(d.readVarbits()))
+		for i := 1; i < n; i++ {
+			dst[i] = dst[i-1] + step
+		}
+	case shapeDelta, shapeDoD, shapeRaw, shapeTDoD:
+		if shape == shapeTDoD && len(times) != n {
+			d.bad = true
+			clear(dst)
+			return
+		}
+		g := d.readEG0() + 1
+		k := uint(d.bypass(6))
+		var ctx [ctxPrefix]binCtx
+		var delta uint64
+		for i := 1; i < n; i++ {
+			if d.bad {
+				clear(dst[i:])
+				return
+			}
+			q := uint64(unzigzag(d.readRice(&ctx, k))) * g
+			switch shape {
+			case shapeRaw:
+				dst[i] = ref + q
+			case shapeDelta:
+				dst[i] = dst[i-1] + q
+			case shapeTDoD:
+				dst[i] = tdodPredict(dst, times, i) + q
+			default:
+				delta += q
+				dst[i] = dst[i-1] + delta
+			}
+		}
+	default:
+		d.bad = true
+		clear(dst)
+	}
+}
+
+// decodeBatch2 decodes the elements of a version 2 batch after the
+// version; n is the array's length.
+func decodeBatch2(b []byte, n uint32) (recs []kestrel.Record, rest []byte, err error) {
+	fail := func(what string, e error) ([]kestrel.Record, []byte, error) {
+		return nil, nil, fmt.Errorf("%w: batch %s: %w", ErrFormat, what, e)
+	}
+	if n < 2 {
+		return fail("fields", fmt.Errorf("%d elements, want at least 2", n))
+	}
+	stream, b, err := msgp.ReadBytesZC(b)
+	if err != nil {
+		return fail("stream", err)
+	}
+	var d rcDecoder
+	d.init(stream)
+	count := d.readVarbits()
+	var base kestrel.Envelope
+	base.Boot = uint32(d.readVarbits())
+	base.Seq = d.readVarbits()
+	base.Time = unzigzag(d.readVarbits())
+	if d.bad {
+		return fail("header", fmt.Errorf("bad code"))
+	}
+	if count > MaxRecords {
+		return fail("count", fmt.Errorf("%d records, more than %d", count, MaxRecords))
+	}
+	recs = make([]kestrel.Record, count)
+	isOther := make([]bool, count)
+	if n >= 3 {
+		nOthers, rest, err := msgp.ReadArrayHeaderBytes(b)
+		if err != nil {
+			return fail("others", err)
+		}
+		if uint64(nOthers) > count {
+			return fail("others", fmt.Errorf("%d other records in a batch of %d", nOthers, count))
+		}
+		b = rest
+		next := 0
+		for i := uint32(0); i < nOthers; i++ {
+			var idx int
+			var r kestrel.Record
+			if idx, r, b, err = decodeOther(b, &base); err != nil {
+				return fail(fmt.Sprintf("record %d", i), err)
+			}
+			if idx < next || idx >= int(count) {
+				return fail(fmt.Sprintf("record %d", i), fmt.Errorf("index %d out of order or range", idx))
+			}
+			next = idx + 1
+			recs[idx] = r
+			isOther[idx] = true
+		}
+		for i := uint32(3); i < n; i++ {
+			if b, err = msgp.Skip(b); err != nil {
+				return fail("trailing field", err)
+			}
+		}
+	}
+	nPos := 0
+	for _, o := range isOther {
+		if !o {
+			nPos++
+		}
+	}
+	pos := make([]kestrel.Position, nPos)
+	if err := decodePositions2(&d, pos, recs, isOther, &base); err != nil {
+		return fail("positions", err)
+	}
+	return recs, b, nil
+}
+
+func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Record, isOther []bool, base *kestrel.Envelope) error {
+	n := len(pos)
+	if n == 0 {
+		return nil
+	}
+	vals := make([]uint64, n)
+	flags := make([]uint64, n)
+	decodeColumn2(d, flags, nil, colRef(colFlags, base))
+	for i := range pos {
+		pos[i].Flags = kestrel.PosFlags(flags[i])
+	}
+	j := 0
+	for i := range recs {
+		if isOther[i] {
+			continue
+		}
+		recs[i].Body = &pos[j]
+		j++
+	}
+	var lat, lon, tm []uint64
+	for c := colTime; c < numCols; c++ {
+		if d.bad {
+			return fmt.Errorf("bad code before column %d", c)
+		}
+		m := n
+		if f := colFlag[c]; f != 0 {
+			m = 0
+			for i := range pos {
+				if pos[i].Flags&f != 0 {
+					m++
+				}
+			}
+		}
+		var col []uint64
+		switch c {
+		case colTime, colLat, colLon:
+			col = make([]uint64, n)
+		default:
+			col = vals[:m]
+		}
+		grid := gridNone
+		if c == colLat || c == colLon {
+			grid = int(d.bypass(3))
+			if grid > 1+maxGridK {
+				return fmt.Errorf("column %d: unknown grid %d", c, grid)
+			}
+		}
+		predicted := false
+		if (c == colSpeed || c == colTrack) && m > 0 {
+			predicted = d.bypass(1) == 1
+		}
+		var times []uint64
+		switch c {
+		case colLat, colLon:
+			times = tm
+		case colAlt:
+			times = gatedTimes(nil, flags, tm, uint64(kestrel.HasAlt))
+		}
+		decodeColumn2(d, col, times, colRef(c, base))
+		if grid != gridNone {
+			for i, g := range col {
+				col[i] = uint64(fromGrid(int64(g), grid-1))
+			}
+		}
+		switch c {
+		case colTime:
+			tm = col
+		case colLat:
+			lat = col
+		case colLon:
+			lon = col
+		}
+		if predicted {
+			unpredictColumn(col, c, flags, uint64(colFlag[c]), lat, lon, tm)
+		}
+		setColumn(c, col, pos, recs, isOther)
+	}
+	if d.bad {
+		return fmt.Errorf("bad code")
+	}
+	return nil
+}
