@@ -58,7 +58,7 @@ type Encoder struct {
 	bw      bitWriter
 	// The size experiments (wire_size_test.go) restrict these to measure
 	// what each technique is worth; normal encoding leaves them zero.
-	rc rcEncoder
+	rc        rcEncoder
 	shapes    uint8         // shapes columns may use; 0 means all
 	noPredict bool          // never predict speed and track
 	noGrid    bool          // never code positions in the receiver's grid
