@@ -55,10 +55,11 @@ var colFlag = [numCols]kestrel.PosFlags{
 type Encoder struct {
 	cols    [numCols][]uint64
 	scratch colScratch
-	bw      bitWriter
-	// The size experiments (wire_size_test.go) restrict these to measure
+	bw      bitWriter // version 1's
+	rc      rcEncoder // version 2's
+	posIdx  []uint64  // each position's index in the batch
+	// The size experiments (size_test.go) restrict these to measure
 	// what each technique is worth; normal encoding leaves them zero.
-	rc        rcEncoder
 	shapes    uint8         // shapes columns may use; 0 means all
 	noPredict bool          // never predict speed and track
 	noGrid    bool          // never code positions in the receiver's grid

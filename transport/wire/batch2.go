@@ -34,15 +34,18 @@ func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) 
 		return dst, err
 	}
 	var base kestrel.Envelope
+	var sec0 int64
 	if len(recs) > 0 {
 		base = recs[0].Envelope
+		sec0 = floorSec(base.Time)
+		base.Time = sec0 * 1000 // wraps for absurd times, as the decoder's does
 	}
 	rc := &e.rc
 	rc.reset()
 	rc.writeVarbits(uint64(len(recs)))
 	rc.writeVarbits(uint64(base.Boot))
 	rc.writeVarbits(base.Seq)
-	rc.writeVarbits(zigzag(base.Time))
+	rc.writeVarbits(zigzag(sec0))
 	e.positionStream(&base)
 	stream := rc.finish()
 
@@ -69,6 +72,7 @@ func (e *Encoder) collect(device string, recs []kestrel.Record) (nOthers int, er
 	for c := range e.cols {
 		e.cols[c] = e.cols[c][:0]
 	}
+	e.posIdx = e.posIdx[:0]
 	for i := range recs {
 		r := &recs[i]
 		if r.Device != "" && r.Device != device {
@@ -86,6 +90,7 @@ func (e *Encoder) collect(device string, recs []kestrel.Record) (nOthers int, er
 			return 0, fmt.Errorf("encode batch: record %d: nil position", i)
 		}
 		e.addPosition(r, p)
+		e.posIdx = append(e.posIdx, uint64(i))
 	}
 	return nOthers, nil
 }
@@ -121,12 +126,20 @@ func (e *Encoder) positionStream(base *kestrel.Envelope) {
 	rc := &e.rc
 	s := &e.scratch
 	for c := 0; c < numCols; c++ {
-		vals, ref := e.cols[c], colRef(c, base)
+		vals, ref := e.cols[c], colRef2(c, base)
 		if len(vals) == 0 {
 			continue
 		}
 		var times []uint64
 		switch c {
+		case colSeq:
+			// seq less the record's index in the batch: all seq0 when
+			// the batch's sequence numbers are consecutive.
+			s.seq = s.seq[:0]
+			for i, v := range vals {
+				s.seq = append(s.seq, v-e.posIdx[i])
+			}
+			vals = s.seq
 		case colLat, colLon:
 			times = e.cols[colTime]
 			grid := gridNone
@@ -217,6 +230,16 @@ func (s *colScratch) choose2(vals, times []uint64, ref uint64, allowed uint8) (s
 			cand[1], est[1] = sh, e
 		}
 	}
+	// Of the two, code the one whose static code is shorter: simulating
+	// the adaptive code is the encoder's main work.
+	if est[1] != impossible && !s.exact {
+		c0, _, _, _ := s.plan(vals, times, ref, cand[0])
+		c1, _, _, _ := s.plan(vals, times, ref, cand[1])
+		if c1 < c0 {
+			cand[0] = cand[1]
+		}
+		est[1] = impossible
+	}
 	for i, sh := range cand {
 		if est[i] == impossible {
 			continue
@@ -227,22 +250,26 @@ func (s *colScratch) choose2(vals, times []uint64, ref uint64, allowed uint8) (s
 			g = 1
 		}
 		divide(s.res, g)
-		k, c := s.bestRice(s.res)
-		c += 8 * (shapeBits + varbitsLen(zigzag(int64(vals[0]-ref))) + egBits(g-1, 0) + 6)
+		k, rice, c := s.bestCode2(s.res)
+		c += 8 * (shapeBits + varbitsLen(zigzag(int64(vals[0]-ref))) + divisorBits(g) + 1 + egBits(uint64(k), 0))
 		if c < cost {
 			shape, cost = sh, c
 			s.res, s.best = s.best, s.res
-			s.cached, s.cachedShape, s.cachedG, s.cachedK = &vals[0], sh, g, k
+			s.cached, s.cachedShape, s.cachedG, s.cachedK, s.cachedRice = &vals[0], sh, g, k, rice
 		}
 	}
 	return shape, cost
 }
 
-// bestRice returns the order k of the cheapest adaptive Rice code for us
-// and its cost in 1/8 bits.
-func (s *colScratch) bestRice(us []uint64) (k uint, cost uint) {
+// bestCode2 returns the code (adaptive Rice or Exp-Golomb) and order k
+// that cost least for us, and that cost in 1/8 bits. Simulating the
+// adaptive code is the encoder's main work, so it is done only for the
+// orders that matter: for each code the order whose static code is
+// shortest, the one below it (the adaptive unary part makes smaller
+// orders pay) and 0 (mostly zeros). The choice only affects the size.
+func (s *colScratch) bestCode2(us []uint64) (k uint, rice bool, cost uint) {
 	if len(us) == 0 {
-		return 0, 0
+		return 0, true, 0
 	}
 	var sum uint64
 	for _, u := range us {
@@ -253,16 +280,49 @@ func (s *colScratch) bestRice(us []uint64) (k uint, cost uint) {
 		sum += u
 	}
 	centre := uint(bits.Len64(sum / uint64(len(us))))
-	cost = impossible
-	for kk := uint(0); kk <= min(centre+1, maxK); kk++ {
-		if kk == 2 && centre > 6 {
-			kk = centre - 4 // the orders far below the mean only escape
+	lo := uint(0)
+	if centre > 3 {
+		lo = centre - 3
+	}
+	hi := min(centre+1, maxK)
+	kr, ke := lo, lo
+	cr, ce := impossible, impossible
+	for kk := lo; kk <= hi; kk++ {
+		var r, e uint
+		for _, u := range us {
+			r += riceBits(u, kk)
+			e += egBits(u, kk)
 		}
-		if c := riceCost(us, kk, &s.ctx); c < cost {
-			k, cost = kk, c
+		if r < cr {
+			kr, cr = kk, r
+		}
+		if e < ce {
+			ke, ce = kk, e
 		}
 	}
-	return k, cost
+	cost = impossible
+	try := func(kk uint, isRice bool) {
+		var c uint
+		if isRice {
+			c = riceCost(us, kk, &s.ctx)
+		} else {
+			c = egaCost(us, kk, &s.ctx)
+		}
+		if c < cost {
+			k, rice, cost = kk, isRice, c
+		}
+	}
+	for _, kk := range [...]uint{0, kr - 1, kr} {
+		if kk <= kr && !s.noRice { // kr-1 wraps when kr is 0
+			try(kk, true)
+		}
+	}
+	for _, kk := range [...]uint{0, ke - 1, ke} {
+		if kk <= ke { // ke-1 wraps when ke is 0
+			try(kk, false)
+		}
+	}
+	return k, rice, cost
 }
 
 // write2 writes vals in shape through the range coder.
@@ -282,20 +342,30 @@ func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, sha
 	default:
 		var g uint64
 		var k uint
+		var rice bool
 		res := s.res
 		if s.cached == &vals[0] && s.cachedShape == shape {
-			g, k, res = s.cachedG, s.cachedK, s.best
+			g, k, rice, res = s.cachedG, s.cachedK, s.cachedRice, s.best
 		} else {
 			s.res, g = residuals(s.res, vals, times, ref, shape)
 			divide(s.res, g)
-			k, _ = s.bestRice(s.res)
+			k, rice, _ = s.bestCode2(s.res)
 			res = s.res
 		}
-		rc.writeEG0(g - 1)
-		rc.bypass(uint64(k), 6)
-		s.ctx = [ctxPrefix]binCtx{}
+		rc.writeDivisor(g)
+		var code uint64
+		if rice {
+			code = 1
+		}
+		rc.bypass(code, 1)
+		rc.writeEG0(uint64(k))
+		s.ctx = riceCtx{}
 		for _, u := range res {
-			rc.writeRice(&s.ctx, u, k)
+			if rice {
+				rc.writeRice(&s.ctx, u, k)
+			} else {
+				rc.writeEGA(&s.ctx, u, k)
+			}
 		}
 	}
 }
@@ -330,16 +400,28 @@ func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64) {
 			clear(dst)
 			return
 		}
-		g := d.readEG0() + 1
-		k := uint(d.bypass(6))
-		var ctx [ctxPrefix]binCtx
+		g := d.readDivisor()
+		rice := d.bypass(1) == 1
+		k := uint(d.readEG0())
+		if k > maxK {
+			d.bad = true
+			clear(dst)
+			return
+		}
+		var ctx riceCtx
 		var delta uint64
 		for i := 1; i < n; i++ {
 			if d.bad {
 				clear(dst[i:])
 				return
 			}
-			q := uint64(unzigzag(d.readRice(&ctx, k))) * g
+			var u uint64
+			if rice {
+				u = d.readRice(&ctx, k)
+			} else {
+				u = d.readEGA(&ctx, k)
+			}
+			q := uint64(unzigzag(u)) * g
 			switch shape {
 			case shapeRaw:
 				dst[i] = ref + q
@@ -377,7 +459,7 @@ func decodeBatch2(b []byte, n uint32) (recs []kestrel.Record, rest []byte, err e
 	var base kestrel.Envelope
 	base.Boot = uint32(d.readVarbits())
 	base.Seq = d.readVarbits()
-	base.Time = unzigzag(d.readVarbits())
+	base.Time = unzigzag(d.readVarbits()) * 1000
 	if d.bad {
 		return fail("header", fmt.Errorf("bad code"))
 	}
@@ -435,7 +517,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 	}
 	vals := make([]uint64, n)
 	flags := make([]uint64, n)
-	decodeColumn2(d, flags, nil, colRef(colFlags, base))
+	decodeColumn2(d, flags, nil, colRef2(colFlags, base))
 	for i := range pos {
 		pos[i].Flags = kestrel.PosFlags(flags[i])
 	}
@@ -486,7 +568,16 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 		case colAlt:
 			times = gatedTimes(nil, flags, tm, uint64(kestrel.HasAlt))
 		}
-		decodeColumn2(d, col, times, colRef(c, base))
+		decodeColumn2(d, col, times, colRef2(c, base))
+		if c == colSeq {
+			j := 0
+			for i := range recs {
+				if !isOther[i] {
+					col[j] += uint64(i)
+					j++
+				}
+			}
+		}
 		if grid != gridNone {
 			for i, g := range col {
 				col[i] = uint64(fromGrid(int64(g), grid-1))
@@ -509,4 +600,53 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 		return fmt.Errorf("bad code")
 	}
 	return nil
+}
+
+// The common divisor g of a column's residuals is written as g = m*10^e,
+// e as large as divides g: EG0(e), then EG0(m-1). Receivers round to
+// decimal units (whole seconds, metres, 1e-6 degrees), so g is most often
+// 1, 10, 100 or 1000: 1, 4, 4 and 6 bits, where EG0(g-1) took 1, 7, 13
+// and 19.
+func splitDivisor(g uint64) (m, e uint64) {
+	for g%10 == 0 {
+		g /= 10
+		e++
+	}
+	return g, e
+}
+
+func divisorBits(g uint64) uint {
+	m, e := splitDivisor(g)
+	return egBits(e, 0) + egBits(m-1, 0)
+}
+
+func (e *rcEncoder) writeDivisor(g uint64) {
+	m, x := splitDivisor(g)
+	e.writeEG0(x)
+	e.writeEG0(m - 1)
+}
+
+// readDivisor reads a divisor; a power of ten beyond 10^19 is not a
+// uint64 and marks the stream bad.
+func (d *rcDecoder) readDivisor() uint64 {
+	x := d.readEG0()
+	m := d.readEG0() + 1
+	if x > 19 {
+		d.bad = true
+		return 1
+	}
+	for ; x > 0; x-- {
+		m *= 10 // wraps for values no encoder writes
+	}
+	return m
+}
+
+// colRef2 is colRef for version 2, where flags default to HasAlt,
+// HasSpeed and HasTrack (what RMC with GGA gives), and the seq column
+// holds seq less the record's index in the batch.
+func colRef2(c int, base *kestrel.Envelope) uint64 {
+	if c == colFlags {
+		return uint64(kestrel.HasAlt | kestrel.HasSpeed | kestrel.HasTrack)
+	}
+	return colRef(c, base)
 }

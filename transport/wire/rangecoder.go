@@ -250,12 +250,27 @@ func (d *rcDecoder) readVarbits() uint64 {
 	return 1<<n1 | d.bypass(uint(n1))
 }
 
-// writeRice codes u as adaptive Rice of order k: q = u>>k as q ones, each
-// in context ctx[j] for the j-th, then a zero in ctx[q], then the k low
-// bits bypassed. From q = riceEscape on, the riceEscape ones are followed
-// by varbits(u) instead (no zero, no low bits).
-func (e *rcEncoder) writeRice(ctx *[ctxPrefix]binCtx, u uint64, k uint) {
+// riceCtx is the adaptive state of one column's residual code: a set of
+// unary contexts per bucket of the previous residual's quotient (0, 1, 2
+// or more), so a run of small residuals and a burst of large ones each
+// learn their own odds.
+type riceCtx struct {
+	set  [riceSets][ctxPrefix]binCtx
+	prev uint64 // the previous quotient's bucket
+}
+
+const riceSets = 4
+
+func riceBucket(q uint64) uint64 { return min(q, uint64(riceSets-1)) }
+
+// writeRice codes u as adaptive Rice of order k: q = u>>k as q ones, the
+// j-th in context j of the set the previous quotient selects, then a zero
+// in context q, then the k low bits bypassed. From q = riceEscape on, the
+// riceEscape ones are followed by varbits(u) instead (no zero, no low bits).
+func (e *rcEncoder) writeRice(rc *riceCtx, u uint64, k uint) {
+	ctx := &rc.set[rc.prev]
 	q := u >> k
+	rc.prev = riceBucket(q)
 	for j := uint64(0); j < min(q, riceEscape); j++ {
 		e.bit(&ctx[j], 1)
 	}
@@ -267,15 +282,85 @@ func (e *rcEncoder) writeRice(ctx *[ctxPrefix]binCtx, u uint64, k uint) {
 	e.bypass(u, k)
 }
 
-func (d *rcDecoder) readRice(ctx *[ctxPrefix]binCtx, k uint) uint64 {
+func (d *rcDecoder) readRice(rc *riceCtx, k uint) uint64 {
+	ctx := &rc.set[rc.prev]
 	q := uint64(0)
 	for q < riceEscape && d.bit(&ctx[q]) == 1 {
 		q++
 	}
+	rc.prev = riceBucket(q)
 	if q == riceEscape {
 		return d.readVarbits()
 	}
 	return q<<k | d.bypass(k)
+}
+
+// writeEGA codes u as adaptive Exp-Golomb of order k: with m = (u>>k)+1
+// of n bits, n-1 ones, the j-th in context min(j, riceEscape) of the set
+// the previous class selects, then a zero in context min(n-1, riceEscape),
+// then the n-1 bits of m below its leading one and the k low bits of u,
+// bypassed. Its classes grow geometrically, so a rare outlier in a column
+// of small residuals costs a few bits where Rice's unary code costs many.
+func (e *rcEncoder) writeEGA(rc *riceCtx, u uint64, k uint) {
+	ctx := &rc.set[rc.prev]
+	q := u >> k
+	m := q + 1
+	n := uint(bits.Len64(m))
+	if m == 0 {
+		n = 65
+	}
+	rc.prev = riceBucket(uint64(n - 1))
+	for j := uint(0); j < n-1; j++ {
+		e.bit(&ctx[min(j, riceEscape)], 1)
+	}
+	e.bit(&ctx[min(n-1, riceEscape)], 0)
+	e.bypass(m, n-1)
+	e.bypass(u, k)
+}
+
+func (d *rcDecoder) readEGA(rc *riceCtx, k uint) uint64 {
+	ctx := &rc.set[rc.prev]
+	z := uint(0)
+	for d.bit(&ctx[min(z, riceEscape)]) == 1 {
+		z++
+		if z > 64 {
+			d.bad = true
+			return 0
+		}
+	}
+	rc.prev = riceBucket(uint64(z))
+	low := d.bypass(z)
+	var m uint64
+	if z < 64 {
+		m = 1<<z | low
+	} else {
+		m = low // the 65th bit falls off: q+1 wrapped
+	}
+	return (m-1)<<k | d.bypass(k)
+}
+
+// egaCost is riceCost for writeEGA.
+func egaCost(us []uint64, k uint, rc *riceCtx) uint {
+	*rc = riceCtx{}
+	var c uint
+	for _, u := range us {
+		ctx := &rc.set[rc.prev]
+		m := u>>k + 1
+		n := uint(bits.Len64(m))
+		if m == 0 {
+			n = 65
+		}
+		rc.prev = riceBucket(uint64(n - 1))
+		for j := uint(0); j < n-1; j++ {
+			x := &ctx[min(j, riceEscape)]
+			c += uint(bitCost8[probOne-x.p0()])
+			x.update(1)
+		}
+		x := &ctx[min(n-1, riceEscape)]
+		c += uint(bitCost8[x.p0()]) + 8*(n-1+k)
+		x.update(0)
+	}
+	return c
 }
 
 // bitCost8 is -log2(p/4096) in 1/8 bits for p = 0..4096 (p = 0 unused),
@@ -309,11 +394,13 @@ func log2Fixed(x uint32) uint64 {
 // riceCost returns the cost in 1/8 bits of coding us in adaptive Rice of
 // order k from fresh contexts, exactly as writeRice would (to within the
 // table's rounding).
-func riceCost(us []uint64, k uint, ctx *[ctxPrefix]binCtx) uint {
-	*ctx = [ctxPrefix]binCtx{}
+func riceCost(us []uint64, k uint, rc *riceCtx) uint {
+	*rc = riceCtx{}
 	var c uint
 	for _, u := range us {
 		q := u >> k
+		ctx := &rc.set[rc.prev]
+		rc.prev = riceBucket(q)
 		for j := uint64(0); j < min(q, riceEscape); j++ {
 			c += uint(bitCost8[probOne-ctx[j].p0()])
 			ctx[j].update(1)
