@@ -42,10 +42,7 @@ func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) 
 	}
 	rc := &e.rc
 	rc.reset()
-	rc.writeVarbits(uint64(len(recs)))
-	rc.writeVarbits(uint64(base.Boot))
-	rc.writeVarbits(base.Seq)
-	rc.writeVarbits(zigzag(sec0))
+	writeHeader(rc, uint64(len(recs)), base.Boot, base.Seq, sec0)
 	e.positionStream(&base)
 	stream := rc.finish()
 
@@ -177,7 +174,7 @@ func (e *Encoder) positionStream(base *kestrel.Envelope) {
 		if e.colBits != nil {
 			before = rc.approxBits()
 		}
-		s.write2(rc, vals, times, ref, shape)
+		s.write2(rc, vals, times, ref, shape, c == colLat || c == colLon)
 		if e.colBits != nil {
 			e.colBits[c] += int(rc.approxBits() - before)
 		}
@@ -326,15 +323,15 @@ func (s *colScratch) bestCode2(us []uint64) (k uint, rice bool, cost uint) {
 }
 
 // write2 writes vals in shape through the range coder.
-func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, shape int) {
+func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, shape int, wide bool) {
 	if len(vals) == 0 {
 		return
 	}
-	rc.bypass(uint64(shape), shapeBits)
+	writeShape(rc, shape)
 	if shape == shapeRef {
 		return
 	}
-	rc.writeVarbits(zigzag(int64(vals[0] - ref)))
+	writeFirst(rc, vals[0]-ref, wide)
 	switch shape {
 	case shapeConst:
 	case shapeLinear:
@@ -370,20 +367,85 @@ func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, sha
 	}
 }
 
+// writeHeader writes the stream's header: count, boot0, seq0, sec0.
+func writeHeader(rc *rcEncoder, count uint64, boot uint32, seq uint64, sec0 int64) {
+	rc.writeVarbits(count)
+	rc.writeVarbits(uint64(boot))
+	rc.writeVarbits(seq)
+	writeSec0(rc, sec0)
+}
+
+// writeSec0 writes the header's time: a 0 bit and 32 bits for the
+// seconds of 1970 to 2106, else a 1 bit and varbits(zigzag(sec0)).
+func writeSec0(rc *rcEncoder, sec0 int64) {
+	if sec0 >= 0 && sec0 < 1<<32 {
+		rc.bypass(0, 1)
+		rc.bypass(uint64(sec0), 32)
+		return
+	}
+	rc.bypass(1, 1)
+	rc.writeVarbits(zigzag(sec0))
+}
+
+func readSec0(d *rcDecoder) int64 {
+	if d.bypass(1) == 0 {
+		return int64(d.bypass(32))
+	}
+	return unzigzag(d.readVarbits())
+}
+
+// writeShape writes a column's shape: a 0 bit for shapeRef, which most
+// columns of a message take (mode, seq, boot, priority, coarsened), else a
+// 1 bit and the shape in 3 bits.
+func writeShape(rc *rcEncoder, shape int) {
+	if shape == shapeRef {
+		rc.bypass(0, 1)
+		return
+	}
+	rc.bypass(1, 1)
+	rc.bypass(uint64(shape), shapeBits)
+}
+
+func readShape(d *rcDecoder) int {
+	if d.bypass(1) == 0 {
+		return shapeRef
+	}
+	return int(d.bypass(shapeBits))
+}
+
+// writeFirst writes a column's first value less its reference: varbits of
+// its zigzag, or for lat and lon (wide) its 32 low bits, two's complement:
+// an angle of 30 bits costs 38 bits of varbits, and every message carries
+// one of each.
+func writeFirst(rc *rcEncoder, v uint64, wide bool) {
+	if wide {
+		rc.bypass(v&0xFFFFFFFF, 32)
+		return
+	}
+	rc.writeVarbits(zigzag(int64(v)))
+}
+
+func readFirst(d *rcDecoder, wide bool) uint64 {
+	if wide {
+		return uint64(int64(int32(uint32(d.bypass(32)))))
+	}
+	return uint64(unzigzag(d.readVarbits()))
+}
+
 // decodeColumn2 reads len(dst) values written by write2 into dst.
-func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64) {
+func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64, wide bool) {
 	n := len(dst)
 	if n == 0 {
 		return
 	}
-	shape := int(d.bypass(shapeBits))
+	shape := readShape(d)
 	if shape == shapeRef {
 		for i := range dst {
 			dst[i] = ref
 		}
 		return
 	}
-	dst[0] = ref + uint64(unzigzag(d.readVarbits()))
+	dst[0] = ref + readFirst(d, wide)
 	switch shape {
 	case shapeConst:
 		for i := 1; i < n; i++ {
@@ -459,7 +521,7 @@ func decodeBatch2(b []byte, n uint32) (recs []kestrel.Record, rest []byte, err e
 	var base kestrel.Envelope
 	base.Boot = uint32(d.readVarbits())
 	base.Seq = d.readVarbits()
-	base.Time = unzigzag(d.readVarbits()) * 1000
+	base.Time = readSec0(&d) * 1000
 	if d.bad {
 		return fail("header", fmt.Errorf("bad code"))
 	}
@@ -517,7 +579,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 	}
 	vals := make([]uint64, n)
 	flags := make([]uint64, n)
-	decodeColumn2(d, flags, nil, colRef2(colFlags, base))
+	decodeColumn2(d, flags, nil, colRef2(colFlags, base), false)
 	for i := range pos {
 		pos[i].Flags = kestrel.PosFlags(flags[i])
 	}
@@ -568,7 +630,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 		case colAlt:
 			times = gatedTimes(nil, flags, tm, uint64(kestrel.HasAlt))
 		}
-		decodeColumn2(d, col, times, colRef2(c, base))
+		decodeColumn2(d, col, times, colRef2(c, base), c == colLat || c == colLon)
 		if c == colSeq {
 			j := 0
 			for i := range recs {
@@ -641,12 +703,15 @@ func (d *rcDecoder) readDivisor() uint64 {
 	return m
 }
 
-// colRef2 is colRef for version 2, where flags default to HasAlt,
-// HasSpeed and HasTrack (what RMC with GGA gives), and the seq column
+// flagsRef2 is what the GPS driver sets for a fix from RMC and GGA.
+const flagsRef2 = kestrel.HasAlt | kestrel.HasSpeed | kestrel.HasTrack | kestrel.HasSats | kestrel.HasHDOP
+
+// colRef2 is colRef for version 2, where flags default to flagsRef2, and
+// the seq column
 // holds seq less the record's index in the batch.
 func colRef2(c int, base *kestrel.Envelope) uint64 {
 	if c == colFlags {
-		return uint64(kestrel.HasAlt | kestrel.HasSpeed | kestrel.HasTrack)
+		return uint64(flagsRef2)
 	}
 	return colRef(c, base)
 }

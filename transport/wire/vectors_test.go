@@ -124,9 +124,7 @@ func vectorCases(t *testing.T) []vectorCase {
 	}
 	var rc rcEncoder
 	rc.reset()
-	for _, v := range []uint64{MaxRecords + 1, 0, 0, 0} {
-		rc.writeVarbits(v)
-	}
+	writeHeader(&rc, MaxRecords+1, 0, 0, 0)
 	cases = append(cases,
 		vectorCase{name: "unknown-version", note: "version 7 must be rejected as a version", raw: bad(2, 7, msgp.AppendBytes(nil, nil)), err: "version"},
 		vectorCase{name: "count-too-large", note: "10001 records must be rejected", raw: bad(2, 2, msgp.AppendBytes(nil, rc.finish())), err: "format"},

@@ -163,9 +163,7 @@ func TestDecodeRejectsAbsurdCount(t *testing.T) {
 	}
 	var rc rcEncoder
 	rc.reset()
-	for _, v := range []uint64{MaxRecords + 1, 0, 0, 0} {
-		rc.writeVarbits(v)
-	}
+	writeHeader(&rc, MaxRecords+1, 0, 0, 0)
 	b = msgp.AppendArrayHeader(nil, 2)
 	b = msgp.AppendUint(b, Version)
 	b = msgp.AppendBytes(b, rc.finish())

@@ -216,14 +216,19 @@ def divisor(rd):
     return (m * 10 ** e) & M64
 
 
-def read_column(rd, n, times, ref, v2):
+def read_column(rd, n, times, ref, v2, wide=False):
     if n == 0:
         return []
-    shape = rd.bypass(3) if v2 else rd.read(3)
+    if v2:
+        shape = rd.bypass(3) if rd.bypass(1) else REF
+    else:
+        shape = rd.read(3)
     if shape == REF:
         return [ref] * n
-    u = rd.varbits()
-    out = [(ref + unzigzag(u)) & M64]
+    if wide:
+        out = [(ref + s32(rd.bypass(32))) & M64]
+    else:
+        out = [(ref + unzigzag(rd.varbits())) & M64]
     if shape == CONST:
         return out * n
     if shape == LINEAR:
@@ -367,7 +372,7 @@ GATE = {C_ALT: HAS_ALT, C_SPEED: HAS_SPEED, C_TRACK: HAS_TRACK, C_SATS: HAS_SATS
 
 def col_ref(c, base, v2):
     if c == C_FLAGS:
-        return HAS_ALT | HAS_SPEED | HAS_TRACK if v2 else 0
+        return HAS_ALT | HAS_SPEED | HAS_TRACK | HAS_SATS | HAS_HDOP if v2 else 0
     return {C_TIME: base["time"], C_SEQ: base["seq"], C_BOOT: base["boot"],
             C_PRIORITY: 1, C_MODE: 3}.get(c, 0)
 
@@ -397,7 +402,7 @@ def read_positions(rd, n, slots, base, v2):
             times = tm
         elif c == C_ALT:
             times = [tm[i] for i in range(n) if flags[i] & HAS_ALT]
-        col = read_column(rd, m, times, col_ref(c, base, v2), v2)
+        col = read_column(rd, m, times, col_ref(c, base, v2), v2, v2 and c in (C_LAT, C_LON))
         if grid:
             col = [from_grid(g, grid - 1) for g in col]
         if c == C_SEQ and v2:
@@ -543,7 +548,8 @@ def decode_batch(payload, device=""):
         rd = RangeDecoder(top[1])
         count = rd.varbits()
         base = {"boot": rd.varbits() & M32, "seq": rd.varbits()}
-        base["time"] = s64(unzigzag(rd.varbits()) * 1000)
+        sec0 = rd.bypass(32) if rd.bypass(1) == 0 else unzigzag(rd.varbits())
+        base["time"] = s64(sec0 * 1000)
         if count > 10000:
             raise FormatError("%d records, more than 10000" % count)
         others = top[2] if len(top) > 2 else []
