@@ -258,16 +258,24 @@ func (s *colScratch) choose2(vals, times []uint64, ref uint64, allowed uint8) (s
 	return shape, cost
 }
 
+// sampleLen bounds the residuals the encoder simulates per choice.
+const sampleLen = 128
+
 // bestCode2 returns the code (adaptive Rice or Exp-Golomb) and order k
 // that cost least for us, and that cost in 1/8 bits. Simulating the
 // adaptive code is the encoder's main work, so it is done only for the
 // orders that matter: for each code the order whose static code is
 // shortest, the one below it (the adaptive unary part makes smaller
 // orders pay) and 0 (mostly zeros). The choice only affects the size.
-func (s *colScratch) bestCode2(us []uint64) (k uint, rice bool, cost uint) {
-	if len(us) == 0 {
+func (s *colScratch) bestCode2(all []uint64) (k uint, rice bool, cost uint) {
+	if len(all) == 0 {
 		return 0, true, 0
 	}
+	// A long column (a backlog's batch) is judged by its first sampleLen
+	// residuals, and the cost scaled: the order only affects the size,
+	// and draining must not wait on the encoder.
+	us := all[:min(len(all), sampleLen)]
+	defer func() { cost = cost * uint(len(all)) / uint(len(us)) }()
 	var sum uint64
 	for _, u := range us {
 		if sum+u < sum {
