@@ -108,7 +108,7 @@ func testOptions(urls ...string) Options {
 	return Options{
 		URLs: urls, Fleet: testFleet, Device: testDevice, Boot: testBoot, Version: "test",
 		KeepAlive: 5 * time.Second, PingTimeout: 2 * time.Second, ConnectTimeout: 2 * time.Second,
-		BatchAge: time.Second, // the tests' own pace; the profiles' ages have their own tests
+		BatchAge:   time.Second, // the tests' own pace; the profiles' ages have their own tests
 		AckTimeout: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 	}
 }
