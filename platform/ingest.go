@@ -132,7 +132,7 @@ func (in *Ingest) Filters() map[string]byte {
 	return f
 }
 
-// Connected reports whether the session is up.
+// Connected reports whether the session is up and subscribed.
 func (in *Ingest) Connected() bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -165,16 +165,15 @@ func (in *Ingest) Run(ctx context.Context) error {
 	}
 	filters := in.Filters()
 	po.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+		if earlyAck {
+			m.Ack()
+		}
 		select {
 		case in.queue <- m:
 		case <-ctx.Done():
 		}
 	})
 	po.SetOnConnectHandler(func(c paho.Client) {
-		in.mu.Lock()
-		in.connected = true
-		in.mu.Unlock()
-		in.m.connected.Set(1)
 		// No callback: every message goes to the default handler once,
 		// whichever filter it matched.
 		tok := c.SubscribeMultiple(filters, nil)
@@ -183,6 +182,10 @@ func (in *Ingest) Run(ctx context.Context) error {
 				in.log.Error("ingest: subscribe failed; reconnecting", "err", tok.Error())
 				return
 			}
+			in.mu.Lock()
+			in.connected = true
+			in.mu.Unlock()
+			in.m.connected.Set(1)
 			in.log.Info("ingest: subscribed", "client_id", in.o.ClientID, "filters", len(filters))
 		}()
 	})
