@@ -3,8 +3,10 @@ package fleetsim
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -224,4 +226,83 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// metric reads one sample of a serve's /metrics.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// TestSharedSubscriptionSplitsLoad runs two serve instances in one
+// shared-subscription group ($share/GROUP/...) on mosquitto into one
+// database: both take a part of the load, one is killed and restarted
+// mid-run, and every record is stored exactly once.
+func TestSharedSubscriptionSplitsLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: skipped with -short")
+	}
+	if _, err := mosquittoBin(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	pg := postgres.Start(t, "fsync = off")
+	dbURL := pg.URL(t)
+	mq, err := StartMosquitto(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mq.Stop()
+	bin := buildServe(t)
+	dir := t.TempDir()
+	var srvs []*Serve
+	var addrs []string
+	for i := range 2 {
+		addr := freeAddr(t)
+		s := &Serve{Bin: bin, Log: filepath.Join(dir, fmt.Sprintf("serve-%d.log", i)), Args: []string{"--broker", mq.URL(), "--db", dbURL,
+			"--share", "ingest", "--client-id", fmt.Sprintf("platform-%d", i), "--http", addr, "--log-level", "warn"}}
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		if err := WaitHealthy(addr, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		srvs, addrs = append(srvs, s), append(addrs, addr)
+	}
+	f, err := Start(context.Background(), Config{Broker: mq.URL(), Fleet: "shared", Devices: 20, Rate: 10, BatchAge: 200 * time.Millisecond, EventEvery: 25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	time.Sleep(3 * time.Second)
+	before := []float64{metric(t, addrs[0], "kestrel_platform_rows_inserted_total"), metric(t, addrs[1], "kestrel_platform_rows_inserted_total")}
+	srvs[1].Kill()
+	time.Sleep(2 * time.Second)
+	if err := srvs[1].Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	f.StopGenerating()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := f.WaitDrained(ctx); err != nil {
+		t.Fatal(err)
+	}
+	verify(t, dbURL, "shared", f)
+	t.Logf("rows inserted in the first 3 s: instance 0 %.0f, instance 1 %.0f", before[0], before[1])
+	if before[0] == 0 || before[1] == 0 {
+		t.Errorf("the load was not split: rows inserted %v", before)
+	}
 }
