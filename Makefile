@@ -13,10 +13,10 @@ test:            ## the README's test command (run as root for eBPF, mounts, nam
 test-short:      ## unit tests only: skips the end-to-end scenarios
 	$(GO) test -short ./...
 
-dist:            ## stripped binaries for the devices
+dist:            ## stripped binaries for the devices (kestrel_release: no demo, broker, simulators or SQLite)
 	mkdir -p $(DIST)
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-armv7 ./cmd/kestrel
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-arm64 ./cmd/kestrel
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -tags kestrel_release -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-armv7 ./cmd/kestrel
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags kestrel_release -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-arm64 ./cmd/kestrel
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrelctl-linux-armv7 ./cmd/kestrelctl
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrelctl-linux-arm64 ./cmd/kestrelctl
 	ls -l $(DIST)

@@ -76,7 +76,12 @@ type Batch struct {
 	States   []State
 	Reports  []Report
 	Rejected []Rejected
+	// Traffic counts the data messages and payload bytes per device.
+	Traffic map[[2]string]Traffic
 }
+
+// Traffic is data messages and their payload bytes.
+type Traffic struct{ Messages, Bytes int64 }
 
 // Len is the number of things the batch holds.
 func (b *Batch) Len() int { return len(b.Rows) + len(b.States) + len(b.Reports) + len(b.Rejected) }
@@ -133,6 +138,13 @@ func (b *Batch) add(m Message) error {
 		for _, r := range recs {
 			b.Rows = append(b.Rows, Row{Fleet: fleet, Record: r, Received: m.Received})
 		}
+		if b.Traffic == nil {
+			b.Traffic = map[[2]string]Traffic{}
+		}
+		tr := b.Traffic[[2]string{fleet, device}]
+		tr.Messages++
+		tr.Bytes += int64(len(m.Payload))
+		b.Traffic[[2]string{fleet, device}] = tr
 	case ChannelState:
 		st, err := mqtt.DecodeState(m.Payload)
 		if err != nil {

@@ -178,6 +178,8 @@ type Device struct {
 	LastLon     *float64   `json:"last_lon"`
 	Version     string     `json:"version"`
 	State       string     `json:"-"` // JSON of the last state message
+	Messages    int64      `json:"messages"` // data messages received, redeliveries included
+	Bytes       int64      `json:"bytes"`    // their payload bytes
 	OpenGaps    int        `json:"open_gaps"`
 	Missing     uint64     `json:"missing"`
 }
@@ -189,7 +191,7 @@ func (s *Store) Devices(ctx context.Context, fleet string) ([]Device, error) {
 	if fleet != "" {
 		where, args = " WHERE d.fleet = ?", []any{fleet}
 	}
-	rows, err := s.db.QueryContext(ctx, s.d.q(`SELECT d.fleet, d.device, d.online, d.boot, d.last_seen, d.last_fix_time, d.last_lat, d.last_lon, d.version, d.state,
+	rows, err := s.db.QueryContext(ctx, s.d.q(`SELECT d.fleet, d.device, d.online, d.boot, d.last_seen, d.last_fix_time, d.last_lat, d.last_lon, d.version, d.state, d.messages, d.bytes,
 	(SELECT count(*) FROM gaps g WHERE g.fleet = d.fleet AND g.device = d.device AND g.closed IS NULL),
 	(SELECT coalesce(sum(g.last_seq - g.first_seq + 1), 0) FROM gaps g WHERE g.fleet = d.fleet AND g.device = d.device AND g.closed IS NULL)
 FROM devices d`+where+" ORDER BY d.fleet, d.device"), args...)
@@ -206,7 +208,7 @@ FROM devices d`+where+" ORDER BY d.fleet, d.device"), args...)
 		var lat, lon sql.NullFloat64
 		var version, state sql.NullString
 		var missing int64
-		if err := rows.Scan(&d.Fleet, &d.Device, &online, &boot, &seen, &fix, &lat, &lon, &version, &state, &d.OpenGaps, &missing); err != nil {
+		if err := rows.Scan(&d.Fleet, &d.Device, &online, &boot, &seen, &fix, &lat, &lon, &version, &state, &d.Messages, &d.Bytes, &d.OpenGaps, &missing); err != nil {
 			return nil, fmt.Errorf("devices: %w", err)
 		}
 		if online.Valid {

@@ -362,19 +362,21 @@ func (w *batchWriter) updateDevices(ctx context.Context, b *Batch) error {
 		return cmp.Or(strings.Compare(a.fleet, b.fleet), strings.Compare(a.device, b.device))
 	})
 	if len(list) > 0 {
-		if _, err := w.insertRows(ctx, "devices", "INSERT INTO devices (fleet, device, boot, last_seen, last_fix_time, last_lat, last_lon)",
+		if _, err := w.insertRows(ctx, "devices", "INSERT INTO devices (fleet, device, boot, last_seen, last_fix_time, last_lat, last_lon, messages, bytes)",
 			` ON CONFLICT (fleet, device) DO UPDATE SET
+	messages = devices.messages + excluded.messages, bytes = devices.bytes + excluded.bytes,
 	boot = CASE WHEN devices.boot IS NULL OR excluded.boot > devices.boot THEN excluded.boot ELSE devices.boot END,
 	last_seen = CASE WHEN devices.last_seen IS NULL OR excluded.last_seen > devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END,
 	last_lat = CASE WHEN excluded.last_fix_time IS NOT NULL AND (devices.last_fix_time IS NULL OR excluded.last_fix_time > devices.last_fix_time) THEN excluded.last_lat ELSE devices.last_lat END,
 	last_lon = CASE WHEN excluded.last_fix_time IS NOT NULL AND (devices.last_fix_time IS NULL OR excluded.last_fix_time > devices.last_fix_time) THEN excluded.last_lon ELSE devices.last_lon END,
 	last_fix_time = CASE WHEN excluded.last_fix_time IS NOT NULL AND (devices.last_fix_time IS NULL OR excluded.last_fix_time > devices.last_fix_time) THEN excluded.last_fix_time ELSE devices.last_fix_time END`,
-			7, len(list), func(i int, a []any) []any {
+			9, len(list), func(i int, a []any) []any {
 				ds := list[i]
+				tr := b.Traffic[[2]string{ds.fleet, ds.device}]
 				fix := nullable{d.tsMS(ds.fixTime), ds.fixTime != 0}
 				lat := nullable{ds.lat, ds.fixTime != 0}
 				lon := nullable{ds.lon, ds.fixTime != 0}
-				return append(a, ds.fleet, ds.device, ds.boot, d.ts(ds.lastSeen), fix, lat, lon)
+				return append(a, ds.fleet, ds.device, ds.boot, d.ts(ds.lastSeen), fix, lat, lon, tr.Messages, tr.Bytes)
 			}); err != nil {
 			return err
 		}

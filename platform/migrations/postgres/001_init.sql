@@ -78,6 +78,8 @@ CREATE TABLE devices (
 	state_time    bigint,
 	last_lat      double precision,
 	last_lon      double precision,
+	messages      bigint  NOT NULL DEFAULT 0, -- data messages received (redeliveries included)
+	bytes         bigint  NOT NULL DEFAULT 0, -- their payload bytes
 	PRIMARY KEY (fleet, device)
 );
 

@@ -75,6 +75,8 @@ CREATE TABLE devices (
 	state_time    bigint,
 	last_lat      real,
 	last_lon      real,
+	messages      bigint  NOT NULL DEFAULT 0, -- data messages received (redeliveries included)
+	bytes         bigint  NOT NULL DEFAULT 0, -- their payload bytes
 	PRIMARY KEY (fleet, device)
 );
 
