@@ -177,7 +177,7 @@ type Device struct {
 	LastLat     *float64   `json:"last_lat"`
 	LastLon     *float64   `json:"last_lon"`
 	Version     string     `json:"version"`
-	State       string     `json:"-"` // JSON of the last state message
+	State       string     `json:"-"`        // JSON of the last state message
 	Messages    int64      `json:"messages"` // data messages received, redeliveries included
 	Bytes       int64      `json:"bytes"`    // their payload bytes
 	OpenGaps    int        `json:"open_gaps"`
