@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/transport/mqtt"
@@ -107,7 +109,7 @@ func (b *Batch) Add(m Message) error {
 		if len(p) > MaxPayload {
 			p = p[:MaxPayload]
 		}
-		b.Rejected = append(b.Rejected, Rejected{Topic: m.Topic, Payload: append([]byte(nil), p...), Err: err.Error(), Received: m.Received})
+		b.Rejected = append(b.Rejected, Rejected{Topic: cleanText(m.Topic), Payload: append([]byte(nil), p...), Err: err.Error(), Received: m.Received})
 		return err
 	}
 	return nil
@@ -130,9 +132,19 @@ func (b *Batch) add(m Message) error {
 		if dev != device {
 			return fmt.Errorf("%s: batch names device %q, the topic %q", m.Topic, dev, device)
 		}
+		var js []byte
 		for i := range recs {
-			if recs[i].Seq > math.MaxInt64 {
-				return fmt.Errorf("%s: seq %d does not fit the store's 63 bits", m.Topic, recs[i].Seq)
+			r := &recs[i]
+			if r.Seq > math.MaxInt64 {
+				return fmt.Errorf("%s: seq %d does not fit the store's 63 bits", m.Topic, r.Seq)
+			}
+			if r.Time < minTime || r.Time > maxTime {
+				return fmt.Errorf("%s: seq %d: time %d ms is outside years 1-9999", m.Topic, r.Seq, r.Time)
+			}
+			// Every string must be storable as text: valid UTF-8, no NUL.
+			js = wire.AppendJSON(js[:0], r)
+			if !storableText(js) {
+				return fmt.Errorf("%s: seq %d: a text field is not valid UTF-8 or holds NUL", m.Topic, r.Seq)
 			}
 		}
 		for _, r := range recs {
@@ -159,17 +171,37 @@ func (b *Batch) add(m Message) error {
 		if err != nil {
 			return fmt.Errorf("%s: state to JSON: %w", m.Topic, err)
 		}
+		if !storableText(js) {
+			return fmt.Errorf("%s: state holds text that is not valid UTF-8 or holds NUL", m.Topic)
+		}
 		s.JSON = string(js)
 		b.States = append(b.States, s)
 	case ChannelConfigReported, ChannelAudit:
-		if !json.Valid(m.Payload) {
-			return fmt.Errorf("%s: payload is not JSON", m.Topic)
+		if !json.Valid(m.Payload) || !storableText(m.Payload) {
+			return fmt.Errorf("%s: payload is not JSON in valid UTF-8 without NUL", m.Topic)
 		}
 		b.Reports = append(b.Reports, Report{Fleet: fleet, Device: device, Channel: channel, Payload: string(m.Payload), Received: m.Received})
 	default:
 		return fmt.Errorf("%s: channel %q is not one the platform stores", m.Topic, channel)
 	}
 	return nil
+}
+
+// The times both stores hold: years 1 to 9999 (SQLite's text is four digits).
+var (
+	minTime = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	maxTime = time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC).UnixMilli()
+)
+
+// storableText: PostgreSQL text and jsonb refuse NUL (also as the JSON
+// escape \u0000) and invalid UTF-8.
+func storableText(b []byte) bool {
+	return utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 && !bytes.Contains(b, []byte(`\u0000`))
+}
+
+// cleanText makes s storable, for the rejected table's topic.
+func cleanText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 func asInt(v any) int64 {

@@ -270,6 +270,23 @@ func (in *Ingest) commit(ctx context.Context, msgs []paho.Message) error {
 			return nil
 		}
 		in.m.writeErrors.Inc()
+		if dataError(err) && len(msgs) > 1 {
+			// One message the database refuses must not hold up the
+			// rest: write them one by one; the refused one goes to
+			// rejected.
+			in.log.Warn("ingest: the database refused the batch; writing its messages one by one", "err", err)
+			for _, m := range msgs {
+				if err := in.commit(ctx, []paho.Message{m}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if dataError(err) {
+			in.log.Error("ingest: the database refused a message; kept in rejected", "err", err, "topic", msgs[0].Topic())
+			b = Batch{Rejected: []Rejected{{Topic: cleanText(msgs[0].Topic()), Payload: msgs[0].Payload(), Err: err.Error(), Received: now}}}
+			continue
+		}
 		in.log.Error("ingest: write failed; retrying, nothing acknowledged", "err", err, "messages", len(msgs))
 		select {
 		case <-ctx.Done():

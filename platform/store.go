@@ -135,6 +135,13 @@ func retryable(err error) bool {
 	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
 }
 
+// dataError reports whether the database refused the data itself
+// (PostgreSQL class 22, data exception): writing it again cannot succeed.
+func dataError(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "22")
+}
+
 // Write stores a batch in one transaction: records idempotently on
 // (fleet, device, boot, seq), the gaps they open or close, device state,
 // reports and rejected messages. When it returns nil the batch is

@@ -237,12 +237,20 @@ func TestStoreContract(t *testing.T) {
 			if err := b.Add(Message{Topic: "kestrel/v1/met/bwc-9/telemetry", Payload: other.Payload, Received: time.Now()}); err == nil {
 				t.Fatal("a batch for another device than its topic was accepted")
 			}
+			nul := kestrel.Record{Envelope: kestrel.Envelope{Device: "bwc-9", Boot: 1, Seq: 5, Time: 1560938662000},
+				Body: &kestrel.Event{Type: kestrel.EventSDS, Text: "a\x00b"}}
+			far := pos("bwc-9", 1, 6, 1<<62, 1, 1)
+			for _, r := range []kestrel.Record{nul, far} {
+				if err := b.Add(message(t, "met", "bwc-9", ChannelEvents, r)); err == nil {
+					t.Fatalf("record %+v that no store can hold was accepted", r)
+				}
+			}
 			res, err := s.Write(context.Background(), &b)
-			if err != nil || res.Rejected != 2 {
+			if err != nil || res.Rejected != 4 {
 				t.Fatalf("write %+v %v", res, err)
 			}
 			c, _ := s.Count(context.Background(), "")
-			if c.Rejected != 2 || c.Total() != 0 {
+			if c.Rejected != 4 || c.Total() != 0 {
 				t.Fatalf("counts %+v", c)
 			}
 		})
