@@ -3,7 +3,7 @@ GO      ?= go
 LDFLAGS := -s -w
 DIST    := dist
 
-.PHONY: all test test-short dist ci generate fuzz bench crash-5000 spool-measure footprint gps-compare clean
+.PHONY: all test test-short dist ci generate fuzz bench crash-5000 spool-measure platform-bench platform-kill-5000 footprint gps-compare clean
 
 all: test
 
@@ -47,6 +47,12 @@ crash-5000:      ## the spool's SIGKILL crash test, 5,000 cycles (docs/spool.md)
 
 spool-measure:   ## spool write amplification, fsyncs, 1 GiB recovery vs bbolt (root: loop ext4)
 	KESTREL_SPOOL_MEASURE=1 $(GO) test -count=1 -timeout 60m -run '^TestMeasure' -v ./agent/spool
+
+platform-bench:  ## 5,000 devices at 1 Hz -> mosquitto -> 2 serve -> PostgreSQL, beside the naive peer (docs/benchmarks.md)
+	KESTREL_BENCH_DEVICES=5000 KESTREL_BENCH_FOR=60s KESTREL_BENCH_OUT=$(CURDIR)/platform-bench.txt $(GO) test -count=1 -timeout 40m -run '^TestFleetIngest$$' -v ./hwtest/fleetsim
+
+platform-kill-5000: ## serve SIGKILLed 20 times during a 5,000-device run (DB, broker, devices restarted once)
+	KESTREL_FLEETSIM_DEVICES=5000 KESTREL_SERVE_KILLS=20 $(GO) test -count=1 -timeout 60m -run '^TestServeKilledExactlyOnce$$' -v ./hwtest/fleetsim
 
 footprint:       ## RSS, CPU, wakeups and flash writes of the real binary (docs/benchmarks.md)
 	KESTREL_FOOTPRINT=1 $(GO) test -count=1 -timeout 30m -v ./hwtest/footprint

@@ -41,7 +41,7 @@ func NewMetrics() *Metrics {
 			Help: "Transactions that failed and were retried (nothing was acknowledged)."}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kestrel_platform_ingest_lag_seconds",
 			Help:    "From a record's time on the device to the commit of its row.",
-			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16)}),
+			Buckets: prometheus.ExponentialBucketsRange(0.01, 3600, 80)}),
 		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kestrel_platform_transaction_seconds",
 			Help:    "Duration of one batch's write transaction.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),

@@ -217,6 +217,31 @@ func (s *Store) ensurePartitions(ctx context.Context, b *Batch) error {
 	return nil
 }
 
+// PreparePartitions creates (PostgreSQL) the monthly positions partitions
+// from the month of from to the month of to. Write creates what a batch
+// needs anyway; serve prepares this month and the next at start.
+func (s *Store) PreparePartitions(ctx context.Context, from, to time.Time) error {
+	if s.d != dialectPostgres {
+		return nil
+	}
+	from, to = from.UTC(), to.UTC()
+	for m := time.Date(from.Year(), from.Month(), 1, 0, 0, 0, 0, time.UTC); !m.After(to); m = m.AddDate(0, 1, 0) {
+		s.mu.Lock()
+		known := s.partitions[partitionName(m)]
+		s.mu.Unlock()
+		if known {
+			continue
+		}
+		if err := s.createPartition(ctx, m); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.partitions[partitionName(m)] = true
+		s.mu.Unlock()
+	}
+	return nil
+}
+
 func (s *Store) createPartition(ctx context.Context, month time.Time) error {
 	next := month.AddDate(0, 1, 0)
 	stmt := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF positions FOR VALUES FROM ('%s') TO ('%s')",

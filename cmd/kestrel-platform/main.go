@@ -128,6 +128,9 @@ flags:
 		return err
 	}
 	defer store.Close()
+	if err := store.PreparePartitions(ctx, time.Now(), time.Now().AddDate(0, 1, 0)); err != nil {
+		return err
+	}
 	o.Metrics = platform.NewMetrics()
 	in, err := platform.NewIngest(store, o)
 	if err != nil {
