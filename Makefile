@@ -52,7 +52,7 @@ platform-bench:  ## 5,000 devices at 1 Hz -> mosquitto -> 2 serve -> PostgreSQL,
 	KESTREL_BENCH_DEVICES=5000 KESTREL_BENCH_FOR=60s KESTREL_BENCH_OUT=$(CURDIR)/platform-bench.txt $(GO) test -count=1 -timeout 40m -run '^TestFleetIngest$$' -v ./hwtest/fleetsim
 
 platform-kill-5000: ## serve SIGKILLed 20 times during a 5,000-device run (DB, broker, devices restarted once)
-	KESTREL_FLEETSIM_DEVICES=5000 KESTREL_SERVE_KILLS=20 $(GO) test -count=1 -timeout 60m -run '^TestServeKilledExactlyOnce$$' -v ./hwtest/fleetsim
+	KESTREL_FLEETSIM_DEVICES=5000 KESTREL_FLEETSIM_RATE=1 KESTREL_SERVE_KILLS=20 $(GO) test -count=1 -timeout 60m -run '^TestServeKilledExactlyOnce$$' -v ./hwtest/fleetsim
 
 footprint:       ## RSS, CPU, wakeups and flash writes of the real binary (docs/benchmarks.md)
 	KESTREL_FOOTPRINT=1 $(GO) test -count=1 -timeout 30m -v ./hwtest/footprint

@@ -165,7 +165,8 @@ func TestServeKilledExactlyOnce(t *testing.T) {
 		b, _ := os.ReadFile(logFile)
 		t.Fatalf("%v\n%s", err, b)
 	}
-	f, err := Start(ctx, Config{Broker: mq.URL(), Fleet: "e2e", Devices: ndev, Rate: 10, BatchAge: 200 * time.Millisecond, EventEvery: 25})
+	rate := float64(envInt("KESTREL_FLEETSIM_RATE", 10))
+	f, err := Start(ctx, Config{Broker: mq.URL(), Fleet: "e2e", Devices: ndev, Rate: rate, BatchAge: 200 * time.Millisecond, EventEvery: 25})
 	if err != nil {
 		t.Fatal(err)
 	}
