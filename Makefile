@@ -48,8 +48,9 @@ crash-5000:      ## the spool's SIGKILL crash test, 5,000 cycles (docs/spool.md)
 spool-measure:   ## spool write amplification, fsyncs, 1 GiB recovery vs bbolt (root: loop ext4)
 	KESTREL_SPOOL_MEASURE=1 $(GO) test -count=1 -timeout 60m -run '^TestMeasure' -v ./agent/spool
 
-platform-bench:  ## 5,000 devices at 1 Hz -> mosquitto -> 2 serve -> PostgreSQL, beside the naive peer (docs/benchmarks.md)
-	KESTREL_BENCH_DEVICES=5000 KESTREL_BENCH_FOR=60s KESTREL_BENCH_OUT=$(CURDIR)/platform-bench.txt $(GO) test -count=1 -timeout 40m -run '^TestFleetIngest$$' -v ./hwtest/fleetsim
+platform-bench:  ## (result in dist/platform-bench.txt) 5,000 devices at 1 Hz -> mosquitto -> 2 serve -> PostgreSQL, beside the naive peer (docs/benchmarks.md)
+	mkdir -p $(DIST)
+	KESTREL_BENCH_DEVICES=5000 KESTREL_BENCH_FOR=60s KESTREL_BENCH_OUT=$(CURDIR)/$(DIST)/platform-bench.txt $(GO) test -count=1 -timeout 40m -run '^TestFleetIngest$$' -v ./hwtest/fleetsim
 
 platform-kill-5000: ## serve SIGKILLed 20 times during a 5,000-device run (DB, broker, devices restarted once)
 	KESTREL_FLEETSIM_DEVICES=5000 KESTREL_FLEETSIM_RATE=1 KESTREL_SERVE_KILLS=20 $(GO) test -count=1 -timeout 60m -run '^TestServeKilledExactlyOnce$$' -v ./hwtest/fleetsim

@@ -194,12 +194,21 @@ func (f *Fleet) StopGenerating() {
 
 // RestartDevices restarts every device's session (new boot ids).
 func (f *Fleet) RestartDevices() error {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	errs := make(chan error, len(f.Devices))
 	for _, d := range f.Devices {
-		if err := d.Restart(); err != nil {
-			return err
-		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := d.Restart(); err != nil {
+				errs <- err
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	close(errs)
+	return <-errs // nil when the channel is empty
 }
 
 // WaitDrained waits until every device's spool stand-in has had all its
