@@ -31,6 +31,18 @@ var iccidPrefixes = []string{"+CCID", "+ICCID", "^ICCID", "+QCCID"}
 // when it is not all decimal, does not start with 89, or fails the Luhn
 // check digit of E.118.
 func parseICCID(lines []string) (id iccid, found bool, err error) {
+	v, found, err := identityValue(lines, iccidPrefixes)
+	if !found || err != nil {
+		return iccid{}, found, err
+	}
+	id, err = normaliseICCID(v)
+	return id, true, err
+}
+
+// identityValue finds the first line that is a bare value or an
+// information line with one of prefixes, and returns its value, quotes
+// removed. An information line with more than one field is refused.
+func identityValue(lines []string, prefixes []string) (string, bool, error) {
 	for _, ln := range lines {
 		l := at.ParseLine(ln)
 		v := ""
@@ -39,7 +51,7 @@ func parseICCID(lines []string) (id iccid, found bool, err error) {
 			v = l.Params
 		case at.LineInfo:
 			ok := false
-			for _, p := range iccidPrefixes {
+			for _, p := range prefixes {
 				ok = ok || strings.EqualFold(l.Prefix, p)
 			}
 			if !ok {
@@ -47,20 +59,17 @@ func parseICCID(lines []string) (id iccid, found bool, err error) {
 			}
 			f, good := splitFields(l.Params)
 			if !good || len(f) != 1 {
-				return iccid{}, true, errLayout
+				return "", true, errLayout
 			}
 			v = f[0].s
 		default:
 			continue
 		}
-		v = strings.Trim(strings.TrimSpace(v), `"`)
-		if v == "" {
-			continue
+		if v = strings.Trim(strings.TrimSpace(v), `"`); v != "" {
+			return v, true, nil
 		}
-		id, err := normaliseICCID(v)
-		return id, true, err
 	}
-	return iccid{}, false, nil
+	return "", false, nil
 }
 
 func normaliseICCID(v string) (iccid, error) {
@@ -73,7 +82,7 @@ func normaliseICCID(v string) (iccid, error) {
 			return iccid{}, errLayout
 		}
 	}
-	if len(b)%2 == 0 && b[0] == '9' && b[1] == '8' {
+	if len(b) == 20 && b[0] == '9' && b[1] == '8' {
 		for i := 0; i+1 < len(b); i += 2 {
 			b[i], b[i+1] = b[i+1], b[i]
 		}
@@ -105,29 +114,12 @@ func luhn(s string) bool {
 // after "+CGSN:", quoted or not. It must be 15 decimal digits (an IMEI,
 // 3GPP TS 23.003 6.2.1) or 16 (an IMEISV, which some modems answer).
 func parseIMEI(lines []string) (string, bool, error) {
-	for _, ln := range lines {
-		l := at.ParseLine(ln)
-		v := ""
-		switch {
-		case l.Kind == at.LineText:
-			v = l.Params
-		case l.Kind == at.LineInfo && strings.EqualFold(l.Prefix, "+CGSN"):
-			f, good := splitFields(l.Params)
-			if !good || len(f) != 1 {
-				return "", true, errLayout
-			}
-			v = f[0].s
-		default:
-			continue
-		}
-		v = strings.Trim(strings.TrimSpace(v), `"`)
-		if v == "" {
-			continue
-		}
-		if !digits(v) || len(v) < 15 || len(v) > 16 {
-			return "", true, errLayout
-		}
-		return v, true, nil
+	v, found, err := identityValue(lines, []string{"+CGSN"})
+	if !found || err != nil {
+		return "", found, err
 	}
-	return "", false, nil
+	if !digits(v) || len(v) < 15 || len(v) > 16 {
+		return "", true, errLayout
+	}
+	return v, true, nil
 }

@@ -392,12 +392,7 @@ func (r *Radio) apply(cmd string, lines []string) update {
 			}
 			return func(s *loop) { s.applyTetra(g) }
 		}
-		rc, _ := regQuery(cmd)
-		g, err := parseReg(rc, first, true)
-		if err != nil {
-			return rejected(cmd, line, err)
-		}
-		return func(s *loop) { s.applyReg(g) }
+		return r.applyRegLines(cmd, lines)
 	case "AT+CTOM?":
 		if m, ok := tetraMode(first); ok {
 			return func(s *loop) { s.cur.Mode = m }
@@ -437,6 +432,37 @@ func (r *Radio) apply(cmd string, lines []string) update {
 		}
 	}
 	return nil
+}
+
+// applyRegLines reads the answer to a registration query. Its unsolicited
+// code may arrive inside the answer and carry the same prefix, so the
+// engine passes it with the answer: each line is read as the read
+// response, else as the unsolicited form, else refused, in the order the
+// modem sent them.
+func (r *Radio) applyRegLines(cmd string, lines []string) update {
+	rc, _ := regQuery(cmd)
+	var fs []update
+	for _, ln := range lines {
+		l := at.ParseLine(ln)
+		if l.Kind != at.LineInfo || l.Prefix != rc.prefix {
+			fs = append(fs, rejected(cmd, ln, errLayout))
+			continue
+		}
+		g, err := parseReg(rc, l.Params, true)
+		if err != nil {
+			g, err = parseReg(rc, l.Params, false)
+		}
+		if err != nil {
+			fs = append(fs, rejected(cmd, ln, err))
+			continue
+		}
+		fs = append(fs, func(s *loop) { s.applyReg(g) })
+	}
+	return func(s *loop) {
+		for _, f := range fs {
+			f(s)
+		}
+	}
 }
 
 // loop is the state of Run's goroutine.

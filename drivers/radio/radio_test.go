@@ -290,14 +290,7 @@ func TestRebootReinitialises(t *testing.T) {
 	r.m.Set(func(s *atmodem.State) { s.Stat = 3 })
 	r.m.RegistrationURC()
 	r.next(t, "denied", status(func(s *kestrel.RadioStatus) bool { return s.Registered == kestrel.RegDenied }))
-	cmds := r.m.Commands()
-	n := 0
-	for _, c := range cmds {
-		if c == "AT+CEREG=2" {
-			n++
-		}
-	}
-	if n < 2 {
+	if n := countCmd(r.m.Commands(), "AT+CEREG=2"); n < 2 {
 		t.Fatalf("AT+CEREG=2 sent %d times, want init and re-init", n)
 	}
 }
@@ -402,6 +395,9 @@ func TestLTEVariantsAndRefusals(t *testing.T) {
 		}
 	}
 	// Novatel E362's +CEREG with a routing area: the cell is the cell.
+	// (The simulated modem's polled state moves with each URC, as a real
+	// modem's does.)
+	r.m.Set(func(s *atmodem.State) { s.TAC, s.CI = "1F00", "0079D903" })
 	r.m.URC(`+CEREG: 1, 1F00, 20 ,79D903 ,7`)
 	rec := r.next(t, "E362 cell", status(func(s *kestrel.RadioStatus) bool { return s.CellID == 0x79D903 }))
 	s := rec.Body.(*kestrel.RadioStatus)
@@ -409,19 +405,38 @@ func TestLTEVariantsAndRefusals(t *testing.T) {
 		t.Fatalf("status %+v", *s)
 	}
 	// Altair's read form sent as a URC: searching, with location.
+	r.m.Set(func(s *atmodem.State) { s.Stat, s.TAC, s.CI = 2, "0001", "00000100" })
 	r.m.URC(`+CEREG: 1, 2, 0001, 00000100, 7`)
 	rec = r.next(t, "Altair", status(func(s *kestrel.RadioStatus) bool { return s.Registered == kestrel.RegSearching }))
 	if s := rec.Body.(*kestrel.RadioStatus); s.TAC != 1 || s.CellID != 0x100 || s.AccessTech != 7 {
 		t.Fatalf("status %+v", *s)
 	}
 	// State 11 keeps the rest of the report; an unknown state is kept raw.
+	r.m.Set(func(s *atmodem.State) { s.Stat, s.TAC, s.CI = 11, "78FE", "0014419E" })
 	r.m.URC(`+CEREG: 11,"78FE","0014419E",7`)
 	r.next(t, "RLOS", status(func(s *kestrel.RadioStatus) bool {
 		return s.Registered == kestrel.RegRLOS && s.TAC == 0x78FE && s.CellID == 0x14419E && s.AccessTech == 7
 	}))
+	r.m.Set(func(s *atmodem.State) { s.Stat = 90 })
 	r.m.URC(`+CEREG: 90`)
 	rec = r.next(t, "raw 90", status(func(s *kestrel.RadioStatus) bool { return s.Registered == 90 }))
-	if s := rec.Body.(*kestrel.RadioStatus); s.TAC != 0 || s.CellID != 0 || s.RSRP != -96 || s.Operator != "EE" {
+	if s := rec.Body.(*kestrel.RadioStatus); s.RSRP != -96 || s.RSSI != -77 || s.IMEI == "" {
+		t.Fatalf("status %+v", *s)
+	}
+}
+
+// An unsolicited +CEREG that arrives inside the answer to AT+CEREG? is
+// read as what it is, not as the answer.
+func TestLTEURCInsideReadAnswer(t *testing.T) {
+	r := start(t, kestrel.ProfileLTE, radio.Options{}, nil)
+	r.next(t, "online", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
+	r.m.Set(func(s *atmodem.State) { s.CI = "0A1B2C99"; s.TAC = "00C4"; s.Stat = 5 })
+	r.m.Script("AT+CEREG?",
+		atmodem.Lines(`+CEREG: 5,"00C4","0A1B2C99",7`),
+		atmodem.Default(),
+		atmodem.Final("OK"))
+	rec := r.next(t, "handover", status(func(s *kestrel.RadioStatus) bool { return s.CellID == 0x0A1B2C99 }))
+	if s := rec.Body.(*kestrel.RadioStatus); s.Registered != kestrel.RegRoaming || s.TAC != 0xC4 || s.RejectedLines != 0 {
 		t.Fatalf("status %+v", *s)
 	}
 }
