@@ -100,6 +100,11 @@ type Hooks struct {
 	EBPF       bool     `toml:"ebpf"`
 	ExecAllow  []string `toml:"exec_allow"`
 	LinkPeriod Duration `toml:"link_period"`
+	// Event socket limits (firmware-hooks/eventsock).
+	Rate        float64  `toml:"rate"`
+	Burst       int      `toml:"burst"`
+	MaxConns    int      `toml:"max_conns"`
+	IdleTimeout Duration `toml:"idle_timeout"`
 }
 
 // Tracking is the position reporting policy (agent/tracking): a fix is
@@ -195,8 +200,12 @@ func Defaults() Config {
 		},
 		GPIO: GPIO{DevRoot: "/dev", Debounce: D(20 * time.Millisecond)},
 		Hooks: Hooks{
-			Socket:     "/run/kestrel/hooks.sock",
-			LinkPeriod: D(time.Minute),
+			Socket:      "/run/kestrel/events.sock",
+			LinkPeriod:  D(time.Minute),
+			Rate:        5,
+			Burst:       20,
+			MaxConns:    16,
+			IdleTimeout: D(5 * time.Minute),
 		},
 		Tracking: Tracking{
 			MinInterval:     D(time.Second),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -520,4 +521,43 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("spool after the drain: %d records left, %v", left, err)
 	}
 	t.Logf("%d positions delivered; eviction left %d gaps (by policy)", Positions(p), len(p.Gaps()))
+}
+
+// TestEmergencyWithDefaultPaths sends an emergency the documented way, with
+// every default: the agent's hooks.socket left unset and `kestrel hook
+// send emergency` given no --socket. The two must meet at one path.
+func TestEmergencyWithDefaultPaths(t *testing.T) {
+	cmd := command(t)
+	def := config.Defaults().Hooks.Socket
+	if def != eventsock.DefaultPath {
+		t.Fatalf("the agent's default hooks.socket %q is not the path `kestrel hook send` uses (%q)", def, eventsock.DefaultPath)
+	}
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root to listen at the default %s", def)
+	}
+	if _, err := eventsock.Send(def, "emergency", nil); err == nil || !strings.Contains(err.Error(), "no such file") && !strings.Contains(err.Error(), "connection refused") {
+		t.Skipf("an agent is already listening at %s on this machine", def)
+	}
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: 20,
+		Edit: func(c *config.Config) {
+			d := config.Defaults().Hooks
+			c.Hooks.Socket, c.Hooks.AllowUIDs = d.Socket, d.AllowUIDs
+		}})
+	ctx := timeout(t, 2*time.Minute)
+	e.Start()
+	e.StartReplay(ctx)
+	e.WaitFor(ctx, "positions", atLeast(5))
+	out, err := exec.CommandContext(ctx, cmd[0], append(cmd[1:], "hook", "send", "emergency", "name=side-button")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kestrel hook send emergency: %v\n%s", err, out)
+	}
+	e.WaitFor(ctx, "the emergency", func(p *platform.Platform) bool {
+		for _, a := range p.Unique() {
+			if ev, ok := a.Record.Body.(*kestrel.Event); ok && ev.Type == kestrel.EventEmergency {
+				return true
+			}
+		}
+		return false
+	})
 }
