@@ -70,8 +70,9 @@ type Agent struct {
 	cancel    context.CancelFunc
 	runCtx    context.Context
 
-	stats  Stats
-	latest latest
+	stats   Stats
+	latest  latest
+	started time.Time
 }
 
 // Stats count what went through the pipeline.
@@ -185,6 +186,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.startRemote(ctx)
 	a.startSources(ctx, cfg, nil)
+	a.started = a.opts.Now()
+	a.serveLocal(ctx, cfg.Status.Socket)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

@@ -37,6 +37,7 @@ func testConfig(t *testing.T, brokerURL, gpsPort string) config.Config {
 	c.GPS.Baud = 9600
 	c.Tracking = config.Tracking{}
 	c.Hooks.Socket = ""
+	c.Status.Socket = ""
 	return c
 }
 

@@ -28,6 +28,13 @@ type Config struct {
 	Privacy  Privacy  `toml:"privacy"`
 	Remote   Remote   `toml:"remote"`
 	Log      Log      `toml:"log"`
+	Status   Status   `toml:"status"`
+}
+
+// Status is the local control socket (agent/localctl) on which `kestrel
+// status` and `kestrel selftest` ask the running agent for its state.
+type Status struct {
+	Socket string `toml:"socket"`
 }
 
 type Device struct {
@@ -207,6 +214,7 @@ func Defaults() Config {
 			MaxConns:    16,
 			IdleTimeout: D(5 * time.Minute),
 		},
+		Status: Status{Socket: "/run/kestrel/control.sock"},
 		Tracking: Tracking{
 			MinInterval:     D(time.Second),
 			MaxInterval:     D(time.Minute),

@@ -35,6 +35,7 @@ var commands = subcmd.Table[stdio]{Program: "kestrel", Commands: map[string]subc
 	"selftest": {Summary: "selftest --config FILE: the fitter's commissioning check", Run: runSelftest},
 	"config":   {Summary: "config defaults|validate FILE: print or check configuration", Run: runConfig},
 	"hook":     {Summary: "hook send TYPE [key=value]...: post a firmware event to the agent", Run: runHook},
+	"status":   {Summary: "status [--watch] [--json]: the running agent's live state, over its local control socket", Run: runStatus},
 }}
 
 func main() {

@@ -235,6 +235,7 @@ func Config(dir, brokerURL, gpsPort, radioPort string) config.Config {
 	c.Radio.Poll = config.D(2 * time.Second)
 	c.Tracking = config.Tracking{}
 	c.Hooks.Socket = filepath.Join(dir, "events.sock")
+	c.Status.Socket = filepath.Join(dir, "control.sock")
 	c.Hooks.AllowUIDs = []int{os.Getuid()}
 	c.Hooks.LinkPeriod = config.D(0)
 	return c
