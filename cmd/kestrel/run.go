@@ -30,6 +30,10 @@ func oneCore() {
 	}
 }
 
+// exConfig is the exit status for a config that cannot be read or is not
+// valid (EX_CONFIG in sysexits.h).
+const exConfig = 78
+
 // setFlags collects repeated --set key=value overrides.
 type setFlags []string
 
@@ -57,7 +61,10 @@ func runRun(args []string, s stdio) error {
 	}
 	cfg, err := config.Load(*path, sets)
 	if err != nil {
-		return err
+		// EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus
+		// keeps systemd from restarting a device that is not configured.
+		fmt.Fprintf(s.stderr, "kestrel run: %v\n", err)
+		return subcmd.ExitStatus(exConfig)
 	}
 	log := newLogger(s, cfg.Log)
 	oneCore()
