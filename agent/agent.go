@@ -70,9 +70,10 @@ type Agent struct {
 	cancel    context.CancelFunc
 	runCtx    context.Context
 
-	stats   Stats
-	latest  latest
-	started time.Time
+	stats     Stats
+	latest    latest
+	started   time.Time
+	startedCh chan struct{} // closed when Run has started everything
 }
 
 // Stats count what went through the pipeline.
@@ -104,13 +105,14 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.Dir, err)
 	}
 	a := &Agent{
-		opts:   opts,
-		log:    opts.Logger,
-		cfg:    cfg,
-		spool:  sp,
-		policy: tracking.New(cfg.Tracking, cfg.Privacy),
-		boot:   sp.Boot(),
-		srcs:   map[string]*runningSource{},
+		opts:      opts,
+		startedCh: make(chan struct{}),
+		log:       opts.Logger,
+		cfg:       cfg,
+		spool:     sp,
+		policy:    tracking.New(cfg.Tracking, cfg.Privacy),
+		boot:      sp.Boot(),
+		srcs:      map[string]*runningSource{},
 	}
 	a.policy.SetClock(opts.Now)
 	a.msgr = &messenger{a: a}
@@ -188,6 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.startSources(ctx, cfg, nil)
 	a.started = a.opts.Now()
 	a.serveLocal(ctx, cfg.Status.Socket)
+	close(a.startedCh)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

@@ -67,6 +67,9 @@ func runRun(args []string, s stdio) error {
 		return subcmd.ExitStatus(exConfig)
 	}
 	log := newLogger(s, cfg.Log)
+	if cfg.Remote.RequireSigned && len(cfg.Remote.TrustedKeys) == 0 {
+		log.Warn("remote.trusted_keys is empty: every remote config and command will be refused (kestrelctl keygen makes a fleet key)")
+	}
 	oneCore()
 	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version, ConfigPath: *path, Sets: sets,
 		Selftest: func(ctx context.Context, cfg config.Config) (any, error) {
@@ -92,6 +95,11 @@ func runWithSignals(parent context.Context, a *agent.Agent, log *slog.Logger) er
 
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		superviseSystemd(ctx, a, log)
+	}()
 	for {
 		select {
 		case <-hup:
@@ -102,6 +110,8 @@ func runWithSignals(parent context.Context, a *agent.Agent, log *slog.Logger) er
 				log.Info("reload applied", "changed", changed)
 			}
 		case err := <-done:
+			stop()
+			<-notified
 			return err
 		}
 	}
@@ -115,8 +125,12 @@ func newLogger(s stdio, c config.Log) *slog.Logger {
 		level = slog.LevelInfo
 	}
 	ho := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(s.stderr, ho))
+	w := s.stderr
+	if f, ok := w.(*os.File); ok && toJournal(f) {
+		w, ho.ReplaceAttr = journalWriter{f}, dropTime
 	}
-	return slog.New(slog.NewTextHandler(s.stderr, ho))
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
 }
