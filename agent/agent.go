@@ -272,7 +272,9 @@ func (a *Agent) Emit(rec kestrel.Record) {
 		return
 	}
 	a.stats.Spooled.Add(1)
-	a.latest.observe(&rec)
+	if prev := a.latest.observe(&rec); rec.Kind() == kestrel.KindGPSStatus {
+		a.logGPSState(prev, rec.Body.(*kestrel.GPSStatus))
+	}
 	if a.opts.OnRecord != nil {
 		a.opts.OnRecord(rec)
 	}

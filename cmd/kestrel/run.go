@@ -43,13 +43,16 @@ func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
 func runRun(args []string, s stdio) error {
 	fs := flag.NewFlagSet("kestrel run", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	path := fs.String("config", "", "configuration file (TOML); see `kestrel config defaults`")
+	path := fs.String("config", "", "configuration `FILE` (TOML); kestrel config defaults prints a template")
 	var sets setFlags
 	fs.Var(&sets, "set", "override a config key, e.g. --set gps.baud=9600 (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrel run --config FILE [--set key=value]...\n\n"+
-			"Runs the agent until SIGTERM or SIGINT (drain and exit). SIGHUP re-reads the config\n"+
-			"file and applies what changed live, or rejects the whole change.\n\nflags:")
+			"Runs the agent until SIGTERM or SIGINT (drain for up to 5 s, then exit).\n"+
+			"SIGHUP re-reads the config file and applies what changed live, or rejects\n"+
+			"the whole change. Under systemd (Type=notify) it reports READY, STOPPING and\n"+
+			"watchdog pings. Exit status: 0 stopped, 1 failed, 2 usage, 78 bad config.\n\n"+
+			"flags:")
 		fs.PrintDefaults()
 	}
 	if help, err := subcmd.Parse(fs, args); help || err != nil {

@@ -284,6 +284,13 @@ func TestGPSUnplugReplug(t *testing.T) {
 	if !noData {
 		t.Error("no GPS no_data status was reported while the receiver was unplugged")
 	}
+	// A fitter without broker access reads the same in the local log.
+	log, _ := os.ReadFile(filepath.Join(e.Dir, "agent.log"))
+	for _, want := range []string{"gps silent", "gps data again"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the agent's log lacks %q", want)
+		}
+	}
 }
 
 // TestLossyLink puts the broker behind a link with 500 ms latency that
