@@ -18,10 +18,15 @@ const DefaultLockDir = "/run/lock"
 // port's lock file.
 var ErrInUse = errors.New("serial port in use")
 
-// LockPath is the FHS lock file of a device: LCK.. and the device's base
-// name, in dir.
+// LockPath is the FHS lock file of a device: LCK.. and the device's name
+// under /dev, with any further slash as an underscore as lockdev does
+// (/dev/ttyUSB0: LCK..ttyUSB0; /dev/pts/3: LCK..pts_3), in dir.
 func LockPath(dir, dev string) string {
-	return filepath.Join(dir, "LCK.."+filepath.Base(dev))
+	name, ok := strings.CutPrefix(filepath.Clean(dev), "/dev/")
+	if !ok {
+		name = filepath.Base(dev)
+	}
+	return filepath.Join(dir, "LCK.."+strings.ReplaceAll(name, "/", "_"))
 }
 
 // HeldBy returns the pid of the live process whose lock file holds dev, or
@@ -120,4 +125,13 @@ func (p *lockedPort) Close() error {
 		p.release = nil
 	}
 	return err
+}
+
+// ResetInputBuffer drops what the port has received but not yet read
+// (go.bug.st/serial), when the port can.
+func (p *lockedPort) ResetInputBuffer() error {
+	if r, ok := p.Port.(interface{ ResetInputBuffer() error }); ok {
+		return r.ResetInputBuffer()
+	}
+	return nil
 }
