@@ -23,7 +23,10 @@ func checkRadio(ctx context.Context, c config.Radio, o *Options) Result {
 		return skip("not configured (radio.port is empty)")
 	}
 	if o.inUse("radio") {
-		return skip(c.Port + " is in use by the running agent; see its radio status")
+		return agentRadio(c.Port, o.Agent)
+	}
+	if r, held := heldPort("radio.port", c.Port); held {
+		return r
 	}
 	profile, err := radio.ParseProfile(c.Profile)
 	if err != nil {
