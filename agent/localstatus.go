@@ -2,19 +2,12 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/localctl"
 )
-
-// regNames are 27.007's <stat> values as a fitter reads them.
-var regNames = map[kestrel.RegState]string{
-	kestrel.RegNotRegistered: "not registered", kestrel.RegHome: "home", kestrel.RegSearching: "searching",
-	kestrel.RegDenied: "denied", kestrel.RegUnknown: "unknown", kestrel.RegRoaming: "roaming",
-}
 
 // LocalStatus is the agent's live state for the local control socket
 // (`kestrel status`).
@@ -68,11 +61,7 @@ func (a *Agent) LocalStatus() localctl.Status {
 		}
 	}
 	if r := a.latest.radio; r != nil {
-		reg, ok := regNames[r.Registered]
-		if !ok {
-			reg = fmt.Sprintf("state %d", r.Registered)
-		}
-		st.Radio = &localctl.Radio{Profile: r.Profile.String(), Online: r.Online, Registered: reg,
+		st.Radio = &localctl.Radio{Profile: r.Profile.String(), Online: r.Online, Registered: r.Registered.String(),
 			RSSI: int(r.RSSI), RSRP: int(r.RSRP), Operator: r.Operator}
 	}
 	part := func(name, dev string) {
