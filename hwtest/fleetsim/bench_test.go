@@ -198,19 +198,9 @@ func TestFleetIngest(t *testing.T) {
 	}
 	defer mq.Stop()
 	bin := buildServe(t)
-	dir := t.TempDir()
 	var addrs []string
 	for i := range 2 {
-		addr := freeAddr(t)
-		s := &Serve{Bin: bin, Log: fmt.Sprintf("%s/serve-%d.log", dir, i), Args: []string{"--broker", mq.URL(), "--db", dbURL,
-			"--share", "bench", "--client-id", fmt.Sprintf("bench-%d", i), "--http", addr, "--log-level", "warn"}}
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Stop()
-		if err := WaitHealthy(addr, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		_, addr := startServe(t, bin, mq.URL(), dbURL, fmt.Sprintf("bench-%d", i), "--share", "bench")
 		addrs = append(addrs, addr)
 	}
 	naive := startNaive(t, mq.URL(), naiveURL, "bench")

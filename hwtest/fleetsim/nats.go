@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -24,8 +23,7 @@ type NATSNode struct {
 	MQTTAddr string
 	conf     string
 	dir      string
-	cmd      *exec.Cmd
-	done     chan struct{}
+	p        *proc
 }
 
 func freePorts(n int) ([]int, error) {
@@ -91,35 +89,15 @@ mqtt { listen: %s }
 
 // Start starts (or restarts) a node.
 func (c *NATSCluster) Start(n *NATSNode) error {
-	cmd := exec.Command(c.Bin, "-c", n.conf)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	logf, err := os.OpenFile(filepath.Join(n.dir, "nats.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
+	var err error
+	if n.p, err = startProc(filepath.Join(n.dir, "nats.log"), c.Bin, "-c", n.conf); err != nil {
 		return err
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	n.cmd, n.done = cmd, make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}(n.done)
-	return waitTCP(n.MQTTAddr, 30*time.Second, n.done)
+	return waitTCP(n.MQTTAddr, 30*time.Second, n.p.done)
 }
 
 // Kill sends SIGKILL to a node and waits for it.
-func (c *NATSCluster) Kill(n *NATSNode) {
-	if n.cmd == nil {
-		return
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.done
-	n.cmd = nil
-}
+func (c *NATSCluster) Kill(n *NATSNode) { n.p.stop(syscall.SIGKILL) }
 
 // Stop stops every node. Safe to call twice.
 func (c *NATSCluster) Stop() {

@@ -45,19 +45,10 @@ func TestNATSClusterNodeKill(t *testing.T) {
 	pg := postgres.Start(t, "fsync = off")
 	dbURL := pg.URL(t)
 	bin := buildServe(t)
-	logFile := filepath.Join(t.TempDir(), "serve.log")
-	httpAddr := freeAddr(t)
-	n1, n2, n3 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
-	srv := &Serve{Bin: bin, Log: logFile, Args: []string{"--broker", "tcp://" + n2.MQTTAddr, "--db", dbURL, "--client-id", "nats-platform", "--http", httpAddr, "--log-level", "warn"}}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	// JetStream elects its meta leader and makes the MQTT streams first.
-	if err := WaitHealthy(httpAddr, 60*time.Second); err != nil {
-		b, _ := os.ReadFile(logFile)
-		t.Fatalf("%v\nserve: %s\nnode 2: %s", err, tail(string(b), 10), tail(n2.Log(), 10))
-	}
+	n1, n3 := cl.Nodes[0], cl.Nodes[2]
+	// JetStream elects its meta leader and makes the MQTT streams first:
+	// startServe waits until serve has subscribed on node 2.
+	srv, _ := startServe(t, bin, "tcp://"+cl.Nodes[1].MQTTAddr, dbURL, "nats-platform")
 	f, err := Start(context.Background(), Config{Broker: "tcp://" + n1.MQTTAddr, Fleet: "nats", Devices: 10, Rate: 5, BatchAge: 200 * time.Millisecond, EventEvery: 25})
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +69,7 @@ func TestNATSClusterNodeKill(t *testing.T) {
 	}
 	verify(t, dbURL, "nats", f)
 	if t.Failed() {
-		b, _ := os.ReadFile(logFile)
+		b, _ := os.ReadFile(srv.Log)
 		t.Logf("serve: %s\nnode 1: %s", tail(string(b), 20), tail(n1.Log(), 20))
 	}
 }

@@ -19,8 +19,7 @@ type Mosquitto struct {
 	Addr string
 	dir  string
 	conf string
-	cmd  *exec.Cmd
-	done chan struct{}
+	p    *proc
 }
 
 // MosquittoConf is the broker configuration the platform's guarantee
@@ -79,39 +78,15 @@ func (m *Mosquitto) Start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "-c", m.conf)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	logf, err := os.OpenFile(filepath.Join(m.dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
+	if m.p, err = startProc(filepath.Join(m.dir, "stderr.log"), bin, "-c", m.conf); err != nil {
 		return err
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	m.cmd, m.done = cmd, make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}(m.done)
-	return waitTCP(m.Addr, 10*time.Second, m.done)
+	return waitTCP(m.Addr, 10*time.Second, m.p.done)
 }
 
 // Stop stops the broker cleanly (SIGTERM: it saves its persistence file).
 func (m *Mosquitto) Stop() {
-	if m.cmd == nil {
-		return
-	}
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-m.done:
-	case <-time.After(20 * time.Second):
-		_ = m.cmd.Process.Kill()
-		<-m.done
-	}
-	m.cmd = nil
+	m.p.stop(syscall.SIGTERM)
 }
 
 // Restart stops the broker cleanly and starts it again.
@@ -145,56 +120,21 @@ type Serve struct {
 	Bin  string   // the built binary
 	Args []string // after "serve"
 	Log  string   // stderr goes here (appended)
-	cmd  *exec.Cmd
-	done chan struct{}
+	p    *proc
 }
 
 // Start starts the process.
 func (s *Serve) Start() error {
-	cmd := exec.Command(s.Bin, append([]string{"serve"}, s.Args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	logf, err := os.OpenFile(s.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return err
-	}
-	s.cmd, s.done = cmd, make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}(s.done)
-	return nil
+	var err error
+	s.p, err = startProc(s.Log, s.Bin, append([]string{"serve"}, s.Args...)...)
+	return err
 }
 
 // Kill sends SIGKILL and waits for the process to die.
-func (s *Serve) Kill() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.done
-	s.cmd = nil
-}
+func (s *Serve) Kill() { s.p.stop(syscall.SIGKILL) }
 
 // Stop sends SIGTERM and waits.
-func (s *Serve) Stop() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-	s.cmd = nil
-}
+func (s *Serve) Stop() { s.p.stop(syscall.SIGTERM) }
 
 // WaitHealthy polls a serve's http://ADDR/healthz until it answers 200
 // (database reachable, broker session subscribed).
@@ -218,12 +158,57 @@ func WaitHealthy(addr string, timeout time.Duration) error {
 }
 
 // Exited reports whether the process has ended on its own.
-func (s *Serve) Exited() bool {
-	if s.cmd == nil {
+func (s *Serve) Exited() bool { return s.p.exited() }
+
+// proc is a child process with its output appended to a log file. It gets
+// SIGKILL if the test binary dies first.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startProc(logPath, bin string, args ...string) (*proc, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("exec %s: %w", bin, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop signals the process and waits for it (SIGKILL after 20 s). Safe on
+// a nil or stopped proc.
+func (p *proc) stop(sig syscall.Signal) {
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (p *proc) exited() bool {
+	if p == nil {
 		return true
 	}
 	select {
-	case <-s.done:
+	case <-p.done:
 		return true
 	default:
 		return false

@@ -152,19 +152,8 @@ func TestServeKilledExactlyOnce(t *testing.T) {
 	ndev := envInt("KESTREL_FLEETSIM_DEVICES", 20)
 	kills := envInt("KESTREL_SERVE_KILLS", 20)
 	ctx := context.Background()
-	logFile := filepath.Join(t.TempDir(), "serve.log")
-	httpAddr := freeAddr(t)
-	srv := &Serve{Bin: bin, Log: logFile, Args: []string{"--broker", mq.URL(), "--db", dbURL, "--client-id", "e2e-platform", "--log-level", "warn", "--http", httpAddr}}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	// The broker keeps messages only for a session that exists: the
-	// platform subscribes once before the fleet starts sending.
-	if err := WaitHealthy(httpAddr, 30*time.Second); err != nil {
-		b, _ := os.ReadFile(logFile)
-		t.Fatalf("%v\n%s", err, b)
-	}
+	srv, _ := startServe(t, bin, mq.URL(), dbURL, "e2e-platform")
+	logFile := srv.Log
 	rate := float64(envInt("KESTREL_FLEETSIM_RATE", 10))
 	f, err := Start(ctx, Config{Broker: mq.URL(), Fleet: "e2e", Devices: ndev, Rate: rate, BatchAge: 200 * time.Millisecond, EventEvery: 25})
 	if err != nil {
@@ -209,6 +198,25 @@ func TestServeKilledExactlyOnce(t *testing.T) {
 		t.Logf("serve log (tail):\n%s", tail(string(b), 20))
 	}
 	fmt.Fprintf(os.Stderr, "serve killed %d times; database, broker and devices restarted once each\n", kills)
+}
+
+// startServe starts a serve process for broker and db with its read API
+// on a free port, waits until it is subscribed (the broker keeps messages
+// only for a session that exists), and stops it when the test ends.
+func startServe(t *testing.T, bin, broker, dbURL, clientID string, extra ...string) (*Serve, string) {
+	t.Helper()
+	addr := freeAddr(t)
+	s := &Serve{Bin: bin, Log: filepath.Join(t.TempDir(), clientID+".log"),
+		Args: append([]string{"--broker", broker, "--db", dbURL, "--client-id", clientID, "--http", addr, "--log-level", "warn"}, extra...)}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	if err := WaitHealthy(addr, 60*time.Second); err != nil {
+		b, _ := os.ReadFile(s.Log)
+		t.Fatalf("%v\n%s", err, tail(string(b), 20))
+	}
+	return s, addr
 }
 
 func freeAddr(t *testing.T) string {
@@ -266,20 +274,10 @@ func TestSharedSubscriptionSplitsLoad(t *testing.T) {
 	}
 	defer mq.Stop()
 	bin := buildServe(t)
-	dir := t.TempDir()
 	var srvs []*Serve
 	var addrs []string
 	for i := range 2 {
-		addr := freeAddr(t)
-		s := &Serve{Bin: bin, Log: filepath.Join(dir, fmt.Sprintf("serve-%d.log", i)), Args: []string{"--broker", mq.URL(), "--db", dbURL,
-			"--share", "ingest", "--client-id", fmt.Sprintf("platform-%d", i), "--http", addr, "--log-level", "warn"}}
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Stop()
-		if err := WaitHealthy(addr, 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		s, addr := startServe(t, bin, mq.URL(), dbURL, fmt.Sprintf("platform-%d", i), "--share", "ingest")
 		srvs, addrs = append(srvs, s), append(addrs, addr)
 	}
 	f, err := Start(context.Background(), Config{Broker: mq.URL(), Fleet: "shared", Devices: 20, Rate: 10, BatchAge: 200 * time.Millisecond, EventEvery: 25})
