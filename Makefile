@@ -49,6 +49,7 @@ fuzz:            ## a minute on each parser of outside input
 	$(GO) test ./transport/wire -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime 60s
 	$(GO) test ./transport/wire -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime 60s
 	$(GO) test ./agent/config -run '^$$' -fuzz . -fuzztime 60s
+	$(GO) test ./platform -run '^$$' -fuzz '^FuzzBatchAdd$$' -fuzztime 60s
 	$(GO) test ./firmware-hooks/eventsock -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzRecover$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime 60s
