@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"os"
+	"strings"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -24,6 +26,12 @@ func init() {
 func openPlatformDB(s stdio, url string) (*platform.Store, error) {
 	if url == "" {
 		return nil, fmt.Errorf("%w: --db is required (postgres://... or sqlite:FILE)", errUsage)
+	}
+	// A read never creates a database: a mistyped file name is an error.
+	if file, ok := strings.CutPrefix(url, "sqlite:"); ok {
+		if _, err := os.Stat(file); err != nil {
+			return nil, fmt.Errorf("--db %s: %w", url, err)
+		}
 	}
 	return platform.Open(s.ctx, url)
 }

@@ -116,6 +116,9 @@ func TestGapsAndDevices(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &d) != nil || d.Device != "bwc-9" || d.OpenGaps != 1 || d.Missing != 2 {
 		t.Fatalf("devices --json: exit %d\n%s", code, out)
 	}
+	if code, _, stderr := wireTestRun(t, "", "devices", "--db", "sqlite:"+filepath.Join(t.TempDir(), "missing.db")); code != 1 || !strings.Contains(stderr, "no such file") {
+		t.Errorf("missing database: exit %d %s", code, stderr)
+	}
 	if code, _, _ := wireTestRun(t, "", "devices"); code != 2 {
 		t.Errorf("no --db: exit %d, want 2", code)
 	}
