@@ -6,8 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
