@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -355,4 +356,18 @@ func appendState(b []byte, online bool, boot uint32, version string, at int64) [
 	b = msgp.AppendString(b, version)
 	b = msgp.AppendString(b, "time")
 	return msgp.AppendInt64(b, at)
+}
+
+func TestOpenErrorsHidePassword(t *testing.T) {
+	if got := redactURL("postgres://kestrel:s3cret@db.example:5432/k"); got != "postgres://kestrel:xxxxx@db.example:5432/k" {
+		t.Errorf("redact: %s", got)
+	}
+	// Nothing listens on port 1: the error names the URL without the secret.
+	_, err := Open(context.Background(), "postgres://kestrel:s3cret@127.0.0.1:1/k?connect_timeout=2")
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("open error %v", err)
+	}
+	if _, err := Open(context.Background(), "mysql://x"); err == nil {
+		t.Fatal("an unknown scheme opened")
+	}
 }
