@@ -18,7 +18,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	kestrel "github.com/kestrel-edge/kestrel"
-	"github.com/kestrel-edge/kestrel/hwtest/postgres"
 	"github.com/kestrel-edge/kestrel/platform"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
@@ -182,22 +181,10 @@ func envDuration(name string, def time.Duration) time.Duration {
 // be lost and no gap may stay open. CI runs a small fleet; "make
 // platform-bench" runs 5,000 devices (docs/benchmarks.md).
 func TestFleetIngest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: skipped with -short")
-	}
-	if _, err := mosquittoBin(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
 	ndev := envInt("KESTREL_BENCH_DEVICES", 50)
 	runFor := envDuration("KESTREL_BENCH_FOR", 5*time.Second)
-	pg := postgres.Start(t, "max_connections = 200")
-	dbURL, naiveURL := pg.URL(t), pg.URL(t)
-	mq, err := StartMosquitto(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mq.Stop()
-	bin := buildServe(t)
+	pg, dbURL, mq, bin := mosquittoRun(t, "max_connections = 200")
+	naiveURL := pg.URL(t)
 	var addrs []string
 	for i := range 2 {
 		_, addr := startServe(t, bin, mq.URL(), dbURL, fmt.Sprintf("bench-%d", i), "--share", "bench")

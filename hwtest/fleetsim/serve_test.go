@@ -135,20 +135,7 @@ func verify(t *testing.T, dbURL, fleetName string, f *Fleet) {
 //
 //	KESTREL_PLATFORM_TAGS=kestrel_earlyack go test -run TestServeKilledExactlyOnce ./hwtest/fleetsim
 func TestServeKilledExactlyOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: skipped with -short")
-	}
-	if _, err := mosquittoBin(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
-	pg := postgres.Start(t, "fsync = off")
-	dbURL := pg.URL(t)
-	mq, err := StartMosquitto(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mq.Stop()
-	bin := buildServe(t)
+	pg, dbURL, mq, bin := mosquittoRun(t, "fsync = off")
 	ndev := envInt("KESTREL_FLEETSIM_DEVICES", 20)
 	kills := envInt("KESTREL_SERVE_KILLS", 20)
 	ctx := context.Background()
@@ -198,6 +185,28 @@ func TestServeKilledExactlyOnce(t *testing.T) {
 		t.Logf("serve log (tail):\n%s", tail(string(b), 20))
 	}
 	fmt.Fprintf(os.Stderr, "serve killed %d times; database, broker and devices restarted once each\n", kills)
+}
+
+// mosquittoRun skips under -short or without mosquitto, and starts what a
+// run through mosquitto needs: PostgreSQL (with the settings) and a database
+// on it, mosquitto with persistence, and the built serve binary. Each stops
+// when the test ends.
+func mosquittoRun(t *testing.T, pgSettings ...string) (*postgres.Server, string, *Mosquitto, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: skipped with -short")
+	}
+	if _, err := mosquittoBin(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	pg := postgres.Start(t, pgSettings...)
+	dbURL := pg.URL(t)
+	mq, err := StartMosquitto(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mq.Stop)
+	return pg, dbURL, mq, buildServe(t)
 }
 
 // startServe starts a serve process for broker and db with its read API
@@ -260,20 +269,7 @@ func metric(t *testing.T, addr, name string) float64 {
 // database: both take a part of the load, one is killed and restarted
 // mid-run, and every record is stored exactly once.
 func TestSharedSubscriptionSplitsLoad(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: skipped with -short")
-	}
-	if _, err := mosquittoBin(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
-	pg := postgres.Start(t, "fsync = off")
-	dbURL := pg.URL(t)
-	mq, err := StartMosquitto(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mq.Stop()
-	bin := buildServe(t)
+	_, dbURL, mq, bin := mosquittoRun(t, "fsync = off")
 	var srvs []*Serve
 	var addrs []string
 	for i := range 2 {
