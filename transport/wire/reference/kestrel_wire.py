@@ -487,7 +487,8 @@ BODY_FIELDS = {
     1: ["lat", "lon", "alt", "speed", "track", "mode", "sats", "hdop", "eph", "epv", "coarsened", "flags"],
     2: ["state", "mode", "sats_in_view", "sats_used", "pdop", "hdop", "vdop", "sentences", "bad_frames", "noise_bytes"],
     3: ["profile", "registered", "online", "rssi", "ber", "rsrp", "rsrq", "tetra_mode", "identity", "talkgroup",
-        "operator", "access_tech", "tac", "cell_id", "imei", "iccid"],
+        "operator", "access_tech", "tac", "cell_id", "imei", "iccid",
+        "operator_format", "iccid_invalid", "reg_source", "rejected_lines"],
     4: ["x", "y", "z"],
     5: ["capacity", "status", "voltage_mv", "temp_decic", "has_temp"],
     6: ["zone", "milli_c"],
@@ -497,7 +498,15 @@ BODY_FIELDS = {
 }
 STRINGS = {"identity", "talkgroup", "operator", "imei", "iccid", "status", "zone", "source", "name", "text",
            "iface", "path", "parent_comm"}
-BOOLS = {"online", "has_temp", "allowed"}
+BOOLS = {"online", "has_temp", "allowed", "iccid_invalid"}
+REG_STATES = ["not_registered", "home", "searching", "denied", "unknown", "roaming", "sms_only_home",
+              "sms_only_roaming", "emergency_only", "csfb_not_preferred_home", "csfb_not_preferred_roaming", "rlos"]
+REG_SOURCES = ["", "creg", "cgreg", "cereg", "c5greg"]
+OPERATOR_FORMATS = ["long", "short", "numeric"]
+
+
+def named(table, v, fmt):
+    return table[v] if v < len(table) else fmt % v
 
 
 def body(kind, tup):
@@ -639,6 +648,8 @@ def to_json(r):
         p = r["profile"]
         out["profile"] = {1: "tetra", 2: "lte"}.get(p, "profile(%d)" % p)
         out["registered"] = r["registered"]
+        out["reg_state"] = named(REG_STATES, r["registered"], "stat_%d")
+        out["reg_source"] = named(REG_SOURCES, r["reg_source"], "source(%d)")
         out["online"] = bool(r["online"])
         out["rssi"] = r["rssi"]
         out["ber"] = r["ber"]
@@ -650,8 +661,13 @@ def to_json(r):
             out["identity"] = r["identity"]
             out["talkgroup"] = r["talkgroup"]
         if p != 1:
-            for name in ("operator", "access_tech", "tac", "cell_id", "imei", "iccid"):
+            out["operator"] = r["operator"]
+            out["operator_format"] = named(OPERATOR_FORMATS, r["operator_format"], "format(%d)")
+            out["access_tech"] = None if r["access_tech"] == 255 else r["access_tech"]
+            for name in ("tac", "cell_id", "imei", "iccid"):
                 out[name] = r[name]
+            out["iccid_invalid"] = bool(r["iccid_invalid"])
+        out["rejected_lines"] = r["rejected_lines"]
     elif k == 4:
         for name in ("x", "y", "z"):
             out[name] = fixed(r[name], 3)
