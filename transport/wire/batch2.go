@@ -142,6 +142,14 @@ func (e *Encoder) positionStream(base *kestrel.Envelope) {
 			grid := gridNone
 			if !e.noGrid {
 				s.grid, grid = chooseGrid(s.grid, vals)
+				// A column of 1e-6 degrees can fit a grid by chance and
+				// lose its common divisor: take the grid only if cheaper.
+				if grid != gridNone {
+					_, cg := s.choose2(s.grid, times, ref, shapes)
+					if _, c := s.choose2(vals, times, ref, shapes); c <= cg {
+						grid = gridNone
+					}
+				}
 			}
 			rc.bypass(uint64(grid), 3)
 			if grid != gridNone {
