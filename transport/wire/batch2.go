@@ -215,6 +215,15 @@ func (s *colScratch) choose2(vals, times []uint64, ref uint64, allowed uint8) (s
 			}
 		}
 	}
+	// A long column (a backlog's batch) is ranked on its first sampleLen
+	// values: the choice only affects the size.
+	pv, pt := vals, times
+	if len(vals) > sampleLen {
+		pv = vals[:sampleLen]
+		if len(times) == len(vals) {
+			pt = times[:sampleLen]
+		}
+	}
 	var cand [2]int
 	var est [2]uint
 	est[0], est[1] = impossible, impossible
@@ -222,7 +231,7 @@ func (s *colScratch) choose2(vals, times []uint64, ref uint64, allowed uint8) (s
 		if allowed&(1<<sh) == 0 || (sh == shapeTDoD && len(times) != len(vals)) {
 			continue
 		}
-		s.res, _ = residuals(s.res, vals, times, ref, sh)
+		s.res, _ = residuals(s.res, pv, pt, ref, sh)
 		var e uint
 		for _, r := range s.res {
 			e += uint(bits.Len64(absInt64(int64(r))))
@@ -238,8 +247,8 @@ func (s *colScratch) choose2(vals, times []uint64, ref uint64, allowed uint8) (s
 	// Of the two, code the one whose static code is shorter: simulating
 	// the adaptive code is the encoder's main work.
 	if est[1] != impossible && !s.exact {
-		c0, _, _, _ := s.plan(vals, times, ref, cand[0])
-		c1, _, _, _ := s.plan(vals, times, ref, cand[1])
+		c0, _, _, _ := s.plan(pv, pt, ref, cand[0])
+		c1, _, _, _ := s.plan(pv, pt, ref, cand[1])
 		if c1 < c0 {
 			cand[0] = cand[1]
 		}
