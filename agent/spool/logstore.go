@@ -459,6 +459,19 @@ func (s *LogStore) takeFree() (freeSeg, bool) {
 	return f, true
 }
 
+// setPoolMax bounds the pool of drained files (SetLimits); files over the
+// new bound are deleted.
+func (s *LogStore) setPoolMax(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.poolMax = n
+	for len(s.free) > n {
+		f := s.free[len(s.free)-1]
+		os.Remove(filepath.Join(s.dir, freeName(f.id)))
+		s.free = s.free[:len(s.free)-1]
+	}
+}
+
 // relieve is called when the medium is full: the pool is deleted and no
 // drained file is kept again until the store is reopened.
 func (s *LogStore) relieve() {
