@@ -156,6 +156,11 @@ type LogStore struct {
 	free     []freeSeg
 	poolMax  int
 	pressure bool
+	// reserveBytes are kept allocated in the file "reserve" for
+	// emergency records: when the medium is full and an emergency waits,
+	// the Spool releases them (ReleaseReserve) and writes it.
+	reserveBytes int64
+	reserveHeld  bool
 	// written bytes in total; for metrics and the write-amplification test
 	bytesWritten uint64
 	syncs        uint64
@@ -379,6 +384,11 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		syncDir(s.dirf)
 	}
 	s.nextID = maxID + 1
+	if s.reserveBytes > 0 {
+		s.mu.Unlock()
+		s.RestoreReserve()
+		s.mu.Lock()
+	}
 	for i := range s.streams {
 		a := s.newSeg()
 		s.streams[i] = stream{active: a, st: a.stWritten}
@@ -457,6 +467,41 @@ func (s *LogStore) takeFree() (freeSeg, bool) {
 	f := s.free[best]
 	s.free = slices.Delete(s.free, best, best+1)
 	return f, true
+}
+
+const reserveName = "reserve"
+
+// RestoreReserve allocates the emergency reserve if it is not held, best
+// effort (a full medium leaves it released).
+func (s *LogStore) RestoreReserve() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reserveHeld || s.reserveBytes <= 0 || s.closed {
+		return
+	}
+	path := filepath.Join(s.dir, reserveName)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, s.reserveBytes)
+	f.Close()
+	if err != nil {
+		os.Remove(path)
+		return
+	}
+	s.reserveHeld = true
+}
+
+// ReleaseReserve frees the emergency reserve; false if none was held.
+func (s *LogStore) ReleaseReserve() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.reserveHeld {
+		return false
+	}
+	s.reserveHeld = false
+	return os.Remove(filepath.Join(s.dir, reserveName)) == nil
 }
 
 // setPoolMax bounds the pool of drained files (SetLimits); files over the
@@ -1170,6 +1215,9 @@ func (s *LogStore) Usage() int64 {
 	}
 	for _, f := range s.free {
 		n += f.size
+	}
+	if s.reserveHeld {
+		n += s.reserveBytes
 	}
 	return n
 }
