@@ -39,7 +39,7 @@ const (
 
 	segHeaderLen = 16
 	segMagic     = "KSPL"
-	segVersion   = 2 // 1: no pad frames, unseeded checksums (still read)
+	segVersion   = 3 // 1: no pad frames, unseeded checksums; 2: no absolute records, no resync (both still read)
 
 	metaSlot  = 4096 // slots sit on separate pages so one torn write spares the other
 	metaMagic = "KSMT"
@@ -316,13 +316,37 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		for off < len(buf) {
 			fr, n, err := decodeFrame(buf[off:], &fs, runs)
 			if err != nil {
-				// Zeros are the preallocated rest of the segment: its
-				// clean end. Anything else is a torn or corrupt tail:
-				// zero it (keeping the allocation) so that it is counted
-				// once; if the medium refuses, recovery stops here again.
-				if buf[5]&segRecycled != 0 {
-					break // the old frames of the file's previous segment
+				if len(bytes.TrimRight(buf[off:], "\x00")) == 0 {
+					break // the preallocated rest of the segment: its clean end
 				}
+				// Damage. In a version 3 segment every group commit
+				// starts with an absolute record: resynchronise there,
+				// count what lies between by the ordinals, and mark the
+				// region as counted.
+				if version >= 3 {
+					if next, ok := resync(buf, off+1, fs.seed); ok {
+						skip := fs
+						fr, _, _ := decodeFrame(buf[next:], &skip, nil)
+						lost := fr.ord - min(fr.ord, fs.n)
+						st.Dropped++
+						st.DroppedBytes += int64(next - off)
+						st.addLoss(lost, fs.seq+1, fr.item.Seq-1)
+						st.MaxSeq = max(st.MaxSeq, fr.item.Seq)
+						markLoss(path, int64(off), appendLossFrame(nil, fs.seed, next-off, lost, fs.seq+1, fr.item.Seq-1))
+						fs.n = fr.ord
+						off = next
+						continue
+					}
+				}
+				// Nothing valid follows. In a recycled file the rest is
+				// the old frames of the file's previous segment (or a
+				// torn last commit, which looks the same): not counted.
+				if buf[5]&segRecycled != 0 {
+					break
+				}
+				// In a new file it is a torn or corrupt tail: zero it
+				// (keeping the allocation) so that it is counted once;
+				// if the medium refuses, recovery stops here again.
 				if bad := len(bytes.TrimRight(buf[off:], "\x00")); bad > 0 {
 					st.Dropped++
 					st.DroppedBytes += int64(bad)
@@ -331,7 +355,9 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 				break
 			}
 			switch fr.typ {
-			case frameRecord:
+			case frameLoss:
+				st.PriorLost += int(fr.loss[0])
+			case frameRecord, frameRecordAbs:
 				st.MaxSeq = max(st.MaxSeq, fr.item.Seq)
 				metas = append(metas, RecMeta{Seq: fr.item.Seq, Priority: fr.item.Priority, Time: fr.item.Time,
 					Size: len(fr.item.Data), At: Loc(uint64(id)<<32 | uint64(off))})
@@ -655,6 +681,9 @@ func (s *LogStore) Append(it *Item) (Loc, error) {
 	a := sm.active
 	at := Loc(uint64(a.id)<<32 | uint64(a.end))
 	n := len(c.data)
+	if c.recs == 0 {
+		sm.st.abs = true // each group commit starts with a resync point
+	}
 	c.data = appendRecordFrame(c.data, &sm.st, it)
 	a.end += int64(len(c.data) - n)
 	a.live++
@@ -963,6 +992,50 @@ func (s *LogStore) writeDirect(w *os.File, c chunk, align int64) (tail []byte, w
 	}
 }
 
+// resync finds the next absolute record frame of the segment (seed) at or
+// after from: a frame that passes the seeded checksum and is followed by
+// another valid frame, the clean end (zeros) or the end of the file, so
+// that stray bytes passing one checksum by chance are not taken for it.
+func resync(buf []byte, from int, seed uint32) (int, bool) {
+	for p := from; p+6 <= len(buf); p++ {
+		// Cheap filter first: a length byte, then the kind byte.
+		w := 1
+		for w < binary.MaxVarintLen64 && p+4+w <= len(buf) && buf[p+4+w-1]&0x80 != 0 {
+			w++
+		}
+		if p+4+w >= len(buf) || buf[p+4+w]>>4 != frameRecordAbs {
+			continue
+		}
+		fs := frameState{seed: seed}
+		_, n, err := decodeFrame(buf[p:], &fs, nil)
+		if err != nil {
+			continue
+		}
+		rest := buf[p+n:]
+		if len(rest) == 0 || len(bytes.TrimRight(rest[:min(len(rest), 8)], "\x00")) == 0 {
+			return p, true
+		}
+		if _, _, err := decodeFrame(rest, &fs, nil); err == nil {
+			return p, true
+		}
+	}
+	return 0, false
+}
+
+// markLoss writes loss frames over a damaged region that recovery has
+// counted, durably, best effort: the next recovery reads them as counted
+// (RecoverStats.PriorLost) rather than counting the damage again.
+func markLoss(path string, off int64, frames []byte) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	if _, err := f.WriteAt(frames, off); err == nil {
+		fdatasync(f)
+	}
+	f.Close()
+}
+
 // zeroSync overwrites n bytes at off with zeros, durably, best effort.
 func zeroSync(path string, off int64, n int) {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
@@ -1082,7 +1155,7 @@ func (s *LogStore) Read(at Loc, size int, dst []byte) ([]byte, error) {
 	}
 	fs := frameState{seed: seg.seed}
 	fr, _, err := decodeFrame(b, &fs, nil)
-	if err != nil || fr.typ != frameRecord || len(fr.item.Data) != size {
+	if err != nil || !fr.isRecord() || len(fr.item.Data) != size {
 		return dst, fmt.Errorf("spool: record at %s+%d: %w", segName(seg.id), off, errCorrupt)
 	}
 	return append(dst, fr.item.Data...), nil
