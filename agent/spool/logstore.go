@@ -42,7 +42,10 @@ const (
 	segVersion   = 3 // 1: no pad frames, unseeded checksums; 2: no absolute records, no resync (both still read)
 
 	metaSlot  = 4096 // slots sit on separate pages so one torn write spares the other
-	metaMagic = "KSMT"
+	metaMagic = "KSMT" // version 1 slot: 32 bytes, no segment list (still read)
+	// metaMagic2 slots add the list of segments that exist, so that a
+	// segment file that goes missing is detected and counted.
+	metaMagic2 = "KSM2"
 )
 
 func segName(id uint32) string  { return fmt.Sprintf("seg-%08x.log", id) }
@@ -123,6 +126,12 @@ type LogStore struct {
 	dirf     *os.File
 	lockf    *os.File
 	metaCtr  uint64
+	// metaMu serialises meta writes; taken after mu when both are held.
+	metaMu   sync.Mutex
+	lastMeta Meta
+	// metaSegs lists the segments the newest meta slot says exist; nil
+	// when it does not say (no meta, a version 1 slot, a list too long).
+	metaSegs []uint32
 
 	syncMu sync.Mutex // one Sync at a time
 	// ioMu keeps page-cache reads of a segment from overlapping a direct
@@ -390,15 +399,39 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		st.Records++
 		fn(m)
 	})
+	// A segment the newest meta list names, of which no file is left
+	// (neither live nor drained into the pool), was lost.
+	if s.metaSegs != nil {
+		present := make(map[uint32]bool, len(ids)+len(s.free))
+		for _, id := range ids {
+			present[id] = true
+		}
+		for _, f := range s.free {
+			present[f.id] = true
+		}
+		for _, id := range s.metaSegs {
+			if !present[id] {
+				st.MissingSegments++
+				st.MissingIDs = append(st.MissingIDs, id)
+			}
+		}
+	}
 	var maxID uint32
+	var drained []*segment
 	for id, seg := range s.segs {
 		maxID = max(maxID, id)
 		if seg.live == 0 {
-			seg.f.Close()
-			s.retireFile(id, max(seg.written, seg.alloc), max(seg.written, seg.used))
+			drained = append(drained, seg)
 			delete(s.segs, id)
 			changed = true
 		}
+	}
+	if changed || st.MissingSegments > 0 {
+		s.saveMetaLocked() // the list without them, before they go
+	}
+	for _, seg := range drained {
+		seg.f.Close()
+		s.retireFile(seg.id, max(seg.written, seg.alloc), max(seg.written, seg.used))
 	}
 	// A recycled file holds frames of its earlier segments, all with ids
 	// up to its name's: new ids start above every name, so that no seed is
@@ -876,6 +909,12 @@ func (s *LogStore) write(work []chunk) error {
 		if err := syncDir(s.dirf); err != nil {
 			return fmt.Errorf("spool: sync dir: %w", err)
 		}
+		// The new segment joins the meta list once its first write is
+		// durable (best effort: a segment missing from the list is only
+		// not watched for loss).
+		s.mu.Lock()
+		s.saveMetaLocked()
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -1101,15 +1140,25 @@ func (s *LogStore) deleteEmpty() {
 		s.retireActive(&s.streams[0])
 		s.retireActive(&s.streams[1])
 	}
+	var drained []*segment
 	for id, seg := range s.segs {
 		if s.isActive(seg) || seg.live > 0 || seg.end != seg.written {
 			continue
 		}
 		if seg.f != nil {
-			seg.f.Close()
-			s.retireFile(id, max(seg.written, seg.alloc), max(seg.written, seg.used))
+			drained = append(drained, seg)
 		}
 		delete(s.segs, id)
+	}
+	if len(drained) == 0 {
+		return
+	}
+	// The meta list goes first: a segment it still named when its file
+	// went would later look lost.
+	s.saveMetaLocked()
+	for _, seg := range drained {
+		seg.f.Close()
+		s.retireFile(seg.id, max(seg.written, seg.alloc), max(seg.written, seg.used))
 	}
 }
 
@@ -1189,22 +1238,18 @@ func (s *LogStore) LoadMeta() (Meta, error) {
 			continue
 		}
 		for i := range 2 {
-			if len(b) < i*metaSlot+32 {
+			if len(b) < i*metaSlot+30 {
 				continue
 			}
-			sl := b[i*metaSlot:]
-			if string(sl[:4]) != metaMagic || binary.LittleEndian.Uint32(sl[24:]) != crc32.Checksum(sl[:24], castagnoli) {
-				continue
-			}
-			ctr := binary.LittleEndian.Uint64(sl[4:])
-			if !found || ctr > s.metaCtr {
-				found, s.metaCtr = true, ctr
-				best = Meta{Boot: binary.LittleEndian.Uint32(sl[12:]), NextSeq: binary.LittleEndian.Uint64(sl[16:])}
+			m, ctr, segs, ok := parseMetaSlot(b[i*metaSlot : min(len(b), (i+1)*metaSlot)])
+			if ok && (!found || ctr > s.metaCtr) {
+				found, s.metaCtr, best, s.metaSegs = true, ctr, m, segs
 			}
 		}
 	}
 	switch {
 	case found:
+		s.lastMeta = best
 		return best, nil
 	case !seen:
 		return Meta{}, nil
@@ -1214,19 +1259,98 @@ func (s *LogStore) LoadMeta() (Meta, error) {
 	return Meta{}, fmt.Errorf("spool: meta files have no valid slot: %w", errCorrupt)
 }
 
-// SaveMeta implements Store: it writes the value to both meta files in
-// turn, each in the slot the counter picks (the slots alternate, so a torn
-// write leaves the previous value readable in that file too).
+// parseMetaSlot reads one slot: version 1 (32 bytes) or version 2 (with
+// the segment list: uint16 length, then runs of ids as uvarint delta from
+// the previous run's end and uvarint count-1, then the CRC32C).
+func parseMetaSlot(sl []byte) (Meta, uint64, []uint32, bool) {
+	m := Meta{Boot: binary.LittleEndian.Uint32(sl[12:]), NextSeq: binary.LittleEndian.Uint64(sl[16:])}
+	ctr := binary.LittleEndian.Uint64(sl[4:])
+	switch string(sl[:4]) {
+	case metaMagic:
+		return m, ctr, nil, len(sl) >= 28 && binary.LittleEndian.Uint32(sl[24:]) == crc32.Checksum(sl[:24], castagnoli)
+	case metaMagic2:
+		n := int(binary.LittleEndian.Uint16(sl[24:]))
+		if 26+n+4 > len(sl) || binary.LittleEndian.Uint32(sl[26+n:]) != crc32.Checksum(sl[:26+n], castagnoli) {
+			return m, 0, nil, false
+		}
+		list := sl[26 : 26+n]
+		segs := []uint32{}
+		var prev uint64
+		for len(list) > 0 {
+			d, w1 := binary.Uvarint(list)
+			if w1 <= 0 {
+				return m, 0, nil, false
+			}
+			c, w2 := binary.Uvarint(list[w1:])
+			if w2 <= 0 || c > 1<<20 {
+				return m, 0, nil, false
+			}
+			list = list[w1+w2:]
+			first := prev + d
+			for k := range c + 1 {
+				segs = append(segs, uint32(first+k))
+			}
+			prev = first + c + 1
+		}
+		return m, ctr, segs, true
+	}
+	return m, 0, nil, false
+}
+
+// SaveMeta implements Store: it writes the value, with the list of
+// segments that exist, to both meta files in turn, each in the slot the
+// counter picks (the slots alternate, so a torn write leaves the previous
+// value readable in that file too).
 func (s *LogStore) SaveMeta(m Meta) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastMeta = m
+	return s.saveMetaLocked()
+}
+
+// saveMetaLocked writes lastMeta and the segments that exist now. The
+// list is written before a drained segment's file goes, and after a new
+// one's first write, so that a segment the list names and the directory
+// lacks was lost. Called with mu held.
+func (s *LogStore) saveMetaLocked() error {
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
+	var ids []uint32
+	for id, seg := range s.segs {
+		if seg.f != nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	var list []byte
+	var prev uint64
+	for i := 0; i < len(ids); {
+		j := i
+		for j+1 < len(ids) && ids[j+1] == ids[j]+1 {
+			j++
+		}
+		list = binary.AppendUvarint(list, uint64(ids[i])-prev)
+		list = binary.AppendUvarint(list, uint64(j-i))
+		prev = uint64(ids[j]) + 1
+		i = j + 1
+	}
 	s.metaCtr++
-	var b [32]byte
-	copy(b[:], metaMagic)
-	binary.LittleEndian.PutUint64(b[4:], s.metaCtr)
-	binary.LittleEndian.PutUint32(b[12:], m.Boot)
-	binary.LittleEndian.PutUint64(b[16:], m.NextSeq)
-	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
+	var b []byte
+	if 26+len(list)+4 <= metaSlot {
+		b = append(b, metaMagic2...)
+	} else {
+		b = append(b, metaMagic...) // too fragmented to list: no detection
+	}
+	b = binary.LittleEndian.AppendUint64(b, s.metaCtr)
+	b = binary.LittleEndian.AppendUint32(b, s.lastMeta.Boot)
+	b = binary.LittleEndian.AppendUint64(b, s.lastMeta.NextSeq)
+	if string(b[:4]) == metaMagic2 {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(list)))
+		b = append(b, list...)
+	}
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 	for _, name := range metaFiles {
-		if err := s.writeMeta(name, b[:], int64(s.metaCtr%2)*metaSlot); err != nil {
+		if err := s.writeMeta(name, b, int64(s.metaCtr%2)*metaSlot); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -147,7 +148,16 @@ type Metrics struct {
 	RecoveryDropped      int // torn or corrupt regions cut off (each at least one record)
 	RecoveryDroppedBytes int64
 	RecoveryDuplicates   int
-	Health               Health
+	// RecoveryLostRecords counts the records recovery knows were lost
+	// (between damage and the next resynchronisation point), with their
+	// seq ranges in RecoveryLost; RecoveryMissingSegments the segment
+	// files that vanished (their records not counted: unknown).
+	// RecoveryUnreadable counts records that failed to read back later.
+	RecoveryLostRecords     int
+	RecoveryLost            []SeqRange
+	RecoveryMissingSegments int
+	RecoveryUnreadable      int
+	Health                  Health
 }
 
 // Ticket reports when an appended record is safe.
@@ -331,6 +341,8 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 	}
 	s.m.Recovered, s.m.RecoveryDropped, s.m.RecoveryDroppedBytes, s.m.RecoveryDuplicates =
 		rs.Records, rs.Dropped, rs.DroppedBytes, rs.Duplicates
+	s.m.RecoveryLostRecords, s.m.RecoveryLost, s.m.RecoveryMissingSegments =
+		rs.LostRecords, rs.Lost, rs.MissingSegments
 	s.boot = meta.Boot + 1
 	s.next = max(meta.NextSeq, maxSeq+1, rs.MaxSeq+1, 1)
 	s.reserved = s.next + opts.SeqBlock
@@ -338,8 +350,14 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 		log.Error("spool cannot persist its sequence reservation", "err", err)
 		s.setHealth(err)
 	}
+	if rs.Dropped > 0 || rs.LostRecords > 0 || rs.MissingSegments > 0 {
+		log.Warn("spool recovered", "dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes,
+			"lost_records", rs.LostRecords, "lost_ranges", fmt.Sprint(rs.Lost),
+			"missing_segments", rs.MissingSegments, "missing_ids", fmt.Sprint(rs.MissingIDs))
+	}
 	log.Info("spool open", "boot", s.boot, "next_seq", s.next, "records", rs.Records,
-		"dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes, "duplicates", rs.Duplicates,
+		"dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes, "lost_records", rs.LostRecords,
+		"missing_segments", rs.MissingSegments, "prior_lost", rs.PriorLost, "duplicates", rs.Duplicates,
 		"recovery", time.Since(t0).Round(time.Millisecond), "writes", writesOf(st))
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -661,7 +679,7 @@ func (s *Spool) take(dst []Item, max int, maxBytes int, urgentOnly bool) []Item 
 			// A record the medium no longer returns intact is lost;
 			// count it with recovery's losses rather than stall.
 			s.log.Error("spool record unreadable; dropping it", "seq", e.seq, "err", err)
-			s.m.RecoveryDropped++
+			s.m.RecoveryUnreadable++
 			s.kill(l, pk.idx)
 			continue
 		}
@@ -781,6 +799,7 @@ func (s *Spool) Health() Health {
 func (s *Spool) Metrics() Metrics {
 	s.mu.Lock()
 	m := s.m
+	m.RecoveryLost = slices.Clone(m.RecoveryLost)
 	m.Boot = s.boot
 	m.Bytes, m.MaxBytes, m.EmergencyBytes = s.bytes, s.opts.MaxBytes, s.opts.EmergencyBytes
 	m.MemoryBytes = int64(len(s.mem.data)) - s.memDead

@@ -49,6 +49,11 @@ type RecoverStats struct {
 	Lost        []SeqRange
 	// PriorLost counts losses an earlier recovery counted and marked.
 	PriorLost int
+	// MissingSegments counts segments the meta files list (the segments
+	// that existed at the last change) of which no file is left: lost
+	// with their records, whose number is not known. MissingIDs names them.
+	MissingSegments int
+	MissingIDs      []uint32
 	// MaxSeq is the highest sequence number the medium mentions anywhere
 	// (acknowledged records included), so that a lost high-water mark
 	// never lets a number be reused.
