@@ -41,7 +41,7 @@ const (
 	segMagic     = "KSPL"
 	segVersion   = 3 // 1: no pad frames, unseeded checksums; 2: no absolute records, no resync (both still read)
 
-	metaSlot  = 4096 // slots sit on separate pages so one torn write spares the other
+	metaSlot  = 4096   // slots sit on separate pages so one torn write spares the other
 	metaMagic = "KSMT" // version 1 slot: 32 bytes, no segment list (still read)
 	// metaMagic2 slots add the list of segments that exist, so that a
 	// segment file that goes missing is detected and counted.
