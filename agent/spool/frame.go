@@ -107,6 +107,9 @@ func appendRecordFrame(dst []byte, st *frameState, it *Item) []byte {
 // counted loss: a loss frame, and pad frames for what one frame cannot
 // cover.
 func appendLossFrame(dst []byte, seed uint32, n int, lost, first, last uint64) []byte {
+	if n < minPad {
+		return dst // no frame is that small (damage that no real frame leaves)
+	}
 	const maxBody = 1<<14 - 1 // a two-byte uvarint length
 	var head []byte
 	head = append(head, frameLoss<<4)

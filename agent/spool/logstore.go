@@ -341,7 +341,9 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 						st.DroppedBytes += int64(next - off)
 						st.addLoss(lost, fs.seq+1, fr.item.Seq-1)
 						st.MaxSeq = max(st.MaxSeq, fr.item.Seq)
-						markLoss(path, int64(off), appendLossFrame(nil, fs.seed, next-off, lost, fs.seq+1, fr.item.Seq-1))
+						if mark := appendLossFrame(nil, fs.seed, next-off, lost, fs.seq+1, fr.item.Seq-1); len(mark) == next-off {
+							markLoss(path, int64(off), mark)
+						}
 						fs.n = fr.ord
 						off = next
 						continue
