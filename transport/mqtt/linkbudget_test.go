@@ -117,7 +117,7 @@ func TestLinkBudget(t *testing.T) {
 	{
 		br := broker.StartMochi(t)
 		px := faultproxy.Start(t, br.Addr())
-		cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+px.Addr()).SetClientID("peer").
+		cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + px.Addr()).SetClientID("peer").
 			SetProtocolVersion(4).SetKeepAlive(60 * time.Second / compress))
 		if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 			t.Fatal(tok.Error())
