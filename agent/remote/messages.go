@@ -33,6 +33,9 @@ type Report struct {
 	Scope   string        `json:"scope,omitempty"`
 	KeyID   string        `json:"kid,omitempty"`
 	Groups  []string      `json:"groups,omitempty"` // so that kestrelctl knows who to wait for
+	// Changes are the keys an applied config changed, each with how it
+	// applies (live, or restart: in force from the next start).
+	Changes []config.Change `json:"changes,omitempty"`
 	Time    int64         `json:"time"`             // ms since the epoch
 }
 

@@ -69,9 +69,6 @@ func effective(base config.Config, a *appliedConfig) (config.Config, error) {
 		return config.Config{}, err
 	}
 	c.Version = a.Version
-	if err := c.Validate(); err != nil {
-		return config.Config{}, err
-	}
 	return c, nil
 }
 
