@@ -36,7 +36,7 @@ type Report struct {
 	// Changes are the keys an applied config changed, each with how it
 	// applies (live, or restart: in force from the next start).
 	Changes []config.Change `json:"changes,omitempty"`
-	Time    int64         `json:"time"`             // ms since the epoch
+	Time    int64           `json:"time"` // ms since the epoch
 }
 
 // ReportError is one problem, with the config key path when it is about one
