@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/drivers/radio"
 	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
@@ -31,9 +32,11 @@ type unit struct {
 	apply func(ctx context.Context, old, next config.Config, p *prepared)
 }
 
-// prepared is what checks built for apply.
+// prepared is what checks built for apply, and what apply found it could
+// only do at restart.
 type prepared struct {
 	session *mqtt.Session
+	restart map[string]string // key path -> why it applies at restart
 }
 
 // units lists the reloadable parts in the order they apply: policy first,
@@ -45,6 +48,25 @@ func (a *Agent) units() []unit {
 		{name: "policy", sections: []string{"tracking", "privacy"},
 			apply: func(_ context.Context, _, next config.Config, _ *prepared) {
 				a.policy.SetConfig(next.Tracking, next.Privacy)
+			}},
+		{name: "spool", keys: []string{"spool.max_bytes", "spool.max_age", "spool.sync_interval"},
+			apply: func(_ context.Context, old, next config.Config, p *prepared) {
+				s := next.Spool
+				err := a.spool.SetLimits(s.MaxBytes, s.MaxAge.Duration, s.SyncInterval.Duration)
+				if err == nil {
+					return
+				}
+				// SetLimits changes all or nothing: the limits stay as
+				// they were, and apply when the spool next opens.
+				if !errors.Is(err, spool.ErrNeedsRestart) {
+					a.log.Error("spool limits not applied live", "err", err)
+				}
+				changed := config.ChangedPaths(old, next)
+				for _, k := range []string{"spool.max_bytes", "spool.max_age", "spool.sync_interval"} {
+					if slices.Contains(changed, k) {
+						p.restart[k] = err.Error()
+					}
+				}
 			}},
 		{name: "log", keys: []string{"log.level"},
 			check: func(_, next config.Config, _ *prepared) error {
@@ -220,15 +242,28 @@ func (a *Agent) Reload(ctx context.Context, next config.Config) ([]config.Change
 		return changes, errors.Join(errs...)
 	}
 
+	p.restart = map[string]string{}
 	a.mu.Lock()
 	a.cfg = inEffect
-	a.restartPending = restartPending
 	a.mu.Unlock()
 	for _, u := range units {
 		if touched[u.name] && u.apply != nil {
 			u.apply(ctx, old, inEffect, p)
 		}
 	}
+	// What a part found it could only do at restart keeps its running
+	// value and is reported so.
+	for i, c := range changes {
+		if why, ok := p.restart[c.Path]; ok {
+			changes[i].Applies, changes[i].Reason = config.AtRestart, why
+			_ = config.CopyKey(&inEffect, old, c.Path)
+			restartPending = append(restartPending, changes[i])
+		}
+	}
+	a.mu.Lock()
+	a.cfg = inEffect
+	a.restartPending = restartPending
+	a.mu.Unlock()
 	if len(changes) > 0 || old.Version != next.Version {
 		a.log.Info("config applied", "changes", changes, "version", next.Version)
 	}

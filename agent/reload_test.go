@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -169,6 +170,9 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"sensors.battery_period": func(c *config.Config) { c.Sensors.BatteryPeriod = config.D(2 * time.Minute) },
 		"sensors.sysfs_root":     func(c *config.Config) { c.Sensors.SysfsRoot = filepath.Join(dir, "sys2") },
 		"sensors.thermal_period": func(c *config.Config) { c.Sensors.ThermalPeriod = config.D(2 * time.Minute) },
+		"spool.max_bytes":        func(c *config.Config) { c.Spool.MaxBytes = 128 << 20 },
+		"spool.max_age":          func(c *config.Config) { c.Spool.MaxAge = config.D(24 * time.Hour) },
+		"spool.sync_interval":    func(c *config.Config) { c.Spool.SyncInterval = config.D(2 * time.Second) },
 		"tracking.distance":      func(c *config.Config) { c.Tracking.Distance = 25 },
 		"tracking.emergency_window": func(c *config.Config) {
 			c.Tracking.EmergencyWindow = config.D(5 * time.Minute)
@@ -218,6 +222,11 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 			got, _ = config.Get(c, path)
 		case "log":
 			got = map[bool]string{true: "debug", false: "not debug"}[r.a.level.Level() == slog.LevelDebug]
+		case "spool":
+			got, _ = config.Get(r.a.Config(), path)
+			if path == "spool.max_bytes" {
+				got = fmt.Sprint(r.a.spool.Metrics().MaxBytes)
+			}
 		case "fleet":
 			got, _ = config.Get(r.a.Config(), path) // the controller reads it there
 		case "broker":
@@ -304,7 +313,7 @@ func TestReloadRestartKeys(t *testing.T) {
 	r := startReloadRig(t)
 	before := r.a.Config()
 	next := config.Clone(before)
-	next.Spool.MaxBytes = 64 << 20
+	next.Spool.MaxBytes = 2 << 20 // under four of the 4 MiB segments chosen at open
 	next.Spool.Dir = filepath.Join(t.TempDir(), "elsewhere")
 	next.Tracking.Distance = 9
 	changes, err := r.a.Reload(r.ctx, next)

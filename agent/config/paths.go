@@ -55,17 +55,16 @@ func Paths() []string { return append([]string(nil), leafPaths...) }
 // atRestart are keys whose change takes effect only when the agent next
 // starts: identity (topics, spool contents and sequence numbers hang off
 // it), where data lives, resources the agent acquires once with
-// privileges, and the settings whose owner cannot change them while it
-// runs (the log format, the spool limits: see Spool.SetLimits). A change
+// privileges, and the log format (the handler is built once). The spool's
+// limits apply live, except a max_bytes too small for the segment size
+// chosen at open: the agent then reports that change "applies at
+// restart" (spool.ErrNeedsRestart). A change
 // to one of them is accepted and reported "applies at restart"; the
 // running value stays what it was until then.
 var atRestart = map[string]string{
 	"device.id":           "identity: topics, spool contents and sequence numbers hang off it",
 	"device.fleet":        "identity: topics, spool contents and sequence numbers hang off it",
 	"spool.dir":           "the spool is opened once, at start",
-	"spool.max_bytes":     "the spool's limits are set when it is opened",
-	"spool.max_age":       "the spool's limits are set when it is opened",
-	"spool.sync_interval": "the spool's limits are set when it is opened",
 	"remote.state_file":   "the remote state is loaded once, at start",
 	"hooks.socket":        "the socket is created once, with privileges",
 	"hooks.ebpf":          "eBPF programs are loaded once, with privileges",
