@@ -62,13 +62,13 @@ func Paths() []string { return append([]string(nil), leafPaths...) }
 // to one of them is accepted and reported "applies at restart"; the
 // running value stays what it was until then.
 var atRestart = map[string]string{
-	"device.id":           "identity: topics, spool contents and sequence numbers hang off it",
-	"device.fleet":        "identity: topics, spool contents and sequence numbers hang off it",
-	"spool.dir":           "the spool is opened once, at start",
-	"remote.state_file":   "the remote state is loaded once, at start",
-	"hooks.socket":        "the socket is created once, with privileges",
-	"hooks.ebpf":          "eBPF programs are loaded once, with privileges",
-	"log.format":          "the log handler is built once, at start",
+	"device.id":         "identity: topics, spool contents and sequence numbers hang off it",
+	"device.fleet":      "identity: topics, spool contents and sequence numbers hang off it",
+	"spool.dir":         "the spool is opened once, at start",
+	"remote.state_file": "the remote state is loaded once, at start",
+	"hooks.socket":      "the socket is created once, with privileges",
+	"hooks.ebpf":        "eBPF programs are loaded once, with privileges",
+	"log.format":        "the log handler is built once, at start",
 }
 
 // localOnly are keys that a remote config may not set: identity and paths

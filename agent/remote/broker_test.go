@@ -375,7 +375,8 @@ func TestConnectivityRollback(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		d.m.mu.Lock()
-		confirmed := d.m.st.Good != nil && d.m.st.Good.Version == 1
+		g := d.m.st.GoodLayers["device/bwc-0001"]
+		confirmed := g != nil && g.Version == 1
 		d.m.mu.Unlock()
 		if confirmed {
 			break

@@ -125,8 +125,9 @@ type Manager struct {
 	applyMu sync.Mutex // serialises config changes (Run loop and Reload)
 
 	mu         sync.Mutex
-	base       config.Config // local config (file plus --set)
-	start      config.Config // the config to start with, until a door is attached
+	base       config.Config     // local config (file plus --set)
+	start      config.Config     // the config to start with, until a door is attached
+	origins    map[string]Origin // where each remotely set key of the layers in force came from
 	door       Door
 	st         *state
 	keys       Keyring
@@ -215,7 +216,17 @@ func NewManager(opts Options) (*Manager, error) {
 	}
 	m.restorePrivacy()
 
-	// Reports wait until the target is known: they carry its version.
+	if m.st.Layers == nil {
+		m.st.Layers = map[string]*appliedConfig{}
+	}
+	if m.st.GoodLayers == nil {
+		m.st.GoodLayers = map[string]*appliedConfig{}
+	}
+	if m.st.HighWater == nil {
+		m.st.HighWater = map[string]uint64{}
+	}
+
+	// Reports wait until the start config is known: they carry its version.
 	var reports []Report
 	var audits []AuditEntry
 	if st.Pending != nil {
@@ -223,36 +234,35 @@ func NewManager(opts Options) (*Manager, error) {
 		if st.PendingBoots > maxPendingBoots {
 			bad := st.Pending
 			st.Pending, st.PendingBoots = nil, 0
+			st.Layers = cloneLayers(st.GoodLayers)
 			st.RolledBack = append(st.RolledBack, bad.Digest)
-			reason := fmt.Sprintf("version %d not confirmed after %d restarts; restored version %d", bad.Version, maxPendingBoots, goodVersion(st))
+			reason := fmt.Sprintf("%s version %d not confirmed after %d restarts; restored the last good config", bad.Scope, bad.Version, maxPendingBoots)
 			m.log.Error("remote config rolled back at start", "version", bad.Version, "reason", reason)
 			reports = append(reports, Report{Version: bad.Version, Status: StatusRolledBack, Errors: []ReportError{{Error: reason}}, Scope: bad.Scope, KeyID: bad.KeyID})
 			audits = append(audits, AuditEntry{Kind: "rollback", Scope: bad.Scope, KeyID: bad.KeyID, Version: bad.Version, Result: StatusRolledBack, Error: reason})
 		}
 	}
 	m.start = m.base
-	for _, a := range []*appliedConfig{st.Pending, st.Good} {
-		if a == nil {
-			continue
-		}
-		c, err := effective(m.base, a)
+	for i, layers := range []map[string]*appliedConfig{st.Layers, st.GoodLayers} {
+		c, origins, err := m.compose(m.base, layers)
 		if err == nil {
 			err = c.Validate() // the agent starts with it: it must be whole
 		}
 		if err != nil {
 			// The local file changed underneath so that the remote config
-			// no longer fits: run the local config and say why.
-			m.log.Error("persisted remote config no longer valid over the local config", "version", a.Version, "err", err)
-			reports = append(reports, Report{Version: a.Version, Status: StatusRejected, Errors: ReportErrors(err), Scope: a.Scope, KeyID: a.KeyID})
-			audits = append(audits, AuditEntry{Kind: "config", Scope: a.Scope, KeyID: a.KeyID, Version: a.Version, Result: StatusRejected, Error: err.Error()})
-			if a == st.Pending {
+			// no longer fits: fall back (last good, then local) and say why.
+			m.log.Error("persisted remote config no longer valid over the local config", "err", err)
+			reports = append(reports, Report{Status: StatusRejected, Errors: ReportErrors(err)})
+			audits = append(audits, AuditEntry{Kind: "config", Result: StatusRejected, Error: err.Error()})
+			if i == 0 {
 				st.Pending = nil
+				st.Layers = cloneLayers(st.GoodLayers)
 			} else {
-				st.Good = nil
+				st.Layers, st.GoodLayers = map[string]*appliedConfig{}, map[string]*appliedConfig{}
 			}
 			continue
 		}
-		m.start = c
+		m.start, m.origins = c, origins
 		break
 	}
 	if len(st.UnsentReport) > 0 && len(reports) == 0 {
@@ -301,11 +311,9 @@ func (m *Manager) restorePrivacy() {
 	}
 }
 
-func goodVersion(st *state) uint64 {
-	if st.Good == nil {
-		return 0
-	}
-	return st.Good.Version
+// compose lays the layers over base for this device.
+func (m *Manager) compose(base config.Config, layers map[string]*appliedConfig) (config.Config, map[string]Origin, error) {
+	return compose(base, m.dev, m.opts.Groups, layers)
 }
 
 // StartConfig is the config to start the agent with: the local config
@@ -469,7 +477,8 @@ func (m *Manager) startup(ctx context.Context) {
 		m.mu.Lock()
 		m.report(Report{Version: target.Version, Status: StatusRejected, Errors: ReportErrors(err)})
 		m.audit(AuditEntry{Kind: "config", Version: target.Version, Result: StatusRejected, Error: err.Error()})
-		m.st.Pending, m.st.Good = nil, nil
+		m.st.Pending, m.st.Layers, m.st.GoodLayers = nil, map[string]*appliedConfig{}, map[string]*appliedConfig{}
+		m.origins = nil
 		m.saveLocked()
 		m.mu.Unlock()
 	}
@@ -545,7 +554,8 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 	requireSigned := base.Remote.RequireSigned
 	keys := m.keys
 	replayed := m.st.historyContains(d)
-	highWater := m.st.HighWater
+	highWater := m.st.HighWater[scope]
+	layers := cloneLayers(m.st.Layers)
 	m.mu.Unlock()
 
 	entry := AuditEntry{Kind: "config", Scope: scope}
@@ -577,15 +587,17 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 		return
 	}
 	if env.Version <= highWater {
-		reject(env.Version, fmt.Errorf("%w: version %d, running %d (highest seen %d)", ErrStale, env.Version, running.Version, highWater))
+		reject(env.Version, fmt.Errorf("%w: version %d, highest seen at %s scope %d", ErrStale, env.Version, scope, highWater))
 		return
 	}
-	next, _, err := config.Overlay(base, env.Body)
+	// This scope's layer is replaced; the others stay as they are.
+	layer := &appliedConfig{Version: env.Version, Scope: scope, KeyID: env.KeyID, Body: string(env.Body), Digest: d, AppliedAt: m.now().UnixMilli()}
+	layers[scope] = layer
+	next, origins, err := m.compose(base, layers)
 	if err != nil {
 		reject(env.Version, err)
 		return
 	}
-	next.Version = env.Version
 	if requireSigned && len(next.Remote.TrustedKeys)+len(m.opts.TrustedKeys) == 0 {
 		// The device could never be configured remotely again.
 		reject(env.Version, &config.FieldError{Path: "remote.trusted_keys", Err: fmt.Errorf("%w: would leave no trusted key", config.ErrInvalidValue)})
@@ -603,8 +615,9 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 	if err := m.rebuildKeys(next); err != nil {
 		m.log.Error("trusted keys", "err", err) // Validate checked them; unreachable
 	}
-	m.st.HighWater = env.Version
-	m.st.Pending = &appliedConfig{Version: env.Version, Scope: scope, KeyID: env.KeyID, Body: string(env.Body), Digest: d, AppliedAt: m.now().UnixMilli()}
+	m.st.HighWater[scope] = env.Version
+	m.st.Layers, m.origins = layers, origins
+	m.st.Pending = layer
 	m.st.PendingBoots = 0
 	m.st.History = append(m.st.History, d)
 	if len(m.st.History) > maxHistory {
@@ -626,8 +639,8 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 
 // isCurrentOrRolledBack: callers hold m.mu.
 func (m *Manager) isCurrentOrRolledBack(d string) bool {
-	for _, a := range []*appliedConfig{m.st.Pending, m.st.Good} {
-		if a != nil && a.Digest == d {
+	for _, a := range m.st.Layers {
+		if a.Digest == d {
 			return true
 		}
 	}
@@ -655,7 +668,7 @@ func (m *Manager) tick(ctx context.Context) {
 	published := time.Unix(0, m.lastPubOK.Load())
 	connected := m.opts.Connected == nil || m.opts.Connected()
 	if connected && published.After(appliedAt) {
-		m.st.Good, m.st.Pending, m.st.PendingBoots = p, nil, 0
+		m.st.GoodLayers, m.st.Pending, m.st.PendingBoots = cloneLayers(m.st.Layers), nil, 0
 		m.saveLocked()
 		m.mu.Unlock()
 		m.log.Info("remote config confirmed: broker reachable", "version", p.Version)
@@ -667,22 +680,23 @@ func (m *Manager) tick(ctx context.Context) {
 	}
 	// Roll back to the last good config.
 	grace := m.deadline.Sub(appliedAt).Round(time.Second)
-	good := m.st.Good
-	to, err := effective(m.base, good)
+	good := cloneLayers(m.st.GoodLayers)
+	to, origins, err := m.compose(m.base, good)
 	if err != nil {
-		to, good = m.base, nil
+		to, good, origins = m.base, map[string]*appliedConfig{}, nil
 	}
 	m.mu.Unlock()
 
 	_, applyErr := m.apply(ctx, to)
-	reason := fmt.Sprintf("no broker reachable for %s after applying version %d; restored version %d", grace, p.Version, to.Version)
+	reason := fmt.Sprintf("no broker reachable for %s after applying %s version %d; restored the last good config (version %d)", grace, p.Scope, p.Version, to.Version)
 	if applyErr != nil {
 		reason += fmt.Sprintf(" (restore failed: %v)", applyErr)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_ = m.rebuildKeys(to)
-	m.st.Pending, m.st.Good, m.st.PendingBoots = nil, good, 0
+	m.st.Pending, m.st.Layers, m.st.GoodLayers, m.st.PendingBoots = nil, good, cloneLayers(good), 0
+	m.origins = origins
 	m.st.RolledBack = append(m.st.RolledBack, p.Digest)
 	if len(m.st.RolledBack) > maxHistory {
 		m.st.RolledBack = m.st.RolledBack[1:]
@@ -699,14 +713,11 @@ func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]confi
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
-	cur := m.st.Pending
-	if cur == nil {
-		cur = m.st.Good
-	}
+	layers := cloneLayers(m.st.Layers)
 	m.mu.Unlock()
-	next, err := effective(local, cur)
+	next, origins, err := m.compose(local, layers)
 	if err != nil {
-		return nil, fmt.Errorf("reload: remote config version %d does not fit the new local config: %w", cur.Version, err)
+		return nil, fmt.Errorf("reload: the remote config does not fit the new local config: %w", err)
 	}
 	changed, err := m.apply(ctx, next)
 	if err != nil {
@@ -714,6 +725,7 @@ func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]confi
 	}
 	m.mu.Lock()
 	m.base = config.Clone(local)
+	m.origins = origins
 	_ = m.rebuildKeys(next)
 	m.audit(AuditEntry{Kind: "reload", Version: next.Version, Result: StatusApplied})
 	m.saveLocked()
@@ -730,6 +742,11 @@ func (m *Manager) report(r Report) {
 	cur := m.current()
 	r.Running = cur.Version
 	r.Groups = m.groups(cur)
+	r.Layers = map[string]uint64{}
+	for s, a := range m.st.Layers {
+		r.Layers[s] = a.Version
+	}
+	r.Effective = effectiveKeys(cur, m.origins)
 	r.Time = m.now().UnixMilli()
 	b, _ := json.Marshal(&r)
 	// Kept in the state until the broker has it, so a report made just
