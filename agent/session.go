@@ -37,6 +37,8 @@ func (a *Agent) sessionOptions(cfg config.Config) (mqtt.Options, error) {
 		BatchAge:       b.BatchAge.Duration,
 		InFlight:       b.InFlight,
 		RateLimit:      b.RateLimit,
+		MaxInbound:     cfg.Remote.MaxMessage,
+		OnOversize:     a.msgr.oversize,
 		State:          a.stateFields,
 		Logger:         a.log,
 	}

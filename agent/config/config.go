@@ -143,6 +143,9 @@ type Remote struct {
 	StateFile     string   `toml:"state_file"`
 	CommandMaxAge Duration `toml:"command_max_age"`
 	AuditMax      int      `toml:"audit_max"`
+	// MaxMessage bounds an inbound MQTT message; larger ones are
+	// discarded as they are read, before anything is copied.
+	MaxMessage int `toml:"max_message"`
 }
 
 type Log struct {
@@ -219,6 +222,7 @@ func Defaults() Config {
 			StateFile:     "/var/lib/kestrel/remote.json",
 			CommandMaxAge: D(5 * time.Minute),
 			AuditMax:      256,
+			MaxMessage:    64 << 10,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}
