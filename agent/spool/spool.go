@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -187,10 +188,11 @@ func (t Ticket) Err() error {
 
 // Spool: see the package documentation.
 type Spool struct {
-	opts  Options
-	log   *slog.Logger
-	store Store
-	base  time.Time // monotonic origin of entry.at
+	opts     Options
+	log      *slog.Logger
+	store    Store
+	loopDone atomic.Int64 // Unix ns when the commit loop last finished a round
+	base     time.Time    // monotonic origin of entry.at
 	// monoBase is Options.Mono at Open, when set.
 	monoBase time.Duration
 
@@ -823,6 +825,7 @@ func (s *Spool) run(ctx context.Context) {
 	s.mu.Unlock()
 	t := time.NewTicker(every)
 	defer t.Stop()
+	s.loopDone.Store(time.Now().UnixNano())
 	for {
 		select {
 		case <-ctx.Done():
@@ -840,6 +843,7 @@ func (s *Spool) run(ctx context.Context) {
 			s.expire()
 		}
 		s.syncOnce()
+		s.loopDone.Store(time.Now().UnixNano())
 	}
 }
 
@@ -896,6 +900,14 @@ func (s *Spool) SetLimits(maxBytes int64, maxAge, syncInterval time.Duration) er
 // to maxBytes worth, at least 2.
 func poolSize(maxBytes, segBytes int64) int {
 	return int(min(max(maxBytes/segBytes, 2), 4096))
+}
+
+// CommitLoopAge is how long ago the group-commit loop last finished a
+// round (it runs every SyncInterval). A loop stuck in the medium (a hung
+// fsync, a frozen filesystem) shows here as an age that keeps growing: the
+// agent's watchdog withholds its systemd ping then.
+func (s *Spool) CommitLoopAge() time.Duration {
+	return time.Since(time.Unix(0, s.loopDone.Load()))
 }
 
 // expire evicts records older than MaxAge (never emergency). Age is the

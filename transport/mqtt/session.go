@@ -54,6 +54,7 @@ type Stats struct {
 	Released     atomic.Uint64 // records released for resending after a loss
 	InboundDrops atomic.Uint64 // inbound messages dropped: handler queue full
 	Oversize     atomic.Uint64 // inbound messages over MaxInbound, discarded unread
+	LastAck      atomic.Int64  // Unix ms of the last PUBACK of a data message; 0 before the first
 }
 
 type inboundMsg struct {
