@@ -146,6 +146,9 @@ type Privacy struct {
 	Mode   string  `toml:"mode"`    // "off", "pause", "coarse": the mode at start
 	OnMode string  `toml:"on_mode"` // what the "privacy on" command selects: "pause" or "coarse"
 	Grid   float64 `toml:"grid"`    // metres, for "coarse"
+	// Locked, set at fleet scope (or locally), stops group and device
+	// configs from weakening privacy (agent/remote).
+	Locked bool `toml:"locked"`
 }
 
 type Remote struct {
@@ -157,6 +160,9 @@ type Remote struct {
 	StateFile     string   `toml:"state_file"`
 	CommandMaxAge Duration `toml:"command_max_age"`
 	AuditMax      int      `toml:"audit_max"`
+	// MaxMessage bounds an inbound MQTT message; larger ones are
+	// discarded as they are read, before anything is copied.
+	MaxMessage int `toml:"max_message"`
 }
 
 type Log struct {
@@ -237,6 +243,7 @@ func Defaults() Config {
 			StateFile:     "/var/lib/kestrel/remote.json",
 			CommandMaxAge: D(5 * time.Minute),
 			AuditMax:      256,
+			MaxMessage:    64 << 10,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}

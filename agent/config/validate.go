@@ -169,6 +169,7 @@ func (c Config) Validate() error {
 	}
 	v.durMin("remote.command_max_age", rm.CommandMaxAge, time.Second)
 	v.intRange("remote.audit_max", rm.AuditMax, 1, 100000)
+	v.intRange("remote.max_message", rm.MaxMessage, 4<<10, 1<<20)
 
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

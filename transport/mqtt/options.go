@@ -114,6 +114,12 @@ type Options struct {
 	// (default 100ms); with a Notifier it is a safety net (5 times slower).
 	Poll time.Duration
 
+	// MaxInbound bounds an inbound message (remaining length of its
+	// PUBLISH packet; default 64 KiB). A larger one is discarded as it is
+	// read, never buffered (limit.go), and OnOversize is told.
+	MaxInbound int
+	OnOversize func(topic string, size int)
+
 	// State returns extra fields for the birth message (config_version,
 	// capabilities, spool, health). It must not block.
 	State func() map[string]any
@@ -138,6 +144,7 @@ const (
 	defaultBackoffMin     = time.Second
 	defaultBackoffMax     = 2 * time.Minute
 	defaultPoll           = 100 * time.Millisecond
+	defaultMaxInbound     = 64 << 10
 	// maxPacket keeps a batch well under the 256 MiB MQTT limit and under
 	// the default limits of common brokers.
 	maxBatchBytes = 1 << 20
@@ -226,6 +233,7 @@ func (o *Options) normalize() ([]brokerURL, error) {
 		{"batch max", &o.BatchMax, defaultBatchMax},
 		{"batch bytes", &o.BatchBytes, defaultBatchBytes},
 		{"in-flight window", &o.InFlight, defaultInFlight},
+		{"max inbound", &o.MaxInbound, defaultMaxInbound},
 	} {
 		switch {
 		case *n.v < 0:
