@@ -193,7 +193,7 @@ func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
 			if last := a[len(a)-1]; last.Kind != "rollback" || last.Version != 4 {
 				t.Fatalf("audit: %+v", last)
 			}
-			if m.st.HighWater["device/d1"] != 4 {
+			if m.st.Anchor.HighWater["device/d1"] != 4 {
 				t.Fatal("high-water mark lost: version 4 could be applied again")
 			}
 		}

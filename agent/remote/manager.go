@@ -135,8 +135,11 @@ type Manager struct {
 	subscribed map[string]bool
 	deadline   time.Time // rollback deadline while st.Pending != nil
 	dirty      bool      // state changed but not yet saved (rejections)
-	junkSent   time.Time // when the junk summary was last queued
-	lastSaved  time.Time
+	// anchorDirty: the anti-rollback state changed since the anchor
+	// files were last written.
+	anchorDirty bool
+	junkSent    time.Time // when the junk summary was last queued
+	lastSaved   time.Time
 
 	lastPubOK atomic.Int64 // unix ns of the last successful publish
 
@@ -223,9 +226,23 @@ func NewManager(opts Options) (*Manager, error) {
 	if m.st.GoodLayers == nil {
 		m.st.GoodLayers = map[string]*appliedConfig{}
 	}
-	if m.st.HighWater == nil {
-		m.st.HighWater = map[string]uint64{}
+	// Anti-rollback state: the copy in the state file and the two anchor
+	// files, merged, so that no single lost or corrupt file lowers a
+	// high-water or forgets a revoked key.
+	anc, problems := loadAnchors(m.opts.StatePath)
+	st.Anchor.fill()
+	stored := anc.Gen > 0 || st.Anchor.Gen > 0
+	for s, v := range st.HighWater {
+		st.Anchor.merge(anchor{HighWater: map[string]uint64{s: v}})
 	}
+	st.HighWater = nil
+	st.Anchor.merge(anc)
+	if stored && len(problems) > 0 && m.opts.StatePath != "" {
+		m.log.Warn("anti-rollback state repaired from its other copies", "problems", problems)
+		m.audit(AuditEntry{Kind: "state", Result: "repaired", Error: strings.Join(problems, "; ")})
+	}
+	m.anchorDirty = true
+	m.localKeys(m.base.Remote.TrustedKeys)
 
 	// Reports wait until the start config is known: they carry its version.
 	var reports []Report
@@ -237,6 +254,7 @@ func NewManager(opts Options) (*Manager, error) {
 			st.Pending, st.PendingBoots = nil, 0
 			st.Layers = cloneLayers(st.GoodLayers)
 			st.RolledBack = append(st.RolledBack, bad.Digest)
+			delete(st.Anchor.Digest, bad.Scope)
 			reason := fmt.Sprintf("%s version %d not confirmed after %d restarts; restored the last good config", bad.Scope, bad.Version, maxPendingBoots)
 			m.log.Error("remote config rolled back at start", "version", bad.Version, "reason", reason)
 			reports = append(reports, Report{Version: bad.Version, Status: StatusRolledBack, Errors: []ReportError{{Error: reason}}, Scope: bad.Scope, KeyID: bad.KeyID})
@@ -286,10 +304,9 @@ func NewManager(opts Options) (*Manager, error) {
 	if err := m.rebuildKeys(m.start); err != nil {
 		return nil, err
 	}
-	if err := m.st.save(m.opts.StatePath); err != nil {
+	if err := m.saveLocked(); err != nil {
 		return nil, fmt.Errorf("remote: %w", err)
 	}
-	m.lastSaved = m.now()
 	return m, nil
 }
 
@@ -348,13 +365,65 @@ func (m *Manager) Audit() []AuditEntry {
 	return slices.Clone(m.st.Audit)
 }
 
+// rebuildKeys makes the keyring: the keys of c's remote.trusted_keys,
+// Options.TrustedKeys and every key trusted so far (the anchor), less the
+// revoked ones. Callers hold m.mu (or own m exclusively).
 func (m *Manager) rebuildKeys(c config.Config) error {
-	kr, err := NewKeyring(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...))
+	a := &m.st.Anchor
+	kr, err := NewKeyring(append(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...), a.Trusted...))
 	if err != nil {
 		return fmt.Errorf("remote: %w", err)
 	}
+	trusted := make([]string, 0, len(kr))
+	for kid, pub := range kr {
+		if slices.Contains(a.Revoked, kid) {
+			delete(kr, kid)
+			continue
+		}
+		trusted = append(trusted, EncodePublicKey(pub))
+	}
+	slices.Sort(trusted)
+	if !slices.Equal(trusted, a.Trusted) {
+		a.Trusted = trusted
+		m.anchorDirty = true
+	}
 	m.keys = kr
 	return nil
+}
+
+// localKeys follows the local file's remote.trusted_keys: a key gone from
+// it since last seen is revoked; a key new in it is trusted again.
+// Callers hold m.mu (or own m exclusively).
+func (m *Manager) localKeys(keys []string) {
+	a := &m.st.Anchor
+	now := keyIDs(keys)
+	if gone := dropped(a.Local, now); len(gone) > 0 {
+		a.revoke(gone...)
+	}
+	if added := dropped(now, a.Local); len(added) > 0 {
+		a.unrevoke(added...)
+	}
+	if !slices.Equal(now, a.Local) {
+		a.Local = now
+	}
+	m.anchorDirty = true
+}
+
+// remoteKeys follows a verified config's effect on remote.trusted_keys:
+// keys it removed from the effective list are revoked; the keys it lists
+// itself (when this scope sets the key) are trusted again. Callers hold
+// m.mu.
+func (m *Manager) remoteKeys(scope string, old, next config.Config, origins map[string]Origin) {
+	a := &m.st.Anchor
+	o, n := keyIDs(old.Remote.TrustedKeys), keyIDs(next.Remote.TrustedKeys)
+	if gone := dropped(o, n); len(gone) > 0 {
+		a.revoke(gone...)
+		m.anchorDirty = true
+	}
+	if org, ok := origins["remote.trusted_keys"]; ok && org.Scope == scope {
+		a.unrevoke(n...)
+		m.anchorDirty = true
+	}
 }
 
 func (m *Manager) groups(c config.Config) []string {
@@ -555,8 +624,11 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 	requireSigned := base.Remote.RequireSigned
 	keys := m.keys
 	replayed := m.st.historyContains(d)
-	highWater := m.st.HighWater[scope]
+	highWater := m.st.Anchor.HighWater[scope]
 	layers := cloneLayers(m.st.Layers)
+	// The state file was lost but the anchor knows this envelope as the
+	// one in force at the high-water: its retained copy is taken back.
+	restore := layers[scope] == nil && m.st.Anchor.Digest[scope] == d
 	m.mu.Unlock()
 
 	entry := AuditEntry{Kind: "config", Scope: scope}
@@ -584,13 +656,15 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", ErrWrongTarget, env.Target(), Target{m.fleet, scope}))
 		return
 	}
-	if replayed {
-		reject(env.Version, fmt.Errorf("%w: version %d", ErrReplay, env.Version))
-		return
-	}
-	if env.Version <= highWater {
-		reject(env.Version, fmt.Errorf("%w: version %d, highest seen at %s scope %d", ErrStale, env.Version, scope, highWater))
-		return
+	if !restore || env.Version != highWater {
+		if replayed {
+			reject(env.Version, fmt.Errorf("%w: version %d", ErrReplay, env.Version))
+			return
+		}
+		if err := checkVersion(scope, env.Version, highWater); err != nil {
+			reject(env.Version, err)
+			return
+		}
 	}
 	// This scope's layer is replaced; the others stay as they are.
 	layer := &appliedConfig{Version: env.Version, Scope: scope, KeyID: env.KeyID, Body: string(env.Body), Digest: d, AppliedAt: m.now().UnixMilli()}
@@ -614,10 +688,13 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 
 	m.mu.Lock()
 	prevRunning := running
+	m.remoteKeys(scope, running, next, origins)
 	if err := m.rebuildKeys(next); err != nil {
 		m.log.Error("trusted keys", "err", err) // Validate checked them; unreachable
 	}
-	m.st.HighWater[scope] = env.Version
+	m.st.Anchor.HighWater[scope] = env.Version
+	m.st.Anchor.Digest[scope] = d
+	m.anchorDirty = true
 	m.st.Layers, m.origins = layers, origins
 	m.st.Pending = layer
 	m.st.PendingBoots = 0
@@ -718,6 +795,10 @@ func (m *Manager) tick(ctx context.Context) {
 	m.st.Pending, m.st.Layers, m.st.GoodLayers, m.st.PendingBoots = nil, good, cloneLayers(good), 0
 	m.origins = origins
 	m.st.RolledBack = append(m.st.RolledBack, p.Digest)
+	if m.st.Anchor.Digest[p.Scope] == p.Digest {
+		delete(m.st.Anchor.Digest, p.Scope)
+		m.anchorDirty = true
+	}
 	if len(m.st.RolledBack) > maxHistory {
 		m.st.RolledBack = m.st.RolledBack[1:]
 	}
@@ -746,6 +827,7 @@ func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]confi
 	m.mu.Lock()
 	m.base = config.Clone(local)
 	m.origins = origins
+	m.localKeys(local.Remote.TrustedKeys)
 	_ = m.rebuildKeys(next)
 	m.audit(AuditEntry{Kind: "reload", Version: next.Version, Result: StatusApplied})
 	m.saveLocked()
@@ -807,11 +889,22 @@ func (m *Manager) audit(e AuditEntry) {
 	m.enqueue(outItem{channel: "audit", payload: b})
 }
 
-func (m *Manager) saveLocked() {
+func (m *Manager) saveLocked() error {
+	if m.anchorDirty {
+		// The anchors first: a crash before the state file is written
+		// leaves the high-water raised, never lowered.
+		m.st.Anchor.Gen++
+		if err := saveAnchors(m.opts.StatePath, m.st.Anchor); err != nil {
+			m.log.Error("saving anti-rollback state", "err", err)
+		} else {
+			m.anchorDirty = false
+		}
+	}
 	if err := m.st.save(m.opts.StatePath); err != nil {
 		m.log.Error("saving remote state", "err", err)
-		return
+		return err
 	}
 	m.dirty = false
 	m.lastSaved = m.now()
+	return nil
 }

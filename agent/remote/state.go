@@ -31,8 +31,12 @@ type state struct {
 	// Pending is the layer applied but not yet confirmed. Nil: none.
 	Pending      *appliedConfig `json:"pending,omitempty"`
 	PendingBoots int            `json:"pending_boots,omitempty"`
-	// HighWater is, per scope, the highest version applied or rolled back.
+	// HighWater is the format-2 place of the high-water marks, read once
+	// into Anchor.
 	HighWater map[string]uint64 `json:"high_water,omitempty"`
+	// Anchor is the anti-rollback state (high-water marks, trusted and
+	// revoked keys), also kept in the two anchor files.
+	Anchor anchor `json:"anchor"`
 	// Seen holds, per scope, the digest of the last envelope that arrived
 	// on it, so the retained copy re-delivered on every reconnect is not
 	// processed (or reported, or audited) again.
