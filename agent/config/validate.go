@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -159,7 +160,7 @@ func (c Config) Validate() error {
 
 	rm := c.Remote
 	for i, k := range rm.TrustedKeys {
-		if _, err := ParsePublicKey(k); err != nil {
+		if _, _, err := ParseTrustedKey(k); err != nil {
 			v.add(fmt.Sprintf("remote.trusted_keys[%d]", i), "%v", err)
 		}
 	}
@@ -180,6 +181,36 @@ func (c Config) Validate() error {
 		v.add("log.format", "want text or json, got %q", c.Log.Format)
 	}
 	return errors.Join(v.errs...)
+}
+
+// KeyRoles are what a trusted key may sign: configs, commands, releases.
+var KeyRoles = []string{"config", "commands", "release"}
+
+// ParseTrustedKey decodes a remote.trusted_keys entry: a public key
+// (ParsePublicKey), optionally after its roles, "config+commands:KEY". A
+// bare key has every role. The roles are returned sorted.
+func ParseTrustedKey(s string) (ed25519.PublicKey, []string, error) {
+	s = strings.TrimSpace(s)
+	roles := KeyRoles
+	if r, k, ok := strings.Cut(s, ":"); ok {
+		roles = nil
+		for _, role := range strings.Split(r, "+") {
+			if !slices.Contains(KeyRoles, role) {
+				return nil, nil, fmt.Errorf("unknown key role %q: want %s, joined by +", role, strings.Join(KeyRoles, ", "))
+			}
+			if !slices.Contains(roles, role) {
+				roles = append(roles, role)
+			}
+		}
+		s = k
+	}
+	pub, err := ParsePublicKey(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	roles = slices.Clone(roles)
+	slices.Sort(roles)
+	return pub, roles, nil
 }
 
 // ParsePublicKey decodes a trusted key: standard base64 of the 32-byte

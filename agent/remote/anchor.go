@@ -138,7 +138,7 @@ func (a *anchor) revoke(kids ...string) {
 	}
 	slices.Sort(a.Revoked)
 	a.Trusted = slices.DeleteFunc(a.Trusted, func(k string) bool {
-		pub, err := config.ParsePublicKey(k)
+		pub, _, err := config.ParseTrustedKey(k)
 		return err != nil || slices.Contains(a.Revoked, KeyID(pub))
 	})
 }
@@ -153,7 +153,7 @@ func (a *anchor) unrevoke(kids ...string) {
 func keyIDs(keys []string) []string {
 	var out []string
 	for _, k := range keys {
-		if pub, err := config.ParsePublicKey(k); err == nil {
+		if pub, _, err := config.ParseTrustedKey(k); err == nil {
 			out = append(out, KeyID(pub))
 		}
 	}

@@ -204,3 +204,45 @@ func TestAntiRollbackSurvivesFileLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyRoles: a key trusted for commands only cannot sign a config, and
+// one trusted for config only cannot sign a command; a bare key has every
+// role.
+func TestKeyRoles(t *testing.T) {
+	k1, pub1 := testKey(1)
+	k2, pub2 := testKey(2)
+	k3, pub3 := testKey(3)
+	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub1, "commands:"+pub2, "config:"+pub3)
+	d := startMemDevice(t, cfg, newMemBus())
+	if st, msg := d.push(t, mustSign(t, k2, 1, "[tracking]\ndistance = 7.0\n")); st != StatusRejected || !strings.Contains(msg, ErrWrongRole.Error()) {
+		t.Fatalf("config by a commands key: %s %q", st, msg)
+	}
+	if st, msg := d.push(t, mustSign(t, k3, 2, "[tracking]\ndistance = 8.0\n")); st != StatusApplied {
+		t.Fatalf("config by a config key: %s %q", st, msg)
+	}
+	if st, msg := d.push(t, mustSign(t, k1, 3, "[tracking]\ndistance = 9.0\n")); st != StatusApplied {
+		t.Fatalf("config by a bare key: %s %q", st, msg)
+	}
+	kr, err := NewKeyring(cfg.Remote.TrustedKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		priv []byte
+		ok   bool
+	}{{k1, true}, {k2, true}, {k3, false}} {
+		b, _ := SignCommand(c.priv, Command{Fleet: "met", Device: "d1", ID: "x", Name: "status"})
+		cmd, err := DecodeCommand(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := kr.VerifyCommand(cmd, true); (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrWrongRole)) {
+			t.Fatalf("command by key %s: %v", cmd.KeyID, err)
+		}
+	}
+	bad := cfg
+	bad.Remote.TrustedKeys = []string{"root:" + pub1}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "unknown key role") {
+		t.Fatalf("unknown role: %v", err)
+	}
+}

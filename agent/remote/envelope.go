@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -335,49 +336,75 @@ func strictJSON(payload []byte, v any) error {
 	return nil
 }
 
-// Keyring holds the trusted public keys by key id.
-type Keyring map[string]ed25519.PublicKey
+// Key roles: what a trusted key may sign (config.KeyRoles).
+const (
+	RoleConfig   = "config"
+	RoleCommands = "commands"
+	RoleRelease  = "release"
+)
 
-// NewKeyring parses base64 public keys (remote.trusted_keys).
+// ErrWrongRole marks a signature by a trusted key that lacks the role.
+var ErrWrongRole = errors.New("signed by a trusted key without the role")
+
+// TrustedKey is one entry of the keyring.
+type TrustedKey struct {
+	Pub   ed25519.PublicKey
+	Roles []string // sorted
+	Entry string   // as in remote.trusted_keys ("ROLES:KEY" or "KEY")
+}
+
+// Keyring holds the trusted public keys by key id.
+type Keyring map[string]TrustedKey
+
+// NewKeyring parses remote.trusted_keys entries ("KEY" or "ROLES:KEY").
+// The first entry for a key id wins.
 func NewKeyring(keys []string) (Keyring, error) {
 	kr := Keyring{}
 	for i, k := range keys {
-		pub, err := config.ParsePublicKey(k)
+		pub, roles, err := config.ParseTrustedKey(k)
 		if err != nil {
 			return nil, fmt.Errorf("remote.trusted_keys[%d]: %w", i, err)
 		}
-		kr[KeyID(pub)] = pub
+		kid := KeyID(pub)
+		if _, dup := kr[kid]; !dup {
+			kr[kid] = TrustedKey{Pub: pub, Roles: roles, Entry: strings.TrimSpace(k)}
+		}
 	}
 	return kr, nil
 }
 
-// verify checks a signature. Unsigned messages pass only when
-// requireSigned is false.
-func (kr Keyring) verify(kid string, sig, msg []byte, requireSigned bool) error {
+// verify checks a signature by a key with the role. Unsigned messages
+// pass only when requireSigned is false.
+func (kr Keyring) verify(kid string, sig, msg []byte, requireSigned bool, role string) error {
 	if len(sig) == 0 {
 		if requireSigned {
 			return ErrUnsigned
 		}
 		return nil
 	}
-	pub, ok := kr[kid]
+	k, ok := kr[kid]
 	if !ok {
 		return fmt.Errorf("%w (key id %s)", ErrUntrustedKey, kid)
 	}
-	if !ed25519.Verify(pub, msg, sig) {
+	if !ed25519.Verify(k.Pub, msg, sig) {
 		return fmt.Errorf("%w (key id %s)", ErrBadSignature, kid)
+	}
+	if !slices.Contains(k.Roles, role) {
+		return fmt.Errorf("%w %s (key id %s has %s)", ErrWrongRole, role, kid, strings.Join(k.Roles, "+"))
 	}
 	return nil
 }
 
-// VerifyConfig checks an envelope's signature against the keyring.
+// VerifyConfig checks an envelope's signature by a key with the config
+// role.
 func (kr Keyring) VerifyConfig(e *ConfigEnvelope, requireSigned bool) error {
-	return kr.verify(e.KeyID, e.Sig, e.signed(), requireSigned)
+	return kr.verify(e.KeyID, e.Sig, e.signed(), requireSigned, RoleConfig)
 }
 
-// VerifyCommand checks a command's signature against the keyring.
+// VerifyCommand checks a command's signature by a key with the commands
+// role.
 func (kr Keyring) VerifyCommand(c *Command, requireSigned bool) error {
-	return kr.verify(c.KeyID, c.Sig, c.signed(), requireSigned)
+	return kr.verify(c.KeyID, c.Sig, c.signed(), requireSigned, RoleCommands)
 }
 
 // EncodePublicKey is the form of a public key in remote.trusted_keys.

@@ -375,12 +375,12 @@ func (m *Manager) rebuildKeys(c config.Config) error {
 		return fmt.Errorf("remote: %w", err)
 	}
 	trusted := make([]string, 0, len(kr))
-	for kid, pub := range kr {
+	for kid, k := range kr {
 		if slices.Contains(a.Revoked, kid) {
 			delete(kr, kid)
 			continue
 		}
-		trusted = append(trusted, EncodePublicKey(pub))
+		trusted = append(trusted, k.Entry)
 	}
 	slices.Sort(trusted)
 	if !slices.Equal(trusted, a.Trusted) {
