@@ -134,7 +134,13 @@ type Manager struct {
 	msg        Messenger
 	subscribed map[string]bool
 	deadline   time.Time // rollback deadline while st.Pending != nil
-	dirty      bool      // state changed but not yet saved (rejections)
+	// probeSince is when the pending change was applied (or the agent
+	// restarted with it): the parts it touched must show life after it.
+	probeSince time.Time
+	// brokerProven: since probeSince, the broker served the fleet-signed
+	// desired config in force.
+	brokerProven bool
+	dirty        bool // state changed but not yet saved (rejections)
 	// anchorDirty: the anti-rollback state changed since the anchor
 	// files were last written.
 	anchorDirty bool
@@ -154,6 +160,7 @@ type Manager struct {
 type inbound struct {
 	topic   string
 	payload []byte
+	at      time.Time // when it arrived
 }
 
 type outItem struct {
@@ -186,6 +193,9 @@ func NewManager(opts Options) (*Manager, error) {
 	if m.now == nil {
 		m.now = time.Now
 	}
+	// A change still on probation from before a restart must prove the
+	// parts it touched healthy from now on.
+	m.probeSince = m.now()
 	if m.fleet == "" {
 		m.fleet = opts.Current.Device.Fleet
 	}
@@ -484,7 +494,7 @@ func (m *Manager) subscribe() error {
 // receive runs on the session's handler queue: it only queues.
 func (m *Manager) receive(topic string, payload []byte) {
 	select {
-	case m.inbox <- inbound{topic, slices.Clone(payload)}:
+	case m.inbox <- inbound{topic, slices.Clone(payload), m.now()}:
 	default:
 		m.log.Warn("remote inbox full: message dropped", "topic", topic)
 	}
@@ -534,7 +544,13 @@ func (m *Manager) startup(ctx context.Context) {
 	m.mu.Lock()
 	running, target := m.current(), m.start
 	if m.st.Pending != nil {
-		m.deadline = m.now().Add(m.rollbackAfter(running))
+		// Probation goes on after a restart, with the grace of the last
+		// good config, not of the one under test.
+		good, _, err := m.compose(m.base, m.st.GoodLayers)
+		if err != nil {
+			good = m.base
+		}
+		m.deadline = m.now().Add(m.rollbackAfter(good))
 	}
 	m.mu.Unlock()
 	if len(config.ChangedPaths(running, target)) == 0 {
@@ -584,29 +600,31 @@ func (m *Manager) handle(ctx context.Context, in inbound) {
 	case rest == m.dev+"/cmd":
 		m.handleCommand(ctx, in.payload)
 	case rest == m.dev+"/config/desired":
-		m.handleConfig(ctx, "device/"+m.dev, in.payload)
+		m.handleConfig(ctx, "device/"+m.dev, in)
 	case rest == "_all/config/desired":
-		m.handleConfig(ctx, "all", in.payload)
+		m.handleConfig(ctx, "all", in)
 	case strings.HasPrefix(rest, "_group/") && strings.HasSuffix(rest, "/config/desired"):
 		g := strings.TrimSuffix(strings.TrimPrefix(rest, "_group/"), "/config/desired")
 		m.mu.Lock()
 		member := slices.Contains(m.groups(m.current()), g)
 		m.mu.Unlock()
 		if member { // a group we left since subscribing is ignored
-			m.handleConfig(ctx, "group/"+g, in.payload)
+			m.handleConfig(ctx, "group/"+g, in)
 		}
 	}
 }
 
 // handleConfig verifies, validates, applies, persists, reports and audits
 // one desired-config message.
-func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte) {
+func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
+	payload := in.payload
 	if len(payload) == 0 {
 		return // a cleared retained topic
 	}
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	d := digest(payload)
+	m.proveBroker(scope, d, in)
 	m.mu.Lock()
 	if m.st.Seen[scope] == d {
 		m.mu.Unlock()
@@ -679,6 +697,13 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 		reject(env.Version, &config.FieldError{Path: "remote.trusted_keys", Err: fmt.Errorf("%w: would leave no trusted key", config.ErrInvalidValue)})
 		return
 	}
+	m.mu.Lock()
+	good, _, gerr := m.compose(base, m.st.GoodLayers)
+	if gerr != nil {
+		good = base
+	}
+	m.mu.Unlock()
+	since := m.now()
 	changes, err := m.apply(ctx, next)
 	if err != nil {
 		// The door applies all or nothing: the running config is as it was.
@@ -687,7 +712,6 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 	}
 
 	m.mu.Lock()
-	prevRunning := running
 	m.remoteKeys(scope, running, next, origins)
 	if err := m.rebuildKeys(next); err != nil {
 		m.log.Error("trusted keys", "err", err) // Validate checked them; unreachable
@@ -698,13 +722,16 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 	m.st.Layers, m.origins = layers, origins
 	m.st.Pending = layer
 	m.st.PendingBoots = 0
+	m.st.PendingNeeds = partsTouched(changes)
+	m.probeSince, m.brokerProven = since, false
 	m.st.History = append(m.st.History, d)
 	if len(m.st.History) > maxHistory {
 		m.st.History = m.st.History[len(m.st.History)-maxHistory:]
 	}
-	// The watchdog's grace comes from the config being replaced: a bad
-	// config must not be able to extend its own probation.
-	m.deadline = m.now().Add(m.rollbackAfter(prevRunning))
+	// The watchdog's grace comes from the last good config: a config
+	// under test (this one, or one before it not yet confirmed) must not
+	// be able to extend its own probation.
+	m.deadline = m.now().Add(m.rollbackAfter(good))
 	entry.Version, entry.Result, entry.Changes = env.Version, StatusApplied, changes
 	m.audit(entry)
 	m.report(Report{Version: env.Version, Status: StatusApplied, Scope: scope, KeyID: env.KeyID, Changes: changes})
@@ -714,6 +741,60 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 	if err := m.subscribe(); err != nil { // groups joined
 		m.log.Warn("subscribing to new group topics", "err", err)
 	}
+}
+
+// partsTouched are the parts a change must prove healthy: for now the
+// broker, for a live change of broker.*. (GPS and radio are checked
+// before applying: a missing serial device is refused by the door.)
+func partsTouched(changes []config.Change) []string {
+	for _, c := range changes {
+		if c.Applies == config.Live && c.Section == "broker" {
+			return []string{"broker"}
+		}
+	}
+	return nil
+}
+
+// unhealthyLocked lists, for the pending change, the parts it touched
+// that have not yet proved healthy. Callers hold m.mu.
+func (m *Manager) unhealthyLocked() []string {
+	var out []string
+	if slices.Contains(m.st.PendingNeeds, "broker") && !m.brokerProven {
+		out = append(out, fmt.Sprintf("broker %s did not serve the fleet-signed desired config", strings.Join(m.current().Broker.URLs, ",")))
+	}
+	return out
+}
+
+// proveBroker: while a change to broker.* is on probation, a desired
+// config that arrived after the apply, verifies under a trusted key with
+// the config role, is addressed to this fleet and scope, and is the very
+// envelope in force at that scope, proves that the broker now connected
+// is the fleet's. A reachable broker that does not serve it (a wrong or
+// hostile listener) never proves it, and the change is rolled back.
+func (m *Manager) proveBroker(scope, d string, in inbound) {
+	m.mu.Lock()
+	layer := m.st.Layers[scope]
+	need := m.st.Pending != nil && slices.Contains(m.st.PendingNeeds, "broker") && !m.brokerProven &&
+		!in.at.Before(m.probeSince) && layer != nil && layer.Digest == d
+	keys := m.keys
+	requireSigned := m.base.Remote.RequireSigned
+	m.mu.Unlock()
+	if !need {
+		return
+	}
+	env, err := DecodeConfig(in.payload)
+	if err != nil || env.Fleet != m.fleet || env.Scope != scope {
+		return
+	}
+	// Unsigned proof only where unsigned configs are allowed at all
+	// (remote.require_signed = false, a local-only setting).
+	if err := keys.VerifyConfig(env, requireSigned); err != nil {
+		return
+	}
+	m.mu.Lock()
+	m.brokerProven = true
+	m.mu.Unlock()
+	m.log.Info("broker proved it is the fleet's: it serves the signed desired config in force", "scope", scope, "version", env.Version)
 }
 
 // rejectJunkConfig refuses an unverified config: counted in the junk
@@ -764,11 +845,13 @@ func (m *Manager) tick(ctx context.Context) {
 	appliedAt := time.UnixMilli(p.AppliedAt)
 	published := time.Unix(0, m.lastPubOK.Load())
 	connected := m.opts.Connected == nil || m.opts.Connected()
-	if connected && published.After(appliedAt) {
-		m.st.GoodLayers, m.st.Pending, m.st.PendingBoots = cloneLayers(m.st.Layers), nil, 0
+	reached := connected && published.After(appliedAt)
+	unhealthy := m.unhealthyLocked()
+	if reached && len(unhealthy) == 0 {
+		m.st.GoodLayers, m.st.Pending, m.st.PendingBoots, m.st.PendingNeeds = cloneLayers(m.st.Layers), nil, 0, nil
 		m.saveLocked()
 		m.mu.Unlock()
-		m.log.Info("remote config confirmed: broker reachable", "version", p.Version)
+		m.log.Info("remote config confirmed: broker reachable and the parts it touched healthy", "version", p.Version)
 		return
 	}
 	if m.now().Before(m.deadline) {
@@ -785,14 +868,18 @@ func (m *Manager) tick(ctx context.Context) {
 	m.mu.Unlock()
 
 	_, applyErr := m.apply(ctx, to)
-	reason := fmt.Sprintf("no broker reachable for %s after applying %s version %d; restored the last good config (version %d)", grace, p.Scope, p.Version, to.Version)
+	why := "no broker reachable"
+	if reached {
+		why = strings.Join(unhealthy, ", ")
+	}
+	reason := fmt.Sprintf("%s for %s after applying %s version %d; restored the last good config (version %d)", why, grace, p.Scope, p.Version, to.Version)
 	if applyErr != nil {
 		reason += fmt.Sprintf(" (restore failed: %v)", applyErr)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_ = m.rebuildKeys(to)
-	m.st.Pending, m.st.Layers, m.st.GoodLayers, m.st.PendingBoots = nil, good, cloneLayers(good), 0
+	m.st.Pending, m.st.Layers, m.st.GoodLayers, m.st.PendingBoots, m.st.PendingNeeds = nil, good, cloneLayers(good), 0, nil
 	m.origins = origins
 	m.st.RolledBack = append(m.st.RolledBack, p.Digest)
 	if m.st.Anchor.Digest[p.Scope] == p.Digest {

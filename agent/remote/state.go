@@ -31,6 +31,9 @@ type state struct {
 	// Pending is the layer applied but not yet confirmed. Nil: none.
 	Pending      *appliedConfig `json:"pending,omitempty"`
 	PendingBoots int            `json:"pending_boots,omitempty"`
+	// PendingNeeds are the parts the pending change touched, which must
+	// prove healthy before it is confirmed ("broker").
+	PendingNeeds []string `json:"pending_needs,omitempty"`
 	// HighWater is the format-2 place of the high-water marks, read once
 	// into Anchor.
 	HighWater map[string]uint64 `json:"high_water,omitempty"`
