@@ -3,7 +3,7 @@ GO      ?= go
 LDFLAGS := -s -w
 DIST    := dist
 
-.PHONY: all test test-short dist ci generate fuzz bench crash-5000 spool-measure footprint gps-compare clean
+.PHONY: all test test-short dist ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure footprint gps-compare clean
 
 all: test
 
@@ -44,6 +44,12 @@ bench:           ## the benchmarks behind docs/benchmarks.md
 
 crash-5000:      ## the spool's SIGKILL crash test, 5,000 cycles (docs/spool.md)
 	KESTREL_CRASH_CYCLES=5000 $(GO) test -count=1 -timeout 2h -v ./hwtest/crash
+
+powercut-10000:  ## the power-cut test on a real kernel, 10,000 crash states (root, qemu; docs/spool.md)
+	KESTREL_RIG_REQUIRED=1 KESTREL_POWERCUT_STATES=10000 KESTREL_POWERCUT_SECONDS=90 $(GO) test -count=1 -timeout 3h -run '^TestPowerCut$$' -v ./hwtest/powercut
+
+powercut-nosync: ## the test of the test: with the spool's syncs removed the power-cut test must fail
+	! KESTREL_RIG_REQUIRED=1 $(GO) test -count=1 -tags kestrel_nosync -timeout 30m -run '^TestPowerCut$$' -v ./hwtest/powercut
 
 spool-measure:   ## spool write amplification, fsyncs, 1 GiB recovery vs bbolt (root: loop ext4)
 	KESTREL_SPOOL_MEASURE=1 $(GO) test -count=1 -timeout 60m -run '^TestMeasure' -v ./agent/spool

@@ -39,11 +39,15 @@ type Result struct {
 
 // Run boots a guest that runs g.Test and fails t unless that test passed.
 // It skips t only when the rig cannot be had (no qemu-system-x86_64, no
-// kernel package), saying why.
+// kernel package), saying why; with KESTREL_RIG_REQUIRED=1 (CI) that fails
+// t instead.
 func Run(t testing.TB, g Guest) Result {
 	t.Helper()
 	res, err := Boot(t, g)
 	if errors.Is(err, ErrUnavailable) {
+		if os.Getenv("KESTREL_RIG_REQUIRED") == "1" {
+			t.Fatalf("real-kernel rig required (KESTREL_RIG_REQUIRED=1): %v", err)
+		}
 		t.Skipf("real-kernel rig: %v", err)
 	}
 	if err != nil {

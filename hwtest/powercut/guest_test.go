@@ -125,11 +125,13 @@ func (s workloadStats) String() string {
 // runWorkload drives the spool through cycles of 6 s: online (sending and
 // acknowledging faster than appending), an outage (nothing sent; bulk
 // records fill the disk), and online again (the backlog drains, segments
-// empty and their files are recycled). The ballast is deleted after the
-// first outage, so later outages run into the byte bound instead.
+// empty and their files are recycled). After the first outage the ballast
+// is deleted and the spool restarted with a small byte bound, so later
+// outages evict by policy instead.
 func runWorkload(t *testing.T, ev *events, dir, ballast string, d time.Duration, seed uint64) workloadStats {
 	r := rand.New(rand.NewPCG(seed, 2))
-	s, err := spool.Open(dir, spoolOpts, nil)
+	opts := spoolOpts
+	s, err := spool.Open(dir, opts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,14 +147,57 @@ func runWorkload(t *testing.T, ev *events, dir, ballast string, d time.Duration,
 		appended  = map[uint64]bool{}
 		committed = map[uint64]bool{}
 		seqs      []uint64
+		evicted   uint64 // by earlier spools of this run
 	)
+	reportDurable := func() {
+		reported := false
+		for len(queue) > 0 {
+			select {
+			case <-queue[0].tk.Durable():
+			default:
+			}
+			if !closed(queue[0].tk) {
+				break
+			}
+			if queue[0].tk.Err() == nil {
+				ev.line('d', queue[0].seqs...)
+				st.durable += len(queue[0].seqs)
+				reported = true
+			} else {
+				st.syncErrors++
+			}
+			queue = queue[1:]
+		}
+		if reported {
+			if err := ev.mark(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	start := time.Now()
 	for time.Since(start) < d {
 		phase := time.Since(start) % (6 * time.Second)
-		offline := phase >= 2500*time.Millisecond && phase < 4500*time.Millisecond
+		offline := phase >= 2*time.Second && phase < 4500*time.Millisecond
 		if !offline && ballast != "" && time.Since(start) > 6*time.Second {
+			// The first outage filled the disk. Free it, and restart
+			// (a clean Close, then Open as the next boot) with a byte
+			// bound that later outages run into.
 			os.Remove(ballast)
 			ballast = ""
+			evicted += s.Metrics().Evicted
+			if err := s.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+			reportDurable()
+			queue = nil // tickets still open never reported durable
+			opts.MaxBytes = laterMaxBytes
+			if s, err = spool.Open(dir, opts, nil); err != nil {
+				t.Fatal(err)
+			}
+			ev.line('b', uint64(s.Boot()))
+			if err := ev.mark(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		var p pending
 		for range 8 {
@@ -189,29 +234,7 @@ func runWorkload(t *testing.T, ev *events, dir, ballast string, d time.Duration,
 		if p.seqs != nil {
 			queue = append(queue, p)
 		}
-		reported := false
-		for len(queue) > 0 {
-			select {
-			case <-queue[0].tk.Durable():
-			default:
-			}
-			if !closed(queue[0].tk) {
-				break
-			}
-			if queue[0].tk.Err() == nil {
-				ev.line('d', queue[0].seqs...)
-				st.durable += len(queue[0].seqs)
-				reported = true
-			} else {
-				st.syncErrors++
-			}
-			queue = queue[1:]
-		}
-		if reported {
-			if err := ev.mark(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		reportDurable()
 		if s.Health().State == spool.HealthFull {
 			st.full++
 		}
@@ -252,9 +275,9 @@ func runWorkload(t *testing.T, ev *events, dir, ballast string, d time.Duration,
 			gone = append(gone, q)
 		}
 	}
-	if m := s.Metrics(); uint64(len(gone)) != m.Evicted {
+	if m := s.Metrics(); uint64(len(gone)) != evicted+m.Evicted {
 		t.Errorf("%d records appended, never committed and no longer held, but the spool counts %d evicted",
-			len(gone), m.Evicted)
+			len(gone), evicted+m.Evicted)
 	}
 	st.evicted = len(gone)
 	for len(gone) > 0 {

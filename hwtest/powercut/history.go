@@ -14,10 +14,26 @@ import (
 // events had happened when it was logged.
 type history struct {
 	n       int
-	boot    uint32
+	boots   []bootEvent
 	recs    map[uint64]*recHist
 	maxSeqs []uint64 // maxSeqs[i]: the highest seq handed out in events [0, i)
 	durable []uint64 // seqs reported durable, in order of report
+}
+
+type bootEvent struct {
+	at   int
+	boot uint32
+}
+
+// bootBefore is the highest boot id the spool reported in events [0, n).
+func (h *history) bootBefore(n int) uint32 {
+	var b uint32
+	for _, e := range h.boots {
+		if e.at < n {
+			b = max(b, e.boot)
+		}
+	}
+	return b
 }
 
 type recHist struct {
@@ -55,7 +71,7 @@ func parseHistory(b []byte) (*history, error) {
 		}
 		switch f[0][0] {
 		case 'b':
-			h.boot = uint32(nums[0])
+			h.boots = append(h.boots, bootEvent{at: i, boot: uint32(nums[0])})
 		case 's':
 			if len(nums) != 2 || nums[1] > uint64(kestrel.PriorityEmergency) {
 				return nil, fmt.Errorf("history line %d: %q", i+1, sc.Bytes())

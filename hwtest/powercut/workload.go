@@ -21,9 +21,13 @@ var spoolOpts = spool.Options{
 	MaxBytes:     16 << 20,
 }
 
+// laterMaxBytes is the byte bound after the restart that follows the
+// first outage: with the ballast gone, later outages run into it.
+const laterMaxBytes = 1 << 20
+
 const (
 	imageBytes   = 32 << 20 // the ext4 data disk
-	ballastBytes = 23 << 20 // a file on it, deleted after the first outage
+	ballastBytes = 25 << 20 // a file on it, deleted after the first outage
 	spoolDir     = "spool"
 )
 
