@@ -1,9 +1,13 @@
 # Kestrel: common tasks. CI runs .ci/run; these are for developers.
 GO      ?= go
-LDFLAGS := -s -w
 DIST    := dist
+# The version stamped into the binaries, the state message and the packages:
+# 0.<commits>.<short hash> (a Debian version that grows with every commit).
+VERSION ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell git rev-parse --short=8 HEAD 2>/dev/null || echo unknown)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all test test-short dist ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure footprint gps-compare clean
+.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure footprint gps-compare clean
 
 all: test
 
@@ -19,7 +23,18 @@ dist:            ## stripped binaries for the devices
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-arm64 ./cmd/kestrel
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrelctl-linux-armv7 ./cmd/kestrelctl
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrelctl-linux-arm64 ./cmd/kestrelctl
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-amd64 ./cmd/kestrel
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrelctl-linux-amd64 ./cmd/kestrelctl
 	ls -l $(DIST)
+
+package: dist     ## .deb packages for armhf, arm64 and amd64 (nfpm, pinned in go.mod)
+	mkdir -p dist/pkg
+	$(DIST)/kestrel-linux-amd64 config defaults > dist/pkg/kestrel.toml
+	for a in armhf:armv7 arm64:arm64 amd64:amd64; do \
+		cp $(DIST)/kestrel-linux-$${a##*:} dist/pkg/kestrel && cp $(DIST)/kestrelctl-linux-$${a##*:} dist/pkg/kestrelctl && \
+		ARCH=$${a%%:*} VERSION=$(VERSION) $(GO) tool nfpm package --config packaging/nfpm.yaml --packager deb --target $(DIST)/ || exit 1; \
+	done
+	ls -l $(DIST)/*.deb
 
 ci:              ## what CI runs
 	bash .ci/run

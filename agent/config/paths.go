@@ -62,6 +62,7 @@ var notLive = map[string]bool{
 	"remote.state_file": true,
 	"hooks.socket":      true,
 	"hooks.ebpf":        true,
+	"status.socket":     true,
 }
 
 // localOnly are keys that a remote config may not set: identity and paths
@@ -82,6 +83,7 @@ var localOnly = map[string]bool{
 	"broker.password_file":   true,
 	"hooks.socket":           true,
 	"hooks.ebpf":             true,
+	"status.socket":          true,
 	"sensors.sysfs_root":     true,
 	"gpio.dev_root":          true,
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -167,10 +168,11 @@ func (t Ticket) Err() error {
 
 // Spool: see the package documentation.
 type Spool struct {
-	opts  Options
-	log   *slog.Logger
-	store Store
-	base  time.Time // monotonic origin of entry.at
+	opts     Options
+	log      *slog.Logger
+	store    Store
+	loopDone atomic.Int64 // Unix ns when the commit loop last finished a round
+	base     time.Time    // monotonic origin of entry.at
 
 	syncMu sync.Mutex // one group commit at a time
 
@@ -746,6 +748,7 @@ func (s *Spool) run(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTicker(s.opts.SyncInterval)
 	defer t.Stop()
+	s.loopDone.Store(time.Now().UnixNano())
 	for {
 		select {
 		case <-ctx.Done():
@@ -755,7 +758,16 @@ func (s *Spool) run(ctx context.Context) {
 		case <-s.kick:
 		}
 		s.syncOnce()
+		s.loopDone.Store(time.Now().UnixNano())
 	}
+}
+
+// CommitLoopAge is how long ago the group-commit loop last finished a
+// round (it runs every SyncInterval). A loop stuck in the medium (a hung
+// fsync, a frozen filesystem) shows here as an age that keeps growing: the
+// agent's watchdog withholds its systemd ping then.
+func (s *Spool) CommitLoopAge() time.Duration {
+	return time.Since(time.Unix(0, s.loopDone.Load()))
 }
 
 // expire evicts records older than MaxAge (never emergency).

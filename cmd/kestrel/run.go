@@ -30,6 +30,10 @@ func oneCore() {
 	}
 }
 
+// exConfig is the exit status for a config that cannot be read or is not
+// valid (EX_CONFIG in sysexits.h).
+const exConfig = 78
+
 // setFlags collects repeated --set key=value overrides.
 type setFlags []string
 
@@ -39,13 +43,16 @@ func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
 func runRun(args []string, s stdio) error {
 	fs := flag.NewFlagSet("kestrel run", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	path := fs.String("config", "", "configuration file (TOML); see `kestrel config defaults`")
+	path := fs.String("config", "", "configuration `FILE` (TOML); kestrel config defaults prints a template")
 	var sets setFlags
 	fs.Var(&sets, "set", "override a config key, e.g. --set gps.baud=9600 (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrel run --config FILE [--set key=value]...\n\n"+
-			"Runs the agent until SIGTERM or SIGINT (drain and exit). SIGHUP re-reads the config\n"+
-			"file and applies what changed live, or rejects the whole change.\n\nflags:")
+			"Runs the agent until SIGTERM or SIGINT (drain for up to 5 s, then exit).\n"+
+			"SIGHUP re-reads the config file and applies what changed live, or rejects\n"+
+			"the whole change. Under systemd (Type=notify) it reports READY, STOPPING and\n"+
+			"watchdog pings. Exit status: 0 stopped, 1 failed, 2 usage, 78 bad config.\n\n"+
+			"flags:")
 		fs.PrintDefaults()
 	}
 	if help, err := subcmd.Parse(fs, args); help || err != nil {
@@ -57,9 +64,15 @@ func runRun(args []string, s stdio) error {
 	}
 	cfg, err := config.Load(*path, sets)
 	if err != nil {
-		return err
+		// EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus
+		// keeps systemd from restarting a device that is not configured.
+		fmt.Fprintf(s.stderr, "kestrel run: %v\n", err)
+		return subcmd.ExitStatus(exConfig)
 	}
 	log := newLogger(s, cfg.Log)
+	if cfg.Remote.RequireSigned && len(cfg.Remote.TrustedKeys) == 0 {
+		log.Warn("remote.trusted_keys is empty: every remote config and command will be refused (kestrelctl keygen makes a fleet key)")
+	}
 	oneCore()
 	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version, ConfigPath: *path, Sets: sets,
 		Selftest: func(ctx context.Context, cfg config.Config) (any, error) {
@@ -85,6 +98,11 @@ func runWithSignals(parent context.Context, a *agent.Agent, log *slog.Logger) er
 
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		superviseSystemd(ctx, a, log)
+	}()
 	for {
 		select {
 		case <-hup:
@@ -95,6 +113,8 @@ func runWithSignals(parent context.Context, a *agent.Agent, log *slog.Logger) er
 				log.Info("reload applied", "changed", changed)
 			}
 		case err := <-done:
+			stop()
+			<-notified
 			return err
 		}
 	}
@@ -108,8 +128,12 @@ func newLogger(s stdio, c config.Log) *slog.Logger {
 		level = slog.LevelInfo
 	}
 	ho := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(s.stderr, ho))
+	w := s.stderr
+	if f, ok := w.(*os.File); ok && toJournal(f) {
+		w, ho.ReplaceAttr = journalWriter{f}, dropTime
 	}
-	return slog.New(slog.NewTextHandler(s.stderr, ho))
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
 }

@@ -164,8 +164,11 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	go firmwareScript(devCtx, cfg.Hooks.Socket, script)
 	<-devCtx.Done()
 
-	// The devices stop; the agent drains what it spooled, then exits.
-	gps.Unplug()
+	// The agent stops as SIGTERM stops it: its parts first (so the quiet
+	// GPS is a clean stop, not a lost port), then it drains what it
+	// spooled (up to 5 s) and exits; the platform then has it all.
+	stopAgent()
+	agentErr := <-agentDone
 	deadline, cancelDrain := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancelDrain()
 	_ = plat.WaitFor(deadline, func(p *platform.Platform) bool {
@@ -178,9 +181,8 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 		})
 		return n == 0
 	})
-	stopAgent()
-	if err := <-agentDone; err != nil && !errors.Is(err, context.Canceled) {
-		return sum, err
+	if agentErr != nil && !errors.Is(agentErr, context.Canceled) {
+		return sum, agentErr
 	}
 
 	uniq, dups, msgs, bytes := plat.Counts()
@@ -235,6 +237,7 @@ func Config(dir, brokerURL, gpsPort, radioPort string) config.Config {
 	c.Radio.Poll = config.D(2 * time.Second)
 	c.Tracking = config.Tracking{}
 	c.Hooks.Socket = filepath.Join(dir, "events.sock")
+	c.Status.Socket = filepath.Join(dir, "control.sock")
 	c.Hooks.AllowUIDs = []int{os.Getuid()}
 	c.Hooks.LinkPeriod = config.D(0)
 	return c
