@@ -276,8 +276,10 @@ func runWorkload(t *testing.T, ev *events, dir, ballast string, d time.Duration,
 		}
 	}
 	if m := s.Metrics(); uint64(len(gone)) != evicted+m.Evicted {
-		t.Errorf("%d records appended, never committed and no longer held, but the spool counts %d evicted",
-			len(gone), evicted+m.Evicted)
+		// The spool also drops records it cannot read back or store
+		// (RecoveryUnreadable, logged): a loss on a live disk, so a failure.
+		t.Errorf("%d records appended, never committed and no longer held, but the spool counts %d evicted "+
+			"(%d unreadable since this Open, health %v)", len(gone), evicted+m.Evicted, m.RecoveryUnreadable, m.Health.State)
 	}
 	st.evicted = len(gone)
 	for len(gone) > 0 {

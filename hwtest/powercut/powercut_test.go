@@ -311,6 +311,8 @@ type checker struct {
 	statesWithDur  int
 	intactChecked  int
 	droppedRegions int
+	lostCounted    int // records recovery counted as lost
+	droppedWhole   int // records whole on the medium that recovery did not keep
 	maxRecords     int
 	recovered      int
 	took           [4]time.Duration // replay, mount and ext4 recovery, spool checks, unmount
@@ -525,12 +527,15 @@ func (c *checker) checkSpool(st *crashState, dir string) bool {
 		droppedBytes += f.size
 	}
 	c.intactChecked += len(intact)
-	if len(dropped) > 0 && (m.RecoveryDropped == 0 || m.RecoveryDroppedBytes < int64(droppedBytes)) {
+	if len(dropped) > 0 && (m.RecoveryDropped == 0 || m.RecoveryDroppedBytes < int64(droppedBytes) ||
+		m.RecoveryLostRecords < len(dropped)) {
 		c.finding(st, "uncounted drop", "%d records whole on the medium were dropped by recovery (%d bytes, e.g. seq %d), "+
-			"but it counts %d regions, %d bytes", len(dropped), droppedBytes, dropped[0],
-			m.RecoveryDropped, m.RecoveryDroppedBytes)
+			"but it counts %d regions, %d bytes, %d records", len(dropped), droppedBytes, dropped[0],
+			m.RecoveryDropped, m.RecoveryDroppedBytes, m.RecoveryLostRecords)
 		ok = false
 	}
+	c.lostCounted += m.RecoveryLostRecords
+	c.droppedWhole += len(dropped)
 	if q := s.NextSeq(); q <= c.h.maxSeqs[lo] {
 		c.finding(st, "seq reused", "the recovered spool hands out seq %d again (%d were handed out)", q, c.h.maxSeqs[lo])
 		ok = false
@@ -547,6 +552,8 @@ func (c *checker) report(t *testing.T, n int, took time.Duration) {
 		c.statesWithDur, c.durableChecks[0]+c.durableChecks[1]+c.durableChecks[2]+c.durableChecks[3],
 		c.durableChecks[3], c.durableChecks[2], c.durableChecks[1], c.durableChecks[0],
 		c.intactChecked, c.recovered, c.maxRecords, c.droppedRegions)
+	t.Logf("recovery counted %d records lost; %d records whole on the media were not kept (each must be counted)",
+		c.lostCounted, c.droppedWhole)
 	t.Logf("time per state: replay %v, attach and mount (ext4 journal recovery) %v, spool checks %v, unmount %v",
 		c.took[0]/time.Duration(max(n, 1)), c.took[1]/time.Duration(max(n, 1)),
 		c.took[2]/time.Duration(max(n, 1)), c.took[3]/time.Duration(max(n, 1)))
