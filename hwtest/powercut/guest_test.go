@@ -275,7 +275,10 @@ func runWorkload(t *testing.T, ev *events, dir, ballast string, d time.Duration,
 			gone = append(gone, q)
 		}
 	}
-	if m := s.Metrics(); uint64(len(gone)) != evicted+m.Evicted {
+	// Every record gone must be counted as evicted. The count may be
+	// higher: a drop is persisted lazily, and one the full disk refused
+	// at the restart comes back after it (a duplicate, never a loss).
+	if m := s.Metrics(); uint64(len(gone)) > evicted+m.Evicted {
 		// The spool also drops records it cannot read back or store
 		// (RecoveryUnreadable, logged): a loss on a live disk, so a failure.
 		t.Errorf("%d records appended, never committed and no longer held, but the spool counts %d evicted "+
