@@ -94,7 +94,7 @@ func (s *Server) Close() error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("X-Frame-Options", "DENY")
-	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Referrer-Policy", "same-origin")
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data: "+tileOrigin(s.opt.TileURL)+"; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
 	w.Header().Set("Strict-Transport-Security", "max-age=31536000")
 	switch r.URL.Path {
@@ -205,14 +205,26 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request, name string) {
 // maxLoginBody bounds a login form.
 const maxLoginBody = 4096
 
+// sameOrigin: the browser says the request comes from this site
+// (Sec-Fetch-Site, else Origin); a client that sends neither is not a
+// browser and cannot be led by another site.
+func sameOrigin(r *http.Request) bool {
+	if sf := r.Header.Get("Sec-Fetch-Site"); sf != "" {
+		return sf == "same-origin" || sf == "none"
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		return err == nil && u.Host == r.Host
+	}
+	return true
+}
+
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	// A cross-site form cannot log a victim in as someone else: the
 	// browser's Origin must be this host.
-	if o := r.Header.Get("Origin"); o != "" {
-		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
-			http.Error(w, "cross-origin login refused", http.StatusForbidden)
-			return
-		}
+	if !sameOrigin(r) {
+		http.Error(w, "cross-origin login refused", http.StatusForbidden)
+		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
 	if err := r.ParseForm(); err != nil {
