@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kestrel-edge/kestrel/hwtest/postgres"
 )
 
 // TestNothingWithoutSession: every path but /login and /healthz, pages,
@@ -123,7 +125,17 @@ func TestSessionCookie(t *testing.T) {
 // may not, a request without the token may not; the acknowledgement and
 // every track view are audited.
 func TestEmergencyAckRolesCSRFAudit(t *testing.T) {
-	r := startRig(t, 0)
+	t.Run("sqlite", func(t *testing.T) { testEmergencyAck(t, "") })
+	t.Run("postgres", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("postgres: not in -short")
+		}
+		testEmergencyAck(t, postgres.Start(t).URL(t))
+	})
+}
+
+func testEmergencyAck(t *testing.T, dbURL string) {
+	r := startRigDB(t, 0, dbURL)
 	u := r.unit("car-7")
 	u.fix(51.5, -0.12, time.Now())
 	u.emergency()

@@ -19,9 +19,13 @@ import (
 // only when chromium is not installed (.ci/run installs it).
 //
 //	KESTREL_DASHBOARD_DEVICES=N  simulated devices (default 20; make dashboard-bench: 5000)
+//	KESTREL_DASHBOARD_RATE_MILLI=M  fixes per device per 1000 s (default 2000: 2 Hz)
 //	KESTREL_DASHBOARD_SHOTS=DIR  write the pages' screenshots there (docs/ for docs/dashboard.md)
 
 func chromium(t *testing.T) string {
+	if testing.Short() {
+		t.Skip("browser test: not in -short")
+	}
 	for _, name := range []string{"chromium", "chromium-browser"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
@@ -167,7 +171,7 @@ func TestBrowserDashboard(t *testing.T) {
 	if err := chromedp.Run(ctx, chromedp.Click(`#devices tbody a`, chromedp.ByQuery)); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, ctx, "track loaded", `K.track && K.track.length >= 60`, 30*time.Second)
+	poll(t, ctx, "track loaded", `K.deviceLoaded && K.track.length >= 60 && document.querySelectorAll('#timeline .tick.ev.emergency').length === 1 && document.querySelectorAll('#dev-gaps li').length > 0`, 30*time.Second)
 	if err := chromedp.Run(ctx, chromedp.Click("#dev-play", chromedp.ByID)); err != nil {
 		t.Fatal(err)
 	}

@@ -43,12 +43,21 @@ const (
 
 func startRig(t *testing.T, devices int) *rig {
 	t.Helper()
+	return startRigDB(t, devices, "")
+}
+
+// startRigDB is startRig on dbURL (empty: SQLite in a temp dir).
+func startRigDB(t *testing.T, devices int, dbURL string) *rig {
+	t.Helper()
 	dir := t.TempDir()
+	if dbURL == "" {
+		dbURL = "sqlite:" + filepath.Join(dir, "p.db")
+	}
 	r := &rig{t: t, broker: broker.StartMochi(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	var err error
-	if r.store, err = platform.Open(ctx, "sqlite:"+filepath.Join(dir, "p.db")); err != nil {
+	if r.store, err = platform.Open(ctx, dbURL); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.store.Close() })
@@ -79,7 +88,7 @@ func startRig(t *testing.T, devices int) *rig {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if devices > 0 {
-		if r.fleet, err = fleetsim.Start(ctx, fleetsim.Config{Broker: r.broker.URL(), Fleet: testFleet, Devices: devices, Rate: 2, BatchAge: 200 * time.Millisecond}); err != nil {
+		if r.fleet, err = fleetsim.Start(ctx, fleetsim.Config{Broker: r.broker.URL(), Fleet: testFleet, Devices: devices, Rate: float64(envN("KESTREL_DASHBOARD_RATE_MILLI", 2000)) / 1000, BatchAge: 200 * time.Millisecond}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(r.fleet.Close)
@@ -90,7 +99,7 @@ func startRig(t *testing.T, devices int) *rig {
 // waitDevices waits until the store knows n devices with a fix.
 func (r *rig) waitDevices(n int) {
 	r.t.Helper()
-	end := time.Now().Add(testDeadline)
+	end := time.Now().Add(testDeadline + time.Duration(n)*20*time.Millisecond)
 	for {
 		devs, err := r.store.Devices(context.Background(), testFleet)
 		if err != nil {

@@ -387,6 +387,9 @@ WHERE fleet = ? AND device = ? AND time >= ? AND time < ? ORDER BY time LIMIT 20
 		httpError(w, http.StatusInternalServerError, err)
 		return
 	}
+	if gaps == nil {
+		gaps = []platform.Gap{}
+	}
 	var cfg json.RawMessage
 	var payload sql.NullString
 	var cfgAt any

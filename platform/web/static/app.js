@@ -165,6 +165,7 @@ function openDevice(fleet, dev) {
   loadDevice();
 }
 function loadDevice() {
+  K.deviceLoaded = false;
   var from = new Date($('dev-from').value).toISOString(), to = new Date($('dev-to').value).toISOString();
   var q = 'fleet=' + encodeURIComponent(K.dev.fleet) + '&device=' + encodeURIComponent(K.dev.device) + '&from=' + from + '&to=' + to;
   Promise.all([api('/web/device?' + q), api('/api/v1/track?format=geojson&' + q)]).then(function (res) {
@@ -185,6 +186,7 @@ function loadDevice() {
     $('dev-config').textContent = info.config ? JSON.stringify(info.config, null, 1) : 'no config/reported received';
     timeline(Date.parse(from), Date.parse(to), info.events);
     $('dev-at').textContent = ll.length + ' fixes';
+    K.deviceLoaded = true;
   });
 }
 function timeline(t0, t1, events) {
@@ -211,7 +213,7 @@ function play() {
 
 // ---- config view ----
 function renderConfig() {
-  var devs = Object.keys(K.devices).sort().slice(0, 200);
+  var devs = Object.keys(K.devices).sort().slice(0, 50);
   Promise.all(devs.map(function (k) { var d = K.devices[k]; return api('/web/device?fleet=' + encodeURIComponent(d.fleet) + '&device=' + encodeURIComponent(d.device) + '&from=1m'); }))
     .then(function (all) {
       $('config-list').innerHTML = all.map(function (x) {
