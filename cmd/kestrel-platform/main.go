@@ -134,6 +134,10 @@ flags:
 		return err
 	}
 	o.Metrics = platform.NewMetrics()
+	if *httpAddr != "" && web_.UsersFile != "" {
+		web_.Commits = web.NewCommits()
+		o.OnCommit = web_.Commits.OnCommit
+	}
 	in, err := platform.NewIngest(store, o)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

@@ -25,6 +25,9 @@ type HTTPConfig struct {
 	Plaintext        bool
 	Tiles            string
 	TilesAttribution string
+	// Commits, when set (and given to ingest as OnCommit), makes the
+	// dashboard read new data as soon as it is committed.
+	Commits *Commits
 }
 
 // Flags registers the dashboard's flags of "serve" (beside --http).
@@ -121,7 +124,7 @@ func Start(ctx context.Context, c HTTPConfig, store *platform.Store, api http.Ha
 		}
 		tc = &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
 	}
-	dash, err := New(ctx, store, api, Options{Users: users, TileURL: c.Tiles, TileAttribution: c.TilesAttribution, Logger: log})
+	dash, err := New(ctx, store, api, Options{Users: users, TileURL: c.Tiles, TileAttribution: c.TilesAttribution, Logger: log, Commits: c.Commits})
 	if err != nil {
 		return nil, err
 	}

@@ -125,54 +125,104 @@ func fingerprint(d *platform.Device) string {
 	return string(b) + d.State
 }
 
-// run polls until ctx ends: emergencies every EmergencyPoll, devices every DevicePoll.
+// Commits wakes the dashboard when ingest commits, so that a new fix or
+// an emergency is read at once rather than at the next poll. Set
+// platform.IngestOptions.OnCommit to its OnCommit.
+type Commits struct{ c chan struct{} }
+
+// NewCommits makes a Commits.
+func NewCommits() *Commits { return &Commits{c: make(chan struct{}, 1)} }
+
+// OnCommit is a platform.IngestOptions.OnCommit; it never blocks.
+func (c *Commits) OnCommit([]platform.Row, time.Time) {
+	select {
+	case c.c <- struct{}{}:
+	default:
+	}
+}
+
+// minPoll is the shortest time between two reads of the devices table.
+const minPoll = 200 * time.Millisecond
+
+// run polls until ctx ends: emergencies every EmergencyPoll, devices every
+// DevicePoll, and both after a commit (devices at most every minPoll).
 func (s *Server) run(ctx context.Context, log *slog.Logger) {
 	et := time.NewTicker(s.opt.EmergencyPoll)
 	dt := time.NewTicker(s.opt.DevicePoll)
 	defer et.Stop()
 	defer dt.Stop()
+	var wake <-chan struct{}
+	if s.opt.Commits != nil {
+		wake = s.opt.Commits.c
+	}
+	var lastDevices time.Time
+	pending := time.NewTimer(time.Hour)
+	pending.Stop()
+	pollDevices := func() {
+		lastDevices = time.Now()
+		s.pollDevices(ctx, log)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-et.C:
-			em, err := s.emergencies(ctx)
-			if err != nil {
-				log.Warn("dashboard: emergencies", "err", err)
-				continue
+		case <-wake:
+			s.pollEmergencies(ctx, log)
+			if wait := minPoll - time.Since(lastDevices); wait > 0 {
+				pending.Reset(wait)
+			} else {
+				pollDevices()
 			}
-			b, _ := json.Marshal(em)
-			s.hub.mu.Lock()
-			changed := string(b) != s.hub.emerg
-			s.hub.emerg = string(b)
-			s.hub.mu.Unlock()
-			if changed {
-				s.hub.publish("emergencies", b)
-			}
+		case <-pending.C:
+			pollDevices()
 		case <-dt.C:
-			devs, err := s.store.Devices(ctx, "")
-			if err != nil {
-				log.Warn("dashboard: devices", "err", err)
-				continue
+			if time.Since(lastDevices) >= minPoll {
+				pollDevices()
 			}
-			var changed []deviceView
-			s.hub.mu.Lock()
-			for i := range devs {
-				k := [2]string{devs[i].Fleet, devs[i].Device}
-				fp := fingerprint(&devs[i])
-				if s.hub.last[k] != fp {
-					s.hub.last[k] = fp
-					changed = append(changed, view(&devs[i]))
-				}
-			}
-			s.hub.mu.Unlock()
-			for len(changed) > 0 {
-				n := min(len(changed), 500)
-				b, _ := json.Marshal(changed[:n])
-				s.hub.publish("devices", b)
-				changed = changed[n:]
-			}
+		case <-et.C:
+			s.pollEmergencies(ctx, log)
 		}
+	}
+}
+
+func (s *Server) pollEmergencies(ctx context.Context, log *slog.Logger) {
+	em, err := s.emergencies(ctx)
+	if err != nil {
+		log.Warn("dashboard: emergencies", "err", err)
+		return
+	}
+	b, _ := json.Marshal(em)
+	s.hub.mu.Lock()
+	changed := string(b) != s.hub.emerg
+	s.hub.emerg = string(b)
+	s.hub.mu.Unlock()
+	if changed {
+		s.hub.publish("emergencies", b)
+	}
+}
+
+func (s *Server) pollDevices(ctx context.Context, log *slog.Logger) {
+	devs, err := s.store.Devices(ctx, "")
+	if err != nil {
+		log.Warn("dashboard: devices", "err", err)
+		return
+	}
+	var changed []deviceView
+	s.hub.mu.Lock()
+	for i := range devs {
+		k := [2]string{devs[i].Fleet, devs[i].Device}
+		fp := fingerprint(&devs[i])
+		if s.hub.last[k] != fp {
+			s.hub.last[k] = fp
+			changed = append(changed, view(&devs[i]))
+		}
+	}
+	s.hub.mu.Unlock()
+	for len(changed) > 0 {
+		n := min(len(changed), 500)
+		b, _ := json.Marshal(changed[:n])
+		s.hub.publish("devices", b)
+		changed = changed[n:]
 	}
 }
 

@@ -61,7 +61,8 @@ func startRigDB(t *testing.T, devices int, dbURL string) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.store.Close() })
-	in, err := platform.NewIngest(r.store, platform.IngestOptions{Broker: r.broker.URL(), ClientID: "web-test", Logger: slog.New(slog.DiscardHandler)})
+	commits := NewCommits()
+	in, err := platform.NewIngest(r.store, platform.IngestOptions{Broker: r.broker.URL(), ClientID: "web-test", Logger: slog.New(slog.DiscardHandler), OnCommit: commits.OnCommit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func startRigDB(t *testing.T, devices int, dbURL string) *rig {
 	if err := os.WriteFile(users, []byte("# test users\n"+v+"\n"+s+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.http, err = Start(ctx, HTTPConfig{Addr: "127.0.0.1:0", UsersFile: users, TLSDir: filepath.Join(dir, "tls")}, r.store,
+	r.http, err = Start(ctx, HTTPConfig{Addr: "127.0.0.1:0", UsersFile: users, Commits: commits, TLSDir: filepath.Join(dir, "tls")}, r.store,
 		platform.API(r.store, platform.NewMetrics(), in.Connected), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

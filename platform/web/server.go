@@ -31,6 +31,7 @@ type Options struct {
 	TileAttribution string
 	EmergencyPoll   time.Duration // default 250 ms
 	DevicePoll      time.Duration // default 1 s
+	Commits         *Commits      // nil: poll only
 	Logger          *slog.Logger
 }
 
