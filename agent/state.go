@@ -133,6 +133,11 @@ func (a *Agent) stateFields() map[string]any {
 		"spool_health":   m.Health.State.String(),
 		"spool_oldest_s": int64(m.OldestAge.Seconds()),
 		"spool_writes":   m.Writes,
+		// What recovery lost at this boot's Open: counted, never silent.
+		"spool_recovery_dropped_regions":  m.RecoveryDropped,
+		"spool_recovery_lost_records":     m.RecoveryLostRecords,
+		"spool_recovery_missing_segments": m.RecoveryMissingSegments,
+		"spool_unreadable_records":        m.RecoveryUnreadable,
 	}
 	if m.Health.Err != nil {
 		f["spool_error"] = m.Health.Err.Error()
