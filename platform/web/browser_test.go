@@ -148,7 +148,7 @@ func TestBrowserDashboard(t *testing.T) {
 	t.Logf("emergency: raised on the device to banner in the browser: %v", took.Round(time.Millisecond))
 	_ = raised
 	shot(t, ctx, "dashboard-emergency.png")
-	if err := chromedp.Run(ctx, chromedp.Click("#banner button.ack", chromedp.ByQuery)); err != nil {
+	if err := chromedp.Run(ctx, chromedp.Evaluate(`document.querySelector('#banner button.ack').click(); true`, &ok)); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, ctx, "banner gone after the acknowledgement", `document.getElementById('banner').hidden`, 10*time.Second)
@@ -168,7 +168,8 @@ func TestBrowserDashboard(t *testing.T) {
 	poll(t, ctx, "filter", `document.querySelectorAll('#devices tbody tr').length === 1`, 10*time.Second)
 
 	// Open the device and replay its track.
-	if err := chromedp.Run(ctx, chromedp.Click(`#devices tbody a`, chromedp.ByQuery)); err != nil {
+	// The list re-renders on every live update: click in one step in the page.
+	if err := chromedp.Run(ctx, chromedp.Evaluate(`document.querySelector('#devices tbody a').click(); true`, &ok)); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, ctx, "track loaded", `K.deviceLoaded && K.track.length >= 60 && document.querySelectorAll('#timeline .tick.ev.emergency').length === 1 && document.querySelectorAll('#dev-gaps li').length > 0`, 30*time.Second)
