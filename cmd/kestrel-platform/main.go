@@ -35,6 +35,7 @@ var errUsage = subcmd.ErrUsage
 
 var commands = subcmd.Table[stdio]{Program: "kestrel-platform", Commands: map[string]subcmd.Command[stdio]{
 	"serve":   {Summary: "serve --broker URL --db URL [--share GROUP] [--http ADDR]: ingest into the database", Run: runServe},
+	"user":    {Summary: "user NAME viewer|supervisor: print a dashboard users-file line, the password read from stdin", Run: runUser},
 	"version": {Summary: "version: print version, Go version and platform", Run: runVersion},
 }}
 
@@ -43,6 +44,22 @@ func main() {
 	code := commands.Dispatch(os.Args[1:], stdio{ctx: ctx, stdout: os.Stdout, stderr: os.Stderr}, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+func runUser(args []string, s stdio) error {
+	if len(args) != 2 {
+		return fmt.Errorf("%w: user NAME viewer|supervisor (the password on stdin)", errUsage)
+	}
+	pw, err := io.ReadAll(io.LimitReader(os.Stdin, 1024))
+	if err != nil {
+		return err
+	}
+	line, err := web.UserLine(args[0], web.Role(args[1]), strings.TrimRight(string(pw), "\r\n"))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	fmt.Fprintln(s.stdout, line)
+	return nil
 }
 
 func runVersion(_ []string, s stdio) error {

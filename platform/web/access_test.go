@@ -236,6 +236,20 @@ func TestUsersFile(t *testing.T) {
 	if _, ok := u.Check("a", "pW"); ok {
 		t.Fatal("wrong password accepted")
 	}
+	for _, bad := range [][3]string{{"a:b", "viewer", "password1"}, {"a", "admin", "password1"}, {"a", "viewer", "short"}} {
+		if _, err := UserLine(bad[0], Role(bad[1]), bad[2]); err == nil {
+			t.Errorf("UserLine%q accepted", bad)
+		}
+	}
+	ul, err := UserLine("bo", RoleSupervisor, "password1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := ParseUsers(strings.NewReader(ul)); err != nil || u["bo"].Role != RoleSupervisor {
+		t.Fatalf("UserLine %q: %v", ul, err)
+	} else if _, ok := u.Check("bo", "password1"); !ok {
+		t.Fatal("UserLine's password refused")
+	}
 	p := filepath.Join(t.TempDir(), "users")
 	os.WriteFile(p, []byte(line), 0o644)
 	if _, err := LoadUsers(p); err == nil {

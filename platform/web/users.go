@@ -104,6 +104,20 @@ func (u Users) Check(name, password string) (User, bool) {
 	return usr, true
 }
 
+// UserLine checks name, role and password and makes their users-file line.
+func UserLine(name string, role Role, password string) (string, error) {
+	if name == "" || strings.ContainsAny(name, ": \t\n#") {
+		return "", fmt.Errorf("user name %q: want a name without ':', spaces or '#'", name)
+	}
+	if role != RoleViewer && role != RoleSupervisor {
+		return "", fmt.Errorf("role %q: want viewer or supervisor", role)
+	}
+	if len(password) < 8 || len(password) > 72 {
+		return "", fmt.Errorf("password: want 8 to 72 bytes (bcrypt)")
+	}
+	return HashLine(name, role, password)
+}
+
 // HashLine makes a users-file line for name, role and password.
 func HashLine(name string, role Role, password string) (string, error) {
 	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
