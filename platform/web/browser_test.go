@@ -105,6 +105,7 @@ func TestBrowserDashboard(t *testing.T) {
 	for i := range 60 {
 		car.fix(51.5+float64(i)*0.0004, -0.12+float64(i)*0.0006, now.Add(time.Duration(i-60)*time.Second))
 	}
+	car.battery(81)
 	r.waitDevices(n + 1)
 	ctx := browser(t)
 
@@ -172,7 +173,7 @@ func TestBrowserDashboard(t *testing.T) {
 	if err := chromedp.Run(ctx, chromedp.Evaluate(`document.querySelector('#devices tbody a').click(); true`, &ok)); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, ctx, "track loaded", `K.deviceLoaded && K.track.length >= 60 && document.querySelectorAll('#timeline .tick.ev.emergency').length === 1 && document.querySelectorAll('#dev-gaps li').length > 0`, 30*time.Second)
+	poll(t, ctx, "track loaded", `K.deviceLoaded && K.track.length >= 60 && document.querySelectorAll('#timeline .tick.ev.emergency').length === 1 && document.querySelectorAll('#dev-gaps li').length > 0 && document.getElementById('dev-latest').textContent.indexOf('81') > 0`, 30*time.Second)
 	if err := chromedp.Run(ctx, chromedp.Click("#dev-play", chromedp.ByID)); err != nil {
 		t.Fatal(err)
 	}

@@ -153,6 +153,12 @@ func (u *unit) fix(lat, lon float64, at time.Time) {
 		Body: &kestrel.Position{Lat: int32(lat * 1e7), Lon: int32(lon * 1e7), Mode: kestrel.Fix3D, Speed: 250, Flags: kestrel.HasSpeed}})
 }
 
+func (u *unit) battery(percent uint8) {
+	u.seq++
+	u.outbox.Add(kestrel.Record{Envelope: kestrel.Envelope{Device: u.id, Boot: 1, Seq: u.seq, Time: time.Now().UnixMilli(), Priority: kestrel.PriorityBulk},
+		Body: &kestrel.Battery{Capacity: percent, Status: "Discharging", VoltageMV: 3900}})
+}
+
 func (u *unit) emergency() {
 	u.seq++
 	u.outbox.Add(kestrel.Record{Envelope: kestrel.Envelope{Device: u.id, Boot: 1, Seq: u.seq, Time: time.Now().UnixMilli(), Priority: kestrel.PriorityEmergency},

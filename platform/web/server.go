@@ -399,7 +399,17 @@ WHERE fleet = ? AND device = ? AND time >= ? AND time < ? ORDER BY time LIMIT 20
 	if err == nil && json.Valid([]byte(payload.String)) {
 		cfg = json.RawMessage(payload.String)
 	}
-	writeJSON(w, map[string]any{"device": found, "events": evs, "gaps": gaps, "config": cfg, "config_received": asTime(cfgAt)})
+	// The latest record of each status kind, which the state message does
+	// not carry: one indexed read each.
+	latest := map[string]json.RawMessage{}
+	for _, kind := range []string{"battery", "radio", "link", "gps", "thermal"} {
+		var body sql.NullString
+		if err := db.QueryRowContext(r.Context(), s.audit.q(`SELECT body FROM records WHERE fleet = ? AND device = ? AND kind = ? ORDER BY time DESC LIMIT 1`),
+			found.Fleet, dev, kind).Scan(&body); err == nil && json.Valid([]byte(body.String)) {
+			latest[kind] = json.RawMessage(body.String)
+		}
+	}
+	writeJSON(w, map[string]any{"device": found, "events": evs, "gaps": gaps, "config": cfg, "config_received": asTime(cfgAt), "latest": latest})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -183,6 +183,9 @@ function loadDevice() {
     $('dev-gaps').innerHTML = info.gaps.map(function (g) {
       return '<li>boot ' + g.boot + ' seq ' + g.first_seq + '–' + g.last_seq + (g.open ? ' <b>open</b>' : ' closed ' + esc(g.closed)) + ' (opened ' + esc(g.opened) + ')</li>';
     }).join('') || '<li>none</li>';
+    $('dev-latest').innerHTML = Object.keys(info.latest || {}).map(function (k) {
+      return '<dt>' + esc(k) + '</dt><dd>' + esc(JSON.stringify(info.latest[k])) + '</dd>';
+    }).join('') || '<dd>no battery, radio, link, gps or thermal records in the store</dd>';
     $('dev-config').textContent = info.config ? JSON.stringify(info.config, null, 1) : 'no config/reported received';
     timeline(Date.parse(from), Date.parse(to), info.events);
     $('dev-at').textContent = ll.length + ' fixes';
