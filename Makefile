@@ -51,6 +51,7 @@ fuzz:            ## a minute on each parser of outside input
 	$(GO) test ./agent/config -run '^$$' -fuzz . -fuzztime 60s
 	$(GO) test ./platform -run '^$$' -fuzz '^FuzzBatchAdd$$' -fuzztime 60s
 	$(GO) test ./firmware-hooks/eventsock -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime 60s
+	$(GO) test ./platform/web -run '^$$' -fuzz '^FuzzParseUsers$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzRecover$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime 60s
 
