@@ -286,3 +286,53 @@ func TestPlaintextOnlyLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestLogoutEndsEventStream: an open event stream ends once its session
+// is logged out, and the cookie no longer opens one.
+func TestLogoutEndsEventStream(t *testing.T) {
+	r := startRig(t, 2)
+	c := r.client()
+	tok := r.login(c, "olive", viewerPass)
+	c.Timeout = 0 // the stream must end by itself
+	resp, err := c.Get(r.base + "/web/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 64<<10)
+	if _, err := resp.Body.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", r.base+"/logout", nil)
+	req.Header.Set(csrfHeader, tok)
+	lo, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo.Body.Close()
+	if lo.StatusCode != http.StatusNoContent {
+		t.Fatalf("logout: %d", lo.StatusCode)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := resp.Body.Read(buf); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-ended:
+	case <-time.After(testDeadline):
+		t.Fatal("event stream still open after logout")
+	}
+	again, err := c.Get(r.base + "/web/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.Body.Close()
+	if again.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("after logout: %d", again.StatusCode)
+	}
+}

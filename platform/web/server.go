@@ -268,7 +268,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case f := <-ch:
-			if time.Now().After(sess.expires) {
+			if !s.sessions.live(sess) {
 				return
 			}
 			if _, err := w.Write(f); err != nil {
@@ -276,6 +276,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			}
 			fl.Flush()
 		case <-keep.C:
+			if !s.sessions.live(sess) {
+				return
+			}
 			if _, err := io.WriteString(w, ": keepalive\n\n"); err != nil {
 				return
 			}

@@ -18,6 +18,7 @@ const (
 )
 
 type session struct {
+	// expires is read by open event streams under sessions.mu.
 	user    User
 	csrf    string
 	expires time.Time
@@ -72,9 +73,19 @@ func (s *sessions) get(r *http.Request) *session {
 func (s *sessions) drop(r *http.Request) {
 	if c, err := r.Cookie(cookieName); err == nil {
 		s.mu.Lock()
+		if sess := s.m[c.Value]; sess != nil {
+			sess.expires = time.Time{} // open event streams end at their next frame
+		}
 		delete(s.m, c.Value)
 		s.mu.Unlock()
 	}
+}
+
+// live reports whether the session is still valid.
+func (s *sessions) live(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Now().Before(sess.expires)
 }
 
 func setCookie(w http.ResponseWriter, value string, maxAge int) {
