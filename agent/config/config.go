@@ -51,11 +51,16 @@ type Broker struct {
 	KeyFile        string   `toml:"key_file"`
 	Username       string   `toml:"username"`
 	PasswordFile   string   `toml:"password_file"`
-	KeepAlive      Duration `toml:"keepalive"`
-	BatchMax       int      `toml:"batch_max"`
-	BatchAge       Duration `toml:"batch_age"`
-	InFlight       int      `toml:"inflight"`
-	RateLimit      int      `toml:"rate_limit"` // bytes per second, 0 = unlimited
+	// Profile is the link profile (lte or narrowband): it sets the batch
+	// ages, keepalive and ping timeout that are left at 0.
+	Profile   string   `toml:"profile"`
+	KeepAlive Duration `toml:"keepalive"`
+	BatchMax  int      `toml:"batch_max"`
+	BatchAge  Duration `toml:"batch_age"`
+	HighAge   Duration `toml:"high_age"`
+	BulkAge   Duration `toml:"bulk_age"`
+	InFlight  int      `toml:"inflight"`
+	RateLimit int      `toml:"rate_limit"` // bytes per second, 0 = unlimited
 }
 
 type Spool struct {
@@ -181,11 +186,10 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 func Defaults() Config {
 	return Config{
 		Broker: Broker{
-			URLs:      []string{"tls://localhost:8883"},
-			KeepAlive: D(30 * time.Second),
-			BatchMax:  50,
-			BatchAge:  D(time.Second),
-			InFlight:  20,
+			URLs:     []string{"tls://localhost:8883"},
+			Profile:  "lte",
+			BatchMax: 50,
+			InFlight: 20,
 		},
 		Spool: Spool{
 			Dir:          "/var/lib/kestrel/spool",
