@@ -128,6 +128,9 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"broker.allow_plaintext": func(c *config.Config) { c.Broker.AllowPlaintext = true },
 		"broker.batch_age":       func(c *config.Config) { c.Broker.BatchAge = config.D(3 * time.Second) },
 		"broker.batch_max":       func(c *config.Config) { c.Broker.BatchMax = 9 },
+		"broker.profile":         func(c *config.Config) { c.Broker.Profile = "narrowband" },
+		"broker.high_age":        func(c *config.Config) { c.Broker.HighAge = config.D(500 * time.Millisecond) },
+		"broker.bulk_age":        func(c *config.Config) { c.Broker.BulkAge = config.D(2 * time.Minute) },
 		"broker.ca_file": func(c *config.Config) {
 			c.Broker.CAFile, c.Broker.CertFile, c.Broker.KeyFile = r.ca.CAFile, r.ca.ClientCert, r.ca.ClientKey
 		},
