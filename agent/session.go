@@ -15,6 +15,7 @@ import (
 // reload can replace the broker session without touching anything else.
 type sessionRunner struct {
 	sess   *mqtt.Session
+	cfg    config.Config // what it was built from
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -31,11 +32,16 @@ func (a *Agent) sessionOptions(cfg config.Config) (mqtt.Options, error) {
 		Version:        a.opts.Version,
 		AllowPlaintext: b.AllowPlaintext,
 		Username:       b.Username,
+		Profile:        b.Profile,
 		KeepAlive:      b.KeepAlive.Duration,
 		BatchMax:       b.BatchMax,
 		BatchAge:       b.BatchAge.Duration,
+		HighAge:        b.HighAge.Duration,
+		BulkAge:        b.BulkAge.Duration,
 		InFlight:       b.InFlight,
 		RateLimit:      b.RateLimit,
+		MaxInbound:     cfg.Remote.MaxMessage,
+		OnOversize:     a.msgr.oversize,
 		State:          a.stateFields,
 		Logger:         a.log,
 	}
@@ -64,7 +70,7 @@ func (a *Agent) startSession(ctx context.Context, cfg config.Config) (*sessionRu
 	if err != nil {
 		return nil, err
 	}
-	return a.runSession(ctx, sess), nil
+	return a.runSession(ctx, sess, cfg), nil
 }
 
 // newSession validates the broker settings and builds an idle session, so
@@ -81,9 +87,9 @@ func (a *Agent) newSession(cfg config.Config) (*mqtt.Session, error) {
 	return sess, nil
 }
 
-func (a *Agent) runSession(ctx context.Context, sess *mqtt.Session) *sessionRunner {
+func (a *Agent) runSession(ctx context.Context, sess *mqtt.Session, cfg config.Config) *sessionRunner {
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r := &sessionRunner{sess: sess, cancel: cancel, done: make(chan struct{})}
+	r := &sessionRunner{sess: sess, cfg: cfg, cancel: cancel, done: make(chan struct{})}
 	if a.msgr != nil {
 		a.msgr.attach(sess)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,7 +164,7 @@ func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	m.Attach(bus)
+	m.Attach(newTestDoor(m.StartConfig(), nil), bus)
 	deadline := time.Now().Add(5 * time.Second)
 	for m.Version() != 4 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -184,7 +185,7 @@ func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
 		if boot > maxPendingBoots {
 			want = 0
 		}
-		if got := m.Config(); got.Version != want {
+		if got := m.StartConfig(); got.Version != want {
 			t.Fatalf("boot %d: version %d, want %d", boot, got.Version, want)
 		}
 		if boot > maxPendingBoots {
@@ -192,15 +193,18 @@ func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
 			if last := a[len(a)-1]; last.Kind != "rollback" || last.Version != 4 {
 				t.Fatalf("audit: %+v", last)
 			}
-			if m.st.HighWater != 4 {
+			if m.st.HighWater["device/d1"] != 4 {
 				t.Fatal("high-water mark lost: version 4 could be applied again")
 			}
 		}
 	}
 }
 
+// TestAuditBoundedAndPersisted: the audit log keeps the last audit_max
+// verified entries; 10,000 unverified junk commands are counted in the junk
+// summary and push none of them out.
 func TestAuditBoundedAndPersisted(t *testing.T) {
-	_, pub := testKey(1)
+	priv, pub := testKey(1)
 	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
 	bus := newMemBus()
 	m, err := NewManager(Options{Current: cfg, AuditMax: 5})
@@ -210,22 +214,33 @@ func TestAuditBoundedAndPersisted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	m.Attach(bus)
-	for i := 0; i < 8; i++ {
-		bus.deliver("kestrel/v1/met/d1/cmd", []byte(`{"junk":`+strings.Repeat("1", i+1)+`}`))
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if a := m.Audit(); len(a) == 5 && a[4].Seq == 8 {
-			break
+	m.Attach(newTestDoor(m.StartConfig(), nil), bus)
+	waitAudit := func(ok func([]AuditEntry) bool) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok(m.Audit()) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
 		}
+	}
+	for i := 0; i < 8; i++ {
+		c, _ := SignCommand(priv, Command{Fleet: "met", Device: "d1", ID: fmt.Sprint("real-", i), Name: "nosuch"})
+		bus.deliver("kestrel/v1/met/d1/cmd", c)
+	}
+	waitAudit(func(a []AuditEntry) bool { return len(a) == 5 && a[4].Seq == 8 })
+	for i := 0; i < 10000; i++ {
+		for len(m.inbox) > cap(m.inbox)/2 {
+			time.Sleep(time.Millisecond)
+		}
+		bus.deliver("kestrel/v1/met/d1/cmd", []byte(`{"junk":`+strings.Repeat("1", i%50+1)+`}`))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.JunkCount() < 10000 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
 	<-done
 	a := m.Audit()
-	if len(a) != 5 || a[0].Seq != 4 || a[4].Seq != 8 {
-		t.Fatalf("audit %+v", a)
+	if len(a) != 5 || a[0].Seq != 4 || a[4].Seq != 8 || a[4].ID != "real-7" || m.JunkCount() != 10000 {
+		t.Fatalf("audit %+v, junk %d", a, m.JunkCount())
 	}
 	// Rejections are saved (rate-limited, and at shutdown).
 	raw, err := os.ReadFile(cfg.Remote.StateFile)
@@ -233,8 +248,8 @@ func TestAuditBoundedAndPersisted(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st state
-	if err := json.Unmarshal(raw, &st); err != nil || len(st.Audit) != 5 || st.AuditSeq != 8 {
-		t.Fatalf("persisted audit: %d entries, seq %d, %v", len(st.Audit), st.AuditSeq, err)
+	if err := json.Unmarshal(raw, &st); err != nil || len(st.Audit) != 5 || st.AuditSeq != 8 || st.Junk.Count != 10000 {
+		t.Fatalf("persisted audit: %d entries, seq %d, junk %d, %v", len(st.Audit), st.AuditSeq, st.Junk.Count, err)
 	}
 	if fi, _ := os.Stat(cfg.Remote.StateFile); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file mode %v", fi.Mode().Perm())
@@ -257,21 +272,15 @@ func TestReloadKeepsRemoteOverlay(t *testing.T) {
 	priv, pub := testKey(1)
 	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
 	bus := newMemBus()
-	var mu sync.Mutex
-	var running config.Config
-	m, err := NewManager(Options{Current: cfg, Apply: func(_ context.Context, _, n config.Config) error {
-		mu.Lock()
-		running = n
-		mu.Unlock()
-		return nil
-	}})
+	m, err := NewManager(Options{Current: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	door := newTestDoor(m.StartConfig(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.Run(ctx)
-	m.Attach(bus)
+	m.Attach(door, bus)
 	env, _ := SignConfig(priv, AllDevices("met"), 2, []byte("[tracking]\ndistance = 7.0\n"))
 	bus.deliver("kestrel/v1/met/_all/config/desired", env)
 	deadline := time.Now().Add(5 * time.Second)
@@ -281,18 +290,34 @@ func TestReloadKeepsRemoteOverlay(t *testing.T) {
 	local := config.Clone(cfg)
 	local.GPS.Baud = 9600
 	local.Tracking.Distance = 1000 // under the remote overlay: stays 7
-	changed, err := m.Reload(ctx, local)
+	changed, err := m.ReloadLocal(ctx, local)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	running, _ := door.applied()
 	if running.GPS.Baud != 9600 || running.Tracking.Distance != 7 || running.Version != 2 || len(changed) != 1 {
 		t.Fatalf("reload: baud %d distance %v version %d changed %v", running.GPS.Baud, running.Tracking.Distance, running.Version, changed)
 	}
+	// A key that applies at restart is accepted and said so; the
+	// running value stays.
 	local.Device.ID = "d2"
-	if _, err := m.Reload(ctx, local); !errors.Is(err, config.ErrNotLive) {
-		t.Fatalf("non-live reload: %v", err)
+	changed, err = m.ReloadLocal(ctx, local)
+	if err != nil || len(changed) != 1 || changed[0].Path != "device.id" || changed[0].Applies != config.AtRestart {
+		t.Fatalf("restart-key reload: %v %v", changed, err)
+	}
+	if running, _ := door.applied(); running.Device.ID != "d1" {
+		t.Fatalf("device.id changed live to %q", running.Device.ID)
+	}
+	// A key the agent refuses refuses the whole reload.
+	door.mu.Lock()
+	door.refuse = map[string]bool{"gps.port": true}
+	door.mu.Unlock()
+	local.GPS.Port, local.GPS.Baud = "/dev/ttyS9", 4800
+	if _, err := m.ReloadLocal(ctx, local); !errors.Is(err, config.ErrRefused) {
+		t.Fatalf("refused reload: %v", err)
+	}
+	if running, _ := door.applied(); running.GPS.Baud != 9600 {
+		t.Fatalf("a refused reload changed gps.baud to %d", running.GPS.Baud)
 	}
 }
 
@@ -386,7 +411,7 @@ func TestReportSurvivesRestart(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- m.Run(ctx) }()
-		m.Attach(bus)
+		m.Attach(newTestDoor(m.StartConfig(), nil), bus)
 		deadline := time.Now().Add(5 * time.Second)
 		for !check(m) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
@@ -398,7 +423,7 @@ func TestReportSurvivesRestart(t *testing.T) {
 		}
 	}
 	bus.retained["kestrel/v1/met/_all/config/desired"] = []byte("not json")
-	run(func(m *Manager) bool { return len(m.Audit()) == 1 })
+	run(func(m *Manager) bool { return m.JunkCount() == 1 })
 	bus.mu.Lock()
 	bus.online = true
 	bus.mu.Unlock()

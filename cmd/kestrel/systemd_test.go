@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,7 @@ func TestJournalPriorities(t *testing.T) {
 	for _, format := range []string{"text", "json"} {
 		f.Truncate(0)
 		f.Seek(0, 0)
-		log := newLogger(stdio{ctx: context.Background(), stderr: f}, config.Log{Level: "debug", Format: format})
+		log := newLogger(stdio{ctx: context.Background(), stderr: f}, config.Log{Level: "debug", Format: format}, new(slog.LevelVar))
 		log.Debug("d")
 		log.Info("i")
 		log.Warn("w")
@@ -48,7 +49,7 @@ func TestJournalPriorities(t *testing.T) {
 	t.Setenv("JOURNAL_STREAM", "1:2")
 	f.Truncate(0)
 	f.Seek(0, 0)
-	newLogger(stdio{ctx: context.Background(), stderr: f}, config.Log{Level: "info", Format: "text"}).Warn("w")
+	newLogger(stdio{ctx: context.Background(), stderr: f}, config.Log{Level: "info", Format: "text"}, new(slog.LevelVar)).Warn("w")
 	if b, _ := os.ReadFile(f.Name()); strings.HasPrefix(string(b), "<") || !strings.Contains(string(b), "time=") {
 		t.Errorf("not journald: %q", b)
 	}
