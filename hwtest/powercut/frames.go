@@ -12,7 +12,8 @@ import (
 // The checker's own reading of the spool's segment files (docs/spool.md,
 // "On disk"): a 16-byte header ("KSPL", version, flags, id, CRC32C), then
 // frames {crc32c u32 LE seeded with the CRC32C of the id, uvarint length,
-// body}. It does not decode sequence deltas: the workload's payloads name
+// body: kind<<4|priority, ...}; kinds 1 (record) and 4 (record with an
+// absolute seq, version 3) carry a payload, 2, 3 and 5 do not. It does not decode sequence deltas: the workload's payloads name
 // their own record (payload), so a frame found anywhere, after damage
 // included, identifies its record. intactFrames lists every record frame
 // of the segment's own id that is whole on the medium.
@@ -63,13 +64,13 @@ func scanSegment(b []byte, id uint32, out []intactFrame) []intactFrame {
 		}
 		n, w := binary.Uvarint(b[off+4:])
 		end := off + 4 + w + int(n)
-		if w <= 0 || n == 0 || n > 1<<21 || end > len(b) || b[off+4+w]>>4 < 1 || b[off+4+w]>>4 > 3 ||
+		if w <= 0 || n == 0 || n > 1<<21 || end > len(b) || b[off+4+w]>>4 < 1 || b[off+4+w]>>4 > 5 ||
 			crc32.Update(seed, castagnoli, b[off+4:end]) != binary.LittleEndian.Uint32(b[off:]) {
 			off++
 			continue
 		}
-		if body := b[off+4+w : end]; body[0]>>4 == 1 {
-			for i := 1; i < len(body) && i < 24; i++ { // the payload follows the record header's varints
+		if body := b[off+4+w : end]; body[0]>>4 == 1 || body[0]>>4 == 4 { // a record, delta or absolute (version 3)
+			for i := 1; i < len(body) && i < 40; i++ { // the payload follows the record header's varints
 				if seq, _, ok := parsePayload(body[i:]); ok {
 					out = append(out, intactFrame{seq: seq, size: end - off})
 					break
