@@ -18,6 +18,7 @@ import (
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/motion"
 	"github.com/kestrel-edge/kestrel/agent/remote"
 	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
@@ -53,6 +54,7 @@ type Agent struct {
 
 	spool  *spool.Spool
 	policy *tracking.Policy
+	motion *motion.Detector // driving events from the accelerometer
 
 	boot uint32
 
@@ -112,6 +114,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		srcs:   map[string]*runningSource{},
 	}
 	a.policy.SetClock(opts.Now)
+	a.motion = motion.New(cfg.Motion, a.latest.position)
 	a.msgr = &messenger{a: a}
 	a.latest.kick = make(chan struct{}, 1)
 	// The remote-config manager decides the config to run: the local one
@@ -123,6 +126,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	a.cfg = a.mgr.Config()
 	a.policy.SetConfig(a.cfg.Tracking, a.cfg.Privacy)
+	a.motion.SetConfig(a.cfg.Motion)
 	return a, nil
 }
 

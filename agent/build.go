@@ -99,7 +99,17 @@ func (a *Agent) sensorSources(cfg config.Config) []sourceSpec {
 	var specs []sourceSpec
 	if sc.AccelRate > 0 {
 		src := iio.New(sc.SysfsRoot, iio.Options{Rate: sc.AccelRate, Logger: log, Now: a.opts.Now})
-		specs = append(specs, sourceSpec{name: "accel", section: "sensors", src: absentOK(src, iio.ErrNoDevice, log)})
+		// Every sample also goes through the motion detector (agent/motion),
+		// which raises harsh-driving events and the crash emergency.
+		withMotion := SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
+			return src.Run(ctx, func(r kestrel.Record) {
+				emit(r)
+				if s, ok := r.Body.(*kestrel.Accel); ok {
+					a.motion.Observe(r.Time, s, emit)
+				}
+			})
+		})
+		specs = append(specs, sourceSpec{name: "accel", section: "sensors", src: absentOK(withMotion, iio.ErrNoDevice, log)})
 	}
 	if sc.BatteryPeriod.Duration > 0 {
 		src := battery.New(sc.SysfsRoot, battery.Options{Period: sc.BatteryPeriod.Duration, Logger: log, Now: a.opts.Now})

@@ -58,6 +58,9 @@ func (a *Agent) Apply(ctx context.Context, next config.Config) error {
 	if sections["tracking"] || sections["privacy"] {
 		a.policy.SetConfig(next.Tracking, next.Privacy)
 	}
+	if sections["motion"] {
+		a.motion.SetConfig(next.Motion)
+	}
 	restart := map[string]bool{}
 	for _, spec := range a.buildSources(next) {
 		if sections[spec.section] {

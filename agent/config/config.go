@@ -22,6 +22,7 @@ type Config struct {
 	GPS      GPS      `toml:"gps"`
 	Radio    Radio    `toml:"radio"`
 	Sensors  Sensors  `toml:"sensors"`
+	Motion   Motion   `toml:"motion"`
 	GPIO     GPIO     `toml:"gpio"`
 	Hooks    Hooks    `toml:"hooks"`
 	Tracking Tracking `toml:"tracking"`
@@ -77,6 +78,23 @@ type Sensors struct {
 	AccelRate     float64  `toml:"accel_rate"` // Hz; 0 disables
 	BatteryPeriod Duration `toml:"battery_period"`
 	ThermalPeriod Duration `toml:"thermal_period"`
+}
+
+// Motion is the driving-event detector on the accelerometer (agent/motion,
+// docs/radio.md "Motion events"). Thresholds are in m/s² on the vehicle
+// frame with gravity removed; 0 disables that event.
+type Motion struct {
+	// Mounting names the sensor axes that point along the vehicle's
+	// forward, left and up axes, e.g. "+x,+y,+z" (the default) or
+	// "-y,+x,+z" for a part turned 90° to the right.
+	Mounting      string   `toml:"mounting"`
+	HarshAccel    float64  `toml:"harsh_accel"`    // m/s², forward
+	HarshBrake    float64  `toml:"harsh_brake"`    // m/s², backward
+	HarshCorner   float64  `toml:"harsh_corner"`   // m/s², either side
+	HarshDuration Duration `toml:"harsh_duration"` // least time over a harsh threshold
+	Crash         float64  `toml:"crash"`          // m/s², horizontal peak: an emergency
+	CrashHoldoff  Duration `toml:"crash_holdoff"`  // one emergency per impact
+	GravityTau    Duration `toml:"gravity_tau"`    // time constant of the gravity estimate
 }
 
 type GPIO struct {
@@ -192,6 +210,16 @@ func Defaults() Config {
 			SysfsRoot:     "/sys",
 			BatteryPeriod: D(time.Minute),
 			ThermalPeriod: D(time.Minute),
+		},
+		Motion: Motion{
+			Mounting:      "+x,+y,+z",
+			HarshAccel:    3.5,
+			HarshBrake:    4.0,
+			HarshCorner:   4.0,
+			HarshDuration: D(300 * time.Millisecond),
+			Crash:         24.5,
+			CrashHoldoff:  D(10 * time.Second),
+			GravityTau:    D(10 * time.Second),
 		},
 		GPIO: GPIO{DevRoot: "/dev", Debounce: D(20 * time.Millisecond)},
 		Hooks: Hooks{

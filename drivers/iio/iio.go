@@ -26,12 +26,6 @@ type Options struct {
 	// device's sampling_frequency when that attribute exists, so the part
 	// filters at the rate it is read.
 	Rate float64
-	// CrashThreshold is the acceleration magnitude, in mm/s², above which
-	// a sample is reported as a crash (an EventEmergency named "crash").
-	// 0 disables. 4 g (39227 mm/s²) is a common starting point.
-	CrashThreshold int32
-	// CrashHoldoff suppresses repeat crash events. Default 10 s.
-	CrashHoldoff time.Duration
 	// Priority of the sample records. Default bulk: samples are many and
 	// the first to go when the spool is full.
 	Priority kestrel.Priority
@@ -50,9 +44,6 @@ type Accel struct {
 func New(root string, opts Options) *Accel {
 	if opts.Rate <= 0 {
 		opts.Rate = 10
-	}
-	if opts.CrashHoldoff <= 0 {
-		opts.CrashHoldoff = 10 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -174,7 +165,6 @@ func (a *Accel) Run(ctx context.Context, emit func(kestrel.Record)) error {
 	a.log.Info("accelerometer", "dir", dir, "rate", a.opts.Rate)
 	t := time.NewTicker(time.Duration(float64(time.Second) / a.opts.Rate))
 	defer t.Stop()
-	var lastCrash time.Time
 	fails := 0
 	for {
 		select {
@@ -192,19 +182,7 @@ func (a *Accel) Run(ctx context.Context, emit func(kestrel.Record)) error {
 		}
 		fails = 0
 		now := a.opts.Now()
-		ms := now.UnixMilli()
-		emit(kestrel.Record{Envelope: kestrel.Envelope{Time: ms, Priority: a.opts.Priority}, Body: &s})
-		if th := a.opts.CrashThreshold; th > 0 {
-			mag := math.Sqrt(float64(s.X)*float64(s.X) + float64(s.Y)*float64(s.Y) + float64(s.Z)*float64(s.Z))
-			if mag > float64(th) && (lastCrash.IsZero() || now.Sub(lastCrash) >= a.opts.CrashHoldoff) {
-				lastCrash = now
-				emit(kestrel.Record{
-					Envelope: kestrel.Envelope{Time: ms, Priority: kestrel.PriorityEmergency},
-					Body: &kestrel.Event{Type: kestrel.EventEmergency, Source: "accel", Name: "crash",
-						Value: int64(math.Round(mag)), Text: fmt.Sprintf("crash: %.1f g", mag/9806.65)},
-				})
-			}
-		}
+		emit(kestrel.Record{Envelope: kestrel.Envelope{Time: now.UnixMilli(), Priority: a.opts.Priority}, Body: &s})
 	}
 }
 
