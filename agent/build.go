@@ -98,7 +98,7 @@ func (a *Agent) sensorSources(cfg config.Config) []sourceSpec {
 	log := a.log.With("part", "sensors")
 	var specs []sourceSpec
 	if sc.AccelRate > 0 {
-		src := iio.New(sc.SysfsRoot, iio.Options{Rate: sc.AccelRate, Logger: log, Now: a.opts.Now})
+		src := iio.New(sc.SysfsRoot, iio.Options{Rate: sc.AccelRate, DevRoot: sc.DevRoot, Logger: log, Now: a.opts.Now})
 		// Every sample also goes through the motion detector (agent/motion),
 		// which raises harsh-driving events and the crash emergency.
 		withMotion := SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {

@@ -75,6 +75,7 @@ type Radio struct {
 
 type Sensors struct {
 	SysfsRoot     string   `toml:"sysfs_root"`
+	DevRoot       string   `toml:"dev_root"`   // holds iio:deviceN, the buffered interface
 	AccelRate     float64  `toml:"accel_rate"` // Hz; 0 disables
 	BatteryPeriod Duration `toml:"battery_period"`
 	ThermalPeriod Duration `toml:"thermal_period"`
@@ -208,6 +209,7 @@ func Defaults() Config {
 		},
 		Sensors: Sensors{
 			SysfsRoot:     "/sys",
+			DevRoot:       "/dev",
 			BatteryPeriod: D(time.Minute),
 			ThermalPeriod: D(time.Minute),
 		},

@@ -83,6 +83,7 @@ var localOnly = map[string]bool{
 	"hooks.socket":           true,
 	"hooks.ebpf":             true,
 	"sensors.sysfs_root":     true,
+	"sensors.dev_root":       true,
 	"gpio.dev_root":          true,
 }
 
