@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,11 @@ import (
 // emergency, at emergency priority, carrying the last fix, and it reaches
 // the platform.
 func TestCrashThroughAgent(t *testing.T) {
+	t.Run("polled", func(t *testing.T) { crashThroughAgent(t, false) })
+	t.Run("buffered", func(t *testing.T) { crashThroughAgent(t, true) })
+}
+
+func crashThroughAgent(t *testing.T, buffered bool) {
 	b := broker.StartMochi(t)
 	track, err := os.ReadFile("../transport/wire/testdata/tracks/visnjan-car.nmea")
 	if err != nil {
@@ -36,11 +42,26 @@ func TestCrashThroughAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, _ := tree.AddAccel("lis3dh", "0.009806") // 1000 counts = 9.806 m/s²
-	tree.SetAccel(dev, 0, 0, 1000)
-
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// 1000 counts = 9.806 m/s²
+	var setAccel func(x, y, z int)
+	devRoot := t.TempDir()
+	if buffered {
+		ba, err := tree.AddBufferedAccel("lis3dh", "0.009806", "le:s16/16>>0", devRoot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ba.Close()
+		var cur atomic.Pointer[[3]int]
+		cur.Store(&[3]int{0, 0, 1000})
+		setAccel = func(x, y, z int) { cur.Store(&[3]int{x, y, z}) }
+		go ba.Feed(ctx, 50, func(int) [3]int { return *cur.Load() })
+	} else {
+		dev, _ := tree.AddAccel("lis3dh", "0.009806")
+		setAccel = func(x, y, z int) { tree.SetAccel(dev, x, y, z) }
+	}
+	setAccel(0, 0, 1000)
 	plat, err := platform.Subscribe(ctx, platform.Options{URL: b.URL(), Fleet: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +70,7 @@ func TestCrashThroughAgent(t *testing.T) {
 
 	cfg := testConfig(t, b.URL(), sim.Path())
 	cfg.Sensors.SysfsRoot = tree.Root
+	cfg.Sensors.DevRoot = devRoot
 	cfg.Sensors.AccelRate = 50
 	cfg.Sensors.BatteryPeriod.Duration, cfg.Sensors.ThermalPeriod.Duration = 0, 0
 	var mu sync.Mutex
@@ -94,11 +116,16 @@ func TestCrashThroughAgent(t *testing.T) {
 	// Calibration takes the first second at rest; wait for fixes too.
 	waitFor("fixes", func() bool { mu.Lock(); defer mu.Unlock(); return fixes >= 3 })
 	time.Sleep(1500 * time.Millisecond)
+	if buffered {
+		if v, _ := tree.Read("bus/iio/devices/iio:device0/buffer/enable"); strings.TrimSpace(v) != "1" {
+			t.Fatalf("the agent is not reading the buffer (enable=%q)", v)
+		}
+	}
 	// A 3 g frontal impact, read for a second, then rest.
-	tree.SetAccel(dev, -3000, 400, 1000)
+	setAccel(-3000, 400, 1000)
 	waitFor("the crash", func() bool { mu.Lock(); defer mu.Unlock(); return len(emergencies) > 0 })
 	time.Sleep(time.Second)
-	tree.SetAccel(dev, 0, 0, 1000)
+	setAccel(0, 0, 1000)
 	time.Sleep(500 * time.Millisecond)
 
 	mu.Lock()
