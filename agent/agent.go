@@ -19,7 +19,6 @@ import (
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/motion"
-	"github.com/kestrel-edge/kestrel/agent/remote"
 	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
 	"github.com/kestrel-edge/kestrel/transport/wire"
@@ -29,13 +28,12 @@ import (
 type Options struct {
 	Logger  *slog.Logger
 	Version string
+	// LogLevel is the level the Logger's handler filters by; log.level
+	// sets it live. Nil: the agent filters its Logger by a level of its
+	// own (it can then only raise the level above the handler's).
+	LogLevel *slog.LevelVar
 	// Now is the clock for records that carry no time of their own.
 	Now func() time.Time
-	// ConfigPath is the local config file, re-read on Reload; empty when
-	// the config came from elsewhere (demo, tests).
-	ConfigPath string
-	// Sets are the --set overrides, applied again on every reload.
-	Sets []string
 	// OnRecord, when set, sees every record after it is stamped and
 	// spooled (demo and tests).
 	OnRecord func(kestrel.Record)
@@ -48,9 +46,14 @@ type Agent struct {
 	opts Options
 	log  *slog.Logger
 
-	mu  sync.Mutex // guards cfg, srcs, session and the stamping state
-	cfg config.Config
-	enc []byte
+	reloadMu sync.Mutex // serialises Reload
+	mu       sync.Mutex // guards cfg, srcs, session and the stamping state
+	// cfg is the running config: the only copy. Keys that apply at
+	// restart keep their start values here; restartPending lists them.
+	cfg            config.Config
+	restartPending []config.Change
+	enc            []byte
+	level          *slog.LevelVar
 
 	spool  *spool.Spool
 	policy *tracking.Policy
@@ -60,9 +63,7 @@ type Agent struct {
 
 	srcs map[string]*runningSource // by name: "gps", "radio", ...
 	sess *sessionRunner
-	mgr  *remote.Manager
-	msgr *messenger
-	rem  *remoteRunner
+	msgr *Messenger
 
 	restartRequested atomic.Bool
 
@@ -98,6 +99,15 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	level := opts.LogLevel
+	if level == nil {
+		level = new(slog.LevelVar)
+		opts.Logger = slog.New(&levelHandler{Handler: opts.Logger.Handler(), level: level})
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(cfg.Log.Level)); err == nil {
+		level.Set(l)
+	}
 	so := spoolOptions(cfg)
 	so.Now = opts.Now
 	sp, err := spool.Open(cfg.Spool.Dir, so, opts.Logger.With("part", "spool"))
@@ -112,22 +122,31 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		policy: tracking.New(cfg.Tracking, cfg.Privacy),
 		boot:   sp.Boot(),
 		srcs:   map[string]*runningSource{},
+		level:  level,
 	}
 	a.policy.SetClock(opts.Now)
 	a.motion = motion.New(cfg.Motion, a.latest.position)
-	a.msgr = &messenger{a: a}
+	a.msgr = &Messenger{a: a}
 	a.latest.kick = make(chan struct{}, 1)
-	// The remote-config manager decides the config to run: the local one
-	// with the last applied remote config laid over it.
-	a.mgr, err = a.newRemote(cfg)
-	if err != nil {
-		sp.Close()
-		return nil, err
-	}
-	a.cfg = a.mgr.Config()
-	a.policy.SetConfig(a.cfg.Tracking, a.cfg.Privacy)
-	a.motion.SetConfig(a.cfg.Motion)
 	return a, nil
+}
+
+// levelHandler filters a handler by a level that log.level sets live.
+type levelHandler struct {
+	slog.Handler
+	level *slog.LevelVar
+}
+
+func (h *levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level.Level() && h.Handler.Enabled(ctx, l)
+}
+
+func (h *levelHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &levelHandler{Handler: h.Handler.WithAttrs(as), level: h.level}
+}
+
+func (h *levelHandler) WithGroup(name string) slog.Handler {
+	return &levelHandler{Handler: h.Handler.WithGroup(name), level: h.level}
 }
 
 func spoolOptions(cfg config.Config) spool.Options {
@@ -152,7 +171,8 @@ func (a *Agent) Boot() uint32 { return a.boot }
 // Spool exposes the spool for status reports and tests.
 func (a *Agent) Spool() *spool.Spool { return a.spool }
 
-// Config returns the configuration in force.
+// Config returns the configuration in force: the agent holds the only
+// copy, and changes it only through Reload.
 func (a *Agent) Config() config.Config {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -170,25 +190,28 @@ func (a *Agent) Run(ctx context.Context) error {
 		return ErrClosed
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// A Reload waits until every part has started from the config it saw.
+	a.reloadMu.Lock()
 	a.mu.Lock()
 	a.cancel = cancel
 	a.runCtx = ctx
 	cfg := a.cfg
 	a.mu.Unlock()
-	defer cancel()
 
 	a.log.Info("kestrel starting", "version", a.opts.Version, "device", cfg.Device.ID, "fleet", cfg.Device.Fleet,
 		"boot", a.boot, "spool", cfg.Spool.Dir)
 
 	sess, err := a.startSession(ctx, cfg)
 	if err != nil {
+		a.reloadMu.Unlock()
 		return err
 	}
 	a.mu.Lock()
 	a.sess = sess
 	a.mu.Unlock()
-	a.startRemote(ctx)
 	a.startSources(ctx, cfg, nil)
+	a.reloadMu.Unlock()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -203,9 +226,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	if sess != nil {
 		sess.stop(a.drainTimeout(), a.pending)
-	}
-	if a.rem != nil {
-		a.rem.stop()
 	}
 	a.wg.Wait()
 	if a.restartRequested.Load() {

@@ -15,6 +15,7 @@ import (
 // reload can replace the broker session without touching anything else.
 type sessionRunner struct {
 	sess   *mqtt.Session
+	cfg    config.Config // what it was built from
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -61,7 +62,7 @@ func (a *Agent) startSession(ctx context.Context, cfg config.Config) (*sessionRu
 	if err != nil {
 		return nil, err
 	}
-	return a.runSession(ctx, sess), nil
+	return a.runSession(ctx, sess, cfg), nil
 }
 
 // newSession validates the broker settings and builds an idle session, so
@@ -78,9 +79,9 @@ func (a *Agent) newSession(cfg config.Config) (*mqtt.Session, error) {
 	return sess, nil
 }
 
-func (a *Agent) runSession(ctx context.Context, sess *mqtt.Session) *sessionRunner {
+func (a *Agent) runSession(ctx context.Context, sess *mqtt.Session, cfg config.Config) *sessionRunner {
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r := &sessionRunner{sess: sess, cancel: cancel, done: make(chan struct{})}
+	r := &sessionRunner{sess: sess, cfg: cfg, cancel: cancel, done: make(chan struct{})}
 	if a.msgr != nil {
 		a.msgr.attach(sess)
 	}

@@ -25,6 +25,7 @@ func (f SourceFunc) Run(ctx context.Context, emit func(kestrel.Record)) error { 
 // runningSource is one source under the agent's supervision.
 type runningSource struct {
 	name   string
+	cfg    config.Config // what it was built from
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -43,13 +44,13 @@ func (a *Agent) startSources(ctx context.Context, cfg config.Config, only map[st
 		if only != nil && !only[spec.name] {
 			continue
 		}
-		a.startSource(ctx, spec)
+		a.startSource(ctx, spec, cfg)
 	}
 }
 
-func (a *Agent) startSource(ctx context.Context, spec sourceSpec) {
+func (a *Agent) startSource(ctx context.Context, spec sourceSpec, cfg config.Config) {
 	sctx, cancel := context.WithCancel(ctx)
-	rs := &runningSource{name: spec.name, cancel: cancel, done: make(chan struct{})}
+	rs := &runningSource{name: spec.name, cfg: cfg, cancel: cancel, done: make(chan struct{})}
 	a.mu.Lock()
 	a.srcs[spec.name] = rs
 	a.mu.Unlock()

@@ -112,6 +112,13 @@ func (a *Agent) stateFields() map[string]any {
 	if m.Health.Err != nil {
 		f["spool_error"] = m.Health.Err.Error()
 	}
+	if pend := a.RestartPending(); len(pend) > 0 {
+		paths := make([]any, len(pend))
+		for i, c := range pend {
+			paths[i] = c.Path
+		}
+		f["restart_pending"] = paths
+	}
 	a.latest.mu.Lock()
 	defer a.latest.mu.Unlock()
 	if b := a.latest.battery; b != nil {

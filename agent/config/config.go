@@ -148,6 +148,9 @@ type Privacy struct {
 	Mode   string  `toml:"mode"`    // "off", "pause", "coarse": the mode at start
 	OnMode string  `toml:"on_mode"` // what the "privacy on" command selects: "pause" or "coarse"
 	Grid   float64 `toml:"grid"`    // metres, for "coarse"
+	// Locked, set at fleet scope (or locally), stops group and device
+	// configs from weakening privacy (agent/remote).
+	Locked bool `toml:"locked"`
 }
 
 type Remote struct {

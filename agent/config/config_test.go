@@ -22,7 +22,7 @@ func TestDefaultsTOMLIsCompleteAndMatchesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse defaults: %v", err)
 	}
-	if d := Diff(Defaults(), c); len(d) != 0 {
+	if d := ChangedPaths(Defaults(), c); len(d) != 0 {
 		t.Fatalf("DefaultsTOML differs from Defaults() at %v", d)
 	}
 	// Every key appears in the template, so a fitter sees all of them.
@@ -253,7 +253,7 @@ func TestDiffAndCheckReload(t *testing.T) {
 	nu.GPS.Baud = 9600
 	nu.Broker.URLs[0] = "tls://other:8883"
 	nu.Tracking.ForceEvents = nil
-	if got := Diff(old, nu); !reflect.DeepEqual(got, []string{"broker.urls", "gps.baud", "tracking.force_events"}) {
+	if got := ChangedPaths(old, nu); !reflect.DeepEqual(got, []string{"broker.urls", "gps.baud", "tracking.force_events"}) {
 		t.Fatalf("Diff = %v", got)
 	}
 	if old.Broker.URLs[0] != "tls://localhost:8883" {
@@ -271,7 +271,7 @@ func TestDiffAndCheckReload(t *testing.T) {
 	// An empty list equals an absent one.
 	a, b := Defaults(), Defaults()
 	b.Device.Group = []string{}
-	if d := Diff(a, b); len(d) != 0 {
+	if d := ChangedPaths(a, b); len(d) != 0 {
 		t.Fatalf("nil vs empty differ: %v", d)
 	}
 }
@@ -341,7 +341,7 @@ func TestGetRoundTrip(t *testing.T) {
 		if err := ApplySet(&d, p+"="+v); err != nil {
 			t.Fatalf("ApplySet(%s=%s): %v", p, v, err)
 		}
-		if diff := Diff(c, d); len(diff) != 0 {
+		if diff := ChangedPaths(c, d); len(diff) != 0 {
 			t.Errorf("%s=%s round trip changed %v", p, v, diff)
 		}
 	}

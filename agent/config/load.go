@@ -47,6 +47,7 @@ func (e *FieldError) Unwrap() error { return e.Err }
 var (
 	ErrUnknownKey   = errors.New("unknown key")
 	ErrNotLive      = errors.New("cannot change without a restart")
+	ErrRefused      = errors.New("change refused")
 	ErrNotRemote    = errors.New("can only be set in the local config file")
 	ErrTooLarge     = errors.New("config too large")
 	ErrInvalidValue = errors.New("invalid value")
@@ -301,20 +302,4 @@ func under(p string, parents []string) bool {
 		}
 	}
 	return false
-}
-
-// Reload loads the config again (for SIGHUP) and checks it against the
-// running one: it returns the new config and the changed key paths, or an
-// error naming every key that cannot change live, in which case the caller
-// keeps running old unchanged.
-func Reload(path string, sets []string, old Config) (Config, []string, error) {
-	c, err := Load(path, sets)
-	if err != nil {
-		return Config{}, nil, err
-	}
-	c.Version = old.Version
-	if err := CheckReload(old, c); err != nil {
-		return Config{}, nil, fmt.Errorf("reload rejected: %w", err)
-	}
-	return c, Diff(old, c), nil
 }

@@ -52,16 +52,23 @@ func init() {
 // Paths returns every key path, sorted.
 func Paths() []string { return append([]string(nil), leafPaths...) }
 
-// notLive are keys whose change needs a restart: identity (topics, spool
-// contents and sequence numbers hang off it), where data lives, and
-// resources the agent acquires once with privileges.
-var notLive = map[string]bool{
-	"device.id":         true,
-	"device.fleet":      true,
-	"spool.dir":         true,
-	"remote.state_file": true,
-	"hooks.socket":      true,
-	"hooks.ebpf":        true,
+// atRestart are keys whose change takes effect only when the agent next
+// starts: identity (topics, spool contents and sequence numbers hang off
+// it), where data lives, resources the agent acquires once with
+// privileges, and the log format (the handler is built once). The spool's
+// limits apply live, except a max_bytes too small for the segment size
+// chosen at open: the agent then reports that change "applies at
+// restart" (spool.ErrNeedsRestart). A change
+// to one of them is accepted and reported "applies at restart"; the
+// running value stays what it was until then.
+var atRestart = map[string]string{
+	"device.id":         "identity: topics, spool contents and sequence numbers hang off it",
+	"device.fleet":      "identity: topics, spool contents and sequence numbers hang off it",
+	"spool.dir":         "the spool is opened once, at start",
+	"remote.state_file": "the remote state is loaded once, at start",
+	"hooks.socket":      "the socket is created once, with privileges",
+	"hooks.ebpf":        "eBPF programs are loaded once, with privileges",
+	"log.format":        "the log handler is built once, at start",
 }
 
 // localOnly are keys that a remote config may not set: identity and paths
@@ -87,11 +94,12 @@ var localOnly = map[string]bool{
 	"gpio.dev_root":          true,
 }
 
-// LiveChangeable reports whether the key at path can change without a
-// restart (SIGHUP or remote config). Unknown paths are not.
+// LiveChangeable reports whether the key at path takes effect without a
+// restart (SIGHUP or remote config). Unknown paths do not.
 func LiveChangeable(path string) bool {
 	_, ok := leafFields[path]
-	return ok && !notLive[path]
+	_, restart := atRestart[path]
+	return ok && !restart && path != "version"
 }
 
 // RemoteSettable reports whether a signed remote config may set the key.
@@ -100,22 +108,100 @@ func RemoteSettable(path string) bool {
 	return ok && !localOnly[path] && path != "version"
 }
 
-// CheckReload returns nil if every difference between old and new can be
-// applied live, else one ErrNotLive FieldError per offending key: the
-// caller rejects the change whole.
+// Applies says how a changed key takes effect.
+type Applies int
+
+const (
+	// Live: the running part that owns the key applies it at once.
+	Live Applies = iota
+	// AtRestart: accepted, and in force from the next start; until then
+	// the running value is unchanged.
+	AtRestart
+	// Refused: the key cannot change this way; the whole change is refused.
+	Refused
+)
+
+func (a Applies) String() string {
+	switch a {
+	case Live:
+		return "live"
+	case AtRestart:
+		return "restart"
+	case Refused:
+		return "refused"
+	}
+	return "unknown"
+}
+
+// MarshalText writes the name used in reports ("live", "restart", "refused").
+func (a Applies) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText reads what MarshalText writes.
+func (a *Applies) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "live":
+		*a = Live
+	case "restart":
+		*a = AtRestart
+	case "refused":
+		*a = Refused
+	default:
+		return fmt.Errorf("unknown applies %q", b)
+	}
+	return nil
+}
+
+// Change is one changed key, as Diff finds it.
+type Change struct {
+	Path    string  `json:"path"`    // dotted key path, "gps.baud"
+	Section string  `json:"section"` // its table, "gps"
+	Applies Applies `json:"applies"`
+	// Reason says why a change is not live.
+	Reason string `json:"reason,omitempty"`
+}
+
+func (c Change) String() string {
+	if c.Applies == Live {
+		return c.Path
+	}
+	return c.Path + " (" + c.Applies.String() + ")"
+}
+
+// Diff returns the keys whose values differ between old and new, sorted by
+// path, each with how it applies. Lists compare by content (an empty list
+// equals an absent one); gpio.lines is one key; the version is not a key.
+func Diff(old, new Config) []Change {
+	paths := ChangedPaths(old, new)
+	out := make([]Change, 0, len(paths))
+	for _, p := range paths {
+		if p == "version" {
+			continue
+		}
+		sec, _, _ := strings.Cut(p, ".")
+		c := Change{Path: p, Section: sec, Applies: Live}
+		if why, ok := atRestart[p]; ok {
+			c.Applies, c.Reason = AtRestart, why
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// CheckReload returns nil if every difference between old and new applies
+// live, else one ErrNotLive FieldError per key that does not.
 func CheckReload(old, new Config) error {
 	var errs []error
-	for _, p := range Diff(old, new) {
-		if !LiveChangeable(p) && p != "version" {
-			errs = append(errs, &FieldError{Path: p, Err: ErrNotLive})
+	for _, c := range Diff(old, new) {
+		if c.Applies != Live {
+			errs = append(errs, &FieldError{Path: c.Path, Err: ErrNotLive})
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Diff returns the sorted key paths whose values differ. Lists compare by
-// content (an empty list equals an absent one); gpio.lines is one key.
-func Diff(old, new Config) []string {
+// ChangedPaths returns the sorted key paths whose values differ, the
+// version included.
+func ChangedPaths(old, new Config) []string {
 	ov, nv := reflect.ValueOf(old), reflect.ValueOf(new)
 	var out []string
 	for _, p := range leafPaths {
@@ -135,6 +221,24 @@ func Diff(old, new Config) []string {
 		}
 	}
 	return out
+}
+
+// CopyKey sets the key at path in dst to its value in src (a deep copy for
+// lists). Unknown paths are an error.
+func CopyKey(dst *Config, src Config, path string) error {
+	f, ok := leafFields[path]
+	if !ok {
+		return &FieldError{Path: path, Err: ErrUnknownKey}
+	}
+	v := reflect.ValueOf(src).FieldByIndex(f.index)
+	d := reflect.ValueOf(dst).Elem().FieldByIndex(f.index)
+	if v.Kind() == reflect.Slice && !v.IsNil() {
+		n := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+		reflect.Copy(n, v)
+		v = n
+	}
+	d.Set(v)
+	return nil
 }
 
 func sliceEqual(a, b reflect.Value) bool {

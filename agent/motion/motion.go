@@ -75,6 +75,13 @@ func (d *Detector) SetConfig(cfg config.Motion) {
 	d.harsh = [3]harshState{}
 }
 
+// Config returns the settings in force.
+func (d *Detector) Config() config.Motion {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
 // Gravity returns the gravity estimate in the vehicle frame (m/s²) and
 // whether calibration is done.
 func (d *Detector) Gravity() ([3]float64, bool) {

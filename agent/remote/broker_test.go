@@ -19,37 +19,25 @@ import (
 )
 
 // device is one agent as far as remote config goes: a Manager on a real
-// MQTT connection, with an Apply that records the running config and moves
+// MQTT connection, with a door that keeps the running config and moves
 // the connection when broker.urls changes.
 type device struct {
 	t      testing.TB
 	m      *Manager
 	link   *pahoLink
-	mu     sync.Mutex
-	run    config.Config
-	nApply int
+	door   *testDoor
 	cancel context.CancelFunc
 	done   chan error
 }
 
 func startDevice(t testing.TB, cfg config.Config, tune func(*Options)) *device {
 	t.Helper()
-	d := &device{t: t, run: cfg}
+	d := &device{t: t}
 	d.link = newPahoLink(t, cfg.Device.Fleet, cfg.Device.ID, cfg.Broker.URLs)
 	opts := Options{
 		Current:    cfg,
 		Connected:  d.link.Connected,
 		CheckEvery: 50 * time.Millisecond,
-		Apply: func(ctx context.Context, old, new config.Config) error {
-			d.mu.Lock()
-			d.run = new
-			d.nApply++
-			d.mu.Unlock()
-			if !slices.Equal(old.Broker.URLs, new.Broker.URLs) {
-				d.link.reconnect(new.Broker.URLs) // the broker session last
-			}
-			return nil
-		},
 	}
 	if tune != nil {
 		tune(&opts)
@@ -59,7 +47,13 @@ func startDevice(t testing.TB, cfg config.Config, tune func(*Options)) *device {
 		t.Fatal(err)
 	}
 	d.m = m
-	if err := m.Attach(d.link); err != nil {
+	d.door = newTestDoor(m.StartConfig(), func(old, new config.Config) error {
+		if !slices.Equal(old.Broker.URLs, new.Broker.URLs) {
+			d.link.reconnect(new.Broker.URLs) // the broker session last
+		}
+		return nil
+	})
+	if err := m.Attach(d.door, d.link); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -101,11 +95,7 @@ func (d *device) waitIdle() {
 	d.t.Fatal("publish queue never drained")
 }
 
-func (d *device) running() (config.Config, int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.run, d.nApply
-}
+func (d *device) running() (config.Config, int) { return d.door.applied() }
 
 // reports decodes the config/reported messages seen so far.
 func reports(t testing.TB, msgs []broker.Message) []*Report {
@@ -161,9 +151,8 @@ func TestFleetOf50(t *testing.T) {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	type agent struct {
-		m   *Manager
-		mu  sync.Mutex
-		run config.Config
+		m    *Manager
+		door *testDoor
 	}
 	agents := make([]*agent, n)
 	for i := range agents {
@@ -174,14 +163,8 @@ func TestFleetOf50(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a := &agent{run: cfg}
-		a.m, err = NewManager(Options{Current: cfg, Connected: sess.Connected, CheckEvery: 50 * time.Millisecond,
-			Apply: func(_ context.Context, _, next config.Config) error {
-				a.mu.Lock()
-				a.run = next
-				a.mu.Unlock()
-				return nil
-			}})
+		a := &agent{}
+		a.m, err = NewManager(Options{Current: cfg, Connected: sess.Connected, CheckEvery: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +172,8 @@ func TestFleetOf50(t *testing.T) {
 		wg.Add(2)
 		go func() { defer wg.Done(); sess.Run(ctx); sess.Close() }()
 		go func() { defer wg.Done(); a.m.Run(ctx) }()
-		if err := a.m.Attach(sess); err != nil {
+		a.door = newTestDoor(cfg, nil)
+		if err := a.m.Attach(a.door, sess); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -216,9 +200,7 @@ grid = 500.0
 	}
 	kid := KeyID(priv.Public().(ed25519.PublicKey))
 	for _, a := range agents {
-		a.mu.Lock()
-		c := a.run
-		a.mu.Unlock()
+		c, _ := a.door.applied()
 		if c.Version != 7 || c.Tracking.MaxInterval.Duration != 30*time.Second || c.Privacy.Grid != 500 ||
 			c.Tracking.Distance != 25 || c.Device.ID != a.m.dev {
 			t.Fatalf("%s runs %+v", a.m.dev, c.Tracking)
@@ -393,7 +375,8 @@ func TestConnectivityRollback(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		d.m.mu.Lock()
-		confirmed := d.m.st.Good != nil && d.m.st.Good.Version == 1
+		g := d.m.st.GoodLayers["device/bwc-0001"]
+		confirmed := g != nil && g.Version == 1
 		d.m.mu.Unlock()
 		if confirmed {
 			break
@@ -430,7 +413,7 @@ func TestConnectivityRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m2.Config(); got.Version != 1 || got.Tracking.Distance != 20 {
+	if got := m2.StartConfig(); got.Version != 1 || got.Tracking.Distance != 20 {
 		t.Fatalf("after restart: version %d distance %v", got.Version, got.Tracking.Distance)
 	}
 }

@@ -39,7 +39,7 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 	keys, requireSigned := m.keys, m.base.Remote.RequireSigned
 	maxAge := m.opts.CommandMaxAge
 	if maxAge <= 0 {
-		maxAge = m.target.Remote.CommandMaxAge.Duration
+		maxAge = m.current().Remote.CommandMaxAge.Duration
 	}
 	if maxAge <= 0 {
 		maxAge = 5 * time.Minute

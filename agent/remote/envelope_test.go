@@ -163,7 +163,7 @@ func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	m.Attach(bus)
+	m.Attach(newTestDoor(m.StartConfig(), nil), bus)
 	deadline := time.Now().Add(5 * time.Second)
 	for m.Version() != 4 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -184,7 +184,7 @@ func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
 		if boot > maxPendingBoots {
 			want = 0
 		}
-		if got := m.Config(); got.Version != want {
+		if got := m.StartConfig(); got.Version != want {
 			t.Fatalf("boot %d: version %d, want %d", boot, got.Version, want)
 		}
 		if boot > maxPendingBoots {
@@ -192,7 +192,7 @@ func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
 			if last := a[len(a)-1]; last.Kind != "rollback" || last.Version != 4 {
 				t.Fatalf("audit: %+v", last)
 			}
-			if m.st.HighWater != 4 {
+			if m.st.HighWater["device/d1"] != 4 {
 				t.Fatal("high-water mark lost: version 4 could be applied again")
 			}
 		}
@@ -210,7 +210,7 @@ func TestAuditBoundedAndPersisted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
-	m.Attach(bus)
+	m.Attach(newTestDoor(m.StartConfig(), nil), bus)
 	for i := 0; i < 8; i++ {
 		bus.deliver("kestrel/v1/met/d1/cmd", []byte(`{"junk":`+strings.Repeat("1", i+1)+`}`))
 	}
@@ -257,21 +257,15 @@ func TestReloadKeepsRemoteOverlay(t *testing.T) {
 	priv, pub := testKey(1)
 	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
 	bus := newMemBus()
-	var mu sync.Mutex
-	var running config.Config
-	m, err := NewManager(Options{Current: cfg, Apply: func(_ context.Context, _, n config.Config) error {
-		mu.Lock()
-		running = n
-		mu.Unlock()
-		return nil
-	}})
+	m, err := NewManager(Options{Current: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	door := newTestDoor(m.StartConfig(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.Run(ctx)
-	m.Attach(bus)
+	m.Attach(door, bus)
 	env, _ := SignConfig(priv, AllDevices("met"), 2, []byte("[tracking]\ndistance = 7.0\n"))
 	bus.deliver("kestrel/v1/met/_all/config/desired", env)
 	deadline := time.Now().Add(5 * time.Second)
@@ -281,18 +275,34 @@ func TestReloadKeepsRemoteOverlay(t *testing.T) {
 	local := config.Clone(cfg)
 	local.GPS.Baud = 9600
 	local.Tracking.Distance = 1000 // under the remote overlay: stays 7
-	changed, err := m.Reload(ctx, local)
+	changed, err := m.ReloadLocal(ctx, local)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	running, _ := door.applied()
 	if running.GPS.Baud != 9600 || running.Tracking.Distance != 7 || running.Version != 2 || len(changed) != 1 {
 		t.Fatalf("reload: baud %d distance %v version %d changed %v", running.GPS.Baud, running.Tracking.Distance, running.Version, changed)
 	}
+	// A key that applies at restart is accepted and said so; the
+	// running value stays.
 	local.Device.ID = "d2"
-	if _, err := m.Reload(ctx, local); !errors.Is(err, config.ErrNotLive) {
-		t.Fatalf("non-live reload: %v", err)
+	changed, err = m.ReloadLocal(ctx, local)
+	if err != nil || len(changed) != 1 || changed[0].Path != "device.id" || changed[0].Applies != config.AtRestart {
+		t.Fatalf("restart-key reload: %v %v", changed, err)
+	}
+	if running, _ := door.applied(); running.Device.ID != "d1" {
+		t.Fatalf("device.id changed live to %q", running.Device.ID)
+	}
+	// A key the agent refuses refuses the whole reload.
+	door.mu.Lock()
+	door.refuse = map[string]bool{"gps.port": true}
+	door.mu.Unlock()
+	local.GPS.Port, local.GPS.Baud = "/dev/ttyS9", 4800
+	if _, err := m.ReloadLocal(ctx, local); !errors.Is(err, config.ErrRefused) {
+		t.Fatalf("refused reload: %v", err)
+	}
+	if running, _ := door.applied(); running.GPS.Baud != 9600 {
+		t.Fatalf("a refused reload changed gps.baud to %d", running.GPS.Baud)
 	}
 }
 
@@ -386,7 +396,7 @@ func TestReportSurvivesRestart(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- m.Run(ctx) }()
-		m.Attach(bus)
+		m.Attach(newTestDoor(m.StartConfig(), nil), bus)
 		deadline := time.Now().Add(5 * time.Second)
 		for !check(m) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)

@@ -26,6 +26,14 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/tracking"
 )
 
+// Door is the one way the running config changes (agent.Agent): Reload
+// applies a whole config live or refuses it, and Config returns the
+// config in force. The manager holds no running config of its own.
+type Door interface {
+	Config() config.Config
+	Reload(ctx context.Context, next config.Config) ([]config.Change, error)
+}
+
 // Messenger is the MQTT session as the manager needs it.
 type Messenger interface {
 	// Publish sends on a channel relative to kestrel/v1/{fleet}/{device}/,
@@ -80,9 +88,6 @@ type Options struct {
 	// StatePath defaults to remote.state_file; "" there too keeps state in
 	// memory only (tests).
 	StatePath string
-	// Apply makes a config the running one, reopening only what changed,
-	// or fails without change. Nil accepts every config (tests).
-	Apply func(ctx context.Context, old, new config.Config) error
 	// Connected reports whether a broker session is up. Nil: a successful
 	// publish alone proves connectivity.
 	Connected func() bool
@@ -120,9 +125,10 @@ type Manager struct {
 	applyMu sync.Mutex // serialises config changes (Run loop and Reload)
 
 	mu         sync.Mutex
-	base       config.Config // local config
-	running    config.Config // what Apply last made current
-	target     config.Config // what should run (differs from running only before Run starts)
+	base       config.Config     // local config (file plus --set)
+	start      config.Config     // the config to start with, until a door is attached
+	origins    map[string]Origin // where each remotely set key of the layers in force came from
+	door       Door
 	st         *state
 	keys       Keyring
 	msg        Messenger
@@ -165,7 +171,6 @@ func NewManager(opts Options) (*Manager, error) {
 		fleet:      opts.Fleet,
 		dev:        opts.Device,
 		base:       config.Clone(opts.Current),
-		running:    config.Clone(opts.Current),
 		subscribed: map[string]bool{},
 		inbox:      make(chan inbound, 64),
 		outWake:    make(chan struct{}, 1),
@@ -209,13 +214,19 @@ func NewManager(opts Options) (*Manager, error) {
 	if m.st.Commands == nil {
 		m.st.Commands = map[string]int64{}
 	}
-	if pp, ok := opts.Privacy.(privacyPersister); ok && st.Privacy != "" {
-		if err := pp.RestoreOverride(st.Privacy); err != nil {
-			m.log.Warn("saved privacy override ignored", "err", err)
-		}
+	m.restorePrivacy()
+
+	if m.st.Layers == nil {
+		m.st.Layers = map[string]*appliedConfig{}
+	}
+	if m.st.GoodLayers == nil {
+		m.st.GoodLayers = map[string]*appliedConfig{}
+	}
+	if m.st.HighWater == nil {
+		m.st.HighWater = map[string]uint64{}
 	}
 
-	// Reports wait until the target is known: they carry its version.
+	// Reports wait until the start config is known: they carry its version.
 	var reports []Report
 	var audits []AuditEntry
 	if st.Pending != nil {
@@ -223,33 +234,35 @@ func NewManager(opts Options) (*Manager, error) {
 		if st.PendingBoots > maxPendingBoots {
 			bad := st.Pending
 			st.Pending, st.PendingBoots = nil, 0
+			st.Layers = cloneLayers(st.GoodLayers)
 			st.RolledBack = append(st.RolledBack, bad.Digest)
-			reason := fmt.Sprintf("version %d not confirmed after %d restarts; restored version %d", bad.Version, maxPendingBoots, goodVersion(st))
+			reason := fmt.Sprintf("%s version %d not confirmed after %d restarts; restored the last good config", bad.Scope, bad.Version, maxPendingBoots)
 			m.log.Error("remote config rolled back at start", "version", bad.Version, "reason", reason)
 			reports = append(reports, Report{Version: bad.Version, Status: StatusRolledBack, Errors: []ReportError{{Error: reason}}, Scope: bad.Scope, KeyID: bad.KeyID})
 			audits = append(audits, AuditEntry{Kind: "rollback", Scope: bad.Scope, KeyID: bad.KeyID, Version: bad.Version, Result: StatusRolledBack, Error: reason})
 		}
 	}
-	m.target = m.base
-	for _, a := range []*appliedConfig{st.Pending, st.Good} {
-		if a == nil {
-			continue
+	m.start = m.base
+	for i, layers := range []map[string]*appliedConfig{st.Layers, st.GoodLayers} {
+		c, origins, err := m.compose(m.base, layers)
+		if err == nil {
+			err = c.Validate() // the agent starts with it: it must be whole
 		}
-		c, err := effective(m.base, a)
 		if err != nil {
 			// The local file changed underneath so that the remote config
-			// no longer fits: run the local config and say why.
-			m.log.Error("persisted remote config no longer valid over the local config", "version", a.Version, "err", err)
-			reports = append(reports, Report{Version: a.Version, Status: StatusRejected, Errors: ReportErrors(err), Scope: a.Scope, KeyID: a.KeyID})
-			audits = append(audits, AuditEntry{Kind: "config", Scope: a.Scope, KeyID: a.KeyID, Version: a.Version, Result: StatusRejected, Error: err.Error()})
-			if a == st.Pending {
+			// no longer fits: fall back (last good, then local) and say why.
+			m.log.Error("persisted remote config no longer valid over the local config", "err", err)
+			reports = append(reports, Report{Status: StatusRejected, Errors: ReportErrors(err)})
+			audits = append(audits, AuditEntry{Kind: "config", Result: StatusRejected, Error: err.Error()})
+			if i == 0 {
 				st.Pending = nil
+				st.Layers = cloneLayers(st.GoodLayers)
 			} else {
-				st.Good = nil
+				st.Layers, st.GoodLayers = map[string]*appliedConfig{}, map[string]*appliedConfig{}
 			}
 			continue
 		}
-		m.target = c
+		m.start, m.origins = c, origins
 		break
 	}
 	if len(st.UnsentReport) > 0 && len(reports) == 0 {
@@ -269,7 +282,7 @@ func NewManager(opts Options) (*Manager, error) {
 	for _, a := range audits {
 		m.audit(a)
 	}
-	if err := m.rebuildKeys(m.target); err != nil {
+	if err := m.rebuildKeys(m.start); err != nil {
 		return nil, err
 	}
 	if err := m.st.save(m.opts.StatePath); err != nil {
@@ -279,26 +292,52 @@ func NewManager(opts Options) (*Manager, error) {
 	return m, nil
 }
 
-func goodVersion(st *state) uint64 {
-	if st.Good == nil {
-		return 0
-	}
-	return st.Good.Version
-}
-
-// Config returns the config that should be running: the local config with
-// the applied remote config over it.
-func (m *Manager) Config() config.Config {
+// SetHandlers gives the manager the command handlers and the privacy
+// switch of an agent made after it (the agent starts from StartConfig).
+// Call it before Run.
+func (m *Manager) SetHandlers(cmds map[string]CommandFunc, privacy PrivacyControl) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return config.Clone(m.target)
+	m.opts.Commands, m.opts.Privacy = cmds, privacy
+	m.restorePrivacy()
+}
+
+// restorePrivacy re-applies the privacy command's saved override.
+func (m *Manager) restorePrivacy() {
+	if pp, ok := m.opts.Privacy.(privacyPersister); ok && m.st.Privacy != "" {
+		if err := pp.RestoreOverride(m.st.Privacy); err != nil {
+			m.log.Warn("saved privacy override ignored", "err", err)
+		}
+	}
+}
+
+// compose lays the layers over base for this device.
+func (m *Manager) compose(base config.Config, layers map[string]*appliedConfig) (config.Config, map[string]Origin, error) {
+	return compose(base, m.dev, m.opts.Groups, layers)
+}
+
+// StartConfig is the config to start the agent with: the local config
+// with the applied remote config over it.
+func (m *Manager) StartConfig() config.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return config.Clone(m.start)
+}
+
+// current is the config in force: the door's once attached. Callers may
+// hold m.mu (the door never calls back into the manager).
+func (m *Manager) current() config.Config {
+	if m.door != nil {
+		return m.door.Config()
+	}
+	return m.start
 }
 
 // Version is the remote config version in force (0: local only).
 func (m *Manager) Version() uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.target.Version
+	return m.current().Version
 }
 
 // Audit returns a copy of the audit log kept on the device, oldest first.
@@ -326,12 +365,13 @@ func (m *Manager) groups(c config.Config) []string {
 
 func (m *Manager) prefix() string { return "kestrel/v1/" + m.fleet + "/" }
 
-// Attach subscribes to the desired-config topics (device, each group,
-// _all) and the command topic. Call it once the session exists; group
-// subscriptions follow later changes of device.groups.
-func (m *Manager) Attach(msg Messenger) error {
+// Attach connects the manager to the agent's door and messenger and
+// subscribes to the desired-config topics (device, each group, _all) and
+// the command topic; group subscriptions follow later changes of
+// device.groups. Call it once, before Run.
+func (m *Manager) Attach(door Door, msg Messenger) error {
 	m.mu.Lock()
-	m.msg = msg
+	m.door, m.msg = door, msg
 	m.mu.Unlock()
 	m.wakePublisher()
 	return m.subscribe()
@@ -345,7 +385,7 @@ func (m *Manager) subscribe() error {
 		m.prefix() + "_all/config/desired",
 		m.prefix() + m.dev + "/cmd",
 	}
-	for _, g := range m.groups(m.target) {
+	for _, g := range m.groups(m.current()) {
 		topics = append(topics, m.prefix()+"_group/"+g+"/config/desired")
 	}
 	var todo []string
@@ -422,35 +462,37 @@ func (m *Manager) startup(ctx context.Context) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
-	running, target := m.running, m.target
+	running, target := m.current(), m.start
 	if m.st.Pending != nil {
 		m.deadline = m.now().Add(m.rollbackAfter(running))
 	}
 	m.mu.Unlock()
-	if len(config.Diff(running, target)) == 0 {
+	if len(config.ChangedPaths(running, target)) == 0 {
 		return
 	}
-	if err := m.apply(ctx, running, target); err != nil {
+	// The agent was started with another config than StartConfig (tests):
+	// bring it to the persisted one through the door.
+	if _, err := m.apply(ctx, target); err != nil {
 		m.log.Error("persisted remote config failed to apply: running the local config", "version", target.Version, "err", err)
 		m.mu.Lock()
 		m.report(Report{Version: target.Version, Status: StatusRejected, Errors: ReportErrors(err)})
 		m.audit(AuditEntry{Kind: "config", Version: target.Version, Result: StatusRejected, Error: err.Error()})
-		m.st.Pending, m.st.Good = nil, nil
-		m.target = m.running
+		m.st.Pending, m.st.Layers, m.st.GoodLayers = nil, map[string]*appliedConfig{}, map[string]*appliedConfig{}
+		m.origins = nil
 		m.saveLocked()
 		m.mu.Unlock()
-		return
 	}
-	m.mu.Lock()
-	m.running = target
-	m.mu.Unlock()
 }
 
-func (m *Manager) apply(ctx context.Context, old, new config.Config) error {
-	if m.opts.Apply == nil {
-		return nil
+// apply goes through the door.
+func (m *Manager) apply(ctx context.Context, next config.Config) ([]config.Change, error) {
+	m.mu.Lock()
+	door := m.door
+	m.mu.Unlock()
+	if door == nil {
+		return nil, errors.New("remote: not attached to the agent")
 	}
-	return m.opts.Apply(ctx, old, new)
+	return door.Reload(ctx, next)
 }
 
 func (m *Manager) rollbackAfter(c config.Config) time.Duration {
@@ -478,7 +520,7 @@ func (m *Manager) handle(ctx context.Context, in inbound) {
 	case strings.HasPrefix(rest, "_group/") && strings.HasSuffix(rest, "/config/desired"):
 		g := strings.TrimSuffix(strings.TrimPrefix(rest, "_group/"), "/config/desired")
 		m.mu.Lock()
-		member := slices.Contains(m.groups(m.target), g)
+		member := slices.Contains(m.groups(m.current()), g)
 		m.mu.Unlock()
 		if member { // a group we left since subscribing is ignored
 			m.handleConfig(ctx, "group/"+g, in.payload)
@@ -508,11 +550,12 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 		m.mu.Unlock()
 		return
 	}
-	running, base := m.running, m.base
+	running, base := m.current(), m.base
 	requireSigned := base.Remote.RequireSigned
 	keys := m.keys
 	replayed := m.st.historyContains(d)
-	highWater := m.st.HighWater
+	highWater := m.st.HighWater[scope]
+	layers := cloneLayers(m.st.Layers)
 	m.mu.Unlock()
 
 	entry := AuditEntry{Kind: "config", Scope: scope}
@@ -544,20 +587,14 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 		return
 	}
 	if env.Version <= highWater {
-		reject(env.Version, fmt.Errorf("%w: version %d, running %d (highest seen %d)", ErrStale, env.Version, running.Version, highWater))
+		reject(env.Version, fmt.Errorf("%w: version %d, highest seen at %s scope %d", ErrStale, env.Version, scope, highWater))
 		return
 	}
-	next, _, err := config.Overlay(base, env.Body)
+	// This scope's layer is replaced; the others stay as they are.
+	layer := &appliedConfig{Version: env.Version, Scope: scope, KeyID: env.KeyID, Body: string(env.Body), Digest: d, AppliedAt: m.now().UnixMilli()}
+	layers[scope] = layer
+	next, origins, err := m.compose(base, layers)
 	if err != nil {
-		reject(env.Version, err)
-		return
-	}
-	next.Version = env.Version
-	if err := next.Validate(); err != nil {
-		reject(env.Version, err)
-		return
-	}
-	if err := config.CheckReload(running, next); err != nil {
 		reject(env.Version, err)
 		return
 	}
@@ -566,24 +603,21 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 		reject(env.Version, &config.FieldError{Path: "remote.trusted_keys", Err: fmt.Errorf("%w: would leave no trusted key", config.ErrInvalidValue)})
 		return
 	}
-	if err := m.apply(ctx, running, next); err != nil {
-		// Apply promises all or nothing; ask for the old config anyway in
-		// case a part reopened before another failed.
-		if rerr := m.apply(ctx, next, running); rerr != nil {
-			m.log.Error("restoring the running config after a failed apply", "err", rerr)
-		}
-		reject(env.Version, fmt.Errorf("apply: %w", err))
+	changes, err := m.apply(ctx, next)
+	if err != nil {
+		// The door applies all or nothing: the running config is as it was.
+		reject(env.Version, err)
 		return
 	}
 
 	m.mu.Lock()
-	prevRunning := m.running
-	m.running, m.target = next, next
+	prevRunning := running
 	if err := m.rebuildKeys(next); err != nil {
 		m.log.Error("trusted keys", "err", err) // Validate checked them; unreachable
 	}
-	m.st.HighWater = env.Version
-	m.st.Pending = &appliedConfig{Version: env.Version, Scope: scope, KeyID: env.KeyID, Body: string(env.Body), Digest: d, AppliedAt: m.now().UnixMilli()}
+	m.st.HighWater[scope] = env.Version
+	m.st.Layers, m.origins = layers, origins
+	m.st.Pending = layer
 	m.st.PendingBoots = 0
 	m.st.History = append(m.st.History, d)
 	if len(m.st.History) > maxHistory {
@@ -594,10 +628,10 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 	m.deadline = m.now().Add(m.rollbackAfter(prevRunning))
 	entry.Version, entry.Result = env.Version, StatusApplied
 	m.audit(entry)
-	m.report(Report{Version: env.Version, Status: StatusApplied, Scope: scope, KeyID: env.KeyID})
+	m.report(Report{Version: env.Version, Status: StatusApplied, Scope: scope, KeyID: env.KeyID, Changes: changes})
 	m.saveLocked()
 	m.mu.Unlock()
-	m.log.Info("remote config applied", "scope", scope, "version", env.Version, "kid", env.KeyID, "changed", config.Diff(prevRunning, next))
+	m.log.Info("remote config applied", "scope", scope, "version", env.Version, "kid", env.KeyID, "changes", changes)
 	if err := m.subscribe(); err != nil { // groups joined
 		m.log.Warn("subscribing to new group topics", "err", err)
 	}
@@ -605,8 +639,8 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 
 // isCurrentOrRolledBack: callers hold m.mu.
 func (m *Manager) isCurrentOrRolledBack(d string) bool {
-	for _, a := range []*appliedConfig{m.st.Pending, m.st.Good} {
-		if a != nil && a.Digest == d {
+	for _, a := range m.st.Layers {
+		if a.Digest == d {
 			return true
 		}
 	}
@@ -634,7 +668,7 @@ func (m *Manager) tick(ctx context.Context) {
 	published := time.Unix(0, m.lastPubOK.Load())
 	connected := m.opts.Connected == nil || m.opts.Connected()
 	if connected && published.After(appliedAt) {
-		m.st.Good, m.st.Pending, m.st.PendingBoots = p, nil, 0
+		m.st.GoodLayers, m.st.Pending, m.st.PendingBoots = cloneLayers(m.st.Layers), nil, 0
 		m.saveLocked()
 		m.mu.Unlock()
 		m.log.Info("remote config confirmed: broker reachable", "version", p.Version)
@@ -646,24 +680,23 @@ func (m *Manager) tick(ctx context.Context) {
 	}
 	// Roll back to the last good config.
 	grace := m.deadline.Sub(appliedAt).Round(time.Second)
-	good := m.st.Good
-	to, err := effective(m.base, good)
+	good := cloneLayers(m.st.GoodLayers)
+	to, origins, err := m.compose(m.base, good)
 	if err != nil {
-		to, good = m.base, nil
+		to, good, origins = m.base, map[string]*appliedConfig{}, nil
 	}
-	from := m.running
 	m.mu.Unlock()
 
-	applyErr := m.apply(ctx, from, to)
-	reason := fmt.Sprintf("no broker reachable for %s after applying version %d; restored version %d", grace, p.Version, to.Version)
+	_, applyErr := m.apply(ctx, to)
+	reason := fmt.Sprintf("no broker reachable for %s after applying %s version %d; restored the last good config (version %d)", grace, p.Scope, p.Version, to.Version)
 	if applyErr != nil {
 		reason += fmt.Sprintf(" (restore failed: %v)", applyErr)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.running, m.target = to, to
 	_ = m.rebuildKeys(to)
-	m.st.Pending, m.st.Good, m.st.PendingBoots = nil, good, 0
+	m.st.Pending, m.st.Layers, m.st.GoodLayers, m.st.PendingBoots = nil, good, cloneLayers(good), 0
+	m.origins = origins
 	m.st.RolledBack = append(m.st.RolledBack, p.Digest)
 	if len(m.st.RolledBack) > maxHistory {
 		m.st.RolledBack = m.st.RolledBack[1:]
@@ -674,34 +707,25 @@ func (m *Manager) tick(ctx context.Context) {
 	m.saveLocked()
 }
 
-// Reload lays the remote config over a new local config (SIGHUP) and
-// applies it live, or rejects it whole. It returns the changed key paths.
-func (m *Manager) Reload(ctx context.Context, local config.Config) ([]string, error) {
+// ReloadLocal lays the remote config over a new local config (SIGHUP) and
+// applies it through the door, live, or refuses it whole.
+func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]config.Change, error) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
-	cur := m.st.Pending
-	if cur == nil {
-		cur = m.st.Good
-	}
-	running := m.running
+	layers := cloneLayers(m.st.Layers)
 	m.mu.Unlock()
-	next, err := effective(local, cur)
+	next, origins, err := m.compose(local, layers)
 	if err != nil {
-		return nil, fmt.Errorf("reload: remote config version %d does not fit the new local config: %w", cur.Version, err)
+		return nil, fmt.Errorf("reload: the remote config does not fit the new local config: %w", err)
 	}
-	if err := next.Validate(); err != nil {
-		return nil, err
+	changed, err := m.apply(ctx, next)
+	if err != nil {
+		return changed, fmt.Errorf("reload refused: %w", err)
 	}
-	if err := config.CheckReload(running, next); err != nil {
-		return nil, fmt.Errorf("reload rejected: %w", err)
-	}
-	if err := m.apply(ctx, running, next); err != nil {
-		return nil, err
-	}
-	changed := config.Diff(running, next)
 	m.mu.Lock()
-	m.base, m.running, m.target = config.Clone(local), next, next
+	m.base = config.Clone(local)
+	m.origins = origins
 	_ = m.rebuildKeys(next)
 	m.audit(AuditEntry{Kind: "reload", Version: next.Version, Result: StatusApplied})
 	m.saveLocked()
@@ -715,8 +739,14 @@ func (m *Manager) Reload(ctx context.Context, local config.Config) ([]string, er
 // report queues the retained config/reported message. Callers hold m.mu.
 func (m *Manager) report(r Report) {
 	r.Device, r.Fleet = m.dev, m.fleet
-	r.Running = m.target.Version
-	r.Groups = m.groups(m.target)
+	cur := m.current()
+	r.Running = cur.Version
+	r.Groups = m.groups(cur)
+	r.Layers = map[string]uint64{}
+	for s, a := range m.st.Layers {
+		r.Layers[s] = a.Version
+	}
+	r.Effective = effectiveKeys(cur, m.origins)
 	r.Time = m.now().UnixMilli()
 	b, _ := json.Marshal(&r)
 	// Kept in the state until the broker has it, so a report made just

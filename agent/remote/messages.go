@@ -33,7 +33,41 @@ type Report struct {
 	Scope   string        `json:"scope,omitempty"`
 	KeyID   string        `json:"kid,omitempty"`
 	Groups  []string      `json:"groups,omitempty"` // so that kestrelctl knows who to wait for
-	Time    int64         `json:"time"`             // ms since the epoch
+	// Changes are the keys an applied config changed, each with how it
+	// applies (live, or restart: in force from the next start).
+	Changes []config.Change `json:"changes,omitempty"`
+	// Layers are the remote scopes in force and their versions.
+	Layers map[string]uint64 `json:"layers,omitempty"`
+	// Effective is the running config, key by key, with where each value
+	// came from (kestrelctl config get --effective).
+	Effective []EffectiveKey `json:"effective,omitempty"`
+	Time      int64          `json:"time"` // ms since the epoch
+}
+
+// EffectiveKey is one key of the running config and its origin.
+type EffectiveKey struct {
+	Path    string `json:"path"`
+	Value   string `json:"value"`
+	Scope   string `json:"scope"` // local, all, group/NAME, device/ID
+	Version uint64 `json:"version,omitempty"`
+}
+
+// effectiveKeys lists every key of c with its origin: the remote layer
+// that set it, else "local" (the file, --set or the default).
+func effectiveKeys(c config.Config, origins map[string]Origin) []EffectiveKey {
+	var out []EffectiveKey
+	for _, p := range config.Paths() {
+		if p == "version" {
+			continue
+		}
+		v, _ := config.Get(c, p)
+		o, ok := origins[p]
+		if !ok {
+			o = Origin{Scope: "local"}
+		}
+		out = append(out, EffectiveKey{Path: p, Value: v, Scope: o.Scope, Version: o.Version})
+	}
+	return out
 }
 
 // ReportError is one problem, with the config key path when it is about one

@@ -7,24 +7,32 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
 )
 
-const stateFormat = 1
+const stateFormat = 2
 
 // state is what the device keeps across restarts (remote.state_file),
 // written with config.WriteAtomic.
 type state struct {
-	Format    int    `json:"format"`
-	HighWater uint64 `json:"high_water"` // highest version applied or rolled back
-	// Good is the last remote config confirmed by reaching a broker after
-	// applying it; Pending one applied but not yet confirmed. Nil: none.
-	Good         *appliedConfig `json:"good,omitempty"`
+	Format int `json:"format"`
+	// Layers are the remote configs in force, one per scope ("all",
+	// "group/NAME", "device/ID"), each stored and versioned on its own.
+	Layers map[string]*appliedConfig `json:"layers,omitempty"`
+	// GoodLayers are the layers last confirmed healthy; a rollback
+	// restores them.
+	GoodLayers map[string]*appliedConfig `json:"good_layers,omitempty"`
+	// Pending is the layer applied but not yet confirmed. Nil: none.
 	Pending      *appliedConfig `json:"pending,omitempty"`
 	PendingBoots int            `json:"pending_boots,omitempty"`
+	// HighWater is, per scope, the highest version applied or rolled back.
+	HighWater map[string]uint64 `json:"high_water,omitempty"`
 	// Seen holds, per scope, the digest of the last envelope that arrived
 	// on it, so the retained copy re-delivered on every reconnect is not
 	// processed (or reported, or audited) again.
@@ -59,20 +67,123 @@ func digest(b []byte) string {
 	return hex.EncodeToString(h[:16])
 }
 
-// effective lays an applied remote config over the local one.
-func effective(base config.Config, a *appliedConfig) (config.Config, error) {
-	if a == nil {
-		return base, nil
+// Origin is where a key's effective value came from.
+type Origin struct {
+	Scope   string `json:"scope"` // "local", "all", "group/NAME", "device/ID"
+	Version uint64 `json:"version,omitempty"`
+}
+
+// ErrLocked marks a lower-scope config that would weaken a privacy setting
+// locked at fleet scope.
+var ErrLocked = errors.New("privacy is locked at fleet scope and this would weaken it")
+
+// compose lays the remote layers over the local config in order: fleet,
+// then each of the device's groups in device.groups order, then the
+// device. The device's groups come from the local, fleet and device
+// layers (a group config may not move the device between groups). It
+// returns the config, each remotely set key's origin, and an error naming
+// the scope and key of the first layer that does not fit. The result is
+// not validated: the agent's door does that.
+func compose(base config.Config, dev string, fixedGroups []string, layers map[string]*appliedConfig) (config.Config, map[string]Origin, error) {
+	overlay := func(c config.Config, a *appliedConfig) (config.Config, []string, error) {
+		next, keys, err := config.Overlay(c, []byte(a.Body))
+		if err != nil {
+			return config.Config{}, keys, fmt.Errorf("%s version %d: %w", a.Scope, a.Version, err)
+		}
+		return next, keys, nil
 	}
-	c, _, err := config.Overlay(base, []byte(a.Body))
-	if err != nil {
-		return config.Config{}, err
+	groups := fixedGroups
+	if groups == nil {
+		c := base
+		for _, s := range []string{"all", "device/" + dev} {
+			if a := layers[s]; a != nil {
+				var err error
+				if c, _, err = overlay(c, a); err != nil {
+					return config.Config{}, nil, err
+				}
+			}
+		}
+		groups = c.Device.Group
 	}
-	c.Version = a.Version
-	if err := c.Validate(); err != nil {
-		return config.Config{}, err
+	order := []string{"all"}
+	for _, g := range groups {
+		order = append(order, "group/"+g)
 	}
-	return c, nil
+	order = append(order, "device/"+dev)
+
+	c := config.Clone(base)
+	origins := map[string]Origin{}
+	var locked *config.Privacy
+	var version uint64
+	for _, s := range order {
+		a := layers[s]
+		if a == nil {
+			if s == "all" && base.Privacy.Locked {
+				p := base.Privacy
+				locked = &p
+			}
+			continue
+		}
+		next, keys, err := overlay(c, a)
+		if err != nil {
+			return config.Config{}, nil, err
+		}
+		if strings.HasPrefix(s, "group/") && slices.Contains(keys, "device.groups") {
+			return config.Config{}, nil, fmt.Errorf("%s version %d: %w", a.Scope, a.Version,
+				&config.FieldError{Path: "device.groups", Err: errors.New("cannot be set at group scope")})
+		}
+		if locked != nil {
+			if err := checkPrivacyLock(*locked, next.Privacy); err != nil {
+				return config.Config{}, nil, fmt.Errorf("%s version %d: %w", a.Scope, a.Version, err)
+			}
+		}
+		if s == "all" && next.Privacy.Locked {
+			p := next.Privacy
+			locked = &p
+		}
+		for _, k := range keys {
+			origins[k] = Origin{Scope: s, Version: a.Version}
+		}
+		version = max(version, a.Version)
+		c = next
+	}
+	c.Version = version
+	return c, origins, nil
+}
+
+// privacyStrength orders privacy modes from weakest to strongest.
+var privacyStrength = map[string]int{"off": 0, "coarse": 1, "pause": 2}
+
+// checkPrivacyLock refuses a lower scope's privacy that is weaker than the
+// locked fleet-scope privacy.
+func checkPrivacyLock(locked, next config.Privacy) error {
+	var errs []error
+	if !next.Locked {
+		errs = append(errs, &config.FieldError{Path: "privacy.locked", Err: ErrLocked})
+	}
+	if privacyStrength[next.Mode] < privacyStrength[locked.Mode] {
+		errs = append(errs, &config.FieldError{Path: "privacy.mode", Err: fmt.Errorf("%w: %q is weaker than %q", ErrLocked, next.Mode, locked.Mode)})
+	}
+	if privacyStrength[next.OnMode] < privacyStrength[locked.OnMode] {
+		errs = append(errs, &config.FieldError{Path: "privacy.on_mode", Err: fmt.Errorf("%w: %q is weaker than %q", ErrLocked, next.OnMode, locked.OnMode)})
+	}
+	if next.Grid < locked.Grid {
+		errs = append(errs, &config.FieldError{Path: "privacy.grid", Err: fmt.Errorf("%w: %g m is finer than %g m", ErrLocked, next.Grid, locked.Grid)})
+	}
+	return errors.Join(errs...)
+}
+
+func cloneLayers(l map[string]*appliedConfig) map[string]*appliedConfig {
+	out := make(map[string]*appliedConfig, len(l))
+	for k, v := range l {
+		c := *v
+		out[k] = &c
+	}
+	return out
+}
+
+func sameLayers(a, b map[string]*appliedConfig) bool {
+	return maps.EqualFunc(a, b, func(x, y *appliedConfig) bool { return x.Digest == y.Digest })
 }
 
 func loadState(path string) (*state, error) {

@@ -396,7 +396,8 @@ func spoolEviction(t *testing.T, m medium) {
 	per := int64(len(payload(1))) + recOverhead // payload(q) sizes vary; use fixed data below
 	_ = per
 	data := bytes.Repeat([]byte("x"), 90) // 100 bytes charged each
-	o := Options{Now: c.Now, SyncInterval: time.Hour, MaxBytes: 1000, MaxAge: time.Hour}
+	// 700 bytes for the other lanes, 300 for emergency records.
+	o := Options{Now: c.Now, SyncInterval: time.Hour, MaxBytes: 1000, EmergencyBytes: 300, MaxAge: time.Hour}
 	s := openSpool(t, m, o)
 	defer s.Close()
 	add := func(p kestrel.Priority) (uint64, error) {
@@ -450,24 +451,22 @@ func spoolEviction(t *testing.T, m medium) {
 			t.Errorf("seq %d evicted out of policy", q)
 		}
 	}
-	// Emergency is never evicted: fill with it, then bulk is refused.
+	// Emergency records have their own budget and are never evicted:
+	// past it the next one is refused, and nothing else goes for it.
 	s.Release(seqsOf(s.Take(nil, 100, 0)))
-	for range 20 {
-		if _, err := add(kestrel.PriorityEmergency); err != nil {
-			t.Fatalf("emergency refused: %v", err)
-		}
+	before := s.Metrics()
+	if _, err := add(kestrel.PriorityEmergency); !errors.Is(err, ErrFull) {
+		t.Fatalf("emergency over its budget: %v, want ErrFull", err)
 	}
-	if _, err := add(kestrel.PriorityBulk); !errors.Is(err, ErrFull) {
-		t.Fatalf("bulk into a spool full of emergency records: %v, want ErrFull", err)
-	}
-	if got := s.Metrics().Lanes[kestrel.PriorityEmergency].Records; got != 23 {
-		t.Fatalf("%d emergency records, want 23", got)
+	mt = s.Metrics()
+	if mt.Lanes[kestrel.PriorityEmergency].Records != 3 || mt.Evicted != before.Evicted || mt.Records != before.Records {
+		t.Fatalf("emergency over its budget changed the spool: %+v", mt)
 	}
 	// Age: everything but emergency goes after MaxAge.
 	c.Add(2 * time.Hour)
 	s.expire()
 	mt = s.Metrics()
-	if mt.Records != 23 || mt.Lanes[kestrel.PriorityEmergency].Records != 23 {
+	if mt.Records != 3 || mt.Lanes[kestrel.PriorityEmergency].Records != 3 {
 		t.Fatalf("after MaxAge: %+v", mt.Lanes)
 	}
 	if mt.OldestAge < 2*time.Hour {

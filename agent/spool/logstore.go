@@ -459,6 +459,19 @@ func (s *LogStore) takeFree() (freeSeg, bool) {
 	return f, true
 }
 
+// setPoolMax bounds the pool of drained files (SetLimits); files over the
+// new bound are deleted.
+func (s *LogStore) setPoolMax(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.poolMax = n
+	for len(s.free) > n {
+		f := s.free[len(s.free)-1]
+		os.Remove(filepath.Join(s.dir, freeName(f.id)))
+		s.free = s.free[:len(s.free)-1]
+	}
+}
+
 // relieve is called when the medium is full: the pool is deleted and no
 // drained file is kept again until the store is reopened.
 func (s *LogStore) relieve() {
@@ -1030,49 +1043,63 @@ func (s *LogStore) Read(at Loc, size int, dst []byte) ([]byte, error) {
 	return append(dst, fr.item.Data...), nil
 }
 
-// LoadMeta implements Store. A directory without a meta file is new; a meta
-// file with no valid slot is an error, because the sequence high-water mark
-// is lost (the Spool then falls back to the highest recovered seq).
+// metaFiles are the two copies of the meta record, each with two slots.
+// Every SaveMeta writes both, one after the other, so that losing or
+// damaging either file (or tearing a write) leaves the latest value in
+// the other: the sequence high-water mark and the boot id survive the
+// loss of any one file.
+var metaFiles = [2]string{"meta", "meta.2"}
+
+// LoadMeta implements Store. A directory without meta files is new; meta
+// files with no valid slot are an error, because the sequence high-water
+// mark is lost (the Spool then falls back to the highest recovered seq).
 func (s *LogStore) LoadMeta() (Meta, error) {
-	b, err := os.ReadFile(filepath.Join(s.dir, "meta"))
-	if errors.Is(err, os.ErrNotExist) {
+	var (
+		best  Meta
+		found bool
+		seen  bool
+		errs  []error
+	)
+	for _, name := range metaFiles {
+		b, err := os.ReadFile(filepath.Join(s.dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		seen = true
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spool: read %s: %w", name, err))
+			continue
+		}
+		for i := range 2 {
+			if len(b) < i*metaSlot+32 {
+				continue
+			}
+			sl := b[i*metaSlot:]
+			if string(sl[:4]) != metaMagic || binary.LittleEndian.Uint32(sl[24:]) != crc32.Checksum(sl[:24], castagnoli) {
+				continue
+			}
+			ctr := binary.LittleEndian.Uint64(sl[4:])
+			if !found || ctr > s.metaCtr {
+				found, s.metaCtr = true, ctr
+				best = Meta{Boot: binary.LittleEndian.Uint32(sl[12:]), NextSeq: binary.LittleEndian.Uint64(sl[16:])}
+			}
+		}
+	}
+	switch {
+	case found:
+		return best, nil
+	case !seen:
 		return Meta{}, nil
+	case len(errs) > 0:
+		return Meta{}, errors.Join(errs...)
 	}
-	if err != nil {
-		return Meta{}, fmt.Errorf("spool: read meta: %w", err)
-	}
-	var best Meta
-	found := false
-	for i := range 2 {
-		if len(b) < i*metaSlot+32 {
-			continue
-		}
-		sl := b[i*metaSlot:]
-		if string(sl[:4]) != metaMagic || binary.LittleEndian.Uint32(sl[24:]) != crc32.Checksum(sl[:24], castagnoli) {
-			continue
-		}
-		ctr := binary.LittleEndian.Uint64(sl[4:])
-		if !found || ctr > s.metaCtr {
-			found, s.metaCtr = true, ctr
-			best = Meta{Boot: binary.LittleEndian.Uint32(sl[12:]), NextSeq: binary.LittleEndian.Uint64(sl[16:])}
-		}
-	}
-	if !found {
-		return Meta{}, fmt.Errorf("spool: meta file has no valid slot: %w", errCorrupt)
-	}
-	return best, nil
+	return Meta{}, fmt.Errorf("spool: meta files have no valid slot: %w", errCorrupt)
 }
 
-// SaveMeta implements Store: the slots alternate, so a torn write leaves the
-// previous value readable.
+// SaveMeta implements Store: it writes the value to both meta files in
+// turn, each in the slot the counter picks (the slots alternate, so a torn
+// write leaves the previous value readable in that file too).
 func (s *LogStore) SaveMeta(m Meta) error {
-	path := filepath.Join(s.dir, "meta")
-	_, serr := os.Stat(path)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("spool: open meta: %w", err)
-	}
-	defer f.Close()
 	s.metaCtr++
 	var b [32]byte
 	copy(b[:], metaMagic)
@@ -1080,11 +1107,27 @@ func (s *LogStore) SaveMeta(m Meta) error {
 	binary.LittleEndian.PutUint32(b[12:], m.Boot)
 	binary.LittleEndian.PutUint64(b[16:], m.NextSeq)
 	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
-	if _, err := f.WriteAt(b[:], int64(s.metaCtr%2)*metaSlot); err != nil {
-		return fmt.Errorf("spool: write meta: %w", err)
+	for _, name := range metaFiles {
+		if err := s.writeMeta(name, b[:], int64(s.metaCtr%2)*metaSlot); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *LogStore) writeMeta(name string, b []byte, off int64) error {
+	path := filepath.Join(s.dir, name)
+	_, serr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: open %s: %w", name, err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		return fmt.Errorf("spool: write %s: %w", name, err)
 	}
 	if err := fdatasync(f); err != nil {
-		return fmt.Errorf("spool: sync meta: %w", err)
+		return fmt.Errorf("spool: sync %s: %w", name, err)
 	}
 	if serr != nil {
 		if err := syncDir(s.dirf); err != nil {

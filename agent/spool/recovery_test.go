@@ -220,8 +220,10 @@ func TestRecoveryLostMetaNeverReusesSeq(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "meta"), bytes.Repeat([]byte{0xee}, 8192), 0o600); err != nil {
-		t.Fatal(err)
+	for _, name := range metaFiles { // both copies
+		if err := os.WriteFile(filepath.Join(dir, name), bytes.Repeat([]byte{0xee}, 8192), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s, err = Open(dir, o, nil)
 	if err != nil {
@@ -230,5 +232,57 @@ func TestRecoveryLostMetaNeverReusesSeq(t *testing.T) {
 	defer s.Close()
 	if q := s.NextSeq(); q <= last {
 		t.Fatalf("after losing the meta file, seq %d handed out again (had reached %d)", q, last)
+	}
+}
+
+// On an empty spool nothing but the meta files remembers the boot id and
+// the sequence high-water mark: losing or damaging any one of them must
+// not let (boot, seq) start again.
+func TestMetaSurvivesLossOfAnyOneFile(t *testing.T) {
+	for _, name := range metaFiles {
+		for _, damage := range []string{"deleted", "zeroed", "torn"} {
+			t.Run(name+"/"+damage, func(t *testing.T) {
+				dir := t.TempDir()
+				o := Options{SyncInterval: time.Hour, SegmentBytes: 64 << 10, SeqBlock: 16}
+				var boot uint32
+				var last uint64
+				for range 3 { // a few boots, all records delivered
+					s, err := Open(dir, o, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					boot = s.Boot()
+					for range 40 {
+						last = s.NextSeq()
+						s.Append(Item{Seq: last, Priority: kestrel.PriorityNormal, Time: 1, Data: payload(last)})
+					}
+					s.syncOnce()
+					s.Commit(seqsOf(s.Take(nil, 100, 0)))
+					s.syncOnce()
+					s.store.(*LogStore).abandon() // a crash: no clean Close
+				}
+				path := filepath.Join(dir, name)
+				switch damage {
+				case "deleted":
+					os.Remove(path)
+				case "zeroed":
+					os.WriteFile(path, make([]byte, 2*metaSlot), 0o600)
+				case "torn":
+					b, _ := os.ReadFile(path)
+					os.WriteFile(path, b[:len(b)/2], 0o600)
+				}
+				s, err := Open(dir, o, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				if s.Boot() <= boot {
+					t.Fatalf("boot %d after boot %d", s.Boot(), boot)
+				}
+				if q := s.NextSeq(); q <= last {
+					t.Fatalf("seq %d handed out again (had reached %d)", q, last)
+				}
+			})
+		}
 	}
 }

@@ -37,11 +37,26 @@ type Options struct {
 	// SeqBlock is how many sequence numbers one durable reservation
 	// covers. Default 1024.
 	SeqBlock uint64
-	// Now is the clock. Default time.Now, whose monotonic reading keeps
-	// the live window immune to the wall clock being set (GPS time at
-	// boot); a clock without one (tests, simulations) is used as is.
+	// EmergencyBytes is the emergency lane's own budget (payload plus ~10
+	// bytes each), part of MaxBytes and kept free of the other lanes.
+	// Emergency records are never evicted, so past it an emergency Append
+	// fails with ErrFull. Default MaxBytes/16.
+	EmergencyBytes int64
+	// Now is the wall clock. Default time.Now.
 	Now func() time.Time
+	// Mono is the time elapsed on a clock that never jumps, from any
+	// origin: the live window and MaxAge follow it, so a wall clock set
+	// at boot (a device without an RTC starts in 1970, then NTP or GPS
+	// steps it) never evicts nor reorders anything. Default: the
+	// monotonic reading of Now (time.Now has one; a clock without one,
+	// as in simulations, is used as is).
+	Mono func() time.Duration
 }
+
+// saneWall is the earliest wall time taken for a set clock: before it, a
+// device's clock has not been set since boot (no RTC), and its readings say
+// nothing about elapsed time.
+var saneWall = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 
 func (o *Options) fill() {
 	if o.MaxBytes <= 0 {
@@ -62,6 +77,10 @@ func (o *Options) fill() {
 	if o.SeqBlock == 0 {
 		o.SeqBlock = 1024
 	}
+	if o.EmergencyBytes <= 0 {
+		o.EmergencyBytes = o.MaxBytes / 16
+	}
+	o.EmergencyBytes = min(o.EmergencyBytes, o.MaxBytes)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -108,19 +127,20 @@ type LaneMetrics struct {
 
 // Metrics is a snapshot for the agent's state and health reporting.
 type Metrics struct {
-	Lanes        [kestrel.NumPriorities]LaneMetrics
-	Records      int
-	Bytes        int64         // charged against MaxBytes
-	MaxBytes     int64         //
-	StoreBytes   int64         // occupied on the medium
-	Writes       string        // how group commits reach the medium: "direct", "page-cache" or "memory"
-	MemoryBytes  int64         // payloads not yet durable (waiting for the next sync, or storage failing)
-	OldestAge    time.Duration // age of the oldest record by record time; 0 when empty
-	Evicted      uint64
-	EvictedBytes uint64
-	Rejected     uint64 // appends refused with ErrFull
-	Syncs        uint64
-	SyncErrors   uint64
+	Lanes          [kestrel.NumPriorities]LaneMetrics
+	Records        int
+	Bytes          int64         // charged against MaxBytes
+	MaxBytes       int64         //
+	EmergencyBytes int64         // the emergency lane's own budget, part of MaxBytes
+	StoreBytes     int64         // occupied on the medium
+	Writes         string        // how group commits reach the medium: "direct", "page-cache" or "memory"
+	MemoryBytes    int64         // payloads not yet durable (waiting for the next sync, or storage failing)
+	OldestAge      time.Duration // time since the oldest record was appended, on the device's monotonic clock (as MaxAge judges it); 0 when empty
+	Evicted        uint64
+	EvictedBytes   uint64
+	Rejected       uint64 // appends refused with ErrFull
+	Syncs          uint64
+	SyncErrors     uint64
 	// What Open found.
 	Boot                 uint32
 	Recovered            int
@@ -171,6 +191,8 @@ type Spool struct {
 	log   *slog.Logger
 	store Store
 	base  time.Time // monotonic origin of entry.at
+	// monoBase is Options.Mono at Open, when set.
+	monoBase time.Duration
 
 	syncMu sync.Mutex // one group commit at a time
 
@@ -197,10 +219,14 @@ type Spool struct {
 	next     uint64
 	reserved uint64
 
-	ready  chan struct{}
-	kick   chan struct{}
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// emergencyDefault: EmergencyBytes follows MaxBytes (SetLimits).
+	emergencyDefault bool
+
+	ready   chan struct{}
+	kick    chan struct{}
+	relimit chan struct{}
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 type memBuf struct {
@@ -222,6 +248,7 @@ type pick struct {
 // cannot be used at all (read-only or failing medium), Open still returns a
 // working spool that holds records in memory only, with Health saying why.
 func Open(dir string, opts Options, log *slog.Logger) (*Spool, error) {
+	emergencyDefault := opts.EmergencyBytes <= 0
 	opts.fill()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -242,31 +269,40 @@ func Open(dir string, opts Options, log *slog.Logger) (*Spool, error) {
 		s.mu.Unlock()
 		return s, nil
 	}
-	ls.poolMax = int(min(max(opts.MaxBytes/ls.segBytes, 2), 4096))
+	ls.poolMax = poolSize(opts.MaxBytes, ls.segBytes)
 	s, err := OpenStore(ls, opts, log)
 	if err != nil {
 		ls.Close()
 		return nil, err
 	}
+	s.emergencyDefault = emergencyDefault
 	return s, nil
 }
 
 // OpenStore opens a spool on any Store (the in-memory one in tests).
 func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
+	emergencyDefault := opts.EmergencyBytes <= 0
 	opts.fill()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Spool{
-		opts:  opts,
-		log:   log,
-		store: st,
-		base:  opts.Now(),
-		group: &group{done: make(chan struct{})},
-		ready: make(chan struct{}, 1),
-		kick:  make(chan struct{}, 1),
+		opts:    opts,
+		log:     log,
+		store:   st,
+		base:    opts.Now(),
+		group:   &group{done: make(chan struct{})},
+		ready:   make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		relimit: make(chan struct{}, 1),
+
+		emergencyDefault: emergencyDefault,
 	}
 	s.health.Since = opts.Now()
+	if opts.Mono != nil {
+		s.monoBase = opts.Mono()
+	}
+	wallAtOpen := opts.Now()
 	meta, merr := st.LoadMeta()
 	if merr != nil {
 		log.Error("spool sequence high-water mark lost; continuing from the highest recovered seq", "err", merr)
@@ -276,7 +312,7 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 	rs, err := st.Recover(func(m RecMeta) {
 		p := min(m.Priority, kestrel.PriorityEmergency)
 		l := &s.lanes[p]
-		if _, ok := l.insert(entry{seq: m.Seq, time: m.Time, loc: m.At, size: uint32(m.Size), where: inStore}); !ok {
+		if _, ok := l.insert(entry{seq: m.Seq, time: m.Time, at: s.recoveredAt(m.Time, wallAtOpen), loc: m.At, size: uint32(m.Size), where: inStore}); !ok {
 			return
 		}
 		l.live++
@@ -309,8 +345,27 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 	return s, nil
 }
 
-// mono is the time since Open on the monotonic clock (when Now provides one).
-func (s *Spool) mono() int64 { return int64(s.opts.Now().Sub(s.base)) }
+// mono is the time since Open on the monotonic clock, in ns.
+func (s *Spool) mono() int64 {
+	if s.opts.Mono != nil {
+		return int64(s.opts.Mono() - s.monoBase)
+	}
+	return int64(s.opts.Now().Sub(s.base))
+}
+
+// recoveredAt is the append time given to a record found at Open, on the
+// monotonic clock of this run (always <= 0, which marks it as recovered).
+// Its age before this boot is known only from wall clocks: it counts only
+// when the record's time and the clock now are both sane (set, and not
+// going backwards); otherwise the record is taken as appended at Open, so
+// a clock step can never make it look old.
+func (s *Spool) recoveredAt(recTime int64, now time.Time) int64 {
+	at := s.mono()
+	if w := now.UnixMilli(); recTime >= saneWall && w >= recTime {
+		at -= int64(time.Duration(w-recTime) * time.Millisecond)
+	}
+	return min(at, 0)
+}
 
 func (s *Spool) signal() {
 	select {
@@ -351,10 +406,12 @@ func (s *Spool) NextSeq() uint64 {
 }
 
 // Append adds a record. The payload is copied. The returned Ticket reports
-// when it is safe. When the spool is over MaxBytes it first evicts by policy
-// (bulk, then normal, then high, oldest first, never anything more urgent
-// than the new record, never emergency); if that cannot make room it returns
-// ErrFull, except for emergency records, which are always taken.
+// when it is safe. When the other lanes are over their share of MaxBytes
+// (MaxBytes less EmergencyBytes) it first evicts by policy (bulk, then
+// normal, then high, oldest first, never anything more urgent than the new
+// record, never emergency); if that cannot make room it returns ErrFull.
+// Emergency records are never evicted: past EmergencyBytes they are refused
+// with ErrFull.
 func (s *Spool) Append(it Item) (Ticket, error) {
 	if len(it.Data) > MaxPayload {
 		return Ticket{}, ErrTooLarge
@@ -370,10 +427,19 @@ func (s *Spool) Append(it Item) (Ticket, error) {
 		s.mu.Unlock()
 		return Ticket{}, fmt.Errorf("spool: append seq %d: duplicate sequence number", it.Seq)
 	}
-	if over := s.bytes + cost - s.opts.MaxBytes; over > 0 {
+	if p == kestrel.PriorityEmergency {
+		// Emergency records are never evicted: they have their own
+		// budget, and past it they are refused rather than let grow
+		// beyond what the medium was given.
+		if s.laneCharge(p)+cost > s.opts.EmergencyBytes {
+			s.m.Rejected++
+			s.mu.Unlock()
+			return Ticket{}, ErrFull
+		}
+	} else if over := s.bytes - s.laneCharge(kestrel.PriorityEmergency) + cost - (s.opts.MaxBytes - s.opts.EmergencyBytes); over > 0 {
 		top := min(p, kestrel.PriorityHigh)
 		// Refuse before evicting anything when eviction cannot make room.
-		if s.evictable(top) < over && p != kestrel.PriorityEmergency {
+		if s.evictable(top) < over {
 			s.m.Rejected++
 			s.mu.Unlock()
 			return Ticket{}, ErrFull
@@ -408,11 +474,16 @@ func (s *Spool) Append(it Item) (Ticket, error) {
 	return Ticket{g: g}, nil
 }
 
+// laneCharge is what lane p's records count against the budgets.
+func (s *Spool) laneCharge(p kestrel.Priority) int64 {
+	return s.lanes[p].bytes + int64(s.lanes[p].live)*recOverhead
+}
+
 // evictable is what evicting every lane up to top would free.
 func (s *Spool) evictable(top kestrel.Priority) int64 {
 	var n int64
 	for p := kestrel.PriorityBulk; p <= top && p < kestrel.PriorityEmergency; p++ {
-		n += s.lanes[p].bytes + int64(s.lanes[p].live)*recOverhead
+		n += s.laneCharge(p)
 	}
 	return n
 }
@@ -560,7 +631,7 @@ func (s *Spool) take(dst []Item, max int, maxBytes int, urgentOnly bool) []Item 
 	// Backlog normal, then backlog bulk: oldest first.
 	for _, p := range []kestrel.Priority{kestrel.PriorityNormal, kestrel.PriorityBulk} {
 		l := &s.lanes[p]
-		for i := l.head; i < len(l.ents) && !stop && (l.ents[i].at == 0 || l.ents[i].at <= liveFrom); i++ {
+		for i := l.head; i < len(l.ents) && !stop && (l.ents[i].at <= 0 || l.ents[i].at <= liveFrom); i++ {
 			if l.ents[i].st == stQueued {
 				add(p, i)
 			}
@@ -702,29 +773,32 @@ func (s *Spool) Metrics() Metrics {
 	s.mu.Lock()
 	m := s.m
 	m.Boot = s.boot
-	m.Bytes, m.MaxBytes = s.bytes, s.opts.MaxBytes
+	m.Bytes, m.MaxBytes, m.EmergencyBytes = s.bytes, s.opts.MaxBytes, s.opts.EmergencyBytes
 	m.MemoryBytes = int64(len(s.mem.data)) - s.memDead
 	m.Health = s.health
-	oldest := int64(0)
+	oldest, any := int64(0), false
 	for p := range s.lanes {
 		l := &s.lanes[p]
 		m.Lanes[p].Records, m.Lanes[p].Bytes, m.Lanes[p].InFlight = l.live, l.bytes, l.inflight
 		m.Records += l.live
 		for i := l.head; i < len(l.ents); i++ {
 			if l.ents[i].st != stDead {
-				if oldest == 0 || l.ents[i].time < oldest {
-					oldest = l.ents[i].time
+				if !any || l.ents[i].at < oldest {
+					oldest, any = l.ents[i].at, true
 				}
 				break
 			}
 		}
 	}
+	if any {
+		if oldest > 0 {
+			oldest-- // appended entries are stamped mono()+1, to tell them from recovered ones
+		}
+		m.OldestAge = max(0, time.Duration(s.mono()-oldest))
+	}
 	s.mu.Unlock()
 	m.StoreBytes = s.store.Usage()
 	m.Writes = writesOf(s.store)
-	if oldest != 0 {
-		m.OldestAge = max(0, s.opts.Now().Sub(time.UnixMilli(oldest)))
-	}
 	return m
 }
 
@@ -744,7 +818,10 @@ func writesOf(st Store) string {
 
 func (s *Spool) run(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.opts.SyncInterval)
+	s.mu.Lock()
+	every := s.opts.SyncInterval
+	s.mu.Unlock()
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -753,19 +830,86 @@ func (s *Spool) run(ctx context.Context) {
 		case <-t.C:
 			s.expire()
 		case <-s.kick:
+		case <-s.relimit:
+			s.mu.Lock()
+			if d := s.opts.SyncInterval; d != every {
+				every = d
+				t.Reset(d)
+			}
+			s.mu.Unlock()
+			s.expire()
 		}
 		s.syncOnce()
 	}
 }
 
-// expire evicts records older than MaxAge (never emergency).
+// ErrNeedsRestart is wrapped by SetLimits for a value that cannot take
+// effect on a running spool.
+var ErrNeedsRestart = errors.New("spool: needs a restart")
+
+// SetLimits applies spool.max_bytes, spool.max_age and spool.sync_interval
+// to the running spool, all or none: a smaller maxBytes evicts by policy at
+// once (never emergency), a smaller maxAge at once, a new syncInterval from
+// the next tick. Zero takes the default (maxAge 0: no age bound); negative
+// values are refused. The log's segment size is fixed at Open: a maxBytes
+// under four segments of it would let whole segments dominate the bound, so
+// it is refused with an error wrapping ErrNeedsRestart (Open sizes segments
+// from maxBytes). Nothing is changed when it returns an error.
+func (s *Spool) SetLimits(maxBytes int64, maxAge, syncInterval time.Duration) error {
+	if maxBytes < 0 || maxAge < 0 || syncInterval < 0 {
+		return fmt.Errorf("spool: limits must not be negative (max_bytes %d, max_age %v, sync_interval %v)", maxBytes, maxAge, syncInterval)
+	}
+	next := Options{MaxBytes: maxBytes, MaxAge: maxAge, SyncInterval: syncInterval}
+	next.fill()
+	if ls, ok := s.store.(*LogStore); ok && next.MaxBytes < 4*ls.segBytes {
+		return fmt.Errorf("spool: max_bytes %d is under four segments of %d bytes, the size chosen at open: %w",
+			next.MaxBytes, ls.segBytes, ErrNeedsRestart)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.emergencyDefault {
+		next.EmergencyBytes = next.MaxBytes / 16
+	} else {
+		next.EmergencyBytes = min(s.opts.EmergencyBytes, next.MaxBytes)
+	}
+	s.opts.MaxBytes, s.opts.EmergencyBytes = next.MaxBytes, next.EmergencyBytes
+	s.opts.MaxAge, s.opts.SyncInterval = next.MaxAge, next.SyncInterval
+	if over := s.bytes - s.laneCharge(kestrel.PriorityEmergency) - (s.opts.MaxBytes - s.opts.EmergencyBytes); over > 0 {
+		s.evict(over, kestrel.PriorityHigh, false)
+	}
+	if ls, ok := s.store.(*LogStore); ok {
+		ls.setPoolMax(poolSize(s.opts.MaxBytes, ls.segBytes))
+	}
+	s.mu.Unlock()
+	select {
+	case s.relimit <- struct{}{}:
+	default:
+	}
+	s.expire()
+	return nil
+}
+
+// poolSize is how many drained segment files the log keeps for reuse: up
+// to maxBytes worth, at least 2.
+func poolSize(maxBytes, segBytes int64) int {
+	return int(min(max(maxBytes/segBytes, 2), 4096))
+}
+
+// expire evicts records older than MaxAge (never emergency). Age is the
+// time since append on the monotonic clock (recoveredAt for records found
+// at Open), never the record's wall-clock time: a clock step evicts
+// nothing. Append times never decrease along a lane, so the scan stops at
+// the first record young enough.
 func (s *Spool) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.opts.MaxAge <= 0 {
 		return
 	}
-	cut := s.opts.Now().Add(-s.opts.MaxAge).UnixMilli()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	cut := s.mono() - int64(s.opts.MaxAge)
 	for p := kestrel.PriorityBulk; p < kestrel.PriorityEmergency; p++ {
 		l := &s.lanes[p]
 		for i := l.head; i < len(l.ents); i++ {
@@ -773,8 +917,8 @@ func (s *Spool) expire() {
 			if e.st == stDead {
 				continue
 			}
-			if e.time >= cut {
-				continue
+			if e.at > cut {
+				break
 			}
 			s.m.Evicted++
 			s.m.EvictedBytes += uint64(e.size)

@@ -79,6 +79,13 @@ func (p *Policy) SetClock(now func() time.Time) {
 	p.mu.Unlock()
 }
 
+// Config returns the settings in force.
+func (p *Policy) Config() (config.Tracking, config.Privacy) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg, p.priv
+}
+
 // SetConfig changes the settings live. The last reported fix is kept, so
 // the new thresholds apply from the next fix on.
 func (p *Policy) SetConfig(t config.Tracking, pr config.Privacy) {

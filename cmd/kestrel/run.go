@@ -13,6 +13,7 @@ import (
 
 	"github.com/kestrel-edge/kestrel/agent"
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/remote"
 	"github.com/kestrel-edge/kestrel/agent/selftest"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 )
@@ -55,13 +56,21 @@ func runRun(args []string, s stdio) error {
 		fs.Usage()
 		return fmt.Errorf("%w: --config FILE is required", errUsage)
 	}
-	cfg, err := config.Load(*path, sets)
+	local, err := config.Load(*path, sets)
 	if err != nil {
 		return err
 	}
-	log := newLogger(s, cfg.Log)
+	level := new(slog.LevelVar)
+	log := newLogger(s, local.Log, level)
 	oneCore()
-	a, err := agent.New(cfg, agent.Options{Logger: log, Version: version, ConfigPath: *path, Sets: sets,
+	// The fleet controller decides the config to start with: the local
+	// one with the persisted remote config laid over it. From then on the
+	// agent holds the running config and changes it only through Reload.
+	ctl, err := remote.NewManager(remote.Options{Current: local, Logger: log})
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(ctl.StartConfig(), agent.Options{Logger: log, LogLevel: level, Version: version,
 		Selftest: func(ctx context.Context, cfg config.Config) (any, error) {
 			// The agent holds its serial ports and GPIO lines; the
 			// remote self-test reports them from the running agent's
@@ -72,29 +81,63 @@ func runRun(args []string, s stdio) error {
 		return err
 	}
 	defer a.Close()
-	return runWithSignals(s.ctx, a, log)
+	ctl.SetHandlers(fleetCommands(a), a.Policy())
+	if err := ctl.Attach(a, a.Messenger()); err != nil {
+		log.Warn("remote configuration: subscribe", "err", err)
+	}
+	reload := func(ctx context.Context) ([]config.Change, error) {
+		local, err := config.Load(*path, sets)
+		if err != nil {
+			return nil, err
+		}
+		return ctl.ReloadLocal(ctx, local)
+	}
+	return runWithSignals(s.ctx, a, ctl, reload, log)
 }
 
-// runWithSignals runs the agent until SIGTERM or SIGINT; SIGHUP reloads.
-func runWithSignals(parent context.Context, a *agent.Agent, log *slog.Logger) error {
+// fleetCommands are the handlers for signed fleet commands: the agent's,
+// and restart, which exits once its reply is out.
+func fleetCommands(a *agent.Agent) map[string]remote.CommandFunc {
+	cmds := map[string]remote.CommandFunc{}
+	for name, h := range a.Commands() {
+		cmds[name] = h
+	}
+	cmds["restart"] = func(context.Context, map[string]string) (any, error) {
+		return remote.Deferred{Result: map[string]any{"restarting": true}, Then: a.RequestRestart}, nil
+	}
+	return cmds
+}
+
+// runWithSignals runs the agent and its fleet controller until SIGTERM or
+// SIGINT; SIGHUP re-reads the local file and applies it through the
+// controller (which lays the fleet's config over it) and the agent's one
+// door.
+func runWithSignals(parent context.Context, a *agent.Agent, ctl *remote.Manager, reload func(context.Context) ([]config.Change, error), log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	ctlCtx, stopCtl := context.WithCancel(ctx)
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- ctl.Run(ctlCtx) }()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	for {
 		select {
 		case <-hup:
-			changed, err := a.Reload(ctx)
+			changes, err := reload(ctx)
 			if err != nil {
-				log.Error("reload rejected; the running config is unchanged", "err", err)
+				log.Error("reload refused; the running config is unchanged", "err", err)
 			} else {
-				log.Info("reload applied", "changed", changed)
+				log.Info("reload applied", "changes", changes)
 			}
 		case err := <-done:
+			stopCtl()
+			if cerr := <-ctlDone; cerr != nil {
+				log.Error("remote configuration stopped", "err", cerr)
+			}
 			return err
 		}
 	}
@@ -102,11 +145,12 @@ func runWithSignals(parent context.Context, a *agent.Agent, log *slog.Logger) er
 
 // newLogger builds the daemon's logger: text for a fitter's terminal or
 // journald, JSON when asked.
-func newLogger(s stdio, c config.Log) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		level = slog.LevelInfo
+func newLogger(s stdio, c config.Log, level *slog.LevelVar) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.Level)); err != nil {
+		l = slog.LevelInfo
 	}
+	level.Set(l)
 	ho := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(s.stderr, ho))

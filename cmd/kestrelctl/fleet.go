@@ -285,13 +285,17 @@ func deviceOf(topic string) string {
 
 const fleetConfigUsage = `usage:
   kestrelctl config push --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags] FILE
-  kestrelctl config get  --broker URL --fleet F (--device D | --group G | --all)
+  kestrelctl config clear --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags]
+  kestrelctl config get  --broker URL --fleet F (--device D | --group G | --all) [--effective]
 
 push signs FILE (a partial TOML config, laid over each device's own), publishes
 it retained, waits for the devices' reports with a progress bar and ends with
 a table of applied, rejected, rolled back and no answer. It exits 1 unless
-every expected device applied it. get shows the desired configs and the
-devices' reports. Run either with -h for its flags; see docs/config.md.`
+every expected device applied it. clear pushes a signed, versioned empty
+config to the scope, so that scope sets nothing and the other scopes'
+keys stay. get shows the desired configs and the devices' reports; with
+--effective and --device, the device's running config key by key with
+the scope and version each value came from. Run either with -h for its flags; see docs/config.md.`
 
 func runConfig(args []string, s stdio) error {
 	if len(args) == 0 {
@@ -300,7 +304,9 @@ func runConfig(args []string, s stdio) error {
 	}
 	switch args[0] {
 	case "push":
-		return configPush(args[1:], s)
+		return configPush(args[1:], s, false)
+	case "clear":
+		return configPush(args[1:], s, true)
 	case "get":
 		return configGet(args[1:], s)
 	case "-h", "--help", "help":
@@ -352,8 +358,12 @@ type pushResult struct {
 	errs    []remote.ReportError
 }
 
-func configPush(args []string, s stdio) error {
-	fs := flag.NewFlagSet("config push", flag.ContinueOnError)
+func configPush(args []string, s stdio, clear bool) error {
+	name := "config push"
+	if clear {
+		name = "config clear"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
 	bf := addFleetBrokerFlags(fs)
 	tf := addTargetFlags(fs)
@@ -372,14 +382,36 @@ func configPush(args []string, s stdio) error {
 			"group: devices whose last report lists the group), or --devices/--expect.")
 		fs.PrintDefaults()
 	}
-	file, rest := subcmd.FileFirst(args)
-	if help, err := subcmd.Parse(fs, rest); help || err != nil {
-		return err
+	if clear {
+		fs.Usage = func() {
+			fmt.Fprintln(s.stderr, "usage: kestrelctl config clear --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags]\n\n"+
+				"Signs and publishes an empty config for the scope, with a new version: the\n"+
+				"scope then sets no key, and what the other scopes set stays. Waits for the\n"+
+				"devices' reports like push.")
+			fs.PrintDefaults()
+		}
 	}
-	if file == "" && fs.NArg() == 1 {
-		file = fs.Arg(0)
-	} else if fs.NArg() != 0 || file == "" {
-		return fmt.Errorf("%w: one config FILE is required", errUsage)
+	var file string
+	var body []byte
+	if clear {
+		if help, err := subcmd.Parse(fs, args); help || err != nil {
+			return err
+		}
+		if fs.NArg() != 0 {
+			return fmt.Errorf("%w: config clear takes no FILE", errUsage)
+		}
+		file, body = "(clear)", []byte{}
+	} else {
+		var rest []string
+		file, rest = subcmd.FileFirst(args)
+		if help, err := subcmd.Parse(fs, rest); help || err != nil {
+			return err
+		}
+		if file == "" && fs.NArg() == 1 {
+			file = fs.Arg(0)
+		} else if fs.NArg() != 0 || file == "" {
+			return fmt.Errorf("%w: one config FILE is required", errUsage)
+		}
 	}
 	if err := bf.check(); err != nil {
 		return err
@@ -388,9 +420,10 @@ func configPush(args []string, s stdio) error {
 	if err != nil {
 		return err
 	}
-	body, err := os.ReadFile(file)
-	if err != nil {
-		return err
+	if !clear {
+		if body, err = os.ReadFile(file); err != nil {
+			return err
+		}
 	}
 	// Catch what every device would reject before it goes out.
 	base := config.Defaults()
@@ -460,6 +493,15 @@ func configPush(args []string, s stdio) error {
 	want := len(expected)
 	if *expect > 0 {
 		want = *expect
+	}
+	if want == 0 && discovering {
+		// Nobody to wait for: a typo in a group name, or a fleet not yet
+		// online. Say so rather than publish into silence.
+		what := "the fleet"
+		if *tf.group != "" {
+			what = "group " + *tf.group
+		}
+		return fmt.Errorf("no device known in %s (from retained state and reports); not pushed (use --devices or --expect to push anyway)", what)
 	}
 
 	if err := fleetWait(ctx, cl.Publish(tg.Topic(), 1, true, env), 15*time.Second); err != nil {
@@ -640,6 +682,7 @@ func configGet(args []string, s stdio) error {
 	tf := addTargetFlags(fs)
 	pubFile := fs.String("pub", "", "verify signatures with this public key file (keygen's .pub)")
 	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
+	effective := fs.Bool("effective", false, "with --device: print the device's running config, each key with the scope and version it came from")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl config get --broker URL --fleet F (--device D | --group G | --all) [--pub FILE]\n\n"+
 			"Prints the retained desired config for the target (for a device also the\n"+
@@ -688,6 +731,16 @@ func configGet(args []string, s stdio) error {
 		if r, err := remote.DecodeReport(m.Payload()); err == nil {
 			reports[deviceOf(m.Topic())] = r
 		}
+	}
+	if *effective {
+		if *tf.device == "" {
+			return fmt.Errorf("%w: --effective needs --device", errUsage)
+		}
+		r := reports[*tf.device]
+		if r == nil || len(r.Effective) == 0 {
+			return fmt.Errorf("no report with the effective config from %s", *tf.device)
+		}
+		return printEffective(s.stdout, r)
 	}
 	// Which desired topics apply to the target.
 	var topics []string
@@ -753,6 +806,27 @@ func configGet(args []string, s stdio) error {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", d, r.Running, r.Version, r.Status,
 			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), strings.Join(detail, "; "))
+	}
+	return tw.Flush()
+}
+
+// printEffective prints a device's running config key by key with its
+// origin: the remote scope and version that set it, or local.
+func printEffective(w io.Writer, r *remote.Report) error {
+	var layers []string
+	for sc, v := range r.Layers {
+		layers = append(layers, fmt.Sprintf("%s=%d", sc, v))
+	}
+	sort.Strings(layers)
+	fmt.Fprintf(w, "# %s running version %d; layers: %s\n", r.Device, r.Running, strings.Join(layers, " "))
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tVALUE\tSCOPE\tVERSION")
+	for _, k := range r.Effective {
+		v := "-"
+		if k.Version != 0 {
+			v = fmt.Sprint(k.Version)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Path, k.Value, k.Scope, v)
 	}
 	return tw.Flush()
 }

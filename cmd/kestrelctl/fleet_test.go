@@ -57,6 +57,36 @@ func (l *fleetLink) Subscribe(topic string, h func(string, []byte)) error {
 	return tok.Error()
 }
 
+// fleetDoor stands in for the agent's door: it validates, runs apply
+// (which may refuse) and keeps the running config.
+type fleetDoor struct {
+	mu    sync.Mutex
+	run   config.Config
+	apply func(context.Context, config.Config, config.Config) error
+}
+
+func (d *fleetDoor) Config() config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return config.Clone(d.run)
+}
+
+func (d *fleetDoor) Reload(ctx context.Context, next config.Config) ([]config.Change, error) {
+	if err := next.Validate(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	changes := config.Diff(d.run, next)
+	if d.apply != nil {
+		if err := d.apply(ctx, d.run, next); err != nil {
+			return changes, err
+		}
+	}
+	d.run = next
+	return changes, nil
+}
+
 // fleetDevice starts a device's remote manager on the broker, with a
 // retained state message as the agent's session would publish.
 func fleetDevice(t *testing.T, ca *broker.CA, url, id string, pub string, groups []string, apply func(context.Context, config.Config, config.Config) error, cmds map[string]remote.CommandFunc) *remote.Manager {
@@ -77,7 +107,7 @@ func fleetDevice(t *testing.T, ca *broker.CA, url, id string, pub string, groups
 	}
 	t.Cleanup(func() { cl.Disconnect(0) })
 	policy := tracking.New(c.Tracking, c.Privacy)
-	m, err := remote.NewManager(remote.Options{Current: c, Apply: apply, Connected: cl.IsConnectionOpen, Commands: cmds, Privacy: policy, CheckEvery: 50 * time.Millisecond})
+	m, err := remote.NewManager(remote.Options{Current: c, Connected: cl.IsConnectionOpen, Commands: cmds, Privacy: policy, CheckEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +115,7 @@ func fleetDevice(t *testing.T, ca *broker.CA, url, id string, pub string, groups
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	if err := m.Attach(&fleetLink{cl: cl, fleet: "met", devID: id}); err != nil {
+	if err := m.Attach(&fleetDoor{run: m.StartConfig(), apply: apply}, &fleetLink{cl: cl, fleet: "met", devID: id}); err != nil {
 		t.Fatal(err)
 	}
 	st := stateMsg(true, map[string]any{"battery": 81, "battery_status": "Discharging", "spool_records": 1200, "spool_bytes": 90000,
@@ -188,7 +218,7 @@ func TestConfigPushTable(t *testing.T) {
 		regexp.MustCompile(`(?m)^DEVICE\s+RESULT\s+RUNNING\s+DETAIL`),
 		regexp.MustCompile(`(?m)^bwc-0001\s+applied\s+42`),
 		regexp.MustCompile(`(?m)^bwc-0002\s+applied\s+42`),
-		regexp.MustCompile(`(?m)^bwc-0003\s+rejected\s+0\s+apply: gps: /dev/ttyS9: no such device`),
+		regexp.MustCompile(`(?m)^bwc-0003\s+rejected\s+0\s+gps: /dev/ttyS9: no such device`),
 		regexp.MustCompile(`(?m)^bwc-0004\s+applied\s+42`),
 		regexp.MustCompile(`(?m)^bwc-0099\s+no answer`),
 		regexp.MustCompile(`applied 3, rejected 1, rolled back 0, no answer 1`),
