@@ -19,6 +19,7 @@ import (
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/motion"
+	"github.com/kestrel-edge/kestrel/agent/power"
 	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
 	"github.com/kestrel-edge/kestrel/transport/wire"
@@ -58,6 +59,8 @@ type Agent struct {
 	spool  *spool.Spool
 	policy *tracking.Policy
 	motion *motion.Detector // driving events from the accelerometer
+	power  *power.Policy    // reporting follows ignition and battery
+	pw     powerApplier
 
 	boot uint32
 
@@ -126,6 +129,8 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	a.policy.SetClock(opts.Now)
 	a.motion = motion.New(cfg.Motion, a.latest.position)
+	a.power = power.New(cfg.Power, opts.Now, a.onPowerChange)
+	a.pw.lastPoll = cfg.Radio.Poll.Duration
 	a.msgr = &Messenger{a: a}
 	a.latest.kick = make(chan struct{}, 1)
 	return a, nil
@@ -266,6 +271,7 @@ func (a *Agent) Emit(rec kestrel.Record) {
 		rec.Time = a.opts.Now().UnixMilli()
 	}
 	rec.Priority = max(rec.Priority, defaultPriority(&rec))
+	a.power.Observe(&rec)
 	if !a.policy.Filter(&rec) {
 		a.stats.Filtered.Add(1)
 		return

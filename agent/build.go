@@ -8,6 +8,7 @@ import (
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/power"
 	"github.com/kestrel-edge/kestrel/agent/serialport"
 	"github.com/kestrel-edge/kestrel/drivers/battery"
 	"github.com/kestrel-edge/kestrel/drivers/gpio"
@@ -81,8 +82,9 @@ func (a *Agent) radioSource(c config.Radio) Source {
 		}
 		return serialport.Supervise(ctx, pc, log, func(ctx context.Context, p io.ReadWriter) error {
 			r := radio.New(p, profile, radio.Options{
-				Logger:    log,
-				Poll:      c.Poll.Duration,
+				Logger: log,
+				// The power policy slows the poll with the ignition off.
+				Poll:      power.RadioPoll(a.power.Config(), a.power.Status().State, c.Poll.Duration),
 				Heartbeat: c.Heartbeat.Duration,
 				Now:       a.opts.Now,
 			})
@@ -106,6 +108,9 @@ func (a *Agent) sensorSources(cfg config.Config) []sourceSpec {
 				emit(r)
 				if s, ok := r.Body.(*kestrel.Accel); ok {
 					a.motion.Observe(r.Time, s, emit)
+					if a.motion.Moving() {
+						a.power.Wake("movement")
+					}
 				}
 			})
 		})

@@ -23,6 +23,7 @@ type Config struct {
 	Radio    Radio    `toml:"radio"`
 	Sensors  Sensors  `toml:"sensors"`
 	Motion   Motion   `toml:"motion"`
+	Power    Power    `toml:"power"`
 	GPIO     GPIO     `toml:"gpio"`
 	Hooks    Hooks    `toml:"hooks"`
 	Tracking Tracking `toml:"tracking"`
@@ -96,6 +97,19 @@ type Motion struct {
 	Crash         float64  `toml:"crash"`          // m/s², horizontal peak: an emergency
 	CrashHoldoff  Duration `toml:"crash_holdoff"`  // one emergency per impact
 	GravityTau    Duration `toml:"gravity_tau"`    // time constant of the gravity estimate
+}
+
+// Power is the power policy (agent/power): reporting follows the ignition
+// and the battery.
+type Power struct {
+	IgnitionLine     string   `toml:"ignition_line"`      // a gpio.lines name; "" = no ignition input
+	BatteryLow       int      `toml:"battery_low"`        // percent; 0 = ignore the battery
+	WakeHold         Duration `toml:"wake_hold"`          // full reporting after movement or an emergency
+	ReducedInterval  Duration `toml:"reduced_interval"`   // positions at most this often when saving
+	ReducedRadioPoll Duration `toml:"reduced_radio_poll"` // radio poll when saving
+	LowPowerAfter    Duration `toml:"low_power_after"`    // reduced this long: low power; 0 never
+	LowInterval      Duration `toml:"low_interval"`       // positions in low power
+	LowRadioPoll     Duration `toml:"low_radio_poll"`     // radio poll in low power
 }
 
 type GPIO struct {
@@ -225,6 +239,16 @@ func Defaults() Config {
 			Crash:         24.5,
 			CrashHoldoff:  D(10 * time.Second),
 			GravityTau:    D(10 * time.Second),
+		},
+		Power: Power{
+			IgnitionLine:     "ignition",
+			BatteryLow:       15,
+			WakeHold:         D(5 * time.Minute),
+			ReducedInterval:  D(5 * time.Minute),
+			ReducedRadioPoll: D(time.Minute),
+			LowPowerAfter:    D(30 * time.Minute),
+			LowInterval:      D(time.Hour),
+			LowRadioPoll:     D(5 * time.Minute),
 		},
 		GPIO: GPIO{DevRoot: "/dev", Debounce: D(20 * time.Millisecond)},
 		Hooks: Hooks{

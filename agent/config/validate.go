@@ -86,6 +86,15 @@ func (c Config) Validate() error {
 	v.durMin("motion.crash_holdoff", m.CrashHoldoff, 0)
 	v.durMin("motion.gravity_tau", m.GravityTau, time.Second)
 
+	pw := c.Power
+	v.intRange("power.battery_low", pw.BatteryLow, 0, 100)
+	v.durMin("power.wake_hold", pw.WakeHold, 0)
+	v.durMin("power.reduced_interval", pw.ReducedInterval, time.Second)
+	v.durMin("power.reduced_radio_poll", pw.ReducedRadioPoll, 100*time.Millisecond)
+	v.durMin("power.low_power_after", pw.LowPowerAfter, 0)
+	v.durMin("power.low_interval", pw.LowInterval, time.Second)
+	v.durMin("power.low_radio_poll", pw.LowRadioPoll, 100*time.Millisecond)
+
 	v.durMin("gpio.debounce", c.GPIO.Debounce, 0)
 	names := map[string]bool{}
 	for i, l := range c.GPIO.Lines {

@@ -75,6 +75,19 @@ func (d *Detector) SetConfig(cfg config.Motion) {
 	d.harsh = [3]harshState{}
 }
 
+// moving is the smoothed horizontal linear acceleration that counts as
+// the vehicle moving (pulling away, braking, turning): it wakes the power
+// policy. Vibration on a parked vehicle stays well under it (the recorded
+// drive at rest: under 0.3 m/s² smoothed).
+const moving = 1.0
+
+// Moving reports whether the last sample showed the vehicle manoeuvring.
+func (d *Detector) Moving() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.haveG && math.Hypot(d.lin[0], d.lin[1]) >= moving
+}
+
 // Config returns the settings in force.
 func (d *Detector) Config() config.Motion {
 	d.mu.Lock()
