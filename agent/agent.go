@@ -22,6 +22,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/power"
 	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
+	"github.com/kestrel-edge/kestrel/drivers/gpio"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
 
@@ -38,6 +39,9 @@ type Options struct {
 	// OnRecord, when set, sees every record after it is stamped and
 	// spooled (demo and tests).
 	OnRecord func(kestrel.Record)
+	// GPIOFake, when set, stands in for /dev/gpiochip* (tests; Debian's
+	// kernel has no gpio-sim).
+	GPIOFake *gpio.FakeChips
 	// Selftest runs the fitter's checks for the "selftest" command.
 	Selftest func(ctx context.Context, cfg config.Config) (any, error)
 }

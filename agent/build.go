@@ -133,7 +133,7 @@ func (a *Agent) sensorSources(cfg config.Config) []sourceSpec {
 				raise[l.Name] = p
 			}
 		}
-		in := gpio.New(cfg.GPIO.DevRoot, lines, gpio.Options{Debounce: cfg.GPIO.Debounce.Duration, Logger: log, Now: a.opts.Now})
+		in := gpio.New(cfg.GPIO.DevRoot, lines, gpio.Options{Debounce: cfg.GPIO.Debounce.Duration, Logger: log, Now: a.opts.Now, Fake: a.opts.GPIOFake})
 		specs = append(specs, sourceSpec{name: "gpio", section: "gpio", src: SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
 			// gpio.lines[].priority raises an input's events: blue
 			// lights may matter more to a control room than a door.

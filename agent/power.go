@@ -47,3 +47,7 @@ func (a *Agent) applyPowerTracking() {
 	cfg := a.Config()
 	a.policy.SetConfig(power.Tracking(cfg.Power, a.power.Status().State, cfg.Tracking), cfg.Privacy)
 }
+
+// StateFields returns the agent's fields of the retained state message
+// (power_state, ignition, battery, spool, radio, ...).
+func (a *Agent) StateFields() map[string]any { return a.stateFields() }
