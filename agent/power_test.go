@@ -112,7 +112,7 @@ func TestIgnitionOffSlowsReporting(t *testing.T) {
 		t.Fatalf("power_state %v with the ignition on", st)
 	}
 
-	chips.Set("gpiochip0", 3, false) // ignition off
+	chips.Set("gpiochip0", 3, false)    // ignition off
 	time.Sleep(2500 * time.Millisecond) // past wake_hold since ignition on
 	off0 := count()
 	waitFixes(off0 + 4)
