@@ -163,15 +163,16 @@ func parseType(s string) (bigEndian bool, bits, storage, shift int, err error) {
 
 // Feed writes a scan of sample() every 1/rate seconds in batches of the
 // driver's watermark, as the kernel wakes a reader, until ctx ends. Scans
-// made while the buffer is off are dropped, as the kernel drops them.
-func (b *BufferedAccel) Feed(ctx context.Context, rate float64, sample func(n int) [3]int) {
+// made while the buffer is off are dropped, as the kernel drops them. It
+// returns how many scans reached the character device.
+func (b *BufferedAccel) Feed(ctx context.Context, rate float64, sample func(n int) [3]int) (delivered int) {
 	period := time.Duration(float64(time.Second) / rate)
 	n := 0
 	for {
 		wm := b.Watermark()
 		select {
 		case <-ctx.Done():
-			return
+			return delivered
 		case <-time.After(time.Duration(wm) * period):
 		}
 		now := time.Now()
@@ -182,6 +183,8 @@ func (b *BufferedAccel) Feed(ctx context.Context, rate float64, sample func(n in
 			ts[i] = now.Add(-time.Duration(wm-1-i) * period).UnixNano()
 			n++
 		}
-		_ = b.Write(batch, ts)
+		if b.Write(batch, ts) == nil {
+			delivered += wm
+		}
 	}
 }
