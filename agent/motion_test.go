@@ -96,13 +96,7 @@ func crashThroughAgent(t *testing.T, buffered bool) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	done := make(chan error, 1)
-	runCtx, stop := context.WithCancel(ctx)
-	go func() { done <- a.Run(runCtx) }()
-	if err := sim.WaitOpen(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go sim.Run(ctx)
+	stop := runWithGPS(t, ctx, a, sim)
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		for !cond() {
@@ -149,7 +143,24 @@ func crashThroughAgent(t *testing.T, buffered bool) {
 		t.Fatalf("crash never reached the platform: %v", err)
 	}
 	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("agent run: %v", err)
+}
+
+// runWithGPS runs the agent, starts replaying the GPS once the agent has
+// the port open, and returns a stop that ends the run and checks it.
+func runWithGPS(t *testing.T, ctx context.Context, a *agent.Agent, sim *gpssim.Sim) (stop func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	runCtx, cancel := context.WithCancel(ctx)
+	go func() { done <- a.Run(runCtx) }()
+	if err := sim.WaitOpen(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go sim.Run(ctx)
+	return func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("agent run: %v", err)
+		}
 	}
 }

@@ -78,13 +78,7 @@ func TestIgnitionOffSlowsReporting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	done := make(chan error, 1)
-	runCtx, stop := context.WithCancel(ctx)
-	go func() { done <- a.Run(runCtx) }()
-	if err := sim.WaitOpen(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go sim.Run(ctx)
+	stop := runWithGPS(t, ctx, a, sim)
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(fixes) }
 	waitFixes := func(n int) {
 		t.Helper()
@@ -143,7 +137,4 @@ func TestIgnitionOffSlowsReporting(t *testing.T) {
 	}
 	t.Logf("a fix every %.1f s of track with the ignition on, %.1f s off, %.1f s after the emergency", onGap, offSpan/float64(off-1), backSpan/float64(back-1))
 	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("agent run: %v", err)
-	}
 }

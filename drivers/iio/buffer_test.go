@@ -11,6 +11,20 @@ import (
 	"github.com/kestrel-edge/kestrel/hwtest/fakesysfs"
 )
 
+// bufferedDevice adds a buffered accelerometer with its character device
+// in a temporary directory, which it returns.
+func bufferedDevice(t *testing.T, name, scale, typ string) (*fakesysfs.Tree, *fakesysfs.BufferedAccel, string) {
+	t.Helper()
+	tr, _ := fakesysfs.New(t.TempDir())
+	devDir := t.TempDir()
+	b, err := tr.AddBufferedAccel(name, scale, typ, devDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return tr, b, devDir
+}
+
 // waitEnabled waits until the driver has enabled the buffer.
 func waitEnabled(t *testing.T, tr *fakesysfs.Tree, b *fakesysfs.BufferedAccel) {
 	t.Helper()
@@ -41,13 +55,7 @@ func TestBufferedReadsBatches(t *testing.T) {
 		{"bmi", "le:s16/32>>0", [3]int{-32768, 32767, 0}, kestrel.Accel{X: -321343, Y: 321333, Z: 0}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			tr, _ := fakesysfs.New(t.TempDir())
-			devDir := t.TempDir()
-			b, err := tr.AddBufferedAccel(c.name, "0.0098066", c.typ, devDir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
+			tr, b, devDir := bufferedDevice(t, c.name, "0.0098066", c.typ)
 			recs, stop := run(t, tr.Root, iio.Options{Rate: 50, DevRoot: devDir, Batch: 200 * time.Millisecond})
 			defer stop()
 			waitEnabled(t, tr, b)
@@ -92,13 +100,7 @@ func TestBufferedReadsBatches(t *testing.T) {
 // A scan split across reads (a FIFO may return part of one) is put
 // together, not misread.
 func TestBufferedPartialScan(t *testing.T) {
-	tr, _ := fakesysfs.New(t.TempDir())
-	devDir := t.TempDir()
-	b, err := tr.AddBufferedAccel("lis3dh", "1", "le:s12/16>>4", devDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	tr, b, devDir := bufferedDevice(t, "lis3dh", "1", "le:s12/16>>4")
 	recs, stop := run(t, tr.Root, iio.Options{Rate: 10, DevRoot: devDir})
 	defer stop()
 	waitEnabled(t, tr, b)
@@ -123,13 +125,7 @@ func TestBufferedPartialScan(t *testing.T) {
 // Without a character device the driver polls sysfs; with Poll it polls
 // even where a buffer exists, and leaves the buffer off.
 func TestBufferFallsBackToPolling(t *testing.T) {
-	tr, _ := fakesysfs.New(t.TempDir())
-	devDir := t.TempDir()
-	b, err := tr.AddBufferedAccel("lis3dh", "1", "le:s12/16>>4", devDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	tr, b, devDir := bufferedDevice(t, "lis3dh", "1", "le:s12/16>>4")
 	tr.SetAccel(b.Dir, 1, 2, 3)
 	for _, opts := range []iio.Options{
 		{Rate: 100, DevRoot: t.TempDir()}, // no /dev/iio:device0 there
@@ -154,12 +150,7 @@ func TestBufferFallsBackToPolling(t *testing.T) {
 // Unplugging the device ends Run with an error (the agent restarts it),
 // and the buffer is switched off on the way out.
 func TestBufferedDeviceGone(t *testing.T) {
-	tr, _ := fakesysfs.New(t.TempDir())
-	devDir := t.TempDir()
-	b, err := tr.AddBufferedAccel("lis3dh", "1", "le:s12/16>>4", devDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr, b, devDir := bufferedDevice(t, "lis3dh", "1", "le:s12/16>>4")
 	done := make(chan error, 1)
 	go func() {
 		done <- iio.New(tr.Root, iio.Options{Rate: 50, DevRoot: devDir}).Run(context.Background(), func(kestrel.Record) {})
