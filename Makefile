@@ -1,9 +1,13 @@
 # Kestrel: common tasks. CI runs .ci/run; these are for developers.
 GO      ?= go
-LDFLAGS := -s -w
 DIST    := dist
+# The version stamped into the binaries, the state message and the packages:
+# 0.<commits>.<short hash> (a Debian version that grows with every commit).
+VERSION ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell git rev-parse --short=8 HEAD 2>/dev/null || echo unknown)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all test test-short dist ci generate fuzz bench crash-5000 spool-measure footprint gps-compare clean
+.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 spool-measure platform-bench platform-kill-5000 footprint gps-compare clean
 
 all: test
 
@@ -13,13 +17,24 @@ test:            ## the README's test command (run as root for eBPF, mounts, nam
 test-short:      ## unit tests only: skips the end-to-end scenarios
 	$(GO) test -short ./...
 
-dist:            ## stripped binaries for the devices
+dist:            ## stripped binaries for the devices (kestrel_release: no demo, broker, simulators or SQLite)
 	mkdir -p $(DIST)
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-armv7 ./cmd/kestrel
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-arm64 ./cmd/kestrel
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -tags kestrel_release -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-armv7 ./cmd/kestrel
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags kestrel_release -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-arm64 ./cmd/kestrel
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrelctl-linux-armv7 ./cmd/kestrelctl
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrelctl-linux-arm64 ./cmd/kestrelctl
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -tags kestrel_release -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrel-linux-amd64 ./cmd/kestrel
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(DIST)/kestrelctl-linux-amd64 ./cmd/kestrelctl
 	ls -l $(DIST)
+
+package: dist     ## .deb packages for armhf, arm64 and amd64 (nfpm, pinned in go.mod)
+	mkdir -p dist/pkg
+	$(DIST)/kestrel-linux-amd64 config defaults > dist/pkg/kestrel.toml
+	for a in armhf:armv7 arm64:arm64 amd64:amd64; do \
+		cp $(DIST)/kestrel-linux-$${a##*:} dist/pkg/kestrel && cp $(DIST)/kestrelctl-linux-$${a##*:} dist/pkg/kestrelctl && \
+		ARCH=$${a%%:*} VERSION=$(VERSION) $(GO) tool nfpm package --config packaging/nfpm.yaml --packager deb --target $(DIST)/ || exit 1; \
+	done
+	ls -l $(DIST)/*.deb
 
 ci:              ## what CI runs
 	bash .ci/run
@@ -34,6 +49,7 @@ fuzz:            ## a minute on each parser of outside input
 	$(GO) test ./transport/wire -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime 60s
 	$(GO) test ./transport/wire -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime 60s
 	$(GO) test ./agent/config -run '^$$' -fuzz . -fuzztime 60s
+	$(GO) test ./platform -run '^$$' -fuzz '^FuzzBatchAdd$$' -fuzztime 60s
 	$(GO) test ./firmware-hooks/eventsock -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzRecover$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime 60s
@@ -47,6 +63,13 @@ crash-5000:      ## the spool's SIGKILL crash test, 5,000 cycles (docs/spool.md)
 
 spool-measure:   ## spool write amplification, fsyncs, 1 GiB recovery vs bbolt (root: loop ext4)
 	KESTREL_SPOOL_MEASURE=1 $(GO) test -count=1 -timeout 60m -run '^TestMeasure' -v ./agent/spool
+
+platform-bench:  ## (result in dist/platform-bench.txt) 5,000 devices at 1 Hz -> mosquitto -> 2 serve -> PostgreSQL, beside the naive peer (docs/benchmarks.md)
+	mkdir -p $(DIST)
+	KESTREL_BENCH_DEVICES=5000 KESTREL_BENCH_FOR=60s KESTREL_BENCH_OUT=$(CURDIR)/$(DIST)/platform-bench.txt $(GO) test -count=1 -timeout 40m -run '^TestFleetIngest$$' -v ./hwtest/fleetsim
+
+platform-kill-5000: ## serve SIGKILLed 20 times during a 5,000-device run (DB, broker, devices restarted once)
+	KESTREL_FLEETSIM_DEVICES=5000 KESTREL_FLEETSIM_RATE=1 KESTREL_SERVE_KILLS=20 $(GO) test -count=1 -timeout 60m -run '^TestServeKilledExactlyOnce$$' -v ./hwtest/fleetsim
 
 footprint:       ## RSS, CPU, wakeups and flash writes of the real binary (docs/benchmarks.md)
 	KESTREL_FOOTPRINT=1 $(GO) test -count=1 -timeout 30m -v ./hwtest/footprint

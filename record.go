@@ -226,18 +226,98 @@ func (p RadioProfile) String() string {
 	return fmt.Sprintf("profile(%d)", uint8(p))
 }
 
-// RegState is the network registration status, as +CREG/+CEREG report it
-// (3GPP TS 27.007 section 7.2).
+// RegState is the network registration status exactly as the radio
+// reported it: the <stat> of 3GPP TS 27.007 +CREG/+CGREG/+CEREG/+C5GREG
+// (clause 7.2 and 10.1.x, values 0-11 as of Release 18), or the <reg
+// stat> of EN 300 392-5 +CREG (0-5, the same meanings). A value the
+// standard does not (yet) define is kept as the radio sent it, so 12 and
+// above, or a vendor's own code, arrive unchanged.
 type RegState uint8
 
 const (
-	RegNotRegistered RegState = 0
-	RegHome          RegState = 1
-	RegSearching     RegState = 2
-	RegDenied        RegState = 3
-	RegUnknown       RegState = 4
-	RegRoaming       RegState = 5
+	RegNotRegistered           RegState = 0  // not registered, not searching
+	RegHome                    RegState = 1  // registered, home network
+	RegSearching               RegState = 2  // not registered, searching
+	RegDenied                  RegState = 3  // registration denied
+	RegUnknown                 RegState = 4  // unknown (e.g. out of coverage)
+	RegRoaming                 RegState = 5  // registered, roaming
+	RegSMSOnlyHome             RegState = 6  // registered for "SMS only", home
+	RegSMSOnlyRoaming          RegState = 7  // registered for "SMS only", roaming
+	RegEmergencyOnly           RegState = 8  // attached for emergency bearer services only
+	RegCSFBNotPreferredHome    RegState = 9  // registered for "CSFB not preferred", home
+	RegCSFBNotPreferredRoaming RegState = 10 // registered for "CSFB not preferred", roaming
+	RegRLOS                    RegState = 11 // attached for access to RLOS
 )
+
+var regStateNames = [...]string{
+	"not_registered", "home", "searching", "denied", "unknown", "roaming",
+	"sms_only_home", "sms_only_roaming", "emergency_only",
+	"csfb_not_preferred_home", "csfb_not_preferred_roaming", "rlos",
+}
+
+// String names the state ("emergency_only"); a value outside the table
+// prints as "stat_N".
+func (r RegState) String() string {
+	if int(r) < len(regStateNames) {
+		return regStateNames[r]
+	}
+	return fmt.Sprintf("stat_%d", uint8(r))
+}
+
+// InService reports a registration that carries ordinary traffic: home
+// or roaming, including "SMS only" and "CSFB not preferred".
+func (r RegState) InService() bool {
+	switch r {
+	case RegHome, RegRoaming, RegSMSOnlyHome, RegSMSOnlyRoaming, RegCSFBNotPreferredHome, RegCSFBNotPreferredRoaming:
+		return true
+	}
+	return false
+}
+
+// RegSource says which registration report RadioStatus.Registered, TAC,
+// CellID and AccessTech come from. It tells a location area (+CREG,
+// +CGREG) from a tracking area (+CEREG, +C5GREG).
+type RegSource uint8
+
+const (
+	RegSourceNone   RegSource = 0
+	RegSourceCREG   RegSource = 1 // +CREG: circuit-switched (27.007 7.2) or TETRA (EN 300 392-5)
+	RegSourceCGREG  RegSource = 2 // +CGREG: GPRS packet domain (27.007 10.1.20)
+	RegSourceCEREG  RegSource = 3 // +CEREG: EPS (27.007 10.1.22)
+	RegSourceC5GREG RegSource = 4 // +C5GREG: 5GS (27.007, Release 15 on)
+)
+
+var regSourceNames = [...]string{"", "creg", "cgreg", "cereg", "c5greg"}
+
+func (r RegSource) String() string {
+	if int(r) < len(regSourceNames) {
+		return regSourceNames[r]
+	}
+	return fmt.Sprintf("source(%d)", uint8(r))
+}
+
+// OperatorFormat is the <format> of +COPS (27.007 7.3): what kind of
+// name RadioStatus.Operator holds.
+type OperatorFormat uint8
+
+const (
+	OperatorLong    OperatorFormat = 0 // long alphanumeric ("Vodafone UK")
+	OperatorShort   OperatorFormat = 1 // short alphanumeric ("voda UK")
+	OperatorNumeric OperatorFormat = 2 // numeric MCC and MNC ("23415"); TETRA: the MNI
+)
+
+var operatorFormatNames = [...]string{"long", "short", "numeric"}
+
+func (f OperatorFormat) String() string {
+	if int(f) < len(operatorFormatNames) {
+		return operatorFormatNames[f]
+	}
+	return fmt.Sprintf("format(%d)", uint8(f))
+}
+
+// AccessTechUnknown is RadioStatus.AccessTech when no report carried an
+// <AcT> (0 is GSM in 27.007's table, so it cannot mean "unknown").
+const AccessTechUnknown uint8 = 255
 
 // TETRAMode is the operating mode of a TETRA radio (AT+CTOM).
 type TETRAMode uint8
@@ -250,25 +330,31 @@ const (
 
 // RadioStatus is the state of a TETRA radio or LTE modem.
 // Signal fields are 0 when unknown (real values are negative dBm).
+// New fields go at the end: the wire carries them in this order.
 type RadioStatus struct {
 	Profile    RadioProfile
-	Registered RegState
-	Online     bool  // the radio answers AT commands
-	RSSI       int16 // dBm, from +CSQ
-	BER        uint8 // +CSQ bit error rate class, 0-7; 99 unknown
-	RSRP       int16 // dBm, LTE, from +CESQ
-	RSRQ       int16 // tenths of a dB, LTE, from +CESQ
+	Registered RegState // the <stat> as reported (see RegState), from RegSource
+	Online     bool     // the radio answers AT commands
+	RSSI       int16    // dBm, from +CSQ
+	BER        uint8    // +CSQ bit error rate class, 0-7; 99 unknown
+	RSRP       int16    // dBm, LTE, from +CESQ
+	RSRQ       int16    // tenths of a dB, LTE, from +CESQ
 	// TETRA
 	Mode      TETRAMode
 	Identity  string // own ITSI/ISSI (AT+CNUMF)
 	Talkgroup string // selected group (GSSI, AT+CTGS)
 	// LTE
-	Operator   string // AT+COPS, alphanumeric
-	AccessTech uint8  // AT+COPS <AcT>: 7 is E-UTRAN
-	TAC        uint32 // tracking or location area code
-	CellID     uint32
+	Operator   string // AT+COPS <oper>, in OperatorFormat; TETRA: MNI
+	AccessTech uint8  // 27.007 <AcT> (7 E-UTRAN, 11 NR...); AccessTechUnknown when not reported
+	TAC        uint32 // location area (+CREG/+CGREG, TETRA LA) or tracking area code
+	CellID     uint64 // cell identity; NR cell identities are 36 bits
 	IMEI       string
-	ICCID      string
+	ICCID      string // normalised: filler F removed, nibble-swapped form put right
+	// Appended after the first release of the radio body.
+	OperatorFormat OperatorFormat // +COPS <format> of Operator
+	ICCIDInvalid   bool           // ICCID fails ITU-T E.118 (length 19-20, MII 89, decimal, Luhn); kept as read
+	RegSource      RegSource      // which report Registered, TAC, CellID, AccessTech come from
+	RejectedLines  uint64         // modem lines refused since the driver started: no known layout, or a value out of range
 }
 
 func (*RadioStatus) Kind() Kind { return KindRadio }

@@ -80,8 +80,10 @@ type Agent struct {
 	cancel    context.CancelFunc
 	runCtx    context.Context
 
-	stats  Stats
-	latest latest
+	stats     Stats
+	latest    latest
+	started   time.Time
+	startedCh chan struct{} // closed when Run has started everything
 }
 
 // Stats count what went through the pipeline.
@@ -122,14 +124,15 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.Dir, err)
 	}
 	a := &Agent{
-		opts:   opts,
-		log:    opts.Logger,
-		cfg:    cfg,
-		spool:  sp,
-		policy: tracking.New(cfg.Tracking, cfg.Privacy),
-		boot:   sp.Boot(),
-		srcs:   map[string]*runningSource{},
-		level:  level,
+		opts:      opts,
+		startedCh: make(chan struct{}),
+		log:       opts.Logger,
+		cfg:       cfg,
+		spool:     sp,
+		policy:    tracking.New(cfg.Tracking, cfg.Privacy),
+		boot:      sp.Boot(),
+		srcs:      map[string]*runningSource{},
+		level:     level,
 	}
 	a.policy.SetClock(opts.Now)
 	a.motion = motion.New(cfg.Motion, a.latest.position)
@@ -220,6 +223,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.sess = sess
 	a.mu.Unlock()
 	a.startSources(ctx, cfg, nil)
+	a.started = a.opts.Now()
+	a.serveLocal(ctx, cfg.Status.Socket)
+	close(a.startedCh)
 	a.reloadMu.Unlock()
 	a.wg.Add(1)
 	go func() {
@@ -300,7 +306,9 @@ func (a *Agent) Emit(rec kestrel.Record) {
 		return
 	}
 	a.stats.Spooled.Add(1)
-	a.latest.observe(&rec)
+	if prev := a.latest.observe(&rec); rec.Kind() == kestrel.KindGPSStatus {
+		a.logGPSState(prev, rec.Body.(*kestrel.GPSStatus))
+	}
 	if a.opts.OnRecord != nil {
 		a.opts.OnRecord(rec)
 	}

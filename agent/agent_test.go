@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ func testConfig(t *testing.T, brokerURL, gpsPort string) config.Config {
 	c.GPS.Baud = 9600
 	c.Tracking = config.Tracking{}
 	c.Hooks.Socket = ""
+	c.Status.Socket = ""
 	return c
 }
 
@@ -148,5 +150,28 @@ func TestTrackArrivesWhole(t *testing.T) {
 	}
 	if errs := plat.Errors(); len(errs) != 0 {
 		t.Errorf("undecodable payloads: %v", errs)
+	}
+}
+
+// A broker password file that other users can read is refused, with the
+// fix in the message, before anything connects.
+func TestWorldReadablePasswordFileRefused(t *testing.T) {
+	b := broker.StartMochi(t)
+	c := testConfig(t, b.URL(), "")
+	pw := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.Broker.Username, c.Broker.PasswordFile = "car-17", pw
+	a, err := agent.New(c, agent.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = a.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "readable by other users") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("run with a 0644 password file: %v", err)
 	}
 }

@@ -209,7 +209,10 @@ func (a *Agent) hookSources(cfg config.Config) []sourceSpec {
 	}
 	if h.Socket != "" {
 		specs = append(specs, sourceSpec{name: "firmware", section: "hooks", src: SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
-			srv, err := eventsock.Listen(h.Socket, eventsock.Options{AllowUIDs: h.AllowUIDs, AllowGIDs: h.AllowGIDs, Logger: log, Now: a.opts.Now})
+			srv, err := eventsock.Listen(h.Socket, eventsock.Options{
+				AllowUIDs: h.AllowUIDs, AllowGIDs: h.AllowGIDs, Logger: log, Now: a.opts.Now,
+				RatePerSec: h.Rate, Burst: h.Burst, MaxConns: h.MaxConns, IdleTimeout: h.IdleTimeout.Duration,
+			})
 			if err != nil {
 				a.latest.setCapability("firmware_socket", "unavailable: "+err.Error())
 				return err

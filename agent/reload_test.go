@@ -106,6 +106,13 @@ func startReloadRig(t *testing.T) *reloadRig {
 		}
 		r.a.Close()
 	})
+	// Reload before Run has taken its lock would race the start (and find
+	// no session): wait until every part has started.
+	select {
+	case <-r.a.Started():
+	case <-ctx.Done():
+		t.Fatal("agent never started")
+	}
 	return r
 }
 
@@ -148,6 +155,10 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"gps.baud":                 func(c *config.Config) { c.GPS.Baud = 4800 },
 		"gps.port":                 func(c *config.Config) { c.GPS.Port = r.gps[1].Path },
 		"gps.watchdog":             func(c *config.Config) { c.GPS.Watchdog = config.D(7 * time.Second) },
+		"hooks.burst":              func(c *config.Config) { c.Hooks.Burst = 40 },
+		"hooks.idle_timeout":       func(c *config.Config) { c.Hooks.IdleTimeout = config.D(time.Minute) },
+		"hooks.max_conns":          func(c *config.Config) { c.Hooks.MaxConns = 8 },
+		"hooks.rate":               func(c *config.Config) { c.Hooks.Rate = 20 },
 		"hooks.allow_gids":         func(c *config.Config) { c.Hooks.AllowGIDs = []int{100} },
 		"hooks.allow_uids":         func(c *config.Config) { c.Hooks.AllowUIDs = []int{1000} },
 		"hooks.exec_allow":         func(c *config.Config) { c.Hooks.ExecAllow = []string{"/usr/bin/true"} },

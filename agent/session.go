@@ -48,6 +48,9 @@ func (a *Agent) sessionOptions(cfg config.Config) (mqtt.Options, error) {
 		opts.TLS = tlsCfg
 	}
 	if b.PasswordFile != "" {
+		if fi, err := os.Stat(b.PasswordFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
+			return opts, fmt.Errorf("broker.password_file %s is readable by other users (mode %04o): chmod 0600 it", b.PasswordFile, fi.Mode().Perm())
+		}
 		pw, err := os.ReadFile(b.PasswordFile)
 		if err != nil {
 			return opts, fmt.Errorf("broker.password_file: %w", err)

@@ -21,7 +21,10 @@ type latest struct {
 	kick    chan struct{}     // a capability changed: republish the state
 }
 
-func (l *latest) observe(rec *kestrel.Record) {
+// observe keeps rec if it is a status the state message reports. For a GPS
+// status it returns the one it replaces (nil the first time), so that the
+// agent can log silence and recovery.
+func (l *latest) observe(rec *kestrel.Record) (prevGPS *kestrel.GPSStatus) {
 	switch b := rec.Body.(type) {
 	case *kestrel.Battery:
 		l.mu.Lock()
@@ -37,8 +40,30 @@ func (l *latest) observe(rec *kestrel.Record) {
 		l.mu.Unlock()
 	case *kestrel.GPSStatus:
 		l.mu.Lock()
-		l.gps = b
+		prevGPS, l.gps = l.gps, b
 		l.mu.Unlock()
+	}
+	return prevGPS
+}
+
+// logGPSState writes a local log line when the receiver goes silent or
+// comes back: a fitter without broker access reads it in the journal.
+func (a *Agent) logGPSState(prev, next *kestrel.GPSStatus) {
+	was := kestrel.GPSNoData
+	if prev != nil {
+		was = prev.State
+	}
+	switch {
+	case next.State == was:
+	case next.State == kestrel.GPSNoData:
+		a.log.Warn("gps silent: no valid NMEA sentence within the watchdog interval (cable, power, baud?)",
+			"port", a.Config().GPS.Port, "sentences", next.Sentences, "bad_frames", next.BadFrames)
+	case was == kestrel.GPSNoData && prev != nil:
+		a.log.Info("gps data again", "port", a.Config().GPS.Port, "state", next.State.String())
+	case next.State == kestrel.GPSFix:
+		a.log.Info("gps fix", "mode", int(next.Mode), "sats_used", next.SatsUsed)
+	case next.State == kestrel.GPSNoFix && was == kestrel.GPSFix:
+		a.log.Info("gps fix lost", "sats_in_view", next.SatsInView)
 	}
 }
 
@@ -113,6 +138,11 @@ func (a *Agent) stateFields() map[string]any {
 		"spool_health":   m.Health.State.String(),
 		"spool_oldest_s": int64(m.OldestAge.Seconds()),
 		"spool_writes":   m.Writes,
+		// What recovery lost at this boot's Open: counted, never silent.
+		"spool_recovery_dropped_regions":  m.RecoveryDropped,
+		"spool_recovery_lost_records":     m.RecoveryLostRecords,
+		"spool_recovery_missing_segments": m.RecoveryMissingSegments,
+		"spool_unreadable_records":        m.RecoveryUnreadable,
 	}
 	if m.Health.Err != nil {
 		f["spool_error"] = m.Health.Err.Error()

@@ -30,6 +30,13 @@ type Config struct {
 	Privacy  Privacy  `toml:"privacy"`
 	Remote   Remote   `toml:"remote"`
 	Log      Log      `toml:"log"`
+	Status   Status   `toml:"status"`
+}
+
+// Status is the local control socket (agent/localctl) on which `kestrel
+// status` and `kestrel selftest` ask the running agent for its state.
+type Status struct {
+	Socket string `toml:"socket"`
 }
 
 type Device struct {
@@ -133,6 +140,11 @@ type Hooks struct {
 	EBPF       bool     `toml:"ebpf"`
 	ExecAllow  []string `toml:"exec_allow"`
 	LinkPeriod Duration `toml:"link_period"`
+	// Event socket limits (firmware-hooks/eventsock).
+	Rate        float64  `toml:"rate"`
+	Burst       int      `toml:"burst"`
+	MaxConns    int      `toml:"max_conns"`
+	IdleTimeout Duration `toml:"idle_timeout"`
 }
 
 // Tracking is the position reporting policy (agent/tracking): a fix is
@@ -252,9 +264,14 @@ func Defaults() Config {
 		},
 		GPIO: GPIO{DevRoot: "/dev", Debounce: D(20 * time.Millisecond)},
 		Hooks: Hooks{
-			Socket:     "/run/kestrel/hooks.sock",
-			LinkPeriod: D(time.Minute),
+			Socket:      "/run/kestrel/events.sock",
+			LinkPeriod:  D(time.Minute),
+			Rate:        5,
+			Burst:       20,
+			MaxConns:    16,
+			IdleTimeout: D(5 * time.Minute),
 		},
+		Status: Status{Socket: "/run/kestrel/control.sock"},
 		Tracking: Tracking{
 			MinInterval:     D(time.Second),
 			MaxInterval:     D(time.Minute),

@@ -69,6 +69,7 @@ var atRestart = map[string]string{
 	"hooks.socket":      "the socket is created once, with privileges",
 	"hooks.ebpf":        "eBPF programs are loaded once, with privileges",
 	"log.format":        "the log handler is built once, at start",
+	"status.socket":     "the status socket is created once, at start",
 }
 
 // localOnly are keys that a remote config may not set: identity and paths
@@ -89,6 +90,7 @@ var localOnly = map[string]bool{
 	"broker.password_file":   true,
 	"hooks.socket":           true,
 	"hooks.ebpf":             true,
+	"status.socket":          true,
 	"sensors.sysfs_root":     true,
 	"sensors.dev_root":       true,
 	"gpio.dev_root":          true,

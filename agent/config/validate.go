@@ -127,6 +127,12 @@ func (c Config) Validate() error {
 		}
 	}
 	v.durMin("hooks.link_period", c.Hooks.LinkPeriod, 0)
+	if c.Hooks.Rate <= 0 || c.Hooks.Rate > 1000 {
+		v.add("hooks.rate", "want events per second in (0, 1000], got %g", c.Hooks.Rate)
+	}
+	v.intRange("hooks.burst", c.Hooks.Burst, 1, 10000)
+	v.intRange("hooks.max_conns", c.Hooks.MaxConns, 1, 1024)
+	v.durMin("hooks.idle_timeout", c.Hooks.IdleTimeout, time.Second)
 
 	t := c.Tracking
 	v.durMin("tracking.min_interval", t.MinInterval, 0)

@@ -44,7 +44,10 @@ func checkGPS(ctx context.Context, c config.GPS, o *Options) (Result, gpsClock) 
 		return skip("not configured (gps.port is empty)"), gc
 	}
 	if o.inUse("gps") {
-		return skip(c.Port + " is in use by the running agent; see its gps status"), gc
+		return agentGPS(c.Port, o.Agent), gc
+	}
+	if r, held := heldPort("gps.port", c.Port); held {
+		return r, gc
 	}
 	if r, bad := checkDevice("gps.port", c.Port, hintGPSPort); bad {
 		return r, gc
@@ -255,6 +258,9 @@ func checkDevice(key, path, hint string) (Result, bool) {
 
 // serialFail explains a failed open.
 func serialFail(key, path string, err error) Result {
+	if errors.Is(err, serialport.ErrInUse) {
+		return skip(fmt.Sprintf("%s %s: %v; not opened, so its settings are left alone", key, path, err))
+	}
 	var pe *serial.PortError
 	if errors.As(err, &pe) {
 		switch pe.Code() {

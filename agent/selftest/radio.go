@@ -23,7 +23,10 @@ func checkRadio(ctx context.Context, c config.Radio, o *Options) Result {
 		return skip("not configured (radio.port is empty)")
 	}
 	if o.inUse("radio") {
-		return skip(c.Port + " is in use by the running agent; see its radio status")
+		return agentRadio(c.Port, o.Agent)
+	}
+	if r, held := heldPort("radio.port", c.Port); held {
+		return r
 	}
 	profile, err := radio.ParseProfile(c.Profile)
 	if err != nil {
@@ -102,7 +105,7 @@ func checkRadio(ctx context.Context, c config.Radio, o *Options) Result {
 	case regErr != nil:
 		parts = append(parts, "registration unknown ("+regErr.Error()+")")
 		return warn(strings.Join(parts, ", "), "check radio.profile matches the radio (tetra or lte)")
-	case stat != 1 && stat != 5:
+	case stat < 0 || stat > 255 || !kestrel.RegState(stat).InService():
 		parts = append(parts, "not registered: "+regName(stat))
 		hint := "antenna connected? coverage here? SIM fitted and active (LTE), or radio provisioned on the network (TETRA)?"
 		if stat == 3 {
@@ -226,6 +229,11 @@ func regName(stat int) string {
 		return "registration denied"
 	case 5:
 		return "registered (roaming)"
+	case 8:
+		return "emergency calls only"
+	}
+	if stat >= 0 && stat <= 255 {
+		return strings.ReplaceAll(kestrel.RegState(stat).String(), "_", " ")
 	}
 	return fmt.Sprintf("registration state %d", stat)
 }

@@ -17,6 +17,7 @@ package selftest
 import (
 	"context"
 	"fmt"
+	"github.com/kestrel-edge/kestrel/agent/localctl"
 	"io"
 	"log/slog"
 	"strings"
@@ -129,6 +130,9 @@ type Options struct {
 	// running agent holds "gps" and "radio"): they are reported as skipped
 	// rather than opened a second time, which would steal their data.
 	InUse []string
+	// Agent is the running agent's live status (from its local control
+	// socket), when one runs: the parts it holds are reported from it.
+	Agent *localctl.Status
 }
 
 func (o *Options) defaults() {

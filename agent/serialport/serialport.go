@@ -47,6 +47,12 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the reopen delay in Supervise
 	// (defaults 500 ms and 30 s).
 	MinBackoff, MaxBackoff time.Duration
+	// LockDir holds the FHS lock files (LCK..ttyUSB0) that keep two
+	// processes (the agent and `kestrel selftest`, say) off one port.
+	// Default DefaultLockDir; "-" takes no lock file. The port is also
+	// opened with TIOCEXCL, which keeps out other openers without
+	// CAP_SYS_ADMIN.
+	LockDir string
 }
 
 // DefaultBauds are the rates tried by detection.
@@ -73,6 +79,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 30 * time.Second
+	}
+	switch c.LockDir {
+	case "":
+		c.LockDir = DefaultLockDir
+	case "-":
+		c.LockDir = ""
 	}
 }
 
@@ -115,18 +127,30 @@ func Resolve(path string) (string, error) {
 	return p, nil
 }
 
-// Open opens the port, detecting the baud rate when cfg.Baud is 0.
+// Open opens the port, detecting the baud rate when cfg.Baud is 0. It
+// first takes the port's lock file: a port that another live process holds
+// is refused with ErrInUse before anything touches its line settings.
 func Open(ctx context.Context, cfg Config) (Port, error) {
 	cfg.defaults()
 	dev, err := Resolve(cfg.Path)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Baud > 0 {
-		return openAt(dev, cfg.Baud, cfg.ReadTimeout)
+	release, _, err := lock(cfg.LockDir, dev)
+	if err != nil {
+		return nil, err
 	}
-	p, _, err := Detect(ctx, dev, cfg)
-	return p, err
+	var p Port
+	if cfg.Baud > 0 {
+		p, err = openAt(dev, cfg.Baud, cfg.ReadTimeout)
+	} else {
+		p, _, err = Detect(ctx, dev, cfg)
+	}
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &lockedPort{Port: p, release: release}, nil
 }
 
 func openAt(dev string, baud int, timeout time.Duration) (serial.Port, error) {
@@ -285,7 +309,11 @@ func Supervise(ctx context.Context, cfg Config, log *slog.Logger, run func(ctx c
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			log.Warn("serial port not available, will retry", "path", cfg.Path, "err", err, "retry_in", backoff.Round(time.Millisecond))
+			if errors.Is(err, ErrInUse) {
+				log.Error("serial port held by another process, will retry", "path", cfg.Path, "err", err, "retry_in", backoff.Round(time.Millisecond))
+			} else {
+				log.Warn("serial port not available, will retry", "path", cfg.Path, "err", err, "retry_in", backoff.Round(time.Millisecond))
+			}
 		} else {
 			log.Info("serial port open", "path", cfg.Path)
 			opened := time.Now()

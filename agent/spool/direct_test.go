@@ -25,7 +25,7 @@ func openDirect(t *testing.T, dir string, segBytes int64) *LogStore {
 }
 
 // openEmpty opens a log in an empty directory, ready for appends.
-func openEmpty(t *testing.T, dir string, segBytes int64) *LogStore {
+func openEmpty(t testing.TB, dir string, segBytes int64) *LogStore {
 	t.Helper()
 	s, err := OpenLog(dir, segBytes)
 	if err != nil {

@@ -18,6 +18,15 @@ import (
 //	        type 2 (acks):   repeated zigzag varint first-seq delta, uvarint count-1
 //	        type 3 (pad):    ignored bytes (version 2), so that the next group
 //	                         commit starts on a sector of its own
+//	        type 4 (record, absolute; version 3): uvarint seq, zigzag varint
+//	                         time, uvarint ordinal (records before it in the
+//	                         segment), payload. The first record of every
+//	                         group commit, so that recovery can resynchronise
+//	                         after damage and count exactly what it lost.
+//	        type 5 (loss; version 3): uvarint records lost, uvarint first
+//	                         seq, uvarint last seq, ignored bytes. Recovery
+//	                         writes it over a damaged region it has counted,
+//	                         so that the damage is counted once.
 //
 // The seed (the CRC32C of the segment id) makes a frame valid only in the
 // segment it was written for: bytes left over from another segment can never
@@ -28,9 +37,11 @@ import (
 // start at the beginning of a segment, which recovery does anyway.
 
 const (
-	frameRecord = 1
-	frameAcks   = 2
-	framePad    = 3
+	frameRecord    = 1
+	frameAcks      = 2
+	framePad       = 3
+	frameRecordAbs = 4
+	frameLoss      = 5
 
 	// minPad is the smallest pad frame: checksum, a two-byte length and
 	// the kind byte.
@@ -40,7 +51,7 @@ const (
 	// recovery allocate wildly.
 	MaxPayload = 1 << 20
 
-	maxFrameHeader = 4 + binary.MaxVarintLen64 + 1 + 2*binary.MaxVarintLen64
+	maxFrameHeader = 4 + binary.MaxVarintLen64 + 1 + 3*binary.MaxVarintLen64
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -54,7 +65,11 @@ var (
 type frameState struct {
 	seq  uint64
 	time int64
+	n    uint64 // records so far in the segment (lost ones included)
 	seed uint32 // CRC32C seed of the segment; 0 in version 1 segments
+	// abs: the next record is written absolute (type 4), as the first
+	// record of each group commit is.
+	abs bool
 }
 
 // segSeed is the checksum seed of a version 2 segment.
@@ -70,13 +85,57 @@ func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 // appendRecordFrame appends the frame of one record to dst and returns it with
 // the offset, within the returned slice, where the frame starts.
 func appendRecordFrame(dst []byte, st *frameState, it *Item) []byte {
-	var hdr [1 + 2*binary.MaxVarintLen64]byte
-	hdr[0] = frameRecord<<4 | byte(it.Priority&3)
+	var hdr [1 + 3*binary.MaxVarintLen64]byte
 	n := 1
-	n += binary.PutUvarint(hdr[n:], zigzag(int64(it.Seq-st.seq)))
-	n += binary.PutUvarint(hdr[n:], zigzag(it.Time-st.time))
+	if st.abs {
+		hdr[0] = frameRecordAbs<<4 | byte(it.Priority&3)
+		n += binary.PutUvarint(hdr[n:], it.Seq)
+		n += binary.PutUvarint(hdr[n:], zigzag(it.Time))
+		n += binary.PutUvarint(hdr[n:], st.n)
+		st.abs = false
+	} else {
+		hdr[0] = frameRecord<<4 | byte(it.Priority&3)
+		n += binary.PutUvarint(hdr[n:], zigzag(int64(it.Seq-st.seq)))
+		n += binary.PutUvarint(hdr[n:], zigzag(it.Time-st.time))
+	}
 	st.seq, st.time = it.Seq, it.Time
+	st.n++
 	return finishFrame(dst, st.seed, hdr[:n], it.Data)
+}
+
+// appendLossFrame appends frames of exactly n >= minPad bytes that mark a
+// counted loss: a loss frame, and pad frames for what one frame cannot
+// cover.
+func appendLossFrame(dst []byte, seed uint32, n int, lost, first, last uint64) []byte {
+	if n < minPad {
+		return dst // no frame is that small (damage that no real frame leaves)
+	}
+	const maxBody = 1<<14 - 1 // a two-byte uvarint length
+	var head []byte
+	head = append(head, frameLoss<<4)
+	head = binary.AppendUvarint(head, lost)
+	head = binary.AppendUvarint(head, first)
+	head = binary.AppendUvarint(head, last)
+	for n > 0 {
+		k := min(n, 6+maxBody)
+		if rest := n - k; rest > 0 && rest < minPad {
+			k -= minPad - rest
+		}
+		if k-6 < len(head) {
+			dst = appendPadFrame(dst, seed, k)
+			n -= k
+			continue
+		}
+		start := len(dst)
+		body := k - 6
+		dst = append(dst, 0, 0, 0, 0, byte(body)|0x80, byte(body>>7))
+		dst = append(dst, head...)
+		dst = append(dst, make([]byte, body-len(head))...)
+		binary.LittleEndian.PutUint32(dst[start:], crc32.Update(seed, castagnoli, dst[start+4:]))
+		head = []byte{framePad << 4} // the rest are pads
+		n -= k
+	}
+	return dst
 }
 
 // appendAckFrame appends one frame acknowledging the given runs of seqs.
@@ -117,9 +176,13 @@ func finishFrame(dst []byte, seed uint32, head, payload []byte) []byte {
 // frame is one decoded frame. Data aliases the input.
 type frame struct {
 	typ  byte
-	item Item     // type record
-	acks []seqRun // type acks (appended to the caller's slice)
+	item Item      // types record and absolute record
+	ord  uint64    // type absolute record: its ordinal in the segment
+	loss [3]uint64 // type loss: records lost, first seq, last seq
+	acks []seqRun  // type acks (appended to the caller's slice)
 }
+
+func (f *frame) isRecord() bool { return f.typ == frameRecord || f.typ == frameRecordAbs }
 
 // decodeFrame decodes the frame at the start of b. It returns errTorn when b
 // ends inside the frame, and errCorrupt when the frame cannot be valid. A
@@ -161,7 +224,32 @@ func decodeFrame(b []byte, st *frameState, acks []seqRun) (frame, int, error) {
 		p += w2
 		st.seq += uint64(unzigzag(sd))
 		st.time += unzigzag(td)
+		st.n++
 		f.item = Item{Seq: st.seq, Priority: kestrel.Priority(body[0] & 3), Time: st.time, Data: body[p:]}
+	case frameRecordAbs:
+		p := 1
+		var v [3]uint64
+		for k := range v {
+			x, w := binary.Uvarint(body[p:])
+			if w <= 0 {
+				return f, 0, errCorrupt
+			}
+			v[k], p = x, p+w
+		}
+		st.seq, st.time, st.n = v[0], unzigzag(v[1]), v[2]
+		f.item = Item{Seq: st.seq, Priority: kestrel.Priority(body[0] & 3), Time: st.time, Data: body[p:]}
+		f.ord = v[2]
+		st.n++
+	case frameLoss:
+		p := 1
+		for k := range f.loss {
+			x, w := binary.Uvarint(body[p:])
+			if w <= 0 {
+				return f, 0, errCorrupt
+			}
+			f.loss[k], p = x, p+w
+		}
+		st.n += f.loss[0]
 	case frameAcks:
 		p := 1
 		var prev uint64

@@ -39,10 +39,13 @@ const (
 
 	segHeaderLen = 16
 	segMagic     = "KSPL"
-	segVersion   = 2 // 1: no pad frames, unseeded checksums (still read)
+	segVersion   = 3 // 1: no pad frames, unseeded checksums; 2: no absolute records, no resync (both still read)
 
-	metaSlot  = 4096 // slots sit on separate pages so one torn write spares the other
-	metaMagic = "KSMT"
+	metaSlot  = 4096   // slots sit on separate pages so one torn write spares the other
+	metaMagic = "KSMT" // version 1 slot: 32 bytes, no segment list (still read)
+	// metaMagic2 slots add the list of segments that exist, so that a
+	// segment file that goes missing is detected and counted.
+	metaMagic2 = "KSM2"
 )
 
 func segName(id uint32) string  { return fmt.Sprintf("seg-%08x.log", id) }
@@ -123,6 +126,12 @@ type LogStore struct {
 	dirf     *os.File
 	lockf    *os.File
 	metaCtr  uint64
+	// metaMu serialises meta writes; taken after mu when both are held.
+	metaMu   sync.Mutex
+	lastMeta Meta
+	// metaSegs lists the segments the newest meta slot says exist; nil
+	// when it does not say (no meta, a version 1 slot, a list too long).
+	metaSegs []uint32
 
 	syncMu sync.Mutex // one Sync at a time
 	// ioMu keeps page-cache reads of a segment from overlapping a direct
@@ -156,6 +165,11 @@ type LogStore struct {
 	free     []freeSeg
 	poolMax  int
 	pressure bool
+	// reserveBytes are kept allocated in the file "reserve" for
+	// emergency records: when the medium is full and an emergency waits,
+	// the Spool releases them (ReleaseReserve) and writes it.
+	reserveBytes int64
+	reserveHeld  bool
 	// written bytes in total; for metrics and the write-amplification test
 	bytesWritten uint64
 	syncs        uint64
@@ -311,13 +325,39 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		for off < len(buf) {
 			fr, n, err := decodeFrame(buf[off:], &fs, runs)
 			if err != nil {
-				// Zeros are the preallocated rest of the segment: its
-				// clean end. Anything else is a torn or corrupt tail:
-				// zero it (keeping the allocation) so that it is counted
-				// once; if the medium refuses, recovery stops here again.
-				if buf[5]&segRecycled != 0 {
-					break // the old frames of the file's previous segment
+				if len(bytes.TrimRight(buf[off:], "\x00")) == 0 {
+					break // the preallocated rest of the segment: its clean end
 				}
+				// Damage. In a version 3 segment every group commit
+				// starts with an absolute record: resynchronise there,
+				// count what lies between by the ordinals, and mark the
+				// region as counted.
+				if version >= 3 {
+					if next, ok := resync(buf, off+1, fs.seed); ok {
+						skip := fs
+						fr, _, _ := decodeFrame(buf[next:], &skip, nil)
+						lost := fr.ord - min(fr.ord, fs.n)
+						st.Dropped++
+						st.DroppedBytes += int64(next - off)
+						st.addLoss(lost, fs.seq+1, fr.item.Seq-1)
+						st.MaxSeq = max(st.MaxSeq, fr.item.Seq)
+						if mark := appendLossFrame(nil, fs.seed, next-off, lost, fs.seq+1, fr.item.Seq-1); len(mark) == next-off {
+							markLoss(path, int64(off), mark)
+						}
+						fs.n = fr.ord
+						off = next
+						continue
+					}
+				}
+				// Nothing valid follows. In a recycled file the rest is
+				// the old frames of the file's previous segment (or a
+				// torn last commit, which looks the same): not counted.
+				if buf[5]&segRecycled != 0 {
+					break
+				}
+				// In a new file it is a torn or corrupt tail: zero it
+				// (keeping the allocation) so that it is counted once;
+				// if the medium refuses, recovery stops here again.
 				if bad := len(bytes.TrimRight(buf[off:], "\x00")); bad > 0 {
 					st.Dropped++
 					st.DroppedBytes += int64(bad)
@@ -326,7 +366,9 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 				break
 			}
 			switch fr.typ {
-			case frameRecord:
+			case frameLoss:
+				st.PriorLost += int(fr.loss[0])
+			case frameRecord, frameRecordAbs:
 				st.MaxSeq = max(st.MaxSeq, fr.item.Seq)
 				metas = append(metas, RecMeta{Seq: fr.item.Seq, Priority: fr.item.Priority, Time: fr.item.Time,
 					Size: len(fr.item.Data), At: Loc(uint64(id)<<32 | uint64(off))})
@@ -359,15 +401,39 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		st.Records++
 		fn(m)
 	})
+	// A segment the newest meta list names, of which no file is left
+	// (neither live nor drained into the pool), was lost.
+	if s.metaSegs != nil {
+		present := make(map[uint32]bool, len(ids)+len(s.free))
+		for _, id := range ids {
+			present[id] = true
+		}
+		for _, f := range s.free {
+			present[f.id] = true
+		}
+		for _, id := range s.metaSegs {
+			if !present[id] {
+				st.MissingSegments++
+				st.MissingIDs = append(st.MissingIDs, id)
+			}
+		}
+	}
 	var maxID uint32
+	var drained []*segment
 	for id, seg := range s.segs {
 		maxID = max(maxID, id)
 		if seg.live == 0 {
-			seg.f.Close()
-			s.retireFile(id, max(seg.written, seg.alloc), max(seg.written, seg.used))
+			drained = append(drained, seg)
 			delete(s.segs, id)
 			changed = true
 		}
+	}
+	if changed || st.MissingSegments > 0 {
+		s.saveMetaLocked() // the list without them, before they go
+	}
+	for _, seg := range drained {
+		seg.f.Close()
+		s.retireFile(seg.id, max(seg.written, seg.alloc), max(seg.written, seg.used))
 	}
 	// A recycled file holds frames of its earlier segments, all with ids
 	// up to its name's: new ids start above every name, so that no seed is
@@ -379,6 +445,11 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 		syncDir(s.dirf)
 	}
 	s.nextID = maxID + 1
+	if s.reserveBytes > 0 {
+		s.mu.Unlock()
+		s.RestoreReserve()
+		s.mu.Lock()
+	}
 	for i := range s.streams {
 		a := s.newSeg()
 		s.streams[i] = stream{active: a, st: a.stWritten}
@@ -457,6 +528,41 @@ func (s *LogStore) takeFree() (freeSeg, bool) {
 	f := s.free[best]
 	s.free = slices.Delete(s.free, best, best+1)
 	return f, true
+}
+
+const reserveName = "reserve"
+
+// RestoreReserve allocates the emergency reserve if it is not held, best
+// effort (a full medium leaves it released).
+func (s *LogStore) RestoreReserve() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reserveHeld || s.reserveBytes <= 0 || s.closed {
+		return
+	}
+	path := filepath.Join(s.dir, reserveName)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, s.reserveBytes)
+	f.Close()
+	if err != nil {
+		os.Remove(path)
+		return
+	}
+	s.reserveHeld = true
+}
+
+// ReleaseReserve frees the emergency reserve; false if none was held.
+func (s *LogStore) ReleaseReserve() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.reserveHeld {
+		return false
+	}
+	s.reserveHeld = false
+	return os.Remove(filepath.Join(s.dir, reserveName)) == nil
 }
 
 // setPoolMax bounds the pool of drained files (SetLimits); files over the
@@ -610,6 +716,9 @@ func (s *LogStore) Append(it *Item) (Loc, error) {
 	a := sm.active
 	at := Loc(uint64(a.id)<<32 | uint64(a.end))
 	n := len(c.data)
+	if c.recs == 0 {
+		sm.st.abs = true // each group commit starts with a resync point
+	}
 	c.data = appendRecordFrame(c.data, &sm.st, it)
 	a.end += int64(len(c.data) - n)
 	a.live++
@@ -802,6 +911,12 @@ func (s *LogStore) write(work []chunk) error {
 		if err := syncDir(s.dirf); err != nil {
 			return fmt.Errorf("spool: sync dir: %w", err)
 		}
+		// The new segment joins the meta list once its first write is
+		// durable (best effort: a segment missing from the list is only
+		// not watched for loss).
+		s.mu.Lock()
+		s.saveMetaLocked()
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -918,6 +1033,50 @@ func (s *LogStore) writeDirect(w *os.File, c chunk, align int64) (tail []byte, w
 	}
 }
 
+// resync finds the next absolute record frame of the segment (seed) at or
+// after from: a frame that passes the seeded checksum and is followed by
+// another valid frame, the clean end (zeros) or the end of the file, so
+// that stray bytes passing one checksum by chance are not taken for it.
+func resync(buf []byte, from int, seed uint32) (int, bool) {
+	for p := from; p+6 <= len(buf); p++ {
+		// Cheap filter first: a length byte, then the kind byte.
+		w := 1
+		for w < binary.MaxVarintLen64 && p+4+w <= len(buf) && buf[p+4+w-1]&0x80 != 0 {
+			w++
+		}
+		if p+4+w >= len(buf) || buf[p+4+w]>>4 != frameRecordAbs {
+			continue
+		}
+		fs := frameState{seed: seed}
+		_, n, err := decodeFrame(buf[p:], &fs, nil)
+		if err != nil {
+			continue
+		}
+		rest := buf[p+n:]
+		if len(rest) == 0 || len(bytes.TrimRight(rest[:min(len(rest), 8)], "\x00")) == 0 {
+			return p, true
+		}
+		if _, _, err := decodeFrame(rest, &fs, nil); err == nil {
+			return p, true
+		}
+	}
+	return 0, false
+}
+
+// markLoss writes loss frames over a damaged region that recovery has
+// counted, durably, best effort: the next recovery reads them as counted
+// (RecoverStats.PriorLost) rather than counting the damage again.
+func markLoss(path string, off int64, frames []byte) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	if _, err := f.WriteAt(frames, off); err == nil {
+		fdatasync(f)
+	}
+	f.Close()
+}
+
 // zeroSync overwrites n bytes at off with zeros, durably, best effort.
 func zeroSync(path string, off int64, n int) {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
@@ -983,15 +1142,25 @@ func (s *LogStore) deleteEmpty() {
 		s.retireActive(&s.streams[0])
 		s.retireActive(&s.streams[1])
 	}
+	var drained []*segment
 	for id, seg := range s.segs {
 		if s.isActive(seg) || seg.live > 0 || seg.end != seg.written {
 			continue
 		}
 		if seg.f != nil {
-			seg.f.Close()
-			s.retireFile(id, max(seg.written, seg.alloc), max(seg.written, seg.used))
+			drained = append(drained, seg)
 		}
 		delete(s.segs, id)
+	}
+	if len(drained) == 0 {
+		return
+	}
+	// The meta list goes first: a segment it still named when its file
+	// went would later look lost.
+	s.saveMetaLocked()
+	for _, seg := range drained {
+		seg.f.Close()
+		s.retireFile(seg.id, max(seg.written, seg.alloc), max(seg.written, seg.used))
 	}
 }
 
@@ -1037,7 +1206,7 @@ func (s *LogStore) Read(at Loc, size int, dst []byte) ([]byte, error) {
 	}
 	fs := frameState{seed: seg.seed}
 	fr, _, err := decodeFrame(b, &fs, nil)
-	if err != nil || fr.typ != frameRecord || len(fr.item.Data) != size {
+	if err != nil || !fr.isRecord() || len(fr.item.Data) != size {
 		return dst, fmt.Errorf("spool: record at %s+%d: %w", segName(seg.id), off, errCorrupt)
 	}
 	return append(dst, fr.item.Data...), nil
@@ -1071,22 +1240,18 @@ func (s *LogStore) LoadMeta() (Meta, error) {
 			continue
 		}
 		for i := range 2 {
-			if len(b) < i*metaSlot+32 {
+			if len(b) < i*metaSlot+30 {
 				continue
 			}
-			sl := b[i*metaSlot:]
-			if string(sl[:4]) != metaMagic || binary.LittleEndian.Uint32(sl[24:]) != crc32.Checksum(sl[:24], castagnoli) {
-				continue
-			}
-			ctr := binary.LittleEndian.Uint64(sl[4:])
-			if !found || ctr > s.metaCtr {
-				found, s.metaCtr = true, ctr
-				best = Meta{Boot: binary.LittleEndian.Uint32(sl[12:]), NextSeq: binary.LittleEndian.Uint64(sl[16:])}
+			m, ctr, segs, ok := parseMetaSlot(b[i*metaSlot : min(len(b), (i+1)*metaSlot)])
+			if ok && (!found || ctr > s.metaCtr) {
+				found, s.metaCtr, best, s.metaSegs = true, ctr, m, segs
 			}
 		}
 	}
 	switch {
 	case found:
+		s.lastMeta = best
 		return best, nil
 	case !seen:
 		return Meta{}, nil
@@ -1096,19 +1261,98 @@ func (s *LogStore) LoadMeta() (Meta, error) {
 	return Meta{}, fmt.Errorf("spool: meta files have no valid slot: %w", errCorrupt)
 }
 
-// SaveMeta implements Store: it writes the value to both meta files in
-// turn, each in the slot the counter picks (the slots alternate, so a torn
-// write leaves the previous value readable in that file too).
+// parseMetaSlot reads one slot: version 1 (32 bytes) or version 2 (with
+// the segment list: uint16 length, then runs of ids as uvarint delta from
+// the previous run's end and uvarint count-1, then the CRC32C).
+func parseMetaSlot(sl []byte) (Meta, uint64, []uint32, bool) {
+	m := Meta{Boot: binary.LittleEndian.Uint32(sl[12:]), NextSeq: binary.LittleEndian.Uint64(sl[16:])}
+	ctr := binary.LittleEndian.Uint64(sl[4:])
+	switch string(sl[:4]) {
+	case metaMagic:
+		return m, ctr, nil, len(sl) >= 28 && binary.LittleEndian.Uint32(sl[24:]) == crc32.Checksum(sl[:24], castagnoli)
+	case metaMagic2:
+		n := int(binary.LittleEndian.Uint16(sl[24:]))
+		if 26+n+4 > len(sl) || binary.LittleEndian.Uint32(sl[26+n:]) != crc32.Checksum(sl[:26+n], castagnoli) {
+			return m, 0, nil, false
+		}
+		list := sl[26 : 26+n]
+		segs := []uint32{}
+		var prev uint64
+		for len(list) > 0 {
+			d, w1 := binary.Uvarint(list)
+			if w1 <= 0 {
+				return m, 0, nil, false
+			}
+			c, w2 := binary.Uvarint(list[w1:])
+			if w2 <= 0 || c > 1<<20 {
+				return m, 0, nil, false
+			}
+			list = list[w1+w2:]
+			first := prev + d
+			for k := range c + 1 {
+				segs = append(segs, uint32(first+k))
+			}
+			prev = first + c + 1
+		}
+		return m, ctr, segs, true
+	}
+	return m, 0, nil, false
+}
+
+// SaveMeta implements Store: it writes the value, with the list of
+// segments that exist, to both meta files in turn, each in the slot the
+// counter picks (the slots alternate, so a torn write leaves the previous
+// value readable in that file too).
 func (s *LogStore) SaveMeta(m Meta) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastMeta = m
+	return s.saveMetaLocked()
+}
+
+// saveMetaLocked writes lastMeta and the segments that exist now. The
+// list is written before a drained segment's file goes, and after a new
+// one's first write, so that a segment the list names and the directory
+// lacks was lost. Called with mu held.
+func (s *LogStore) saveMetaLocked() error {
+	s.metaMu.Lock()
+	defer s.metaMu.Unlock()
+	var ids []uint32
+	for id, seg := range s.segs {
+		if seg.f != nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	var list []byte
+	var prev uint64
+	for i := 0; i < len(ids); {
+		j := i
+		for j+1 < len(ids) && ids[j+1] == ids[j]+1 {
+			j++
+		}
+		list = binary.AppendUvarint(list, uint64(ids[i])-prev)
+		list = binary.AppendUvarint(list, uint64(j-i))
+		prev = uint64(ids[j]) + 1
+		i = j + 1
+	}
 	s.metaCtr++
-	var b [32]byte
-	copy(b[:], metaMagic)
-	binary.LittleEndian.PutUint64(b[4:], s.metaCtr)
-	binary.LittleEndian.PutUint32(b[12:], m.Boot)
-	binary.LittleEndian.PutUint64(b[16:], m.NextSeq)
-	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
+	var b []byte
+	if 26+len(list)+4 <= metaSlot {
+		b = append(b, metaMagic2...)
+	} else {
+		b = append(b, metaMagic...) // too fragmented to list: no detection
+	}
+	b = binary.LittleEndian.AppendUint64(b, s.metaCtr)
+	b = binary.LittleEndian.AppendUint32(b, s.lastMeta.Boot)
+	b = binary.LittleEndian.AppendUint64(b, s.lastMeta.NextSeq)
+	if string(b[:4]) == metaMagic2 {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(list)))
+		b = append(b, list...)
+	}
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 	for _, name := range metaFiles {
-		if err := s.writeMeta(name, b[:], int64(s.metaCtr%2)*metaSlot); err != nil {
+		if err := s.writeMeta(name, b, int64(s.metaCtr%2)*metaSlot); err != nil {
 			return err
 		}
 	}
@@ -1170,6 +1414,9 @@ func (s *LogStore) Usage() int64 {
 	}
 	for _, f := range s.free {
 		n += f.size
+	}
+	if s.reserveHeld {
+		n += s.reserveBytes
 	}
 	return n
 }

@@ -226,3 +226,118 @@ func TestOpenReadOnlyMediumFallsBackToMemory(t *testing.T) {
 		t.Fatalf("memory-only spool gave %v", got)
 	}
 }
+
+// A backlog waiting in memory that is larger than the free space must not
+// stop the spool writing: emergencies go first (the reserve is theirs),
+// then whatever fits, and memory is shed by policy. It used to retry the
+// whole backlog at every group commit, fail with ENOSPC each time, and
+// write nothing at all, emergencies included.
+func TestDiskFullBelowBacklog(t *testing.T) {
+	mnt := mountTmpfs(t, "1m")
+	dir := filepath.Join(mnt, "spool")
+	o := Options{SyncInterval: time.Hour, SegmentBytes: 64 << 10, MaxBytes: 64 << 20, MemBytes: 2 << 20}
+	s, err := Open(dir, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("b"), 200)
+	for i := range 10000 { // 2 MB of backlog in memory, for a 1 MB medium
+		p := kestrel.PriorityBulk
+		if i%2 == 0 {
+			p = kestrel.PriorityNormal
+		}
+		q := s.NextSeq()
+		if _, err := s.Append(Item{Seq: q, Priority: p, Time: int64(i), Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var emerg []uint64
+	for round := range 3 {
+		q := s.NextSeq()
+		tk, err := s.Append(Item{Seq: q, Priority: kestrel.PriorityEmergency, Time: 1, Data: []byte("officer down")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		emerg = append(emerg, q)
+		select {
+		case <-tk.Durable():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: emergency ticket never closed", round)
+		}
+		if err := tk.Err(); err != nil {
+			t.Fatalf("round %d: emergency not written on a full medium: %v", round, err)
+		}
+		// More backlog arrives; memory stays bounded by policy.
+		for i := range 2000 {
+			q := s.NextSeq()
+			s.Append(Item{Seq: q, Priority: kestrel.Priority(i % 2), Time: int64(i), Data: data})
+		}
+		s.syncOnce()
+	}
+	m := s.Metrics()
+	t.Logf("held %d records, %d bytes only in memory, store %d bytes, evicted %d (bulk %d, normal %d), health %v",
+		m.Records, m.MemoryBytes, m.StoreBytes, m.Evicted, m.Lanes[kestrel.PriorityBulk].Evicted,
+		m.Lanes[kestrel.PriorityNormal].Evicted, m.Health.State)
+	if m.StoreBytes < 512<<10 {
+		t.Fatalf("only %d bytes written on a 1 MB medium: the spool stopped writing", m.StoreBytes)
+	}
+	if m.MemoryBytes > o.MemBytes+int64(len(data)) {
+		t.Fatalf("%d bytes in memory, bound %d", m.MemoryBytes, o.MemBytes)
+	}
+	// Bulk goes before normal: the bulk records left are at most those
+	// appended since the last eviction (the last round's 1000).
+	if m.Lanes[kestrel.PriorityNormal].Evicted > 0 && m.Lanes[kestrel.PriorityBulk].Records > 1000 {
+		t.Fatalf("normal evicted while bulk was kept: %+v", m.Lanes)
+	}
+	s.store.(*LogStore).abandon() // a power cut: what was durable must be there
+	s.cancel()
+	s.wg.Wait()
+	s2, err := Open(dir, o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got := map[uint64]bool{}
+	for _, it := range s2.Take(nil, 1<<30, 0) {
+		got[it.Seq] = true
+	}
+	for _, q := range emerg {
+		if !got[q] {
+			t.Fatalf("emergency %d lost", q)
+		}
+	}
+	if len(got) < 1000 {
+		t.Fatalf("only %d records came back from the full medium", len(got))
+	}
+}
+
+// The medium filled to the last byte by something else: the emergency
+// reserve taken at Open is released for the emergency, which is written.
+func TestEmergencyReserveOnAFullMedium(t *testing.T) {
+	mnt := mountTmpfs(t, "1m")
+	dir := filepath.Join(mnt, "spool")
+	s, err := Open(dir, Options{SyncInterval: time.Hour, SegmentBytes: 64 << 10, MaxBytes: 64 << 20}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f, err := os.Create(filepath.Join(mnt, "hog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break // full
+		}
+	}
+	f.Close()
+	q := s.NextSeq()
+	tk, err := s.Append(Item{Seq: q, Priority: kestrel.PriorityEmergency, Time: 1, Data: []byte("officer down")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-tk.Durable()
+	if err := tk.Err(); err != nil {
+		t.Fatalf("emergency not written on a medium full to the last byte: %v", err)
+	}
+}

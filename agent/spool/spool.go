@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -147,7 +149,16 @@ type Metrics struct {
 	RecoveryDropped      int // torn or corrupt regions cut off (each at least one record)
 	RecoveryDroppedBytes int64
 	RecoveryDuplicates   int
-	Health               Health
+	// RecoveryLostRecords counts the records recovery knows were lost
+	// (between damage and the next resynchronisation point), with their
+	// seq ranges in RecoveryLost; RecoveryMissingSegments the segment
+	// files that vanished (their records not counted: unknown).
+	// RecoveryUnreadable counts records that failed to read back later.
+	RecoveryLostRecords     int
+	RecoveryLost            []SeqRange
+	RecoveryMissingSegments int
+	RecoveryUnreadable      int
+	Health                  Health
 }
 
 // Ticket reports when an appended record is safe.
@@ -157,6 +168,8 @@ type group struct {
 	done chan struct{}
 	err  error
 }
+
+func newGroup() *group { return &group{done: make(chan struct{})} }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
@@ -187,10 +200,11 @@ func (t Ticket) Err() error {
 
 // Spool: see the package documentation.
 type Spool struct {
-	opts  Options
-	log   *slog.Logger
-	store Store
-	base  time.Time // monotonic origin of entry.at
+	opts     Options
+	log      *slog.Logger
+	store    Store
+	loopDone atomic.Int64 // Unix ns when the commit loop last finished a round
+	base     time.Time    // monotonic origin of entry.at
 	// monoBase is Options.Mono at Open, when set.
 	monoBase time.Duration
 
@@ -201,7 +215,9 @@ type Spool struct {
 	bytes   int64
 	mem     memBuf
 	memDead int64
-	group   *group
+	group   *group   // the Tickets of records appended since the last group commit
+	egroup  *group   // the same for emergency records, which a full medium may let through alone
+	carry   []*group // groups not yet wholly written (a full medium): closed once everything is
 	closed  bool
 	health  Health
 	fullAt  int64 // store usage when the medium last ran out of space
@@ -270,6 +286,7 @@ func Open(dir string, opts Options, log *slog.Logger) (*Spool, error) {
 		return s, nil
 	}
 	ls.poolMax = poolSize(opts.MaxBytes, ls.segBytes)
+	ls.reserveBytes = min(opts.EmergencyBytes, ls.segBytes)
 	s, err := OpenStore(ls, opts, log)
 	if err != nil {
 		ls.Close()
@@ -291,7 +308,8 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 		log:     log,
 		store:   st,
 		base:    opts.Now(),
-		group:   &group{done: make(chan struct{})},
+		group:   newGroup(),
+		egroup:  newGroup(),
 		ready:   make(chan struct{}, 1),
 		kick:    make(chan struct{}, 1),
 		relimit: make(chan struct{}, 1),
@@ -325,6 +343,8 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 	}
 	s.m.Recovered, s.m.RecoveryDropped, s.m.RecoveryDroppedBytes, s.m.RecoveryDuplicates =
 		rs.Records, rs.Dropped, rs.DroppedBytes, rs.Duplicates
+	s.m.RecoveryLostRecords, s.m.RecoveryLost, s.m.RecoveryMissingSegments =
+		rs.LostRecords, rs.Lost, rs.MissingSegments
 	s.boot = meta.Boot + 1
 	s.next = max(meta.NextSeq, maxSeq+1, rs.MaxSeq+1, 1)
 	s.reserved = s.next + opts.SeqBlock
@@ -332,8 +352,14 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 		log.Error("spool cannot persist its sequence reservation", "err", err)
 		s.setHealth(err)
 	}
+	if rs.Dropped > 0 || rs.LostRecords > 0 || rs.MissingSegments > 0 {
+		log.Warn("spool recovered", "dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes,
+			"lost_records", rs.LostRecords, "lost_ranges", fmt.Sprint(rs.Lost),
+			"missing_segments", rs.MissingSegments, "missing_ids", fmt.Sprint(rs.MissingIDs))
+	}
 	log.Info("spool open", "boot", s.boot, "next_seq", s.next, "records", rs.Records,
-		"dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes, "duplicates", rs.Duplicates,
+		"dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes, "lost_records", rs.LostRecords,
+		"missing_segments", rs.MissingSegments, "prior_lost", rs.PriorLost, "duplicates", rs.Duplicates,
 		"recovery", time.Since(t0).Round(time.Millisecond), "writes", writesOf(st))
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -463,6 +489,9 @@ func (s *Spool) Append(it Item) (Ticket, error) {
 	l.bytes += int64(len(it.Data))
 	s.bytes += cost
 	g := s.group
+	if p == kestrel.PriorityEmergency {
+		g = s.egroup
+	}
 	s.mu.Unlock()
 	if p == kestrel.PriorityEmergency {
 		select {
@@ -652,7 +681,7 @@ func (s *Spool) take(dst []Item, max int, maxBytes int, urgentOnly bool) []Item 
 			// A record the medium no longer returns intact is lost;
 			// count it with recovery's losses rather than stall.
 			s.log.Error("spool record unreadable; dropping it", "seq", e.seq, "err", err)
-			s.m.RecoveryDropped++
+			s.m.RecoveryUnreadable++
 			s.kill(l, pk.idx)
 			continue
 		}
@@ -772,6 +801,7 @@ func (s *Spool) Health() Health {
 func (s *Spool) Metrics() Metrics {
 	s.mu.Lock()
 	m := s.m
+	m.RecoveryLost = slices.Clone(m.RecoveryLost)
 	m.Boot = s.boot
 	m.Bytes, m.MaxBytes, m.EmergencyBytes = s.bytes, s.opts.MaxBytes, s.opts.EmergencyBytes
 	m.MemoryBytes = int64(len(s.mem.data)) - s.memDead
@@ -823,6 +853,7 @@ func (s *Spool) run(ctx context.Context) {
 	s.mu.Unlock()
 	t := time.NewTicker(every)
 	defer t.Stop()
+	s.loopDone.Store(time.Now().UnixNano())
 	for {
 		select {
 		case <-ctx.Done():
@@ -840,7 +871,16 @@ func (s *Spool) run(ctx context.Context) {
 			s.expire()
 		}
 		s.syncOnce()
+		s.loopDone.Store(time.Now().UnixNano())
 	}
+}
+
+// CommitLoopAge is how long ago the group-commit loop last finished a
+// round (it runs every SyncInterval). A loop stuck in the medium (a hung
+// fsync, a frozen filesystem) shows here as an age that keeps growing: the
+// agent's watchdog withholds its systemd ping then.
+func (s *Spool) CommitLoopAge() time.Duration {
+	return time.Since(time.Unix(0, s.loopDone.Load()))
 }
 
 // ErrNeedsRestart is wrapped by SetLimits for a value that cannot take
@@ -932,20 +972,43 @@ func (s *Spool) expire() {
 // syncOnce is one group commit: the records still unacknowledged go to the
 // store, which makes them durable; records already acknowledged are never
 // written. On a full medium it evicts by policy until the store can free
-// enough (the log frees whole segments) and retries.
+// enough (the log frees whole segments) and retries; when nothing written
+// can be evicted to make room (the backlog waiting in memory is larger than
+// the free space) it writes what fits, in priority order (emergency first),
+// halving the group until a write succeeds. It never waits for the whole
+// backlog to fit: that was a livelock in which nothing, emergencies
+// included, was written.
 func (s *Spool) syncOnce() {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
-	for attempt := 0; ; attempt++ {
-		err, need := s.commitGroup()
-		if err == nil || !errors.Is(err, syscall.ENOSPC) || attempt >= 3 {
+	limit := int64(-1) // bytes per group; -1: everything
+	var err error
+	defer func() {
+		if err != nil {
+			s.failCarried(err)
+		}
+	}()
+	for attempt := 0; attempt < 24; attempt++ {
+		var need int64
+		var left bool
+		err, need, left = s.commitGroup(limit)
+		if err == nil {
+			if limit < 0 || !left {
+				return
+			}
+			continue // it fitted: write the next part of the backlog
+		}
+		if !errors.Is(err, syscall.ENOSPC) {
 			return
+		}
+		if r, ok := s.store.(reserver); ok && s.emergencyWaiting() && r.ReleaseReserve() {
+			s.log.Warn("spool medium full: released the emergency reserve")
+			continue
 		}
 		// Evict in small steps (bulk, then normal, then high, oldest
 		// first; never emergency) and stop as soon as enough is
 		// reclaimable: evicting more than the medium needs would throw
-		// data away for nothing. What still does not fit stays in memory
-		// (bounded by MemBytes) and the next group commit tries again.
+		// data away for nothing.
 		s.mu.Lock()
 		var freed int64
 		for s.reclaimable(freed) < need {
@@ -956,10 +1019,47 @@ func (s *Spool) syncOnce() {
 			freed += n
 		}
 		s.mu.Unlock()
-		if freed == 0 {
+		if freed > 0 {
+			continue
+		}
+		// Nothing to evict on the medium: write what fits. What does
+		// not stay in memory, bounded by MemBytes (Append sheds it by
+		// policy), for the next group commit.
+		if need <= 1 {
 			return
 		}
+		limit = need / 2
 	}
+}
+
+// failCarried closes the Tickets of groups not wholly written with err.
+func (s *Spool) failCarried(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.carry {
+		g.err = fmt.Errorf("spool: not durable: %w", err)
+		close(g.done)
+	}
+	s.carry = s.carry[:0]
+}
+
+// reserver is a Store that keeps space on its medium for emergency records.
+type reserver interface {
+	ReleaseReserve() bool // frees the reserve; false if there is none
+	RestoreReserve()      // takes it again, best effort
+}
+
+// emergencyWaiting reports whether an emergency record waits in memory.
+func (s *Spool) emergencyWaiting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := &s.lanes[kestrel.PriorityEmergency]
+	for i := l.head; i < len(l.ents); i++ {
+		if l.ents[i].st != stDead && l.ents[i].where == inMem {
+			return true
+		}
+	}
+	return false
 }
 
 // reclaimer is a Store that can tell how much space its next Sync frees.
@@ -972,32 +1072,48 @@ func (s *Spool) reclaimable(evicted int64) int64 {
 	return evicted
 }
 
-func (s *Spool) commitGroup() (error, int64) {
+// commitGroup writes the records held in memory, at most limit bytes of
+// them (limit < 0: all) in priority order, emergency first, oldest first
+// within a lane. It returns the bytes it tried and whether records were
+// left out.
+func (s *Spool) commitGroup(limit int64) (error, int64, bool) {
 	s.mu.Lock()
 	cut, cutBytes := len(s.mem.refs), len(s.mem.data)
 	var need int64
+	left, eLeft := false, false
 	it := &s.syncItem
-	for _, r := range s.mem.refs {
-		l := &s.lanes[r.lane]
-		i := l.find(r.seq)
-		if i < 0 || l.ents[i].st == stDead || l.ents[i].where != inMem {
-			continue
+	for _, p := range []kestrel.Priority{kestrel.PriorityEmergency, kestrel.PriorityHigh, kestrel.PriorityNormal, kestrel.PriorityBulk} {
+		for _, r := range s.mem.refs {
+			if kestrel.Priority(r.lane) != p {
+				continue
+			}
+			l := &s.lanes[r.lane]
+			i := l.find(r.seq)
+			if i < 0 || l.ents[i].st == stDead || l.ents[i].where != inMem {
+				continue
+			}
+			e := &l.ents[i]
+			cost := int64(e.size) + recOverhead
+			if limit >= 0 && need > 0 && need+cost > limit {
+				left = true
+				eLeft = eLeft || p == kestrel.PriorityEmergency
+				continue
+			}
+			*it = Item{Seq: e.seq, Priority: kestrel.Priority(r.lane), Time: e.time, Data: s.mem.data[e.memOff : e.memOff+e.size]}
+			loc, err := s.store.Append(it)
+			if err != nil {
+				// Only a record the store can never take fails here
+				// (too large); holding it would block every later sync.
+				s.log.Error("spool cannot store record; dropping it", "seq", e.seq, "err", err)
+				s.kill(l, i)
+				continue
+			}
+			e.loc, e.where = loc, inWriting
+			need += cost
 		}
-		e := &l.ents[i]
-		*it = Item{Seq: e.seq, Priority: kestrel.Priority(r.lane), Time: e.time, Data: s.mem.data[e.memOff : e.memOff+e.size]}
-		loc, err := s.store.Append(it)
-		if err != nil {
-			// Only a record the store can never take fails here
-			// (too large); holding it would block every later sync.
-			s.log.Error("spool cannot store record; dropping it", "seq", e.seq, "err", err)
-			s.kill(l, i)
-			continue
-		}
-		e.loc, e.where = loc, inWriting
-		need += int64(e.size) + recOverhead
 	}
-	g := s.group
-	s.group = &group{done: make(chan struct{})}
+	g, ge := s.group, s.egroup
+	s.group, s.egroup = newGroup(), newGroup()
 	s.mu.Unlock()
 
 	err := s.store.Sync()
@@ -1034,12 +1150,13 @@ func (s *Spool) commitGroup() (error, int64) {
 		if s.health.State == HealthFull {
 			s.fullAt = s.store.Usage()
 		}
-		g.err = fmt.Errorf("spool: not durable: %w", err)
-		close(g.done)
+		// The Tickets wait for the retries of this group commit
+		// (syncOnce), which close them with the error if it gives up.
+		s.carry = append(s.carry, g, ge)
 		if s.memDead > int64(len(s.mem.data))/2 {
 			s.compactMem(0, 0)
 		}
-		return err, need
+		return err, need, left
 	}
 	s.m.Syncs++
 	switch {
@@ -1049,10 +1166,31 @@ func (s *Spool) commitGroup() (error, int64) {
 		// "full" rather than flap with every group commit.
 	default:
 		s.setHealthLocked(nil)
+		if r, ok := s.store.(reserver); ok {
+			r.RestoreReserve()
+		}
 	}
-	close(g.done)
+	// A group whose records were not all written stays open (carried)
+	// until a group commit writes everything that waits, or fails.
+	if eLeft {
+		s.carry = append(s.carry, ge)
+	} else {
+		close(ge.done)
+	}
+	if left {
+		s.carry = append(s.carry, g)
+		cut, cutBytes = 0, 0 // records were left in memory: keep their refs
+	} else {
+		close(g.done)
+		if !eLeft {
+			for _, c := range s.carry {
+				close(c.done)
+			}
+			s.carry = s.carry[:0]
+		}
+	}
 	s.compactMem(cut, cutBytes)
-	return nil, need
+	return nil, need, left
 }
 
 // compactMem forgets the first cut refs (their records are now on the
@@ -1097,13 +1235,18 @@ func (s *Spool) Close() error {
 	s.mu.Unlock()
 	s.syncOnce()
 	s.mu.Lock()
-	g := s.group
-	s.mu.Unlock()
-	select {
-	case <-g.done:
-	default:
-		close(g.done)
+	for _, g := range s.carry {
+		g.err = errors.New("spool: not durable: closed with records the full medium could not take")
 	}
+	for _, g := range append(s.carry, s.group, s.egroup) {
+		select {
+		case <-g.done:
+		default:
+			close(g.done)
+		}
+	}
+	s.carry = nil
+	s.mu.Unlock()
 	s.seqMu.Lock()
 	merr := s.store.SaveMeta(Meta{Boot: s.boot, NextSeq: s.next})
 	s.seqMu.Unlock()

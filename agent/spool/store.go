@@ -41,6 +41,19 @@ type RecoverStats struct {
 	Dropped      int   // corrupt or torn regions cut off (each cost at least one record)
 	DroppedBytes int64 // bytes cut off
 	Duplicates   int   // records seen twice (kept once)
+	// LostRecords counts the records recovery knows it lost: between a
+	// damaged region and the next resynchronisation point, by their
+	// ordinals in the segment (version 3 segments). Lost lists their
+	// sequence ranges (the lost seqs lie within; at most maxLostRanges).
+	LostRecords int
+	Lost        []SeqRange
+	// PriorLost counts losses an earlier recovery counted and marked.
+	PriorLost int
+	// MissingSegments counts segments the meta files list (the segments
+	// that existed at the last change) of which no file is left: lost
+	// with their records, whose number is not known. MissingIDs names them.
+	MissingSegments int
+	MissingIDs      []uint32
 	// MaxSeq is the highest sequence number the medium mentions anywhere
 	// (acknowledged records included), so that a lost high-water mark
 	// never lets a number be reused.
@@ -84,3 +97,22 @@ var (
 	// may not evict (emergency) are left.
 	ErrFull = errors.New("spool: full")
 )
+
+// SeqRange is a range of sequence numbers that records were lost from.
+type SeqRange struct {
+	First, Last uint64 // inclusive
+	Records     int    // how many records were lost within it
+}
+
+// maxLostRanges bounds RecoverStats.Lost; LostRecords keeps counting.
+const maxLostRanges = 64
+
+func (st *RecoverStats) addLoss(n, first, last uint64) {
+	if n == 0 {
+		return
+	}
+	st.LostRecords += int(n)
+	if len(st.Lost) < maxLostRanges {
+		st.Lost = append(st.Lost, SeqRange{First: first, Last: last, Records: int(n)})
+	}
+}

@@ -1,3 +1,5 @@
+//go:build !kestrel_release
+
 package main
 
 import (

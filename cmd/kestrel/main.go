@@ -13,8 +13,12 @@ import (
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are set at build time with -ldflags "-X
+// main.version=... -X main.commit=..." (make dist, make package).
+var (
+	version = "dev"
+	commit  = ""
+)
 
 // stdio is where a subcommand reads and writes, so tests can run
 // subcommands in-process.
@@ -35,6 +39,7 @@ var commands = subcmd.Table[stdio]{Program: "kestrel", Commands: map[string]subc
 	"selftest": {Summary: "selftest --config FILE: the fitter's commissioning check", Run: runSelftest},
 	"config":   {Summary: "config defaults|validate FILE: print or check configuration", Run: runConfig},
 	"hook":     {Summary: "hook send TYPE [key=value]...: post a firmware event to the agent", Run: runHook},
+	"status":   {Summary: "status [--watch] [--json]: the running agent's live state, over its local control socket", Run: runStatus},
 }}
 
 func main() {
@@ -50,6 +55,10 @@ func runVersion(args []string, s stdio) error {
 			v = bi.Main.Version
 		}
 	}
-	fmt.Fprintf(s.stdout, "kestrel %s %s %s/%s\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(s.stdout, "kestrel %s %s %s/%s", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if commit != "" {
+		fmt.Fprintf(s.stdout, " commit %s", commit)
+	}
+	fmt.Fprintln(s.stdout)
 	return nil
 }

@@ -31,6 +31,10 @@ func oneCore() {
 	}
 }
 
+// exConfig is the exit status for a config that cannot be read or is not
+// valid (EX_CONFIG in sysexits.h).
+const exConfig = 78
+
 // setFlags collects repeated --set key=value overrides.
 type setFlags []string
 
@@ -40,13 +44,16 @@ func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
 func runRun(args []string, s stdio) error {
 	fs := flag.NewFlagSet("kestrel run", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	path := fs.String("config", "", "configuration file (TOML); see `kestrel config defaults`")
+	path := fs.String("config", "", "configuration `FILE` (TOML); kestrel config defaults prints a template")
 	var sets setFlags
 	fs.Var(&sets, "set", "override a config key, e.g. --set gps.baud=9600 (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrel run --config FILE [--set key=value]...\n\n"+
-			"Runs the agent until SIGTERM or SIGINT (drain and exit). SIGHUP re-reads the config\n"+
-			"file and applies what changed live, or rejects the whole change.\n\nflags:")
+			"Runs the agent until SIGTERM or SIGINT (drain for up to 5 s, then exit).\n"+
+			"SIGHUP re-reads the config file and applies what changed live, or rejects\n"+
+			"the whole change. Under systemd (Type=notify) it reports READY, STOPPING and\n"+
+			"watchdog pings. Exit status: 0 stopped, 1 failed, 2 usage, 78 bad config.\n\n"+
+			"flags:")
 		fs.PrintDefaults()
 	}
 	if help, err := subcmd.Parse(fs, args); help || err != nil {
@@ -58,10 +65,16 @@ func runRun(args []string, s stdio) error {
 	}
 	local, err := config.Load(*path, sets)
 	if err != nil {
-		return err
+		// EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus
+		// keeps systemd from restarting a device that is not configured.
+		fmt.Fprintf(s.stderr, "kestrel run: %v\n", err)
+		return subcmd.ExitStatus(exConfig)
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(s, local.Log, level)
+	if local.Remote.RequireSigned && len(local.Remote.TrustedKeys) == 0 {
+		log.Warn("remote.trusted_keys is empty: every remote config and command will be refused (kestrelctl keygen makes a fleet key)")
+	}
 	oneCore()
 	// The fleet controller decides the config to start with: the local
 	// one with the persisted remote config laid over it. From then on the
@@ -124,6 +137,11 @@ func runWithSignals(parent context.Context, a *agent.Agent, ctl *remote.Manager,
 	go func() { ctlDone <- ctl.Run(ctlCtx) }()
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		superviseSystemd(ctx, a, log)
+	}()
 	for {
 		select {
 		case <-hup:
@@ -138,6 +156,8 @@ func runWithSignals(parent context.Context, a *agent.Agent, ctl *remote.Manager,
 			if cerr := <-ctlDone; cerr != nil {
 				log.Error("remote configuration stopped", "err", cerr)
 			}
+			stop()
+			<-notified
 			return err
 		}
 	}
@@ -152,8 +172,12 @@ func newLogger(s stdio, c config.Log, level *slog.LevelVar) *slog.Logger {
 	}
 	level.Set(l)
 	ho := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(s.stderr, ho))
+	w := s.stderr
+	if f, ok := w.(*os.File); ok && toJournal(f) {
+		w, ho.ReplaceAttr = journalWriter{f}, dropTime
 	}
-	return slog.New(slog.NewTextHandler(s.stderr, ho))
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
 }

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kestrel-edge/kestrel/agent/localctl"
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/selftest"
@@ -36,7 +39,10 @@ func runSelftest(args []string, s stdio) error {
 			"  clock    the year, and the offset from GPS time when there is a fix\n"+
 			"  spool    the directory can be created and written, and has room\n"+
 			"  ebpf     the hooks load (a refusal is a warning: the agent runs without)\n"+
-			"Stop the agent first (systemctl stop kestrel): the check opens the same ports.\n"+
+			"Beside a running agent, the ports it holds are not opened (opening a tty\n"+
+			"resets its line settings): their rows come from the agent's status, over its\n"+
+			"local control socket (status.socket), and a port whose lock file another\n"+
+			"process holds is skipped.\n"+
 			"Exit status: 0 no failure, 1 a part failed, 2 usage error.\n\nflags:")
 		fset.PrintDefaults()
 	}
@@ -69,7 +75,21 @@ func runSelftest(args []string, s stdio) error {
 		cfg = c
 	}
 
-	rep := selftest.Run(s.ctx, cfg, selftest.Options{})
+	var opts selftest.Options
+	if cfg.Status.Socket != "" {
+		ctx, cancel := context.WithTimeout(s.ctx, 3*time.Second)
+		st, err := localctl.Query(ctx, cfg.Status.Socket)
+		cancel()
+		if err == nil {
+			opts.Agent = &st
+			for _, p := range st.Parts {
+				if p.State == "running" && (p.Name == "gps" || p.Name == "radio") {
+					opts.InUse = append(opts.InUse, p.Name)
+				}
+			}
+		}
+	}
+	rep := selftest.Run(s.ctx, cfg, opts)
 	if cfgErr != nil {
 		var msgs []string
 		for _, fe := range config.FieldErrors(cfgErr) {

@@ -19,162 +19,93 @@ func csqDBm(idx int) int16 {
 	return int16(-113 + 2*idx)
 }
 
-// parseCSQ reads "<rssi>,<ber>".
-func parseCSQ(params string) (rssi int16, ber uint8, ok bool) {
-	f := at.SplitParams(params)
-	if len(f) < 2 {
-		return 0, 0, false
+// parseCSQ reads "<rssi>,<ber>" (TS 27.007 8.5, EN 300 392-5): rssi
+// 0-31 or 99 (not known), ber 0-7 or 99.
+func parseCSQ(params string) (rssi int16, ber uint8, err error) {
+	f, ok := splitFields(params)
+	if !ok || len(f) != 2 {
+		return 0, 0, errLayout
 	}
-	r, ok1 := at.ParamInt(f[0])
-	b, ok2 := at.ParamInt(f[1])
-	if !ok1 || !ok2 {
-		return 0, 0, false
+	r, ok1 := decField(f[0], 99)
+	b, ok2 := decField(f[1], 99)
+	if !ok1 || !ok2 || (r > 31 && r != 99) || (b > 7 && b != 99) {
+		return 0, 0, errLayout
 	}
-	if b < 0 || b > 7 {
-		b = 99
-	}
-	return csqDBm(r), uint8(b), true
+	return csqDBm(r), uint8(b), nil
 }
 
 // parseCESQ reads "<rxlev>,<ber>,<rscp>,<ecno>,<rsrq>,<rsrp>" (TS 27.007
-// 8.69). RSRQ index 0-34 maps to -20 ... -3 dB in 0.5 dB steps (returned in
-// tenths of a dB); RSRP 0-97 to -141 ... -44 dBm (index 1 is -140 dBm).
-// 255 is "not known", returned as 0.
-func parseCESQ(params string) (rsrq, rsrp int16, ok bool) {
-	f := at.SplitParams(params)
-	if len(f) < 6 {
-		return 0, 0, false
+// 8.69), and the Release 15 form with ",<ss_rsrq>,<ss_rsrp>,<ss_sinr>"
+// appended. RSRQ index 0-34 maps to -20 ... -3 dB in 0.5 dB steps
+// (returned in tenths of a dB); RSRP 0-97 to -141 ... -44 dBm (index 1 is
+// -140 dBm). 255 is "not known", returned as 0. Each field must be in its
+// range: rxlev 0-63, ber 0-7 (99 not known), rscp 0-96, ecno 0-49, the
+// 5G fields 0-127 (255 not known).
+func parseCESQ(params string) (rsrq, rsrp int16, err error) {
+	f, ok := splitFields(params)
+	if !ok || (len(f) != 6 && len(f) != 9) {
+		return 0, 0, errLayout
 	}
-	q, ok1 := at.ParamInt(f[4])
-	p, ok2 := at.ParamInt(f[5])
-	if !ok1 || !ok2 {
-		return 0, 0, false
+	max := []int{63, 7, 96, 49, 34, 97, 127, 127, 127}
+	unknown := []int{99, 99, 255, 255, 255, 255, 255, 255, 255}
+	v := make([]int, len(f))
+	for i := range f {
+		n, ok := decField(f[i], 255)
+		if !ok || (n > max[i] && n != unknown[i]) {
+			return 0, 0, errLayout
+		}
+		v[i] = n
 	}
-	if q >= 0 && q <= 34 {
+	if q := v[4]; q <= 34 {
 		rsrq = int16(-200 + 5*q)
 	}
-	if p >= 0 && p <= 97 {
+	if p := v[5]; p <= 97 {
 		rsrp = int16(-141 + p)
 	}
-	return rsrq, rsrp, true
+	return rsrq, rsrp, nil
 }
 
-func regState(stat int) (kestrel.RegState, bool) {
-	if stat < 0 || stat > 5 {
-		// 27.007 adds 6-10 (SMS only, emergency only, CSFB): count them as
-		// registered in the home network only when they are "registered".
-		switch stat {
-		case 6, 9:
-			return kestrel.RegHome, true
-		case 7, 10:
-			return kestrel.RegRoaming, true
-		case 8:
-			return kestrel.RegNotRegistered, true
-		}
-		return kestrel.RegUnknown, false
-	}
-	return kestrel.RegState(stat), true
+// cops is a +COPS read response.
+type cops struct {
+	oper   string // "" when the modem is not registered ("+COPS: <mode>")
+	format kestrel.OperatorFormat
+	act    int // -1 absent
 }
 
-// reg is one registration report.
-type reg struct {
-	state  kestrel.RegState
-	area   uint32 // LA (TETRA, decimal) or TAC (LTE, hex)
-	cell   uint32 // LTE cell identity
-	act    int    // LTE <AcT>, -1 absent
-	hasLoc bool
-	net    string // TETRA MNI
-}
-
-// parseCREGTetra reads TETRA +CREG. The read response carries <n> first;
-// the URC starts at <reg stat>. EN 300 392-5: +CREG: <reg stat>,[<LA>],[<MNI>].
-func parseCREGTetra(params string, read bool) (reg, bool) {
-	f := at.SplitParams(params)
-	if read {
-		if len(f) < 2 {
-			return reg{}, false
-		}
-		f = f[1:]
+// parseCOPS reads "<mode>[,<format>,<oper>[,<AcT>]]" (TS 27.007 7.3):
+// mode 0-4, format 0 long alphanumeric, 1 short alphanumeric, 2 numeric
+// (MCC and MNC, 5 or 6 digits), AcT from the current table.
+func parseCOPS(params string) (cops, error) {
+	f, ok := splitFields(params)
+	if !ok || (len(f) != 1 && len(f) != 3 && len(f) != 4) {
+		return cops{}, errLayout
 	}
-	if len(f) < 1 {
-		return reg{}, false
+	if _, ok := decField(f[0], 4); !ok {
+		return cops{}, errLayout
 	}
-	stat, ok := at.ParamInt(f[0])
+	c := cops{act: -1}
+	if len(f) == 1 {
+		return c, nil
+	}
+	format, ok := decField(f[1], 2)
 	if !ok {
-		return reg{}, false
+		return cops{}, errLayout
 	}
-	st, ok := regState(stat)
-	if !ok {
-		return reg{}, false
+	c.format, c.oper = kestrel.OperatorFormat(format), f[2].s
+	switch {
+	case c.oper == "" || len(c.oper) > 64:
+		return cops{}, errLayout
+	case c.format == kestrel.OperatorNumeric && (!digits(c.oper) || len(c.oper) < 5 || len(c.oper) > 6):
+		return cops{}, errLayout
 	}
-	r := reg{state: st, act: -1}
-	if len(f) >= 2 {
-		if la, ok := at.ParamInt(f[1]); ok && la >= 0 {
-			r.area, r.hasLoc = uint32(la), true
+	if len(f) == 4 && f[3].s != "" {
+		a, ok := decField(f[3], maxAcT)
+		if !ok {
+			return cops{}, errLayout
 		}
+		c.act = a
 	}
-	if len(f) >= 3 {
-		r.net = f[2]
-	}
-	return r, true
-}
-
-// parseCEREG reads +CEREG (TS 27.007 10.1.22): the read response is
-// <n>,<stat>[,[<tac>],[<ci>],[<AcT>]...]; the URC starts at <stat>.
-func parseCEREG(params string, read bool) (reg, bool) {
-	f := at.SplitParams(params)
-	if read {
-		if len(f) < 2 {
-			return reg{}, false
-		}
-		f = f[1:]
-	}
-	if len(f) < 1 {
-		return reg{}, false
-	}
-	stat, ok := at.ParamInt(f[0])
-	if !ok {
-		return reg{}, false
-	}
-	st, ok := regState(stat)
-	if !ok {
-		return reg{}, false
-	}
-	r := reg{state: st, act: -1}
-	if len(f) >= 3 {
-		tac, ok1 := at.ParamHex(f[1])
-		ci, ok2 := at.ParamHex(f[2])
-		if ok1 && ok2 {
-			r.area, r.cell, r.hasLoc = tac, ci, true
-		}
-	}
-	if len(f) >= 4 {
-		if a, ok := at.ParamInt(f[3]); ok && a >= 0 && a < 256 {
-			r.act = a
-		}
-	}
-	return r, true
-}
-
-// parseCOPS reads "<mode>[,<format>,<oper>[,<AcT>]]" (TS 27.007 7.3).
-func parseCOPS(params string) (oper string, act int, ok bool) {
-	f := at.SplitParams(params)
-	if len(f) < 1 {
-		return "", -1, false
-	}
-	if _, ok := at.ParamInt(f[0]); !ok {
-		return "", -1, false
-	}
-	act = -1
-	if len(f) >= 3 {
-		oper = f[2]
-	}
-	if len(f) >= 4 {
-		if a, ok := at.ParamInt(f[3]); ok && a >= 0 && a < 256 {
-			act = a
-		}
-	}
-	return oper, act, true
+	return c, nil
 }
 
 // tetraMode maps the PEI <AI mode> of +CTOM: 0 V+D (trunked), 1 DMO,
@@ -226,33 +157,6 @@ func digits(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// bareValue takes an identity answered bare ("356938035643809") or with
-// a prefix ("+CGSN: ...", "+CCID: ...", "+ICCID: ..."), quotes removed.
-func bareValue(lines []string) string {
-	for _, ln := range lines {
-		l := at.ParseLine(ln)
-		v := l.Params
-		if f := at.SplitParams(v); len(f) > 0 {
-			v = f[0]
-		}
-		v = strings.TrimSpace(v)
-		if v != "" && len(v) <= 32 && isIDChars(v) {
-			return v
-		}
-	}
-	return ""
-}
-
-func isIDChars(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c == 'F' || c == 'f') {
 			return false
 		}
 	}

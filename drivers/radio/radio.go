@@ -56,8 +56,12 @@ type profile struct {
 	init     []string
 	urcs     []string
 	urcData  map[string]int
-	poll     []string // every Poll
+	poll     []string // every Poll, less what the modem does not support
 	identity []string // at start and after a reset
+	// probe are optional set-up commands, sent at start and after a
+	// reset: one the modem rejects marks its registration query
+	// unsupported until the next reset.
+	probe []regCmd
 }
 
 var profiles = map[kestrel.RadioProfile]profile{
@@ -82,10 +86,22 @@ var profiles = map[kestrel.RadioProfile]profile{
 			"AT+CEREG=2",  // URC with TAC and cell identity
 			"AT+COPS=3,0", // operator as long alphanumeric
 		},
-		urcs:     []string{"+CEREG"},
-		poll:     []string{"AT+CSQ", "AT+CESQ", "AT+CEREG?", "AT+COPS?"},
+		urcs: []string{"+CEREG", "+C5GREG", "+CGREG", "+CREG"},
+		poll: []string{"AT+CSQ", "AT+CESQ",
+			"AT+C5GREG?", "AT+CEREG?", "AT+CGREG?", "AT+CREG?", "AT+COPS?"},
 		identity: []string{"AT+CGSN", "AT+CCID"},
+		// 5G NR modems add +C5GREG; modems without +CEREG (2G/3G, or
+		// on a 2G/3G cell) report through +CGREG and +CREG.
+		probe: []regCmd{mustRegCmd("+C5GREG"), mustRegCmd("+CGREG"), mustRegCmd("+CREG")},
 	},
+}
+
+func mustRegCmd(prefix string) regCmd {
+	c, ok := regCmdFor(prefix)
+	if !ok {
+		panic("radio: no registration command " + prefix)
+	}
+	return c
 }
 
 var defaultBanners = []string{"RDY", "^SYSSTART", "+PBREADY", "START"}
@@ -155,7 +171,7 @@ func (r *Radio) Engine() *at.Engine { return r.e }
 
 // update is a batch of poll results, applied at once so one poll makes at
 // most one record.
-type update func(*kestrel.RadioStatus)
+type update func(*loop)
 
 // Run drives the radio until ctx ends (returning nil) or the port fails
 // (returning the error). It calls emit from one goroutine only.
@@ -184,7 +200,10 @@ func (r *Radio) Run(ctx context.Context, emit func(kestrel.Record)) error {
 	defer wg.Wait()
 	defer cancel()
 
-	s := &loop{r: r, emit: emit, cur: kestrel.RadioStatus{Profile: r.profile}}
+	s := &loop{r: r, emit: emit, cur: kestrel.RadioStatus{Profile: r.profile}, copsAct: -1}
+	if r.profile == kestrel.ProfileLTE {
+		s.cur.AccessTech = kestrel.AccessTechUnknown
+	}
 	hb := time.NewTimer(r.opts.Heartbeat)
 	defer hb.Stop()
 	urcs, events := r.e.URCs(), r.e.Events()
@@ -210,7 +229,7 @@ func (r *Radio) Run(ctx context.Context, emit func(kestrel.Record)) error {
 			}
 			s.health(ev, refresh)
 		case f := <-updates:
-			f(&s.cur)
+			f(s)
 			s.cur.Online = true
 		case <-hb.C:
 			s.send(r.opts.Now())
@@ -231,6 +250,7 @@ func (r *Radio) poller(ctx context.Context, out chan<- update, refresh <-chan st
 		r.log.Warn("radio set-up incomplete", "err", err)
 	}
 	full := true
+	unsupported := map[string]bool{}
 	t := time.NewTicker(r.opts.Poll)
 	defer t.Stop()
 	for {
@@ -238,11 +258,20 @@ func (r *Radio) poller(ctx context.Context, out chan<- update, refresh <-chan st
 			// One cheap probe; the engine re-initialises when it answers.
 			_, _ = r.e.Command(ctx, "AT", r.opts.CommandTimeout)
 		} else {
-			cmds := r.p.poll
 			if full {
-				cmds = append(slices.Clone(r.p.identity), cmds...)
+				clear(unsupported)
+				r.probe(ctx, unsupported)
 			}
-			if f, ok := r.query(ctx, cmds); ok {
+			var cmds []string
+			if full {
+				cmds = slices.Clone(r.p.identity)
+			}
+			for _, c := range r.p.poll {
+				if !unsupported[c] {
+					cmds = append(cmds, c)
+				}
+			}
+			if f, ok := r.query(ctx, cmds, unsupported); ok {
 				full = false
 				select {
 				case out <- f:
@@ -261,10 +290,28 @@ func (r *Radio) poller(ctx context.Context, out chan<- update, refresh <-chan st
 	}
 }
 
+// probe sends the optional set-up commands; each one the modem rejects
+// marks its query unsupported.
+func (r *Radio) probe(ctx context.Context, unsupported map[string]bool) {
+	for _, c := range r.p.probe {
+		_, err := r.e.Command(ctx, c.enable, r.opts.CommandTimeout)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, at.ErrTimeout) || errors.Is(err, at.ErrClosed) || ctx.Err() != nil {
+			return
+		}
+		r.log.Debug("radio lacks a registration report", "cmd", c.enable, "err", err)
+		unsupported[c.query] = true
+	}
+}
+
 // query runs cmds and folds their answers into one update. It stops at the
 // first timeout (a silent radio would otherwise cost one timeout per
-// command) and reports ok only if at least one command answered.
-func (r *Radio) query(ctx context.Context, cmds []string) (update, bool) {
+// command) and reports ok only if at least one command answered. A
+// registration query the modem rejects is marked unsupported, and the
+// domain it reported is dropped.
+func (r *Radio) query(ctx context.Context, cmds []string, unsupported map[string]bool) (update, bool) {
 	var fs []update
 	for _, c := range cmds {
 		resp, err := r.e.Command(ctx, c, r.opts.CommandTimeout)
@@ -273,6 +320,10 @@ func (r *Radio) query(ctx context.Context, cmds []string) (update, bool) {
 				break
 			}
 			r.log.Debug("radio query failed", "cmd", c, "err", err)
+			if rc, ok := regQuery(c); ok && r.profile == kestrel.ProfileLTE {
+				unsupported[c] = true
+				fs = append(fs, func(s *loop) { s.dropReg(rc.src) })
+			}
 			continue
 		}
 		if f := r.apply(c, resp.Lines); f != nil {
@@ -282,88 +333,135 @@ func (r *Radio) query(ctx context.Context, cmds []string) (update, bool) {
 	if len(fs) == 0 {
 		return nil, false
 	}
-	return func(s *kestrel.RadioStatus) {
+	return func(s *loop) {
 		for _, f := range fs {
 			f(s)
 		}
 	}, true
 }
 
+func regQuery(cmd string) (regCmd, bool) {
+	for _, c := range regCmds {
+		if c.query == cmd {
+			return c, true
+		}
+	}
+	return regCmd{}, false
+}
+
+// rejected is the update for a line that fits no known layout: nothing is
+// stored, the line is counted and logged.
+func rejected(what, line string, err error) update {
+	return func(s *loop) { s.reject(what, line, err) }
+}
+
 // apply turns a command's information lines into an update.
 func (r *Radio) apply(cmd string, lines []string) update {
-	first := ""
+	first, line := "", ""
 	if len(lines) > 0 {
-		first = at.ParseLine(lines[0]).Params
+		line = lines[0]
+		first = at.ParseLine(line).Params
 	}
 	switch cmd {
 	case "AT+CSQ?", "AT+CSQ":
-		if rssi, ber, ok := parseCSQ(first); ok {
-			return func(s *kestrel.RadioStatus) { s.RSSI, s.BER = rssi, ber }
+		if line == "" {
+			return nil
 		}
+		rssi, ber, err := parseCSQ(first)
+		if err != nil {
+			return rejected(cmd, line, err)
+		}
+		return func(s *loop) { s.cur.RSSI, s.cur.BER = rssi, ber }
 	case "AT+CESQ":
-		if q, p, ok := parseCESQ(first); ok {
-			return func(s *kestrel.RadioStatus) { s.RSRQ, s.RSRP = q, p }
+		if line == "" {
+			return nil
 		}
-	case "AT+CREG?":
-		if g, ok := parseCREGTetra(first, true); ok {
-			return g.applyTetra
+		q, p, err := parseCESQ(first)
+		if err != nil {
+			return rejected(cmd, line, err)
 		}
-	case "AT+CEREG?":
-		if g, ok := parseCEREG(first, true); ok {
-			return g.applyLTE
+		return func(s *loop) { s.cur.RSRQ, s.cur.RSRP = q, p }
+	case "AT+CREG?", "AT+CGREG?", "AT+CEREG?", "AT+C5GREG?":
+		if line == "" {
+			return nil
 		}
+		if r.profile == kestrel.ProfileTETRA {
+			g, err := parseCREGTetra(first, true)
+			if err != nil {
+				return rejected(cmd, line, err)
+			}
+			return func(s *loop) { s.applyTetra(g) }
+		}
+		return r.applyRegLines(cmd, lines)
 	case "AT+CTOM?":
 		if m, ok := tetraMode(first); ok {
-			return func(s *kestrel.RadioStatus) { s.Mode = m }
+			return func(s *loop) { s.cur.Mode = m }
 		}
 	case "AT+CTGS?":
 		if g := parseIdentity(lines, "1"); g != "" {
-			return func(s *kestrel.RadioStatus) { s.Talkgroup = g }
+			return func(s *loop) { s.cur.Talkgroup = g }
 		}
 	case "AT+CNUMF?":
 		if id := parseIdentity(lines, ""); id != "" {
-			return func(s *kestrel.RadioStatus) { s.Identity = id }
+			return func(s *loop) { s.cur.Identity = id }
 		}
 	case "AT+COPS?":
-		if op, act, ok := parseCOPS(first); ok {
-			return func(s *kestrel.RadioStatus) {
-				s.Operator = op
-				if act >= 0 {
-					s.AccessTech = uint8(act)
-				}
-			}
+		if line == "" {
+			return nil
 		}
+		c, err := parseCOPS(first)
+		if err != nil {
+			return rejected(cmd, line, err)
+		}
+		return func(s *loop) { s.applyCOPS(c) }
 	case "AT+CGSN":
-		if v := bareValue(lines); v != "" {
-			return func(s *kestrel.RadioStatus) { s.IMEI = v }
+		v, found, err := parseIMEI(lines)
+		switch {
+		case err != nil:
+			return rejected(cmd, line, err)
+		case found:
+			return func(s *loop) { s.cur.IMEI = v }
 		}
 	case "AT+CCID":
-		if v := bareValue(lines); v != "" {
-			return func(s *kestrel.RadioStatus) { s.ICCID = v }
+		id, found, err := parseICCID(lines)
+		switch {
+		case err != nil:
+			return rejected(cmd, line, err)
+		case found:
+			return func(s *loop) { s.cur.ICCID, s.cur.ICCIDInvalid = id.value, id.invalid }
 		}
 	}
 	return nil
 }
 
-func (g reg) applyTetra(s *kestrel.RadioStatus) {
-	s.Registered = g.state
-	if g.hasLoc {
-		s.TAC = g.area
+// applyRegLines reads the answer to a registration query. Its unsolicited
+// code may arrive inside the answer and carry the same prefix, so the
+// engine passes it with the answer: each line is read as the read
+// response, else as the unsolicited form, else refused, in the order the
+// modem sent them.
+func (r *Radio) applyRegLines(cmd string, lines []string) update {
+	rc, _ := regQuery(cmd)
+	var fs []update
+	for _, ln := range lines {
+		l := at.ParseLine(ln)
+		if l.Kind != at.LineInfo || l.Prefix != rc.prefix {
+			fs = append(fs, rejected(cmd, ln, errLayout))
+			continue
+		}
+		g, err := parseReg(rc, l.Params, true)
+		if err != nil {
+			g, err = parseReg(rc, l.Params, false)
+		}
+		if err != nil {
+			fs = append(fs, rejected(cmd, ln, err))
+			continue
+		}
+		fs = append(fs, func(s *loop) { s.applyReg(g) })
 	}
-	if g.net != "" {
-		s.Operator = g.net
-	}
-}
-
-func (g reg) applyLTE(s *kestrel.RadioStatus) {
-	s.Registered = g.state
-	if g.hasLoc {
-		s.TAC, s.CellID = g.area, g.cell
-	} else if g.state != kestrel.RegHome && g.state != kestrel.RegRoaming {
-		s.TAC, s.CellID = 0, 0
-	}
-	if g.act >= 0 {
-		s.AccessTech = uint8(g.act)
+	return func(s *loop) {
+		for _, f := range fs {
+			f(s)
+		}
 	}
 }
 
@@ -375,6 +473,85 @@ type loop struct {
 	last     *kestrel.RadioStatus
 	sent     bool
 	resetWhy string
+	// LTE: the last report of each registration domain, by RegSource,
+	// and the <AcT> of the last +COPS answer (-1 none).
+	regs    [kestrel.RegSourceC5GREG + 1]*reg
+	copsAct int
+}
+
+func (s *loop) reject(what, line string, err error) {
+	s.cur.RejectedLines++
+	s.r.log.Warn("radio line refused", "what", what, "line", line, "err", err)
+}
+
+func (s *loop) applyTetra(g reg) {
+	s.cur.Registered, s.cur.RegSource = g.state, g.src
+	if g.hasLoc {
+		s.cur.TAC = g.area
+	}
+	if g.net != "" {
+		s.cur.Operator, s.cur.OperatorFormat = g.net, kestrel.OperatorNumeric
+	}
+}
+
+// applyReg keeps one domain's report and recomputes what the status
+// shows. A report without location keeps the domain's last location while
+// the radio stays attached (home, roaming, emergency only, RLOS).
+func (s *loop) applyReg(g reg) {
+	if g.variant != "" {
+		s.r.log.Debug("radio registration in a known variant layout", "variant", g.variant)
+	}
+	attached := g.state.InService() || g.state == kestrel.RegEmergencyOnly || g.state == kestrel.RegRLOS
+	if prev := s.regs[g.src]; prev != nil && attached {
+		if !g.hasLoc && prev.hasLoc {
+			g.area, g.cell, g.hasLoc = prev.area, prev.cell, true
+		}
+		if g.act < 0 {
+			g.act = prev.act
+		}
+	}
+	s.regs[g.src] = &g
+	s.consolidate()
+}
+
+func (s *loop) dropReg(src kestrel.RegSource) {
+	s.regs[src] = nil
+	s.consolidate()
+}
+
+func (s *loop) applyCOPS(c cops) {
+	s.cur.Operator, s.cur.OperatorFormat = c.oper, c.format
+	s.copsAct = c.act
+	s.consolidate()
+}
+
+// consolidate shows the best domain: the highest rank (see rank), and
+// on a tie the newer system (5GS, EPS, GPRS, CS).
+func (s *loop) consolidate() {
+	var best *reg
+	for i := len(s.regs) - 1; i >= 0; i-- {
+		g := s.regs[i]
+		if g != nil && (best == nil || rank(g.state) > rank(best.state)) {
+			best = g
+		}
+	}
+	act := s.copsAct
+	if best == nil {
+		s.cur.Registered, s.cur.RegSource, s.cur.TAC, s.cur.CellID = 0, kestrel.RegSourceNone, 0, 0
+	} else {
+		s.cur.Registered, s.cur.RegSource = best.state, best.src
+		s.cur.TAC, s.cur.CellID = 0, 0
+		if best.hasLoc {
+			s.cur.TAC, s.cur.CellID = best.area, best.cell
+		}
+		if best.act >= 0 {
+			act = best.act
+		}
+	}
+	s.cur.AccessTech = kestrel.AccessTechUnknown
+	if act >= 0 {
+		s.cur.AccessTech = uint8(act)
+	}
 }
 
 func (s *loop) send(now time.Time) {
@@ -402,6 +579,8 @@ func (s *loop) changed() bool {
 		return true
 	}
 	a.RSSI, a.RSRP, a.RSRQ, a.BER = b.RSSI, b.RSRP, b.RSRQ, b.BER
+	// The refusal counter rides along with the next record.
+	a.RejectedLines = b.RejectedLines
 	return a != b
 }
 
@@ -455,10 +634,13 @@ func (s *loop) urc(u at.URC) {
 	case kestrel.ProfileTETRA:
 		s.tetraURC(u)
 	case kestrel.ProfileLTE:
-		if u.Prefix == "+CEREG" {
-			if g, ok := parseCEREG(u.Params, false); ok {
-				g.applyLTE(&s.cur)
+		if c, ok := regCmdFor(u.Prefix); ok {
+			g, err := parseReg(c, u.Params, false)
+			if err != nil {
+				s.reject(u.Prefix+" URC", u.Line, err)
+				return
 			}
+			s.applyReg(g)
 		}
 	}
 }
@@ -466,9 +648,12 @@ func (s *loop) urc(u at.URC) {
 func (s *loop) tetraURC(u at.URC) {
 	switch u.Prefix {
 	case "+CREG":
-		if g, ok := parseCREGTetra(u.Params, false); ok {
-			g.applyTetra(&s.cur)
+		g, err := parseCREGTetra(u.Params, false)
+		if err != nil {
+			s.reject("+CREG URC", u.Line, err)
+			return
 		}
+		s.applyTetra(g)
 	case "+CTOM":
 		if m, ok := tetraMode(u.Params); ok {
 			s.cur.Mode = m

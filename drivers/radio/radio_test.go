@@ -117,7 +117,7 @@ func TestTETRAStatus(t *testing.T) {
 		Profile: kestrel.ProfileTETRA, Registered: kestrel.RegHome, Online: true,
 		RSSI: -73, BER: 99, Mode: kestrel.ModeTMO,
 		Identity: "2342600012345", Talkgroup: "2342609001001",
-		TAC: 1001, Operator: "23426",
+		TAC: 1001, Operator: "23426", OperatorFormat: kestrel.OperatorNumeric, RegSource: kestrel.RegSourceCREG,
 	}
 	if got != want {
 		t.Fatalf("status\n got %+v\nwant %+v", got, want)
@@ -206,7 +206,7 @@ func TestLTEStatus(t *testing.T) {
 		Profile: kestrel.ProfileLTE, Registered: kestrel.RegHome, Online: true,
 		RSSI: -77, BER: 99, RSRP: -96, RSRQ: -100,
 		Operator: "EE", AccessTech: 7, TAC: 0x00C3, CellID: 0x0A1B2C3D,
-		IMEI: "356938035643809", ICCID: "8944110068256270054",
+		IMEI: "356938035643809", ICCID: "8944110068256270054", RegSource: kestrel.RegSourceCEREG,
 	}
 	if got != want {
 		t.Fatalf("status\n got %+v\nwant %+v", got, want)
@@ -290,14 +290,7 @@ func TestRebootReinitialises(t *testing.T) {
 	r.m.Set(func(s *atmodem.State) { s.Stat = 3 })
 	r.m.RegistrationURC()
 	r.next(t, "denied", status(func(s *kestrel.RadioStatus) bool { return s.Registered == kestrel.RegDenied }))
-	cmds := r.m.Commands()
-	n := 0
-	for _, c := range cmds {
-		if c == "AT+CEREG=2" {
-			n++
-		}
-	}
-	if n < 2 {
+	if n := countCmd(r.m.Commands(), "AT+CEREG=2"); n < 2 {
 		t.Fatalf("AT+CEREG=2 sent %d times, want init and re-init", n)
 	}
 }
@@ -318,5 +311,169 @@ func TestParseProfile(t *testing.T) {
 	}
 	if _, err := radio.ParseProfile("gsm"); err == nil {
 		t.Error("gsm accepted")
+	}
+}
+
+func countCmd(cmds []string, c string) int {
+	n := 0
+	for _, x := range cmds {
+		if x == c {
+			n++
+		}
+	}
+	return n
+}
+
+// A modem without +CEREG (a 2G/3G module) is read through +CGREG and
+// +CREG; commands it rejects stop being polled.
+func TestLTEFallbackToCGREGAndCREG(t *testing.T) {
+	r := start(t, kestrel.ProfileLTE, radio.Options{}, func(m *atmodem.Modem) {
+		m.Set(func(s *atmodem.State) {
+			s.RegCmds = []string{"+CREG", "+CGREG"}
+			s.RegStat = map[string]int{"+CREG": 1, "+CGREG": 2}
+			s.AcT = 2 // UTRAN
+		})
+	})
+	rec := r.next(t, "registered through +CREG", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
+	s := rec.Body.(*kestrel.RadioStatus)
+	if s.Registered != kestrel.RegHome || s.RegSource != kestrel.RegSourceCREG || s.TAC != 0xC3 || s.CellID != 0x0A1B2C3D || s.AccessTech != 2 {
+		t.Fatalf("status %+v", *s)
+	}
+	// The packet domain registers (roaming): in service like +CREG, and
+	// +CGREG is the newer system, so it is the one shown.
+	r.m.Set(func(s *atmodem.State) { s.RegStat["+CGREG"] = 5 })
+	r.next(t, "registered through +CGREG", status(func(s *kestrel.RadioStatus) bool {
+		return s.Registered == kestrel.RegRoaming && s.RegSource == kestrel.RegSourceCGREG
+	}))
+	r.drain(200 * time.Millisecond)
+	cmds := r.m.Commands()
+	if n := countCmd(cmds, "AT+CEREG?"); n != 1 {
+		t.Errorf("AT+CEREG? sent %d times; want once, then dropped as unsupported", n)
+	}
+	if n := countCmd(cmds, "AT+C5GREG?"); n != 0 {
+		t.Errorf("AT+C5GREG? sent %d times though AT+C5GREG=2 was rejected", n)
+	}
+	if countCmd(cmds, "AT+CREG?") < 2 || countCmd(cmds, "AT+CGREG=2") != 1 {
+		t.Errorf("commands %q", cmds)
+	}
+}
+
+// A 5G modem registered on 5GS but not on EPS reports the 5GS state.
+func TestLTEC5GREG(t *testing.T) {
+	r := start(t, kestrel.ProfileLTE, radio.Options{}, func(m *atmodem.Modem) {
+		m.Set(func(s *atmodem.State) {
+			s.RegCmds = []string{"+CEREG", "+C5GREG"}
+			s.RegStat = map[string]int{"+CEREG": 0, "+C5GREG": 1}
+			s.AcT = 11 // NR connected to a 5GCN
+		})
+	})
+	rec := r.next(t, "5GS", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
+	if s := rec.Body.(*kestrel.RadioStatus); s.Registered != kestrel.RegHome || s.RegSource != kestrel.RegSourceC5GREG || s.AccessTech != 11 {
+		t.Fatalf("status %+v", *s)
+	}
+	// 5GS lost: the unit is down to emergency services over EPS.
+	r.m.URC(`+C5GREG: 0`, `+CEREG: 2,8,"8B37","0A265185",7`)
+	rec = r.next(t, "emergency only", status(func(s *kestrel.RadioStatus) bool { return s.Registered == kestrel.RegEmergencyOnly }))
+	if s := rec.Body.(*kestrel.RadioStatus); s.RegSource != kestrel.RegSourceCEREG || s.TAC != 0x8B37 || s.CellID != 0x0A265185 || s.AccessTech != 7 {
+		t.Fatalf("status %+v", *s)
+	}
+}
+
+// Lines that fit no known layout store nothing and are counted; known
+// variants and states outside the table are read.
+func TestLTEVariantsAndRefusals(t *testing.T) {
+	r := start(t, kestrel.ProfileLTE, radio.Options{}, nil)
+	r.next(t, "online", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
+
+	// Qualcomm Gobi 1000's garbled LAC, as the answer to a poll, and an
+	// AcT outside the table by URC: refused, nothing changes.
+	r.m.Script("AT+CEREG?", atmodem.Lines(`+CEREG: 2,1,  0 5, 2715`), atmodem.Final("OK"))
+	r.m.URC(`+CEREG: 1,"1F00","79D903",100`)
+	for _, rec := range r.drain(300 * time.Millisecond) {
+		if s, ok := rec.Body.(*kestrel.RadioStatus); ok {
+			t.Fatalf("a refused line made a record: %+v", *s)
+		}
+	}
+	// Novatel E362's +CEREG with a routing area: the cell is the cell.
+	// (The simulated modem's polled state moves with each URC, as a real
+	// modem's does.)
+	r.m.Set(func(s *atmodem.State) { s.TAC, s.CI = "1F00", "0079D903" })
+	r.m.URC(`+CEREG: 1, 1F00, 20 ,79D903 ,7`)
+	rec := r.next(t, "E362 cell", status(func(s *kestrel.RadioStatus) bool { return s.CellID == 0x79D903 }))
+	s := rec.Body.(*kestrel.RadioStatus)
+	if s.TAC != 0x1F00 || s.RejectedLines != 2 {
+		t.Fatalf("status %+v", *s)
+	}
+	// Altair's read form sent as a URC: searching, with location.
+	r.m.Set(func(s *atmodem.State) { s.Stat, s.TAC, s.CI = 2, "0001", "00000100" })
+	r.m.URC(`+CEREG: 1, 2, 0001, 00000100, 7`)
+	rec = r.next(t, "Altair", status(func(s *kestrel.RadioStatus) bool { return s.Registered == kestrel.RegSearching }))
+	if s := rec.Body.(*kestrel.RadioStatus); s.TAC != 1 || s.CellID != 0x100 || s.AccessTech != 7 {
+		t.Fatalf("status %+v", *s)
+	}
+	// State 11 keeps the rest of the report; an unknown state is kept raw.
+	r.m.Set(func(s *atmodem.State) { s.Stat, s.TAC, s.CI = 11, "78FE", "0014419E" })
+	r.m.URC(`+CEREG: 11,"78FE","0014419E",7`)
+	r.next(t, "RLOS", status(func(s *kestrel.RadioStatus) bool {
+		return s.Registered == kestrel.RegRLOS && s.TAC == 0x78FE && s.CellID == 0x14419E && s.AccessTech == 7
+	}))
+	r.m.Set(func(s *atmodem.State) { s.Stat = 90 })
+	r.m.URC(`+CEREG: 90`)
+	rec = r.next(t, "raw 90", status(func(s *kestrel.RadioStatus) bool { return s.Registered == 90 }))
+	if s := rec.Body.(*kestrel.RadioStatus); s.RSRP != -96 || s.RSSI != -77 || s.IMEI == "" {
+		t.Fatalf("status %+v", *s)
+	}
+}
+
+// An unsolicited +CEREG that arrives inside the answer to AT+CEREG? is
+// read as what it is, not as the answer.
+func TestLTEURCInsideReadAnswer(t *testing.T) {
+	r := start(t, kestrel.ProfileLTE, radio.Options{}, nil)
+	r.next(t, "online", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
+	r.m.Set(func(s *atmodem.State) { s.CI = "0A1B2C99"; s.TAC = "00C4"; s.Stat = 5 })
+	r.m.Script("AT+CEREG?",
+		atmodem.Lines(`+CEREG: 5,"00C4","0A1B2C99",7`),
+		atmodem.Default(),
+		atmodem.Final("OK"))
+	rec := r.next(t, "handover", status(func(s *kestrel.RadioStatus) bool { return s.CellID == 0x0A1B2C99 }))
+	if s := rec.Body.(*kestrel.RadioStatus); s.Registered != kestrel.RegRoaming || s.TAC != 0xC4 || s.RejectedLines != 0 {
+		t.Fatalf("status %+v", *s)
+	}
+}
+
+func TestLTEOperatorFormatAndICCID(t *testing.T) {
+	r := start(t, kestrel.ProfileLTE, radio.Options{}, func(m *atmodem.Modem) {
+		m.Set(func(s *atmodem.State) {
+			s.Operator, s.OperFormat = "46000", 2
+			s.ICCID = "8944200053671052499F" // ModemManager's vector: filler F, fails Luhn
+		})
+	})
+	rec := r.next(t, "first", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
+	s := rec.Body.(*kestrel.RadioStatus)
+	if s.Operator != "46000" || s.OperatorFormat != kestrel.OperatorNumeric {
+		t.Fatalf("operator %q format %v", s.Operator, s.OperatorFormat)
+	}
+	if s.ICCID != "8944200053671052499" || !s.ICCIDInvalid {
+		t.Fatalf("ICCID %q invalid %v", s.ICCID, s.ICCIDInvalid)
+	}
+}
+
+func TestLTEICCIDFillerSameSIM(t *testing.T) {
+	// The same SIM read by a modem that prints the filler and one that
+	// does not gives the same ICCID.
+	var got []string
+	for _, raw := range []string{"8944110068256270054F", "8944110068256270054"} {
+		r := start(t, kestrel.ProfileLTE, radio.Options{}, func(m *atmodem.Modem) {
+			m.Set(func(s *atmodem.State) { s.ICCID = raw })
+		})
+		rec := r.next(t, "first", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
+		s := rec.Body.(*kestrel.RadioStatus)
+		if s.ICCIDInvalid {
+			t.Errorf("%s flagged invalid", raw)
+		}
+		got = append(got, s.ICCID)
+	}
+	if got[0] != got[1] || got[0] != "8944110068256270054" {
+		t.Fatalf("ICCIDs %q", got)
 	}
 }

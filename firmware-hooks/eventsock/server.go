@@ -7,6 +7,12 @@
 // "error permission denied" and disconnected. Each allowed uid has a token
 // bucket; emergencies draw from a bucket of their own, so that a chatty
 // firmware cannot starve the emergency button.
+//
+// Connections are bounded (MaxConns), but a full table never turns an
+// allowed peer away: the connection that has gone longest without an event
+// is closed to make room, so idle or leaked connections cannot keep the
+// emergency button out. Only events count as activity: blank lines do not
+// keep a connection open past IdleTimeout.
 package eventsock
 
 import (
@@ -58,9 +64,11 @@ type Options struct {
 	Burst      int
 	// Mode of the socket file; DefaultMode (0660) when zero.
 	Mode os.FileMode
-	// MaxConns bounds connections open at once.
+	// MaxConns bounds connections open at once. When an allowed peer
+	// connects to a full table, the connection idle longest is closed.
 	MaxConns int
-	// IdleTimeout closes a connection that sends nothing for this long.
+	// IdleTimeout closes a connection that sends no event for this long
+	// (blank lines do not count).
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
 	// Now stamps events that carry no time of their own (default
@@ -73,7 +81,8 @@ type Stats struct {
 	Accepted    uint64 // events handed to the agent
 	Malformed   uint64 // lines answered with a decoding error
 	RateLimited uint64 // lines refused by the rate limit
-	Refused     uint64 // connections refused (peer credentials, too many)
+	Refused     uint64 // connections refused (peer credentials)
+	Evicted     uint64 // idle connections closed to make room for a new one
 }
 
 // ErrRejected is wrapped by Send when the server answered "error ...".
@@ -87,7 +96,7 @@ type Server struct {
 	ln   *net.UnixListener
 
 	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
+	conns   map[net.Conn]*connState
 	buckets map[bucketKey]*bucket
 	closed  bool
 	emitMu  sync.Mutex
@@ -96,7 +105,13 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	accepted, malformed, limited, refused atomic.Uint64
+	accepted, malformed, limited, refused, evicted atomic.Uint64
+}
+
+// connState is what the server knows of one connection.
+type connState struct {
+	allowed   bool  // peer credentials checked and allowed
+	lastEvent int64 // unix nanoseconds of the last event (or of the accept)
 }
 
 // Listen creates the socket at path (and its directory, 0755, if missing).
@@ -141,7 +156,7 @@ func Listen(path string, opts Options) (*Server, error) {
 	}
 	return &Server{
 		path: path, opts: opts, log: log.With("hook", "eventsock", "socket", path), ln: ln,
-		conns: make(map[net.Conn]struct{}), buckets: make(map[bucketKey]*bucket),
+		conns: make(map[net.Conn]*connState), buckets: make(map[bucketKey]*bucket),
 	}, nil
 }
 
@@ -168,7 +183,7 @@ func removeStale(path string) error {
 
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
-	return Stats{s.accepted.Load(), s.malformed.Load(), s.limited.Load(), s.refused.Load()}
+	return Stats{s.accepted.Load(), s.malformed.Load(), s.limited.Load(), s.refused.Load(), s.evicted.Load()}
 }
 
 // Close stops accepting, disconnects every client, waits for their
@@ -232,7 +247,7 @@ func (s *Server) track(c net.Conn) bool {
 	if s.closed {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	s.conns[c] = &connState{lastEvent: time.Now().UnixNano()}
 	s.wg.Add(1)
 	return true
 }
@@ -264,19 +279,22 @@ func (s *Server) serve(c *net.UnixConn, emit func(kestrel.Record)) {
 		s.refuse(c, "permission denied", "uid", cred.UID, "gid", cred.GID, "pid", cred.PID)
 		return
 	}
-	s.mu.Lock()
-	n := len(s.conns)
-	s.mu.Unlock()
-	if n > s.opts.MaxConns {
-		s.refuse(c, "too many connections", "uid", cred.UID, "pid", cred.PID, "open", n)
-		return
+	if victim, n := s.admit(c); victim != nil {
+		victim.Close()
+		if k := s.evicted.Add(1); k&(k-1) == 0 { // log at 1, 2, 4, 8...
+			s.log.Warn("event socket full: closed the connection idle longest to admit a new one",
+				"uid", cred.UID, "pid", cred.PID, "open", n, "max", s.opts.MaxConns, "evicted_total", k)
+		}
 	}
 	log := s.log.With("uid", cred.UID, "pid", cred.PID)
 
 	r := bufio.NewReaderSize(c, MaxLine)
 	w := bufio.NewWriter(c)
+	lastEvent := time.Now()
 	for {
-		c.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+		// Only events move the deadline: a peer that sends blank lines
+		// is as idle as one that sends nothing.
+		c.SetReadDeadline(lastEvent.Add(s.opts.IdleTimeout))
 		line, err := r.ReadSlice('\n')
 		tooLong := errors.Is(err, bufio.ErrBufferFull)
 		if tooLong {
@@ -290,6 +308,8 @@ func (s *Server) serve(c *net.UnixConn, emit func(kestrel.Record)) {
 		}
 		reply := s.handle(line, tooLong, cred.UID, emit, log)
 		if reply != "" {
+			lastEvent = time.Now()
+			s.touch(c, lastEvent)
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			w.WriteString(reply)
 			w.WriteByte('\n')
@@ -301,6 +321,39 @@ func (s *Server) serve(c *net.UnixConn, emit func(kestrel.Record)) {
 			return // an unterminated last line was answered; the peer is done
 		}
 	}
+}
+
+// admit marks c allowed. When that makes more than MaxConns allowed
+// connections, it returns the allowed connection (other than c) whose last
+// event is oldest, for the caller to close, and the number open.
+func (s *Server) admit(c net.Conn) (victim net.Conn, open int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns[c].allowed = true
+	var oldest int64
+	for o, st := range s.conns {
+		if !st.allowed {
+			continue
+		}
+		open++
+		if o != c && (victim == nil || st.lastEvent < oldest) {
+			victim, oldest = o, st.lastEvent
+		}
+	}
+	if open <= s.opts.MaxConns {
+		return nil, open
+	}
+	// The victim no longer counts: a second arrival picks another.
+	s.conns[victim].allowed = false
+	return victim, open
+}
+
+func (s *Server) touch(c net.Conn, t time.Time) {
+	s.mu.Lock()
+	if st := s.conns[c]; st != nil {
+		st.lastEvent = t.UnixNano()
+	}
+	s.mu.Unlock()
 }
 
 // handle answers one line: "" (blank line, no answer), "ok" or "error ...".

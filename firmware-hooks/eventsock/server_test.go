@@ -350,3 +350,50 @@ func TestCloseDisconnectsClients(t *testing.T) {
 		t.Error("connection still open after Close")
 	}
 }
+
+// The attack of issue 16: an allowed uid opens MaxConns connections and
+// leaves them idle. The emergency button's connection must still get in.
+func TestIdleConnectionsCannotBlockEmergency(t *testing.T) {
+	path, srv, out := start(t, Options{})
+	idle := make([]*conn, DefaultMaxConns)
+	for i := range idle {
+		idle[i] = dial(t, path)
+		if r := idle[i].ask("recording_start\n"); r != "ok" {
+			t.Fatalf("idle client %d: %q", i, r)
+		}
+	}
+	for round := 0; round < 3; round++ {
+		if r := dial(t, path).ask("emergency name=button\n"); r != "ok" {
+			t.Fatalf("round %d: emergency refused with %d connections open: %q", round, DefaultMaxConns, r)
+		}
+	}
+	n := 0
+	for _, r := range out.all() {
+		if ev, ok := r.Body.(*kestrel.Event); ok && ev.Type == kestrel.EventEmergency {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("emergencies emitted: %d, want 3", n)
+	}
+	if st := srv.Stats(); st.Evicted == 0 || st.Refused != 0 {
+		t.Fatalf("stats %+v: want evictions and no refusals", st)
+	}
+}
+
+// Blank lines are not events: they do not keep a connection open.
+func TestBlankLinesDoNotResetIdleTimer(t *testing.T) {
+	path, _, _ := start(t, Options{IdleTimeout: 300 * time.Millisecond})
+	c := dial(t, path)
+	stop := time.Now().Add(5 * time.Second)
+	for time.Now().Before(stop) {
+		if _, err := c.c.Write([]byte("\n")); err != nil {
+			return // closed by the server: what we want
+		}
+		c.c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := c.r.ReadByte(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return // EOF: closed by the server
+		}
+	}
+	t.Fatal("a connection sending only blank lines stayed open 5 s past a 300 ms idle timeout")
+}

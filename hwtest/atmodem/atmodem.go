@@ -45,12 +45,42 @@ type State struct {
 	ITSI, Talkgroup string
 	// LTE +CESQ <rsrq> 0-34 and <rsrp> 0-97 (255 unknown).
 	RSRQ, RSRP int
-	// LTE +CEREG <tac> (4 hex digits), <ci> (8 hex digits), <AcT>.
+	// LTE <tac>/<lac> (4 hex digits), <ci> (8 hex digits), <AcT> of every
+	// registration report.
 	TAC, CI string
 	AcT     int
-	// LTE +COPS operator name.
-	Operator    string
+	// LTE +COPS operator name, in OperFormat: 0 long alphanumeric, 1
+	// short, 2 numeric (TS 27.007 7.3).
+	Operator   string
+	OperFormat int
+	// LTE registration commands the modem has ("+CREG", "+CGREG",
+	// "+CEREG", "+C5GREG"); nil means +CEREG only. Each reports Stat, or
+	// RegStat[command] when set. The others answer +CME ERROR: 4.
+	RegCmds     []string
+	RegStat     map[string]int
 	IMEI, ICCID string
+}
+
+// lteRegCmds are the 27.007 registration commands the simulator knows.
+var lteRegCmds = []string{"+CREG", "+CGREG", "+CEREG", "+C5GREG"}
+
+func (st *State) hasReg(cmd string) bool {
+	if st.RegCmds == nil {
+		return cmd == "+CEREG"
+	}
+	for _, c := range st.RegCmds {
+		if c == cmd {
+			return true
+		}
+	}
+	return false
+}
+
+func (st *State) regStat(cmd string) int {
+	if v, ok := st.RegStat[cmd]; ok {
+		return v
+	}
+	return st.Stat
 }
 
 // DefaultState returns a healthy radio of the profile.
@@ -78,8 +108,8 @@ type Modem struct {
 	st      State
 	echo    bool
 	cmee    int
-	cregN   int
-	ceregN  int
+	cregN   int            // TETRA +CREG
+	regN    map[string]int // LTE: <n> of each registration command
 	silent  bool
 	scripts map[string][]Step
 	log     []string
@@ -115,6 +145,7 @@ func New(profile kestrel.RadioProfile) (*Modem, error) {
 		st:      DefaultState(profile),
 		echo:    true, // V.250 factory default
 		scripts: map[string][]Step{},
+		regN:    map[string]int{},
 		done:    make(chan struct{}),
 	}
 	m.wg.Add(1)
@@ -197,7 +228,20 @@ func (m *Modem) URC(lines ...string) {
 // host has not enabled it, as a real modem does.
 func (m *Modem) RegistrationURC() {
 	m.mu.Lock()
-	st, cregN, ceregN := m.st, m.cregN, m.ceregN
+	st, cregN := m.st, m.cregN
+	var lines []string
+	for _, c := range lteRegCmds {
+		if !st.hasReg(c) {
+			continue
+		}
+		switch n := m.regN[c]; {
+		case n >= 2:
+			// TS 27.007 7.2, 10.1.20, 10.1.22: <stat>[,[<lac|tac>],[<ci>],[<AcT>]]
+			lines = append(lines, fmt.Sprintf(`%s: %d,"%s","%s",%d`, c, st.regStat(c), st.TAC, st.CI, st.AcT))
+		case n == 1:
+			lines = append(lines, fmt.Sprintf("%s: %d", c, st.regStat(c)))
+		}
+	}
 	m.mu.Unlock()
 	if m.profile == kestrel.ProfileTETRA {
 		if cregN > 0 {
@@ -206,12 +250,8 @@ func (m *Modem) RegistrationURC() {
 		}
 		return
 	}
-	switch {
-	case ceregN >= 2:
-		// TS 27.007 10.1.22: +CEREG: <stat>[,[<tac>],[<ci>],[<AcT>]]
-		m.writeLine(fmt.Sprintf(`+CEREG: %d,"%s","%s",%d`, st.Stat, st.TAC, st.CI, st.AcT))
-	case ceregN == 1:
-		m.writeLine(fmt.Sprintf("+CEREG: %d", st.Stat))
+	for _, l := range lines {
+		m.writeLine(l)
 	}
 }
 
@@ -235,7 +275,7 @@ func (m *Modem) Reboot(downtime time.Duration, banner string) {
 		m.echo = true
 		m.cmee = 0
 		m.cregN = 0
-		m.ceregN = 0
+		clear(m.regN)
 		m.mu.Unlock()
 		if banner != "" {
 			m.writeLine(banner)
@@ -403,7 +443,8 @@ func (m *Modem) answer(cmd string) ([]string, string) {
 		m.echo = true
 		return nil, ok
 	case up == "ATZ":
-		m.echo, m.cmee, m.cregN, m.ceregN = true, 0, 0, 0
+		m.echo, m.cmee, m.cregN = true, 0, 0
+		clear(m.regN)
 		return nil, ok
 	case up == "ATI":
 		return []string{"Kestrel simulated " + m.profile.String() + " modem"}, ok
@@ -453,19 +494,26 @@ func (m *Modem) answer(cmd string) ([]string, string) {
 		}
 		return nil, m.errCode(4)
 	}
+	for _, c := range lteRegCmds {
+		if !st.hasReg(c) {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(up, "AT"+c+"="):
+			if n, good := atoi(up[len(c)+3:]); good && n >= 0 && n <= 5 {
+				m.regN[c] = n
+				return nil, ok
+			}
+			return nil, m.errCode(3)
+		case up == "AT"+c+"?":
+			// TS 27.007 7.2, 10.1.20, 10.1.22: <n>,<stat>[,[<lac|tac>],[<ci>],[<AcT>]]
+			if n := m.regN[c]; n >= 2 {
+				return []string{fmt.Sprintf(`%s: %d,%d,"%s","%s",%d`, c, n, st.regStat(c), st.TAC, st.CI, st.AcT)}, ok
+			}
+			return []string{fmt.Sprintf("%s: %d,%d", c, m.regN[c], st.regStat(c))}, ok
+		}
+	}
 	switch {
-	case strings.HasPrefix(up, "AT+CEREG="):
-		if n, good := atoi(up[9:]); good && n >= 0 && n <= 5 {
-			m.ceregN = n
-			return nil, ok
-		}
-		return nil, m.errCode(3)
-	case up == "AT+CEREG?":
-		// TS 27.007 10.1.22: +CEREG: <n>,<stat>[,[<tac>],[<ci>],[<AcT>]]
-		if m.ceregN >= 2 {
-			return []string{fmt.Sprintf(`+CEREG: %d,%d,"%s","%s",%d`, m.ceregN, st.Stat, st.TAC, st.CI, st.AcT)}, ok
-		}
-		return []string{fmt.Sprintf("+CEREG: %d,%d", m.ceregN, st.Stat)}, ok
 	case up == "AT+CESQ":
 		// TS 27.007 8.69: +CESQ: <rxlev>,<ber>,<rscp>,<ecno>,<rsrq>,<rsrp>
 		return []string{fmt.Sprintf("+CESQ: 99,99,255,255,%d,%d", st.RSRQ, st.RSRP)}, ok
@@ -476,7 +524,7 @@ func (m *Modem) answer(cmd string) ([]string, string) {
 		if st.Stat != 1 && st.Stat != 5 {
 			return []string{"+COPS: 0"}, ok
 		}
-		return []string{fmt.Sprintf(`+COPS: 0,0,"%s",%d`, st.Operator, st.AcT)}, ok
+		return []string{fmt.Sprintf(`+COPS: 0,%d,"%s",%d`, st.OperFormat, st.Operator, st.AcT)}, ok
 	case up == "AT+CGSN":
 		// TS 27.007 5.4: the IMEI, bare.
 		return []string{st.IMEI}, ok

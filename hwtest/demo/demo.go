@@ -1,8 +1,10 @@
 // Package demo runs the whole agent with no hardware and no broker: a GPS
 // receiver replaying a real recorded track over a pseudo-terminal, an LTE
 // modem simulator, the firmware event socket, the real spool and MQTT
-// session, and an in-process broker, with a platform-side subscriber that
-// prints what arrives, decoded. It is `kestrel demo`.
+// session, and an in-process broker, with the platform's own ingest
+// (platform.Ingest) storing what arrives in an embedded SQLite file; it
+// prints each record as it commits and reads the summary back from that
+// file. It is `kestrel demo`.
 package demo
 
 import (
@@ -29,7 +31,7 @@ import (
 	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
 	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
 	"github.com/kestrel-edge/kestrel/hwtest/gpssim"
-	"github.com/kestrel-edge/kestrel/hwtest/platform"
+	"github.com/kestrel-edge/kestrel/platform"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
 
@@ -57,17 +59,24 @@ type Options struct {
 	Version string
 }
 
-// Summary is what the platform saw.
+// Summary is what the platform stored, read back from its database.
 type Summary struct {
-	Records    int // distinct records received
+	Records    int // distinct records stored
 	Positions  int
 	Events     int
-	Duplicates int
+	Duplicates int // records received again (redeliveries), not stored twice
 	Messages   int
 	Bytes      int // payload bytes of data messages
 	Spooled    int // records the agent made
 	Gaps       []platform.Gap
-	Missing    int // records spooled but never received
+	Missing    int // records spooled but never stored
+	Database   string
+}
+
+// key identifies a record of the demo's one device.
+type key struct {
+	boot uint32
+	seq  uint64
 }
 
 // BytesPerFix is the payload bytes per position (all kinds' bytes are
@@ -117,15 +126,40 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 
 	cfg := Config(dir, url, gps.Path(), modem.Path())
 	out := &printer{w: o.Out}
-	plat, err := platform.Subscribe(ctx, platform.Options{URL: url, Fleet: cfg.Device.Fleet, OnArrival: out.arrival})
+	dbFile := filepath.Join(dir, "platform.db")
+	store, err := platform.Open(ctx, "sqlite:"+dbFile)
 	if err != nil {
 		return sum, err
 	}
-	defer plat.Close()
+	defer store.Close()
+	var dups int
+	var dupMu sync.Mutex
+	ing, err := platform.NewIngest(countingWriter{store, &dupMu, &dups}, platform.IngestOptions{
+		Broker: url, ClientID: "kestrel-demo-platform", Fleets: []string{cfg.Device.Fleet},
+		BatchWait: 50 * time.Millisecond, OnCommit: out.committed, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return sum, err
+	}
+	ingCtx, stopIngest := context.WithCancel(context.WithoutCancel(ctx))
+	ingDone := make(chan struct{})
+	go func() {
+		defer close(ingDone)
+		_ = ing.Run(ingCtx)
+	}()
+	defer func() {
+		stopIngest()
+		<-ingDone
+	}()
+	for wait := time.Now().Add(10 * time.Second); !ing.Connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(wait) {
+			return sum, errors.New("demo: the platform did not subscribe to the broker")
+		}
+	}
 
 	var spooled sync.Map
 	a, err := agent.New(cfg, agent.Options{Logger: o.Log, Version: o.Version, OnRecord: func(r kestrel.Record) {
-		spooled.Store(platform.Key{Device: r.Device, Boot: r.Boot, Seq: r.Seq}, true)
+		spooled.Store(key{r.Boot, r.Seq}, true)
 	}})
 	if err != nil {
 		return sum, err
@@ -137,8 +171,9 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	out.printf("  gps      %s replaying %s at %gx\n", gps.Path(), TrackName, o.Speed)
 	out.printf("  radio    %s (LTE modem simulator, 3GPP TS 27.007)\n", modem.Path())
 	out.printf("  firmware %s (event socket)\n", cfg.Hooks.Socket)
-	out.printf("  spool    %s\n\n", cfg.Spool.Dir)
-	out.printf("what the platform receives (decoded; [E] = events channel):\n")
+	out.printf("  spool    %s\n", cfg.Spool.Dir)
+	out.printf("  platform %s (SQLite, the same ingest as kestrel-platform serve)\n\n", dbFile)
+	out.printf("what the platform stores (decoded, as each transaction commits; [E] = events channel):\n")
 
 	runCtx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
@@ -164,54 +199,78 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	go firmwareScript(devCtx, cfg.Hooks.Socket, script)
 	<-devCtx.Done()
 
-	// The devices stop; the agent drains what it spooled, then exits.
-	gps.Unplug()
+	// The agent stops as SIGTERM stops it: its parts first (so the quiet
+	// GPS is a clean stop, not a lost port), then it drains what it
+	// spooled (up to 5 s) and exits; the platform then has it all.
+	stopAgent()
+	agentErr := <-agentDone
 	deadline, cancelDrain := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancelDrain()
-	_ = plat.WaitFor(deadline, func(p *platform.Platform) bool {
-		n := 0
+	stored := func() map[key]bool {
+		m := map[key]bool{}
+		_ = store.Keys(deadline, cfg.Device.Fleet, func(_ string, boot uint32, seq uint64) { m[key{boot, seq}] = true })
+		return m
+	}
+	for deadline.Err() == nil {
+		have, n := stored(), 0
 		spooled.Range(func(k, _ any) bool {
-			if !p.Has(k.(platform.Key)) {
+			if !have[k.(key)] {
 				n++
 			}
 			return true
 		})
-		return n == 0
-	})
-	stopAgent()
-	if err := <-agentDone; err != nil && !errors.Is(err, context.Canceled) {
+		if n == 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if agentErr != nil && !errors.Is(agentErr, context.Canceled) {
+		return sum, agentErr
+	}
+	stopIngest()
+	<-ingDone
+
+	// The summary, read back from the platform's database.
+	rctx := context.WithoutCancel(ctx)
+	counts, err := store.Count(rctx, cfg.Device.Fleet)
+	if err != nil {
 		return sum, err
 	}
-
-	uniq, dups, msgs, bytes := plat.Counts()
-	sum = Summary{Records: uniq, Duplicates: dups, Messages: msgs, Bytes: bytes, Gaps: plat.Gaps()}
-	for _, arr := range plat.Unique() {
-		switch arr.Record.Kind() {
-		case kestrel.KindPosition:
-			sum.Positions++
-		case kestrel.KindEvent:
-			sum.Events++
-		}
+	gaps, err := store.Gaps(rctx, platform.GapQuery{Fleet: cfg.Device.Fleet})
+	if err != nil {
+		return sum, err
 	}
+	devs, err := store.Devices(rctx, cfg.Device.Fleet)
+	if err != nil {
+		return sum, err
+	}
+	dupMu.Lock()
+	sum = Summary{Records: counts.Total(), Positions: counts.Positions, Events: counts.Events, Duplicates: dups, Gaps: gaps, Database: dbFile}
+	dupMu.Unlock()
+	for _, d := range devs {
+		sum.Messages += int(d.Messages)
+		sum.Bytes += int(d.Bytes)
+	}
+	have := stored()
 	spooled.Range(func(k, _ any) bool {
 		sum.Spooled++
-		if !plat.Has(k.(platform.Key)) {
+		if !have[k.(key)] {
 			sum.Missing++
 		}
 		return true
 	})
-	out.printf("\nsummary:\n")
-	out.printf("  records   %d received (%d positions, %d events, %d other), %d duplicates\n",
+	out.printf("\nsummary (read back from the platform's database):\n")
+	out.printf("  records   %d stored (%d positions, %d events, %d other), %d duplicates\n",
 		sum.Records, sum.Positions, sum.Events, sum.Records-sum.Positions-sum.Events, sum.Duplicates)
-	out.printf("  spooled   %d by the agent, %d not received\n", sum.Spooled, sum.Missing)
+	out.printf("  spooled   %d by the agent, %d not stored\n", sum.Spooled, sum.Missing)
 	out.printf("  wire      %d messages, %d payload bytes, %.1f bytes per fix (all records counted)\n",
 		sum.Messages, sum.Bytes, sum.BytesPerFix())
 	out.printf("  gaps      %d\n", len(sum.Gaps))
 	for _, g := range sum.Gaps {
-		out.printf("            %s\n", g)
+		out.printf("            %s boot %d: seq %d-%d missing\n", g.Device, g.Boot, g.FirstSeq, g.LastSeq)
 	}
-	if errs := plat.Errors(); len(errs) > 0 {
-		return sum, fmt.Errorf("demo: %d payloads did not decode: %v", len(errs), errs[0])
+	if counts.Rejected > 0 {
+		return sum, fmt.Errorf("demo: %d payloads did not decode (kept in the rejected table)", counts.Rejected)
 	}
 	return sum, nil
 }
@@ -235,6 +294,7 @@ func Config(dir, brokerURL, gpsPort, radioPort string) config.Config {
 	c.Radio.Poll = config.D(2 * time.Second)
 	c.Tracking = config.Tracking{}
 	c.Hooks.Socket = filepath.Join(dir, "events.sock")
+	c.Status.Socket = filepath.Join(dir, "control.sock")
 	c.Hooks.AllowUIDs = []int{os.Getuid()}
 	c.Hooks.LinkPeriod = config.D(0)
 	return c
@@ -302,21 +362,39 @@ func (p *printer) printf(format string, args ...any) {
 	fmt.Fprintf(p.w, format, args...)
 }
 
-func (p *printer) arrival(a platform.Arrival) {
+// committed prints the records of one committed transaction.
+func (p *printer) committed(rows []platform.Row, _ time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.buf = p.buf[:0]
-	if a.Record.Priority >= kestrel.PriorityHigh {
-		p.buf = append(p.buf, "[E] "...)
-	} else {
-		p.buf = append(p.buf, "    "...)
+	for i := range rows {
+		r := &rows[i].Record
+		p.buf = p.buf[:0]
+		if r.Priority >= kestrel.PriorityHigh {
+			p.buf = append(p.buf, "[E] "...)
+		} else {
+			p.buf = append(p.buf, "    "...)
+		}
+		p.buf = wire.AppendJSON(p.buf, r)
+		p.buf = append(p.buf, '\n')
+		p.w.Write(p.buf)
 	}
-	if a.Duplicate {
-		p.buf = append(p.buf, "(duplicate) "...)
+}
+
+// countingWriter counts the redelivered records the store skipped.
+type countingWriter struct {
+	s    *platform.Store
+	mu   *sync.Mutex
+	dups *int
+}
+
+func (c countingWriter) Write(ctx context.Context, b *platform.Batch) (platform.WriteResult, error) {
+	res, err := c.s.Write(ctx, b)
+	if err == nil {
+		c.mu.Lock()
+		*c.dups += res.Duplicates
+		c.mu.Unlock()
 	}
-	p.buf = wire.AppendJSON(p.buf, &a.Record)
-	p.buf = append(p.buf, '\n')
-	p.w.Write(p.buf)
+	return res, err
 }
 
 // allowAll lets every client connect and use every topic: the demo broker

@@ -15,10 +15,10 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end to end: skipped with -short")
 	}
-	var out bytes.Buffer
+	var out, logs bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sum, err := Run(ctx, Options{For: 6 * time.Second, Speed: 20, Out: &out, Log: slog.New(slog.DiscardHandler)})
+	sum, err := Run(ctx, Options{For: 6 * time.Second, Speed: 20, Out: &out, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
@@ -28,6 +28,12 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{`"kind":"position"`, `"type":"emergency"`, `"kind":"radio"`, "gaps      0"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %s", want)
+		}
+	}
+	// The demo ends as a clean stop: no part looks lost.
+	for _, bad := range []string{"level=WARN", "level=ERROR", "port lost"} {
+		if strings.Contains(logs.String()+out.String(), bad) {
+			t.Errorf("the demo logged %q:\n%s", bad, logs.String())
 		}
 	}
 	if bpf := sum.BytesPerFix(); bpf <= 0 || bpf > 30 {

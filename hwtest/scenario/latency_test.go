@@ -58,6 +58,7 @@ func liveLatency(b *testing.B, age time.Duration) {
 	c.GPS.Port, c.GPS.Baud = p.Path, 9600
 	c.Tracking = config.Tracking{}
 	c.Hooks.Socket = ""
+	c.Status.Socket = ""
 	c.Sensors.BatteryPeriod, c.Sensors.ThermalPeriod = config.D(0), config.D(0)
 	var buf strings.Builder
 	if err := toml.NewEncoder(&buf).Encode(c); err != nil {

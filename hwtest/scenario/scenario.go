@@ -157,6 +157,7 @@ func New(t testing.TB, o Options) *Env {
 	c.GPS.Baud = 9600
 	c.Tracking = config.Tracking{}
 	c.Hooks.Socket = filepath.Join(e.Dir, "events.sock")
+	c.Status.Socket = filepath.Join(e.Dir, "control.sock")
 	c.Hooks.AllowUIDs = []int{os.Getuid()}
 	c.Hooks.LinkPeriod = config.D(0)
 	c.Sensors.BatteryPeriod = config.D(0)

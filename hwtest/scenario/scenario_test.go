@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
 	"github.com/kestrel-edge/kestrel/hwtest/faultproxy"
 	"github.com/kestrel-edge/kestrel/hwtest/platform"
+	"github.com/kestrel-edge/kestrel/hwtest/pty"
 	"golang.org/x/sys/unix"
 )
 
@@ -282,6 +284,13 @@ func TestGPSUnplugReplug(t *testing.T) {
 	if !noData {
 		t.Error("no GPS no_data status was reported while the receiver was unplugged")
 	}
+	// A fitter without broker access reads the same in the local log.
+	log, _ := os.ReadFile(filepath.Join(e.Dir, "agent.log"))
+	for _, want := range []string{"gps silent", "gps data again"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the agent's log lacks %q", want)
+		}
+	}
 }
 
 // TestLossyLink puts the broker behind a link with 500 ms latency that
@@ -520,4 +529,132 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("spool after the drain: %d records left, %v", left, err)
 	}
 	t.Logf("%d positions delivered; eviction left %d gaps (by policy)", Positions(p), len(p.Gaps()))
+}
+
+// TestEmergencyWithDefaultPaths sends an emergency the documented way, with
+// every default: the agent's hooks.socket left unset and `kestrel hook
+// send emergency` given no --socket. The two must meet at one path.
+func TestEmergencyWithDefaultPaths(t *testing.T) {
+	cmd := command(t)
+	def := config.Defaults().Hooks.Socket
+	if def != eventsock.DefaultPath {
+		t.Fatalf("the agent's default hooks.socket %q is not the path `kestrel hook send` uses (%q)", def, eventsock.DefaultPath)
+	}
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root to listen at the default %s", def)
+	}
+	if _, err := eventsock.Send(def, "emergency", nil); err == nil || !strings.Contains(err.Error(), "no such file") && !strings.Contains(err.Error(), "connection refused") {
+		t.Skipf("an agent is already listening at %s on this machine", def)
+	}
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: 20,
+		Edit: func(c *config.Config) {
+			d := config.Defaults().Hooks
+			c.Hooks.Socket, c.Hooks.AllowUIDs = d.Socket, d.AllowUIDs
+		}})
+	ctx := timeout(t, 2*time.Minute)
+	e.Start()
+	e.StartReplay(ctx)
+	e.WaitFor(ctx, "positions", atLeast(5))
+	out, err := exec.CommandContext(ctx, cmd[0], append(cmd[1:], "hook", "send", "emergency", "name=side-button")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kestrel hook send emergency: %v\n%s", err, out)
+	}
+	e.WaitFor(ctx, "the emergency", func(p *platform.Platform) bool {
+		for _, a := range p.Unique() {
+			if ev, ok := a.Record.Body.(*kestrel.Event); ok && ev.Type == kestrel.EventEmergency {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestSelftestBesideRunningAgent runs the fitter's self-test, configured
+// for another baud rate, while the agent holds the GPS. Opening a tty
+// resets its line settings, so a self-test that opened the port would leave
+// the agent reading garbage until restarted. The port's lock file must keep
+// it off, with and without the agent's control socket to ask instead.
+func TestSelftestBesideRunningAgent(t *testing.T) {
+	cmd := command(t)
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: 5, Loop: true})
+	ctx := timeout(t, 3*time.Minute)
+	e.Start()
+	e.StartReplay(ctx)
+	e.WaitFor(ctx, "positions", atLeast(5))
+	for _, tc := range []struct {
+		name string
+		sets []string
+		want string
+	}{
+		{"lock file only", []string{"status.socket="}, "is held by pid"},
+		{"asks the agent", nil, "held by the running agent"},
+	} {
+		args := append(append([]string(nil), cmd[1:]...), "selftest", "--config", e.ConfigPath, "--json", "--set", "gps.baud=4800")
+		for _, s := range tc.sets {
+			args = append(args, "--set", s)
+		}
+		out, _ := exec.CommandContext(ctx, cmd[0], args...).Output()
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("%s: the self-test's gps row does not say %q:\n%s", tc.name, tc.want, out)
+		}
+		before := Positions(e.Platform())
+		e.WaitFor(ctx, tc.name+": positions still flowing after the self-test", atLeast(before+5))
+	}
+}
+
+// TestStatusWatch reads `kestrel status --watch` on a terminal (a pty) and
+// checks that it shows live values: the GPS sentence count moves between
+// refreshes (the last fix), and the broker connection and spool lanes are
+// there.
+func TestStatusWatch(t *testing.T) {
+	cmd := command(t)
+	nmea, fixes := track(t, "visnjan-car")
+	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: 5, Loop: true})
+	ctx := timeout(t, 2*time.Minute)
+	e.Start()
+	e.StartReplay(ctx)
+	e.WaitFor(ctx, "positions", atLeast(3))
+	term, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term.Close()
+	slave, err := os.OpenFile(term.Path, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	w := exec.CommandContext(ctx, cmd[0], append(cmd[1:], "status", "--watch", "--interval", "300ms", "--socket", e.Config.Status.Socket)...)
+	w.Stdout, w.Stderr = slave, slave
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Process.Kill(); w.Wait() }()
+	var screen strings.Builder
+	buf := make([]byte, 4096)
+	counts := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && len(counts) < 3 {
+		term.SetReadDeadline(time.Now().Add(time.Second))
+		n, _ := term.Read(buf)
+		screen.Write(buf[:n])
+		for _, frame := range strings.Split(screen.String(), "\x1b[H\x1b[2J") {
+			if i := strings.Index(frame, "last fix "); i >= 0 && strings.Contains(frame, "broker") {
+				if j := strings.IndexByte(frame[i:], '('); j > 0 {
+					counts[frame[i:i+j]] = true
+				}
+			}
+		}
+	}
+	s := screen.String()
+	if len(counts) < 3 {
+		t.Fatalf("the watch did not refresh with moving values (saw %v):\n%s", counts, tail([]byte(s), 40))
+	}
+	for _, want := range []string{"\x1b[H\x1b[2J", "connected", "emergency 0", "last fix", "gps "} {
+		if !strings.Contains(s, want) {
+			t.Errorf("the watch screen lacks %q", want)
+		}
+	}
 }

@@ -334,6 +334,7 @@ func (d *drainer) commit(f *flight) {
 		d.s.log.Error("outbox commit failed", "records", len(f.seqs), "err", err)
 	}
 	st.Messages.Add(1)
+	st.LastAck.Store(time.Now().UnixMilli())
 	st.Records.Add(uint64(len(f.seqs)))
 	st.Bytes.Add(uint64(len(f.buf)))
 }

@@ -53,6 +53,7 @@ type Stats struct {
 	Bytes        atomic.Uint64 // payload bytes of acknowledged data messages
 	Released     atomic.Uint64 // records released for resending after a loss
 	InboundDrops atomic.Uint64 // inbound messages dropped: handler queue full
+	LastAck      atomic.Int64  // Unix ms of the last PUBACK of a data message; 0 before the first
 }
 
 type inboundMsg struct {

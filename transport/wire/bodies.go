@@ -17,6 +17,8 @@ import kestrel "github.com/kestrel-edge/kestrel"
 //msgp:replace kestrel.FixMode with:uint8
 //msgp:replace kestrel.RadioProfile with:uint8
 //msgp:replace kestrel.RegState with:uint8
+//msgp:replace kestrel.RegSource with:uint8
+//msgp:replace kestrel.OperatorFormat with:uint8
 //msgp:replace kestrel.TETRAMode with:uint8
 //msgp:replace kestrel.EventType with:uint16
 //msgp:replace kestrel.PosFlags with:uint16
@@ -65,9 +67,14 @@ type wRadioStatus struct {
 	Operator   string
 	AccessTech uint8
 	TAC        uint32
-	CellID     uint32
+	CellID     uint64
 	IMEI       string
 	ICCID      string
+	// Appended (older decoders skip them; older records decode them as 0).
+	OperatorFormat kestrel.OperatorFormat
+	ICCIDInvalid   bool
+	RegSource      kestrel.RegSource
+	RejectedLines  uint64
 }
 
 type wAccel struct {

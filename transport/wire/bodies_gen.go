@@ -716,8 +716,8 @@ func (z *wPosition) Msgsize() (s int) {
 // MarshalMsg implements msgp.Marshaler
 func (z *wRadioStatus) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
-	// array header, size 16
-	o = append(o, 0xdc, 0x0, 0x10)
+	// array header, size 20
+	o = append(o, 0xdc, 0x0, 0x14)
 	o = msgp.AppendUint8(o, uint8(z.Profile))
 	o = msgp.AppendUint8(o, uint8(z.Registered))
 	o = msgp.AppendBool(o, z.Online)
@@ -731,9 +731,13 @@ func (z *wRadioStatus) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.AppendString(o, z.Operator)
 	o = msgp.AppendUint8(o, z.AccessTech)
 	o = msgp.AppendUint32(o, z.TAC)
-	o = msgp.AppendUint32(o, z.CellID)
+	o = msgp.AppendUint64(o, z.CellID)
 	o = msgp.AppendString(o, z.IMEI)
 	o = msgp.AppendString(o, z.ICCID)
+	o = msgp.AppendUint8(o, uint8(z.OperatorFormat))
+	o = msgp.AppendBool(o, z.ICCIDInvalid)
+	o = msgp.AppendUint8(o, uint8(z.RegSource))
+	o = msgp.AppendUint64(o, z.RejectedLines)
 	return
 }
 
@@ -862,7 +866,7 @@ func (z *wRadioStatus) UnmarshalMsg(bts []byte) (o []byte, err error) {
 		if zb0001--; zb0001 == 0 {
 			break
 		}
-		z.CellID, bts, err = msgp.ReadUint32Bytes(bts)
+		z.CellID, bts, err = msgp.ReadUint64Bytes(bts)
 		if err != nil {
 			err = msgp.WrapError(err, "CellID")
 			return
@@ -886,6 +890,46 @@ func (z *wRadioStatus) UnmarshalMsg(bts []byte) (o []byte, err error) {
 		if zb0001--; zb0001 == 0 {
 			break
 		}
+		{
+			var zb0005 uint8
+			zb0005, bts, err = msgp.ReadUint8Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "OperatorFormat")
+				return
+			}
+			z.OperatorFormat = kestrel.OperatorFormat(zb0005)
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
+		z.ICCIDInvalid, bts, err = msgp.ReadBoolBytes(bts)
+		if err != nil {
+			err = msgp.WrapError(err, "ICCIDInvalid")
+			return
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
+		{
+			var zb0006 uint8
+			zb0006, bts, err = msgp.ReadUint8Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "RegSource")
+				return
+			}
+			z.RegSource = kestrel.RegSource(zb0006)
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
+		z.RejectedLines, bts, err = msgp.ReadUint64Bytes(bts)
+		if err != nil {
+			err = msgp.WrapError(err, "RejectedLines")
+			return
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
 		for ; zb0001 > 0; zb0001-- {
 			bts, err = msgp.Skip(bts)
 			if err != nil {
@@ -900,7 +944,7 @@ func (z *wRadioStatus) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *wRadioStatus) Msgsize() (s int) {
-	s = 3 + msgp.Uint8Size + msgp.Uint8Size + msgp.BoolSize + msgp.Int16Size + msgp.Uint8Size + msgp.Int16Size + msgp.Int16Size + msgp.Uint8Size + msgp.StringPrefixSize + len(z.Identity) + msgp.StringPrefixSize + len(z.Talkgroup) + msgp.StringPrefixSize + len(z.Operator) + msgp.Uint8Size + msgp.Uint32Size + msgp.Uint32Size + msgp.StringPrefixSize + len(z.IMEI) + msgp.StringPrefixSize + len(z.ICCID)
+	s = 3 + msgp.Uint8Size + msgp.Uint8Size + msgp.BoolSize + msgp.Int16Size + msgp.Uint8Size + msgp.Int16Size + msgp.Int16Size + msgp.Uint8Size + msgp.StringPrefixSize + len(z.Identity) + msgp.StringPrefixSize + len(z.Talkgroup) + msgp.StringPrefixSize + len(z.Operator) + msgp.Uint8Size + msgp.Uint32Size + msgp.Uint64Size + msgp.StringPrefixSize + len(z.IMEI) + msgp.StringPrefixSize + len(z.ICCID) + msgp.Uint8Size + msgp.BoolSize + msgp.Uint8Size + msgp.Uint64Size
 	return
 }
 

@@ -143,6 +143,8 @@ func AppendJSON(dst []byte, r *kestrel.Record) []byte {
 		if b != nil {
 			dst = appendStringField(dst, "profile", b.Profile.String())
 			dst = appendUintField(dst, "registered", uint64(b.Registered))
+			dst = appendStringField(dst, "reg_state", b.Registered.String())
+			dst = appendStringField(dst, "reg_source", b.RegSource.String())
 			dst = append(dst, `,"online":`...)
 			dst = strconv.AppendBool(dst, b.Online)
 			dst = appendIntField(dst, "rssi", int64(b.RSSI))
@@ -161,12 +163,20 @@ func AppendJSON(dst []byte, r *kestrel.Record) []byte {
 			}
 			if lte {
 				dst = appendStringField(dst, "operator", b.Operator)
-				dst = appendUintField(dst, "access_tech", uint64(b.AccessTech))
+				dst = appendStringField(dst, "operator_format", b.OperatorFormat.String())
+				if b.AccessTech == kestrel.AccessTechUnknown {
+					dst = append(dst, `,"access_tech":null`...)
+				} else {
+					dst = appendUintField(dst, "access_tech", uint64(b.AccessTech))
+				}
 				dst = appendUintField(dst, "tac", uint64(b.TAC))
 				dst = appendUintField(dst, "cell_id", uint64(b.CellID))
 				dst = appendStringField(dst, "imei", b.IMEI)
 				dst = appendStringField(dst, "iccid", b.ICCID)
+				dst = append(dst, `,"iccid_invalid":`...)
+				dst = strconv.AppendBool(dst, b.ICCIDInvalid)
 			}
+			dst = appendUintField(dst, "rejected_lines", b.RejectedLines)
 		}
 	case *kestrel.Accel:
 		if b != nil { // m/s², from mm/s²
