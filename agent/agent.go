@@ -223,10 +223,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.sess = sess
 	a.mu.Unlock()
 	a.startSources(ctx, cfg, nil)
+	a.reloadMu.Unlock()
 	a.started = a.opts.Now()
 	a.serveLocal(ctx, cfg.Status.Socket)
 	close(a.startedCh)
-	a.reloadMu.Unlock()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

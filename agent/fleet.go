@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
@@ -19,10 +20,18 @@ func (a *Agent) Messenger() *Messenger { return a.msgr }
 
 // Messenger survives broker-session replacement; Agent.Messenger returns it.
 type Messenger struct {
-	a    *Agent
-	mu   sync.Mutex
-	subs map[string]func(topic string, payload []byte)
+	a         *Agent
+	mu        sync.Mutex
+	subs      map[string]func(topic string, payload []byte)
+	oversized atomic.Uint64
 }
+
+// oversize counts an inbound message refused for its size (on any session).
+func (m *Messenger) oversize(string, int) { m.oversized.Add(1) }
+
+// Oversize is how many inbound messages were refused for their size since
+// the agent started: the fleet controller summarises them in the audit.
+func (m *Messenger) Oversize() uint64 { return m.oversized.Load() }
 
 // Publish sends on a channel under the device's prefix at QoS 1 and
 // returns after the PUBACK.

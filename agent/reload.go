@@ -118,7 +118,7 @@ func (a *Agent) units() []unit {
 		{name: "sensors", sections: []string{"sensors"}, apply: a.restartSourcesOf("sensors")},
 		{name: "gpio", sections: []string{"gpio"}, apply: a.restartSourcesOf("gpio")},
 		{name: "hooks", sections: []string{"hooks"}, apply: a.restartSourcesOf("hooks")},
-		{name: "broker", sections: []string{"broker"},
+		{name: "broker", sections: []string{"broker"}, keys: []string{"remote.max_message"},
 			check: func(_, next config.Config, p *prepared) error {
 				s, err := a.newSession(next)
 				if err != nil {

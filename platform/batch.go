@@ -125,12 +125,11 @@ func (b *Batch) add(m Message) error {
 	}
 	switch channel {
 	case ChannelTelemetry, ChannelEvents:
-		dev, recs, err := wire.DecodeBatch(m.Payload)
+		// Version 2 payloads take the device from the topic; a version 1
+		// payload naming another device fails.
+		recs, err := wire.DecodeBatchFor(device, m.Payload)
 		if err != nil {
 			return fmt.Errorf("%s: %w", m.Topic, err)
-		}
-		if dev != device {
-			return fmt.Errorf("%s: batch names device %q, the topic %q", m.Topic, dev, device)
 		}
 		var js []byte
 		for i := range recs {

@@ -234,8 +234,14 @@ func TestStoreContract(t *testing.T) {
 			if err := b.Add(Message{Topic: "kestrel/v1/met/bwc-9/telemetry", Payload: []byte{0x93, 0x07, 0x01, 0x02}, Received: time.Now()}); err == nil {
 				t.Fatal("a version-7 batch decoded")
 			}
-			other := message(t, "met", "bwc-8", ChannelTelemetry, seqRecs("bwc-8", 1, 1)...)
-			if err := b.Add(Message{Topic: "kestrel/v1/met/bwc-9/telemetry", Payload: other.Payload, Received: time.Now()}); err == nil {
+			// Only version 1 payloads name their device (version 2 takes it
+			// from the topic).
+			var enc wire.Encoder
+			otherV1, err := enc.AppendBatchV1(nil, "bwc-8", seqRecs("bwc-8", 1, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Add(Message{Topic: "kestrel/v1/met/bwc-9/telemetry", Payload: otherV1, Received: time.Now()}); err == nil {
 				t.Fatal("a batch for another device than its topic was accepted")
 			}
 			nul := kestrel.Record{Envelope: kestrel.Envelope{Device: "bwc-9", Boot: 1, Seq: 5, Time: 1560938662000},

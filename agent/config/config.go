@@ -53,11 +53,16 @@ type Broker struct {
 	KeyFile        string   `toml:"key_file"`
 	Username       string   `toml:"username"`
 	PasswordFile   string   `toml:"password_file"`
-	KeepAlive      Duration `toml:"keepalive"`
-	BatchMax       int      `toml:"batch_max"`
-	BatchAge       Duration `toml:"batch_age"`
-	InFlight       int      `toml:"inflight"`
-	RateLimit      int      `toml:"rate_limit"` // bytes per second, 0 = unlimited
+	// Profile is the link profile (lte or narrowband): it sets the batch
+	// ages, keepalive and ping timeout that are left at 0.
+	Profile   string   `toml:"profile"`
+	KeepAlive Duration `toml:"keepalive"`
+	BatchMax  int      `toml:"batch_max"`
+	BatchAge  Duration `toml:"batch_age"`
+	HighAge   Duration `toml:"high_age"`
+	BulkAge   Duration `toml:"bulk_age"`
+	InFlight  int      `toml:"inflight"`
+	RateLimit int      `toml:"rate_limit"` // bytes per second, 0 = unlimited
 }
 
 type Spool struct {
@@ -188,6 +193,9 @@ type Remote struct {
 	StateFile     string   `toml:"state_file"`
 	CommandMaxAge Duration `toml:"command_max_age"`
 	AuditMax      int      `toml:"audit_max"`
+	// MaxMessage bounds an inbound MQTT message; larger ones are
+	// discarded as they are read, before anything is copied.
+	MaxMessage int `toml:"max_message"`
 }
 
 type Log struct {
@@ -217,11 +225,10 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 func Defaults() Config {
 	return Config{
 		Broker: Broker{
-			URLs:      []string{"tls://localhost:8883"},
-			KeepAlive: D(30 * time.Second),
-			BatchMax:  50,
-			BatchAge:  D(time.Second),
-			InFlight:  20,
+			URLs:     []string{"tls://localhost:8883"},
+			Profile:  "lte",
+			BatchMax: 50,
+			InFlight: 20,
 		},
 		Spool: Spool{
 			Dir:          "/var/lib/kestrel/spool",
@@ -290,6 +297,7 @@ func Defaults() Config {
 			StateFile:     "/var/lib/kestrel/remote.json",
 			CommandMaxAge: D(5 * time.Minute),
 			AuditMax:      256,
+			MaxMessage:    64 << 10,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}

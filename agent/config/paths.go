@@ -69,7 +69,7 @@ var atRestart = map[string]string{
 	"hooks.socket":      "the socket is created once, with privileges",
 	"hooks.ebpf":        "eBPF programs are loaded once, with privileges",
 	"log.format":        "the log handler is built once, at start",
-	"status.socket":     "the status socket is created once, at start",
+	"status.socket":     "the local control socket is created once, at start",
 }
 
 // localOnly are keys that a remote config may not set: identity and paths

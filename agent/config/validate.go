@@ -41,9 +41,19 @@ func (c Config) Validate() error {
 	if (b.CertFile == "") != (b.KeyFile == "") {
 		v.add("broker.key_file", "cert_file and key_file go together")
 	}
-	v.durMin("broker.keepalive", b.KeepAlive, time.Second)
+	if b.Profile != "lte" && b.Profile != "narrowband" {
+		v.add("broker.profile", "want lte or narrowband, got %q", b.Profile)
+	}
+	if b.KeepAlive.Duration != 0 {
+		v.durMin("broker.keepalive", b.KeepAlive, time.Second)
+	}
 	v.intRange("broker.batch_max", b.BatchMax, 1, 10000)
 	v.durMin("broker.batch_age", b.BatchAge, 0)
+	v.durMin("broker.high_age", b.HighAge, 0)
+	if b.HighAge.Duration > time.Second {
+		v.add("broker.high_age", "at most 1s, got %v", b.HighAge.Duration)
+	}
+	v.durMin("broker.bulk_age", b.BulkAge, 0)
 	v.intRange("broker.inflight", b.InFlight, 1, 65535)
 	v.intRange("broker.rate_limit", b.RateLimit, 0, 1<<30)
 
@@ -180,6 +190,7 @@ func (c Config) Validate() error {
 	}
 	v.durMin("remote.command_max_age", rm.CommandMaxAge, time.Second)
 	v.intRange("remote.audit_max", rm.AuditMax, 1, 100000)
+	v.intRange("remote.max_message", rm.MaxMessage, 4<<10, 1<<20)
 
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -309,9 +309,16 @@ func TestRejections(t *testing.T) {
 			if n != nBefore || len(config.Diff(before, after)) != 0 || d.m.Version() != 2 {
 				t.Fatalf("running config changed: %v", config.Diff(before, after))
 			}
+			if junkReason(tc.want) != "other" {
+				// Unverified: counted in the junk summary, not entered.
+				if d.m.JunkCount() == 0 {
+					t.Fatal("unverified config not counted as junk")
+				}
+				return
+			}
 			a := d.m.Audit()
-			if last := a[len(a)-1]; last.Result != StatusRejected || last.Error == "" {
-				t.Fatalf("not audited: %+v", last)
+			if last := a[len(a)-1]; last.Result != StatusRejected || last.Error == "" || !last.Verified {
+				t.Fatalf("not audited with its verified signer: %+v", last)
 			}
 		})
 	}
@@ -523,8 +530,10 @@ func TestCommandsOverBroker(t *testing.T) {
 			kinds[e.Result]++
 		}
 	}
-	if kinds[ReplyOK] != 4 || kinds[ReplyError] != 1 || kinds[ReplyRejected] != 6 {
-		t.Fatalf("audit results %v", kinds)
+	// r5 (unsigned) and r6 (unknown key) are unverified: counted as
+	// junk, not entered.
+	if kinds[ReplyOK] != 4 || kinds[ReplyError] != 1 || kinds[ReplyRejected] != 4 || d.m.JunkCount() != 2 {
+		t.Fatalf("audit results %v, junk %d", kinds, d.m.JunkCount())
 	}
 }
 

@@ -3,7 +3,9 @@ package remote
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"time"
 )
 
@@ -27,14 +29,10 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 			partial.ID = partial.ID[:maxIDLen]
 		}
 		entry.ID = partial.ID
-		m.rejectCommand(entry, "reply", err)
+		m.junkCommand(entry, "reply", err)
 		return
 	}
 	entry.ID, entry.Name, entry.KeyID = cmd.ID, cmd.Name, cmd.KeyID
-	if cmd.Fleet != m.fleet || cmd.Device != m.dev {
-		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: for %s/%s", ErrWrongTarget, cmd.Fleet, cmd.Device))
-		return
-	}
 	m.mu.Lock()
 	keys, requireSigned := m.keys, m.base.Remote.RequireSigned
 	maxAge := m.opts.CommandMaxAge
@@ -46,7 +44,12 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 	}
 	m.mu.Unlock()
 	if err := keys.VerifyCommand(cmd, requireSigned); err != nil {
-		m.rejectCommand(entry, cmd.Reply, err)
+		m.junkCommand(entry, cmd.Reply, err)
+		return
+	}
+	entry.Verified = cmd.KeyID != ""
+	if cmd.Fleet != m.fleet || cmd.Device != m.dev {
+		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: for %s/%s", ErrWrongTarget, cmd.Fleet, cmd.Device))
 		return
 	}
 	now := m.now()
@@ -131,6 +134,87 @@ func (m *Manager) rejectCommand(entry AuditEntry, replyCh string, err error) {
 		replyCh = "reply"
 	}
 	m.reply(replyCh, Reply{ID: entry.ID, Name: entry.Name, Status: ReplyRejected, Error: err.Error()}, nil)
+}
+
+// junkCommand refuses an unverified command: counted in the junk summary,
+// not audited one by one, and answered only while the publish queue is
+// nearly empty, so a flood can neither push real entries out of the audit
+// log nor real reports and replies out of the queue.
+func (m *Manager) junkCommand(entry AuditEntry, replyCh string, err error) {
+	m.log.Debug("unverified command refused", "id", entry.ID, "err", err)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.junk(err)
+	if entry.ID == "" {
+		return
+	}
+	if CheckReplyChannel(replyCh) != nil {
+		replyCh = "reply"
+	}
+	m.outMu.Lock()
+	room := len(m.out) < maxOut/16
+	m.outMu.Unlock()
+	if room {
+		m.reply(replyCh, Reply{ID: entry.ID, Name: entry.Name, Status: ReplyRejected, Error: err.Error()}, nil)
+	}
+}
+
+// junkReason names an unverified message's fault for the summary.
+func junkReason(err error) string {
+	for _, k := range []struct {
+		err  error
+		name string
+	}{{ErrTooLarge, "too_large"}, {ErrMalformed, "malformed"}, {ErrUnsigned, "unsigned"},
+		{ErrUntrustedKey, "untrusted_key"}, {ErrBadSignature, "bad_signature"}} {
+		if errors.Is(err, k.err) {
+			return k.name
+		}
+	}
+	return "other"
+}
+
+// junk counts one unverified message. Callers hold m.mu.
+func (m *Manager) junk(err error) {
+	m.junkN(junkReason(err), 1)
+}
+
+func (m *Manager) junkN(reason string, n uint64) {
+	j := &m.st.Junk
+	now := m.now().UnixMilli()
+	if j.Count == 0 {
+		j.First = now
+	}
+	j.Count += n
+	j.Last = now
+	if j.Reasons == nil {
+		j.Reasons = map[string]uint64{}
+	}
+	j.Reasons[reason] += n
+	m.dirty = true
+}
+
+// junkPeriod is how often a changed junk summary is published.
+const junkPeriod = 10 * time.Second
+
+// publishJunk queues the junk summary if it changed and junkPeriod has
+// passed. Callers hold m.mu.
+func (m *Manager) publishJunk(force bool) {
+	j := &m.st.Junk
+	if j.Count == j.Published || (!force && m.now().Sub(m.junkSent) < junkPeriod) {
+		return
+	}
+	j.Published, m.junkSent = j.Count, m.now()
+	e := AuditEntry{Kind: "junk", Time: j.Last, Result: StatusRejected, Count: j.Count, Reasons: maps.Clone(j.Reasons),
+		Error: fmt.Sprintf("%d unverified messages refused since %s", j.Count, time.UnixMilli(j.First).UTC().Format(time.RFC3339))}
+	b, _ := json.Marshal(&e)
+	m.enqueue(outItem{channel: "audit", payload: b})
+}
+
+// JunkCount is how many unverified messages were refused (tests, state).
+func (m *Manager) JunkCount() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.Junk.Count
 }
 
 // reply queues a reply. Callers hold m.mu.

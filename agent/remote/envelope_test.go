@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,8 +200,11 @@ func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
 	}
 }
 
+// TestAuditBoundedAndPersisted: the audit log keeps the last audit_max
+// verified entries; 10,000 unverified junk commands are counted in the junk
+// summary and push none of them out.
 func TestAuditBoundedAndPersisted(t *testing.T) {
-	_, pub := testKey(1)
+	priv, pub := testKey(1)
 	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
 	bus := newMemBus()
 	m, err := NewManager(Options{Current: cfg, AuditMax: 5})
@@ -211,21 +215,32 @@ func TestAuditBoundedAndPersisted(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
 	m.Attach(newTestDoor(m.StartConfig(), nil), bus)
-	for i := 0; i < 8; i++ {
-		bus.deliver("kestrel/v1/met/d1/cmd", []byte(`{"junk":`+strings.Repeat("1", i+1)+`}`))
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if a := m.Audit(); len(a) == 5 && a[4].Seq == 8 {
-			break
+	waitAudit := func(ok func([]AuditEntry) bool) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok(m.Audit()) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
 		}
+	}
+	for i := 0; i < 8; i++ {
+		c, _ := SignCommand(priv, Command{Fleet: "met", Device: "d1", ID: fmt.Sprint("real-", i), Name: "nosuch"})
+		bus.deliver("kestrel/v1/met/d1/cmd", c)
+	}
+	waitAudit(func(a []AuditEntry) bool { return len(a) == 5 && a[4].Seq == 8 })
+	for i := 0; i < 10000; i++ {
+		for len(m.inbox) > cap(m.inbox)/2 {
+			time.Sleep(time.Millisecond)
+		}
+		bus.deliver("kestrel/v1/met/d1/cmd", []byte(`{"junk":`+strings.Repeat("1", i%50+1)+`}`))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.JunkCount() < 10000 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
 	<-done
 	a := m.Audit()
-	if len(a) != 5 || a[0].Seq != 4 || a[4].Seq != 8 {
-		t.Fatalf("audit %+v", a)
+	if len(a) != 5 || a[0].Seq != 4 || a[4].Seq != 8 || a[4].ID != "real-7" || m.JunkCount() != 10000 {
+		t.Fatalf("audit %+v, junk %d", a, m.JunkCount())
 	}
 	// Rejections are saved (rate-limited, and at shutdown).
 	raw, err := os.ReadFile(cfg.Remote.StateFile)
@@ -233,8 +248,8 @@ func TestAuditBoundedAndPersisted(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st state
-	if err := json.Unmarshal(raw, &st); err != nil || len(st.Audit) != 5 || st.AuditSeq != 8 {
-		t.Fatalf("persisted audit: %d entries, seq %d, %v", len(st.Audit), st.AuditSeq, err)
+	if err := json.Unmarshal(raw, &st); err != nil || len(st.Audit) != 5 || st.AuditSeq != 8 || st.Junk.Count != 10000 {
+		t.Fatalf("persisted audit: %d entries, seq %d, junk %d, %v", len(st.Audit), st.AuditSeq, st.Junk.Count, err)
 	}
 	if fi, _ := os.Stat(cfg.Remote.StateFile); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file mode %v", fi.Mode().Perm())
@@ -408,7 +423,7 @@ func TestReportSurvivesRestart(t *testing.T) {
 		}
 	}
 	bus.retained["kestrel/v1/met/_all/config/desired"] = []byte("not json")
-	run(func(m *Manager) bool { return len(m.Audit()) == 1 })
+	run(func(m *Manager) bool { return m.JunkCount() == 1 })
 	bus.mu.Lock()
 	bus.online = true
 	bus.mu.Unlock()

@@ -135,6 +135,7 @@ type Manager struct {
 	subscribed map[string]bool
 	deadline   time.Time // rollback deadline while st.Pending != nil
 	dirty      bool      // state changed but not yet saved (rejections)
+	junkSent   time.Time // when the junk summary was last queued
 	lastSaved  time.Time
 
 	lastPubOK atomic.Int64 // unix ns of the last successful publish
@@ -570,16 +571,17 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 
 	env, err := DecodeConfig(payload)
 	if err != nil {
-		reject(0, err)
+		m.rejectJunkConfig(scope, 0, err)
 		return
 	}
 	entry.KeyID = env.KeyID
-	if env.Fleet != m.fleet || env.Scope != scope {
-		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", ErrWrongTarget, env.Target(), Target{m.fleet, scope}))
+	if err := keys.VerifyConfig(env, requireSigned); err != nil {
+		m.rejectJunkConfig(scope, env.Version, err)
 		return
 	}
-	if err := keys.VerifyConfig(env, requireSigned); err != nil {
-		reject(env.Version, err)
+	entry.Verified = env.KeyID != ""
+	if env.Fleet != m.fleet || env.Scope != scope {
+		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", ErrWrongTarget, env.Target(), Target{m.fleet, scope}))
 		return
 	}
 	if replayed {
@@ -626,7 +628,7 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 	// The watchdog's grace comes from the config being replaced: a bad
 	// config must not be able to extend its own probation.
 	m.deadline = m.now().Add(m.rollbackAfter(prevRunning))
-	entry.Version, entry.Result = env.Version, StatusApplied
+	entry.Version, entry.Result, entry.Changes = env.Version, StatusApplied, changes
 	m.audit(entry)
 	m.report(Report{Version: env.Version, Status: StatusApplied, Scope: scope, KeyID: env.KeyID, Changes: changes})
 	m.saveLocked()
@@ -635,6 +637,17 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, payload []byte
 	if err := m.subscribe(); err != nil { // groups joined
 		m.log.Warn("subscribing to new group topics", "err", err)
 	}
+}
+
+// rejectJunkConfig refuses an unverified config: counted in the junk
+// summary rather than audited one by one. It is still reported, so that a
+// fleet manager whose push was malformed learns why.
+func (m *Manager) rejectJunkConfig(scope string, version uint64, err error) {
+	m.log.Warn("unverified remote config refused", "scope", scope, "err", err)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.junk(err)
+	m.report(Report{Version: version, Status: StatusRejected, Errors: ReportErrors(err), Scope: scope})
 }
 
 // isCurrentOrRolledBack: callers hold m.mu.
@@ -656,6 +669,13 @@ func (m *Manager) tick(ctx context.Context) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	m.mu.Lock()
+	if o, ok := m.msg.(interface{ Oversize() uint64 }); ok {
+		if n := o.Oversize(); n > m.st.Junk.Oversize {
+			m.junkN("oversize", n-m.st.Junk.Oversize)
+			m.st.Junk.Oversize = n
+		}
+	}
+	m.publishJunk(false)
 	p := m.st.Pending
 	if p == nil {
 		if m.dirty && m.now().Sub(m.lastSaved) >= 5*time.Second {

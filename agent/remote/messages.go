@@ -99,7 +99,7 @@ func ReportErrors(err error) []ReportError {
 type AuditEntry struct {
 	Seq     uint64 `json:"seq"`
 	Time    int64  `json:"time"` // ms since the epoch
-	Kind    string `json:"kind"` // config, command, rollback, reload
+	Kind    string `json:"kind"` // config, command, rollback, reload, state, junk
 	Scope   string `json:"scope,omitempty"`
 	KeyID   string `json:"kid,omitempty"`
 	Version uint64 `json:"version,omitempty"`
@@ -107,6 +107,14 @@ type AuditEntry struct {
 	Name    string `json:"name,omitempty"` // command name
 	Result  string `json:"result"`         // applied, rejected, rolled_back, ok, error
 	Error   string `json:"error,omitempty"`
+	// Verified: KeyID is the signer whose signature checked out.
+	Verified bool `json:"verified,omitempty"`
+	// Changes are the keys an applied config changed, key by key.
+	Changes []config.Change `json:"changes,omitempty"`
+	// Count, for kind "junk": unverified messages refused since the
+	// device's first junk (the summary replaces itself, never an entry).
+	Count   uint64            `json:"count,omitempty"`
+	Reasons map[string]uint64 `json:"reasons,omitempty"`
 }
 
 // Reply answers a command, on the command's reply channel.

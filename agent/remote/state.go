@@ -47,6 +47,20 @@ type state struct {
 	UnsentReport []byte       `json:"unsent_report,omitempty"`
 	AuditSeq     uint64       `json:"audit_seq"`
 	Audit        []AuditEntry `json:"audit,omitempty"`
+	// Junk summarises unverified messages (malformed, unsigned, unknown
+	// key, bad signature, oversize): counted here, never entered one by
+	// one, so that a flood cannot push real entries out of Audit.
+	Junk junkSummary `json:"junk"`
+}
+
+// junkSummary counts refused unverified messages by reason.
+type junkSummary struct {
+	Count     uint64            `json:"count"`
+	First     int64             `json:"first,omitempty"` // ms
+	Last      int64             `json:"last,omitempty"`  // ms
+	Reasons   map[string]uint64 `json:"reasons,omitempty"`
+	Published uint64            `json:"published,omitempty"` // Count when last published
+	Oversize  uint64            `json:"-"`                   // the messenger's count last seen
 }
 
 const maxHistory = 64

@@ -152,12 +152,12 @@ func runWithSignals(parent context.Context, a *agent.Agent, ctl *remote.Manager,
 				log.Info("reload applied", "changes", changes)
 			}
 		case err := <-done:
+			stop()
+			<-notified
 			stopCtl()
 			if cerr := <-ctlDone; cerr != nil {
 				log.Error("remote configuration stopped", "err", cerr)
 			}
-			stop()
-			<-notified
 			return err
 		}
 	}

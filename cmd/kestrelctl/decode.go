@@ -93,7 +93,7 @@ func decodeRaw(in io.Reader, out *bufio.Writer) error {
 	for n, off := 1, 0; len(data) > 0; n++ {
 		payload, rest, err := wire.SplitBatch(data)
 		if err == nil {
-			line, err = decodeAppendBatch(line[:0], payload)
+			line, err = decodeAppendBatch(line[:0], "", payload)
 		}
 		if err != nil {
 			// A raw stream has no framing to resynchronise on: stop here.
@@ -108,9 +108,11 @@ func decodeRaw(in io.Reader, out *bufio.Writer) error {
 	return nil
 }
 
-// decodeAppendBatch appends the JSON lines of one batch payload to dst.
-func decodeAppendBatch(dst, payload []byte) ([]byte, error) {
-	_, recs, err := wire.DecodeBatch(payload)
+// decodeAppendBatch appends the JSON lines of one batch payload (version 1
+// or 2) to dst. A version 2 payload carries no device: it comes from the
+// topic when there is one, else the JSON's device is "".
+func decodeAppendBatch(dst []byte, topic string, payload []byte) ([]byte, error) {
+	recs, err := wire.DecodeBatchTopic(topic, payload)
 	if err != nil {
 		return dst, err
 	}
@@ -150,7 +152,7 @@ func decodeHexLines(in io.Reader, out *bufio.Writer, stderr io.Writer) error {
 		if payload, err = hex.AppendDecode(payload, hexText); err != nil {
 			err = fmt.Errorf("bad hex: %w", err)
 		} else {
-			line, err = decodeAppendBatch(line[:0], payload)
+			line, err = decodeAppendBatch(line[:0], topic, payload)
 		}
 		if err != nil {
 			failed++

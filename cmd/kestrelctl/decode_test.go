@@ -38,8 +38,9 @@ func TestDecodeRawConcatenated(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	want := `{"kind":"position","device":"bwc-9","boot":2,"seq":10,"time":"2019-06-19T10:04:22.000Z","lat":51.5,"lon":-0.12,"alt":35.2,"speed":1.3,"track":271.5,"mode":3,"priority":"normal"}
-{"kind":"event","device":"bwc-9","boot":2,"seq":11,"time":"2019-06-19T10:04:22.500Z","type":"emergency","source":"firmware","name":"button","value":1,"text":"","priority":"emergency"}
+	// Raw version 2 payloads have no topic, so no device.
+	want := `{"kind":"position","device":"","boot":2,"seq":10,"time":"2019-06-19T10:04:22.000Z","lat":51.5,"lon":-0.12,"alt":35.2,"speed":1.3,"track":271.5,"mode":3,"priority":"normal"}
+{"kind":"event","device":"","boot":2,"seq":11,"time":"2019-06-19T10:04:22.500Z","type":"emergency","source":"firmware","name":"button","value":1,"text":"","priority":"emergency"}
 `
 	if out != want+strings.ReplaceAll(strings.ReplaceAll(want, `"seq":10`, `"seq":20`), `"seq":11`, `"seq":21`) {
 		t.Fatalf("got\n%s", out)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	kestrel "github.com/kestrel-edge/kestrel"
 	"io"
 	"os"
 	"slices"
@@ -1031,6 +1032,9 @@ func regName(r int64) string {
 		return "denied"
 	case 5:
 		return "roaming"
+	}
+	if r >= 0 && r <= 255 {
+		return strings.ReplaceAll(kestrel.RegState(r).String(), "_", " ")
 	}
 	return "unknown"
 }

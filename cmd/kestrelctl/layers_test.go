@@ -50,20 +50,28 @@ func realDevice(t *testing.T, url, id, pub string, groups []string) *agent.Agent
 	return a
 }
 
+// layerRig: a broker, a fleet key and one real device in group north; it
+// returns the flags every push needs.
+func layerRig(t *testing.T) (b *broker.Broker, a *agent.Agent, dir, prefix string, common []string) {
+	t.Helper()
+	b = broker.StartMochi(t)
+	dir = t.TempDir()
+	prefix = filepath.Join(dir, "fleet")
+	if code, _, e := fleetRun(t, "keygen", "--out", prefix); code != 0 {
+		t.Fatal(e)
+	}
+	pubText, _ := os.ReadFile(prefix + ".pub")
+	a = realDevice(t, b.URL(), "bwc-0001", strings.TrimSpace(string(pubText)), []string{"north"})
+	common = []string{"--broker", b.URL(), "--fleet", "met", "--sign-key", prefix + ".key", "--timeout", "10s", "--devices", "bwc-0001"}
+	return b, a, dir, prefix, common
+}
+
 // TestScopesLayer: with the real agent and a real broker, a device push,
 // then a group push, then a fleet push each keep the keys the others set,
 // and config get --effective shows where each came from. Clearing the
 // group scope drops only the group's keys.
 func TestScopesLayer(t *testing.T) {
-	b := broker.StartMochi(t)
-	dir := t.TempDir()
-	prefix := filepath.Join(dir, "fleet")
-	if code, _, e := fleetRun(t, "keygen", "--out", prefix); code != 0 {
-		t.Fatal(e)
-	}
-	pubText, _ := os.ReadFile(prefix + ".pub")
-	a := realDevice(t, b.URL(), "bwc-0001", strings.TrimSpace(string(pubText)), []string{"north"})
-	common := []string{"--broker", b.URL(), "--fleet", "met", "--sign-key", prefix + ".key", "--timeout", "10s", "--devices", "bwc-0001"}
+	b, a, dir, prefix, common := layerRig(t)
 	push := func(target []string, version, body string) {
 		t.Helper()
 		f := filepath.Join(dir, version+".toml")
@@ -125,15 +133,7 @@ func TestScopesLayer(t *testing.T) {
 // TestPrivacyLock: privacy locked at fleet scope cannot be weakened by a
 // group or device config; strengthening it is allowed.
 func TestPrivacyLock(t *testing.T) {
-	b := broker.StartMochi(t)
-	dir := t.TempDir()
-	prefix := filepath.Join(dir, "fleet")
-	if code, _, e := fleetRun(t, "keygen", "--out", prefix); code != 0 {
-		t.Fatal(e)
-	}
-	pubText, _ := os.ReadFile(prefix + ".pub")
-	a := realDevice(t, b.URL(), "bwc-0001", strings.TrimSpace(string(pubText)), []string{"north"})
-	common := []string{"--broker", b.URL(), "--fleet", "met", "--sign-key", prefix + ".key", "--timeout", "10s", "--devices", "bwc-0001"}
+	_, a, dir, _, common := layerRig(t)
 	push := func(target []string, version, body string) (int, string) {
 		t.Helper()
 		f := filepath.Join(dir, version+".toml")

@@ -177,7 +177,7 @@ flags:
 				return fmt.Errorf("write output: %w", err)
 			}
 		case m := <-msgs:
-			_, recs, err := wire.DecodeBatch(m.Payload())
+			recs, err := wire.DecodeBatchTopic(m.Topic(), m.Payload())
 			if err != nil {
 				bad++
 				fmt.Fprintf(s.stderr, "kestrelctl tail: %s: %v\n", m.Topic(), err)

@@ -68,7 +68,7 @@ func startNaive(t *testing.T, brokerURL, dbURL, fleet string) *naivePeer {
 }
 
 func (p *naivePeer) handle(_ paho.Client, m paho.Message) {
-	_, recs, err := wire.DecodeBatch(m.Payload())
+	recs, err := wire.DecodeBatchTopic(m.Topic(), m.Payload())
 	if err != nil {
 		return
 	}

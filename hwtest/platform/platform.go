@@ -121,7 +121,7 @@ func Collect(onArrival func(Arrival)) *Platform {
 
 // Add decodes one data message as if it had arrived at the given time.
 func (p *Platform) Add(topic string, payload []byte, at time.Time) {
-	_, recs, err := wire.DecodeBatch(payload)
+	recs, err := wire.DecodeBatchTopic(topic, payload)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.messages++

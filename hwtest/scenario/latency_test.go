@@ -27,7 +27,7 @@ import (
 //	go test ./hwtest/scenario -run '^$' -bench LiveLatency -benchtime 300x
 func BenchmarkLiveLatency(b *testing.B) {
 	for _, age := range []time.Duration{0, 100 * time.Millisecond} {
-		name := "batch_age=default(1s)"
+		name := "batch_age=profile(lte 4.5s)"
 		if age > 0 {
 			name = "batch_age=" + age.String()
 		}

@@ -98,13 +98,13 @@ func BenchmarkPeerJSONPerFix(b *testing.B) {
 
 // BenchmarkLiveLatency: one fix at a time handed to the Outbox (as the
 // agent does when a receiver cycle completes) until the broker has it.
-// BatchAge -1 sends at once; 1s is the default, trading latency for fewer
+// BatchAge -1 sends at once; the profile's (lte: 4.5s) trades latency for fewer
 // messages on a live 1 Hz stream.
 func BenchmarkLiveLatency(b *testing.B) {
 	for _, age := range []time.Duration{-1, 0} {
 		name := "age=immediate"
 		if age == 0 {
-			name = "age=default1s"
+			name = "age=profile"
 		}
 		b.Run(name, func(b *testing.B) {
 			eachBrokerB(b, func(b *testing.B, start startFn) {

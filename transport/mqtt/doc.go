@@ -43,10 +43,13 @@
 //
 // # Sending
 //
-// Records taken from the Outbox are split by lane: emergency and high go
-// at once on events, normal and bulk are batched on telemetry (a batch
-// closes at BatchMax records, about BatchBytes, or BatchAge after its
-// oldest observation). Up to InFlight telemetry messages are unacknowledged
+// Records taken from the Outbox are split by lane: emergency (at once) and
+// high (within HighAge) go on events, normal and bulk are batched on
+// telemetry (a batch closes at BatchMax records, about BatchBytes, or when
+// one of its records has waited its priority's age: BatchAge, BulkAge).
+// The ages, keepalive and ping timeout come from the link profile
+// (profile.go: lte or narrowband). A backlog never waits on an age: the
+// partial batch at the end of a drain goes at once. Up to InFlight telemetry messages are unacknowledged
 // at a time; events bypass the window. Each PUBACK commits its message's
 // records (PUBACKs return in order, MQTT 3.1.1 section 4.6). When the
 // connection drops, every record taken and not acknowledged is released.

@@ -34,10 +34,15 @@ type drainer struct {
 
 	teleTopic, evTopic string
 
-	tele      []kestrel.Record // taken, waiting to close into a batch
-	teleSince time.Time        // when the held batch's first record was taken
-	ev        []kestrel.Record
-	scratch   []kestrel.Record
+	tele    []kestrel.Record // taken, waiting to close into a batch
+	teleDue time.Time        // when the held batch must go: the earliest of its records' budgets
+	ev      []kestrel.Record
+	evDue   time.Time // likewise for the held high and emergency records
+	scratch []kestrel.Record
+	// backlog: a Take filled the batch, so the Outbox holds a backlog; the
+	// partial batch at its end goes at once instead of waiting on a
+	// live-traffic age. Cleared when that partial batch is out.
+	backlog bool
 
 	q       []*flight // FIFO: QoS 1 PUBACKs come back in order [MQTT-4.6.0-2]
 	teleWin int       // telemetry messages in q
@@ -172,6 +177,9 @@ func (d *drainer) fill() {
 		}
 		d.route(recs)
 		d.more = len(recs) == room
+		if d.more {
+			d.backlog = true
+		}
 		if !d.more || len(d.ev) > 0 {
 			return
 		}
@@ -185,20 +193,36 @@ func (d *drainer) takeFailed(err error) {
 	}
 }
 
+// route holds each record in its lane and brings the lane's deadline
+// forward to the record's budget. Budgets count from when a record was
+// taken, on the monotonic clock: record times are the receiver's (GPS) or
+// a wall clock that may step, and an old or replayed fix must not defeat
+// batching.
 func (d *drainer) route(recs []kestrel.Record) {
+	o := &d.s.opts
+	now := time.Now()
 	for i := range recs {
-		if recs[i].Priority >= kestrel.PriorityHigh {
-			d.ev = append(d.ev, recs[i])
-			continue
+		r := &recs[i]
+		switch {
+		case r.Priority >= kestrel.PriorityEmergency:
+			d.ev = append(d.ev, *r)
+			d.evDue = now
+		case r.Priority == kestrel.PriorityHigh:
+			if len(d.ev) == 0 || now.Add(o.HighAge).Before(d.evDue) {
+				d.evDue = now.Add(max(o.HighAge, 0))
+			}
+			d.ev = append(d.ev, *r)
+		default:
+			age := o.BatchAge
+			if r.Priority == kestrel.PriorityBulk {
+				age = o.BulkAge
+			}
+			due := now.Add(max(age, 0))
+			if len(d.tele) == 0 || due.Before(d.teleDue) {
+				d.teleDue = due
+			}
+			d.tele = append(d.tele, *r)
 		}
-		// A batch's age counts from when its first record was taken,
-		// on the monotonic clock. Record times are the receiver's (GPS)
-		// or a wall clock that may step; an old or replayed fix must not
-		// defeat batching.
-		if len(d.tele) == 0 {
-			d.teleSince = time.Now()
-		}
-		d.tele = append(d.tele, recs[i])
 	}
 }
 
@@ -206,7 +230,10 @@ func (d *drainer) route(recs []kestrel.Record) {
 // the window and the pacer allow. It returns when it next needs waking.
 func (d *drainer) flush(now time.Time) (wake time.Time, err error) {
 	o := &d.s.opts
-	for len(d.ev) > 0 {
+	if len(d.ev) > 0 && now.Before(d.evDue) {
+		wake = d.evDue
+	}
+	for len(d.ev) > 0 && !now.Before(d.evDue) {
 		n, err := d.publish(d.ev[:min(len(d.ev), o.BatchMax)], true)
 		if err != nil {
 			return wake, err
@@ -215,9 +242,11 @@ func (d *drainer) flush(now time.Time) (wake time.Time, err error) {
 	}
 	for len(d.tele) > 0 && d.teleWin < o.InFlight {
 		full := len(d.tele) >= d.batchCap()
-		due := d.teleSince.Add(o.BatchAge)
-		if !full && o.BatchAge > 0 && now.Before(due) {
-			return due, nil
+		if !full && !d.backlog && now.Before(d.teleDue) {
+			if wake.IsZero() || d.teleDue.Before(wake) {
+				wake = d.teleDue
+			}
+			return wake, nil
 		}
 		if w := d.s.pace.wait(now); w > 0 {
 			return now.Add(w), nil
@@ -227,6 +256,9 @@ func (d *drainer) flush(now time.Time) (wake time.Time, err error) {
 			return wake, err
 		}
 		d.tele = shift(d.tele, n)
+		if !full {
+			d.backlog = false // the tail of the backlog is out
+		}
 	}
 	return wake, nil
 }

@@ -67,9 +67,14 @@ type Options struct {
 	Username       string
 	Password       string
 
-	// KeepAlive is the MQTT keepalive (default 60s: slow links); a broker
-	// that does not answer a PINGREQ within PingTimeout (default 20s)
-	// counts as lost. ConnectTimeout bounds the TCP, TLS and CONNACK
+	// Profile names the link profile (profile.go): "lte" (default) or
+	// "narrowband". It supplies KeepAlive, PingTimeout, BatchAge, HighAge
+	// and BulkAge where those are zero.
+	Profile string
+
+	// KeepAlive is the MQTT keepalive (default: the profile's); a broker
+	// that does not answer a PINGREQ within PingTimeout (default: the
+	// profile's) counts as lost. ConnectTimeout bounds the TCP, TLS and CONNACK
 	// exchange of one attempt (default 20s).
 	KeepAlive      time.Duration
 	PingTimeout    time.Duration
@@ -79,12 +84,17 @@ type Options struct {
 	AckTimeout time.Duration
 
 	// A telemetry batch closes at BatchMax records (default 500), about
-	// BatchBytes of payload (default 32 KiB) or when its oldest record has
-	// waited BatchAge (default 1s; negative: send at once). Emergency and
-	// high records never wait.
+	// BatchBytes of payload (default 32 KiB), or when one of its records
+	// has waited its priority's age: BatchAge for normal, BulkAge for bulk
+	// (defaults: the profile's; negative: send at once). High records wait
+	// at most HighAge (default the profile's, 0: at once; at most 1s) and
+	// go on events; emergencies never wait. A backlog never waits on an
+	// age: the rest of a drain goes out at once.
 	BatchMax   int
 	BatchBytes int
 	BatchAge   time.Duration
+	HighAge    time.Duration
+	BulkAge    time.Duration
 	// InFlight is the number of unacknowledged telemetry messages allowed
 	// (default 8). Event messages may exceed it: they never wait.
 	InFlight int
@@ -104,6 +114,12 @@ type Options struct {
 	// (default 100ms); with a Notifier it is a safety net (5 times slower).
 	Poll time.Duration
 
+	// MaxInbound bounds an inbound message (remaining length of its
+	// PUBLISH packet; default 64 KiB). A larger one is discarded as it is
+	// read, never buffered (limit.go), and OnOversize is told.
+	MaxInbound int
+	OnOversize func(topic string, size int)
+
 	// State returns extra fields for the birth message (config_version,
 	// capabilities, spool, health). It must not block.
 	State func() map[string]any
@@ -120,17 +136,15 @@ var (
 )
 
 const (
-	defaultKeepAlive      = 60 * time.Second
-	defaultPingTimeout    = 20 * time.Second
 	defaultConnectTimeout = 20 * time.Second
 	defaultAckTimeout     = 60 * time.Second
 	defaultBatchMax       = 500
 	defaultBatchBytes     = 32 << 10
-	defaultBatchAge       = time.Second
 	defaultInFlight       = 8
 	defaultBackoffMin     = time.Second
 	defaultBackoffMax     = 2 * time.Minute
 	defaultPoll           = 100 * time.Millisecond
+	defaultMaxInbound     = 64 << 10
 	// maxPacket keeps a batch well under the 256 MiB MQTT limit and under
 	// the default limits of common brokers.
 	maxBatchBytes = 1 << 20
@@ -162,13 +176,30 @@ func (o *Options) normalize() ([]brokerURL, error) {
 	if o.ClientID == "" {
 		o.ClientID = "kestrel-" + o.Fleet + "-" + o.Device
 	}
+	prof, err := LookupProfile(o.Profile)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	o.Profile = prof.Name
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&o.KeepAlive, prof.KeepAlive}, {&o.PingTimeout, prof.PingTimeout},
+		{&o.BatchAge, prof.NormalAge}, {&o.HighAge, prof.HighAge}, {&o.BulkAge, prof.BulkAge},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if o.HighAge > maxHighAge {
+		errs = append(errs, fmt.Errorf("high age %v is over the %v bound", o.HighAge, maxHighAge))
+	}
 	for _, d := range []struct {
 		name string
 		v    *time.Duration
 		def  time.Duration
 	}{
-		{"keepalive", &o.KeepAlive, defaultKeepAlive},
-		{"ping timeout", &o.PingTimeout, defaultPingTimeout},
 		{"connect timeout", &o.ConnectTimeout, defaultConnectTimeout},
 		{"ack timeout", &o.AckTimeout, defaultAckTimeout},
 		{"backoff min", &o.BackoffMin, defaultBackoffMin},
@@ -182,14 +213,17 @@ func (o *Options) normalize() ([]brokerURL, error) {
 			*d.v = d.def
 		}
 	}
+	if o.KeepAlive < 0 {
+		errs = append(errs, fmt.Errorf("keepalive %v is negative", o.KeepAlive))
+	}
+	if o.PingTimeout < 0 {
+		errs = append(errs, fmt.Errorf("ping timeout %v is negative", o.PingTimeout))
+	}
 	if o.KeepAlive > 0 && o.KeepAlive < time.Second {
 		errs = append(errs, fmt.Errorf("keepalive %v is under the 1s MQTT resolution", o.KeepAlive))
 	}
 	if o.BackoffMax < o.BackoffMin {
 		errs = append(errs, fmt.Errorf("backoff max %v is below backoff min %v", o.BackoffMax, o.BackoffMin))
-	}
-	if o.BatchAge == 0 {
-		o.BatchAge = defaultBatchAge
 	}
 	for _, n := range []struct {
 		name string
@@ -199,6 +233,7 @@ func (o *Options) normalize() ([]brokerURL, error) {
 		{"batch max", &o.BatchMax, defaultBatchMax},
 		{"batch bytes", &o.BatchBytes, defaultBatchBytes},
 		{"in-flight window", &o.InFlight, defaultInFlight},
+		{"max inbound", &o.MaxInbound, defaultMaxInbound},
 	} {
 		switch {
 		case *n.v < 0:

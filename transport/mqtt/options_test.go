@@ -76,7 +76,7 @@ func TestNormalizeDefaultsAndTLSFloor(t *testing.T) {
 	if o.TLS.MinVersion != tls.VersionTLS12 {
 		t.Errorf("TLS minimum %x, want TLS 1.2", o.TLS.MinVersion)
 	}
-	if o.ClientID != "kestrel-f-d" || o.BatchMax != defaultBatchMax || o.InFlight != defaultInFlight || o.KeepAlive != defaultKeepAlive {
+	if o.ClientID != "kestrel-f-d" || o.BatchMax != defaultBatchMax || o.InFlight != defaultInFlight || o.KeepAlive != ProfileLTE.KeepAlive || o.BatchAge != ProfileLTE.NormalAge {
 		t.Errorf("defaults not applied: %+v", o)
 	}
 	narrow := Options{URLs: []string{"tls://b"}, Fleet: "f", Device: "d", RateLimit: 300}

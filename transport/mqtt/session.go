@@ -53,6 +53,7 @@ type Stats struct {
 	Bytes        atomic.Uint64 // payload bytes of acknowledged data messages
 	Released     atomic.Uint64 // records released for resending after a loss
 	InboundDrops atomic.Uint64 // inbound messages dropped: handler queue full
+	Oversize     atomic.Uint64 // inbound messages over MaxInbound, discarded unread
 	LastAck      atomic.Int64  // Unix ms of the last PUBACK of a data message; 0 before the first
 }
 
@@ -226,6 +227,7 @@ func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan s
 	if s.opts.TLS != nil {
 		po.SetTLSConfig(s.opts.TLS)
 	}
+	po.SetCustomOpenConnectionFn(s.dialLimited)
 	cl := paho.NewClient(po)
 	tok := cl.Connect()
 	// paho bounds the dial, TLS and CONNACK by ConnectTimeout each; the

@@ -108,6 +108,7 @@ func testOptions(urls ...string) Options {
 	return Options{
 		URLs: urls, Fleet: testFleet, Device: testDevice, Boot: testBoot, Version: "test",
 		KeepAlive: 5 * time.Second, PingTimeout: 2 * time.Second, ConnectTimeout: 2 * time.Second,
+		BatchAge:   time.Second, // the tests' own pace; the profiles' ages have their own tests
 		AckTimeout: 5 * time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 	}
 }
@@ -161,12 +162,12 @@ func decodeSeen(t testing.TB, msgs []broker.Message) seen {
 		if ch != "telemetry" && ch != "events" {
 			continue
 		}
-		dev, recs, err := wire.DecodeBatch(m.Payload)
+		recs, err := wire.DecodeBatchTopic(m.Topic, m.Payload)
 		if err != nil {
 			t.Fatalf("decode %s: %v", m.Topic, err)
 		}
-		if dev != testDevice {
-			t.Fatalf("batch device %q, want %q", dev, testDevice)
+		if len(recs) > 0 && recs[0].Device != testDevice {
+			t.Fatalf("batch device %q, want %q", recs[0].Device, testDevice)
 		}
 		for _, r := range recs {
 			urgent := r.Priority >= kestrel.PriorityHigh

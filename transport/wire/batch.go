@@ -2,6 +2,7 @@ package wire
 
 import (
 	"fmt"
+	"strings"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/tinylib/msgp/msgp"
@@ -54,21 +55,25 @@ var colFlag = [numCols]kestrel.PosFlags{
 type Encoder struct {
 	cols    [numCols][]uint64
 	scratch colScratch
-	bw      bitWriter
-	// The size experiments (wire_size_test.go) restrict these to measure
+	bw      bitWriter // version 1's
+	rc      rcEncoder // version 2's
+	posIdx  []uint64  // each position's index in the batch
+	// The size experiments (size_test.go) restrict these to measure
 	// what each technique is worth; normal encoding leaves them zero.
 	shapes    uint8         // shapes columns may use; 0 means all
 	noPredict bool          // never predict speed and track
+	noGrid    bool          // never code positions in the receiver's grid
 	colBits   *[numCols]int // when set, bits written per column are added here
 }
 
-// AppendBatch appends the batch encoding of recs, which all belong to
-// device, to dst. Records may be of any kind and in any order; decoding
-// gives them back in the same order. A position's optional fields whose
-// Has* flag is clear are not carried and decode as zero.
-func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) ([]byte, error) {
-	if len(recs) > MaxRecords {
-		return dst, fmt.Errorf("encode batch: %d records, more than %d", len(recs), MaxRecords)
+// AppendBatchV1 appends the version 1 encoding of recs (docs/wire.md,
+// "Version 1"), which carries the device in the payload. The agent sends
+// version 2 (AppendBatch); this stays for tests of the decoders that must
+// still read version 1 and for the size comparison.
+func (e *Encoder) AppendBatchV1(dst []byte, device string, recs []kestrel.Record) ([]byte, error) {
+	nOthers, err := e.collect(device, recs)
+	if err != nil {
+		return dst, err
 	}
 	var base kestrel.Envelope
 	var sec0 int64
@@ -77,54 +82,16 @@ func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) 
 		sec0 = floorSec(base.Time)
 		base.Time = sec0 * 1000 // wraps for absurd times, as the decoder's does
 	}
-	for c := range e.cols {
-		e.cols[c] = e.cols[c][:0]
-	}
-	nOthers := 0
-	for i := range recs {
-		r := &recs[i]
-		if r.Device != "" && r.Device != device {
-			return dst, fmt.Errorf("encode batch: record %d is from device %q, batch is %q", i, r.Device, device)
-		}
-		p, ok := r.Body.(*kestrel.Position)
-		if !ok {
-			if _, err := bodyKind(r.Body); err != nil {
-				return dst, fmt.Errorf("encode batch: record %d: %w", i, err)
-			}
-			nOthers++
-			continue
-		}
-		if p == nil {
-			return dst, fmt.Errorf("encode batch: record %d: nil position", i)
-		}
-		e.addPosition(r, p)
-	}
-
 	dst = msgp.AppendArrayHeader(dst, batchFields)
-	dst = msgp.AppendUint(dst, Version)
+	dst = msgp.AppendUint(dst, version1)
 	dst = msgp.AppendString(dst, device)
 	dst = msgp.AppendUint32(dst, uint32(len(recs)))
 	dst = msgp.AppendUint32(dst, base.Boot)
 	dst = msgp.AppendUint64(dst, base.Seq)
 	dst = msgp.AppendInt64(dst, sec0)
 	dst = msgp.AppendBytes(dst, e.positionBits(&base))
-	dst = msgp.AppendArrayHeader(dst, uint32(nOthers))
-	for i := range recs {
-		r := &recs[i]
-		if _, ok := r.Body.(*kestrel.Position); ok {
-			continue
-		}
-		dst = msgp.AppendArrayHeader(dst, 7)
-		dst = msgp.AppendUint32(dst, uint32(i))
-		dst = msgp.AppendUint8(dst, uint8(r.Body.Kind()))
-		dst = msgp.AppendInt64(dst, int64(r.Boot)-int64(base.Boot))
-		dst = msgp.AppendInt64(dst, int64(r.Seq-base.Seq))
-		dst = msgp.AppendInt64(dst, r.Time-base.Time)
-		dst = msgp.AppendUint8(dst, uint8(r.Priority))
-		var err error
-		if dst, err = appendBody(dst, r.Body); err != nil {
-			return dst, fmt.Errorf("encode batch: record %d: %w", i, err)
-		}
+	if dst, err = appendOthers(dst, recs, nOthers, &base); err != nil {
+		return dst, err
 	}
 	return dst, nil
 }
@@ -234,9 +201,13 @@ func (e *Encoder) positionBits(base *kestrel.Envelope) []byte {
 	return e.bw.flush()
 }
 
-// DecodeBatch decodes a batch written by AppendBatch. It never panics,
-// and it bounds what it allocates by MaxRecords and the payload's length.
-// A payload of another version fails with an error wrapping ErrVersion.
+// DecodeBatch decodes a batch of version 2 (AppendBatch) or version 1
+// (AppendBatchV1). It never panics, and it bounds what it allocates by
+// MaxRecords and the payload's length. A payload of another version fails
+// with an error wrapping ErrVersion. A version 1 payload names its device,
+// which is returned and set in every record; a version 2 payload does not
+// (the topic does), so device is "" and the records' Device is empty: use
+// DecodeBatchFor or DecodeBatchTopic to have it filled in.
 func DecodeBatch(payload []byte) (device string, recs []kestrel.Record, err error) {
 	device, recs, rest, err := decodeBatch(payload)
 	if err != nil {
@@ -246,6 +217,52 @@ func DecodeBatch(payload []byte) (device string, recs []kestrel.Record, err erro
 		return "", nil, fmt.Errorf("%w: %d bytes after the batch", ErrFormat, len(rest))
 	}
 	return device, recs, nil
+}
+
+// DecodeBatchFor decodes a batch of either version that device sent (the
+// device its topic names) and sets it in every record. A version 1
+// payload that names another device fails.
+func DecodeBatchFor(device string, payload []byte) ([]kestrel.Record, error) {
+	dev, recs, err := DecodeBatch(payload)
+	if err != nil {
+		return nil, err
+	}
+	if dev != "" && dev != device {
+		return nil, fmt.Errorf("%w: payload of device %q for device %q", ErrFormat, dev, device)
+	}
+	for i := range recs {
+		recs[i].Device = device
+	}
+	return recs, nil
+}
+
+// DecodeBatchTopic decodes a batch that arrived on topic, a Kestrel topic
+// "kestrel/v1/{fleet}/{device}/{channel}", taking the device from it. On
+// any other topic it decodes as DecodeBatch does.
+func DecodeBatchTopic(topic string, payload []byte) ([]kestrel.Record, error) {
+	if _, device, _, ok := ParseTopic(topic); ok {
+		return DecodeBatchFor(device, payload)
+	}
+	_, recs, err := DecodeBatch(payload)
+	return recs, err
+}
+
+// ParseTopic splits a Kestrel topic "kestrel/v1/{fleet}/{device}/{channel...}";
+// ok is false for any other topic.
+func ParseTopic(topic string) (fleet, device, channel string, ok bool) {
+	rest, found := strings.CutPrefix(topic, "kestrel/v1/")
+	if !found {
+		return "", "", "", false
+	}
+	fleet, rest, found = strings.Cut(rest, "/")
+	if !found || fleet == "" {
+		return "", "", "", false
+	}
+	device, channel, found = strings.Cut(rest, "/")
+	if !found || device == "" || channel == "" {
+		return "", "", "", false
+	}
+	return fleet, device, channel, true
 }
 
 // SplitBatch returns the first batch in b and what follows it, so that a
@@ -258,28 +275,38 @@ func SplitBatch(b []byte) (payload, rest []byte, err error) {
 	return b[:len(b)-len(rest)], rest, nil
 }
 
-func readVersion(b []byte, what string) (n uint32, rest []byte, err error) {
+// readVersion reads the array header and the version of a payload and
+// checks the version against those the caller reads.
+func readVersion(b []byte, what string, known ...uint64) (n uint32, v uint64, rest []byte, err error) {
 	n, b, err = msgp.ReadArrayHeaderBytes(b)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w: %s: not a msgpack array: %v", ErrFormat, what, err)
+		return 0, 0, nil, fmt.Errorf("%w: %s: not a msgpack array: %v", ErrFormat, what, err)
 	}
 	if n < 1 {
-		return 0, nil, fmt.Errorf("%w: %s: empty array", ErrFormat, what)
+		return 0, 0, nil, fmt.Errorf("%w: %s: empty array", ErrFormat, what)
 	}
-	v, b, err := msgp.ReadUint64Bytes(b)
+	v, b, err = msgp.ReadUint64Bytes(b)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w: %s: version: %v", ErrFormat, what, err)
+		return 0, 0, nil, fmt.Errorf("%w: %s: version: %v", ErrFormat, what, err)
 	}
-	if v != Version {
-		return 0, nil, fmt.Errorf("%w %d in %s (this decoder reads version %d)", ErrVersion, v, what, Version)
+	for _, k := range known {
+		if v == k {
+			return n, v, b, nil
+		}
 	}
-	return n, b, nil
+	return 0, 0, nil, fmt.Errorf("%w %d in %s (this decoder reads versions %v)", ErrVersion, v, what, known)
 }
 
+// decodeBatch decodes a batch of either version. device is the one a
+// version 1 payload names, "" for version 2.
 func decodeBatch(b []byte) (device string, recs []kestrel.Record, rest []byte, err error) {
-	n, b, err := readVersion(b, "batch")
+	n, v, b, err := readVersion(b, "batch", version1, Version)
 	if err != nil {
 		return "", nil, nil, err
+	}
+	if v == Version {
+		recs, rest, err = decodeBatch2(b, n)
+		return "", recs, rest, err
 	}
 	if n < batchFields {
 		return "", nil, nil, fmt.Errorf("%w: batch has %d fields, want %d", ErrFormat, n, batchFields)
@@ -462,55 +489,7 @@ func decodePositions(bin []byte, pos []kestrel.Position, recs []kestrel.Record, 
 		if predicted {
 			unpredictColumn(col, c, flags, uint64(colFlag[c]), lat, lon, tm)
 		}
-		j, ri := 0, 0
-		for i := range pos {
-			if f := colFlag[c]; f != 0 && pos[i].Flags&f == 0 {
-				continue
-			}
-			v := col[j]
-			j++
-			p := &pos[i]
-			switch c {
-			case colTime, colSeq, colBoot, colPriority:
-				for isOther[ri] {
-					ri++
-				}
-				r := &recs[ri]
-				ri++
-				switch c {
-				case colTime:
-					r.Time = int64(v)
-				case colSeq:
-					r.Seq = v
-				case colBoot:
-					r.Boot = uint32(v)
-				case colPriority:
-					r.Priority = kestrel.Priority(v)
-				}
-			case colLat:
-				p.Lat = int32(v)
-			case colLon:
-				p.Lon = int32(v)
-			case colAlt:
-				p.Alt = int32(v)
-			case colSpeed:
-				p.Speed = int32(v)
-			case colTrack:
-				p.Track = uint16(v)
-			case colMode:
-				p.Mode = kestrel.FixMode(v)
-			case colSats:
-				p.Sats = uint8(v)
-			case colHDOP:
-				p.HDOP = uint16(v)
-			case colEPH:
-				p.EPH = uint32(v)
-			case colEPV:
-				p.EPV = uint32(v)
-			case colCoarsened:
-				p.Coarsened = uint32(v)
-			}
-		}
+		setColumn(c, col, pos, recs, isOther)
 	}
 	if br.bad {
 		return fmt.Errorf("truncated bit stream")
@@ -536,4 +515,58 @@ func floorSec(t int64) int64 {
 		s--
 	}
 	return s
+}
+
+// setColumn stores the decoded values of column c in the positions and
+// their records (the records that are not positions are skipped).
+func setColumn(c int, col []uint64, pos []kestrel.Position, recs []kestrel.Record, isOther []bool) {
+	j, ri := 0, 0
+	for i := range pos {
+		if f := colFlag[c]; f != 0 && pos[i].Flags&f == 0 {
+			continue
+		}
+		v := col[j]
+		j++
+		p := &pos[i]
+		switch c {
+		case colTime, colSeq, colBoot, colPriority:
+			for isOther[ri] {
+				ri++
+			}
+			r := &recs[ri]
+			ri++
+			switch c {
+			case colTime:
+				r.Time = int64(v)
+			case colSeq:
+				r.Seq = v
+			case colBoot:
+				r.Boot = uint32(v)
+			case colPriority:
+				r.Priority = kestrel.Priority(v)
+			}
+		case colLat:
+			p.Lat = int32(v)
+		case colLon:
+			p.Lon = int32(v)
+		case colAlt:
+			p.Alt = int32(v)
+		case colSpeed:
+			p.Speed = int32(v)
+		case colTrack:
+			p.Track = uint16(v)
+		case colMode:
+			p.Mode = kestrel.FixMode(v)
+		case colSats:
+			p.Sats = uint8(v)
+		case colHDOP:
+			p.HDOP = uint16(v)
+		case colEPH:
+			p.EPH = uint32(v)
+		case colEPV:
+			p.EPV = uint32(v)
+		case colCoarsened:
+			p.Coarsened = uint32(v)
+		}
+	}
 }

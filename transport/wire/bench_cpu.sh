@@ -13,7 +13,7 @@ cpu() {
 	perf stat -x, -e task-clock "$bin" -test.run '^$' -test.bench "^Benchmark$1\$" \
 		-test.benchtime "$2x" -test.cpu 1 2>&1 >/dev/null | grep task-clock | cut -d, -f1
 }
-for b in AppendBatch30 DecodeBatch30 AppendRecord30 DecodeRecord30 AppendJSON30 \
+for b in AppendBatch30 DecodeBatch30 AppendBatchV1_30 DecodeBatchV1_30 AppendRecord30 DecodeRecord30 AppendJSON30 \
 	PeerEncodingJSONMarshal30 PeerEncodingJSONUnmarshal30 PeerCodec8Encode30 PeerLIPEncode30; do
 	printf '%s' "$b"
 	i=0

@@ -34,6 +34,28 @@ func BenchmarkAppendBatch30(b *testing.B) {
 	}
 }
 
+func BenchmarkAppendBatchV1_30(b *testing.B) {
+	recs := benchBatch(b)
+	var enc Encoder
+	buf, _ := enc.AppendBatchV1(nil, "bwc-0042", recs)
+	b.ReportMetric(float64(len(buf))/30, "bytes/fix")
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = enc.AppendBatchV1(buf[:0], "bwc-0042", recs)
+	}
+}
+
+func BenchmarkDecodeBatchV1_30(b *testing.B) {
+	var enc Encoder
+	payload, _ := enc.AppendBatchV1(nil, "bwc-0042", benchBatch(b))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := DecodeBatch(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkDecodeBatch30(b *testing.B) {
 	var enc Encoder
 	payload, _ := enc.AppendBatch(nil, "bwc-0042", benchBatch(b))

@@ -52,7 +52,11 @@ type colScratch struct {
 	tmp    []uint64 // transformed column values (prediction residuals)
 	noRice bool     // the size experiments turn the Rice code off
 	noGCD  bool     // and the common divisor
+	exact  bool     // version 2: code both candidate shapes to choose
 	times  []uint64 // times of the fixes that have an altitude
+	grid   []uint64 // a lat or lon column in the receiver's grid
+	seq    []uint64 // the seq column less the records' indices
+	ctx    riceCtx
 
 	// The residuals of the cheapest shape found by choose, so that write
 	// need not compute them again; valid while cached is &vals[0].

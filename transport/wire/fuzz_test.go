@@ -31,6 +31,16 @@ func batchSeeds(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(p)
+	if p, err = enc.AppendBatchV1(nil, "car-17", mixedBatch()); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(p)
+	for _, tr := range loadTracks(f) {
+		if p, err = enc.AppendBatchV1(nil, "bwc-0042", tr.recs[:30]); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(p)
+	}
 	f.Add([]byte{})
 	f.Add([]byte{0x98, 0x02})
 }
@@ -48,8 +58,12 @@ func FuzzDecodeBatch(f *testing.F) {
 				t.Fatalf("record %d: invalid JSON", i)
 			}
 		}
-		// Whatever decodes must survive encode and decode unchanged.
+		// Whatever decodes must survive encode and decode unchanged, in
+		// the version it came in.
 		again, err := enc.AppendBatch(nil, dev, recs)
+		if dev != "" {
+			again, err = enc.AppendBatchV1(nil, dev, recs)
+		}
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}
@@ -120,9 +134,10 @@ func FuzzParseFixJSON(f *testing.F) {
 	})
 }
 
-// FuzzDecodePositions aims at the bit stream itself: arbitrary bytes as the
-// positions bin of a well-formed envelope, so that every mutation reaches
-// the column decoder instead of failing in the msgpack framing.
+// FuzzDecodePositions aims at the coded stream itself: arbitrary bytes as
+// the stream of a well-formed version 2 envelope and as the bit stream of
+// a version 1 one, so that every mutation reaches the column decoders
+// instead of failing in the msgpack framing.
 func FuzzDecodePositions(f *testing.F) {
 	var enc Encoder
 	for _, tr := range loadTracks(f) {
@@ -130,20 +145,31 @@ func FuzzDecodePositions(f *testing.F) {
 			if _, err := enc.AppendBatch(nil, "bwc-0042", tr.recs[:n]); err != nil {
 				f.Fatal(err)
 			}
-			f.Add(uint8(n), append([]byte(nil), enc.bw.buf...))
+			f.Add(false, uint8(n), append([]byte(nil), enc.rc.buf...))
+			if _, err := enc.AppendBatchV1(nil, "bwc-0042", tr.recs[:n]); err != nil {
+				f.Fatal(err)
+			}
+			f.Add(true, uint8(n), append([]byte(nil), enc.bw.buf...))
 		}
 	}
-	f.Fuzz(func(t *testing.T, n uint8, bin []byte) {
-		b := msgp.AppendArrayHeader(nil, batchFields)
-		b = msgp.AppendUint(b, Version)
-		b = msgp.AppendString(b, "d")
-		b = msgp.AppendUint32(b, uint32(n))
-		b = msgp.AppendUint32(b, 7)
-		b = msgp.AppendUint64(b, 1000)
-		b = msgp.AppendInt64(b, 1.6e12)
-		b = msgp.AppendBytes(b, bin)
-		b = msgp.AppendArrayHeader(b, 0)
-		_, recs, err := DecodeBatch(b)
+	f.Fuzz(func(t *testing.T, v1 bool, n uint8, bin []byte) {
+		var b []byte
+		if v1 {
+			b = msgp.AppendArrayHeader(nil, batchFields)
+			b = msgp.AppendUint(b, version1)
+			b = msgp.AppendString(b, "d")
+			b = msgp.AppendUint32(b, uint32(n))
+			b = msgp.AppendUint32(b, 7)
+			b = msgp.AppendUint64(b, 1000)
+			b = msgp.AppendInt64(b, 1.6e12)
+			b = msgp.AppendBytes(b, bin)
+			b = msgp.AppendArrayHeader(b, 0)
+		} else {
+			b = msgp.AppendArrayHeader(nil, 2)
+			b = msgp.AppendUint(b, Version)
+			b = msgp.AppendBytes(b, bin)
+		}
+		recs, err := DecodeBatchFor("d", b)
 		if err != nil {
 			return
 		}
@@ -152,7 +178,7 @@ func FuzzDecodePositions(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, recs2, err := DecodeBatch(again)
+		recs2, err := DecodeBatchFor("d", again)
 		if err != nil || !reflect.DeepEqual(recs, recs2) {
 			t.Fatalf("re-decode: %v", err)
 		}

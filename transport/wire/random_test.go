@@ -73,7 +73,7 @@ func TestRoundTripRandom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, got, err := DecodeBatch(payload)
+		got, err := DecodeBatchFor("d", payload)
 		if err != nil {
 			t.Fatalf("iteration %d: %v", iter, err)
 		}

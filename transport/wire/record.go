@@ -23,7 +23,7 @@ func AppendRecord(dst []byte, r *kestrel.Record) ([]byte, error) {
 		return dst, fmt.Errorf("encode record: %w", err)
 	}
 	dst = msgp.AppendArrayHeader(dst, recordFields)
-	dst = msgp.AppendUint(dst, Version)
+	dst = msgp.AppendUint(dst, recordVersion)
 	dst = msgp.AppendUint8(dst, uint8(k))
 	dst = msgp.AppendString(dst, r.Device)
 	dst = msgp.AppendUint32(dst, r.Boot)
@@ -40,7 +40,7 @@ func AppendRecord(dst []byte, r *kestrel.Record) ([]byte, error) {
 // of another version fails with an error wrapping ErrVersion.
 func DecodeRecord(b []byte) (kestrel.Record, error) {
 	var r kestrel.Record
-	n, b, err := readVersion(b, "record")
+	n, _, b, err := readVersion(b, "record", recordVersion)
 	if err != nil {
 		return r, err
 	}

@@ -29,7 +29,21 @@ type variant struct {
 	size func(e *Encoder, recs []kestrel.Record) int
 }
 
+// kestrelVariant is version 1's encoder with some techniques off (the
+// ablations that chose v1); kestrel2Variant is version 2's.
 func kestrelVariant(name string, setup func(e *Encoder)) variant {
+	return variant{name, func(e *Encoder, recs []kestrel.Record) int {
+		*e = Encoder{}
+		setup(e)
+		p, err := e.AppendBatchV1(nil, "kestrelctl", recs)
+		if err != nil {
+			panic(err)
+		}
+		return len(p)
+	}}
+}
+
+func kestrel2Variant(name string, setup func(e *Encoder)) variant {
 	return variant{name, func(e *Encoder, recs []kestrel.Record) int {
 		*e = Encoder{}
 		setup(e)
@@ -41,13 +55,13 @@ func kestrelVariant(name string, setup func(e *Encoder)) variant {
 	}}
 }
 
-// columnsByteAligned is the columnar layout with byte-aligned integers
+// columnsByteAligned (v1's envelope) is the columnar layout with byte-aligned integers
 // instead of the bit stream: each column as delta (or delta of delta),
 // zigzag varints or msgp ints, in the same envelope as Kestrel.
 func columnsByteAligned(dod, msgpInts bool) func(e *Encoder, recs []kestrel.Record) int {
 	return func(e *Encoder, recs []kestrel.Record) int {
 		*e = Encoder{}
-		p, err := e.AppendBatch(nil, "kestrelctl", recs)
+		p, err := e.AppendBatchV1(nil, "kestrelctl", recs)
 		if err != nil {
 			panic(err)
 		}
@@ -129,6 +143,10 @@ func sizeVariants() []variant {
 			e.noPredict = true
 		}),
 		kestrelVariant("  + speed/track prediction (Kestrel v1)", func(e *Encoder) {}),
+		kestrel2Variant("v2 without the grid and without speed/track prediction", func(e *Encoder) { e.noGrid, e.noPredict = true, true }),
+		kestrel2Variant("v2 without the receiver's grid", func(e *Encoder) { e.noGrid = true }),
+		kestrel2Variant("v2 without adaptive Rice (adaptive Exp-Golomb only)", func(e *Encoder) { e.scratch.noRice = true }),
+		kestrel2Variant("**Kestrel v2**", func(e *Encoder) {}),
 	}
 }
 
@@ -197,8 +215,17 @@ func TestWireSize(t *testing.T) {
 		}
 	}
 	var k30 sizeRow
-	for _, n := range []int{10, 30, 60} {
-		r := add(fmt.Sprintf("Kestrel v1, batch %d", n), kestrelSize(n))
+	add("Kestrel v1, batch 30", func(tr track) int {
+		return batched(tr.recs, 30, func(b []kestrel.Record) int {
+			p, err := enc.AppendBatchV1(nil, "kestrelctl", b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(p)
+		})
+	})
+	for _, n := range []int{1, 5, 10, 30, 60} {
+		r := add(fmt.Sprintf("Kestrel v2, batch %d", n), kestrelSize(n))
 		if n == 30 {
 			k30 = r
 		}
@@ -274,6 +301,9 @@ func TestWireSize(t *testing.T) {
 	lb := 0
 	for _, b := range lip.bytes {
 		lb += b
+	}
+	if per := float64(tb) / float64(tf); per > 3.0 {
+		t.Errorf("Kestrel v2 batches of 30: %.3f bytes per fix over all tracks, more than 3.0", per)
 	}
 	if tb >= lb {
 		t.Errorf("Kestrel batches of 30 (%d bytes) are not smaller than LIP (%d)", tb, lb)

@@ -5,9 +5,17 @@ import (
 	"strings"
 )
 
-// Version is the wire format version that this package writes. It is the
-// first element of every batch and every single record.
-const Version = 1
+// Version is the batch format version that AppendBatch writes, the first
+// element of every batch. Decoders also read version 1 batches.
+const Version = 2
+
+// version1 is the first batch format, which carried the device in the
+// payload (AppendBatchV1).
+const version1 = 1
+
+// recordVersion is the version of the single-record form (AppendRecord,
+// the spool's), which version 2 of the batch did not change.
+const recordVersion = 1
 
 // ErrVersion is returned (wrapped, with the version found) for a payload
 // of a version this decoder does not know.

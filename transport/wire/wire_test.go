@@ -54,8 +54,11 @@ func TestMixedBatchRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dev != "car-17" {
-		t.Errorf("device %q", dev)
+	if dev != "" {
+		t.Errorf("version 2 payload names device %q", dev)
+	}
+	if got, err = DecodeBatchFor("car-17", payload); err != nil {
+		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, want) {
 		for i := range want {
@@ -67,7 +70,7 @@ func TestMixedBatchRoundTrip(t *testing.T) {
 	}
 	// A generic msgpack reader sees the version first.
 	var js bytes.Buffer
-	if _, err := msgp.UnmarshalAsJSON(&js, payload); err != nil || !strings.HasPrefix(js.String(), "[1,\"car-17\",") {
+	if _, err := msgp.UnmarshalAsJSON(&js, payload); err != nil || !strings.HasPrefix(js.String(), "[2,\"") {
 		t.Errorf("generic msgpack view: %v %.40s", err, js.String())
 	}
 }
@@ -79,7 +82,7 @@ func TestEmptyAndSingleBatches(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, got, err := DecodeBatch(p)
+		got, err := DecodeBatchFor("car-17", p)
 		if err != nil || len(got) != len(recs) {
 			t.Fatalf("%d records: got %d, %v", len(recs), len(got), err)
 		}
@@ -131,7 +134,7 @@ func TestVersionRejected(t *testing.T) {
 	rec, _ := AppendRecord(nil, &mixedBatch()[1])
 	for name, b := range map[string][]byte{"batch": batch, "record": rec} {
 		b = append([]byte(nil), b...)
-		if b[1] != Version {
+		if b[1] != Version && b[1] != recordVersion {
 			t.Fatalf("%s: version is not the second byte", name)
 		}
 		b[1] = 7
@@ -147,7 +150,7 @@ func TestVersionRejected(t *testing.T) {
 
 func TestDecodeRejectsAbsurdCount(t *testing.T) {
 	b := msgp.AppendArrayHeader(nil, batchFields)
-	b = msgp.AppendUint(b, Version)
+	b = msgp.AppendUint(b, version1)
 	b = msgp.AppendString(b, "d")
 	b = msgp.AppendUint32(b, MaxRecords+1)
 	b = msgp.AppendUint32(b, 0)
@@ -156,7 +159,16 @@ func TestDecodeRejectsAbsurdCount(t *testing.T) {
 	b = msgp.AppendBytes(b, nil)
 	b = msgp.AppendArrayHeader(b, 0)
 	if _, _, err := DecodeBatch(b); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "more than") {
-		t.Fatalf("count %d: %v", MaxRecords+1, err)
+		t.Fatalf("version 1, count %d: %v", MaxRecords+1, err)
+	}
+	var rc rcEncoder
+	rc.reset()
+	writeHeader(&rc, MaxRecords+1, 0, 0, 0)
+	b = msgp.AppendArrayHeader(nil, 2)
+	b = msgp.AppendUint(b, Version)
+	b = msgp.AppendBytes(b, rc.finish())
+	if _, _, err := DecodeBatch(b); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("version 2, count %d: %v", MaxRecords+1, err)
 	}
 }
 

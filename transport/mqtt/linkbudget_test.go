@@ -1,0 +1,176 @@
+package mqtt
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/hwtest/broker"
+	"github.com/kestrel-edge/kestrel/hwtest/faultproxy"
+	"github.com/kestrel-edge/kestrel/transport/wire"
+)
+
+// TestLinkBudget counts every byte on the TCP stream between the session
+// and the broker, both directions (MQTT framing, topics, PUBACKs, pings,
+// CONNECT and the birth message included), through hwtest/faultproxy, over
+// 10 minutes of the real 1 Hz run track, per link profile, with TLS and
+// without, beside one JSON message per fix through the same proxy and the
+// computed TETRA LIP and Codec 8 peers. It prints the table of
+// docs/benchmarks.md, "Link budget":
+//
+//	KESTREL_LINKBUDGET=1 go test ./transport/mqtt/ -run TestLinkBudget -v
+//
+// Time is compressed 20 times, honestly: the fixes come every 50 ms and
+// every timer of the session (batch ages, keepalive, ping timeout) is
+// divided by 20, so the same messages and pings cross the link; the
+// latencies are measured on the compressed clock and multiplied back.
+// Loopback adds no link delay.
+func TestLinkBudget(t *testing.T) {
+	if os.Getenv("KESTREL_LINKBUDGET") == "" {
+		t.Skip("set KESTREL_LINKBUDGET=1 (about 2 minutes)")
+	}
+	const (
+		fixes    = 600 // 10 minutes at 1 Hz
+		compress = 20
+	)
+	track := dayOfFixes(t, 1, fixes)
+	type row struct {
+		name           string
+		bytes, up, dn  int64
+		setup          int64 // CONNECT, CONNACK, SUBSCRIBEs, birth: once per connection
+		msgs           int
+		p99, maxLat    time.Duration
+		p99OK, latNote string
+	}
+	var rows []row
+	run := func(name string, prof Profile, tlsOn bool) {
+		t.Helper()
+		var opts []broker.Option
+		var ca *broker.CA
+		if tlsOn {
+			ca = broker.NewCA(t)
+			opts = append(opts, broker.WithTLS(ca))
+		}
+		br := broker.StartMochi(t, opts...)
+		obs := br.Observe(wire.Topic(testFleet, testDevice, "telemetry"))
+		px := faultproxy.Start(t, br.Addr())
+		out := broker.NewOutbox()
+		o := testOptions("tcp://" + px.Addr())
+		if tlsOn {
+			o = testOptions("tls://" + px.Addr())
+			o.TLS = ca.ClientTLS(t)
+		}
+		o.Profile = prof.Name
+		o.BatchAge = prof.NormalAge / compress
+		o.BulkAge = prof.BulkAge / compress
+		o.KeepAlive = max(prof.KeepAlive/compress, time.Second)
+		o.PingTimeout = max(prof.PingTimeout/compress, time.Second)
+		s := runSession(t, o, out)
+		waitFor(t, "connected", s.Connected)
+		time.Sleep(300 * time.Millisecond) // subscriptions and birth done
+		st0 := px.Stats()
+		added := make(map[uint64]time.Time, fixes)
+		start := time.Now()
+		for i := range track {
+			r := track[i]
+			next := start.Add(time.Duration(i) * time.Second / compress)
+			time.Sleep(time.Until(next))
+			r.Time = time.Now().UnixMilli()
+			added[r.Seq] = time.Now()
+			out.Add(r)
+		}
+		waitDrained(t, out, 30*time.Second)
+		// Let one keepalive interval pass idle, as the link would between
+		// bursts, so pings are counted too.
+		time.Sleep(o.KeepAlive + 200*time.Millisecond)
+		st := px.Stats()
+		var lat []time.Duration
+		for _, m := range obs.Messages() {
+			recs, err := wire.DecodeBatchTopic(m.Topic, m.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				lat = append(lat, m.At.Sub(added[r.Seq])*compress)
+			}
+		}
+		slices.Sort(lat)
+		if len(lat) != fixes {
+			t.Fatalf("%s: %d fixes at the broker, sent %d", name, len(lat), fixes)
+		}
+		rows = append(rows, row{name: name, bytes: st.Up + st.Down, up: st.Up, dn: st.Down, msgs: obs.Len(), setup: st0.Up + st0.Down,
+			p99: lat[len(lat)*99/100], maxLat: lat[len(lat)-1]})
+	}
+	run("Kestrel, lte profile", ProfileLTE, false)
+	run("Kestrel, narrowband profile", ProfileNarrowband, false)
+	run("Kestrel, lte profile, TLS 1.3", ProfileLTE, true)
+	run("Kestrel, narrowband profile, TLS 1.3", ProfileNarrowband, true)
+
+	// The peer: one JSON message per fix, QoS 1, through the same kind of
+	// proxy (the fixes 1 s apart, compressed like the rest).
+	{
+		br := broker.StartMochi(t)
+		px := faultproxy.Start(t, br.Addr())
+		cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + px.Addr()).SetClientID("peer").
+			SetProtocolVersion(4).SetKeepAlive(60 * time.Second / compress))
+		if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+		topic := wire.Topic(testFleet, testDevice, "telemetry")
+		start := time.Now()
+		for i := range track {
+			time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / compress)))
+			p := wire.AppendFixJSON(nil, track[i].Time, track[i].Body.(*kestrel.Position))
+			if tok := cl.Publish(topic, 1, false, p); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				t.Fatal("peer publish")
+			}
+		}
+		cl.Disconnect(0)
+		st := px.Stats()
+		rows = append(rows, row{name: "JSON over MQTT, one message per fix (QoS 1)", bytes: st.Up + st.Down, up: st.Up, dn: st.Down, msgs: fixes})
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "| stream | B/fix both ways | without the connection setup | up | down | setup | messages | normal p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		lat := "- | -"
+		if r.p99 > 0 {
+			lat = fmt.Sprintf("%.2f s | %.2f s", r.p99.Seconds(), r.maxLat.Seconds())
+		}
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %d | %d | %d | %d | %s |\n", r.name, float64(r.bytes)/fixes, float64(r.bytes-r.setup)/fixes, r.up, r.dn, r.setup, r.msgs, lat)
+	}
+	// Computed peers: LIP is a fixed 84-bit report per fix in an SDS
+	// (the SDS-TL header not counted: 10.5 B is the report alone); Codec 8
+	// as Teltonika's defaults batch (a record a second, a packet when 10
+	// records are stored: 30 B per record + 15 B of packet, 4 B of ACK).
+	fmt.Fprintf(&b, "| TETRA LIP short location report over SDS (computed: 84 bits per fix) | %.2f | | | | | %d | | |\n", 10.5, fixes)
+	fmt.Fprintf(&b, "| Teltonika Codec 8 over TCP, 10 records per packet (computed: 30 B/record + 15 B + 4 B ACK) | %.2f | | | | | %d | | |\n", (30.0*10+15+4)/10, fixes/10)
+	t.Log("\n" + b.String())
+	if p := os.Getenv("KESTREL_LINKBUDGET_TABLE"); p != "" {
+		if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The targets: lte at most 20 B/fix, all counted (met). narrowband's
+	// target is 10 B/fix; it measures 11.0 (10.65 without the connection
+	// setup), so this guards that figure against regression, and
+	// docs/benchmarks.md says the target is not met.
+	for _, r := range rows[:2] {
+		limit, bound, per := 20.0, 5*time.Second, float64(r.bytes)/fixes
+		if strings.Contains(r.name, "narrowband") {
+			limit, bound = 11.2, 10*time.Second
+		}
+		if per > limit {
+			t.Errorf("%s: %.2f B/fix, over %.0f", r.name, per, limit)
+		}
+		if r.p99 > bound {
+			t.Errorf("%s: normal p99 %v, over %v", r.name, r.p99, bound)
+		}
+	}
+}
