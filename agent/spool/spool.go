@@ -1107,8 +1107,7 @@ func (s *Spool) reclaimable(evicted int64) int64 {
 }
 
 // commitGroup writes the records held in memory, at most limit bytes of
-// them (limit < 0: all) in priority order, emergency first, oldest first
-// within a lane. It returns the bytes it tried and whether records were
+// them (limit < 0: all): emergency first, then the rest oldest first. It returns the bytes it tried and whether records were
 // left out.
 func (s *Spool) commitGroup(limit int64) (error, int64, bool) {
 	s.mu.Lock()
@@ -1116,11 +1115,14 @@ func (s *Spool) commitGroup(limit int64) (error, int64, bool) {
 	var need int64
 	left, eLeft := false, false
 	it := &s.syncItem
-	for _, p := range []kestrel.Priority{kestrel.PriorityEmergency, kestrel.PriorityHigh, kestrel.PriorityNormal, kestrel.PriorityBulk} {
+	// Emergency records first, then the others in append order (oldest
+	// first), which keeps the log's segments in seq order as they were.
+	for _, urgent := range []bool{true, false} {
 		for _, r := range s.mem.refs {
-			if kestrel.Priority(r.lane) != p {
+			if (kestrel.Priority(r.lane) == kestrel.PriorityEmergency) != urgent {
 				continue
 			}
+			p := kestrel.Priority(r.lane)
 			l := &s.lanes[r.lane]
 			i := l.find(r.seq)
 			if i < 0 || l.ents[i].st == stDead || l.ents[i].where != inMem {
