@@ -589,19 +589,6 @@ func (s *Spool) evictForSpace(need int64) int64 {
 			s.m.Lanes[p].Evicted++
 			s.kill(l, i)
 		}
-		if act != nil && freed < need && p+1 < kestrel.PriorityEmergency {
-			// A more urgent lane is about to lose written records: the
-			// records of this lane still waiting in memory go first
-			// (bulk before normal), though they free no space.
-			for i := l.head; i < len(l.ents); i++ {
-				if e := &l.ents[i]; e.st != stDead && e.where == inMem {
-					s.m.Evicted++
-					s.m.EvictedBytes += uint64(e.size)
-					s.m.Lanes[p].Evicted++
-					s.kill(l, i)
-				}
-			}
-		}
 		l.tidy()
 	}
 	return freed
