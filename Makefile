@@ -7,7 +7,7 @@ VERSION ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell gi
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 spool-measure platform-bench platform-kill-5000 footprint gps-compare clean
+.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare clean
 
 all: test
 
@@ -51,6 +51,7 @@ fuzz:            ## a minute on each parser of outside input
 	$(GO) test ./agent/config -run '^$$' -fuzz . -fuzztime 60s
 	$(GO) test ./platform -run '^$$' -fuzz '^FuzzBatchAdd$$' -fuzztime 60s
 	$(GO) test ./firmware-hooks/eventsock -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime 60s
+	$(GO) test ./platform/web -run '^$$' -fuzz '^FuzzParseUsers$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzRecover$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime 60s
 
@@ -61,8 +62,21 @@ bench:           ## the benchmarks behind docs/benchmarks.md
 crash-5000:      ## the spool's SIGKILL crash test, 5,000 cycles (docs/spool.md)
 	KESTREL_CRASH_CYCLES=5000 $(GO) test -count=1 -timeout 2h -v ./hwtest/crash
 
+powercut-10000:  ## the power-cut test on a real kernel, 10,000 crash states (root, qemu; docs/spool.md)
+	KESTREL_RIG_REQUIRED=1 KESTREL_POWERCUT_STATES=10000 KESTREL_POWERCUT_SECONDS=90 $(GO) test -count=1 -timeout 3h -run '^TestPowerCut$$' -v ./hwtest/powercut
+
+powercut-nosync: ## the test of the test: with the spool's syncs removed the power-cut test must fail
+	! KESTREL_RIG_REQUIRED=1 $(GO) test -count=1 -tags kestrel_nosync -timeout 30m -run '^TestPowerCut$$' -v ./hwtest/powercut
+
 spool-measure:   ## spool write amplification, fsyncs, 1 GiB recovery vs bbolt (root: loop ext4)
 	KESTREL_SPOOL_MEASURE=1 $(GO) test -count=1 -timeout 60m -run '^TestMeasure' -v ./agent/spool
+
+dashboard-bench: ## (result in dist/dashboard-bench.txt) the browser test with 5,000 devices at 0.2 Hz: first paint and live update latency (docs/benchmarks.md)
+	mkdir -p $(DIST)
+	KESTREL_DASHBOARD_DEVICES=5000 KESTREL_DASHBOARD_RATE_MILLI=200 $(GO) test -count=1 -timeout 20m -run '^TestBrowserDashboard$$' -v ./platform/web | tee $(DIST)/dashboard-bench.txt
+
+dashboard-shots: ## the dashboard's screenshots into docs/ (docs/dashboard.md)
+	KESTREL_DASHBOARD_SHOTS=$(CURDIR)/docs $(GO) test -count=1 -run '^TestBrowserDashboard$$' -v ./platform/web
 
 platform-bench:  ## (result in dist/platform-bench.txt) 5,000 devices at 1 Hz -> mosquitto -> 2 serve -> PostgreSQL, beside the naive peer (docs/benchmarks.md)
 	mkdir -p $(DIST)

@@ -407,6 +407,7 @@ const (
 	EventRadioReset      EventType = 15 // modem rebooted or went silent and was re-initialised
 	EventStorage         EventType = 16 // spool storage state changed (full, read-only, ok)
 	EventLocate          EventType = 17 // a locate-now command was answered
+	EventHarshDriving    EventType = 18 // harsh braking, acceleration or cornering; Name says which, Value the peak in mm/s²
 )
 
 var eventNames = map[EventType]string{
@@ -428,6 +429,7 @@ var eventNames = map[EventType]string{
 	EventRadioReset:      "radio_reset",
 	EventStorage:         "storage",
 	EventLocate:          "locate",
+	EventHarshDriving:    "harsh_driving",
 }
 
 func (t EventType) String() string {

@@ -18,8 +18,11 @@ import (
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/motion"
+	"github.com/kestrel-edge/kestrel/agent/power"
 	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
+	"github.com/kestrel-edge/kestrel/drivers/gpio"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
 
@@ -36,6 +39,9 @@ type Options struct {
 	// OnRecord, when set, sees every record after it is stamped and
 	// spooled (demo and tests).
 	OnRecord func(kestrel.Record)
+	// GPIOFake, when set, stands in for /dev/gpiochip* (tests; Debian's
+	// kernel has no gpio-sim).
+	GPIOFake *gpio.FakeChips
 	// Selftest runs the fitter's checks for the "selftest" command.
 	Selftest func(ctx context.Context, cfg config.Config) (any, error)
 }
@@ -56,6 +62,9 @@ type Agent struct {
 
 	spool  *spool.Spool
 	policy *tracking.Policy
+	motion *motion.Detector // driving events from the accelerometer
+	power  *power.Policy    // reporting follows ignition and battery
+	pw     powerApplier
 
 	boot uint32
 
@@ -126,6 +135,9 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		level:     level,
 	}
 	a.policy.SetClock(opts.Now)
+	a.motion = motion.New(cfg.Motion, a.latest.position)
+	a.power = power.New(cfg.Power, opts.Now, a.onPowerChange)
+	a.pw.lastPoll = cfg.Radio.Poll.Duration
 	a.msgr = &Messenger{a: a}
 	a.latest.kick = make(chan struct{}, 1)
 	return a, nil
@@ -269,6 +281,7 @@ func (a *Agent) Emit(rec kestrel.Record) {
 		rec.Time = a.opts.Now().UnixMilli()
 	}
 	rec.Priority = max(rec.Priority, defaultPriority(&rec))
+	a.power.Observe(&rec)
 	if !a.policy.Filter(&rec) {
 		a.stats.Filtered.Add(1)
 		return

@@ -8,6 +8,7 @@ import (
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/power"
 	"github.com/kestrel-edge/kestrel/agent/serialport"
 	"github.com/kestrel-edge/kestrel/drivers/battery"
 	"github.com/kestrel-edge/kestrel/drivers/gpio"
@@ -81,8 +82,9 @@ func (a *Agent) radioSource(c config.Radio) Source {
 		}
 		return serialport.Supervise(ctx, pc, log, func(ctx context.Context, p io.ReadWriter) error {
 			r := radio.New(p, profile, radio.Options{
-				Logger:    log,
-				Poll:      c.Poll.Duration,
+				Logger: log,
+				// The power policy slows the poll with the ignition off.
+				Poll:      power.RadioPoll(a.power.Config(), a.power.Status().State, c.Poll.Duration),
 				Heartbeat: c.Heartbeat.Duration,
 				Now:       a.opts.Now,
 			})
@@ -98,8 +100,21 @@ func (a *Agent) sensorSources(cfg config.Config) []sourceSpec {
 	log := a.log.With("part", "sensors")
 	var specs []sourceSpec
 	if sc.AccelRate > 0 {
-		src := iio.New(sc.SysfsRoot, iio.Options{Rate: sc.AccelRate, Logger: log, Now: a.opts.Now})
-		specs = append(specs, sourceSpec{name: "accel", section: "sensors", src: absentOK(src, iio.ErrNoDevice, log)})
+		src := iio.New(sc.SysfsRoot, iio.Options{Rate: sc.AccelRate, DevRoot: sc.DevRoot, Logger: log, Now: a.opts.Now})
+		// Every sample also goes through the motion detector (agent/motion),
+		// which raises harsh-driving events and the crash emergency.
+		withMotion := SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
+			return src.Run(ctx, func(r kestrel.Record) {
+				emit(r)
+				if s, ok := r.Body.(*kestrel.Accel); ok {
+					a.motion.Observe(r.Time, s, emit)
+					if a.motion.Moving() {
+						a.power.Wake("movement")
+					}
+				}
+			})
+		})
+		specs = append(specs, sourceSpec{name: "accel", section: "sensors", src: absentOK(withMotion, iio.ErrNoDevice, log)})
 	}
 	if sc.BatteryPeriod.Duration > 0 {
 		src := battery.New(sc.SysfsRoot, battery.Options{Period: sc.BatteryPeriod.Duration, Logger: log, Now: a.opts.Now})
@@ -118,7 +133,7 @@ func (a *Agent) sensorSources(cfg config.Config) []sourceSpec {
 				raise[l.Name] = p
 			}
 		}
-		in := gpio.New(cfg.GPIO.DevRoot, lines, gpio.Options{Debounce: cfg.GPIO.Debounce.Duration, Logger: log, Now: a.opts.Now})
+		in := gpio.New(cfg.GPIO.DevRoot, lines, gpio.Options{Debounce: cfg.GPIO.Debounce.Duration, Logger: log, Now: a.opts.Now, Fake: a.opts.GPIOFake})
 		specs = append(specs, sourceSpec{name: "gpio", section: "gpio", src: SourceFunc(func(ctx context.Context, emit func(kestrel.Record)) error {
 			// gpio.lines[].priority raises an input's events: blue
 			// lights may matter more to a control room than a door.

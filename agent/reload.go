@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/power"
 	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/drivers/radio"
 	"github.com/kestrel-edge/kestrel/transport/mqtt"
@@ -47,7 +48,22 @@ func (a *Agent) units() []unit {
 	return []unit{
 		{name: "policy", sections: []string{"tracking", "privacy"},
 			apply: func(_ context.Context, _, next config.Config, _ *prepared) {
-				a.policy.SetConfig(next.Tracking, next.Privacy)
+				a.policy.SetConfig(power.Tracking(next.Power, a.power.Status().State, next.Tracking), next.Privacy)
+			}},
+		{name: "power", sections: []string{"power"},
+			apply: func(ctx context.Context, _, next config.Config, p *prepared) {
+				a.power.SetConfig(next.Power)
+				a.policy.SetConfig(power.Tracking(next.Power, a.power.Status().State, next.Tracking), next.Privacy)
+				a.pw.mu.Lock()
+				defer a.pw.mu.Unlock()
+				if poll := power.RadioPoll(next.Power, a.power.Status().State, next.Radio.Poll.Duration); poll != a.pw.lastPoll {
+					a.pw.lastPoll = poll
+					a.restartSourcesOf("radio")(ctx, next, next, p)
+				}
+			}},
+		{name: "motion", sections: []string{"motion"},
+			apply: func(_ context.Context, _, next config.Config, _ *prepared) {
+				a.motion.SetConfig(next.Motion)
 			}},
 		{name: "spool", keys: []string{"spool.max_bytes", "spool.max_age", "spool.sync_interval"},
 			apply: func(_ context.Context, old, next config.Config, p *prepared) {

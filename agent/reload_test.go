@@ -106,6 +106,13 @@ func startReloadRig(t *testing.T) *reloadRig {
 		}
 		r.a.Close()
 	})
+	// Reload before Run has taken its lock would race the start (and find
+	// no session): wait until every part has started.
+	select {
+	case <-r.a.Started():
+	case <-ctx.Done():
+		t.Fatal("agent never started")
+	}
 	return r
 }
 
@@ -128,6 +135,9 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"broker.allow_plaintext": func(c *config.Config) { c.Broker.AllowPlaintext = true },
 		"broker.batch_age":       func(c *config.Config) { c.Broker.BatchAge = config.D(3 * time.Second) },
 		"broker.batch_max":       func(c *config.Config) { c.Broker.BatchMax = 9 },
+		"broker.profile":         func(c *config.Config) { c.Broker.Profile = "narrowband" },
+		"broker.high_age":        func(c *config.Config) { c.Broker.HighAge = config.D(500 * time.Millisecond) },
+		"broker.bulk_age":        func(c *config.Config) { c.Broker.BulkAge = config.D(2 * time.Minute) },
 		"broker.ca_file": func(c *config.Config) {
 			c.Broker.CAFile, c.Broker.CertFile, c.Broker.KeyFile = r.ca.CAFile, r.ca.ClientCert, r.ca.ClientKey
 		},
@@ -145,41 +155,58 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"gpio.lines": func(c *config.Config) {
 			c.GPIO.Lines = append(c.GPIO.Lines, config.GPIOLine{Name: "siren", Chip: "gpiochip0", Offset: 2})
 		},
-		"gps.baud":               func(c *config.Config) { c.GPS.Baud = 4800 },
-		"gps.port":               func(c *config.Config) { c.GPS.Port = r.gps[1].Path },
-		"gps.watchdog":           func(c *config.Config) { c.GPS.Watchdog = config.D(7 * time.Second) },
-		"hooks.allow_gids":       func(c *config.Config) { c.Hooks.AllowGIDs = []int{100} },
-		"hooks.allow_uids":       func(c *config.Config) { c.Hooks.AllowUIDs = []int{1000} },
-		"hooks.exec_allow":       func(c *config.Config) { c.Hooks.ExecAllow = []string{"/usr/bin/true"} },
-		"hooks.link_period":      func(c *config.Config) { c.Hooks.LinkPeriod = config.D(30 * time.Second) },
-		"hooks.rate":             func(c *config.Config) { c.Hooks.Rate = 7 },
-		"hooks.burst":            func(c *config.Config) { c.Hooks.Burst = 9 },
-		"hooks.max_conns":        func(c *config.Config) { c.Hooks.MaxConns = 3 },
-		"hooks.idle_timeout":     func(c *config.Config) { c.Hooks.IdleTimeout = config.D(45 * time.Second) },
-		"log.level":              func(c *config.Config) { c.Log.Level = "debug" },
-		"privacy.grid":           func(c *config.Config) { c.Privacy.Grid = 500 },
-		"privacy.mode":           func(c *config.Config) { c.Privacy.Mode = "coarse" },
-		"privacy.on_mode":        func(c *config.Config) { c.Privacy.OnMode = "coarse" },
-		"privacy.locked":         func(c *config.Config) { c.Privacy.Locked = true },
-		"radio.baud":             func(c *config.Config) { c.Radio.Baud = 57600 },
-		"radio.heartbeat":        func(c *config.Config) { c.Radio.Heartbeat = config.D(2 * time.Minute) },
-		"radio.poll":             func(c *config.Config) { c.Radio.Poll = config.D(20 * time.Second) },
-		"radio.port":             func(c *config.Config) { c.Radio.Port = r.gps[0].Path }, // any existing tty
-		"radio.profile":          func(c *config.Config) { c.Radio.Profile = "tetra" },
-		"remote.audit_max":       func(c *config.Config) { c.Remote.AuditMax = 99 },
-		"remote.max_message":     func(c *config.Config) { c.Remote.MaxMessage = 32 << 10 },
-		"remote.command_max_age": func(c *config.Config) { c.Remote.CommandMaxAge = config.D(time.Minute) },
-		"remote.require_signed":  func(c *config.Config) { c.Remote.RequireSigned = true },
-		"remote.rollback_after":  func(c *config.Config) { c.Remote.RollbackAfter = config.D(time.Minute) },
-		"remote.trusted_keys":    func(c *config.Config) { c.Remote.TrustedKeys = []string{pub} },
-		"sensors.accel_rate":     func(c *config.Config) { c.Sensors.AccelRate = 5 },
-		"sensors.battery_period": func(c *config.Config) { c.Sensors.BatteryPeriod = config.D(2 * time.Minute) },
-		"sensors.sysfs_root":     func(c *config.Config) { c.Sensors.SysfsRoot = filepath.Join(dir, "sys2") },
-		"sensors.thermal_period": func(c *config.Config) { c.Sensors.ThermalPeriod = config.D(2 * time.Minute) },
-		"spool.max_bytes":        func(c *config.Config) { c.Spool.MaxBytes = 128 << 20 },
-		"spool.max_age":          func(c *config.Config) { c.Spool.MaxAge = config.D(24 * time.Hour) },
-		"spool.sync_interval":    func(c *config.Config) { c.Spool.SyncInterval = config.D(2 * time.Second) },
-		"tracking.distance":      func(c *config.Config) { c.Tracking.Distance = 25 },
+		"gps.baud":                 func(c *config.Config) { c.GPS.Baud = 4800 },
+		"gps.port":                 func(c *config.Config) { c.GPS.Port = r.gps[1].Path },
+		"gps.watchdog":             func(c *config.Config) { c.GPS.Watchdog = config.D(7 * time.Second) },
+		"hooks.allow_gids":         func(c *config.Config) { c.Hooks.AllowGIDs = []int{100} },
+		"hooks.allow_uids":         func(c *config.Config) { c.Hooks.AllowUIDs = []int{1000} },
+		"hooks.exec_allow":         func(c *config.Config) { c.Hooks.ExecAllow = []string{"/usr/bin/true"} },
+		"hooks.link_period":        func(c *config.Config) { c.Hooks.LinkPeriod = config.D(30 * time.Second) },
+		"hooks.rate":               func(c *config.Config) { c.Hooks.Rate = 7 },
+		"hooks.burst":              func(c *config.Config) { c.Hooks.Burst = 9 },
+		"hooks.max_conns":          func(c *config.Config) { c.Hooks.MaxConns = 3 },
+		"hooks.idle_timeout":       func(c *config.Config) { c.Hooks.IdleTimeout = config.D(45 * time.Second) },
+		"log.level":                func(c *config.Config) { c.Log.Level = "debug" },
+		"privacy.grid":             func(c *config.Config) { c.Privacy.Grid = 500 },
+		"privacy.mode":             func(c *config.Config) { c.Privacy.Mode = "coarse" },
+		"privacy.on_mode":          func(c *config.Config) { c.Privacy.OnMode = "coarse" },
+		"privacy.locked":           func(c *config.Config) { c.Privacy.Locked = true },
+		"radio.baud":               func(c *config.Config) { c.Radio.Baud = 57600 },
+		"radio.heartbeat":          func(c *config.Config) { c.Radio.Heartbeat = config.D(2 * time.Minute) },
+		"radio.poll":               func(c *config.Config) { c.Radio.Poll = config.D(20 * time.Second) },
+		"radio.port":               func(c *config.Config) { c.Radio.Port = r.gps[0].Path }, // any existing tty
+		"radio.profile":            func(c *config.Config) { c.Radio.Profile = "tetra" },
+		"remote.audit_max":         func(c *config.Config) { c.Remote.AuditMax = 99 },
+		"remote.max_message":       func(c *config.Config) { c.Remote.MaxMessage = 32 << 10 },
+		"remote.command_max_age":   func(c *config.Config) { c.Remote.CommandMaxAge = config.D(time.Minute) },
+		"remote.require_signed":    func(c *config.Config) { c.Remote.RequireSigned = true },
+		"remote.rollback_after":    func(c *config.Config) { c.Remote.RollbackAfter = config.D(time.Minute) },
+		"remote.trusted_keys":      func(c *config.Config) { c.Remote.TrustedKeys = []string{pub} },
+		"sensors.accel_rate":       func(c *config.Config) { c.Sensors.AccelRate = 5 },
+		"sensors.battery_period":   func(c *config.Config) { c.Sensors.BatteryPeriod = config.D(2 * time.Minute) },
+		"sensors.sysfs_root":       func(c *config.Config) { c.Sensors.SysfsRoot = filepath.Join(dir, "sys2") },
+		"sensors.thermal_period":   func(c *config.Config) { c.Sensors.ThermalPeriod = config.D(2 * time.Minute) },
+		"spool.max_bytes":          func(c *config.Config) { c.Spool.MaxBytes = 128 << 20 },
+		"spool.max_age":            func(c *config.Config) { c.Spool.MaxAge = config.D(24 * time.Hour) },
+		"spool.sync_interval":      func(c *config.Config) { c.Spool.SyncInterval = config.D(2 * time.Second) },
+		"tracking.distance":        func(c *config.Config) { c.Tracking.Distance = 25 },
+		"motion.crash":             func(c *config.Config) { c.Motion.Crash = 30 },
+		"motion.crash_holdoff":     func(c *config.Config) { c.Motion.CrashHoldoff = config.D(20 * time.Second) },
+		"motion.gravity_tau":       func(c *config.Config) { c.Motion.GravityTau = config.D(20 * time.Second) },
+		"motion.harsh_accel":       func(c *config.Config) { c.Motion.HarshAccel = 3 },
+		"motion.harsh_brake":       func(c *config.Config) { c.Motion.HarshBrake = 5 },
+		"motion.harsh_corner":      func(c *config.Config) { c.Motion.HarshCorner = 5 },
+		"motion.harsh_duration":    func(c *config.Config) { c.Motion.HarshDuration = config.D(time.Second) },
+		"motion.mounting":          func(c *config.Config) { c.Motion.Mounting = "-y,+x,+z" },
+		"power.ignition_line":      func(c *config.Config) { c.Power.IgnitionLine = "ign2" },
+		"power.battery_low":        func(c *config.Config) { c.Power.BatteryLow = 25 },
+		"power.wake_hold":          func(c *config.Config) { c.Power.WakeHold = config.D(time.Minute) },
+		"power.reduced_interval":   func(c *config.Config) { c.Power.ReducedInterval = config.D(2 * time.Minute) },
+		"power.reduced_radio_poll": func(c *config.Config) { c.Power.ReducedRadioPoll = config.D(2 * time.Minute) },
+		"power.low_power_after":    func(c *config.Config) { c.Power.LowPowerAfter = config.D(time.Hour) },
+		"power.low_interval":       func(c *config.Config) { c.Power.LowInterval = config.D(2 * time.Hour) },
+		"power.low_radio_poll":     func(c *config.Config) { c.Power.LowRadioPoll = config.D(10 * time.Minute) },
+		"sensors.dev_root":         func(c *config.Config) { c.Sensors.DevRoot = filepath.Join(dir, "dev3") },
 		"tracking.emergency_window": func(c *config.Config) {
 			c.Tracking.EmergencyWindow = config.D(5 * time.Minute)
 		},
@@ -225,6 +252,14 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 			tr, pr := r.a.policy.Config()
 			c := before
 			c.Tracking, c.Privacy = tr, pr
+			got, _ = config.Get(c, path)
+		case "power":
+			c := before
+			c.Power = r.a.power.Config()
+			got, _ = config.Get(c, path)
+		case "motion":
+			c := before
+			c.Motion = r.a.motion.Config()
 			got, _ = config.Get(c, path)
 		case "log":
 			got = map[bool]string{true: "debug", false: "not debug"}[r.a.level.Level() == slog.LevelDebug]

@@ -74,6 +74,14 @@ func (l *latest) position() (*kestrel.Position, int64) {
 	return l.fix, l.fixTime
 }
 
+// kickState asks for the state message to be published again.
+func (l *latest) kickState() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
 // setCapability records whether a capability (an eBPF hook, the firmware
 // socket) is available, and why not.
 func (l *latest) setCapability(name, status string) {
@@ -86,10 +94,7 @@ func (l *latest) setCapability(name, status string) {
 		return
 	}
 	l.caps[name] = status
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
+	l.kickState()
 }
 
 // statePeriod is how often the retained state message is refreshed, so
@@ -154,6 +159,14 @@ func (a *Agent) stateFields() map[string]any {
 	if b := a.latest.battery; b != nil {
 		f["battery"] = int(b.Capacity)
 		f["battery_status"] = b.Status
+	}
+	ps := a.power.Status()
+	f["power_state"] = ps.State.String()
+	if ps.Why != "" {
+		f["power_reason"] = ps.Why
+	}
+	if ps.Ignition >= 0 {
+		f["ignition"] = ps.Ignition == 1
 	}
 	if r := a.latest.radio; r != nil {
 		f["radio_profile"] = r.Profile.String()

@@ -22,6 +22,8 @@ type Config struct {
 	GPS      GPS      `toml:"gps"`
 	Radio    Radio    `toml:"radio"`
 	Sensors  Sensors  `toml:"sensors"`
+	Motion   Motion   `toml:"motion"`
+	Power    Power    `toml:"power"`
 	GPIO     GPIO     `toml:"gpio"`
 	Hooks    Hooks    `toml:"hooks"`
 	Tracking Tracking `toml:"tracking"`
@@ -86,9 +88,40 @@ type Radio struct {
 
 type Sensors struct {
 	SysfsRoot     string   `toml:"sysfs_root"`
+	DevRoot       string   `toml:"dev_root"`   // holds iio:deviceN, the buffered interface
 	AccelRate     float64  `toml:"accel_rate"` // Hz; 0 disables
 	BatteryPeriod Duration `toml:"battery_period"`
 	ThermalPeriod Duration `toml:"thermal_period"`
+}
+
+// Motion is the driving-event detector on the accelerometer (agent/motion,
+// docs/radio.md "Motion events"). Thresholds are in m/s² on the vehicle
+// frame with gravity removed; 0 disables that event.
+type Motion struct {
+	// Mounting names the sensor axes that point along the vehicle's
+	// forward, left and up axes, e.g. "+x,+y,+z" (the default) or
+	// "-y,+x,+z" for a part turned 90° to the right.
+	Mounting      string   `toml:"mounting"`
+	HarshAccel    float64  `toml:"harsh_accel"`    // m/s², forward
+	HarshBrake    float64  `toml:"harsh_brake"`    // m/s², backward
+	HarshCorner   float64  `toml:"harsh_corner"`   // m/s², either side
+	HarshDuration Duration `toml:"harsh_duration"` // least time over a harsh threshold
+	Crash         float64  `toml:"crash"`          // m/s², horizontal peak: an emergency
+	CrashHoldoff  Duration `toml:"crash_holdoff"`  // one emergency per impact
+	GravityTau    Duration `toml:"gravity_tau"`    // time constant of the gravity estimate
+}
+
+// Power is the power policy (agent/power): reporting follows the ignition
+// and the battery.
+type Power struct {
+	IgnitionLine     string   `toml:"ignition_line"`      // a gpio.lines name; "" = no ignition input
+	BatteryLow       int      `toml:"battery_low"`        // percent; 0 = ignore the battery
+	WakeHold         Duration `toml:"wake_hold"`          // full reporting after movement or an emergency
+	ReducedInterval  Duration `toml:"reduced_interval"`   // positions at most this often when saving
+	ReducedRadioPoll Duration `toml:"reduced_radio_poll"` // radio poll when saving
+	LowPowerAfter    Duration `toml:"low_power_after"`    // reduced this long: low power; 0 never
+	LowInterval      Duration `toml:"low_interval"`       // positions in low power
+	LowRadioPoll     Duration `toml:"low_radio_poll"`     // radio poll in low power
 }
 
 type GPIO struct {
@@ -212,8 +245,29 @@ func Defaults() Config {
 		},
 		Sensors: Sensors{
 			SysfsRoot:     "/sys",
+			DevRoot:       "/dev",
 			BatteryPeriod: D(time.Minute),
 			ThermalPeriod: D(time.Minute),
+		},
+		Motion: Motion{
+			Mounting:      "+x,+y,+z",
+			HarshAccel:    3.5,
+			HarshBrake:    4.0,
+			HarshCorner:   4.0,
+			HarshDuration: D(300 * time.Millisecond),
+			Crash:         24.5,
+			CrashHoldoff:  D(10 * time.Second),
+			GravityTau:    D(10 * time.Second),
+		},
+		Power: Power{
+			IgnitionLine:     "ignition",
+			BatteryLow:       15,
+			WakeHold:         D(5 * time.Minute),
+			ReducedInterval:  D(5 * time.Minute),
+			ReducedRadioPoll: D(time.Minute),
+			LowPowerAfter:    D(30 * time.Minute),
+			LowInterval:      D(time.Hour),
+			LowRadioPoll:     D(5 * time.Minute),
 		},
 		GPIO: GPIO{DevRoot: "/dev", Debounce: D(20 * time.Millisecond)},
 		Hooks: Hooks{

@@ -92,6 +92,7 @@ var localOnly = map[string]bool{
 	"hooks.ebpf":             true,
 	"status.socket":          true,
 	"sensors.sysfs_root":     true,
+	"sensors.dev_root":       true,
 	"gpio.dev_root":          true,
 }
 

@@ -85,6 +85,27 @@ func (c Config) Validate() error {
 	v.durMin("sensors.battery_period", c.Sensors.BatteryPeriod, 0)
 	v.durMin("sensors.thermal_period", c.Sensors.ThermalPeriod, 0)
 
+	m := c.Motion
+	if _, err := ParseMounting(m.Mounting); err != nil {
+		v.add("motion.mounting", "%v", err)
+	}
+	v.floatRange("motion.harsh_accel", m.HarshAccel, 0, 100)
+	v.floatRange("motion.harsh_brake", m.HarshBrake, 0, 100)
+	v.floatRange("motion.harsh_corner", m.HarshCorner, 0, 100)
+	v.floatRange("motion.crash", m.Crash, 0, 2000)
+	v.durMin("motion.harsh_duration", m.HarshDuration, 0)
+	v.durMin("motion.crash_holdoff", m.CrashHoldoff, 0)
+	v.durMin("motion.gravity_tau", m.GravityTau, time.Second)
+
+	pw := c.Power
+	v.intRange("power.battery_low", pw.BatteryLow, 0, 100)
+	v.durMin("power.wake_hold", pw.WakeHold, 0)
+	v.durMin("power.reduced_interval", pw.ReducedInterval, time.Second)
+	v.durMin("power.reduced_radio_poll", pw.ReducedRadioPoll, 100*time.Millisecond)
+	v.durMin("power.low_power_after", pw.LowPowerAfter, 0)
+	v.durMin("power.low_interval", pw.LowInterval, time.Second)
+	v.durMin("power.low_radio_poll", pw.LowRadioPoll, 100*time.Millisecond)
+
 	v.durMin("gpio.debounce", c.GPIO.Debounce, 0)
 	names := map[string]bool{}
 	for i, l := range c.GPIO.Lines {

@@ -554,6 +554,19 @@ func (s *LogStore) RestoreReserve() {
 	s.reserveHeld = true
 }
 
+// Crowded reports whether the medium has less free space than two
+// segments and the reserve: a spool that ran full stays "full" until then.
+func (s *LogStore) Crowded() (crowded, known bool) {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(s.dirf.Fd()), &st); err != nil {
+		return false, false
+	}
+	s.mu.Lock()
+	need := 2*s.segBytes + s.reserveBytes
+	s.mu.Unlock()
+	return int64(st.Bavail)*int64(st.Bsize) < need, true
+}
+
 // ReleaseReserve frees the emergency reserve; false if none was held.
 func (s *LogStore) ReleaseReserve() bool {
 	s.mu.Lock()

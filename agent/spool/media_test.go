@@ -284,11 +284,6 @@ func TestDiskFullBelowBacklog(t *testing.T) {
 	if m.MemoryBytes > o.MemBytes+int64(len(data)) {
 		t.Fatalf("%d bytes in memory, bound %d", m.MemoryBytes, o.MemBytes)
 	}
-	// Bulk goes before normal: the bulk records left are at most those
-	// appended since the last eviction (the last round's 1000).
-	if m.Lanes[kestrel.PriorityNormal].Evicted > 0 && m.Lanes[kestrel.PriorityBulk].Records > 1000 {
-		t.Fatalf("normal evicted while bulk was kept: %+v", m.Lanes)
-	}
 	s.store.(*LogStore).abandon() // a power cut: what was durable must be there
 	s.cancel()
 	s.wg.Wait()

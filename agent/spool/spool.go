@@ -218,9 +218,12 @@ type Spool struct {
 	group   *group   // the Tickets of records appended since the last group commit
 	egroup  *group   // the same for emergency records, which a full medium may let through alone
 	carry   []*group // groups not yet wholly written (a full medium): closed once everything is
+	carryE  []*group // the same for emergency groups: closed once every emergency is
 	closed  bool
 	health  Health
 	fullAt  int64 // store usage when the medium last ran out of space
+	// fullRound: the medium refused a write during this group commit.
+	fullRound bool
 	// degraded is why the spool runs in memory only (Open could not use
 	// its directory); Health never reads OK then.
 	degraded error
@@ -981,50 +984,61 @@ func (s *Spool) expire() {
 func (s *Spool) syncOnce() {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
-	limit := int64(-1) // bytes per group; -1: everything
+	s.mu.Lock()
+	s.fullRound = false
+	s.mu.Unlock()
 	var err error
 	defer func() {
 		if err != nil {
 			s.failCarried(err)
 		}
 	}()
+	limit := int64(-1) // bytes per group; -1: everything
+	evictions := 0
 	for attempt := 0; attempt < 24; attempt++ {
 		var need int64
-		var left bool
-		err, need, left = s.commitGroup(limit)
-		if err == nil {
-			if limit < 0 || !left {
-				return
-			}
-			continue // it fitted: write the next part of the backlog
-		}
-		if !errors.Is(err, syscall.ENOSPC) {
+		err, need, _ = s.commitGroup(limit)
+		if err == nil || !errors.Is(err, syscall.ENOSPC) {
+			// A part that fitted ends this group commit: what is left
+			// waits in memory (bounded by MemBytes) for the next, rather
+			// than fill the medium and force evictions now.
 			return
 		}
-		if r, ok := s.store.(reserver); ok && s.emergencyWaiting() && r.ReleaseReserve() {
-			s.log.Warn("spool medium full: released the emergency reserve")
-			continue
+		s.mu.Lock()
+		s.fullRound = true // a later part that fits does not make the medium healthy
+		s.mu.Unlock()
+		if eb := s.emergencyWaiting(); eb > 0 {
+			if r, ok := s.store.(reserver); ok && r.ReleaseReserve() {
+				s.log.Warn("spool medium full: released the emergency reserve")
+				continue
+			}
+			if limit < 0 || limit > eb {
+				limit = eb // the emergencies alone first (they come first in a group)
+				continue
+			}
 		}
 		// Evict in small steps (bulk, then normal, then high, oldest
 		// first; never emergency) and stop as soon as enough is
 		// reclaimable: evicting more than the medium needs would throw
-		// data away for nothing.
-		s.mu.Lock()
-		var freed int64
-		for s.reclaimable(freed) < need {
-			n := s.evictForSpace(max(need/4, 1))
-			if n == 0 {
-				break
+		// data away for nothing. At most three rounds, as before.
+		freed := int64(0)
+		if evictions < 3 {
+			evictions++
+			s.mu.Lock()
+			for s.reclaimable(freed) < need {
+				n := s.evictForSpace(max(need/4, 1))
+				if n == 0 {
+					break
+				}
+				freed += n
 			}
-			freed += n
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
 		if freed > 0 {
 			continue
 		}
-		// Nothing to evict on the medium: write what fits. What does
-		// not stay in memory, bounded by MemBytes (Append sheds it by
-		// policy), for the next group commit.
+		// Nothing written can be evicted to make room: write what fits
+		// (the group halved until a write succeeds).
 		if need <= 1 {
 			return
 		}
@@ -1032,15 +1046,32 @@ func (s *Spool) syncOnce() {
 	}
 }
 
+// roomChecker is a Store that can tell whether its medium has room again.
+type roomChecker interface {
+	Crowded() (crowded, known bool)
+}
+
+// stillFull reports whether a medium that ran full is still short of
+// room: by its free space where the store can tell (two segments and the
+// reserve), else by usage still over 90% of what it was when it filled.
+func (s *Spool) stillFull() bool {
+	if r, ok := s.store.(roomChecker); ok {
+		if crowded, known := r.Crowded(); known {
+			return crowded
+		}
+	}
+	return s.store.Usage() > s.fullAt*9/10
+}
+
 // failCarried closes the Tickets of groups not wholly written with err.
 func (s *Spool) failCarried(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, g := range s.carry {
+	for _, g := range append(s.carry, s.carryE...) {
 		g.err = fmt.Errorf("spool: not durable: %w", err)
 		close(g.done)
 	}
-	s.carry = s.carry[:0]
+	s.carry, s.carryE = s.carry[:0], s.carryE[:0]
 }
 
 // reserver is a Store that keeps space on its medium for emergency records.
@@ -1049,17 +1080,19 @@ type reserver interface {
 	RestoreReserve()      // takes it again, best effort
 }
 
-// emergencyWaiting reports whether an emergency record waits in memory.
-func (s *Spool) emergencyWaiting() bool {
+// emergencyWaiting is what the emergency records waiting in memory cost
+// in a group (0: none).
+func (s *Spool) emergencyWaiting() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := &s.lanes[kestrel.PriorityEmergency]
+	var n int64
 	for i := l.head; i < len(l.ents); i++ {
 		if l.ents[i].st != stDead && l.ents[i].where == inMem {
-			return true
+			n += int64(l.ents[i].size) + recOverhead
 		}
 	}
-	return false
+	return n
 }
 
 // reclaimer is a Store that can tell how much space its next Sync frees.
@@ -1073,8 +1106,7 @@ func (s *Spool) reclaimable(evicted int64) int64 {
 }
 
 // commitGroup writes the records held in memory, at most limit bytes of
-// them (limit < 0: all) in priority order, emergency first, oldest first
-// within a lane. It returns the bytes it tried and whether records were
+// them (limit < 0: all): emergency first, then the rest oldest first. It returns the bytes it tried and whether records were
 // left out.
 func (s *Spool) commitGroup(limit int64) (error, int64, bool) {
 	s.mu.Lock()
@@ -1082,11 +1114,14 @@ func (s *Spool) commitGroup(limit int64) (error, int64, bool) {
 	var need int64
 	left, eLeft := false, false
 	it := &s.syncItem
-	for _, p := range []kestrel.Priority{kestrel.PriorityEmergency, kestrel.PriorityHigh, kestrel.PriorityNormal, kestrel.PriorityBulk} {
+	// Emergency records first, then the others in append order (oldest
+	// first), which keeps the log's segments in seq order as they were.
+	for _, urgent := range []bool{true, false} {
 		for _, r := range s.mem.refs {
-			if kestrel.Priority(r.lane) != p {
+			if (kestrel.Priority(r.lane) == kestrel.PriorityEmergency) != urgent {
 				continue
 			}
+			p := kestrel.Priority(r.lane)
 			l := &s.lanes[r.lane]
 			i := l.find(r.seq)
 			if i < 0 || l.ents[i].st == stDead || l.ents[i].where != inMem {
@@ -1152,7 +1187,8 @@ func (s *Spool) commitGroup(limit int64) (error, int64, bool) {
 		}
 		// The Tickets wait for the retries of this group commit
 		// (syncOnce), which close them with the error if it gives up.
-		s.carry = append(s.carry, g, ge)
+		s.carry = append(s.carry, g)
+		s.carryE = append(s.carryE, ge)
 		if s.memDead > int64(len(s.mem.data))/2 {
 			s.compactMem(0, 0)
 		}
@@ -1161,7 +1197,7 @@ func (s *Spool) commitGroup(limit int64) (error, int64, bool) {
 	s.m.Syncs++
 	switch {
 	case s.health.State == HealthOK:
-	case s.health.State == HealthFull && s.store.Usage() > s.fullAt*9/10:
+	case s.health.State == HealthFull && (s.fullRound || s.stillFull()):
 		// Still at the edge of the medium, evicting to keep going: stay
 		// "full" rather than flap with every group commit.
 	default:
@@ -1173,21 +1209,23 @@ func (s *Spool) commitGroup(limit int64) (error, int64, bool) {
 	// A group whose records were not all written stays open (carried)
 	// until a group commit writes everything that waits, or fails.
 	if eLeft {
-		s.carry = append(s.carry, ge)
+		s.carryE = append(s.carryE, ge)
 	} else {
 		close(ge.done)
+		for _, c := range s.carryE {
+			close(c.done)
+		}
+		s.carryE = s.carryE[:0]
 	}
 	if left {
 		s.carry = append(s.carry, g)
 		cut, cutBytes = 0, 0 // records were left in memory: keep their refs
 	} else {
 		close(g.done)
-		if !eLeft {
-			for _, c := range s.carry {
-				close(c.done)
-			}
-			s.carry = s.carry[:0]
+		for _, c := range s.carry {
+			close(c.done)
 		}
+		s.carry = s.carry[:0]
 	}
 	s.compactMem(cut, cutBytes)
 	return nil, need, left
@@ -1235,17 +1273,18 @@ func (s *Spool) Close() error {
 	s.mu.Unlock()
 	s.syncOnce()
 	s.mu.Lock()
-	for _, g := range s.carry {
+	carried := append(s.carry, s.carryE...)
+	for _, g := range carried {
 		g.err = errors.New("spool: not durable: closed with records the full medium could not take")
 	}
-	for _, g := range append(s.carry, s.group, s.egroup) {
+	for _, g := range append(carried, s.group, s.egroup) {
 		select {
 		case <-g.done:
 		default:
 			close(g.done)
 		}
 	}
-	s.carry = nil
+	s.carry, s.carryE = nil, nil
 	s.mu.Unlock()
 	s.seqMu.Lock()
 	merr := s.store.SaveMeta(Meta{Boot: s.boot, NextSeq: s.next})

@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 	"github.com/kestrel-edge/kestrel/platform"
+	"github.com/kestrel-edge/kestrel/platform/web"
 	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
 
@@ -36,6 +35,7 @@ var errUsage = subcmd.ErrUsage
 
 var commands = subcmd.Table[stdio]{Program: "kestrel-platform", Commands: map[string]subcmd.Command[stdio]{
 	"serve":   {Summary: "serve --broker URL --db URL [--share GROUP] [--http ADDR]: ingest into the database", Run: runServe},
+	"user":    {Summary: "user NAME viewer|supervisor: print a dashboard users-file line, the password read from stdin", Run: runUser},
 	"version": {Summary: "version: print version, Go version and platform", Run: runVersion},
 }}
 
@@ -44,6 +44,22 @@ func main() {
 	code := commands.Dispatch(os.Args[1:], stdio{ctx: ctx, stdout: os.Stdout, stderr: os.Stderr}, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+func runUser(args []string, s stdio) error {
+	if len(args) != 2 {
+		return fmt.Errorf("%w: user NAME viewer|supervisor (the password on stdin)", errUsage)
+	}
+	pw, err := io.ReadAll(io.LimitReader(os.Stdin, 1024))
+	if err != nil {
+		return err
+	}
+	line, err := web.UserLine(args[0], web.Role(args[1]), strings.TrimRight(string(pw), "\r\n"))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	fmt.Fprintln(s.stdout, line)
+	return nil
 }
 
 func runVersion(_ []string, s stdio) error {
@@ -68,6 +84,8 @@ func runServe(args []string, s stdio) error {
 	user := fs.String("username", "", "MQTT username; the password is read from $KESTREL_MQTT_PASSWORD")
 	allowPlain := fs.Bool("allow-plaintext", false, "permit tcp:// to a host that is not loopback")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	var web_ web.HTTPConfig
+	web_.Flags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: kestrel-platform serve --broker URL --db URL [--share GROUP] [--http ADDR] [flags]
 
@@ -77,7 +95,8 @@ fleets, decodes them, writes each batch of messages in one transaction and
 acknowledges (PUBACK) the messages only after it commits. Redelivered
 records are stored once; missing sequence ranges are kept in the gaps table.
 With --http it serves /api/v1/devices, /api/v1/gaps, /api/v1/track and
-/metrics.
+/metrics; with --users also the dashboard (docs/dashboard.md), everything
+behind a login and over HTTPS.
 
 flags:
 `)
@@ -132,23 +151,21 @@ flags:
 		return err
 	}
 	o.Metrics = platform.NewMetrics()
+	if *httpAddr != "" && web_.UsersFile != "" {
+		web_.Commits = web.NewCommits()
+		o.OnCommit = web_.Commits.OnCommit
+	}
 	in, err := platform.NewIngest(store, o)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if *httpAddr != "" {
-		l, err := net.Listen("tcp", *httpAddr)
+		web_.Addr = *httpAddr
+		l, err := web.Start(ctx, web_, store, platform.API(store, o.Metrics, in.Connected), log)
 		if err != nil {
-			return fmt.Errorf("http: %w", err)
+			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		srv := &http.Server{Handler: platform.API(store, o.Metrics, in.Connected), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("http", "err", err)
-			}
-		}()
-		defer srv.Close()
-		log.Info("http: read API and /metrics", "addr", l.Addr().String())
+		defer l.Close()
 	}
 	log.Info("serve", "broker", o.Broker, "db", store.Dialect(), "postgis", store.PostGIS(), "client_id", o.ClientID, "share", o.Share)
 	if err := in.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {

@@ -37,6 +37,9 @@ type Options struct {
 	// Now stamps the start-up levels (edges carry the kernel's time).
 	Now func() time.Time
 
+	// Fake, when set, stands in for the character devices (tests).
+	Fake *FakeChips
+
 	// open replaces the character device, for tests.
 	open chipOpener
 }
@@ -65,6 +68,9 @@ func New(devRoot string, lines []LineConfig, opts Options) *Inputs {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Fake != nil && opts.open == nil {
+		opts.open = opts.Fake.open
 	}
 	if opts.open == nil {
 		opts.open = openChardev

@@ -26,12 +26,15 @@ type Options struct {
 	// device's sampling_frequency when that attribute exists, so the part
 	// filters at the rate it is read.
 	Rate float64
-	// CrashThreshold is the acceleration magnitude, in mm/s², above which
-	// a sample is reported as a crash (an EventEmergency named "crash").
-	// 0 disables. 4 g (39227 mm/s²) is a common starting point.
-	CrashThreshold int32
-	// CrashHoldoff suppresses repeat crash events. Default 10 s.
-	CrashHoldoff time.Duration
+	// DevRoot holds the character devices (normally "/dev"); the buffered
+	// interface reads DevRoot/iio:deviceN.
+	DevRoot string
+	// Batch is how long a buffered read collects samples before the
+	// kernel wakes the reader (buffer/watermark = Rate × Batch). Default
+	// 200 ms. Polling sysfs is used when the device has no buffer.
+	Batch time.Duration
+	// Poll forces sysfs polling even where a buffer exists.
+	Poll bool
 	// Priority of the sample records. Default bulk: samples are many and
 	// the first to go when the spool is full.
 	Priority kestrel.Priority
@@ -51,8 +54,11 @@ func New(root string, opts Options) *Accel {
 	if opts.Rate <= 0 {
 		opts.Rate = 10
 	}
-	if opts.CrashHoldoff <= 0 {
-		opts.CrashHoldoff = 10 * time.Second
+	if opts.DevRoot == "" {
+		opts.DevRoot = "/dev"
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 200 * time.Millisecond
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -137,13 +143,21 @@ func (a *Accel) sample(ax *[3]axis, buf *[32]byte) (kestrel.Accel, error) {
 		if err != nil {
 			return kestrel.Accel{}, fmt.Errorf("iio: %s: %w", ax[i].raw, err)
 		}
-		mm := (raw + ax[i].offset) * ax[i].scale * 1000
-		if math.IsNaN(mm) || mm > math.MaxInt32 || mm < math.MinInt32 {
+		var ok bool
+		if v[i], ok = ax[i].mm(raw); !ok {
 			return kestrel.Accel{}, fmt.Errorf("iio: %s out of range", ax[i].raw)
 		}
-		v[i] = int32(math.Round(mm))
 	}
 	return kestrel.Accel{X: v[0], Y: v[1], Z: v[2]}, nil
+}
+
+// mm converts a raw count to mm/s², false when it does not fit.
+func (x *axis) mm(raw float64) (int32, bool) {
+	mm := (raw + x.offset) * x.scale * 1000
+	if math.IsNaN(mm) || mm > math.MaxInt32 || mm < math.MinInt32 {
+		return 0, false
+	}
+	return int32(math.Round(mm)), true
 }
 
 // Run samples until ctx ends (returning nil) or the device disappears.
@@ -156,6 +170,21 @@ func (a *Accel) Run(ctx context.Context, emit func(kestrel.Record)) error {
 	if err != nil {
 		return err
 	}
+	sf := filepath.Join(dir, "sampling_frequency")
+	if _, err := os.Stat(sf); err == nil {
+		if err := os.WriteFile(sf, []byte(strconv.FormatFloat(a.opts.Rate, 'f', -1, 64)), 0); err != nil {
+			a.log.Debug("sampling_frequency not set", "err", err)
+		}
+	}
+	if !a.opts.Poll {
+		b, err := a.openBuffer(dir)
+		if err == nil {
+			defer b.close()
+			a.log.Info("accelerometer, buffered", "dir", dir, "rate", a.opts.Rate, "batch", b.batch, "scan_bytes", b.layout.size)
+			return a.runBuffered(ctx, b, &ax, emit)
+		}
+		a.log.Info("accelerometer buffer not used; polling sysfs", "reason", err)
+	}
 	for i := range ax {
 		if ax[i].f, err = os.Open(ax[i].raw); err != nil {
 			closeAxes(&ax)
@@ -165,16 +194,9 @@ func (a *Accel) Run(ctx context.Context, emit func(kestrel.Record)) error {
 	}
 	defer closeAxes(&ax)
 	var buf [32]byte
-	sf := filepath.Join(dir, "sampling_frequency")
-	if _, err := os.Stat(sf); err == nil {
-		if err := os.WriteFile(sf, []byte(strconv.FormatFloat(a.opts.Rate, 'f', -1, 64)), 0); err != nil {
-			a.log.Debug("sampling_frequency not set", "err", err)
-		}
-	}
 	a.log.Info("accelerometer", "dir", dir, "rate", a.opts.Rate)
 	t := time.NewTicker(time.Duration(float64(time.Second) / a.opts.Rate))
 	defer t.Stop()
-	var lastCrash time.Time
 	fails := 0
 	for {
 		select {
@@ -192,19 +214,7 @@ func (a *Accel) Run(ctx context.Context, emit func(kestrel.Record)) error {
 		}
 		fails = 0
 		now := a.opts.Now()
-		ms := now.UnixMilli()
-		emit(kestrel.Record{Envelope: kestrel.Envelope{Time: ms, Priority: a.opts.Priority}, Body: &s})
-		if th := a.opts.CrashThreshold; th > 0 {
-			mag := math.Sqrt(float64(s.X)*float64(s.X) + float64(s.Y)*float64(s.Y) + float64(s.Z)*float64(s.Z))
-			if mag > float64(th) && (lastCrash.IsZero() || now.Sub(lastCrash) >= a.opts.CrashHoldoff) {
-				lastCrash = now
-				emit(kestrel.Record{
-					Envelope: kestrel.Envelope{Time: ms, Priority: kestrel.PriorityEmergency},
-					Body: &kestrel.Event{Type: kestrel.EventEmergency, Source: "accel", Name: "crash",
-						Value: int64(math.Round(mag)), Text: fmt.Sprintf("crash: %.1f g", mag/9806.65)},
-				})
-			}
-		}
+		emit(kestrel.Record{Envelope: kestrel.Envelope{Time: now.UnixMilli(), Priority: a.opts.Priority}, Body: &s})
 	}
 }
 

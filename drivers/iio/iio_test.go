@@ -75,37 +75,6 @@ func TestPerAxisScaleAndOffset(t *testing.T) {
 	}
 }
 
-func TestCrashEvent(t *testing.T) {
-	tr, _ := fakesysfs.New(t.TempDir())
-	dev, _ := tr.AddAccel("lis3dh", lis3dhScale)
-	tr.SetAccel(dev, 0, 0, 1024)
-	recs, stop := run(t, tr.Root, iio.Options{Rate: 100, CrashThreshold: 39227, CrashHoldoff: time.Hour})
-	defer stop()
-	<-recs
-	tr.SetAccel(dev, 5000, 300, 1024) // a 5 g frontal impact
-	deadline := time.After(3 * time.Second)
-	crashes := 0
-	samples := 0
-	for samples < 30 {
-		select {
-		case r := <-recs:
-			if e, ok := r.Body.(*kestrel.Event); ok {
-				if e.Type != kestrel.EventEmergency || e.Name != "crash" || r.Priority != kestrel.PriorityEmergency {
-					t.Fatalf("crash event %+v prio %v", e, r.Priority)
-				}
-				crashes++
-				continue
-			}
-			samples++
-		case <-deadline:
-			t.Fatalf("only %d samples", samples)
-		}
-	}
-	if crashes != 1 {
-		t.Fatalf("%d crash events over a sustained impact, want 1 (hold-off)", crashes)
-	}
-}
-
 func TestNoDevice(t *testing.T) {
 	tr, _ := fakesysfs.New(t.TempDir())
 	tr.AddAccel("lis3dh", lis3dhScale)

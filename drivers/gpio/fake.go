@@ -3,6 +3,8 @@ package gpio
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -253,3 +255,38 @@ var (
 	_ lineRequester = (*fakeOpen)(nil)
 	_ lineHandle    = (*fakeReq)(nil)
 )
+
+// FakeChips is a set of GPIO chips faked at the ioctl boundary (the
+// fakeChip above: gpiolib-cdev's validation, busy lines, active-low,
+// edge events with sequence numbers and kernel timestamps), for tests
+// outside this package that run the real driver, such as the agent's:
+// Debian's kernel has no gpio-sim. Pass it as Options.Fake.
+type FakeChips struct {
+	chips map[string]*fakeChip
+}
+
+// NewFakeChips makes chips by name (e.g. "gpiochip0") with their line
+// counts. Every line starts low.
+func NewFakeChips(lines map[string]int) *FakeChips {
+	f := &FakeChips{chips: map[string]*fakeChip{}}
+	for name, n := range lines {
+		f.chips[name] = newFakeChip(n)
+	}
+	return f
+}
+
+// Set drives a line's physical level now, as the wiring would; a
+// requested line with that edge enabled gets an event.
+func (f *FakeChips) Set(chip string, offset uint32, level bool) {
+	if c := f.chips[chip]; c != nil {
+		c.drive(offset, level, time.Now())
+	}
+}
+
+func (f *FakeChips) open(path string) (lineRequester, error) {
+	c := f.chips[filepath.Base(path)]
+	if c == nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: unix.ENOENT}
+	}
+	return &fakeOpen{c}, nil
+}

@@ -1,0 +1,246 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kestrel-edge/kestrel/platform"
+)
+
+// emergencyKey names one emergency event.
+type emergencyKey struct {
+	Fleet  string `json:"fleet"`
+	Device string `json:"device"`
+	Boot   uint32 `json:"boot"`
+	Seq    uint64 `json:"seq"`
+}
+
+// Emergency is an emergency event not yet acknowledged.
+type Emergency struct {
+	emergencyKey
+	Time time.Time `json:"time"`
+	Name string    `json:"name"`
+	Text string    `json:"text"`
+	Lat  *float64  `json:"lat"`
+	Lon  *float64  `json:"lon"`
+}
+
+// asTime reads a time column of either store (SQLite text, PostgreSQL timestamptz).
+func asTime(v any) time.Time {
+	switch t := v.(type) {
+	case time.Time:
+		return t.UTC()
+	case string:
+		p, _ := time.Parse(time.RFC3339Nano, t)
+		return p
+	case []byte:
+		p, _ := time.Parse(time.RFC3339Nano, string(t))
+		return p
+	}
+	return time.Time{}
+}
+
+// emergencies lists the unacknowledged emergency events of the last day,
+// newest first, with each device's last known position.
+func (s *Server) emergencies(ctx context.Context) ([]Emergency, error) {
+	rows, err := s.store.DB().QueryContext(ctx, s.audit.q(`SELECT e.fleet, e.device, e.boot, e.seq, e.time, e.name, e.text, d.last_lat, d.last_lon
+FROM events e LEFT JOIN devices d ON d.fleet = e.fleet AND d.device = e.device
+WHERE e.type = 'emergency' AND e.time >= ?
+AND NOT EXISTS (SELECT 1 FROM web_acks a WHERE a.fleet = e.fleet AND a.device = e.device AND a.boot = e.boot AND a.seq = e.seq)
+ORDER BY e.time DESC LIMIT 100`), s.since(time.Now().Add(-24*time.Hour)))
+	if err != nil {
+		return nil, fmt.Errorf("emergencies: %w", err)
+	}
+	defer rows.Close()
+	out := []Emergency{}
+	for rows.Next() {
+		var e Emergency
+		var boot, seq int64
+		var t any
+		if err := rows.Scan(&e.Fleet, &e.Device, &boot, &seq, &t, &e.Name, &e.Text, &e.Lat, &e.Lon); err != nil {
+			return nil, fmt.Errorf("emergencies: %w", err)
+		}
+		e.Boot, e.Seq, e.Time = uint32(boot), uint64(seq), asTime(t)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// since is a time argument in the store's dialect.
+func (s *Server) since(t time.Time) any {
+	if s.audit.postgres {
+		return t.UTC()
+	}
+	return stamp(t)
+}
+
+// hub polls the store and fans changes out to the open event streams:
+// devices whose row changed since the last poll, and the emergency list
+// whenever it changes.
+type hub struct {
+	mu      sync.Mutex
+	clients map[chan []byte]struct{}
+	last    map[[2]string]string // device -> fingerprint of its row
+	emerg   string               // JSON of the emergency list last sent
+}
+
+func (h *hub) subscribe() chan []byte {
+	ch := make(chan []byte, 64)
+	h.mu.Lock()
+	h.clients[ch] = struct{}{}
+	h.mu.Unlock()
+	return ch
+}
+
+func (h *hub) unsubscribe(ch chan []byte) {
+	h.mu.Lock()
+	delete(h.clients, ch)
+	h.mu.Unlock()
+}
+
+// publish sends an SSE frame to every client; a client too slow to keep
+// up loses the frame and is told to reload.
+func (h *hub) publish(event string, data []byte) {
+	frame := []byte("event: " + event + "\ndata: " + string(data) + "\n\n")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.clients {
+		select {
+		case ch <- frame:
+		default:
+			select {
+			case ch <- []byte("event: resync\ndata: {}\n\n"):
+			default:
+			}
+		}
+	}
+}
+
+func fingerprint(d *platform.Device) string {
+	b, _ := json.Marshal(d)
+	return string(b) + d.State
+}
+
+// Commits wakes the dashboard when ingest commits, so that a new fix or
+// an emergency is read at once rather than at the next poll. Set
+// platform.IngestOptions.OnCommit to its OnCommit.
+type Commits struct{ c chan struct{} }
+
+// NewCommits makes a Commits.
+func NewCommits() *Commits { return &Commits{c: make(chan struct{}, 1)} }
+
+// OnCommit is a platform.IngestOptions.OnCommit; it never blocks.
+func (c *Commits) OnCommit([]platform.Row, time.Time) {
+	select {
+	case c.c <- struct{}{}:
+	default:
+	}
+}
+
+// minPoll is the shortest time between two reads of the devices table.
+const minPoll = 200 * time.Millisecond
+
+// run polls until ctx ends: emergencies every EmergencyPoll, devices every
+// DevicePoll, and both after a commit (devices at most every minPoll).
+func (s *Server) run(ctx context.Context, log *slog.Logger) {
+	et := time.NewTicker(s.opt.EmergencyPoll)
+	dt := time.NewTicker(s.opt.DevicePoll)
+	defer et.Stop()
+	defer dt.Stop()
+	var wake <-chan struct{}
+	if s.opt.Commits != nil {
+		wake = s.opt.Commits.c
+	}
+	var lastDevices time.Time
+	pending := time.NewTimer(time.Hour)
+	pending.Stop()
+	pollDevices := func() {
+		lastDevices = time.Now()
+		s.pollDevices(ctx, log)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+			s.pollEmergencies(ctx, log)
+			if wait := minPoll - time.Since(lastDevices); wait > 0 {
+				pending.Reset(wait)
+			} else {
+				pollDevices()
+			}
+		case <-pending.C:
+			pollDevices()
+		case <-dt.C:
+			if time.Since(lastDevices) >= minPoll {
+				pollDevices()
+			}
+		case <-et.C:
+			s.pollEmergencies(ctx, log)
+		}
+	}
+}
+
+func (s *Server) pollEmergencies(ctx context.Context, log *slog.Logger) {
+	em, err := s.emergencies(ctx)
+	if err != nil {
+		log.Warn("dashboard: emergencies", "err", err)
+		return
+	}
+	b, _ := json.Marshal(em)
+	s.hub.mu.Lock()
+	changed := string(b) != s.hub.emerg
+	s.hub.emerg = string(b)
+	s.hub.mu.Unlock()
+	if changed {
+		s.hub.publish("emergencies", b)
+	}
+}
+
+func (s *Server) pollDevices(ctx context.Context, log *slog.Logger) {
+	devs, err := s.store.Devices(ctx, "")
+	if err != nil {
+		log.Warn("dashboard: devices", "err", err)
+		return
+	}
+	var changed []deviceView
+	s.hub.mu.Lock()
+	for i := range devs {
+		k := [2]string{devs[i].Fleet, devs[i].Device}
+		fp := fingerprint(&devs[i])
+		if s.hub.last[k] != fp {
+			s.hub.last[k] = fp
+			changed = append(changed, view(&devs[i]))
+		}
+	}
+	s.hub.mu.Unlock()
+	for len(changed) > 0 {
+		n := min(len(changed), 500)
+		b, _ := json.Marshal(changed[:n])
+		s.hub.publish("devices", b)
+		changed = changed[n:]
+	}
+}
+
+// deviceView is a device as the pages show it: the devices row and the
+// fields of its last state message that the list shows, where the agent
+// sends them.
+type deviceView struct {
+	platform.Device
+	StateFields map[string]any `json:"state"`
+}
+
+func view(d *platform.Device) deviceView {
+	v := deviceView{Device: *d}
+	if d.State != "" {
+		var m map[string]any
+		if json.Unmarshal([]byte(d.State), &m) == nil {
+			v.StateFields = m
+		}
+	}
+	return v
+}

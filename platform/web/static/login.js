@@ -1,0 +1,1 @@
+if (location.search.indexOf('failed=1') >= 0) document.getElementById('failed').hidden = false;
