@@ -27,6 +27,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/remote"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
+	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
 
 // ---- keygen ----
@@ -104,16 +105,18 @@ func loadSigningKey(path string) (ed25519.PrivateKey, error) {
 type fleetBrokerFlags struct {
 	url, ca, cert, key, user *string
 	fleet                    *string
+	allowPlain               *bool // nil: false
 }
 
 func addFleetBrokerFlags(fs *flag.FlagSet) fleetBrokerFlags {
 	return fleetBrokerFlags{
-		url:   fs.String("broker", os.Getenv("KESTREL_BROKER"), "broker `URL` (tcp://, tls://; default $KESTREL_BROKER)"),
-		ca:    fs.String("ca", "", "CA bundle for a tls:// broker"),
-		cert:  fs.String("cert", "", "client certificate (PEM) for mutual TLS"),
-		key:   fs.String("key", "", "client certificate key (PEM)"),
-		user:  fs.String("user", "", "MQTT username (password from $KESTREL_MQTT_PASSWORD)"),
-		fleet: fs.String("fleet", os.Getenv("KESTREL_FLEET"), "fleet id (default $KESTREL_FLEET)"),
+		url:        fs.String("broker", os.Getenv("KESTREL_BROKER"), "broker `URL` (tcp://, tls://; default $KESTREL_BROKER)"),
+		ca:         fs.String("ca", "", "CA bundle for a tls:// broker"),
+		cert:       fs.String("cert", "", "client certificate (PEM) for mutual TLS"),
+		key:        fs.String("key", "", "client certificate key (PEM)"),
+		user:       fs.String("user", "", "MQTT username (password from $KESTREL_MQTT_PASSWORD)"),
+		fleet:      fs.String("fleet", os.Getenv("KESTREL_FLEET"), "fleet id (default $KESTREL_FLEET)"),
+		allowPlain: fs.Bool("allow-plaintext", false, "permit tcp:// to a host that is not loopback"),
 	}
 }
 
@@ -126,6 +129,11 @@ func (f fleetBrokerFlags) check() error {
 	}
 	if (*f.cert == "") != (*f.key == "") {
 		return fmt.Errorf("%w: --cert and --key go together", errUsage)
+	}
+	// Like the agent: no plaintext (signed configs, commands, broker
+	// credentials) to a host that is not loopback unless asked for.
+	if _, err := mqtt.CheckURL(*f.url, f.allowPlain != nil && *f.allowPlain); err != nil {
+		return fmt.Errorf("%w: --broker: %w", errUsage, err)
 	}
 	return nil
 }

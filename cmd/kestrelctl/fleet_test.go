@@ -295,3 +295,19 @@ func TestCmd(t *testing.T) {
 		t.Fatalf("missing --device: exit %d, want 2", code)
 	}
 }
+
+// TestFleetRefusesPlaintextToRemoteHost: status, config and cmd refuse
+// tcp:// to a host that is not loopback, before connecting, unless
+// --allow-plaintext is given.
+func TestFleetRefusesPlaintextToRemoteHost(t *testing.T) {
+	for _, args := range [][]string{
+		{"status", "--broker", "tcp://198.18.0.1:1883", "--fleet", "met"},
+		{"config", "get", "--broker", "tcp://198.18.0.1:1883", "--fleet", "met", "--device", "d1"},
+		{"cmd", "--broker", "tcp://198.18.0.1:1883", "--fleet", "met", "--device", "d1", "status"},
+	} {
+		code, _, e := fleetRun(t, args...)
+		if code != 2 || !strings.Contains(e, "plaintext") {
+			t.Errorf("%v: exit %d: %s", args, code, e)
+		}
+	}
+}
