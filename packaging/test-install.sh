@@ -27,6 +27,7 @@ set -e
 [ "$rc" = 78 ] || fail "unconfigured run exited $rc, want 78: $(cat /tmp/kestrel-unconfigured.log)"
 
 install -d -m 0750 -o kestrel -g kestrel /run/kestrel
+rm -f /run/kestrel/events.sock /run/kestrel/control.sock # left by anything that ran before
 sub=/tmp/kestrel-install-sub.txt
 timeout 40 mosquitto_sub -L "${broker/tcp:/mqtt:}/kestrel/v1/ci/pkg-test/#" -F '%t' >"$sub" &
 subpid=$!
@@ -35,7 +36,7 @@ setpriv --reuid=kestrel --regid=kestrel --init-groups kestrel run --config /etc/
 	--set device.id=pkg-test --set device.fleet=ci --set broker.urls="$broker" \
 	--set broker.batch_age=200ms >/tmp/kestrel-installed.log 2>&1 &
 agent=$!
-for _ in $(seq 50); do [ -S /run/kestrel/events.sock ] && break; sleep 0.2; done
+for _ in $(seq 50); do [ -S /run/kestrel/events.sock ] && [ "$(stat -c %U /run/kestrel/events.sock)" = kestrel ] && break; sleep 0.2; done
 runuser -u kestrel -- kestrel hook send emergency name=install-test || fail "emergency refused"
 runuser -u kestrel -- kestrel status >/tmp/kestrel-status.txt || fail "kestrel status: $(cat /tmp/kestrel-status.txt)"
 grep -q 'pkg-test' /tmp/kestrel-status.txt || fail "status lacks the device: $(cat /tmp/kestrel-status.txt)"

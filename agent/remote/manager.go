@@ -642,7 +642,8 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	requireSigned := base.Remote.RequireSigned
 	keys := m.keys
 	replayed := m.st.historyContains(d)
-	highWater := m.st.Anchor.HighWater[scope]
+	// A state migrated from format 1 floors every scope at its one mark.
+	highWater := max(m.st.Anchor.HighWater[scope], m.st.Anchor.HighWater[legacyScopes])
 	layers := cloneLayers(m.st.Layers)
 	// The state file was lost but the anchor knows this envelope as the
 	// one in force at the high-water: its retained copy is taken back.

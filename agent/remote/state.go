@@ -219,11 +219,55 @@ func loadState(path string) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read remote state: %w", err)
 	}
+	var head struct {
+		Format int `json:"format"`
+	}
+	if err := json.Unmarshal(data, &head); err == nil && head.Format == 1 {
+		return migrateState1(path, data)
+	}
 	if err := json.Unmarshal(data, st); err != nil {
 		return nil, fmt.Errorf("remote state %s: %w", path, err)
 	}
 	if st.Format != stateFormat {
 		return nil, fmt.Errorf("remote state %s: format %d, want %d", path, st.Format, stateFormat)
+	}
+	return st, nil
+}
+
+// legacyScopes is the anchor's high-water key that holds format 1's single
+// high-water mark: it floors every scope, since format 1 counted versions
+// across all scopes in one.
+const legacyScopes = "*"
+
+// migrateState1 reads the state that agents before layered scopes wrote
+// (format 1: one overlay, one high-water for every scope). Its high-water
+// becomes a floor under every scope, so an upgrade reopens no replay; its
+// confirmed overlay becomes that scope's layer, its audit and command
+// history carry over, and an unconfirmed overlay is dropped (the device
+// runs its last good config, as a rollback would leave it).
+func migrateState1(path string, data []byte) (*state, error) {
+	var old struct {
+		HighWater    uint64           `json:"high_water"`
+		Good         *appliedConfig   `json:"good"`
+		History      []string         `json:"history"`
+		RolledBack   []string         `json:"rolled_back"`
+		Commands     map[string]int64 `json:"commands"`
+		Privacy      string           `json:"privacy"`
+		UnsentReport []byte           `json:"unsent_report"`
+		AuditSeq     uint64           `json:"audit_seq"`
+		Audit        []AuditEntry     `json:"audit"`
+	}
+	if err := json.Unmarshal(data, &old); err != nil {
+		return nil, fmt.Errorf("remote state %s (format 1): %w", path, err)
+	}
+	st := &state{
+		Format: stateFormat, History: old.History, RolledBack: old.RolledBack, Commands: old.Commands,
+		Privacy: old.Privacy, UnsentReport: old.UnsentReport, AuditSeq: old.AuditSeq, Audit: old.Audit,
+		HighWater: map[string]uint64{legacyScopes: old.HighWater},
+	}
+	if g := old.Good; g != nil && g.Scope != "" {
+		st.Layers = map[string]*appliedConfig{g.Scope: g}
+		st.GoodLayers = map[string]*appliedConfig{g.Scope: g}
 	}
 	return st, nil
 }

@@ -577,6 +577,8 @@ func TestEmergencyWithDefaultPaths(t *testing.T) {
 		}
 		return false
 	})
+	// Stop it as systemd would: the socket at the system path goes with it.
+	e.Stop()
 }
 
 // TestSelftestBesideRunningAgent runs the fitter's self-test, configured
