@@ -36,6 +36,7 @@ setpriv --reuid=kestrel --regid=kestrel --init-groups kestrel run --config /etc/
 	--set device.id=pkg-test --set device.fleet=ci --set broker.urls="$broker" \
 	--set broker.batch_age=200ms >/tmp/kestrel-installed.log 2>&1 &
 agent=$!
+trap 'kill "$agent" "$subpid" 2>/dev/null || true' EXIT # a failed check leaves nothing running
 for _ in $(seq 50); do [ -S /run/kestrel/events.sock ] && [ "$(stat -c %U /run/kestrel/events.sock)" = kestrel ] && break; sleep 0.2; done
 runuser -u kestrel -- kestrel hook send emergency name=install-test || fail "emergency refused"
 runuser -u kestrel -- kestrel status >/tmp/kestrel-status.txt || fail "kestrel status: $(cat /tmp/kestrel-status.txt)"
