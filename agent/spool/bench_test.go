@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/hwtest/loopfs"
 )
 
 // Benchmarks (go test -bench . -benchmem ./agent/spool) and the storage
@@ -208,37 +207,6 @@ func devWriteBytes(dev string) int64 {
 	return n * 512
 }
 
-// loopExt4 mounts a fresh ext4 (default mount options: data=ordered,
-// 4 KiB blocks, no lazy init, whose background zeroing would count as our
-// writes) on a loop device and returns the mount point and the device
-// name, or skips.
-func loopExt4(t *testing.T, size string, mkfsArgs ...string) (string, string) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a loop device")
-	}
-	img := filepath.Join("/var/tmp", fmt.Sprintf("kestrel-spool-%d-%d.img", os.Getpid(), time.Now().UnixNano()))
-	if err := exec.Command("truncate", "-s", size, img).Run(); err != nil {
-		t.Skip("truncate:", err)
-	}
-	t.Cleanup(func() { os.Remove(img) })
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		t.Skip("losetup:", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	args := append([]string{"-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"}, mkfsArgs...)
-	if out, err := exec.Command("mkfs.ext4", append(args, dev)...).CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v %s", err, out)
-	}
-	mnt := t.TempDir()
-	if err := unix.Mount(dev, mnt, "ext4", 0, ""); err != nil {
-		t.Skip("mount:", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, 0) })
-	return mnt, filepath.Base(dev)
-}
-
 type workload struct {
 	name    string
 	rate    int // records per second
@@ -362,7 +330,7 @@ func TestMeasureWriteAmplification(t *testing.T) {
 	if os.Getenv("KESTREL_SPOOL_MEASURE") == "" {
 		t.Skip("set KESTREL_SPOOL_MEASURE=1 (slow; root mounts a loop ext4)")
 	}
-	mnt, dev := loopExt4(t, "512M")
+	mnt, dev := loopfs.Ext4(t, "512M")
 	workloads := []workload{
 		{"offline, 10 rec/s x 40 B", 10, 40, 300, -1, 0},
 		{"offline, 100 rec/s x 40 B", 100, 40, 120, -1, 0},
@@ -401,7 +369,7 @@ func TestMeasureRecovery1GB(t *testing.T) {
 	if os.Getenv("KESTREL_SPOOL_MEASURE") == "" {
 		t.Skip("set KESTREL_SPOOL_MEASURE=1")
 	}
-	mnt, _ := loopExt4(t, "3G")
+	mnt, _ := loopfs.Ext4(t, "3G")
 	const size = 100
 	n := (1 << 30) / size
 	payload := bytes.Repeat([]byte{0x33}, size)
@@ -455,7 +423,7 @@ func TestMeasureRealTime(t *testing.T) {
 	if os.Getenv("KESTREL_SPOOL_MEASURE") == "" {
 		t.Skip("set KESTREL_SPOOL_MEASURE=1")
 	}
-	mnt, dev := loopExt4(t, "512M")
+	mnt, dev := loopfs.Ext4(t, "512M")
 	s, err := Open(filepath.Join(mnt, "rt"), Options{}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/hwtest/loopfs"
 )
 
 // Real media faults, on a small tmpfs the test mounts (root only).
@@ -39,7 +40,7 @@ func mountTmpfs(t *testing.T, size string) string {
 func TestDiskFull(t *testing.T) {
 	t.Run("tmpfs", func(t *testing.T) { diskFull(t, mountTmpfs(t, "2m"), false) })
 	t.Run("ext4-direct", func(t *testing.T) {
-		mnt, _ := loopExt4(t, "6M", "-b", "4096", "-m", "0", "-N", "64")
+		mnt, _ := loopfs.Ext4(t, "6M", "-b", "4096", "-m", "0", "-N", "64")
 		diskFull(t, mnt, true)
 	})
 }

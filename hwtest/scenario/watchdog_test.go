@@ -1,9 +1,7 @@
 package scenario
 
 import (
-	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"golang.org/x/sys/unix"
+	"github.com/kestrel-edge/kestrel/hwtest/loopfs"
 )
 
 // notifySocket is systemd's end of sd_notify(3): it records what the agent
@@ -63,33 +61,6 @@ func (n *notifySocket) count(s string, since time.Time) int {
 	return k
 }
 
-// mountExt4 mounts a fresh small ext4 on a loop device, or skips.
-func mountExt4(t *testing.T) string {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a loop device and fsfreeze")
-	}
-	img := filepath.Join("/var/tmp", fmt.Sprintf("kestrel-watchdog-%d.img", os.Getpid()))
-	if err := exec.Command("truncate", "-s", "64M", img).Run(); err != nil {
-		t.Skip("truncate:", err)
-	}
-	t.Cleanup(func() { os.Remove(img) })
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		t.Skip("losetup:", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", dev).CombinedOutput(); err != nil {
-		t.Skipf("mkfs.ext4: %v %s", err, out)
-	}
-	mnt := t.TempDir()
-	if err := unix.Mount(dev, mnt, "ext4", 0, ""); err != nil {
-		t.Skip("mount:", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	return mnt
-}
-
 // TestWatchdogStopsOnStuckPipeline runs the real agent under a fake
 // systemd (NOTIFY_SOCKET, WATCHDOG_USEC) with its spool on an ext4 that the
 // test then freezes: the group commit blocks in the kernel as it would on
@@ -97,7 +68,7 @@ func mountExt4(t *testing.T) string {
 // while stuck (so that systemd restarts it), and ping again once thawed.
 func TestWatchdogStopsOnStuckPipeline(t *testing.T) {
 	cmd := command(t)
-	mnt := mountExt4(t)
+	mnt, _ := loopfs.Ext4(t, "64M")
 	nmea, fixes := track(t, "visnjan-car")
 	e := New(t, Options{Command: cmd, Track: nmea, Fixes: fixes, Speed: 10, Loop: true,
 		Edit: func(c *config.Config) { c.Spool.Dir = filepath.Join(mnt, "spool") }})

@@ -44,6 +44,27 @@ const (
 )
 
 // colFlag is the Has* flag that gates each optional column (0: always present).
+// columnRows is how many rows column c has in a batch of n records whose
+// positions are pos (a column with a presence flag has a row only where
+// the flag is set), and the slice to decode it into: its own for time, lat
+// and lon (the predictions of later columns read them), vals otherwise.
+func columnRows(c int, pos []kestrel.Position, n int, vals []uint64) (int, []uint64) {
+	m := n
+	if f := colFlag[c]; f != 0 {
+		m = 0
+		for i := range pos {
+			if pos[i].Flags&f != 0 {
+				m++
+			}
+		}
+	}
+	switch c {
+	case colTime, colLat, colLon:
+		return m, make([]uint64, n)
+	}
+	return m, vals[:m]
+}
+
 var colFlag = [numCols]kestrel.PosFlags{
 	colAlt: kestrel.HasAlt, colSpeed: kestrel.HasSpeed, colTrack: kestrel.HasTrack,
 	colSats: kestrel.HasSats, colHDOP: kestrel.HasHDOP, colEPH: kestrel.HasEPH, colEPV: kestrel.HasEPV,
@@ -450,22 +471,7 @@ func decodePositions(bin []byte, pos []kestrel.Position, recs []kestrel.Record, 
 		if br.bad {
 			return fmt.Errorf("truncated before column %d", c)
 		}
-		m := n
-		if f := colFlag[c]; f != 0 {
-			m = 0
-			for i := range pos {
-				if pos[i].Flags&f != 0 {
-					m++
-				}
-			}
-		}
-		var col []uint64
-		switch c {
-		case colTime, colLat, colLon:
-			col = make([]uint64, n)
-		default:
-			col = vals[:m]
-		}
+		m, col := columnRows(c, pos, n, vals)
 		predicted := false
 		if (c == colSpeed || c == colTrack) && m > 0 {
 			predicted = br.read(1) == 1

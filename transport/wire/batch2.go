@@ -621,22 +621,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 		if d.bad {
 			return fmt.Errorf("bad code before column %d", c)
 		}
-		m := n
-		if f := colFlag[c]; f != 0 {
-			m = 0
-			for i := range pos {
-				if pos[i].Flags&f != 0 {
-					m++
-				}
-			}
-		}
-		var col []uint64
-		switch c {
-		case colTime, colLat, colLon:
-			col = make([]uint64, n)
-		default:
-			col = vals[:m]
-		}
+		m, col := columnRows(c, pos, n, vals)
 		grid := gridNone
 		if c == colLat || c == colLon {
 			grid = int(d.bypass(3))
