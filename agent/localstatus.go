@@ -64,19 +64,32 @@ func (a *Agent) LocalStatus() localctl.Status {
 		st.Radio = &localctl.Radio{Profile: r.Profile.String(), Online: r.Online, Registered: r.Registered.String(),
 			RSSI: int(r.RSSI), RSRP: int(r.RSRP), Operator: r.Operator}
 	}
-	part := func(name, dev string) {
+	// A part's state says only what is known: "started" is a supervised
+	// source (which may be waiting for its device), refined by what the
+	// part itself last reported.
+	part := func(name, dev, seen string) {
 		if dev == "" {
 			return
 		}
 		state := "stopped"
 		if names[name] {
-			state = "running"
+			state = "started"
+			if seen != "" {
+				state += ": " + seen
+			}
 		}
 		st.Parts = append(st.Parts, localctl.Part{Name: name, Device: dev, State: state})
 	}
-	part("gps", cfg.GPS.Port)
-	part("radio", cfg.Radio.Port)
-	part("firmware", cfg.Hooks.Socket)
+	gpsSeen, radioSeen := "", ""
+	if g := a.latest.gps; g != nil {
+		gpsSeen = g.State.String()
+	}
+	if r := a.latest.radio; r != nil {
+		radioSeen = map[bool]string{true: "answering", false: "not answering"}[r.Online]
+	}
+	part("gps", cfg.GPS.Port, gpsSeen)
+	part("radio", cfg.Radio.Port, radioSeen)
+	part("firmware", cfg.Hooks.Socket, a.latest.caps["firmware_socket"])
 	st.Capabilities = make(map[string]string, len(a.latest.caps))
 	for k, v := range a.latest.caps {
 		st.Capabilities[k] = v

@@ -83,7 +83,7 @@ func runSelftest(args []string, s stdio) error {
 		if err == nil {
 			opts.Agent = &st
 			for _, p := range st.Parts {
-				if p.State == "running" && (p.Name == "gps" || p.Name == "radio") {
+				if strings.HasPrefix(p.State, "started") && (p.Name == "gps" || p.Name == "radio") {
 					opts.InUse = append(opts.InUse, p.Name)
 				}
 			}
