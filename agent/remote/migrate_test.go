@@ -36,8 +36,11 @@ func TestStateFormat1Migrates(t *testing.T) {
 	bus := newMemBus()
 	door := newTestDoor(m.StartConfig(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go m.Run(ctx)
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	// The manager writes its state until Run returns: wait for it before
+	// the test's directory is removed.
+	defer func() { cancel(); <-done }()
 	m.Attach(door, bus)
 	// An old config (version 999) on another scope: refused by the floor.
 	old, _ := SignConfig(priv, Device("met", "d1"), 999, []byte("[tracking]\ndistance = 1.0\n"))
