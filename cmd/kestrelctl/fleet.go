@@ -313,9 +313,13 @@ func runConfig(args []string, s stdio) error {
 	}
 	switch args[0] {
 	case "push":
-		return configPush(args[1:], s, false)
+		return runPush(args[1:], s, modePush)
 	case "clear":
-		return configPush(args[1:], s, true)
+		return runPush(args[1:], s, modeClear)
+	case "rollback":
+		return runPush(args[1:], s, modeRollback)
+	case "validate":
+		return configValidate(args[1:], s)
 	case "get":
 		return configGet(args[1:], s)
 	case "-h", "--help", "help":

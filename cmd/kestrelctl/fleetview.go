@@ -1,0 +1,171 @@
+package main
+
+import (
+	"slices"
+	"sort"
+	"strings"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kestrel-edge/kestrel/agent/remote"
+)
+
+// fleetView is what the broker retains for a fleet: each device's state
+// (birth or will) and last config report, and each scope's desired
+// config and the one before it (config/previous, kept by push for
+// rollback).
+type fleetView struct {
+	fleet    string
+	states   map[string]map[string]any
+	reports  map[string]*remote.Report
+	desired  map[string]*remote.ConfigEnvelope // by scope: all, group/G, device/D
+	previous map[string]*remote.ConfigEnvelope // by scope
+	unreadable map[string]string // device -> why its state did not decode
+}
+
+func newFleetView(fleet string) *fleetView {
+	return &fleetView{fleet: fleet, states: map[string]map[string]any{}, reports: map[string]*remote.Report{},
+		desired: map[string]*remote.ConfigEnvelope{}, previous: map[string]*remote.ConfigEnvelope{}, unreadable: map[string]string{}}
+}
+
+// fleetViewFilters are the subscriptions that fill a fleetView.
+func fleetViewFilters(fleet string) []string {
+	p := "kestrel/v1/" + fleet + "/"
+	return []string{p + "+/state", p + "+/config/+", p + "_group/+/config/+"}
+}
+
+// scopeOfTopic maps kestrel/v1/F/{_all|_group/G|D}/config/{desired|previous}
+// to its scope and the last level.
+func scopeOfTopic(fleet, topic string) (scope, kind string, ok bool) {
+	rest, found := strings.CutPrefix(topic, "kestrel/v1/"+fleet+"/")
+	if !found {
+		return "", "", false
+	}
+	parts := strings.Split(rest, "/")
+	switch {
+	case len(parts) == 3 && parts[0] == "_all" && parts[1] == "config":
+		return "all", parts[2], true
+	case len(parts) == 4 && parts[0] == "_group" && parts[2] == "config":
+		return "group/" + parts[1], parts[3], true
+	case len(parts) == 3 && parts[1] == "config" && !strings.HasPrefix(parts[0], "_"):
+		return "device/" + parts[0], parts[2], true
+	}
+	return "", "", false
+}
+
+// add files one message; it returns the report when m is a config report.
+func (v *fleetView) add(m paho.Message) *remote.Report {
+	topic := m.Topic()
+	if strings.HasSuffix(topic, "/state") {
+		d := deviceOf(topic)
+		if d == "" || strings.HasPrefix(d, "_") {
+			return nil
+		}
+		if len(m.Payload()) == 0 {
+			delete(v.states, d)
+			return nil
+		}
+		st, err := decodeStateMap(m.Payload())
+		if err != nil {
+			v.unreadable[d] = err.Error()
+			return nil
+		}
+		v.states[d] = st
+		return nil
+	}
+	scope, kind, ok := scopeOfTopic(v.fleet, topic)
+	if !ok {
+		return nil
+	}
+	switch kind {
+	case "reported":
+		if !strings.HasPrefix(scope, "device/") {
+			return nil
+		}
+		r, err := remote.DecodeReport(m.Payload())
+		if err != nil {
+			return nil
+		}
+		v.reports[strings.TrimPrefix(scope, "device/")] = r
+		return r
+	case "desired", "previous":
+		dst := v.desired
+		if kind == "previous" {
+			dst = v.previous
+		}
+		if len(m.Payload()) == 0 {
+			delete(dst, scope)
+			return nil
+		}
+		if e, err := remote.DecodeConfig(m.Payload()); err == nil {
+			dst[scope] = e
+		}
+	}
+	return nil
+}
+
+// groupsOf is a device's groups: from its last report, else from its
+// state message.
+func (v *fleetView) groupsOf(dev string) []string {
+	if r := v.reports[dev]; r != nil && len(r.Groups) > 0 {
+		return r.Groups
+	}
+	if st := v.states[dev]; st != nil {
+		if gs, ok := st["groups"].([]any); ok {
+			var out []string
+			for _, g := range gs {
+				if s, ok := g.(string); ok {
+					out = append(out, s)
+				}
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// devices lists every device known from state or reports, sorted.
+func (v *fleetView) devices() []string {
+	seen := map[string]bool{}
+	for d := range v.states {
+		seen[d] = true
+	}
+	for d := range v.reports {
+		seen[d] = true
+	}
+	out := make([]string, 0, len(seen))
+	for d := range seen {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// members lists the devices a scope reaches, sorted: every known device
+// for all, those in the group for group/G, the device itself for device/D.
+func (v *fleetView) members(scope string) []string {
+	switch {
+	case scope == "all":
+		return v.devices()
+	case strings.HasPrefix(scope, "group/"):
+		g := strings.TrimPrefix(scope, "group/")
+		var out []string
+		for _, d := range v.devices() {
+			if slices.Contains(v.groupsOf(d), g) {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	return []string{strings.TrimPrefix(scope, "device/")}
+}
+
+// online is the state message's online flag; known is false without one.
+func (v *fleetView) online(dev string) (on, known bool) {
+	st := v.states[dev]
+	if st == nil {
+		return false, false
+	}
+	b, ok := st["online"].(bool)
+	return b, ok
+}
