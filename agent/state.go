@@ -133,6 +133,9 @@ func (a *Agent) stateFields() map[string]any {
 	m := a.spool.Metrics()
 	f := map[string]any{
 		"config_version": cfg.Version,
+		// Membership, so kestrelctl knows a group's devices before any of
+		// them has answered a config (kestrelctl config push --group).
+		"groups": cfg.Device.Group,
 		"spool_records":  m.Records,
 		"spool_bytes":    m.Bytes,
 		"spool_health":   m.Health.State.String(),
@@ -154,8 +157,18 @@ func (a *Agent) stateFields() map[string]any {
 		}
 		f["restart_pending"] = paths
 	}
+	select {
+	case <-a.startedCh: // a.started is set
+		f["started_ms"] = a.started.UnixMilli()
+	default:
+	}
 	a.latest.mu.Lock()
 	defer a.latest.mu.Unlock()
+	if a.latest.fix != nil {
+		// When, not where: the position itself goes out only as telemetry,
+		// under the privacy policy.
+		f["last_fix_ms"] = a.latest.fixTime
+	}
 	if b := a.latest.battery; b != nil {
 		f["battery"] = int(b.Capacity)
 		f["battery_status"] = b.Status

@@ -38,8 +38,9 @@ type deviceDiff struct {
 	// Shadowed are keys the push sets that a higher scope on this device
 	// overrides: they would not change.
 	Shadowed []string `json:"shadowed,omitempty"`
-	// Error says why no diff could be computed (no report with the
-	// effective config, an old agent).
+	// Note qualifies the diff (a device that has not reported yet).
+	Note string `json:"note,omitempty"`
+	// Error says why no diff could be computed.
 	Error string `json:"error,omitempty"`
 }
 
@@ -76,9 +77,19 @@ func dryRunDevice(v *fleetView, dev, scope string, body []byte) deviceDiff {
 	if on, known := v.online(dev); known {
 		dd.Online = &on
 	}
+	next, err := bodyValues(body)
+	if err != nil {
+		dd.Error = err.Error()
+		return dd
+	}
 	r := v.reports[dev]
 	if r == nil || len(r.Effective) == 0 {
-		dd.Error = "no config report with the effective config from this device"
+		// A device that never answered a config runs no remote layer, but
+		// its local values are not known here.
+		dd.Note = "no config report from this device yet: its current values are not known"
+		for _, k := range sortedKeys(next) {
+			dd.Changes = append(dd.Changes, keyChange{Path: k, Old: "?", OldScope: "local", New: next[k], NewScope: scope})
+		}
 		return dd
 	}
 	order := scopeOrder(dev, r.Groups)
@@ -86,11 +97,6 @@ func dryRunDevice(v *fleetView, dev, scope string, body []byte) deviceDiff {
 	target := rank(scope)
 	if target < 0 {
 		dd.Error = fmt.Sprintf("%s does not reach this device", scope)
-		return dd
-	}
-	next, err := bodyValues(body)
-	if err != nil {
-		dd.Error = err.Error()
 		return dd
 	}
 	// The bodies of the scopes below the target, as the device runs them.
@@ -161,6 +167,9 @@ func printDryRun(w io.Writer, res dryRunResult) {
 			fmt.Fprintf(w, "unknown: %s\n", d.Error)
 			continue
 		}
+		if d.Note != "" {
+			fmt.Fprintln(w, d.Note)
+		}
 		if len(d.Changes) == 0 {
 			fmt.Fprintln(w, "no change")
 		} else {
@@ -186,4 +195,13 @@ func orDash(s string) string {
 		return `""`
 	}
 	return s
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

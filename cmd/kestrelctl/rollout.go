@@ -501,12 +501,12 @@ func (r *rollout) staged(ctx context.Context, tg remote.Target, body []byte, exp
 		stagedDevs = expected[:ends[len(ends)-2]]
 	}
 	for _, d := range stagedDevs {
-		rp := r.view.reports[d]
-		if rp == nil || len(rp.Effective) == 0 {
-			return fmt.Errorf("device %s: no config report with its effective config, so it cannot be staged; not pushed", d)
-		}
+		// A device that never reported runs no remote layer.
+		var in uint64
 		scope := "device/" + d
-		in := rp.Layers[scope]
+		if rp := r.view.reports[d]; rp != nil {
+			in = rp.Layers[scope]
+		}
 		var b []byte
 		if in > 0 {
 			e := r.view.desired[scope]
@@ -565,7 +565,10 @@ func (r *rollout) staged(ctx context.Context, tg remote.Target, body []byte, exp
 			st.Via = "device-scope"
 			for _, d := range devs {
 				rp := r.view.reports[d]
-				order := scopeOrder(d, rp.Groups)
+				if rp == nil {
+					rp = &remote.Report{}
+				}
+				order := scopeOrder(d, r.view.groupsOf(d))
 				at := indexOf(order, tg.Scope)
 				shadow := func(path string) bool {
 					for _, k := range rp.Effective {
