@@ -135,7 +135,7 @@ func (a *Agent) stateFields() map[string]any {
 		"config_version": cfg.Version,
 		// Membership, so kestrelctl knows a group's devices before any of
 		// them has answered a config (kestrelctl config push --group).
-		"groups": cfg.Device.Group,
+		"groups":         cfg.Device.Group,
 		"spool_records":  m.Records,
 		"spool_bytes":    m.Bytes,
 		"spool_health":   m.Health.State.String(),

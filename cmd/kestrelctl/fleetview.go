@@ -15,12 +15,12 @@ import (
 // config and the one before it (config/previous, kept by push for
 // rollback).
 type fleetView struct {
-	fleet    string
-	states   map[string]map[string]any
-	reports  map[string]*remote.Report
-	desired  map[string]*remote.ConfigEnvelope // by scope: all, group/G, device/D
-	previous map[string]*remote.ConfigEnvelope // by scope
-	unreadable map[string]string // device -> why its state did not decode
+	fleet      string
+	states     map[string]map[string]any
+	reports    map[string]*remote.Report
+	desired    map[string]*remote.ConfigEnvelope // by scope: all, group/G, device/D
+	previous   map[string]*remote.ConfigEnvelope // by scope
+	unreadable map[string]string                 // device -> why its state did not decode
 }
 
 func newFleetView(fleet string) *fleetView {
