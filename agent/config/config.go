@@ -1,7 +1,8 @@
 // Package config holds the agent's configuration: the TOML file format,
 // defaults, validation, --set overrides, live-reload rules and atomic
-// persistence. Signed remote configuration lives in agent/remote and uses
-// Overlay to lay a fleet manager's partial config over the local one.
+// persistence. Signed remote configuration lives in agent/fleetctl (the
+// protocol in transport/fleet) and uses Overlay to lay a fleet manager's
+// partial config over the local one.
 //
 // Every key has a dotted path ("gps.baud") built from the toml tags below;
 // the same path is used by --set, by validation errors, by Diff and in the
@@ -14,7 +15,7 @@ import "time"
 // lowercase dotted paths used by --set (for example "gps.baud").
 type Config struct {
 	// Version is the remote config version that produced this config; 0 for
-	// a purely local config. It only grows (see agent/remote).
+	// a purely local config. It only grows (see agent/fleetctl).
 	Version  uint64   `toml:"version"`
 	Device   Device   `toml:"device"`
 	Broker   Broker   `toml:"broker"`
@@ -180,7 +181,7 @@ type Privacy struct {
 	OnMode string  `toml:"on_mode"` // what the "privacy on" command selects: "pause" or "coarse"
 	Grid   float64 `toml:"grid"`    // metres, for "coarse"
 	// Locked, set at fleet scope (or locally), stops group and device
-	// configs from weakening privacy (agent/remote).
+	// configs from weakening privacy (agent/fleetctl).
 	Locked bool `toml:"locked"`
 }
 

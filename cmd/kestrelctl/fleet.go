@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -25,9 +22,9 @@ import (
 	"github.com/tinylib/msgp/msgp"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/cmd/internal/fleetconn"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
-	"github.com/kestrel-edge/kestrel/transport/mqtt"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // ---- keygen ----
@@ -41,7 +38,7 @@ func runKeygen(args []string, s stdio) error {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl keygen [--out PREFIX] [--force]\n\n"+
 			"Makes an Ed25519 fleet signing key. PREFIX.key is PEM PKCS#8, readable by\n"+
 			"openssl; keep it off the devices. PREFIX.pub holds the base64 public key\n"+
-			"that goes into each device's remote.trusted_keys. Prints the key id.")
+			"that goes into each device's fleet.trusted_keys. Prints the key id.")
 		fs.PrintDefaults()
 	}
 	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
@@ -51,7 +48,7 @@ func runKeygen(args []string, s stdio) error {
 	if err != nil {
 		return err
 	}
-	pemKey, err := remote.MarshalPrivateKey(priv)
+	pemKey, err := fleet.MarshalPrivateKey(priv)
 	if err != nil {
 		return err
 	}
@@ -65,7 +62,7 @@ func runKeygen(args []string, s stdio) error {
 		perm os.FileMode
 	}{
 		{*out + ".key", pemKey, 0o600},
-		{*out + ".pub", []byte(remote.EncodePublicKey(pub) + "\n"), 0o644},
+		{*out + ".pub", []byte(fleet.EncodePublicKey(pub) + "\n"), 0o644},
 	} {
 		fh, err := os.OpenFile(f.path, flags, f.perm)
 		if err != nil {
@@ -82,7 +79,7 @@ func runKeygen(args []string, s stdio) error {
 		}
 	}
 	fmt.Fprintf(s.stdout, "key id %s\nprivate key %s.key (keep it secret)\npublic key %s.pub\n\n[remote]\ntrusted_keys = [%q]\n",
-		remote.KeyID(pub), *out, *out, remote.EncodePublicKey(pub))
+		fleet.KeyID(pub), *out, *out, fleet.EncodePublicKey(pub))
 	return nil
 }
 
@@ -97,90 +94,17 @@ func loadSigningKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
-	return remote.ParsePrivateKey(b)
+	return fleet.ParsePrivateKey(b)
 }
 
 // ---- broker connection ----
 
-type fleetBrokerFlags struct {
-	url, ca, cert, key, user *string
-	fleet                    *string
-	allowPlain               *bool // nil: false
-}
-
-func addFleetBrokerFlags(fs *flag.FlagSet) fleetBrokerFlags {
-	return fleetBrokerFlags{
-		url:        fs.String("broker", os.Getenv("KESTREL_BROKER"), "broker `URL` (tcp://, tls://; default $KESTREL_BROKER)"),
-		ca:         fs.String("ca", "", "CA bundle for a tls:// broker"),
-		cert:       fs.String("cert", "", "client certificate (PEM) for mutual TLS"),
-		key:        fs.String("key", "", "client certificate key (PEM)"),
-		user:       fs.String("user", "", "MQTT username (password from $KESTREL_MQTT_PASSWORD)"),
-		fleet:      fs.String("fleet", os.Getenv("KESTREL_FLEET"), "fleet id (default $KESTREL_FLEET)"),
-		allowPlain: fs.Bool("allow-plaintext", false, "permit tcp:// to a host that is not loopback"),
-	}
-}
-
-func (f fleetBrokerFlags) check() error {
-	if *f.url == "" {
-		return fmt.Errorf("%w: --broker URL is required", errUsage)
-	}
-	if *f.fleet == "" {
-		return fmt.Errorf("%w: --fleet is required", errUsage)
-	}
-	if (*f.cert == "") != (*f.key == "") {
-		return fmt.Errorf("%w: --cert and --key go together", errUsage)
-	}
-	// Like the agent: no plaintext (signed configs, commands, broker
-	// credentials) to a host that is not loopback unless asked for.
-	if _, err := mqtt.CheckURL(*f.url, f.allowPlain != nil && *f.allowPlain); err != nil {
-		return fmt.Errorf("%w: --broker: %w", errUsage, err)
-	}
-	return nil
-}
-
-// fleetConnect connects a clean session. Handlers run in arrival order.
-func fleetConnect(ctx context.Context, f fleetBrokerFlags, role string) (paho.Client, error) {
-	po := paho.NewClientOptions().AddBroker(*f.url).
-		SetClientID("kestrelctl-" + role + "-" + fleetRandomID(4)).
-		SetProtocolVersion(4).SetCleanSession(true).SetOrderMatters(true).
-		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).SetKeepAlive(30 * time.Second)
-	if *f.user != "" {
-		po.SetUsername(*f.user).SetPassword(os.Getenv("KESTREL_MQTT_PASSWORD"))
-	}
-	if *f.ca != "" || *f.cert != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if *f.ca != "" {
-			pem, err := os.ReadFile(*f.ca)
-			if err != nil {
-				return nil, fmt.Errorf("read broker CA: %w", err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("broker CA %s: no PEM certificate", *f.ca)
-			}
-		}
-		if *f.cert != "" {
-			c, err := tls.LoadX509KeyPair(*f.cert, *f.key)
-			if err != nil {
-				return nil, fmt.Errorf("client certificate: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{c}
-		}
-		po.SetTLSConfig(tc)
-	}
-	cl := paho.NewClient(po)
-	if err := fleetWait(ctx, cl.Connect(), 15*time.Second); err != nil {
-		return nil, fmt.Errorf("connect %s: %w", *f.url, err)
-	}
-	return cl, nil
-}
-
-// fleetSubscribe connects as role (fleetConnect) and subscribes to filters;
+// fleetSubscribe connects as role (fleetconn.Broker.Connect) and subscribes to filters;
 // col gathers what arrives. The caller disconnects cl. A failed
 // subscription comes back as a subscribeError, so a command can say which
 // step failed.
-func fleetSubscribe(ctx context.Context, f fleetBrokerFlags, role string, filters ...string) (cl paho.Client, col *collector, err error) {
-	cl, err = fleetConnect(ctx, f, role)
+func fleetSubscribe(ctx context.Context, f *fleetconn.Broker, role string, filters ...string) (cl paho.Client, col *collector, err error) {
+	cl, err = f.Connect(ctx, role)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -197,25 +121,6 @@ func fleetSubscribe(ctx context.Context, f fleetBrokerFlags, role string, filter
 type subscribeError struct{ error }
 
 func (e subscribeError) Unwrap() error { return e.error }
-
-func fleetWait(ctx context.Context, tok paho.Token, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-t.C:
-		return errors.New("timed out")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func fleetRandomID(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 func fleetCtx(s stdio) context.Context {
 	if s.ctx == nil {
@@ -278,7 +183,7 @@ func subscribeAll(ctx context.Context, cl paho.Client, c *collector, filters ...
 	for _, f := range filters {
 		m[f] = 1
 	}
-	return fleetWait(ctx, cl.SubscribeMultiple(m, c.handler), 10*time.Second)
+	return fleetconn.Wait(ctx, cl.SubscribeMultiple(m, c.handler), 10*time.Second)
 }
 
 // deviceOf returns the device level of kestrel/v1/{fleet}/{device}/...
@@ -343,23 +248,23 @@ func addTargetFlags(fs *flag.FlagSet) targetFlags {
 	}
 }
 
-func (t targetFlags) target(fleet string) (remote.Target, error) {
+func (t targetFlags) target(fleetID string) (fleet.Target, error) {
 	n := 0
-	var tg remote.Target
+	var tg fleet.Target
 	if *t.device != "" {
 		n++
-		tg = remote.Device(fleet, *t.device)
+		tg = fleet.Device(fleetID, *t.device)
 	}
 	if *t.group != "" {
 		n++
-		tg = remote.Group(fleet, *t.group)
+		tg = fleet.Group(fleetID, *t.group)
 	}
 	if *t.all {
 		n++
-		tg = remote.AllDevices(fleet)
+		tg = fleet.AllDevices(fleetID)
 	}
 	if n != 1 {
-		return remote.Target{}, fmt.Errorf("%w: give exactly one of --device, --group, --all", errUsage)
+		return fleet.Target{}, fmt.Errorf("%w: give exactly one of --device, --group, --all", errUsage)
 	}
 	return tg, nil
 }
@@ -368,7 +273,7 @@ func (t targetFlags) target(fleet string) (remote.Target, error) {
 type pushResult struct {
 	status  string // applied, rejected, rolled_back, "" = no answer
 	running uint64
-	errs    []remote.ReportError
+	errs    []fleet.ReportError
 }
 
 func configPush(args []string, s stdio, clear bool) error {
@@ -378,7 +283,7 @@ func configPush(args []string, s stdio, clear bool) error {
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	bf := addFleetBrokerFlags(fs)
+	bf := fleetconn.AddFlags(fs)
 	tf := addTargetFlags(fs)
 	signKey := fs.String("sign-key", "", "fleet signing key from keygen (default $KESTREL_SIGN_KEY)")
 	version := fs.Uint64("version", 0, "config version; must exceed every version the devices run (default: now, in Unix seconds)")
@@ -386,7 +291,7 @@ func configPush(args []string, s stdio, clear bool) error {
 	discover := fs.Duration("discover", 2*time.Second, "how long to collect retained state to learn which devices to expect")
 	expect := fs.Int("expect", 0, "wait for this many reports (default: the devices known from retained state)")
 	devices := fs.String("devices", "", "comma-separated device ids to expect (overrides discovery)")
-	watch := fs.Duration("watch", 0, "after every device answered, keep watching this long for connectivity rollbacks (see remote.rollback_after)")
+	watch := fs.Duration("watch", 0, "after every device answered, keep watching this long for connectivity rollbacks (see fleet.rollback_after)")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl config push --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags] FILE\n\n"+
 			"Validates FILE locally, signs it, publishes it retained on the target's\n"+
@@ -426,10 +331,10 @@ func configPush(args []string, s stdio, clear bool) error {
 			return fmt.Errorf("%w: one config FILE is required", errUsage)
 		}
 	}
-	if err := bf.check(); err != nil {
-		return err
+	if err := bf.Check(true); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	tg, err := tf.target(*bf.fleet)
+	tg, err := tf.target(bf.Fleet)
 	if err != nil {
 		return err
 	}
@@ -440,7 +345,7 @@ func configPush(args []string, s stdio, clear bool) error {
 	}
 	// Catch what every device would reject before it goes out.
 	base := config.Defaults()
-	base.Device.ID, base.Device.Fleet = "check", *bf.fleet
+	base.Device.ID, base.Device.Fleet = "check", bf.Fleet
 	if _, _, err := config.Overlay(base, body); err != nil {
 		for _, fe := range config.FieldErrors(err) {
 			fmt.Fprintf(s.stderr, "%s: %v\n", file, fe)
@@ -455,13 +360,13 @@ func configPush(args []string, s stdio, clear bool) error {
 	if v == 0 {
 		v = uint64(time.Now().Unix())
 	}
-	env, err := remote.SignConfig(priv, tg, v, body)
+	env, err := fleet.SignConfig(priv, tg, v, body)
 	if err != nil {
 		return err
 	}
 
 	ctx := fleetCtx(s)
-	prefix := "kestrel/v1/" + *bf.fleet + "/"
+	prefix := fleet.Prefix(bf.Fleet)
 	cl, col, err := fleetSubscribe(ctx, bf, "push", prefix+"+/config/reported", prefix+"+/state")
 	if errors.As(err, new(subscribeError)) {
 		return fmt.Errorf("subscribe: %w", err)
@@ -493,7 +398,7 @@ func configPush(args []string, s stdio, clear bool) error {
 			continue
 		}
 		if strings.HasSuffix(m.Topic(), "/config/reported") {
-			if r, err := remote.DecodeReport(m.Payload()); err == nil {
+			if r, err := fleet.DecodeReport(m.Payload()); err == nil {
 				lastRunning[dev] = r.Running
 				if discovering && (*tf.all || slices.Contains(r.Groups, *tf.group)) {
 					expected[dev] = true
@@ -517,11 +422,11 @@ func configPush(args []string, s stdio, clear bool) error {
 		return fmt.Errorf("no device known in %s (from retained state and reports); not pushed (use --devices or --expect to push anyway)", what)
 	}
 
-	if err := fleetWait(ctx, cl.Publish(tg.Topic(), 1, true, env), 15*time.Second); err != nil {
+	if err := fleetconn.Wait(ctx, cl.Publish(tg.Topic(), 1, true, env), 15*time.Second); err != nil {
 		return fmt.Errorf("publish %s: %w", tg.Topic(), err)
 	}
 	fmt.Fprintf(s.stderr, "pushed version %d to %s (%s), %d bytes, key %s; waiting for %d device(s)\n",
-		v, tg, tg.Topic(), len(env), remote.KeyID(priv.Public().(ed25519.PublicKey)), want)
+		v, tg, tg.Topic(), len(env), fleet.KeyID(priv.Public().(ed25519.PublicKey)), want)
 
 	deadline := time.NewTimer(*timeout)
 	defer deadline.Stop()
@@ -531,7 +436,7 @@ func configPush(args []string, s stdio, clear bool) error {
 			if !strings.HasSuffix(m.Topic(), "/config/reported") {
 				continue
 			}
-			r, err := remote.DecodeReport(m.Payload())
+			r, err := fleet.DecodeReport(m.Payload())
 			if err != nil || r.Version != v {
 				continue
 			}
@@ -568,7 +473,7 @@ done:
 			select {
 			case <-col.notify:
 				for _, m := range col.take() {
-					if r, err := remote.DecodeReport(m.Payload()); err == nil && r.Version == v && strings.HasSuffix(m.Topic(), "/config/reported") {
+					if r, err := fleet.DecodeReport(m.Payload()); err == nil && r.Version == v && strings.HasSuffix(m.Topic(), "/config/reported") {
 						results[deviceOf(m.Topic())] = &pushResult{status: r.Status, running: r.Running, errs: r.Errors}
 					}
 				}
@@ -609,11 +514,11 @@ func (p *progress) draw(results map[string]*pushResult) {
 	var ap, rj, rb int
 	for _, r := range results {
 		switch r.status {
-		case remote.StatusApplied:
+		case fleet.StatusApplied:
 			ap++
-		case remote.StatusRejected:
+		case fleet.StatusRejected:
 			rj++
-		case remote.StatusRolledBack:
+		case fleet.StatusRolledBack:
 			rb++
 		}
 	}
@@ -691,7 +596,7 @@ func pushTable(w io.Writer, v uint64, expected map[string]bool, results map[stri
 func configGet(args []string, s stdio) error {
 	fs := flag.NewFlagSet("config get", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	bf := addFleetBrokerFlags(fs)
+	bf := fleetconn.AddFlags(fs)
 	tf := addTargetFlags(fs)
 	pubFile := fs.String("pub", "", "verify signatures with this public key file (keygen's .pub)")
 	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
@@ -705,26 +610,26 @@ func configGet(args []string, s stdio) error {
 	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
 		return err
 	}
-	if err := bf.check(); err != nil {
-		return err
+	if err := bf.Check(true); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	tg, err := tf.target(*bf.fleet)
+	tg, err := tf.target(bf.Fleet)
 	if err != nil {
 		return err
 	}
-	var kr remote.Keyring
+	var kr fleet.Keyring
 	if *pubFile != "" {
 		b, err := os.ReadFile(*pubFile)
 		if err != nil {
 			return err
 		}
-		if kr, err = remote.NewKeyring([]string{strings.TrimSpace(string(b))}); err != nil {
+		if kr, err = fleet.NewKeyring([]string{strings.TrimSpace(string(b))}); err != nil {
 			return err
 		}
 	}
 	ctx := fleetCtx(s)
-	prefix := "kestrel/v1/" + *bf.fleet + "/"
-	filters := []string{prefix + "+/config/reported", remote.AllDevices(*bf.fleet).Topic(), prefix + "_group/+/config/desired"}
+	prefix := fleet.Prefix(bf.Fleet)
+	filters := []string{prefix + "+/config/reported", fleet.AllDevices(bf.Fleet).Topic(), prefix + "_group/+/config/desired"}
 	if *tf.device != "" {
 		filters = append(filters, tg.Topic())
 	}
@@ -735,13 +640,13 @@ func configGet(args []string, s stdio) error {
 	defer cl.Disconnect(250)
 	col.settle(ctx, 300*time.Millisecond, *wait)
 	desired := map[string][]byte{}
-	reports := map[string]*remote.Report{}
+	reports := map[string]*fleet.Report{}
 	for _, m := range col.take() {
 		if strings.HasSuffix(m.Topic(), "/config/desired") {
 			desired[m.Topic()] = m.Payload()
 			continue
 		}
-		if r, err := remote.DecodeReport(m.Payload()); err == nil {
+		if r, err := fleet.DecodeReport(m.Payload()); err == nil {
 			reports[deviceOf(m.Topic())] = r
 		}
 	}
@@ -762,10 +667,10 @@ func configGet(args []string, s stdio) error {
 		topics = append(topics, tg.Topic())
 		if r := reports[*tf.device]; r != nil {
 			for _, g := range r.Groups {
-				topics = append(topics, remote.Group(*bf.fleet, g).Topic())
+				topics = append(topics, fleet.Group(bf.Fleet, g).Topic())
 			}
 		}
-		topics = append(topics, remote.AllDevices(*bf.fleet).Topic())
+		topics = append(topics, fleet.AllDevices(bf.Fleet).Topic())
 	default:
 		topics = append(topics, tg.Topic())
 	}
@@ -775,7 +680,7 @@ func configGet(args []string, s stdio) error {
 			fmt.Fprintf(s.stdout, "# %s: none\n\n", topic)
 			continue
 		}
-		e, err := remote.DecodeConfig(p)
+		e, err := fleet.DecodeConfig(p)
 		if err != nil {
 			fmt.Fprintf(s.stdout, "# %s: unreadable: %v\n\n", topic, err)
 			continue
@@ -825,7 +730,7 @@ func configGet(args []string, s stdio) error {
 
 // printEffective prints a device's running config key by key with its
 // origin: the remote scope and version that set it, or local.
-func printEffective(w io.Writer, r *remote.Report) error {
+func printEffective(w io.Writer, r *fleet.Report) error {
 	var layers []string
 	for sc, v := range r.Layers {
 		layers = append(layers, fmt.Sprintf("%s=%d", sc, v))
@@ -849,7 +754,7 @@ func printEffective(w io.Writer, r *remote.Report) error {
 func runStatus(args []string, s stdio) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	bf := addFleetBrokerFlags(fs)
+	bf := fleetconn.AddFlags(fs)
 	device := fs.String("device", "", "only this device")
 	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
 	fs.Usage = func() {
@@ -861,11 +766,11 @@ func runStatus(args []string, s stdio) error {
 	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
 		return err
 	}
-	if err := bf.check(); err != nil {
-		return err
+	if err := bf.Check(true); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	ctx := fleetCtx(s)
-	prefix := "kestrel/v1/" + *bf.fleet + "/"
+	prefix := fleet.Prefix(bf.Fleet)
 	dev := "+"
 	if *device != "" {
 		dev = *device
@@ -877,7 +782,7 @@ func runStatus(args []string, s stdio) error {
 	defer cl.Disconnect(250)
 	col.settle(ctx, 300*time.Millisecond, *wait)
 	states := map[string]map[string]any{}
-	reps := map[string]*remote.Report{}
+	reps := map[string]*fleet.Report{}
 	for _, m := range col.take() {
 		d := deviceOf(m.Topic())
 		if strings.HasSuffix(m.Topic(), "/state") {
@@ -886,7 +791,7 @@ func runStatus(args []string, s stdio) error {
 			} else {
 				fmt.Fprintf(s.stderr, "%s: unreadable state: %v\n", d, err)
 			}
-		} else if r, err := remote.DecodeReport(m.Payload()); err == nil {
+		} else if r, err := fleet.DecodeReport(m.Payload()); err == nil {
 			reps[d] = r
 		}
 	}
@@ -962,7 +867,7 @@ func runStatus(args []string, s stdio) error {
 			// The report is newer than a state message published before
 			// the last config change.
 			cfg = fmt.Sprint(r.Running)
-			if r.Status != remote.StatusApplied {
+			if r.Status != fleet.StatusApplied {
 				cfg += fmt.Sprintf(" (v%d %s)", r.Version, strings.ReplaceAll(r.Status, "_", " "))
 			}
 		}
@@ -1056,7 +961,7 @@ func regName(r int64) string {
 func runCmd(args []string, s stdio) error {
 	fs := flag.NewFlagSet("cmd", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	bf := addFleetBrokerFlags(fs)
+	bf := fleetconn.AddFlags(fs)
 	device := fs.String("device", "", "target device (required)")
 	signKey := fs.String("sign-key", "", "fleet signing key from keygen (default $KESTREL_SIGN_KEY)")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply")
@@ -1071,8 +976,8 @@ func runCmd(args []string, s stdio) error {
 	if help, err := subcmd.Parse(fs, args); help || err != nil {
 		return err
 	}
-	if err := bf.check(); err != nil {
-		return err
+	if err := bf.Check(true); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if *device == "" || fs.NArg() == 0 {
 		return fmt.Errorf("%w: --device and a command NAME are required", errUsage)
@@ -1096,15 +1001,15 @@ func runCmd(args []string, s stdio) error {
 	}
 	rid := *id
 	if rid == "" {
-		rid = fleetRandomID(8)
+		rid = fleetconn.RandomID(8)
 	}
-	replyCh := "reply/ctl-" + fleetRandomID(4)
-	payload, err := remote.SignCommand(priv, remote.Command{Fleet: *bf.fleet, Device: *device, ID: rid, Name: name, Args: cmdArgs, Reply: replyCh})
+	replyCh := "reply/ctl-" + fleetconn.RandomID(4)
+	payload, err := fleet.SignCommand(priv, fleet.Command{Fleet: bf.Fleet, Device: *device, ID: rid, Name: name, Args: cmdArgs, Reply: replyCh})
 	if err != nil {
 		return err
 	}
 	ctx := fleetCtx(s)
-	prefix := "kestrel/v1/" + *bf.fleet + "/" + *device + "/"
+	prefix := fleet.Prefix(bf.Fleet) + *device + "/"
 	// The default reply channel too: a command the device cannot parse is
 	// answered there.
 	cl, col, err := fleetSubscribe(ctx, bf, "cmd", prefix+replyCh, prefix+"reply")
@@ -1112,20 +1017,20 @@ func runCmd(args []string, s stdio) error {
 		return err
 	}
 	defer cl.Disconnect(250)
-	if err := fleetWait(ctx, cl.Publish(prefix+"cmd", 1, false, payload), 15*time.Second); err != nil {
+	if err := fleetconn.Wait(ctx, cl.Publish(prefix+"cmd", 1, false, payload), 15*time.Second); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
 	deadline := time.NewTimer(*timeout)
 	defer deadline.Stop()
 	for {
 		for _, m := range col.take() {
-			r, err := remote.DecodeReply(m.Payload())
+			r, err := fleet.DecodeReply(m.Payload())
 			if err != nil || r.ID != rid {
 				continue
 			}
 			b, _ := json.Marshal(r)
 			fmt.Fprintln(s.stdout, string(b))
-			if r.Status != remote.ReplyOK {
+			if r.Status != fleet.ReplyOK {
 				return fmt.Errorf("%s %s: %s", name, r.Status, r.Error)
 			}
 			return nil

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kestrel-edge/kestrel/agent"
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/agent/fleetctl"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
 )
 
@@ -30,7 +30,7 @@ func realDevice(t *testing.T, url, id, pub string, groups []string) *agent.Agent
 	c.Remote.TrustedKeys = []string{pub}
 	c.Hooks.Socket = ""
 	log := slog.New(slog.DiscardHandler)
-	ctl, err := remote.NewManager(remote.Options{Current: c, Logger: log, CheckEvery: 50 * time.Millisecond})
+	ctl, err := fleetctl.NewManager(fleetctl.Options{Current: c, Logger: log, CheckEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package remote
+package fleet
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ const (
 	MaxConfigEnvelope = 96 << 10
 	MaxCommand        = 8 << 10
 	maxArgs           = 32
-	maxIDLen          = 128
+	MaxIDLen          = 128
 )
 
 // Format tags: the first field of every envelope, so that a device rejects
@@ -68,34 +68,34 @@ func Device(fleet, device string) Target { return Target{fleet, "device/" + devi
 func (t Target) Topic() string {
 	switch {
 	case t.Scope == "all":
-		return "kestrel/v1/" + t.Fleet + "/_all/config/desired"
+		return Prefix(t.Fleet) + "_all/" + ChannelDesired
 	case strings.HasPrefix(t.Scope, "group/"):
-		return "kestrel/v1/" + t.Fleet + "/_group/" + strings.TrimPrefix(t.Scope, "group/") + "/config/desired"
+		return Prefix(t.Fleet) + "_group/" + strings.TrimPrefix(t.Scope, "group/") + "/" + ChannelDesired
 	default:
-		return "kestrel/v1/" + t.Fleet + "/" + strings.TrimPrefix(t.Scope, "device/") + "/config/desired"
+		return DeviceTopic(t.Fleet, strings.TrimPrefix(t.Scope, "device/"), ChannelDesired)
 	}
 }
 
 func (t Target) String() string { return t.Fleet + ":" + t.Scope }
 
 func (t Target) check() error {
-	if err := checkName(t.Fleet); err != nil {
+	if err := CheckName(t.Fleet); err != nil {
 		return fmt.Errorf("fleet: %w", err)
 	}
 	switch {
 	case t.Scope == "all":
 		return nil
 	case strings.HasPrefix(t.Scope, "group/"):
-		return checkName(strings.TrimPrefix(t.Scope, "group/"))
+		return CheckName(strings.TrimPrefix(t.Scope, "group/"))
 	case strings.HasPrefix(t.Scope, "device/"):
-		return checkName(strings.TrimPrefix(t.Scope, "device/"))
+		return CheckName(strings.TrimPrefix(t.Scope, "device/"))
 	}
 	return fmt.Errorf("scope %q: want all, group/NAME or device/ID", t.Scope)
 }
 
-// checkName accepts the identifiers that config.Validate accepts for
+// CheckName accepts the identifiers that config.Validate accepts for
 // device, fleet and group names.
-func checkName(s string) error {
+func CheckName(s string) error {
 	if s == "" || len(s) > 64 || s[0] == '_' {
 		return fmt.Errorf("bad name %q", s)
 	}
@@ -246,16 +246,16 @@ func SignCommand(priv ed25519.PrivateKey, cmd Command) ([]byte, error) {
 }
 
 func (c *Command) check() error {
-	if err := checkName(c.Fleet); err != nil {
+	if err := CheckName(c.Fleet); err != nil {
 		return fmt.Errorf("fleet: %w", err)
 	}
-	if err := checkName(c.Device); err != nil {
+	if err := CheckName(c.Device); err != nil {
 		return fmt.Errorf("device: %w", err)
 	}
-	if c.ID == "" || len(c.ID) > maxIDLen || strings.ContainsAny(c.ID, "\n\x00") || !utf8.ValidString(c.ID) {
+	if c.ID == "" || len(c.ID) > MaxIDLen || strings.ContainsAny(c.ID, "\n\x00") || !utf8.ValidString(c.ID) {
 		return fmt.Errorf("bad request id %q", c.ID)
 	}
-	if err := checkName(c.Name); err != nil {
+	if err := CheckName(c.Name); err != nil {
 		return fmt.Errorf("command name: %w", err)
 	}
 	if len(c.Args) > maxArgs {
@@ -280,7 +280,7 @@ func CheckReplyChannel(ch string) error {
 		return nil
 	}
 	rest, ok := strings.CutPrefix(ch, "reply/")
-	if !ok || rest == "" || len(rest) > maxIDLen || strings.ContainsAny(rest, "/+#\x00\n") || !utf8.ValidString(rest) {
+	if !ok || rest == "" || len(rest) > MaxIDLen || strings.ContainsAny(rest, "/+#\x00\n") || !utf8.ValidString(rest) {
 		return fmt.Errorf("reply channel %q: want reply or reply/NAME", ch)
 	}
 	return nil

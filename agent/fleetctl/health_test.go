@@ -1,4 +1,4 @@
-package remote
+package fleetctl
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent"
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // realAgent runs the real agent with this package's Manager as its fleet
@@ -76,17 +77,17 @@ func TestWrongBrokerRolledBack(t *testing.T) {
 	a, m := realAgent(t, c)
 	obs := home.Observe("kestrel/v1/met/bwc-0001/config/reported")
 	p := newPlatform(t, home.URL())
-	me := Device("met", "bwc-0001")
+	me := fleet.Device("met", "bwc-0001")
 
 	p.pushConfig(priv, me, 1, "[tracking]\ndistance = 20.0\n")
-	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *Report) bool { return r.Version == 1 && r.Status == StatusApplied })
+	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *fleet.Report) bool { return r.Version == 1 && r.Status == fleet.StatusApplied })
 	waitGood(t, m, "device/bwc-0001", 1)
 
 	// Version 2 moves the device to a broker that accepts it but has
 	// never heard of the fleet. It also asks for a long probation, which
 	// it does not get: the grace is the good config's 3 s.
 	p.pushConfig(priv, me, 2, fmt.Sprintf("[broker]\nurls = [%q]\n[remote]\nrollback_after = \"1000h\"\n", wrong.URL()))
-	r := waitReport(t, obs, "bwc-0001", 30*time.Second, func(r *Report) bool { return r.Version == 2 && r.Status == StatusRolledBack })
+	r := waitReport(t, obs, "bwc-0001", 30*time.Second, func(r *fleet.Report) bool { return r.Version == 2 && r.Status == fleet.StatusRolledBack })
 	if len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Error, "did not serve the fleet-signed desired config") || r.Running != 1 {
 		t.Fatalf("rollback report: %+v", r)
 	}

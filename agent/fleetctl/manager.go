@@ -1,13 +1,4 @@
-// Package remote is the device side of fleet management: signed remote
-// configuration for a device, a group or the whole fleet; signed commands;
-// the audit log; and the connectivity watchdog that rolls a config back
-// when it cuts the device off. It is transport-agnostic: it talks through
-// a Messenger, which transport/mqtt's Session satisfies.
-//
-// A remote config is a partial TOML document laid over the device's local
-// config (file plus --set). The device applies the highest version it has
-// verified, whichever scope it came from. See docs/config.md.
-package remote
+package fleetctl
 
 import (
 	"context"
@@ -23,7 +14,7 @@ import (
 	"time"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/tracking"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // Door is the one way the running config changes (agent.Agent): Reload
@@ -56,24 +47,21 @@ type Deferred struct {
 }
 
 // PrivacyControl is the privacy switch that the "privacy" command drives;
-// *tracking.Policy implements it.
+// *tracking.Policy implements it (asserted where the two are wired, in
+// cmd/kestrel: this package imports nothing of the agent).
 type PrivacyControl interface {
 	SetPrivacy(on bool) string
 	ClearPrivacy() string
 	PrivacyMode() string
 }
 
-// privacyPersister lets the manager keep the command's override across
-// restarts.
-type privacyPersister interface {
+// PrivacyPersister lets the manager keep the command's override across
+// restarts; a PrivacyControl that also implements it (*tracking.Policy)
+// gets its override back after a restart.
+type PrivacyPersister interface {
 	PrivacyOverride() string
 	RestoreOverride(string) error
 }
-
-var (
-	_ PrivacyControl   = (*tracking.Policy)(nil)
-	_ privacyPersister = (*tracking.Policy)(nil)
-)
 
 // Options configures a Manager. Only Current is required; the rest default
 // from it.
@@ -130,7 +118,7 @@ type Manager struct {
 	origins    map[string]Origin // where each remotely set key of the layers in force came from
 	door       Door
 	st         *state
-	keys       Keyring
+	keys       fleet.Keyring
 	msg        Messenger
 	subscribed map[string]bool
 	deadline   time.Time // rollback deadline while st.Pending != nil
@@ -202,10 +190,10 @@ func NewManager(opts Options) (*Manager, error) {
 	if m.dev == "" {
 		m.dev = opts.Current.Device.ID
 	}
-	if err := checkName(m.fleet); err != nil {
+	if err := fleet.CheckName(m.fleet); err != nil {
 		return nil, fmt.Errorf("remote: fleet: %w", err)
 	}
-	if err := checkName(m.dev); err != nil {
+	if err := fleet.CheckName(m.dev); err != nil {
 		return nil, fmt.Errorf("remote: device: %w", err)
 	}
 	if m.opts.StatePath == "" {
@@ -219,7 +207,7 @@ func NewManager(opts Options) (*Manager, error) {
 		_ = os.Rename(m.opts.StatePath, aside)
 		st = &state{Format: stateFormat}
 		m.st = st
-		m.audit(AuditEntry{Kind: "state", Result: "reset", Error: err.Error()})
+		m.audit(fleet.AuditEntry{Kind: "state", Result: "reset", Error: err.Error()})
 	}
 	m.st = st
 	if m.st.Seen == nil {
@@ -249,14 +237,14 @@ func NewManager(opts Options) (*Manager, error) {
 	st.Anchor.merge(anc)
 	if stored && len(problems) > 0 && m.opts.StatePath != "" {
 		m.log.Warn("anti-rollback state repaired from its other copies", "problems", problems)
-		m.audit(AuditEntry{Kind: "state", Result: "repaired", Error: strings.Join(problems, "; ")})
+		m.audit(fleet.AuditEntry{Kind: "state", Result: "repaired", Error: strings.Join(problems, "; ")})
 	}
 	m.anchorDirty = true
 	m.localKeys(m.base.Remote.TrustedKeys)
 
 	// Reports wait until the start config is known: they carry its version.
-	var reports []Report
-	var audits []AuditEntry
+	var reports []fleet.Report
+	var audits []fleet.AuditEntry
 	if st.Pending != nil {
 		st.PendingBoots++
 		if st.PendingBoots > maxPendingBoots {
@@ -267,8 +255,8 @@ func NewManager(opts Options) (*Manager, error) {
 			delete(st.Anchor.Digest, bad.Scope)
 			reason := fmt.Sprintf("%s version %d not confirmed after %d restarts; restored the last good config", bad.Scope, bad.Version, maxPendingBoots)
 			m.log.Error("remote config rolled back at start", "version", bad.Version, "reason", reason)
-			reports = append(reports, Report{Version: bad.Version, Status: StatusRolledBack, Errors: []ReportError{{Error: reason}}, Scope: bad.Scope, KeyID: bad.KeyID})
-			audits = append(audits, AuditEntry{Kind: "rollback", Scope: bad.Scope, KeyID: bad.KeyID, Version: bad.Version, Result: StatusRolledBack, Error: reason})
+			reports = append(reports, fleet.Report{Version: bad.Version, Status: fleet.StatusRolledBack, Errors: []fleet.ReportError{{Error: reason}}, Scope: bad.Scope, KeyID: bad.KeyID})
+			audits = append(audits, fleet.AuditEntry{Kind: "rollback", Scope: bad.Scope, KeyID: bad.KeyID, Version: bad.Version, Result: fleet.StatusRolledBack, Error: reason})
 		}
 	}
 	m.start = m.base
@@ -281,8 +269,8 @@ func NewManager(opts Options) (*Manager, error) {
 			// The local file changed underneath so that the remote config
 			// no longer fits: fall back (last good, then local) and say why.
 			m.log.Error("persisted remote config no longer valid over the local config", "err", err)
-			reports = append(reports, Report{Status: StatusRejected, Errors: ReportErrors(err)})
-			audits = append(audits, AuditEntry{Kind: "config", Result: StatusRejected, Error: err.Error()})
+			reports = append(reports, fleet.Report{Status: fleet.StatusRejected, Errors: fleet.ReportErrors(err)})
+			audits = append(audits, fleet.AuditEntry{Kind: "config", Result: fleet.StatusRejected, Error: err.Error()})
 			if i == 0 {
 				st.Pending = nil
 				st.Layers = cloneLayers(st.GoodLayers)
@@ -332,7 +320,7 @@ func (m *Manager) SetHandlers(cmds map[string]CommandFunc, privacy PrivacyContro
 
 // restorePrivacy re-applies the privacy command's saved override.
 func (m *Manager) restorePrivacy() {
-	if pp, ok := m.opts.Privacy.(privacyPersister); ok && m.st.Privacy != "" {
+	if pp, ok := m.opts.Privacy.(PrivacyPersister); ok && m.st.Privacy != "" {
 		if err := pp.RestoreOverride(m.st.Privacy); err != nil {
 			m.log.Warn("saved privacy override ignored", "err", err)
 		}
@@ -369,7 +357,7 @@ func (m *Manager) Version() uint64 {
 }
 
 // Audit returns a copy of the audit log kept on the device, oldest first.
-func (m *Manager) Audit() []AuditEntry {
+func (m *Manager) Audit() []fleet.AuditEntry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.st.Audit)
@@ -380,7 +368,7 @@ func (m *Manager) Audit() []AuditEntry {
 // revoked ones. Callers hold m.mu (or own m exclusively).
 func (m *Manager) rebuildKeys(c config.Config) error {
 	a := &m.st.Anchor
-	kr, err := NewKeyring(append(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...), a.Trusted...))
+	kr, err := fleet.NewKeyring(append(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...), a.Trusted...))
 	if err != nil {
 		return fmt.Errorf("remote: %w", err)
 	}
@@ -443,7 +431,7 @@ func (m *Manager) groups(c config.Config) []string {
 	return c.Device.Group
 }
 
-func (m *Manager) prefix() string { return "kestrel/v1/" + m.fleet + "/" }
+func (m *Manager) prefix() string { return fleet.Prefix(m.fleet) }
 
 // Attach connects the manager to the agent's door and messenger and
 // subscribes to the desired-config topics (device, each group, _all) and
@@ -461,12 +449,12 @@ func (m *Manager) subscribe() error {
 	m.mu.Lock()
 	msg := m.msg
 	topics := []string{
-		m.prefix() + m.dev + "/config/desired",
-		m.prefix() + "_all/config/desired",
-		m.prefix() + m.dev + "/cmd",
+		fleet.Device(m.fleet, m.dev).Topic(),
+		fleet.AllDevices(m.fleet).Topic(),
+		fleet.DeviceTopic(m.fleet, m.dev, fleet.ChannelCmd),
 	}
 	for _, g := range m.groups(m.current()) {
-		topics = append(topics, m.prefix()+"_group/"+g+"/config/desired")
+		topics = append(topics, fleet.Group(m.fleet, g).Topic())
 	}
 	var todo []string
 	for _, t := range topics {
@@ -561,8 +549,8 @@ func (m *Manager) startup(ctx context.Context) {
 	if _, err := m.apply(ctx, target); err != nil {
 		m.log.Error("persisted remote config failed to apply: running the local config", "version", target.Version, "err", err)
 		m.mu.Lock()
-		m.report(Report{Version: target.Version, Status: StatusRejected, Errors: ReportErrors(err)})
-		m.audit(AuditEntry{Kind: "config", Version: target.Version, Result: StatusRejected, Error: err.Error()})
+		m.report(fleet.Report{Version: target.Version, Status: fleet.StatusRejected, Errors: fleet.ReportErrors(err)})
+		m.audit(fleet.AuditEntry{Kind: "config", Version: target.Version, Result: fleet.StatusRejected, Error: err.Error()})
 		m.st.Pending, m.st.Layers, m.st.GoodLayers = nil, map[string]*appliedConfig{}, map[string]*appliedConfig{}
 		m.origins = nil
 		m.saveLocked()
@@ -650,17 +638,17 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	restore := layers[scope] == nil && m.st.Anchor.Digest[scope] == d
 	m.mu.Unlock()
 
-	entry := AuditEntry{Kind: "config", Scope: scope}
+	entry := fleet.AuditEntry{Kind: "config", Scope: scope}
 	reject := func(version uint64, err error) {
-		entry.Version, entry.Result, entry.Error = version, StatusRejected, err.Error()
+		entry.Version, entry.Result, entry.Error = version, fleet.StatusRejected, err.Error()
 		m.log.Warn("remote config rejected", "scope", scope, "version", version, "kid", entry.KeyID, "err", err)
 		m.mu.Lock()
-		m.report(Report{Version: version, Status: StatusRejected, Errors: ReportErrors(err), Scope: scope, KeyID: entry.KeyID})
+		m.report(fleet.Report{Version: version, Status: fleet.StatusRejected, Errors: fleet.ReportErrors(err), Scope: scope, KeyID: entry.KeyID})
 		m.audit(entry)
 		m.mu.Unlock()
 	}
 
-	env, err := DecodeConfig(payload)
+	env, err := fleet.DecodeConfig(payload)
 	if err != nil {
 		m.rejectJunkConfig(scope, 0, err)
 		return
@@ -672,12 +660,12 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	}
 	entry.Verified = env.KeyID != ""
 	if env.Fleet != m.fleet || env.Scope != scope {
-		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", ErrWrongTarget, env.Target(), Target{m.fleet, scope}))
+		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", fleet.ErrWrongTarget, env.Target(), fleet.Target{Fleet: m.fleet, Scope: scope}))
 		return
 	}
 	if !restore || env.Version != highWater {
 		if replayed {
-			reject(env.Version, fmt.Errorf("%w: version %d", ErrReplay, env.Version))
+			reject(env.Version, fmt.Errorf("%w: version %d", fleet.ErrReplay, env.Version))
 			return
 		}
 		if err := checkVersion(scope, env.Version, highWater); err != nil {
@@ -733,9 +721,9 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	// under test (this one, or one before it not yet confirmed) must not
 	// be able to extend its own probation.
 	m.deadline = m.now().Add(m.rollbackAfter(good))
-	entry.Version, entry.Result, entry.Changes = env.Version, StatusApplied, changes
+	entry.Version, entry.Result, entry.Changes = env.Version, fleet.StatusApplied, changes
 	m.audit(entry)
-	m.report(Report{Version: env.Version, Status: StatusApplied, Scope: scope, KeyID: env.KeyID, Changes: changes})
+	m.report(fleet.Report{Version: env.Version, Status: fleet.StatusApplied, Scope: scope, KeyID: env.KeyID, Changes: changes})
 	m.saveLocked()
 	m.mu.Unlock()
 	m.log.Info("remote config applied", "scope", scope, "version", env.Version, "kid", env.KeyID, "changes", changes)
@@ -783,7 +771,7 @@ func (m *Manager) proveBroker(scope, d string, in inbound) {
 	if !need {
 		return
 	}
-	env, err := DecodeConfig(in.payload)
+	env, err := fleet.DecodeConfig(in.payload)
 	if err != nil || env.Fleet != m.fleet || env.Scope != scope {
 		return
 	}
@@ -806,7 +794,7 @@ func (m *Manager) rejectJunkConfig(scope string, version uint64, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.junk(err)
-	m.report(Report{Version: version, Status: StatusRejected, Errors: ReportErrors(err), Scope: scope})
+	m.report(fleet.Report{Version: version, Status: fleet.StatusRejected, Errors: fleet.ReportErrors(err), Scope: scope})
 }
 
 // isCurrentOrRolledBack: callers hold m.mu.
@@ -891,8 +879,8 @@ func (m *Manager) tick(ctx context.Context) {
 		m.st.RolledBack = m.st.RolledBack[1:]
 	}
 	m.log.Error("remote config rolled back", "version", p.Version, "reason", reason)
-	m.report(Report{Version: p.Version, Status: StatusRolledBack, Errors: []ReportError{{Error: reason}}, Scope: p.Scope, KeyID: p.KeyID})
-	m.audit(AuditEntry{Kind: "rollback", Scope: p.Scope, KeyID: p.KeyID, Version: p.Version, Result: StatusRolledBack, Error: reason})
+	m.report(fleet.Report{Version: p.Version, Status: fleet.StatusRolledBack, Errors: []fleet.ReportError{{Error: reason}}, Scope: p.Scope, KeyID: p.KeyID})
+	m.audit(fleet.AuditEntry{Kind: "rollback", Scope: p.Scope, KeyID: p.KeyID, Version: p.Version, Result: fleet.StatusRolledBack, Error: reason})
 	m.saveLocked()
 }
 
@@ -917,7 +905,7 @@ func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]confi
 	m.origins = origins
 	m.localKeys(local.Remote.TrustedKeys)
 	_ = m.rebuildKeys(next)
-	m.audit(AuditEntry{Kind: "reload", Version: next.Version, Result: StatusApplied})
+	m.audit(fleet.AuditEntry{Kind: "reload", Version: next.Version, Result: fleet.StatusApplied})
 	m.saveLocked()
 	m.mu.Unlock()
 	if err := m.subscribe(); err != nil {
@@ -927,7 +915,7 @@ func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]confi
 }
 
 // report queues the retained config/reported message. Callers hold m.mu.
-func (m *Manager) report(r Report) {
+func (m *Manager) report(r fleet.Report) {
 	r.Device, r.Fleet = m.dev, m.fleet
 	cur := m.current()
 	r.Running = cur.Version
@@ -955,7 +943,7 @@ func (m *Manager) report(r Report) {
 
 // audit records an entry locally (bounded) and queues it for publishing.
 // Callers hold m.mu (or own m exclusively).
-func (m *Manager) audit(e AuditEntry) {
+func (m *Manager) audit(e fleet.AuditEntry) {
 	m.st.AuditSeq++
 	e.Seq = m.st.AuditSeq
 	if e.Time == 0 {

@@ -1,4 +1,4 @@
-package remote
+package fleet
 
 import (
 	"encoding/json"
@@ -50,24 +50,6 @@ type EffectiveKey struct {
 	Value   string `json:"value"`
 	Scope   string `json:"scope"` // local, all, group/NAME, device/ID
 	Version uint64 `json:"version,omitempty"`
-}
-
-// effectiveKeys lists every key of c with its origin: the remote layer
-// that set it, else "local" (the file, --set or the default).
-func effectiveKeys(c config.Config, origins map[string]Origin) []EffectiveKey {
-	var out []EffectiveKey
-	for _, p := range config.Paths() {
-		if p == "version" {
-			continue
-		}
-		v, _ := config.Get(c, p)
-		o, ok := origins[p]
-		if !ok {
-			o = Origin{Scope: "local"}
-		}
-		out = append(out, EffectiveKey{Path: p, Value: v, Scope: o.Scope, Version: o.Version})
-	}
-	return out
 }
 
 // ReportError is one problem, with the config key path when it is about one
