@@ -13,7 +13,7 @@ import (
 
 // A dry run computes, per device, what a push would change in its
 // effective config. The device's last report gives its running config key
-// by key with the scope each value came from (remote.EffectiveKey) and
+// by key with the scope each value came from (fleet.EffectiveKey) and
 // the layer versions in force; the broker's retained desired configs give
 // the bodies of the other scopes. Scopes lay over the local file in the
 // device's order: all, each group in device.groups order, the device.

@@ -7,7 +7,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // fleetView is what the broker retains for a fleet: each device's state
@@ -17,27 +17,27 @@ import (
 type fleetView struct {
 	fleet      string
 	states     map[string]map[string]any
-	reports    map[string]*remote.Report
-	desired    map[string]*remote.ConfigEnvelope // by scope: all, group/G, device/D
-	previous   map[string]*remote.ConfigEnvelope // by scope
+	reports    map[string]*fleet.Report
+	desired    map[string]*fleet.ConfigEnvelope // by scope: all, group/G, device/D
+	previous   map[string]*fleet.ConfigEnvelope // by scope
 	unreadable map[string]string                 // device -> why its state did not decode
 }
 
-func newFleetView(fleet string) *fleetView {
-	return &fleetView{fleet: fleet, states: map[string]map[string]any{}, reports: map[string]*remote.Report{},
-		desired: map[string]*remote.ConfigEnvelope{}, previous: map[string]*remote.ConfigEnvelope{}, unreadable: map[string]string{}}
+func newFleetView(fleetID string) *fleetView {
+	return &fleetView{fleet: fleetID, states: map[string]map[string]any{}, reports: map[string]*fleet.Report{},
+		desired: map[string]*fleet.ConfigEnvelope{}, previous: map[string]*fleet.ConfigEnvelope{}, unreadable: map[string]string{}}
 }
 
 // fleetViewFilters are the subscriptions that fill a fleetView.
-func fleetViewFilters(fleet string) []string {
-	p := "kestrel/v1/" + fleet + "/"
+func fleetViewFilters(fleetID string) []string {
+	p := fleet.Prefix(fleetID)
 	return []string{p + "+/state", p + "+/config/+", p + "_group/+/config/+"}
 }
 
 // scopeOfTopic maps kestrel/v1/F/{_all|_group/G|D}/config/{desired|previous}
 // to its scope and the last level.
-func scopeOfTopic(fleet, topic string) (scope, kind string, ok bool) {
-	rest, found := strings.CutPrefix(topic, "kestrel/v1/"+fleet+"/")
+func scopeOfTopic(fleetID, topic string) (scope, kind string, ok bool) {
+	rest, found := strings.CutPrefix(topic, fleet.Prefix(fleetID))
 	if !found {
 		return "", "", false
 	}
@@ -54,7 +54,7 @@ func scopeOfTopic(fleet, topic string) (scope, kind string, ok bool) {
 }
 
 // add files one message; it returns the report when m is a config report.
-func (v *fleetView) add(m paho.Message) *remote.Report {
+func (v *fleetView) add(m paho.Message) *fleet.Report {
 	topic := m.Topic()
 	if strings.HasSuffix(topic, "/state") {
 		d := deviceOf(topic)
@@ -82,7 +82,7 @@ func (v *fleetView) add(m paho.Message) *remote.Report {
 		if !strings.HasPrefix(scope, "device/") {
 			return nil
 		}
-		r, err := remote.DecodeReport(m.Payload())
+		r, err := fleet.DecodeReport(m.Payload())
 		if err != nil {
 			return nil
 		}
@@ -97,7 +97,7 @@ func (v *fleetView) add(m paho.Message) *remote.Report {
 			delete(dst, scope)
 			return nil
 		}
-		if e, err := remote.DecodeConfig(m.Payload()); err == nil {
+		if e, err := fleet.DecodeConfig(m.Payload()); err == nil {
 			dst[scope] = e
 		}
 	}

@@ -16,7 +16,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
+	"github.com/kestrel-edge/kestrel/cmd/internal/fleetconn"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 )
 
@@ -36,7 +37,7 @@ type deviceResult struct {
 	Scope   string               `json:"scope"`  // the scope the device was pushed at
 	Version uint64               `json:"version"`
 	Running uint64               `json:"running_version"`
-	Errors  []remote.ReportError `json:"errors,omitempty"`
+	Errors  []fleet.ReportError `json:"errors,omitempty"`
 	Stage   string               `json:"stage,omitempty"`
 }
 
@@ -66,7 +67,7 @@ type pushReport struct {
 }
 
 type pushFlags struct {
-	bf                  fleetBrokerFlags
+	bf                  *fleetconn.Broker
 	tf                  targetFlags
 	signKey             *string
 	version             *uint64
@@ -113,14 +114,14 @@ devices are then put back and the exit status is 1. See docs/config.md.
 flags:`
 
 func addPushFlags(fs *flag.FlagSet, mode pushMode) *pushFlags {
-	p := &pushFlags{bf: addFleetBrokerFlags(fs), tf: addTargetFlags(fs)}
+	p := &pushFlags{bf: fleetconn.AddFlags(fs), tf: addTargetFlags(fs)}
 	p.signKey = addSigningKeyFlag(fs)
 	p.version = fs.Uint64("version", 0, "config version; must exceed every version the devices run at this scope (default: now in Unix seconds, or one above the retained version)")
 	p.timeout = fs.Duration("timeout", 60*time.Second, "how long to wait for reports, per stage")
 	p.discover = fs.Duration("discover", 2*time.Second, "longest wait for the retained state that says which devices to expect")
 	p.expect = fs.Int("expect", 0, "wait for this many reports (default: the devices known from retained state)")
 	p.devices = fs.String("devices", "", "comma-separated device ids to expect (overrides discovery)")
-	p.watch = fs.Duration("watch", 0, "after every device answered, keep watching this long for rollbacks (see remote.rollback_after)")
+	p.watch = fs.Duration("watch", 0, "after every device answered, keep watching this long for rollbacks (see fleet.rollback_after)")
 	p.dryRun = fs.Bool("dry-run", false, "print the effective change per device; publish nothing")
 	p.canary = fs.Int("canary", 0, "first push to N devices of the group or fleet and stop if they fail")
 	p.stages = fs.String("stages", "", "stage sizes, counts or percentages of the devices, e.g. 1,10,100%")
@@ -223,14 +224,14 @@ func runPush(args []string, s stdio, mode pushMode) error {
 		}
 		file, body = "("+string(mode)+")", []byte{}
 	}
-	if err := p.bf.check(); err != nil {
-		return err
+	if err := p.bf.Check(true); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	tg, err := p.tf.target(*p.bf.fleet)
+	tg, err := p.tf.target(p.bf.Fleet)
 	if err != nil {
 		return err
 	}
-	p.pushedScope, p.prefix = tg.Scope, "kestrel/v1/"+*p.bf.fleet+"/"
+	p.pushedScope, p.prefix = tg.Scope, "kestrel/v1/"+p.bf.Fleet+"/"
 	staged := *p.canary > 0 || *p.stages != ""
 	if *p.canary < 0 || *p.canaryMax < 0 || *p.expect < 0 {
 		return fmt.Errorf("%w: --canary, --canary-max-failures and --expect must not be negative", errUsage)
@@ -251,7 +252,7 @@ func runPush(args []string, s stdio, mode pushMode) error {
 		if body, err = os.ReadFile(file); err != nil {
 			return err
 		}
-		if err := checkPushBody(s.stderr, file, body, *p.bf.fleet); err != nil {
+		if err := checkPushBody(s.stderr, file, body, p.bf.Fleet); err != nil {
 			return err
 		}
 	}
@@ -261,7 +262,7 @@ func runPush(args []string, s stdio, mode pushMode) error {
 	}
 
 	ctx := fleetCtx(s)
-	cl, col, err := fleetSubscribe(ctx, p.bf, string(mode), fleetViewFilters(*p.bf.fleet)...)
+	cl, col, err := fleetSubscribe(ctx, p.bf, string(mode), fleetViewFilters(p.bf.Fleet)...)
 	if errors.As(err, new(subscribeError)) {
 		return fmt.Errorf("subscribe: %w", err)
 	} else if err != nil {
@@ -269,7 +270,7 @@ func runPush(args []string, s stdio, mode pushMode) error {
 	}
 	defer cl.Disconnect(250)
 	col.settle(ctx, 300*time.Millisecond, *p.discover)
-	view := newFleetView(*p.bf.fleet)
+	view := newFleetView(p.bf.Fleet)
 	raw := map[string][]byte{} // retained desired payloads by scope, for config/previous
 	for _, m := range col.take() {
 		view.add(m)
@@ -278,7 +279,7 @@ func runPush(args []string, s stdio, mode pushMode) error {
 		}
 	}
 
-	rep := pushReport{Command: string(mode), Target: tg.String(), Topic: tg.Topic(), KeyID: remote.KeyID(priv.Public().(ed25519.PublicKey)),
+	rep := pushReport{Command: string(mode), Target: tg.String(), Topic: tg.Topic(), KeyID: fleet.KeyID(priv.Public().(ed25519.PublicKey)),
 		Counts: map[string]int{}}
 	if mode == modeRollback {
 		prev, err := previousConfig(view, tg, priv, p.trusted)
@@ -287,7 +288,7 @@ func runPush(args []string, s stdio, mode pushMode) error {
 		}
 		body, rep.From = prev.Body, prev.Version
 		file = fmt.Sprintf("(%s version %d)", tg.Scope, prev.Version)
-		if err := checkPushBody(s.stderr, file, body, *p.bf.fleet); err != nil {
+		if err := checkPushBody(s.stderr, file, body, p.bf.Fleet); err != nil {
 			return err
 		}
 	}
@@ -389,8 +390,8 @@ func (p *pushFlags) stageLimit(name string, n int) int {
 }
 
 // checkPushBody catches what every device would reject before it goes out.
-func checkPushBody(stderr io.Writer, file string, body []byte, fleet string) error {
-	problems := overlayProblems(body, fleet)
+func checkPushBody(stderr io.Writer, file string, body []byte, fleetID string) error {
+	problems := overlayProblems(body, fleetID)
 	for _, fe := range problems {
 		fmt.Fprintf(stderr, "%s: %v\n", file, fe)
 	}
@@ -403,12 +404,12 @@ func checkPushBody(stderr io.Writer, file string, body []byte, fleet string) err
 // previousConfig is the scope's config/previous envelope, checked: signed
 // by the signing key's own public key or one given with --pub, and
 // addressed to this scope.
-func previousConfig(view *fleetView, tg remote.Target, priv ed25519.PrivateKey, pubFile *string) (*remote.ConfigEnvelope, error) {
+func previousConfig(view *fleetView, tg fleet.Target, priv ed25519.PrivateKey, pubFile *string) (*fleet.ConfigEnvelope, error) {
 	prev := view.previous[tg.Scope]
 	if prev == nil {
 		return nil, fmt.Errorf("no previous config retained for %s (push and clear keep one from now on); nothing to roll back to", tg)
 	}
-	keys := []string{remote.EncodePublicKey(priv.Public().(ed25519.PublicKey))}
+	keys := []string{fleet.EncodePublicKey(priv.Public().(ed25519.PublicKey))}
 	if pubFile != nil && *pubFile != "" {
 		b, err := os.ReadFile(*pubFile)
 		if err != nil {
@@ -416,7 +417,7 @@ func previousConfig(view *fleetView, tg remote.Target, priv ed25519.PrivateKey, 
 		}
 		keys = append(keys, strings.TrimSpace(string(b)))
 	}
-	kr, err := remote.NewKeyring(keys)
+	kr, err := fleet.NewKeyring(keys)
 	if err != nil {
 		return nil, err
 	}
@@ -442,7 +443,7 @@ type rollout struct {
 }
 
 func (r *rollout) publish(ctx context.Context, topic string, payload []byte) error {
-	if err := fleetWait(ctx, r.cl.Publish(topic, 1, true, payload), 15*time.Second); err != nil {
+	if err := fleetconn.Wait(ctx, r.cl.Publish(topic, 1, true, payload), 15*time.Second); err != nil {
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
 	return nil
@@ -450,7 +451,7 @@ func (r *rollout) publish(ctx context.Context, topic string, payload []byte) err
 
 // publishScope keeps the scope's current desired config as its previous
 // (for rollback), then publishes the new one.
-func (r *rollout) publishScope(ctx context.Context, tg remote.Target, env []byte, raw map[string][]byte) error {
+func (r *rollout) publishScope(ctx context.Context, tg fleet.Target, env []byte, raw map[string][]byte) error {
 	if cur := raw[tg.Scope]; len(cur) > 0 {
 		if err := r.publish(ctx, previousTopic(tg), cur); err != nil {
 			return err
@@ -459,13 +460,13 @@ func (r *rollout) publishScope(ctx context.Context, tg remote.Target, env []byte
 	return r.publish(ctx, tg.Topic(), env)
 }
 
-func previousTopic(tg remote.Target) string {
+func previousTopic(tg fleet.Target) string {
 	return strings.TrimSuffix(tg.Topic(), "/desired") + "/previous"
 }
 
 // single is an unstaged push: one publication at the scope.
-func (r *rollout) single(ctx context.Context, tg remote.Target, body []byte, expected []string, raw map[string][]byte) error {
-	env, err := remote.SignConfig(r.priv, tg, r.v, body)
+func (r *rollout) single(ctx context.Context, tg fleet.Target, body []byte, expected []string, raw map[string][]byte) error {
+	env, err := fleet.SignConfig(r.priv, tg, r.v, body)
 	if err != nil {
 		return err
 	}
@@ -487,7 +488,7 @@ func (r *rollout) single(ctx context.Context, tg remote.Target, body []byte, exp
 }
 
 // staged rolls a scope push out stage by stage (see pushUsage).
-func (r *rollout) staged(ctx context.Context, tg remote.Target, body []byte, expected []string, raw map[string][]byte) error {
+func (r *rollout) staged(ctx context.Context, tg fleet.Target, body []byte, expected []string, raw map[string][]byte) error {
 	ends, names := planStages(len(expected), *r.p.canary, r.p.stageList)
 	// Check every staged device can take a device-scope push at v and v+1
 	// before anything goes out.
@@ -528,11 +529,11 @@ func (r *rollout) staged(ctx context.Context, tg remote.Target, body []byte, exp
 		want := map[string]string{}
 		for _, d := range done {
 			scope := "device/" + d
-			env, err := remote.SignConfig(r.priv, remote.Target{Fleet: tg.Fleet, Scope: scope}, r.v+1, own[d].body)
+			env, err := fleet.SignConfig(r.priv, fleet.Target{Fleet: tg.Fleet, Scope: scope}, r.v+1, own[d].body)
 			if err != nil {
 				return err
 			}
-			if err := r.publish(ctx, remote.Target{Fleet: tg.Fleet, Scope: scope}.Topic(), env); err != nil {
+			if err := r.publish(ctx, fleet.Target{Fleet: tg.Fleet, Scope: scope}.Topic(), env); err != nil {
 				return err
 			}
 			want[d] = scope
@@ -550,7 +551,7 @@ func (r *rollout) staged(ctx context.Context, tg remote.Target, body []byte, exp
 		want := map[string]string{}
 		if last {
 			st.Via = tg.Scope
-			env, err := remote.SignConfig(r.priv, tg, r.v, body)
+			env, err := fleet.SignConfig(r.priv, tg, r.v, body)
 			if err != nil {
 				return err
 			}
@@ -566,7 +567,7 @@ func (r *rollout) staged(ctx context.Context, tg remote.Target, body []byte, exp
 			for _, d := range devs {
 				rp := r.view.reports[d]
 				if rp == nil {
-					rp = &remote.Report{}
+					rp = &fleet.Report{}
 				}
 				order := scopeOrder(d, r.view.groupsOf(d))
 				at := indexOf(order, tg.Scope)
@@ -582,8 +583,8 @@ func (r *rollout) staged(ctx context.Context, tg remote.Target, body []byte, exp
 				if err != nil {
 					return fmt.Errorf("device %s: %w", d, err)
 				}
-				dt := remote.Target{Fleet: tg.Fleet, Scope: "device/" + d}
-				env, err := remote.SignConfig(r.priv, dt, r.v, b)
+				dt := fleet.Target{Fleet: tg.Fleet, Scope: "device/" + d}
+				env, err := fleet.SignConfig(r.priv, dt, r.v, b)
 				if err != nil {
 					return err
 				}
@@ -606,7 +607,7 @@ func (r *rollout) staged(ctx context.Context, tg remote.Target, body []byte, exp
 				continue
 			}
 			r.rep.Devices = append(r.rep.Devices, dr)
-			if dr.Result != remote.StatusApplied {
+			if dr.Result != fleet.StatusApplied {
 				st.Failed++
 			} else if !last {
 				done = append(done, dr.Device)
@@ -631,7 +632,7 @@ func (r *rollout) staged(ctx context.Context, tg remote.Target, body []byte, exp
 func (r *rollout) replace(dr deviceResult) {
 	for i := range r.rep.Devices {
 		if r.rep.Devices[i].Device == dr.Device {
-			if dr.Result != remote.StatusApplied {
+			if dr.Result != fleet.StatusApplied {
 				r.rep.Devices[i] = dr
 			}
 			return
@@ -748,18 +749,18 @@ func printPushReport(w io.Writer, rep *pushReport) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "version %d: applied %d, rejected %d, rolled back %d, no answer %d\n", rep.Version,
-		countResult(rep.Devices, remote.StatusApplied), countResult(rep.Devices, remote.StatusRejected),
-		countResult(rep.Devices, remote.StatusRolledBack), countResult(rep.Devices, "no_answer"))
+		countResult(rep.Devices, fleet.StatusApplied), countResult(rep.Devices, fleet.StatusRejected),
+		countResult(rep.Devices, fleet.StatusRolledBack), countResult(rep.Devices, "no_answer"))
 	if rep.Stopped {
 		fmt.Fprintf(w, "rollout stopped: %s\n", rep.StopReason)
 	}
 	if len(rep.Restored) > 0 {
 		fmt.Fprintf(w, "device scopes put back (version %d): applied %d of %d\n", rep.Version+1,
-			countResult(rep.Restored, remote.StatusApplied), len(rep.Restored))
+			countResult(rep.Restored, fleet.StatusApplied), len(rep.Restored))
 	}
 }
 
-func reportDetail(errs []remote.ReportError) string {
+func reportDetail(errs []fleet.ReportError) string {
 	var detail []string
 	for _, e := range errs {
 		if e.Path != "" {
@@ -789,10 +790,10 @@ func pushVerdict(rep *pushReport) error {
 	if len(rep.Devices) == 0 {
 		return errors.New("no device answered")
 	}
-	if bad := len(rep.Devices) - countResult(rep.Devices, remote.StatusApplied); bad > 0 {
+	if bad := len(rep.Devices) - countResult(rep.Devices, fleet.StatusApplied); bad > 0 {
 		return fmt.Errorf("%d of %d devices did not apply version %d", bad, len(rep.Devices), rep.Version)
 	}
-	if n := len(rep.Restored) - countResult(rep.Restored, remote.StatusApplied); n > 0 {
+	if n := len(rep.Restored) - countResult(rep.Restored, fleet.StatusApplied); n > 0 {
 		return fmt.Errorf("%d staged device(s) did not take back their device scope", n)
 	}
 	return nil
