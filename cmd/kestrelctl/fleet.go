@@ -83,11 +83,13 @@ func runKeygen(args []string, s stdio) error {
 }
 
 func loadSigningKey(path string) (ed25519.PrivateKey, error) {
-	if path == "" {
-		path = os.Getenv("KESTREL_SIGN_KEY")
+	for _, env := range []string{"KESTREL_SIGNING_KEY", "KESTREL_SIGN_KEY"} { // the second: the older name
+		if path == "" {
+			path = os.Getenv(env)
+		}
 	}
 	if path == "" {
-		return nil, fmt.Errorf("%w: --sign-key FILE (or KESTREL_SIGN_KEY) is required", errUsage)
+		return nil, fmt.Errorf("%w: --sign-key FILE (or $KESTREL_SIGNING_KEY) is required", errUsage)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -275,6 +277,7 @@ func configGet(args []string, s stdio) error {
 	tf := addTargetFlags(fs)
 	pubFile := fs.String("pub", "", "verify signatures with this public key file (keygen's .pub)")
 	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
+	asJSON := addJSONFlag(fs)
 	effective := fs.Bool("effective", false, "with --device: print the device's running config, each key with the scope and version it came from")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl config get --broker URL --fleet F (--device D | --group G | --all) [--pub FILE]\n\n"+
@@ -333,6 +336,9 @@ func configGet(args []string, s stdio) error {
 		if r == nil || len(r.Effective) == 0 {
 			return fmt.Errorf("no report with the effective config from %s", *tf.device)
 		}
+		if *asJSON {
+			return writeJSON(s.stdout, r)
+		}
 		return printEffective(s.stdout, r)
 	}
 	// Which desired topics apply to the target.
@@ -349,31 +355,35 @@ func configGet(args []string, s stdio) error {
 	default:
 		topics = append(topics, tg.Topic())
 	}
+	out := getReport{Desired: []desiredConfig{}, Reports: []*fleet.Report{}}
 	for _, topic := range topics {
+		dc := desiredConfig{Topic: topic}
 		p, ok := desired[topic]
 		if !ok || len(p) == 0 {
-			fmt.Fprintf(s.stdout, "# %s: none\n\n", topic)
+			dc.Signature = "none"
+			out.Desired = append(out.Desired, dc)
 			continue
 		}
 		e, err := fleet.DecodeConfig(p)
 		if err != nil {
-			fmt.Fprintf(s.stdout, "# %s: unreadable: %v\n\n", topic, err)
+			dc.Signature, dc.Error = "unreadable", err.Error()
+			out.Desired = append(out.Desired, dc)
 			continue
 		}
-		sig := "unsigned"
+		dc.Version, dc.Target, dc.KeyID, dc.Body = e.Version, e.Target().String(), e.KeyID, string(e.Body)
+		dc.Issued = time.UnixMilli(e.Issued).UTC()
+		dc.Signature = "unsigned"
 		if e.KeyID != "" {
-			sig = "signed by key " + e.KeyID
+			dc.Signature = "signed"
 			if kr != nil {
 				if err := kr.VerifyConfig(e, true); err != nil {
-					sig += " (NOT VERIFIED: " + err.Error() + ")"
+					dc.Signature, dc.Error = "not verified", err.Error()
 				} else {
-					sig += " (verified)"
+					dc.Signature = "verified"
 				}
 			}
 		}
-		fmt.Fprintf(s.stdout, "# %s\n# version %d, target %s, issued %s, %s\n%s\n", topic, e.Version, e.Target(),
-			time.UnixMilli(e.Issued).UTC().Format(time.RFC3339), sig, strings.TrimRight(string(e.Body), "\n"))
-		fmt.Fprintln(s.stdout)
+		out.Desired = append(out.Desired, dc)
 	}
 	var names []string
 	for d, r := range reports {
@@ -385,22 +395,63 @@ func configGet(args []string, s stdio) error {
 		}
 	}
 	sort.Strings(names)
-	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tRUNNING\tLAST ATTEMPT\tRESULT\tWHEN\tDETAIL")
 	for _, d := range names {
-		r := reports[d]
-		var detail []string
-		for _, e := range r.Errors {
-			if e.Path != "" {
-				detail = append(detail, e.Path+": "+e.Error)
-			} else {
-				detail = append(detail, e.Error)
+		out.Reports = append(out.Reports, reports[d])
+	}
+	if *asJSON {
+		return writeJSON(s.stdout, out)
+	}
+	for _, dc := range out.Desired {
+		switch dc.Signature {
+		case "none":
+			fmt.Fprintf(s.stdout, "# %s: none\n\n", dc.Topic)
+			continue
+		case "unreadable":
+			fmt.Fprintf(s.stdout, "# %s: unreadable: %s\n\n", dc.Topic, dc.Error)
+			continue
+		}
+		sig := "unsigned"
+		if dc.KeyID != "" {
+			sig = "signed by key " + dc.KeyID
+			switch dc.Signature {
+			case "verified":
+				sig += " (verified)"
+			case "not verified":
+				sig += " (NOT VERIFIED: " + dc.Error + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", d, r.Running, r.Version, r.Status,
-			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), strings.Join(detail, "; "))
+		fmt.Fprintf(s.stdout, "# %s\n# version %d, target %s, issued %s, %s\n%s\n", dc.Topic, dc.Version, dc.Target,
+			dc.Issued.Format(time.RFC3339), sig, strings.TrimRight(dc.Body, "\n"))
+		fmt.Fprintln(s.stdout)
+	}
+	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tRUNNING\tLAST ATTEMPT\tRESULT\tWHEN\tDETAIL")
+	for _, r := range out.Reports {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", r.Device, r.Running, r.Version, r.Status,
+			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), reportDetail(r.Errors))
 	}
 	return tw.Flush()
+}
+
+// getReport is config get --json: the desired configs that reach the
+// target (device, its groups, fleet) and the devices' last reports.
+type getReport struct {
+	Desired []desiredConfig `json:"desired"`
+	Reports []*fleet.Report `json:"reports"`
+}
+
+// desiredConfig is one retained desired config. Signature is none (no
+// config retained), unreadable, unsigned, signed (not checked: no --pub),
+// verified or not verified (Error says why).
+type desiredConfig struct {
+	Topic     string    `json:"topic"`
+	Target    string    `json:"target,omitempty"`
+	Version   uint64    `json:"version,omitempty"`
+	Issued    time.Time `json:"issued,omitzero"`
+	KeyID     string    `json:"kid,omitempty"`
+	Signature string    `json:"signature"`
+	Error     string    `json:"error,omitempty"`
+	Body      string    `json:"body,omitempty"`
 }
 
 // printEffective prints a device's running config key by key with its
@@ -422,137 +473,6 @@ func printEffective(w io.Writer, r *fleet.Report) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Path, k.Value, k.Scope, v)
 	}
 	return tw.Flush()
-}
-
-// ---- status ----
-
-func runStatus(args []string, s stdio) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(s.stderr)
-	bf := fleetconn.AddFlags(fs)
-	device := fs.String("device", "", "only this device")
-	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
-	fs.Usage = func() {
-		fmt.Fprintln(s.stderr, "usage: kestrelctl status --broker URL --fleet F [--device D]\n\n"+
-			"A table of the fleet from the retained state and config/reported messages:\n"+
-			"online, last seen, battery, spool depth, radio, GPS and config version.")
-		fs.PrintDefaults()
-	}
-	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
-		return err
-	}
-	if err := bf.Check(true); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	ctx := fleetCtx(s)
-	prefix := fleet.Prefix(bf.Fleet)
-	dev := "+"
-	if *device != "" {
-		dev = *device
-	}
-	cl, col, err := fleetSubscribe(ctx, bf, "status", prefix+dev+"/state", prefix+dev+"/config/reported")
-	if err != nil {
-		return err
-	}
-	defer cl.Disconnect(250)
-	col.settle(ctx, 300*time.Millisecond, *wait)
-	states := map[string]map[string]any{}
-	reps := map[string]*fleet.Report{}
-	for _, m := range col.take() {
-		d := deviceOf(m.Topic())
-		if strings.HasSuffix(m.Topic(), "/state") {
-			if st, err := decodeStateMap(m.Payload()); err == nil {
-				states[d] = st
-			} else {
-				fmt.Fprintf(s.stderr, "%s: unreadable state: %v\n", d, err)
-			}
-		} else if r, err := fleet.DecodeReport(m.Payload()); err == nil {
-			reps[d] = r
-		}
-	}
-	if len(states) == 0 && len(reps) == 0 {
-		return fmt.Errorf("no retained state under %s", prefix)
-	}
-	names := make([]string, 0, len(states))
-	for d := range states {
-		names = append(names, d)
-	}
-	for d := range reps {
-		if states[d] == nil {
-			names = append(names, d)
-		}
-	}
-	sort.Strings(names)
-	now := time.Now()
-	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tONLINE\tLAST SEEN\tBATTERY\tSPOOL\tRADIO\tGPS\tCONFIG")
-	online := 0
-	for _, d := range names {
-		st := states[d]
-		on := "?"
-		if b, ok := st["online"].(bool); ok {
-			on = map[bool]string{true: "yes", false: "no"}[b]
-			if b {
-				online++
-			}
-			if p, _ := st["plaintext"].(bool); p {
-				on += " (plaintext)"
-			}
-		}
-		seen := "-"
-		if ms, ok := asInt(st["time"]); ok && ms > 0 {
-			seen = ago(now.Sub(time.UnixMilli(ms)))
-		}
-		batt := "-"
-		if v, ok := asInt(st["battery"]); ok {
-			batt = fmt.Sprintf("%d%%", v)
-			if bs, _ := st["battery_status"].(string); bs != "" {
-				batt += " " + strings.ToLower(bs)
-			}
-		}
-		spool := "-"
-		if v, ok := asInt(st["spool_records"]); ok {
-			spool = fmt.Sprint(v)
-			if b, ok := asInt(st["spool_bytes"]); ok {
-				spool += " (" + humanBytes(b) + ")"
-			}
-			if h, _ := st["spool_health"].(string); h != "" && h != "ok" {
-				spool += " " + h
-			}
-		}
-		radio := "-"
-		if p, _ := st["radio_profile"].(string); p != "" {
-			radio = p
-			if reg, ok := asInt(st["radio_registered"]); ok {
-				radio += " " + regName(reg)
-			}
-			if rssi, ok := asInt(st["radio_rssi"]); ok && rssi != 0 {
-				radio += fmt.Sprintf(" %d dBm", rssi)
-			}
-		}
-		gps := "-"
-		if g, _ := st["gps"].(string); g != "" {
-			gps = g
-		}
-		cfg := "-"
-		if v, ok := asInt(st["config_version"]); ok {
-			cfg = fmt.Sprint(v)
-		}
-		if r := reps[d]; r != nil {
-			// The report is newer than a state message published before
-			// the last config change.
-			cfg = fmt.Sprint(r.Running)
-			if r.Status != fleet.StatusApplied {
-				cfg += fmt.Sprintf(" (v%d %s)", r.Version, strings.ReplaceAll(r.Status, "_", " "))
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d, on, seen, batt, spool, radio, gps, cfg)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintf(s.stdout, "%d devices, %d online\n", len(names), online)
-	return nil
 }
 
 // decodeStateMap reads the retained state message: a MessagePack map
@@ -638,9 +558,10 @@ func runCmd(args []string, s stdio) error {
 	fs.SetOutput(s.stderr)
 	bf := fleetconn.AddFlags(fs)
 	device := fs.String("device", "", "target device (required)")
-	signKey := fs.String("sign-key", "", "fleet signing key from keygen (default $KESTREL_SIGN_KEY)")
+	signKey := addSigningKeyFlag(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply")
 	id := fs.String("id", "", "request id (default: random)")
+	asJSON := addJSONFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl cmd --broker URL --fleet F --device D --sign-key KEY NAME [key=value]...\n\n"+
 			"Sends a signed command and prints the device's reply as JSON; exits 1 unless\n"+
@@ -703,8 +624,15 @@ func runCmd(args []string, s stdio) error {
 			if err != nil || r.ID != rid {
 				continue
 			}
-			b, _ := json.Marshal(r)
-			fmt.Fprintln(s.stdout, string(b))
+			// The reply is JSON either way: one line, or indented with --json.
+			if *asJSON {
+				if err := writeJSON(s.stdout, r); err != nil {
+					return err
+				}
+			} else {
+				b, _ := json.Marshal(r)
+				fmt.Fprintln(s.stdout, string(b))
+			}
 			if r.Status != fleet.ReplyOK {
 				return fmt.Errorf("%s %s: %s", name, r.Status, r.Error)
 			}

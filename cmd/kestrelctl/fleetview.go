@@ -20,7 +20,7 @@ type fleetView struct {
 	reports    map[string]*fleet.Report
 	desired    map[string]*fleet.ConfigEnvelope // by scope: all, group/G, device/D
 	previous   map[string]*fleet.ConfigEnvelope // by scope
-	unreadable map[string]string                 // device -> why its state did not decode
+	unreadable map[string]string                // device -> why its state did not decode
 }
 
 func newFleetView(fleetID string) *fleetView {

@@ -16,9 +16,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/kestrel-edge/kestrel/transport/fleet"
 	"github.com/kestrel-edge/kestrel/cmd/internal/fleetconn"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // pushMode is which config command runs the push.
@@ -32,13 +32,13 @@ const (
 
 // deviceResult is one device's answer to one publication.
 type deviceResult struct {
-	Device  string               `json:"device"`
-	Result  string               `json:"result"` // applied, rejected, rolled_back, no_answer
-	Scope   string               `json:"scope"`  // the scope the device was pushed at
-	Version uint64               `json:"version"`
-	Running uint64               `json:"running_version"`
+	Device  string              `json:"device"`
+	Result  string              `json:"result"` // applied, rejected, rolled_back, no_answer
+	Scope   string              `json:"scope"`  // the scope the device was pushed at
+	Version uint64              `json:"version"`
+	Running uint64              `json:"running_version"`
 	Errors  []fleet.ReportError `json:"errors,omitempty"`
-	Stage   string               `json:"stage,omitempty"`
+	Stage   string              `json:"stage,omitempty"`
 }
 
 // stageReport is one stage of a staged rollout.

@@ -26,19 +26,14 @@ import (
 func runTail(args []string, s stdio) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	brokerURL := fs.String("broker", "", "broker URL: tls://host:8883, or tcp://127.0.0.1:1883 (required)")
-	fleet := fs.String("fleet", "+", "fleet to follow (+: all)")
+	conn := fleetconn.AddFlags(fs) // --fleet: unset follows every fleet
 	device := fs.String("device", "+", "device to follow (+: all)")
 	gaps := fs.Bool("gaps", false, "report missing sequence ranges per device and boot")
 	every := fs.Duration("every", 10*time.Second, "with --gaps: how often to report (0: only at exit)")
 	quiet := fs.Bool("q", false, "do not print records (with --gaps: reports only)")
 	count := fs.Int("count", 0, "exit after N distinct records (0: no limit)")
 	dur := fs.Duration("for", 0, "exit after DURATION (0: until interrupted)")
-	ca := fs.String("ca", "", "CA certificate (PEM) for a TLS broker")
-	cert := fs.String("cert", "", "client certificate (PEM) for mutual TLS")
-	key := fs.String("key", "", "client key (PEM) for mutual TLS")
-	user := fs.String("username", "", "MQTT username; the password is read from $KESTREL_MQTT_PASSWORD")
-	allowPlain := fs.Bool("allow-plaintext", false, "permit tcp:// to a host that is not loopback")
+	_ = addJSONFlag(fs) // tail always prints JSON lines; accepted so every fleet command takes --json
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: kestrelctl tail --broker URL [--fleet F] [--device D] [--gaps] [flags]
 
@@ -66,7 +61,10 @@ flags:
 	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
 		return err
 	}
-	conn := &fleetconn.Broker{URL: *brokerURL, CA: *ca, Cert: *cert, Key: *key, User: *user, AllowPlaintext: *allowPlain}
+	if conn.Fleet == "" {
+		conn.Fleet = "+"
+	}
+	fleet := &conn.Fleet
 	if err := conn.Check(false); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

@@ -31,17 +31,30 @@ type Broker struct {
 	AllowPlaintext bool // permit tcp:// to a host that is not loopback
 }
 
-// AddFlags registers the fleet commands' broker flags on fs, with their
-// environment defaults ($KESTREL_BROKER, $KESTREL_FLEET), and returns the
-// Broker they fill in.
+// Environment defaults of the flags AddFlags registers: one set for every
+// fleet command (tail, config, status, cmd), so a shell exports them once.
+const (
+	BrokerEnv = "KESTREL_BROKER"
+	FleetEnv  = "KESTREL_FLEET"
+	CAEnv     = "KESTREL_CA"
+	CertEnv   = "KESTREL_CERT"
+	KeyEnv    = "KESTREL_KEY"
+	UserEnv   = "KESTREL_MQTT_USER"
+)
+
+// AddFlags registers the fleet commands' broker flags on fs, each with its
+// environment default (BrokerEnv, FleetEnv, CAEnv, CertEnv, KeyEnv,
+// UserEnv), and returns the Broker they fill in. --username is another
+// spelling of --user (tail's older name).
 func AddFlags(fs *flag.FlagSet) *Broker {
 	b := &Broker{}
-	fs.StringVar(&b.URL, "broker", os.Getenv("KESTREL_BROKER"), "broker `URL` (tcp://, tls://; default $KESTREL_BROKER)")
-	fs.StringVar(&b.CA, "ca", "", "CA bundle for a tls:// broker")
-	fs.StringVar(&b.Cert, "cert", "", "client certificate (PEM) for mutual TLS")
-	fs.StringVar(&b.Key, "key", "", "client certificate key (PEM)")
-	fs.StringVar(&b.User, "user", "", "MQTT username (password from $"+PasswordEnv+")")
-	fs.StringVar(&b.Fleet, "fleet", os.Getenv("KESTREL_FLEET"), "fleet id (default $KESTREL_FLEET)")
+	fs.StringVar(&b.URL, "broker", os.Getenv(BrokerEnv), "broker `URL`: tls://host:8883, or tcp:// to loopback (default $"+BrokerEnv+")")
+	fs.StringVar(&b.CA, "ca", os.Getenv(CAEnv), "CA bundle `FILE` (PEM) for a tls:// broker (default $"+CAEnv+")")
+	fs.StringVar(&b.Cert, "cert", os.Getenv(CertEnv), "client certificate `FILE` (PEM) for mutual TLS (default $"+CertEnv+")")
+	fs.StringVar(&b.Key, "key", os.Getenv(KeyEnv), "client certificate key `FILE` (PEM) (default $"+KeyEnv+")")
+	fs.StringVar(&b.User, "user", os.Getenv(UserEnv), "MQTT username (default $"+UserEnv+"); the password comes from $"+PasswordEnv)
+	fs.StringVar(&b.User, "username", os.Getenv(UserEnv), "the same as --user")
+	fs.StringVar(&b.Fleet, "fleet", os.Getenv(FleetEnv), "fleet id (default $"+FleetEnv+")")
 	fs.BoolVar(&b.AllowPlaintext, "allow-plaintext", false, "permit tcp:// to a host that is not loopback")
 	return b
 }
