@@ -152,4 +152,3 @@ func TestEnvAndJSON(t *testing.T) {
 	}
 	mu.Unlock()
 }
-
