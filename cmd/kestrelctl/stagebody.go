@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/kestrel-edge/kestrel/agent/config"
 )
 
 // stageBody is the device-scope body that gives one device of a stage the
@@ -14,6 +16,9 @@ import (
 // device scope nor a scope above the pushed one (shadow) sets on that
 // device. The device's own keys win, as they would over the scope.
 func stageBody(deviceBody, scopeBody []byte, shadow func(path string) bool) ([]byte, error) {
+	if len(deviceBody) > config.MaxFileSize || len(scopeBody) > config.MaxFileSize {
+		return nil, fmt.Errorf("a config body over %d bytes", config.MaxFileSize)
+	}
 	own := map[string]any{}
 	if err := toml.Unmarshal(deviceBody, &own); err != nil {
 		return nil, fmt.Errorf("device body: %w", err)
@@ -26,6 +31,17 @@ func stageBody(deviceBody, scopeBody []byte, shadow func(path string) bool) ([]b
 	flattenTOML("", own, func(p string, _ any) { ownKeys[p] = true })
 	flattenTOML("", add, func(p string, v any) {
 		if ownKeys[p] || shadow(p) {
+			return
+		}
+		// A key where the device body has a value, not a table: the
+		// device's own value wins (no valid config has both).
+		parts := strings.Split(p, ".")
+		for i := 1; i < len(parts); i++ {
+			if ownKeys[strings.Join(parts[:i], ".")] {
+				return
+			}
+		}
+		if _, isTable := lookupTOML(own, p); isTable {
 			return
 		}
 		setTOMLPath(own, strings.Split(p, "."), v)
@@ -63,4 +79,20 @@ func setTOMLPath(m map[string]any, path []string, v any) {
 		m = sub
 	}
 	m[path[len(path)-1]] = v
+}
+
+// lookupTOML reports whether path names a table in m.
+func lookupTOML(m map[string]any, path string) (any, bool) {
+	var cur any = m
+	for _, k := range strings.Split(path, ".") {
+		t, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = t[k]; !ok {
+			return nil, false
+		}
+	}
+	_, isTable := cur.(map[string]any)
+	return cur, isTable
 }
