@@ -199,18 +199,25 @@ func deviceOf(topic string) string {
 // ---- config push / get ----
 
 const fleetConfigUsage = `usage:
-  kestrelctl config push --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags] FILE
-  kestrelctl config clear --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags]
-  kestrelctl config get  --broker URL --fleet F (--device D | --group G | --all) [--effective]
+  kestrelctl config validate [--json] FILE
+  kestrelctl config push     (--device D | --group G | --all) [--dry-run] [--canary N] [--stages LIST] [flags] FILE
+  kestrelctl config clear    (--device D | --group G | --all) [flags]
+  kestrelctl config rollback (--device D | --group G | --all) [flags]
+  kestrelctl config get      (--device D | --group G | --all) [--effective] [--pub FILE] [--json]
 
-push signs FILE (a partial TOML config, laid over each device's own), publishes
-it retained, waits for the devices' reports with a progress bar and ends with
-a table of applied, rejected, rolled back and no answer. It exits 1 unless
-every expected device applied it. clear pushes a signed, versioned empty
-config to the scope, so that scope sets nothing and the other scopes'
-keys stay. get shows the desired configs and the devices' reports; with
---effective and --device, the device's running config key by key with
-the scope and version each value came from. Run either with -h for its flags; see docs/config.md.`
+validate lists every problem a remote config has, offline. push signs FILE
+(a partial TOML config, laid over each device's own at its scope),
+publishes it retained, waits for the devices' reports and ends with a table
+of applied, rejected, rolled back and no answer; it exits 1 unless every
+expected device applied it. --dry-run shows each device's change key by
+key and publishes nothing; --canary and --stages roll a group or fleet push
+out in stages and stop on failures. clear pushes a signed, versioned empty
+config to the scope. rollback pushes the scope's previous config again as a
+new version. get shows the desired configs and the devices' reports; with
+--effective and --device, the running config key by key with the scope
+and version each value came from. Broker, fleet and key come from flags or
+$KESTREL_BROKER, $KESTREL_FLEET, $KESTREL_CA, $KESTREL_CERT, $KESTREL_KEY,
+$KESTREL_SIGNING_KEY. Run each with -h for its flags; see docs/config.md.`
 
 func runConfig(args []string, s stdio) error {
 	if len(args) == 0 {
