@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/kestrel-edge/kestrel/agent"
+	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
 )
 
@@ -243,5 +246,52 @@ func TestEmptyGroupAndValidate(t *testing.T) {
 	}
 	if code, out, _ := fleetRun(t, "config", "validate", f); code != 0 || !strings.Contains(out, "ok") {
 		t.Fatalf("valid file: exit %d %s", code, out)
+	}
+}
+
+// TestStageStopPutsBack: the canary applies, the next stage has a device
+// that never answers: the rollout stops there, the group config is never
+// published, and the devices already staged get their own device scope
+// back (bwc-0001 its max_interval, bwc-0002 nothing), so no device keeps
+// the half-rolled-out change.
+func TestStageStopPutsBack(t *testing.T) {
+	b, agents, dir, common := rolloutRig(t, 3)
+	ghost := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("ghost"))
+	ghost.Connect().Wait()
+	ghost.Publish("kestrel/v1/met/bwc-0002a/state", 1, true, stateMsg(false, map[string]any{"groups": []any{"north"}})).Wait()
+	ghost.Disconnect(0)
+	obs := b.Observe("kestrel/v1/met/_group/#")
+	f := writeFile(t, dir, "north.toml", "[tracking]\ndistance = 66.0\nmax_interval = \"50s\"\n")
+	// Discovery, not --devices: the ghost is a member by its state message.
+	args := []string{"config", "push", "--group", "north", "--canary", "1", "--stages", "3", "--max-failures", "0", "--timeout", "2s",
+		"--broker", b.URL(), "--fleet", "met", "--sign-key", common[5], f}
+	code, out, e := fleetRun(t, args...)
+	t.Logf("stdout:\n%s\nstderr:\n%s", out, e)
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, re := range []string{
+		`(?m)^canary\s+device-scope\s+1\s+0\s+0$`,
+		`(?m)^3\s+device-scope\s+2\s+1\s+0$`,
+		`(?m)^bwc-0002a\s+no answer`,
+		`rollout stopped: stage 3: 1 of 2 device\(s\) failed, at most 0 may`,
+		`device scopes put back \(version \d+\): applied 2 of 2`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output lacks %s", re)
+		}
+	}
+	if obs.Len() != 0 {
+		t.Fatal("the group config was published")
+	}
+	for id, a := range agents {
+		c := a.Config()
+		want := config.Defaults().Tracking.MaxInterval.Duration
+		if id == "bwc-0001" {
+			want = 30 * time.Second
+		}
+		if c.Tracking.Distance == 66 || c.Tracking.MaxInterval.Duration != want {
+			t.Errorf("%s kept the stopped change: distance %v, max_interval %s", id, c.Tracking.Distance, c.Tracking.MaxInterval)
+		}
 	}
 }
