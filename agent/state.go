@@ -133,6 +133,10 @@ func (a *Agent) stateFields() map[string]any {
 	m := a.spool.Metrics()
 	f := map[string]any{
 		"config_version": cfg.Version,
+		// Every broker connection authenticates both ends (a client
+		// certificate over TLS); false where broker.require_client_cert =
+		// false or the broker is on loopback.
+		"mtls":           cfg.Broker.MutualTLS(),
 		"spool_records":  m.Records,
 		"spool_bytes":    m.Bytes,
 		"spool_health":   m.Health.State.String(),
