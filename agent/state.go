@@ -133,6 +133,9 @@ func (a *Agent) stateFields() map[string]any {
 	m := a.spool.Metrics()
 	f := map[string]any{
 		"config_version": cfg.Version,
+		// The device's own key (agent/identity): the platform pins it at
+		// enrolment and flags a change.
+		"device_key": a.id.PublicString(),
 		// Every broker connection authenticates both ends (a client
 		// certificate over TLS); false where broker.require_client_cert =
 		// false or the broker is on loopback.
