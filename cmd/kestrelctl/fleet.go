@@ -270,6 +270,8 @@ type pushResult struct {
 	status  string // applied, rejected, rolled_back, "" = no answer
 	running uint64
 	errs    []fleet.ReportError
+	topic   string
+	sig     *fleet.DeviceSignature // the report's device signature (nil: unsigned)
 }
 
 func configPush(args []string, s stdio, clear bool) error {
@@ -388,7 +390,9 @@ func configPush(args []string, s stdio, clear bool) error {
 	if discovering {
 		col.settle(ctx, 300*time.Millisecond, *discover)
 	}
+	keys := deviceKeys{}
 	for _, m := range col.take() {
+		keys.observe(m.Topic(), m.Payload())
 		dev := deviceOf(m.Topic())
 		if dev == "" || strings.HasPrefix(dev, "_") {
 			continue
@@ -429,7 +433,7 @@ func configPush(args []string, s stdio, clear bool) error {
 	prog := &progress{w: s.stderr, total: want}
 	for {
 		for _, m := range col.take() {
-			if !strings.HasSuffix(m.Topic(), "/config/reported") {
+			if keys.observe(m.Topic(), m.Payload()) || !strings.HasSuffix(m.Topic(), "/config/reported") {
 				continue
 			}
 			r, err := fleet.DecodeReport(m.Payload())
@@ -437,7 +441,7 @@ func configPush(args []string, s stdio, clear bool) error {
 				continue
 			}
 			dev := deviceOf(m.Topic())
-			results[dev] = &pushResult{status: r.Status, running: r.Running, errs: r.Errors}
+			results[dev] = &pushResult{status: r.Status, running: r.Running, errs: r.Errors, topic: m.Topic(), sig: r.Signature}
 			if *expect == 0 && *devices == "" {
 				expected[dev] = true // answered though not known in advance
 			}
@@ -469,8 +473,11 @@ done:
 			select {
 			case <-col.notify:
 				for _, m := range col.take() {
+					if keys.observe(m.Topic(), m.Payload()) {
+						continue
+					}
 					if r, err := fleet.DecodeReport(m.Payload()); err == nil && r.Version == v && strings.HasSuffix(m.Topic(), "/config/reported") {
-						results[deviceOf(m.Topic())] = &pushResult{status: r.Status, running: r.Running, errs: r.Errors}
+						results[deviceOf(m.Topic())] = &pushResult{status: r.Status, running: r.Running, errs: r.Errors, topic: m.Topic(), sig: r.Signature}
 					}
 				}
 				prog.draw(results)
@@ -482,7 +489,7 @@ done:
 		}
 	}
 	prog.finish()
-	return pushTable(s.stdout, v, expected, results, lastRunning)
+	return pushTable(s.stdout, v, expected, results, lastRunning, keys)
 }
 
 // countDone counts final answers from expected devices (or from anyone
@@ -538,7 +545,7 @@ func (p *progress) finish() {
 	}
 }
 
-func pushTable(w io.Writer, v uint64, expected map[string]bool, results map[string]*pushResult, lastRunning map[string]uint64) error {
+func pushTable(w io.Writer, v uint64, expected map[string]bool, results map[string]*pushResult, lastRunning map[string]uint64, keys deviceKeys) error {
 	devs := map[string]bool{}
 	for d := range expected {
 		devs[d] = true
@@ -552,8 +559,9 @@ func pushTable(w io.Writer, v uint64, expected map[string]bool, results map[stri
 	}
 	sort.Strings(names)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tRESULT\tRUNNING\tDETAIL")
+	fmt.Fprintln(tw, "DEVICE\tRESULT\tRUNNING\tSIGNATURE\tDETAIL")
 	counts := map[string]int{}
+	untrusted := 0
 	for _, d := range names {
 		r := results[d]
 		if r == nil {
@@ -562,12 +570,22 @@ func pushTable(w io.Writer, v uint64, expected map[string]bool, results map[stri
 			if v, ok := lastRunning[d]; ok {
 				run = fmt.Sprint(v)
 			}
-			fmt.Fprintf(tw, "%s\tno answer\t%s\t\n", d, run)
+			fmt.Fprintf(tw, "%s\tno answer\t%s\t-\t\n", d, run)
 			continue
 		}
+		verdict, verr := keys.verdict(r.topic, r.sig)
 		status := strings.ReplaceAll(r.status, "_", " ")
-		counts[status]++
 		var detail []string
+		if !trusted(verdict) {
+			// A report that does not verify may be forged: it counts as
+			// no answer, whatever it claims.
+			untrusted++
+			counts["no answer"]++
+			detail = append(detail, fmt.Sprintf("report claims %s, NOT BELIEVED: %v", status, verr))
+			status = "untrusted"
+		} else {
+			counts[status]++
+		}
 		for _, e := range r.errs {
 			if e.Path != "" {
 				detail = append(detail, e.Path+": "+e.Error)
@@ -575,11 +593,14 @@ func pushTable(w io.Writer, v uint64, expected map[string]bool, results map[stri
 				detail = append(detail, e.Error)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", d, status, r.running, strings.Join(detail, "; "))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", d, status, r.running, verdict, strings.Join(detail, "; "))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "version %d: applied %d, rejected %d, rolled back %d, no answer %d\n",
 		v, counts["applied"], counts["rejected"], counts["rolled back"], counts["no answer"])
+	if untrusted > 0 {
+		fmt.Fprintf(w, "%d report(s) failed the device signature check (bad signature, or a key other than the device announces)\n", untrusted)
+	}
 	if bad := len(names) - counts["applied"]; bad > 0 || len(names) == 0 {
 		if len(names) == 0 {
 			return errors.New("no device answered")
@@ -625,7 +646,7 @@ func configGet(args []string, s stdio) error {
 	}
 	ctx := fleetCtx(s)
 	prefix := fleet.Prefix(bf.Fleet)
-	filters := []string{prefix + "+/config/reported", fleet.AllDevices(bf.Fleet).Topic(), prefix + "_group/+/config/desired"}
+	filters := []string{prefix + "+/config/reported", prefix + "+/" + fleet.ChannelState, fleet.AllDevices(bf.Fleet).Topic(), prefix + "_group/+/config/desired"}
 	if *tf.device != "" {
 		filters = append(filters, tg.Topic())
 	}
@@ -637,14 +658,27 @@ func configGet(args []string, s stdio) error {
 	col.settle(ctx, 300*time.Millisecond, *wait)
 	desired := map[string][]byte{}
 	reports := map[string]*fleet.Report{}
+	reportTopic := map[string]string{}
+	keys := deviceKeys{}
 	for _, m := range col.take() {
+		if keys.observe(m.Topic(), m.Payload()) {
+			continue
+		}
 		if strings.HasSuffix(m.Topic(), "/config/desired") {
 			desired[m.Topic()] = m.Payload()
 			continue
 		}
 		if r, err := fleet.DecodeReport(m.Payload()); err == nil {
 			reports[deviceOf(m.Topic())] = r
+			reportTopic[deviceOf(m.Topic())] = m.Topic()
 		}
+	}
+	verdictOf := func(dev string) string {
+		v, err := keys.verdict(reportTopic[dev], reports[dev].Signature)
+		if !trusted(v) {
+			return fmt.Sprintf("%s (NOT BELIEVED: %v)", v, err)
+		}
+		return v
 	}
 	if *effective {
 		if *tf.device == "" {
@@ -654,7 +688,7 @@ func configGet(args []string, s stdio) error {
 		if r == nil || len(r.Effective) == 0 {
 			return fmt.Errorf("no report with the effective config from %s", *tf.device)
 		}
-		return printEffective(s.stdout, r)
+		return printEffective(s.stdout, r, verdictOf(*tf.device))
 	}
 	// Which desired topics apply to the target.
 	var topics []string
@@ -707,7 +741,7 @@ func configGet(args []string, s stdio) error {
 	}
 	sort.Strings(names)
 	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tRUNNING\tLAST ATTEMPT\tRESULT\tWHEN\tDETAIL")
+	fmt.Fprintln(tw, "DEVICE\tRUNNING\tLAST ATTEMPT\tRESULT\tWHEN\tSIGNATURE\tDETAIL")
 	for _, d := range names {
 		r := reports[d]
 		var detail []string
@@ -718,21 +752,21 @@ func configGet(args []string, s stdio) error {
 				detail = append(detail, e.Error)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", d, r.Running, r.Version, r.Status,
-			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), strings.Join(detail, "; "))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", d, r.Running, r.Version, r.Status,
+			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), verdictOf(d), strings.Join(detail, "; "))
 	}
 	return tw.Flush()
 }
 
 // printEffective prints a device's running config key by key with its
 // origin: the remote scope and version that set it, or local.
-func printEffective(w io.Writer, r *fleet.Report) error {
+func printEffective(w io.Writer, r *fleet.Report, verdict string) error {
 	var layers []string
 	for sc, v := range r.Layers {
 		layers = append(layers, fmt.Sprintf("%s=%d", sc, v))
 	}
 	sort.Strings(layers)
-	fmt.Fprintf(w, "# %s running version %d; layers: %s\n", r.Device, r.Running, strings.Join(layers, " "))
+	fmt.Fprintf(w, "# %s running version %d; layers: %s; device signature: %s\n", r.Device, r.Running, strings.Join(layers, " "), verdict)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tVALUE\tSCOPE\tVERSION")
 	for _, k := range r.Effective {
@@ -1008,24 +1042,39 @@ func runCmd(args []string, s stdio) error {
 	prefix := fleet.Prefix(bf.Fleet) + *device + "/"
 	// The default reply channel too: a command the device cannot parse is
 	// answered there.
-	cl, col, err := fleetSubscribe(ctx, bf, "cmd", prefix+replyCh, prefix+"reply")
+	// The state topic too: its retained copy announces the device key
+	// the reply must be signed with.
+	cl, col, err := fleetSubscribe(ctx, bf, "cmd", prefix+replyCh, prefix+"reply", prefix+fleet.ChannelState)
 	if err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
+	col.settle(ctx, 100*time.Millisecond, time.Second) // the retained state first
 	if err := fleetconn.Wait(ctx, cl.Publish(prefix+"cmd", 1, false, payload), 15*time.Second); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
 	deadline := time.NewTimer(*timeout)
 	defer deadline.Stop()
+	keys := deviceKeys{}
 	for {
 		for _, m := range col.take() {
+			if keys.observe(m.Topic(), m.Payload()) {
+				continue
+			}
 			r, err := fleet.DecodeReply(m.Payload())
 			if err != nil || r.ID != rid {
 				continue
 			}
-			b, _ := json.Marshal(r)
+			verdict, verr := keys.verdict(m.Topic(), r.Signature)
+			out := struct {
+				*fleet.Reply
+				Signature string `json:"signature"`
+			}{r, verdict}
+			b, _ := json.Marshal(&out)
 			fmt.Fprintln(s.stdout, string(b))
+			if !trusted(verdict) {
+				return fmt.Errorf("%s: the reply's device signature does not check (%s): %v", name, verdict, verr)
+			}
 			if r.Status != fleet.ReplyOK {
 				return fmt.Errorf("%s %s: %s", name, r.Status, r.Error)
 			}
