@@ -135,7 +135,14 @@ func (a *Agent) stateFields() map[string]any {
 		"config_version": cfg.Version,
 		// Membership, so kestrelctl knows a group's devices before any of
 		// them has answered a config (kestrelctl config push --group).
-		"groups":         cfg.Device.Group,
+		"groups": cfg.Device.Group,
+		// The device's own key (agent/identity): the platform pins it at
+		// enrolment and flags a change.
+		"device_key": a.id.PublicString(),
+		// Every broker connection authenticates both ends (a client
+		// certificate over TLS); false where broker.require_client_cert =
+		// false or the broker is on loopback.
+		"mtls":           cfg.Broker.MutualTLS(),
 		"spool_records":  m.Records,
 		"spool_bytes":    m.Bytes,
 		"spool_health":   m.Health.State.String(),

@@ -44,6 +44,9 @@ type Device struct {
 	ID    string   `toml:"id"`
 	Fleet string   `toml:"fleet"`
 	Group []string `toml:"groups"`
+	// KeyFile is the device's own Ed25519 key (agent/identity), made at
+	// first boot; empty means device.key beside remote.state_file.
+	KeyFile string `toml:"key_file"`
 }
 
 type Broker struct {
@@ -52,8 +55,12 @@ type Broker struct {
 	CAFile         string   `toml:"ca_file"`
 	CertFile       string   `toml:"cert_file"`
 	KeyFile        string   `toml:"key_file"`
-	Username       string   `toml:"username"`
-	PasswordFile   string   `toml:"password_file"`
+	// RequireClientCert: a broker that is not on loopback must be reached
+	// over TLS with a client certificate (mutual TLS). Off only by saying
+	// so in the local file; the state message then reports "mtls": false.
+	RequireClientCert bool   `toml:"require_client_cert"`
+	Username          string `toml:"username"`
+	PasswordFile      string `toml:"password_file"`
 	// Profile is the link profile (lte or narrowband): it sets the batch
 	// ages, keepalive and ping timeout that are left at 0.
 	Profile   string   `toml:"profile"`
@@ -226,10 +233,11 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 func Defaults() Config {
 	return Config{
 		Broker: Broker{
-			URLs:     []string{"tls://localhost:8883"},
-			Profile:  "lte",
-			BatchMax: 50,
-			InFlight: 20,
+			URLs:              []string{"tls://localhost:8883"},
+			RequireClientCert: true,
+			Profile:           "lte",
+			BatchMax:          50,
+			InFlight:          20,
 		},
 		Spool: Spool{
 			Dir:          "/var/lib/kestrel/spool",

@@ -282,6 +282,19 @@ func (m *Manager) wakePublisher() {
 	}
 }
 
+// seal signs config reports and command replies with the device key, at
+// publish time (a report persisted before a restart is signed as it goes
+// out). Audit entries go unsigned.
+func (m *Manager) seal(it outItem) ([]byte, error) {
+	m.mu.Lock()
+	s := m.opts.Signer
+	m.mu.Unlock()
+	if s == nil || !(it.channel == fleet.ChannelReported || fleet.CheckReplyChannel(it.channel) == nil) {
+		return it.payload, nil
+	}
+	return fleet.Seal(s, m.fleet, m.dev, it.channel, it.payload)
+}
+
 // publisher sends queued reports, replies and audit entries in order,
 // retrying with backoff while the broker is unreachable.
 func (m *Manager) publisher(ctx context.Context) {
@@ -305,8 +318,13 @@ func (m *Manager) publisher(ctx context.Context) {
 			}
 			continue
 		}
+		payload, err := m.seal(it)
+		if err != nil {
+			m.log.Error("signing a device message", "channel", it.channel, "err", err)
+			payload = it.payload
+		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := msg.Publish(pctx, it.channel, it.payload, it.retained)
+		err = msg.Publish(pctx, it.channel, payload, it.retained)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

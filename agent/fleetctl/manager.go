@@ -85,7 +85,10 @@ type Options struct {
 	// selftest, restart); "privacy" is built in when Privacy is set.
 	Commands map[string]CommandFunc
 	Privacy  PrivacyControl
-	Logger   *slog.Logger
+	// Signer is the device's own key (agent/identity): config reports and
+	// command replies go out signed with it. Nil: unsigned.
+	Signer fleet.DeviceSigner
+	Logger *slog.Logger
 	// AuditMax overrides remote.audit_max; CommandMaxAge
 	// remote.command_max_age.
 	AuditMax      int
@@ -316,6 +319,15 @@ func (m *Manager) SetHandlers(cmds map[string]CommandFunc, privacy PrivacyContro
 	defer m.mu.Unlock()
 	m.opts.Commands, m.opts.Privacy = cmds, privacy
 	m.restorePrivacy()
+}
+
+// SetSigner gives the manager the device key of an agent made after it;
+// call it before Run. Reports and replies are signed when published, so
+// those queued earlier go out signed too.
+func (m *Manager) SetSigner(s fleet.DeviceSigner) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.opts.Signer = s
 }
 
 // restorePrivacy re-applies the privacy command's saved override.

@@ -96,6 +96,7 @@ func runRun(args []string, s stdio) error {
 	}
 	defer a.Close()
 	ctl.SetHandlers(fleetCommands(a), a.Policy())
+	ctl.SetSigner(a.Identity())
 	if err := ctl.Attach(a, a.Messenger()); err != nil {
 		log.Warn("remote configuration: subscribe", "err", err)
 	}

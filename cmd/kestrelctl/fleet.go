@@ -314,7 +314,7 @@ func configGet(args []string, s stdio) error {
 	}
 	ctx := fleetCtx(s)
 	prefix := fleet.Prefix(bf.Fleet)
-	filters := []string{prefix + "+/config/reported", fleet.AllDevices(bf.Fleet).Topic(), prefix + "_group/+/config/desired"}
+	filters := []string{prefix + "+/config/reported", prefix + "+/" + fleet.ChannelState, fleet.AllDevices(bf.Fleet).Topic(), prefix + "_group/+/config/desired"}
 	if *tf.device != "" {
 		filters = append(filters, tg.Topic())
 	}
@@ -326,15 +326,26 @@ func configGet(args []string, s stdio) error {
 	col.settle(ctx, 300*time.Millisecond, *wait)
 	desired := map[string][]byte{}
 	reports := map[string]*fleet.Report{}
+	reportTopic := map[string]string{}
+	keys := deviceKeys{}
 	for _, m := range col.take() {
+		if keys.observe(m.Topic(), m.Payload()) {
+			continue
+		}
 		if strings.HasSuffix(m.Topic(), "/config/desired") {
 			desired[m.Topic()] = m.Payload()
 			continue
 		}
 		if r, err := fleet.DecodeReport(m.Payload()); err == nil {
 			reports[deviceOf(m.Topic())] = r
+			reportTopic[deviceOf(m.Topic())] = m.Topic()
 		}
 	}
+	entryOf := func(dev string) reportEntry {
+		v, err := keys.verdict(reportTopic[dev], reports[dev].Signature)
+		return newReportEntry(reports[dev], v, err)
+	}
+	verdictOf := func(dev string) string { return entryOf(dev).shown() }
 	if *effective {
 		if *tf.device == "" {
 			return fmt.Errorf("%w: --effective needs --device", errUsage)
@@ -344,9 +355,9 @@ func configGet(args []string, s stdio) error {
 			return fmt.Errorf("no report with the effective config from %s", *tf.device)
 		}
 		if *asJSON {
-			return writeJSON(s.stdout, r)
+			return writeJSON(s.stdout, entryOf(*tf.device))
 		}
-		return printEffective(s.stdout, r)
+		return printEffective(s.stdout, r, verdictOf(*tf.device))
 	}
 	// Which desired topics apply to the target.
 	var topics []string
@@ -362,7 +373,7 @@ func configGet(args []string, s stdio) error {
 	default:
 		topics = append(topics, tg.Topic())
 	}
-	out := getReport{Desired: []desiredConfig{}, Reports: []*fleet.Report{}}
+	out := getReport{Desired: []desiredConfig{}, Reports: []reportEntry{}}
 	for _, topic := range topics {
 		dc := desiredConfig{Topic: topic}
 		p, ok := desired[topic]
@@ -403,7 +414,7 @@ func configGet(args []string, s stdio) error {
 	}
 	sort.Strings(names)
 	for _, d := range names {
-		out.Reports = append(out.Reports, reports[d])
+		out.Reports = append(out.Reports, entryOf(d))
 	}
 	if *asJSON {
 		return writeJSON(s.stdout, out)
@@ -432,10 +443,10 @@ func configGet(args []string, s stdio) error {
 		fmt.Fprintln(s.stdout)
 	}
 	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tRUNNING\tLAST ATTEMPT\tRESULT\tWHEN\tDETAIL")
+	fmt.Fprintln(tw, "DEVICE\tRUNNING\tLAST ATTEMPT\tRESULT\tWHEN\tSIGNATURE\tDETAIL")
 	for _, r := range out.Reports {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", r.Device, r.Running, r.Version, r.Status,
-			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), reportDetail(r.Errors))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", r.Device, r.Running, r.Version, r.Status,
+			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), r.shown(), reportDetail(r.Errors))
 	}
 	return tw.Flush()
 }
@@ -444,7 +455,33 @@ func configGet(args []string, s stdio) error {
 // target (device, its groups, fleet) and the devices' last reports.
 type getReport struct {
 	Desired []desiredConfig `json:"desired"`
-	Reports []*fleet.Report `json:"reports"`
+	Reports []reportEntry   `json:"reports"`
+}
+
+// reportEntry is a device's config report as config get --json prints
+// it: the report's fields, and its device signature's verdict (see
+// transport/fleet.Verdict); a report that is not believed says why.
+type reportEntry struct {
+	*fleet.Report
+	Signature      string `json:"signature"`
+	SignatureError string `json:"signature_error,omitempty"`
+	Believed       bool   `json:"believed"`
+}
+
+func newReportEntry(r *fleet.Report, verdict string, err error) reportEntry {
+	e := reportEntry{Report: r, Signature: verdict, Believed: trusted(verdict)}
+	if err != nil {
+		e.SignatureError = err.Error()
+	}
+	return e
+}
+
+// shown is the verdict as the tables print it.
+func (e reportEntry) shown() string {
+	if !e.Believed {
+		return fmt.Sprintf("%s (NOT BELIEVED: %s)", e.Signature, e.SignatureError)
+	}
+	return e.Signature
 }
 
 // desiredConfig is one retained desired config. Signature is none (no
@@ -463,13 +500,13 @@ type desiredConfig struct {
 
 // printEffective prints a device's running config key by key with its
 // origin: the remote scope and version that set it, or local.
-func printEffective(w io.Writer, r *fleet.Report) error {
+func printEffective(w io.Writer, r *fleet.Report, verdict string) error {
 	var layers []string
 	for sc, v := range r.Layers {
 		layers = append(layers, fmt.Sprintf("%s=%d", sc, v))
 	}
 	sort.Strings(layers)
-	fmt.Fprintf(w, "# %s running version %d; layers: %s\n", r.Device, r.Running, strings.Join(layers, " "))
+	fmt.Fprintf(w, "# %s running version %d; layers: %s; device signature: %s\n", r.Device, r.Running, strings.Join(layers, " "), verdict)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tVALUE\tSCOPE\tVERSION")
 	for _, k := range r.Effective {
@@ -615,30 +652,45 @@ func runCmd(args []string, s stdio) error {
 	prefix := fleet.Prefix(bf.Fleet) + *device + "/"
 	// The default reply channel too: a command the device cannot parse is
 	// answered there.
-	cl, col, err := fleetSubscribe(ctx, bf, "cmd", prefix+replyCh, prefix+"reply")
+	// The state topic too: its retained copy announces the device key
+	// the reply must be signed with.
+	cl, col, err := fleetSubscribe(ctx, bf, "cmd", prefix+replyCh, prefix+"reply", prefix+fleet.ChannelState)
 	if err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
+	col.settle(ctx, 100*time.Millisecond, time.Second) // the retained state first
 	if err := fleetconn.Wait(ctx, cl.Publish(prefix+"cmd", 1, false, payload), 15*time.Second); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
 	deadline := time.NewTimer(*timeout)
 	defer deadline.Stop()
+	keys := deviceKeys{}
 	for {
 		for _, m := range col.take() {
+			if keys.observe(m.Topic(), m.Payload()) {
+				continue
+			}
 			r, err := fleet.DecodeReply(m.Payload())
 			if err != nil || r.ID != rid {
 				continue
 			}
+			verdict, verr := keys.verdict(m.Topic(), r.Signature)
+			out := struct {
+				*fleet.Reply
+				Signature string `json:"signature"`
+			}{r, verdict}
 			// The reply is JSON either way: one line, or indented with --json.
 			if *asJSON {
-				if err := writeJSON(s.stdout, r); err != nil {
+				if err := writeJSON(s.stdout, &out); err != nil {
 					return err
 				}
 			} else {
-				b, _ := json.Marshal(r)
+				b, _ := json.Marshal(&out)
 				fmt.Fprintln(s.stdout, string(b))
+			}
+			if !trusted(verdict) {
+				return fmt.Errorf("%s: the reply's device signature does not check (%s): %v", name, verdict, verr)
 			}
 			if r.Status != fleet.ReplyOK {
 				return fmt.Errorf("%s %s: %s", name, r.Status, r.Error)

@@ -216,10 +216,10 @@ func TestConfigPushTable(t *testing.T) {
 		t.Fatalf("exit %d, want 1 (one rejected, one no answer)", code)
 	}
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`(?m)^DEVICE\s+RESULT\s+RUNNING\s+DETAIL`),
+		regexp.MustCompile(`(?m)^DEVICE\s+RESULT\s+RUNNING\s+SIGNATURE\s+DETAIL`),
 		regexp.MustCompile(`(?m)^bwc-0001\s+applied\s+42`),
 		regexp.MustCompile(`(?m)^bwc-0002\s+applied\s+42`),
-		regexp.MustCompile(`(?m)^bwc-0003\s+rejected\s+0\s+gps: /dev/ttyS9: no such device`),
+		regexp.MustCompile(`(?m)^bwc-0003\s+rejected\s+0\s+unsigned\s+gps: /dev/ttyS9: no such device`),
 		regexp.MustCompile(`(?m)^bwc-0004\s+applied\s+42`),
 		regexp.MustCompile(`(?m)^bwc-0099\s+no answer`),
 		regexp.MustCompile(`applied 3, rejected 1, rolled back 0, no answer 1`),

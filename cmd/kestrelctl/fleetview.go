@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -21,11 +22,17 @@ type fleetView struct {
 	desired    map[string]*fleet.ConfigEnvelope // by scope: all, group/G, device/D
 	previous   map[string]*fleet.ConfigEnvelope // by scope
 	unreadable map[string]string                // device -> why its state did not decode
+	// keys are the device keys the state messages announce; a report
+	// whose device signature does not check against them is not believed
+	// (untrusted: device -> why) and never used.
+	keys      deviceKeys
+	untrusted map[string]string
 }
 
 func newFleetView(fleetID string) *fleetView {
 	return &fleetView{fleet: fleetID, states: map[string]map[string]any{}, reports: map[string]*fleet.Report{},
-		desired: map[string]*fleet.ConfigEnvelope{}, previous: map[string]*fleet.ConfigEnvelope{}, unreadable: map[string]string{}}
+		desired: map[string]*fleet.ConfigEnvelope{}, previous: map[string]*fleet.ConfigEnvelope{}, unreadable: map[string]string{},
+		keys: deviceKeys{}, untrusted: map[string]string{}}
 }
 
 // fleetViewFilters are the subscriptions that fill a fleetView.
@@ -53,10 +60,33 @@ func scopeOfTopic(fleetID, topic string) (scope, kind string, ok bool) {
 	return "", "", false
 }
 
-// add files one message; it returns the report when m is a config report.
-func (v *fleetView) add(m paho.Message) *fleet.Report {
+// addAll files messages, the state messages first: they announce the
+// device keys that the reports are checked against.
+func (v *fleetView) addAll(msgs []paho.Message) {
+	for _, m := range msgs {
+		if strings.HasSuffix(m.Topic(), "/"+fleet.ChannelState) {
+			v.add(m)
+		}
+	}
+	for _, m := range msgs {
+		if !strings.HasSuffix(m.Topic(), "/"+fleet.ChannelState) {
+			v.add(m)
+		}
+	}
+}
+
+// judged is a config report and the verdict on its device signature.
+type judged struct {
+	report  *fleet.Report
+	verdict string
+	err     error
+}
+
+// add files one message; it returns the report, judged, when m is one.
+func (v *fleetView) add(m paho.Message) *judged {
 	topic := m.Topic()
 	if strings.HasSuffix(topic, "/state") {
+		v.keys.observe(topic, m.Payload())
 		d := deviceOf(topic)
 		if d == "" || strings.HasPrefix(d, "_") {
 			return nil
@@ -86,8 +116,17 @@ func (v *fleetView) add(m paho.Message) *fleet.Report {
 		if err != nil {
 			return nil
 		}
-		v.reports[strings.TrimPrefix(scope, "device/")] = r
-		return r
+		dev := strings.TrimPrefix(scope, "device/")
+		j := &judged{report: r}
+		j.verdict, j.err = v.keys.verdict(topic, r.Signature)
+		if !trusted(j.verdict) {
+			v.untrusted[dev] = fmt.Sprintf("%s: %v", j.verdict, j.err)
+			delete(v.reports, dev)
+			return j
+		}
+		delete(v.untrusted, dev)
+		v.reports[dev] = r
+		return j
 	case "desired", "previous":
 		dst := v.desired
 		if kind == "previous" {

@@ -39,6 +39,7 @@ func realDevice(t *testing.T, url, id, pub string, groups []string) *agent.Agent
 		t.Fatal(err)
 	}
 	ctl.SetHandlers(nil, a.Policy())
+	ctl.SetSigner(a.Identity())
 	if err := ctl.Attach(a, a.Messenger()); err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,9 @@ type deviceResult struct {
 	Running uint64              `json:"running_version"`
 	Errors  []fleet.ReportError `json:"errors,omitempty"`
 	Stage   string              `json:"stage,omitempty"`
+	// Signature is the verdict on the report's device signature
+	// (transport/fleet.Verdict); empty for no answer.
+	Signature string `json:"signature,omitempty"`
 }
 
 // stageReport is one stage of a staged rollout.
@@ -272,8 +275,9 @@ func runPush(args []string, s stdio, mode pushMode) error {
 	col.settle(ctx, 300*time.Millisecond, *p.discover)
 	view := newFleetView(p.bf.Fleet)
 	raw := map[string][]byte{} // retained desired payloads by scope, for config/previous
-	for _, m := range col.take() {
-		view.add(m)
+	msgs := col.take()
+	view.addAll(msgs)
+	for _, m := range msgs {
 		if sc, kind, ok := scopeOfTopic(view.fleet, m.Topic()); ok && kind == "desired" {
 			raw[sc] = m.Payload()
 		}
@@ -627,6 +631,21 @@ func (r *rollout) staged(ctx context.Context, tg fleet.Target, body []byte, expe
 	return restore()
 }
 
+// judgeResult is a device's answer from its report: what the report says
+// when its device signature checks out; untrusted (a failure, whatever the
+// report claims) when it does not.
+func judgeResult(dev, scope string, version uint64, stage string, j *judged) *deviceResult {
+	rp := j.report
+	dr := &deviceResult{Device: dev, Result: rp.Status, Scope: scope, Version: version, Running: rp.Running,
+		Errors: rp.Errors, Stage: stage, Signature: j.verdict}
+	if !trusted(j.verdict) {
+		dr.Result = "untrusted"
+		dr.Errors = append([]fleet.ReportError{{Error: fmt.Sprintf("report claims %s, NOT BELIEVED: %v",
+			strings.ReplaceAll(rp.Status, "_", " "), j.err)}}, rp.Errors...)
+	}
+	return dr
+}
+
 // replace updates a device's result with a later answer (the scope push
 // reaching a device staged earlier).
 func (r *rollout) replace(dr deviceResult) {
@@ -662,10 +681,11 @@ func (r *rollout) await(ctx context.Context, want map[string]string, version uin
 	results := map[string]*deviceResult{}
 	take := func() {
 		for _, m := range r.col.take() {
-			rp := r.view.add(m)
-			if rp == nil || rp.Version != version {
+			j := r.view.add(m)
+			if j == nil || j.report.Version != version {
 				continue
 			}
+			rp := j.report
 			dev := deviceOf(m.Topic())
 			scope, ok := want[dev]
 			if !ok && count == 0 {
@@ -677,7 +697,10 @@ func (r *rollout) await(ctx context.Context, want map[string]string, version uin
 			if rp.Scope != "" && rp.Scope != scope {
 				continue
 			}
-			dr := &deviceResult{Device: dev, Result: rp.Status, Scope: scope, Version: version, Running: rp.Running, Errors: rp.Errors, Stage: stage}
+			dr := judgeResult(dev, scope, version, stage, j)
+			if prev := results[dev]; prev != nil && prev.Result != "untrusted" && dr.Result == "untrusted" {
+				continue // a forgery does not overwrite the device's own answer
+			}
 			results[dev] = dr
 			prog.answer(dr, len(results))
 		}
@@ -743,14 +766,17 @@ func printPushReport(w io.Writer, rep *pushReport) {
 		tw.Flush()
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(tw, "DEVICE\tRESULT\tRUNNING\tDETAIL")
+	fmt.Fprintln(tw, "DEVICE\tRESULT\tRUNNING\tSIGNATURE\tDETAIL")
 	for _, d := range rep.Devices {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", d.Device, strings.ReplaceAll(d.Result, "_", " "), d.Running, reportDetail(d.Errors))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", d.Device, strings.ReplaceAll(d.Result, "_", " "), d.Running, dash(d.Signature), reportDetail(d.Errors))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "version %d: applied %d, rejected %d, rolled back %d, no answer %d\n", rep.Version,
 		countResult(rep.Devices, fleet.StatusApplied), countResult(rep.Devices, fleet.StatusRejected),
 		countResult(rep.Devices, fleet.StatusRolledBack), countResult(rep.Devices, "no_answer"))
+	if n := countResult(rep.Devices, "untrusted"); n > 0 {
+		fmt.Fprintf(w, "%d report(s) failed the device signature check (bad signature, or a key other than the device announces): counted as failures\n", n)
+	}
 	if rep.Stopped {
 		fmt.Fprintf(w, "rollout stopped: %s\n", rep.StopReason)
 	}

@@ -99,11 +99,12 @@ func runStatus(args []string, s stdio) error {
 	defer cl.Disconnect(250)
 	col.settle(ctx, 300*time.Millisecond, *wait)
 	view := newFleetView(bf.Fleet)
-	for _, m := range col.take() {
-		view.add(m)
-	}
+	view.addAll(col.take())
 	for d, why := range view.unreadable {
 		fmt.Fprintf(s.stderr, "%s: unreadable state: %s\n", d, why)
+	}
+	for d, why := range view.untrusted {
+		fmt.Fprintf(s.stderr, "%s: config report NOT BELIEVED (%s); its config column is from the state message\n", d, why)
 	}
 	names := view.devices()
 	for d := range view.unreadable {

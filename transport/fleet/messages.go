@@ -3,6 +3,7 @@ package fleet
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
 )
@@ -42,6 +43,9 @@ type Report struct {
 	// came from (kestrelctl config get --effective).
 	Effective []EffectiveKey `json:"effective,omitempty"`
 	Time      int64          `json:"time"` // ms since the epoch
+	// Signature is the device's signature found by DecodeReport (nil:
+	// unsigned); check it with Verdict.
+	Signature *DeviceSignature `json:"-"`
 }
 
 // EffectiveKey is one key of the running config and its origin.
@@ -108,15 +112,23 @@ type Reply struct {
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  string          `json:"error,omitempty"`
 	Time   int64           `json:"time"`
+	// Signature is the device's signature found by DecodeReply (nil:
+	// unsigned); check it with Verdict.
+	Signature *DeviceSignature `json:"-"`
 }
 
 // DecodeReport, DecodeReply and DecodeAudit parse the device's messages
 // (for kestrelctl and tests).
 func DecodeReport(b []byte) (*Report, error) {
-	var r Report
-	if err := json.Unmarshal(b, &r); err != nil {
+	body, sig, err := Open(b)
+	if err != nil {
 		return nil, err
 	}
+	var r Report
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	r.Signature = sig
 	if r.Status == "" {
 		return nil, errors.New("report without status")
 	}
@@ -124,10 +136,15 @@ func DecodeReport(b []byte) (*Report, error) {
 }
 
 func DecodeReply(b []byte) (*Reply, error) {
-	var r Reply
-	if err := json.Unmarshal(b, &r); err != nil {
+	body, sig, err := Open(b)
+	if err != nil {
 		return nil, err
 	}
+	var r Reply
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	r.Signature = sig
 	if r.ID == "" || r.Status == "" {
 		return nil, errors.New("reply without id or status")
 	}
@@ -135,6 +152,9 @@ func DecodeReply(b []byte) (*Reply, error) {
 }
 
 func DecodeAudit(b []byte) (*AuditEntry, error) {
+	if len(b) > MaxDeviceMessage {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxDeviceMessage)
+	}
 	var a AuditEntry
 	if err := json.Unmarshal(b, &a); err != nil {
 		return nil, err
