@@ -305,6 +305,11 @@ func NewManager(opts Options) (*Manager, error) {
 	if err := m.rebuildKeys(m.start); err != nil {
 		return nil, err
 	}
+	if m.base.Remote.RequireSigned {
+		if err := m.thresholdsReachable(m.start); err != nil {
+			m.log.Warn("signature threshold cannot be met: every remote config or command it covers will be refused", "err", err)
+		}
+	}
 	if err := m.saveLocked(); err != nil {
 		return nil, fmt.Errorf("remote: %w", err)
 	}
@@ -379,17 +384,13 @@ func (m *Manager) Audit() []fleet.AuditEntry {
 // Options.TrustedKeys and every key trusted so far (the anchor), less the
 // revoked ones. Callers hold m.mu (or own m exclusively).
 func (m *Manager) rebuildKeys(c config.Config) error {
-	a := &m.st.Anchor
-	kr, err := fleet.NewKeyring(append(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...), a.Trusted...))
+	kr, err := m.keyringFor(c)
 	if err != nil {
-		return fmt.Errorf("remote: %w", err)
+		return err
 	}
+	a := &m.st.Anchor
 	trusted := make([]string, 0, len(kr))
-	for kid, k := range kr {
-		if slices.Contains(a.Revoked, kid) {
-			delete(kr, kid)
-			continue
-		}
+	for _, k := range kr {
 		trusted = append(trusted, k.Entry)
 	}
 	slices.Sort(trusted)
@@ -398,6 +399,44 @@ func (m *Manager) rebuildKeys(c config.Config) error {
 		m.anchorDirty = true
 	}
 	m.keys = kr
+	return nil
+}
+
+// keyringFor is the keyring c would give: its remote.trusted_keys,
+// Options.TrustedKeys and every key trusted so far, less the revoked
+// ones. Callers hold m.mu (or own m exclusively).
+func (m *Manager) keyringFor(c config.Config) (fleet.Keyring, error) {
+	a := &m.st.Anchor
+	kr, err := fleet.NewKeyring(append(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...), a.Trusted...))
+	if err != nil {
+		return nil, fmt.Errorf("remote: %w", err)
+	}
+	for kid := range kr {
+		if slices.Contains(a.Revoked, kid) {
+			delete(kr, kid)
+		}
+	}
+	return kr, nil
+}
+
+// thresholdsReachable: c's signature thresholds can be met by the keys it
+// would trust, or the device could never be configured (or commanded)
+// remotely again.
+func (m *Manager) thresholdsReachable(c config.Config) error {
+	m.mu.Lock()
+	kr, err := m.keyringFor(c)
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for _, t := range []struct {
+		path, role string
+		n          int
+	}{{"remote.config_threshold", fleet.RoleConfig, c.Remote.ConfigThreshold}, {"remote.command_threshold", fleet.RoleCommands, c.Remote.CommandThreshold}} {
+		if have := kr.WithRole(t.role); have < t.n {
+			return &config.FieldError{Path: t.path, Err: fmt.Errorf("%w: %d, but only %d trusted key(s) have the %s role", config.ErrInvalidValue, t.n, have, t.role)}
+		}
+	}
 	return nil
 }
 
@@ -640,6 +679,7 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	}
 	running, base := m.current(), m.base
 	requireSigned := base.Remote.RequireSigned
+	threshold := running.Remote.ConfigThreshold
 	keys := m.keys
 	replayed := m.st.historyContains(d)
 	// A state migrated from format 1 floors every scope at its one mark.
@@ -666,11 +706,15 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 		return
 	}
 	entry.KeyID = env.KeyID
-	if err := keys.VerifyConfig(env, requireSigned); err != nil {
+	signers, err := keys.VerifyConfigN(env, requireSigned, threshold)
+	if err != nil {
 		m.rejectJunkConfig(scope, env.Version, err)
 		return
 	}
-	entry.Verified = env.KeyID != ""
+	entry.Verified, entry.Signers = len(signers) > 0, signers
+	if len(signers) > 0 {
+		entry.KeyID = signers[0]
+	}
 	if env.Fleet != m.fleet || env.Scope != scope {
 		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", fleet.ErrWrongTarget, env.Target(), fleet.Target{Fleet: m.fleet, Scope: scope}))
 		return
@@ -697,6 +741,12 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 		// The device could never be configured remotely again.
 		reject(env.Version, &config.FieldError{Path: "remote.trusted_keys", Err: fmt.Errorf("%w: would leave no trusted key", config.ErrInvalidValue)})
 		return
+	}
+	if requireSigned {
+		if err := m.thresholdsReachable(next); err != nil {
+			reject(env.Version, err) // nor with fewer keys than its thresholds need
+			return
+		}
 	}
 	m.mu.Lock()
 	good, _, gerr := m.compose(base, m.st.GoodLayers)
@@ -779,6 +829,7 @@ func (m *Manager) proveBroker(scope, d string, in inbound) {
 		!in.at.Before(m.probeSince) && layer != nil && layer.Digest == d
 	keys := m.keys
 	requireSigned := m.base.Remote.RequireSigned
+	threshold := m.current().Remote.ConfigThreshold
 	m.mu.Unlock()
 	if !need {
 		return
@@ -789,7 +840,7 @@ func (m *Manager) proveBroker(scope, d string, in inbound) {
 	}
 	// Unsigned proof only where unsigned configs are allowed at all
 	// (remote.require_signed = false, a local-only setting).
-	if err := keys.VerifyConfig(env, requireSigned); err != nil {
+	if _, err := keys.VerifyConfigN(env, requireSigned, threshold); err != nil {
 		return
 	}
 	m.mu.Lock()

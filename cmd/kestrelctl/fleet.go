@@ -83,18 +83,51 @@ func runKeygen(args []string, s stdio) error {
 	return nil
 }
 
-func loadSigningKey(path string) (ed25519.PrivateKey, error) {
-	if path == "" {
-		path = os.Getenv("KESTREL_SIGN_KEY")
+// signKeyFlags collects repeated --sign-key FILE: a device whose
+// remote.config_threshold (or command_threshold) is N needs N keys.
+type signKeyFlags []string
+
+func (f *signKeyFlags) String() string     { return strings.Join(*f, ",") }
+func (f *signKeyFlags) Set(v string) error { *f = append(*f, v); return nil }
+
+func addSignKeyFlag(fs *flag.FlagSet) *signKeyFlags {
+	f := &signKeyFlags{}
+	fs.Var(f, "sign-key", "fleet signing key `FILE` from keygen (default $KESTREL_SIGN_KEY); repeat it for a device whose remote.config_threshold or command_threshold asks for several")
+	return f
+}
+
+// loadSigningKeys reads the --sign-key files (or $KESTREL_SIGN_KEY).
+func loadSigningKeys(paths []string) ([]ed25519.PrivateKey, error) {
+	if len(paths) == 0 {
+		if p := os.Getenv("KESTREL_SIGN_KEY"); p != "" {
+			paths = []string{p}
+		}
 	}
-	if path == "" {
+	if len(paths) == 0 {
 		return nil, fmt.Errorf("%w: --sign-key FILE (or KESTREL_SIGN_KEY) is required", errUsage)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
+	var keys []ed25519.PrivateKey
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+		k, err := fleet.ParsePrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("signing key %s: %w", path, err)
+		}
+		keys = append(keys, k)
 	}
-	return fleet.ParsePrivateKey(b)
+	return keys, nil
+}
+
+// keyIDs names signing keys for messages.
+func keyIDs(keys []ed25519.PrivateKey) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = fleet.KeyID(k.Public().(ed25519.PublicKey))
+	}
+	return strings.Join(ids, "+")
 }
 
 // ---- broker connection ----
@@ -283,7 +316,7 @@ func configPush(args []string, s stdio, clear bool) error {
 	fs.SetOutput(s.stderr)
 	bf := fleetconn.AddFlags(fs)
 	tf := addTargetFlags(fs)
-	signKey := fs.String("sign-key", "", "fleet signing key from keygen (default $KESTREL_SIGN_KEY)")
+	signKey := addSignKeyFlag(fs)
 	version := fs.Uint64("version", 0, "config version; must exceed every version the devices run (default: now, in Unix seconds)")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for reports")
 	discover := fs.Duration("discover", 2*time.Second, "how long to collect retained state to learn which devices to expect")
@@ -350,7 +383,7 @@ func configPush(args []string, s stdio, clear bool) error {
 		}
 		return fmt.Errorf("%s would be rejected; not pushed", file)
 	}
-	priv, err := loadSigningKey(*signKey)
+	privs, err := loadSigningKeys(*signKey)
 	if err != nil {
 		return err
 	}
@@ -358,7 +391,7 @@ func configPush(args []string, s stdio, clear bool) error {
 	if v == 0 {
 		v = uint64(time.Now().Unix())
 	}
-	env, err := fleet.SignConfig(priv, tg, v, body)
+	env, err := fleet.SignConfigBy(privs, tg, v, body)
 	if err != nil {
 		return err
 	}
@@ -426,7 +459,7 @@ func configPush(args []string, s stdio, clear bool) error {
 		return fmt.Errorf("publish %s: %w", tg.Topic(), err)
 	}
 	fmt.Fprintf(s.stderr, "pushed version %d to %s (%s), %d bytes, key %s; waiting for %d device(s)\n",
-		v, tg, tg.Topic(), len(env), fleet.KeyID(priv.Public().(ed25519.PublicKey)), want)
+		v, tg, tg.Topic(), len(env), keyIDs(privs), want)
 
 	deadline := time.NewTimer(*timeout)
 	defer deadline.Stop()
@@ -993,7 +1026,7 @@ func runCmd(args []string, s stdio) error {
 	fs.SetOutput(s.stderr)
 	bf := fleetconn.AddFlags(fs)
 	device := fs.String("device", "", "target device (required)")
-	signKey := fs.String("sign-key", "", "fleet signing key from keygen (default $KESTREL_SIGN_KEY)")
+	signKey := addSignKeyFlag(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply")
 	id := fs.String("id", "", "request id (default: random)")
 	fs.Usage = func() {
@@ -1025,7 +1058,7 @@ func runCmd(args []string, s stdio) error {
 		}
 		cmdArgs[k] = v
 	}
-	priv, err := loadSigningKey(*signKey)
+	privs, err := loadSigningKeys(*signKey)
 	if err != nil {
 		return err
 	}
@@ -1034,7 +1067,7 @@ func runCmd(args []string, s stdio) error {
 		rid = fleetconn.RandomID(8)
 	}
 	replyCh := "reply/ctl-" + fleetconn.RandomID(4)
-	payload, err := fleet.SignCommand(priv, fleet.Command{Fleet: bf.Fleet, Device: *device, ID: rid, Name: name, Args: cmdArgs, Reply: replyCh})
+	payload, err := fleet.SignCommandBy(privs, fleet.Command{Fleet: bf.Fleet, Device: *device, ID: rid, Name: name, Args: cmdArgs, Reply: replyCh})
 	if err != nil {
 		return err
 	}
