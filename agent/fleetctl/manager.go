@@ -25,6 +25,15 @@ type Door interface {
 	Reload(ctx context.Context, next config.Config) ([]config.Change, error)
 }
 
+// Vitals says when the parts a change can break last showed that they
+// work (agent.Agent implements it). A door that also implements it gets
+// the GPS and the radio health-checked after a change that touched them.
+type Vitals interface {
+	// LastSign is when part ("gps", "radio") last showed life: valid NMEA
+	// sentences from the receiver, an answer from the radio. Zero: not yet.
+	LastSign(part string) time.Time
+}
+
 // Messenger is the MQTT session as the manager needs it.
 type Messenger interface {
 	// Publish sends on a channel relative to kestrel/v1/{fleet}/{device}/,
@@ -131,6 +140,10 @@ type Manager struct {
 	// brokerProven: since probeSince, the broker served the fleet-signed
 	// desired config in force.
 	brokerProven bool
+	// vitalsSince is when the door returned from the pending change (or
+	// the agent restarted with it): the GPS and the radio it touched must
+	// show life after it, from the parts the change started.
+	vitalsSince time.Time
 	dirty        bool // state changed but not yet saved (rejections)
 	// anchorDirty: the anti-rollback state changed since the anchor
 	// files were last written.
@@ -187,6 +200,7 @@ func NewManager(opts Options) (*Manager, error) {
 	// A change still on probation from before a restart must prove the
 	// parts it touched healthy from now on.
 	m.probeSince = m.now()
+	m.vitalsSince = m.probeSince
 	if m.fleet == "" {
 		m.fleet = opts.Current.Device.Fleet
 	}
@@ -773,8 +787,8 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	m.st.Layers, m.origins = layers, origins
 	m.st.Pending = layer
 	m.st.PendingBoots = 0
-	m.st.PendingNeeds = partsTouched(changes)
-	m.probeSince, m.brokerProven = since, false
+	m.st.PendingNeeds = m.partsTouched(changes, next)
+	m.probeSince, m.brokerProven, m.vitalsSince = since, false, m.now()
 	m.st.History = append(m.st.History, d)
 	if len(m.st.History) > maxHistory {
 		m.st.History = m.st.History[len(m.st.History)-maxHistory:]
@@ -794,24 +808,63 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	}
 }
 
-// partsTouched are the parts a change must prove healthy: for now the
-// broker, for a live change of broker.*. (GPS and radio are checked
-// before applying: a missing serial device is refused by the door.)
-func partsTouched(changes []config.Change) []string {
+// partsTouched are the parts a change must prove healthy within its
+// probation: the broker, for a live change of broker.*; the GPS and the
+// radio, for a live change of gps.* or radio.* that leaves them enabled,
+// when the door reports their vitals. (A missing serial device is refused
+// before applying, by the door; this catches the one that is there but
+// silent: a wrong baud rate, another device on the port.)
+func (m *Manager) partsTouched(changes []config.Change, next config.Config) []string {
+	_, vitals := m.vitals()
+	var out []string
 	for _, c := range changes {
-		if c.Applies == config.Live && c.Section == "broker" {
-			return []string{"broker"}
+		if c.Applies != config.Live {
+			continue
+		}
+		var part string
+		switch {
+		case c.Section == "broker":
+			part = "broker"
+		case c.Section == "gps" && vitals && next.GPS.Port != "":
+			part = "gps"
+		case c.Section == "radio" && vitals && next.Radio.Port != "":
+			part = "radio"
+		}
+		if part != "" && !slices.Contains(out, part) {
+			out = append(out, part)
 		}
 	}
-	return nil
+	return out
+}
+
+// gpsSettle: the receiver's sentences count only from a second after the
+// change. A port's buffer still holds sentences sent before it (at the old
+// line speed, say), which the restarted driver reads at once.
+const gpsSettle = time.Second
+
+// vitals is the door's Vitals, if it has them. Callers may hold m.mu.
+func (m *Manager) vitals() (Vitals, bool) {
+	v, ok := m.door.(Vitals)
+	return v, ok
 }
 
 // unhealthyLocked lists, for the pending change, the parts it touched
 // that have not yet proved healthy. Callers hold m.mu.
 func (m *Manager) unhealthyLocked() []string {
 	var out []string
+	cur := m.current()
 	if slices.Contains(m.st.PendingNeeds, "broker") && !m.brokerProven {
-		out = append(out, fmt.Sprintf("broker %s did not serve the fleet-signed desired config", strings.Join(m.current().Broker.URLs, ",")))
+		out = append(out, fmt.Sprintf("broker %s did not serve the fleet-signed desired config", strings.Join(cur.Broker.URLs, ",")))
+	}
+	v, ok := m.vitals()
+	if !ok {
+		return out
+	}
+	if slices.Contains(m.st.PendingNeeds, "gps") && v.LastSign("gps").Before(m.vitalsSince.Add(gpsSettle)) {
+		out = append(out, fmt.Sprintf("gps %s (baud %d) sent no valid NMEA sentence", cur.GPS.Port, cur.GPS.Baud))
+	}
+	if slices.Contains(m.st.PendingNeeds, "radio") && v.LastSign("radio").Before(m.vitalsSince) {
+		out = append(out, fmt.Sprintf("radio %s (%s) did not answer", cur.Radio.Port, cur.Radio.Profile))
 	}
 	return out
 }
