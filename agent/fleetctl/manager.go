@@ -144,7 +144,7 @@ type Manager struct {
 	// the agent restarted with it): the GPS and the radio it touched must
 	// show life after it, from the parts the change started.
 	vitalsSince time.Time
-	dirty        bool // state changed but not yet saved (rejections)
+	dirty       bool // state changed but not yet saved (rejections)
 	// anchorDirty: the anti-rollback state changed since the anchor
 	// files were last written.
 	anchorDirty bool
