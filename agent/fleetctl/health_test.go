@@ -47,6 +47,23 @@ func realAgent(t *testing.T, c config.Config) (*agent.Agent, *Manager) {
 	return a, ctl
 }
 
+// probationConfig is device bwc-0001 of fleet met on the broker at url,
+// trusting pub, with a 3 s probation.
+func probationConfig(t *testing.T, url, pub string) config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	c := config.Defaults()
+	c.Device.ID, c.Device.Fleet = "bwc-0001", "met"
+	c.Broker.URLs = []string{url}
+	c.Broker.BatchAge = config.D(100 * time.Millisecond)
+	c.Spool.Dir = filepath.Join(dir, "spool")
+	c.Remote.StateFile = filepath.Join(dir, "remote.json")
+	c.Remote.TrustedKeys = []string{pub}
+	c.Remote.RollbackAfter = config.D(3 * time.Second)
+	c.Hooks.Socket = ""
+	return c
+}
+
 func waitGood(t *testing.T, m *Manager, scope string, version uint64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -70,16 +87,7 @@ func waitGood(t *testing.T, m *Manager, scope string, version uint64) {
 func TestWrongBrokerRolledBack(t *testing.T) {
 	home, wrong, other := broker.StartMochi(t), broker.StartMochi(t), broker.StartMochi(t)
 	priv, pub := testKey(1)
-	dir := t.TempDir()
-	c := config.Defaults()
-	c.Device.ID, c.Device.Fleet = "bwc-0001", "met"
-	c.Broker.URLs = []string{home.URL()}
-	c.Broker.BatchAge = config.D(100 * time.Millisecond)
-	c.Spool.Dir = filepath.Join(dir, "spool")
-	c.Remote.StateFile = filepath.Join(dir, "remote.json")
-	c.Remote.TrustedKeys = []string{pub}
-	c.Remote.RollbackAfter = config.D(3 * time.Second) // the good config's grace
-	c.Hooks.Socket = ""
+	c := probationConfig(t, home.URL(), pub) // the good config's grace: 3 s
 	a, m := realAgent(t, c)
 	obs := home.Observe("kestrel/v1/met/bwc-0001/config/reported")
 	p := newPlatform(t, home.URL())
@@ -178,20 +186,12 @@ func healthRig(t *testing.T) (*agent.Agent, *Manager, *atmodem.Modem, *broker.Ob
 	t.Cleanup(func() { modem.Close() })
 	b := broker.StartMochi(t)
 	priv, pub := testKey(1)
+	c := probationConfig(t, b.URL(), pub)
 	dir := t.TempDir()
-	c := config.Defaults()
-	c.Device.ID, c.Device.Fleet = "bwc-0001", "met"
-	c.Broker.URLs = []string{b.URL()}
-	c.Broker.BatchAge = config.D(100 * time.Millisecond)
-	c.Spool.Dir = filepath.Join(dir, "spool")
-	c.Remote.StateFile = filepath.Join(dir, "remote.json")
-	c.Remote.TrustedKeys = []string{pub}
-	c.Remote.RollbackAfter = config.D(3 * time.Second)
 	c.GPS.Port, c.GPS.Baud = sim.Path(), 9600
 	c.Radio.Port, c.Radio.Profile, c.Radio.Poll = modem.Path(), "lte", config.D(time.Second)
 	c.Sensors.SysfsRoot = filepath.Join(dir, "sys")
 	c.GPIO.DevRoot = filepath.Join(dir, "dev")
-	c.Hooks.Socket = ""
 	a, m := realAgent(t, c)
 	return a, m, modem, b.Observe("kestrel/v1/met/bwc-0001/config/reported"), newPlatform(t, b.URL()), priv
 }
