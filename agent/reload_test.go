@@ -180,6 +180,8 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"remote.audit_max":         func(c *config.Config) { c.Remote.AuditMax = 99 },
 		"remote.max_message":       func(c *config.Config) { c.Remote.MaxMessage = 32 << 10 },
 		"remote.command_max_age":   func(c *config.Config) { c.Remote.CommandMaxAge = config.D(time.Minute) },
+		"remote.config_threshold":  func(c *config.Config) { c.Remote.ConfigThreshold = 2 },
+		"remote.command_threshold": func(c *config.Config) { c.Remote.CommandThreshold = 2 },
 		"remote.require_signed":    func(c *config.Config) { c.Remote.RequireSigned = true },
 		"remote.rollback_after":    func(c *config.Config) { c.Remote.RollbackAfter = config.D(time.Minute) },
 		"remote.trusted_keys":      func(c *config.Config) { c.Remote.TrustedKeys = []string{pub} },

@@ -204,6 +204,11 @@ type Remote struct {
 	// MaxMessage bounds an inbound MQTT message; larger ones are
 	// discarded as they are read, before anything is copied.
 	MaxMessage int `toml:"max_message"`
+	// ConfigThreshold and CommandThreshold: how many distinct trusted
+	// keys with the role must sign a remote config or a command (N of the
+	// M keys in trusted_keys with that role).
+	ConfigThreshold  int `toml:"config_threshold"`
+	CommandThreshold int `toml:"command_threshold"`
 }
 
 type Log struct {
@@ -301,12 +306,14 @@ func Defaults() Config {
 		},
 		Privacy: Privacy{Mode: "off", OnMode: "pause", Grid: 1000},
 		Remote: Remote{
-			RollbackAfter: D(2 * time.Minute),
-			RequireSigned: true,
-			StateFile:     "/var/lib/kestrel/remote.json",
-			CommandMaxAge: D(5 * time.Minute),
-			AuditMax:      256,
-			MaxMessage:    64 << 10,
+			RollbackAfter:    D(2 * time.Minute),
+			RequireSigned:    true,
+			StateFile:        "/var/lib/kestrel/remote.json",
+			CommandMaxAge:    D(5 * time.Minute),
+			AuditMax:         256,
+			MaxMessage:       64 << 10,
+			ConfigThreshold:  1,
+			CommandThreshold: 1,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}

@@ -197,6 +197,8 @@ func (c Config) Validate() error {
 	}
 	v.durMin("remote.command_max_age", rm.CommandMaxAge, time.Second)
 	v.intRange("remote.audit_max", rm.AuditMax, 1, 100000)
+	v.intRange("remote.config_threshold", rm.ConfigThreshold, 1, MaxThreshold)
+	v.intRange("remote.command_threshold", rm.CommandThreshold, 1, MaxThreshold)
 	v.intRange("remote.max_message", rm.MaxMessage, 4<<10, 1<<20)
 
 	switch c.Log.Level {
@@ -209,6 +211,10 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(v.errs...)
 }
+
+// MaxThreshold bounds remote.config_threshold and command_threshold, and
+// so the signatures an envelope may carry.
+const MaxThreshold = 16
 
 // KeyRoles are what a trusted key may sign: configs, commands, releases.
 var KeyRoles = []string{"config", "commands", "release"}

@@ -37,6 +37,7 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 	entry.ID, entry.Name, entry.KeyID = cmd.ID, cmd.Name, cmd.KeyID
 	m.mu.Lock()
 	keys, requireSigned := m.keys, m.base.Remote.RequireSigned
+	threshold := m.current().Remote.CommandThreshold
 	maxAge := m.opts.CommandMaxAge
 	if maxAge <= 0 {
 		maxAge = m.current().Remote.CommandMaxAge.Duration
@@ -45,11 +46,15 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 		maxAge = 5 * time.Minute
 	}
 	m.mu.Unlock()
-	if err := keys.VerifyCommand(cmd, requireSigned); err != nil {
+	signers, err := keys.VerifyCommandN(cmd, requireSigned, threshold)
+	if err != nil {
 		m.junkCommand(entry, cmd.Reply, err)
 		return
 	}
-	entry.Verified = cmd.KeyID != ""
+	entry.Verified, entry.Signers = len(signers) > 0, signers
+	if len(signers) > 0 {
+		entry.KeyID = signers[0]
+	}
 	if cmd.Fleet != m.fleet || cmd.Device != m.dev {
 		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: for %s/%s", fleet.ErrWrongTarget, cmd.Fleet, cmd.Device))
 		return
@@ -166,7 +171,7 @@ func junkReason(err error) string {
 	for _, k := range []struct {
 		err  error
 		name string
-	}{{fleet.ErrTooLarge, "too_large"}, {fleet.ErrMalformed, "malformed"}, {fleet.ErrUnsigned, "unsigned"},
+	}{{fleet.ErrThreshold, "below_threshold"}, {fleet.ErrTooLarge, "too_large"}, {fleet.ErrMalformed, "malformed"}, {fleet.ErrUnsigned, "unsigned"},
 		{fleet.ErrUntrustedKey, "untrusted_key"}, {fleet.ErrBadSignature, "bad_signature"}} {
 		if errors.Is(err, k.err) {
 			return k.name

@@ -25,6 +25,15 @@ type Door interface {
 	Reload(ctx context.Context, next config.Config) ([]config.Change, error)
 }
 
+// Vitals says when the parts a change can break last showed that they
+// work (agent.Agent implements it). A door that also implements it gets
+// the GPS and the radio health-checked after a change that touched them.
+type Vitals interface {
+	// LastSign is when part ("gps", "radio") last showed life: valid NMEA
+	// sentences from the receiver, an answer from the radio. Zero: not yet.
+	LastSign(part string) time.Time
+}
+
 // Messenger is the MQTT session as the manager needs it.
 type Messenger interface {
 	// Publish sends on a channel relative to kestrel/v1/{fleet}/{device}/,
@@ -131,7 +140,11 @@ type Manager struct {
 	// brokerProven: since probeSince, the broker served the fleet-signed
 	// desired config in force.
 	brokerProven bool
-	dirty        bool // state changed but not yet saved (rejections)
+	// vitalsSince is when the door returned from the pending change (or
+	// the agent restarted with it): the GPS and the radio it touched must
+	// show life after it, from the parts the change started.
+	vitalsSince time.Time
+	dirty       bool // state changed but not yet saved (rejections)
 	// anchorDirty: the anti-rollback state changed since the anchor
 	// files were last written.
 	anchorDirty bool
@@ -187,6 +200,7 @@ func NewManager(opts Options) (*Manager, error) {
 	// A change still on probation from before a restart must prove the
 	// parts it touched healthy from now on.
 	m.probeSince = m.now()
+	m.vitalsSince = m.probeSince
 	if m.fleet == "" {
 		m.fleet = opts.Current.Device.Fleet
 	}
@@ -305,6 +319,11 @@ func NewManager(opts Options) (*Manager, error) {
 	if err := m.rebuildKeys(m.start); err != nil {
 		return nil, err
 	}
+	if m.base.Remote.RequireSigned {
+		if err := m.thresholdsReachable(m.start); err != nil {
+			m.log.Warn("signature threshold cannot be met: every remote config or command it covers will be refused", "err", err)
+		}
+	}
 	if err := m.saveLocked(); err != nil {
 		return nil, fmt.Errorf("remote: %w", err)
 	}
@@ -379,17 +398,13 @@ func (m *Manager) Audit() []fleet.AuditEntry {
 // Options.TrustedKeys and every key trusted so far (the anchor), less the
 // revoked ones. Callers hold m.mu (or own m exclusively).
 func (m *Manager) rebuildKeys(c config.Config) error {
-	a := &m.st.Anchor
-	kr, err := fleet.NewKeyring(append(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...), a.Trusted...))
+	kr, err := m.keyringFor(c)
 	if err != nil {
-		return fmt.Errorf("remote: %w", err)
+		return err
 	}
+	a := &m.st.Anchor
 	trusted := make([]string, 0, len(kr))
-	for kid, k := range kr {
-		if slices.Contains(a.Revoked, kid) {
-			delete(kr, kid)
-			continue
-		}
+	for _, k := range kr {
 		trusted = append(trusted, k.Entry)
 	}
 	slices.Sort(trusted)
@@ -398,6 +413,44 @@ func (m *Manager) rebuildKeys(c config.Config) error {
 		m.anchorDirty = true
 	}
 	m.keys = kr
+	return nil
+}
+
+// keyringFor is the keyring c would give: its remote.trusted_keys,
+// Options.TrustedKeys and every key trusted so far, less the revoked
+// ones. Callers hold m.mu (or own m exclusively).
+func (m *Manager) keyringFor(c config.Config) (fleet.Keyring, error) {
+	a := &m.st.Anchor
+	kr, err := fleet.NewKeyring(append(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...), a.Trusted...))
+	if err != nil {
+		return nil, fmt.Errorf("remote: %w", err)
+	}
+	for kid := range kr {
+		if slices.Contains(a.Revoked, kid) {
+			delete(kr, kid)
+		}
+	}
+	return kr, nil
+}
+
+// thresholdsReachable: c's signature thresholds can be met by the keys it
+// would trust, or the device could never be configured (or commanded)
+// remotely again.
+func (m *Manager) thresholdsReachable(c config.Config) error {
+	m.mu.Lock()
+	kr, err := m.keyringFor(c)
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for _, t := range []struct {
+		path, role string
+		n          int
+	}{{"remote.config_threshold", fleet.RoleConfig, c.Remote.ConfigThreshold}, {"remote.command_threshold", fleet.RoleCommands, c.Remote.CommandThreshold}} {
+		if have := kr.WithRole(t.role); have < t.n {
+			return &config.FieldError{Path: t.path, Err: fmt.Errorf("%w: %d, but only %d trusted key(s) have the %s role", config.ErrInvalidValue, t.n, have, t.role)}
+		}
+	}
 	return nil
 }
 
@@ -640,6 +693,7 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	}
 	running, base := m.current(), m.base
 	requireSigned := base.Remote.RequireSigned
+	threshold := running.Remote.ConfigThreshold
 	keys := m.keys
 	replayed := m.st.historyContains(d)
 	// A state migrated from format 1 floors every scope at its one mark.
@@ -666,11 +720,15 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 		return
 	}
 	entry.KeyID = env.KeyID
-	if err := keys.VerifyConfig(env, requireSigned); err != nil {
+	signers, err := keys.VerifyConfigN(env, requireSigned, threshold)
+	if err != nil {
 		m.rejectJunkConfig(scope, env.Version, err)
 		return
 	}
-	entry.Verified = env.KeyID != ""
+	entry.Verified, entry.Signers = len(signers) > 0, signers
+	if len(signers) > 0 {
+		entry.KeyID = signers[0]
+	}
 	if env.Fleet != m.fleet || env.Scope != scope {
 		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", fleet.ErrWrongTarget, env.Target(), fleet.Target{Fleet: m.fleet, Scope: scope}))
 		return
@@ -698,6 +756,12 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 		reject(env.Version, &config.FieldError{Path: "remote.trusted_keys", Err: fmt.Errorf("%w: would leave no trusted key", config.ErrInvalidValue)})
 		return
 	}
+	if requireSigned {
+		if err := m.thresholdsReachable(next); err != nil {
+			reject(env.Version, err) // nor with fewer keys than its thresholds need
+			return
+		}
+	}
 	m.mu.Lock()
 	good, _, gerr := m.compose(base, m.st.GoodLayers)
 	if gerr != nil {
@@ -723,8 +787,8 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	m.st.Layers, m.origins = layers, origins
 	m.st.Pending = layer
 	m.st.PendingBoots = 0
-	m.st.PendingNeeds = partsTouched(changes)
-	m.probeSince, m.brokerProven = since, false
+	m.st.PendingNeeds = m.partsTouched(changes, next)
+	m.probeSince, m.brokerProven, m.vitalsSince = since, false, m.now()
 	m.st.History = append(m.st.History, d)
 	if len(m.st.History) > maxHistory {
 		m.st.History = m.st.History[len(m.st.History)-maxHistory:]
@@ -744,24 +808,63 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	}
 }
 
-// partsTouched are the parts a change must prove healthy: for now the
-// broker, for a live change of broker.*. (GPS and radio are checked
-// before applying: a missing serial device is refused by the door.)
-func partsTouched(changes []config.Change) []string {
+// partsTouched are the parts a change must prove healthy within its
+// probation: the broker, for a live change of broker.*; the GPS and the
+// radio, for a live change of gps.* or radio.* that leaves them enabled,
+// when the door reports their vitals. (A missing serial device is refused
+// before applying, by the door; this catches the one that is there but
+// silent: a wrong baud rate, another device on the port.)
+func (m *Manager) partsTouched(changes []config.Change, next config.Config) []string {
+	_, vitals := m.vitals()
+	var out []string
 	for _, c := range changes {
-		if c.Applies == config.Live && c.Section == "broker" {
-			return []string{"broker"}
+		if c.Applies != config.Live {
+			continue
+		}
+		var part string
+		switch {
+		case c.Section == "broker":
+			part = "broker"
+		case c.Section == "gps" && vitals && next.GPS.Port != "":
+			part = "gps"
+		case c.Section == "radio" && vitals && next.Radio.Port != "":
+			part = "radio"
+		}
+		if part != "" && !slices.Contains(out, part) {
+			out = append(out, part)
 		}
 	}
-	return nil
+	return out
+}
+
+// gpsSettle: the receiver's sentences count only from a second after the
+// change. A port's buffer still holds sentences sent before it (at the old
+// line speed, say), which the restarted driver reads at once.
+const gpsSettle = time.Second
+
+// vitals is the door's Vitals, if it has them. Callers may hold m.mu.
+func (m *Manager) vitals() (Vitals, bool) {
+	v, ok := m.door.(Vitals)
+	return v, ok
 }
 
 // unhealthyLocked lists, for the pending change, the parts it touched
 // that have not yet proved healthy. Callers hold m.mu.
 func (m *Manager) unhealthyLocked() []string {
 	var out []string
+	cur := m.current()
 	if slices.Contains(m.st.PendingNeeds, "broker") && !m.brokerProven {
-		out = append(out, fmt.Sprintf("broker %s did not serve the fleet-signed desired config", strings.Join(m.current().Broker.URLs, ",")))
+		out = append(out, fmt.Sprintf("broker %s did not serve the fleet-signed desired config", strings.Join(cur.Broker.URLs, ",")))
+	}
+	v, ok := m.vitals()
+	if !ok {
+		return out
+	}
+	if slices.Contains(m.st.PendingNeeds, "gps") && v.LastSign("gps").Before(m.vitalsSince.Add(gpsSettle)) {
+		out = append(out, fmt.Sprintf("gps %s (baud %d) sent no valid NMEA sentence", cur.GPS.Port, cur.GPS.Baud))
+	}
+	if slices.Contains(m.st.PendingNeeds, "radio") && v.LastSign("radio").Before(m.vitalsSince) {
+		out = append(out, fmt.Sprintf("radio %s (%s) did not answer", cur.Radio.Port, cur.Radio.Profile))
 	}
 	return out
 }
@@ -779,6 +882,7 @@ func (m *Manager) proveBroker(scope, d string, in inbound) {
 		!in.at.Before(m.probeSince) && layer != nil && layer.Digest == d
 	keys := m.keys
 	requireSigned := m.base.Remote.RequireSigned
+	threshold := m.current().Remote.ConfigThreshold
 	m.mu.Unlock()
 	if !need {
 		return
@@ -789,7 +893,7 @@ func (m *Manager) proveBroker(scope, d string, in inbound) {
 	}
 	// Unsigned proof only where unsigned configs are allowed at all
 	// (remote.require_signed = false, a local-only setting).
-	if err := keys.VerifyConfig(env, requireSigned); err != nil {
+	if _, err := keys.VerifyConfigN(env, requireSigned, threshold); err != nil {
 		return
 	}
 	m.mu.Lock()

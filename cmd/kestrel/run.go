@@ -14,9 +14,11 @@ import (
 	"github.com/kestrel-edge/kestrel/agent"
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/fleetctl"
+	"github.com/kestrel-edge/kestrel/agent/identity"
 	"github.com/kestrel-edge/kestrel/agent/selftest"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // oneCore runs the agent's goroutines on one core unless GOMAXPROCS says
@@ -189,4 +191,14 @@ func newLogger(s stdio, c config.Log, level *slog.LevelVar) *slog.Logger {
 var (
 	_ fleetctl.PrivacyControl   = (*tracking.Policy)(nil)
 	_ fleetctl.PrivacyPersister = (*tracking.Policy)(nil)
+)
+
+// The agent is the controller's one door, reports the GPS's and radio's
+// signs of life for its after-apply health check, and holds the device
+// key that signs reports and replies.
+var (
+	_ fleetctl.Door      = (*agent.Agent)(nil)
+	_ fleetctl.Vitals    = (*agent.Agent)(nil)
+	_ fleet.DeviceSigner = (*identity.Identity)(nil)
+	_ fleetctl.Messenger = (*agent.Messenger)(nil)
 )

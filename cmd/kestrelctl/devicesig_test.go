@@ -13,7 +13,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/cmd/internal/fleetconn"
+	"github.com/kestrel-edge/kestrel/hwtest/broker"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
@@ -136,3 +138,39 @@ func (m testMessage) Topic() string     { return m.topic }
 func (m testMessage) MessageID() uint16 { return 1 }
 func (m testMessage) Payload() []byte   { return m.payload }
 func (m testMessage) Ack()              {}
+
+// TestThresholdPush: a device with remote.config_threshold = 2 refuses a
+// push signed with one fleet key and applies one signed with two
+// (config push --sign-key A --sign-key B); the same key given twice is
+// refused by kestrelctl before anything is published.
+func TestThresholdPush(t *testing.T) {
+	b := broker.StartMochi(t)
+	dir := t.TempDir()
+	var pubs []string
+	for _, n := range []string{"a", "b"} {
+		if code, _, e := fleetRun(t, "keygen", "--out", filepath.Join(dir, n)); code != 0 {
+			t.Fatal(e)
+		}
+		p, _ := os.ReadFile(filepath.Join(dir, n+".pub"))
+		pubs = append(pubs, "config+commands:"+strings.TrimSpace(string(p)))
+	}
+	a := realDeviceWith(t, b.URL(), "bwc-0001", nil, func(c *config.Config) {
+		c.Remote.TrustedKeys = pubs
+		c.Remote.ConfigThreshold = 2
+	})
+	f := filepath.Join(dir, "c.toml")
+	os.WriteFile(f, []byte("[tracking]\ndistance = 33.0\n"), 0o644)
+	common := []string{"config", "push", "--device", "bwc-0001", "--broker", b.URL(), "--fleet", "met", "--timeout", "10s", "--devices", "bwc-0001"}
+	code, out, e := fleetRun(t, append(common, "--sign-key", filepath.Join(dir, "a.key"), "--version", "7", f)...)
+	if code != 1 || !regexp.MustCompile(`(?m)^bwc-0001\s+rejected\s.*1 of 2 required`).MatchString(out) {
+		t.Fatalf("one key of two: exit %d\n%s\n%s", code, out, e)
+	}
+	code, out, e = fleetRun(t, append(common, "--sign-key", filepath.Join(dir, "a.key"), "--sign-key", filepath.Join(dir, "a.key"), "--version", "8", f)...)
+	if code == 0 || !strings.Contains(e, "given twice") {
+		t.Fatalf("the same key twice: exit %d\n%s\n%s", code, out, e)
+	}
+	code, out, e = fleetRun(t, append(common, "--sign-key", filepath.Join(dir, "a.key"), "--sign-key", filepath.Join(dir, "b.key"), "--version", "9", f)...)
+	if code != 0 || a.Config().Tracking.Distance != 33 {
+		t.Fatalf("two keys: exit %d, distance %v\n%s\n%s", code, a.Config().Tracking.Distance, out, e)
+	}
+}

@@ -82,20 +82,53 @@ func runKeygen(args []string, s stdio) error {
 	return nil
 }
 
-func loadSigningKey(path string) (ed25519.PrivateKey, error) {
-	for _, env := range []string{"KESTREL_SIGNING_KEY", "KESTREL_SIGN_KEY"} { // the second: the older name
-		if path == "" {
-			path = os.Getenv(env)
+// signKeyFlags collects repeated --sign-key FILE: a device whose
+// remote.config_threshold (or command_threshold) is N needs N keys.
+type signKeyFlags []string
+
+func (f *signKeyFlags) String() string     { return strings.Join(*f, ",") }
+func (f *signKeyFlags) Set(v string) error { *f = append(*f, v); return nil }
+
+func addSignKeyFlag(fs *flag.FlagSet) *signKeyFlags {
+	f := &signKeyFlags{}
+	fs.Var(f, "sign-key", "fleet signing key `FILE` from keygen (default $KESTREL_SIGNING_KEY); repeat it for a device whose remote.config_threshold or command_threshold asks for several")
+	fs.Var(f, "signing-key", "the same as --sign-key")
+	return f
+}
+
+// loadSigningKeys reads the --sign-key files (or $KESTREL_SIGNING_KEY, or
+// the older $KESTREL_SIGN_KEY).
+func loadSigningKeys(paths []string) ([]ed25519.PrivateKey, error) {
+	for _, env := range []string{"KESTREL_SIGNING_KEY", "KESTREL_SIGN_KEY"} {
+		if p := os.Getenv(env); len(paths) == 0 && p != "" {
+			paths = []string{p}
 		}
 	}
-	if path == "" {
+	if len(paths) == 0 {
 		return nil, fmt.Errorf("%w: --sign-key FILE (or $KESTREL_SIGNING_KEY) is required", errUsage)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
+	var keys []ed25519.PrivateKey
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+		k, err := fleet.ParsePrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("signing key %s: %w", path, err)
+		}
+		keys = append(keys, k)
 	}
-	return fleet.ParsePrivateKey(b)
+	return keys, nil
+}
+
+// keyIDs names signing keys for messages.
+func keyIDs(keys []ed25519.PrivateKey) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = fleet.KeyID(k.Public().(ed25519.PublicKey))
+	}
+	return strings.Join(ids, "+")
 }
 
 // ---- broker connection ----
@@ -602,7 +635,7 @@ func runCmd(args []string, s stdio) error {
 	fs.SetOutput(s.stderr)
 	bf := fleetconn.AddFlags(fs)
 	device := fs.String("device", "", "target device (required)")
-	signKey := addSigningKeyFlag(fs)
+	signKey := addSignKeyFlag(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply")
 	id := fs.String("id", "", "request id (default: random)")
 	asJSON := addJSONFlag(fs)
@@ -635,7 +668,7 @@ func runCmd(args []string, s stdio) error {
 		}
 		cmdArgs[k] = v
 	}
-	priv, err := loadSigningKey(*signKey)
+	privs, err := loadSigningKeys(*signKey)
 	if err != nil {
 		return err
 	}
@@ -644,7 +677,7 @@ func runCmd(args []string, s stdio) error {
 		rid = fleetconn.RandomID(8)
 	}
 	replyCh := "reply/ctl-" + fleetconn.RandomID(4)
-	payload, err := fleet.SignCommand(priv, fleet.Command{Fleet: bf.Fleet, Device: *device, ID: rid, Name: name, Args: cmdArgs, Reply: replyCh})
+	payload, err := fleet.SignCommandBy(privs, fleet.Command{Fleet: bf.Fleet, Device: *device, ID: rid, Name: name, Args: cmdArgs, Reply: replyCh})
 	if err != nil {
 		return err
 	}

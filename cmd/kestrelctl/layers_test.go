@@ -20,6 +20,12 @@ import (
 // wired as kestrel run wires them.
 func realDevice(t *testing.T, url, id, pub string, groups []string) *agent.Agent {
 	t.Helper()
+	return realDeviceWith(t, url, id, groups, func(c *config.Config) { c.Remote.TrustedKeys = []string{pub} })
+}
+
+// realDeviceWith is realDevice with the local config adjusted by tune.
+func realDeviceWith(t *testing.T, url, id string, groups []string, tune func(*config.Config)) *agent.Agent {
+	t.Helper()
 	dir := t.TempDir()
 	c := config.Defaults()
 	c.Device.ID, c.Device.Fleet, c.Device.Group = id, "met", groups
@@ -27,8 +33,8 @@ func realDevice(t *testing.T, url, id, pub string, groups []string) *agent.Agent
 	c.Broker.BatchAge = config.D(100 * time.Millisecond)
 	c.Spool.Dir = filepath.Join(dir, "spool")
 	c.Remote.StateFile = filepath.Join(dir, "remote.json")
-	c.Remote.TrustedKeys = []string{pub}
 	c.Hooks.Socket = ""
+	tune(&c)
 	log := slog.New(slog.DiscardHandler)
 	ctl, err := fleetctl.NewManager(fleetctl.Options{Current: c, Logger: log, CheckEvery: 50 * time.Millisecond})
 	if err != nil {

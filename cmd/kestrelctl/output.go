@@ -78,13 +78,3 @@ func (p *pushProgress) finish() {
 		fmt.Fprintln(p.w)
 	}
 }
-
-// addSigningKeyFlag is the fleet signing key flag: --sign-key, also
-// spelled --signing-key, default $KESTREL_SIGNING_KEY (or the older
-// $KESTREL_SIGN_KEY); loadSigningKey reads the variables.
-func addSigningKeyFlag(fs *flag.FlagSet) *string {
-	p := new(string)
-	fs.StringVar(p, "sign-key", "", "fleet signing key `FILE` from keygen (default $KESTREL_SIGNING_KEY)")
-	fs.StringVar(p, "signing-key", "", "the same as --sign-key")
-	return p
-}

@@ -72,7 +72,7 @@ type pushReport struct {
 type pushFlags struct {
 	bf                  *fleetconn.Broker
 	tf                  targetFlags
-	signKey             *string
+	signKey             *signKeyFlags
 	version             *uint64
 	timeout, discover   *time.Duration
 	watch               *time.Duration
@@ -118,7 +118,7 @@ flags:`
 
 func addPushFlags(fs *flag.FlagSet, mode pushMode) *pushFlags {
 	p := &pushFlags{bf: fleetconn.AddFlags(fs), tf: addTargetFlags(fs)}
-	p.signKey = addSigningKeyFlag(fs)
+	p.signKey = addSignKeyFlag(fs)
 	p.version = fs.Uint64("version", 0, "config version; must exceed every version the devices run at this scope (default: now in Unix seconds, or one above the retained version)")
 	p.timeout = fs.Duration("timeout", 60*time.Second, "how long to wait for reports, per stage")
 	p.discover = fs.Duration("discover", 2*time.Second, "longest wait for the retained state that says which devices to expect")
@@ -259,7 +259,7 @@ func runPush(args []string, s stdio, mode pushMode) error {
 			return err
 		}
 	}
-	priv, err := loadSigningKey(*p.signKey)
+	privs, err := loadSigningKeys(*p.signKey)
 	if err != nil {
 		return err
 	}
@@ -283,10 +283,10 @@ func runPush(args []string, s stdio, mode pushMode) error {
 		}
 	}
 
-	rep := pushReport{Command: string(mode), Target: tg.String(), Topic: tg.Topic(), KeyID: fleet.KeyID(priv.Public().(ed25519.PublicKey)),
+	rep := pushReport{Command: string(mode), Target: tg.String(), Topic: tg.Topic(), KeyID: keyIDs(privs),
 		Counts: map[string]int{}}
 	if mode == modeRollback {
-		prev, err := previousConfig(view, tg, priv, p.trusted)
+		prev, err := previousConfig(view, tg, privs, p.trusted)
 		if err != nil {
 			return err
 		}
@@ -342,7 +342,7 @@ func runPush(args []string, s stdio, mode pushMode) error {
 		fmt.Fprintf(s.stderr, "rolling %s back to the content of version %d, as version %d\n", tg, rep.From, v)
 	}
 
-	r := &rollout{s: s, p: p, cl: cl, col: col, view: view, priv: priv, v: v, rep: &rep}
+	r := &rollout{s: s, p: p, cl: cl, col: col, view: view, privs: privs, v: v, rep: &rep}
 	if staged {
 		err = r.staged(ctx, tg, body, expected, raw)
 	} else {
@@ -408,12 +408,15 @@ func checkPushBody(stderr io.Writer, file string, body []byte, fleetID string) e
 // previousConfig is the scope's config/previous envelope, checked: signed
 // by the signing key's own public key or one given with --pub, and
 // addressed to this scope.
-func previousConfig(view *fleetView, tg fleet.Target, priv ed25519.PrivateKey, pubFile *string) (*fleet.ConfigEnvelope, error) {
+func previousConfig(view *fleetView, tg fleet.Target, privs []ed25519.PrivateKey, pubFile *string) (*fleet.ConfigEnvelope, error) {
 	prev := view.previous[tg.Scope]
 	if prev == nil {
 		return nil, fmt.Errorf("no previous config retained for %s (push and clear keep one from now on); nothing to roll back to", tg)
 	}
-	keys := []string{fleet.EncodePublicKey(priv.Public().(ed25519.PublicKey))}
+	var keys []string
+	for _, k := range privs {
+		keys = append(keys, fleet.EncodePublicKey(k.Public().(ed25519.PublicKey)))
+	}
 	if pubFile != nil && *pubFile != "" {
 		b, err := os.ReadFile(*pubFile)
 		if err != nil {
@@ -436,14 +439,14 @@ func previousConfig(view *fleetView, tg fleet.Target, priv ed25519.PrivateKey, p
 
 // rollout publishes and waits.
 type rollout struct {
-	s    stdio
-	p    *pushFlags
-	cl   paho.Client
-	col  *collector
-	view *fleetView
-	priv ed25519.PrivateKey
-	v    uint64
-	rep  *pushReport
+	s     stdio
+	p     *pushFlags
+	cl    paho.Client
+	col   *collector
+	view  *fleetView
+	privs []ed25519.PrivateKey
+	v     uint64
+	rep   *pushReport
 }
 
 func (r *rollout) publish(ctx context.Context, topic string, payload []byte) error {
@@ -470,7 +473,7 @@ func previousTopic(tg fleet.Target) string {
 
 // single is an unstaged push: one publication at the scope.
 func (r *rollout) single(ctx context.Context, tg fleet.Target, body []byte, expected []string, raw map[string][]byte) error {
-	env, err := fleet.SignConfig(r.priv, tg, r.v, body)
+	env, err := fleet.SignConfigBy(r.privs, tg, r.v, body)
 	if err != nil {
 		return err
 	}
@@ -533,7 +536,7 @@ func (r *rollout) staged(ctx context.Context, tg fleet.Target, body []byte, expe
 		want := map[string]string{}
 		for _, d := range done {
 			scope := "device/" + d
-			env, err := fleet.SignConfig(r.priv, fleet.Target{Fleet: tg.Fleet, Scope: scope}, r.v+1, own[d].body)
+			env, err := fleet.SignConfigBy(r.privs, fleet.Target{Fleet: tg.Fleet, Scope: scope}, r.v+1, own[d].body)
 			if err != nil {
 				return err
 			}
@@ -555,7 +558,7 @@ func (r *rollout) staged(ctx context.Context, tg fleet.Target, body []byte, expe
 		want := map[string]string{}
 		if last {
 			st.Via = tg.Scope
-			env, err := fleet.SignConfig(r.priv, tg, r.v, body)
+			env, err := fleet.SignConfigBy(r.privs, tg, r.v, body)
 			if err != nil {
 				return err
 			}
@@ -588,7 +591,7 @@ func (r *rollout) staged(ctx context.Context, tg fleet.Target, body []byte, expe
 					return fmt.Errorf("device %s: %w", d, err)
 				}
 				dt := fleet.Target{Fleet: tg.Fleet, Scope: "device/" + d}
-				env, err := fleet.SignConfig(r.priv, dt, r.v, b)
+				env, err := fleet.SignConfigBy(r.privs, dt, r.v, b)
 				if err != nil {
 					return err
 				}

@@ -100,6 +100,10 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte(`{"kestrel":"kestrel-config/1","fleet":"_bad","target":"all","version":1,"body":"AA==","kid":"x","sig":"AA=="}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"kestrel":"kestrel-config/1"} trailing`))
+	k2, _ := testKey(2)
+	two, _ := SignConfigBy([]ed25519.PrivateKey{priv, k2}, AllDevices("met"), 4, []byte("[gps]\nbaud = 4800\n"))
+	f.Add(two)
+	f.Add([]byte(`{"kestrel":"kestrel-config/1","fleet":"met","target":"all","version":1,"body":"","cosigs":[{"kid":"x","sig":"AA=="}]}`))
 	base := config.Defaults()
 	base.Device.ID, base.Device.Fleet = "d", "met"
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -108,6 +112,8 @@ func FuzzDecodeConfig(f *testing.F) {
 			return
 		}
 		_ = kr.VerifyConfig(e, false)
+		_, _ = kr.VerifyConfigN(e, true, 2)
+		_ = e.Signers()
 		_ = e.Target().Topic()
 		if c, _, err := config.Overlay(base, e.Body); err == nil {
 			_ = c.Validate()

@@ -95,6 +95,9 @@ type AuditEntry struct {
 	Error   string `json:"error,omitempty"`
 	// Verified: KeyID is the signer whose signature checked out.
 	Verified bool `json:"verified,omitempty"`
+	// Signers are the distinct trusted keys whose signatures counted
+	// towards the threshold (remote.config_threshold, command_threshold).
+	Signers []string `json:"signers,omitempty"`
 	// Changes are the keys an applied config changed, key by key.
 	Changes []config.Change `json:"changes,omitempty"`
 	// Count, for kind "junk": unverified messages refused since the
