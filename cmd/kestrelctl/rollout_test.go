@@ -21,7 +21,11 @@ import (
 // bwc-0001 with a device-scope key of its own (tracking.max_interval).
 func rolloutRig(t *testing.T, n int) (b *broker.Broker, agents map[string]*agent.Agent, dir string, common []string) {
 	t.Helper()
-	b = broker.StartMochi(t)
+	return rolloutRigOn(t, broker.StartMochi(t), n)
+}
+
+func rolloutRigOn(t *testing.T, b *broker.Broker, n int) (_ *broker.Broker, agents map[string]*agent.Agent, dir string, common []string) {
+	t.Helper()
 	dir = t.TempDir()
 	prefix := filepath.Join(dir, "fleet")
 	if code, _, e := fleetRun(t, "keygen", "--out", prefix); code != 0 {
@@ -150,8 +154,15 @@ func TestCanaryStops(t *testing.T) {
 // device ends with the group's key from group/north and bwc-0001 keeps its
 // own device key at device scope; then rollback restores the group's
 // previous content as a new version, and clear empties it.
-func TestStagesProceed(t *testing.T) {
-	b, agents, dir, common := rolloutRig(t, 3)
+func TestStagesProceed(t *testing.T) { testStagesProceed(t, broker.StartMochi(t)) }
+
+// TestStagesProceedMosquitto: the same through Debian's mosquitto, whose
+// retained-message handling (config/desired, config/previous) is the one
+// fleets run.
+func TestStagesProceedMosquitto(t *testing.T) { testStagesProceed(t, broker.StartMosquitto(t)) }
+
+func testStagesProceed(t *testing.T, brk *broker.Broker) {
+	b, agents, dir, common := rolloutRigOn(t, brk, 3)
 	first := writeFile(t, dir, "first.toml", "[tracking]\ndistance = 40.0\n")
 	if code, out, e := fleetRun(t, append(append([]string{"config", "push", "--group", "north", "--version", "100"}, common...), first)...); code != 0 {
 		t.Fatalf("first push: %d\n%s\n%s", code, out, e)
