@@ -3,14 +3,11 @@ package spool
 import (
 	"bytes"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/hwtest/loopfs"
@@ -97,15 +94,7 @@ func accountForEverySeq(t *testing.T, mnt string) {
 	for range 400 {
 		step()
 	}
-	// The camera's recorder takes the rest of the partition.
-	var st unix.Statfs_t
-	if err := unix.Statfs(mnt, &st); err != nil {
-		t.Fatal(err)
-	}
-	free := int64(st.Bavail) * int64(st.Bsize)
-	if err := os.WriteFile(filepath.Join(mnt, "recording.mp4"), make([]byte, max(free-4<<10, 0)), 0o600); err != nil {
-		t.Logf("filling the medium: %v", err)
-	}
+	loopfs.Fill(t, mnt, 4<<10) // the camera's recorder takes the rest of the partition
 	for range 6000 {
 		step()
 		if emerg == 0 && s.Health().State == HealthFull && s.Metrics().Evicted > 0 {

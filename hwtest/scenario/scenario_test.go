@@ -22,6 +22,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
 	"github.com/kestrel-edge/kestrel/hwtest/faultproxy"
+	"github.com/kestrel-edge/kestrel/hwtest/loopfs"
 	"github.com/kestrel-edge/kestrel/hwtest/platform"
 	"github.com/kestrel-edge/kestrel/hwtest/pty"
 	"golang.org/x/sys/unix"
@@ -492,15 +493,7 @@ func TestDiskFull(t *testing.T) {
 	replay, stopReplay := context.WithCancel(ctx)
 	e.StartReplay(replay)
 	e.waitStatus(ctx, "records in the spool", func(st localctl.Status) bool { return st.Spool.Records >= 100 })
-	// The camera's recorder takes the rest of the partition.
-	var st unix.Statfs_t
-	if err := unix.Statfs(mnt, &st); err != nil {
-		t.Fatal(err)
-	}
-	free := int(st.Bavail) * int(st.Bsize)
-	if err := os.WriteFile(filepath.Join(mnt, "recording.mp4"), make([]byte, max(free-4<<10, 0)), 0o600); err != nil {
-		t.Logf("filling the medium: %v", err)
-	}
+	loopfs.Fill(t, mnt, 4<<10) // the camera's recorder takes the rest of the partition
 	// Appending goes on against the full disk until the spool has
 	// evicted for space, then an emergency, then more positions until the
 	// spool has evicted for space again (the segment around the emergency).
