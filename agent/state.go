@@ -153,6 +153,10 @@ func (a *Agent) stateFields() map[string]any {
 		"spool_recovery_lost_records":     m.RecoveryLostRecords,
 		"spool_recovery_missing_segments": m.RecoveryMissingSegments,
 		"spool_unreadable_records":        m.RecoveryUnreadable,
+		// Evicted by policy since Open (the log names their seq ranges),
+		// and appends refused with ErrFull.
+		"spool_evicted":  m.Evicted,
+		"spool_rejected": m.Rejected,
 	}
 	if m.Health.Err != nil {
 		f["spool_error"] = m.Health.Err.Error()
