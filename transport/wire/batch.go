@@ -179,6 +179,7 @@ func (e *Encoder) positionBits(base *kestrel.Envelope) []byte {
 	e.bw.buf = e.bw.buf[:0]
 	e.bw.acc, e.bw.nacc = 0, 0
 	s := &e.scratch
+	s.stepsOK = false
 	for c := 0; c < numCols; c++ {
 		vals, ref := e.cols[c], colRef(c, base)
 		if len(vals) == 0 {
@@ -199,8 +200,10 @@ func (e *Encoder) positionBits(base *kestrel.Envelope) []byte {
 			usePred := false
 			if !e.noPredict {
 				var ok bool
-				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]),
-					e.cols[colLat], e.cols[colLon], e.cols[colTime])
+				if !s.stepsOK {
+					s.steps, s.stepsOK = stepsOf(s.steps, e.cols[colLat], e.cols[colLon]), true
+				}
+				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]), s.steps, e.cols[colTime])
 				if ok {
 					if pshape, pcost := s.choose(s.tmp, nil, 0, shapes); pcost < cost {
 						usePred, shape, vals, ref = true, pshape, s.tmp, 0
@@ -467,6 +470,7 @@ func decodePositions(bin []byte, pos []kestrel.Position, recs []kestrel.Record, 
 		j++
 	}
 	var lat, lon, tm []uint64 // full columns, kept for the predictions
+	var steps []step
 	for c := colTime; c < numCols; c++ {
 		if br.bad {
 			return fmt.Errorf("truncated before column %d", c)
@@ -493,7 +497,10 @@ func decodePositions(bin []byte, pos []kestrel.Position, recs []kestrel.Record, 
 			lon = col
 		}
 		if predicted {
-			unpredictColumn(col, c, flags, uint64(colFlag[c]), lat, lon, tm)
+			if steps == nil {
+				steps = stepsOf(nil, lat, lon)
+			}
+			unpredictColumn(col, c, flags, uint64(colFlag[c]), steps, tm)
 		}
 		setColumn(c, col, pos, recs, isOther)
 	}

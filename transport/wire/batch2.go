@@ -122,6 +122,7 @@ func (e *Encoder) positionStream(base *kestrel.Envelope) {
 	}
 	rc := &e.rc
 	s := &e.scratch
+	s.stepsOK = false
 	for c := 0; c < numCols; c++ {
 		vals, ref := e.cols[c], colRef2(c, base)
 		if len(vals) == 0 {
@@ -164,8 +165,10 @@ func (e *Encoder) positionStream(base *kestrel.Envelope) {
 			usePred := false
 			if !e.noPredict {
 				var ok bool
-				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]),
-					e.cols[colLat], e.cols[colLon], e.cols[colTime])
+				if !s.stepsOK {
+					s.steps, s.stepsOK = stepsOf(s.steps, e.cols[colLat], e.cols[colLon]), true
+				}
+				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]), s.steps, e.cols[colTime])
 				if ok {
 					if pshape, pcost := s.choose2(s.tmp, nil, 0, shapes); pcost < cost {
 						usePred, shape, vals, ref = true, pshape, s.tmp, 0
@@ -617,6 +620,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 		j++
 	}
 	var lat, lon, tm []uint64
+	var steps []step
 	for c := colTime; c < numCols; c++ {
 		if d.bad {
 			return fmt.Errorf("bad code before column %d", c)
@@ -664,7 +668,10 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 			lon = col
 		}
 		if predicted {
-			unpredictColumn(col, c, flags, uint64(colFlag[c]), lat, lon, tm)
+			if steps == nil {
+				steps = stepsOf(nil, lat, lon)
+			}
+			unpredictColumn(col, c, flags, uint64(colFlag[c]), steps, tm)
 		}
 		setColumn(c, col, pos, recs, isOther)
 	}
