@@ -321,15 +321,20 @@ func readVersion(b []byte, what string, known ...uint64) (n uint32, v uint64, re
 	return 0, 0, nil, fmt.Errorf("%w %d in %s (this decoder reads versions %v)", ErrVersion, v, what, known)
 }
 
-// decodeBatch decodes a batch of either version. device is the one a
-// version 1 payload names, "" for version 2.
+// decodeBatch decodes a batch of any version. device is the one a
+// version 1 payload names, "" for versions 2 and 3.
 func decodeBatch(b []byte) (device string, recs []kestrel.Record, rest []byte, err error) {
-	n, v, b, err := readVersion(b, "batch", version1, Version)
+	if msgp.NextType(b) == msgp.BinType {
+		// Version 3's bare stream: a batch of positions only.
+		recs, rest, err = decodeBatch2(b, 2, Version)
+		return "", recs, rest, err
+	}
+	n, v, b, err := readVersion(b, "batch", version1, version2, Version)
 	if err != nil {
 		return "", nil, nil, err
 	}
-	if v == Version {
-		recs, rest, err = decodeBatch2(b, n)
+	if v >= version2 {
+		recs, rest, err = decodeBatch2(b, n, v)
 		return "", recs, rest, err
 	}
 	if n < batchFields {

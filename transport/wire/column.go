@@ -59,7 +59,7 @@ type colScratch struct {
 	steps  []step   // the steps between the batch's fixes (predict.go)
 	// stepsOK: steps are those of the current batch's positions.
 	stepsOK bool
-	ctx    riceCtx
+	ctx     riceCtx
 
 	// The residuals of the cheapest shape found by choose, so that write
 	// need not compute them again; valid while cached is &vals[0].

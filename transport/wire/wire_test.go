@@ -55,7 +55,7 @@ func TestMixedBatchRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if dev != "" {
-		t.Errorf("version 2 payload names device %q", dev)
+		t.Errorf("version 3 payload names device %q", dev)
 	}
 	if got, err = DecodeBatchFor("car-17", payload); err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func TestMixedBatchRoundTrip(t *testing.T) {
 	}
 	// A generic msgpack reader sees the version first.
 	var js bytes.Buffer
-	if _, err := msgp.UnmarshalAsJSON(&js, payload); err != nil || !strings.HasPrefix(js.String(), "[2,\"") {
+	if _, err := msgp.UnmarshalAsJSON(&js, payload); err != nil || !strings.HasPrefix(js.String(), "[3,\"") {
 		t.Errorf("generic msgpack view: %v %.40s", err, js.String())
 	}
 }
