@@ -84,6 +84,8 @@ type Encoder struct {
 	shapes    uint8         // shapes columns may use; 0 means all
 	noPredict bool          // never predict speed and track
 	noGrid    bool          // never code positions in the receiver's grid
+	noBare    bool          // version 3 without its bare stream (array framing)
+	noSec     bool          // version 3 without its whole-second time step (not decodable)
 	colBits   *[numCols]int // when set, bits written per column are added here
 }
 

@@ -57,7 +57,7 @@ func (e *Encoder) appendBatch(dst []byte, device string, recs []kestrel.Record, 
 	e.positionStream(&base, version)
 	stream := rc.finish()
 
-	if version >= Version && nOthers == 0 {
+	if version >= Version && nOthers == 0 && !e.noBare {
 		// Version 3: a batch of positions only is the bare stream.
 		return msgp.AppendBytes(dst, stream), nil
 	}
@@ -200,7 +200,7 @@ func (e *Encoder) positionStream(base *kestrel.Envelope, version uint64) {
 		if e.colBits != nil {
 			before = rc.approxBits()
 		}
-		s.write2(rc, vals, times, ref, shape, c == colLat || c == colLon, c == colTime && version >= Version)
+		s.write2(rc, vals, times, ref, shape, c == colLat || c == colLon, c == colTime && version >= Version && !e.noSec)
 		if e.colBits != nil {
 			e.colBits[c] += int(rc.approxBits() - before)
 		}
