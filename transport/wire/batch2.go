@@ -8,10 +8,13 @@ import (
 	"github.com/tinylib/msgp/msgp"
 )
 
-// Version 2 of a batch is one msgp array of 2 elements, or 3 when the
-// batch holds records other than positions:
+// Versions 2 and 3 of a batch are one msgp array of 2 elements, or 3
+// when the batch holds records other than positions:
 //
 //	[2, stream]  or  [2, stream, others]
+//
+// and version 3 writes a batch of positions only as the bare stream (a
+// msgp bin), and a linear time column's step in whole seconds when it is.
 //
 // stream is a msgp bin holding one range-coded stream (rangecoder.go):
 // the header (count, boot0, seq0, time0) and then the position columns of
@@ -33,8 +36,8 @@ func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) 
 }
 
 // AppendBatchV2 appends the version 2 encoding of recs: version 3 less
-// its two savings (docs/wire.md, "Version 3"), for a platform that reads
-// only versions 1 and 2, and for the golden vectors.
+// its two savings (docs/wire.md, "Why version 3"), for the golden vectors
+// and the tests that versions 2 and 3 decode alike.
 func (e *Encoder) AppendBatchV2(dst []byte, device string, recs []kestrel.Record) ([]byte, error) {
 	return e.appendBatch(dst, device, recs, version2)
 }
