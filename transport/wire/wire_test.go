@@ -225,6 +225,10 @@ func TestEncodeAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { buf, _ = enc.AppendBatch(buf[:0], "car-17", recs) }); n != 0 {
 		t.Errorf("AppendBatch: %v allocations per run, want 0", n)
 	}
+	// Positions only: version 3's bare stream, the live message.
+	if n := testing.AllocsPerRun(100, func() { buf, _ = enc.AppendBatch(buf[:0], "car-17", recs[:30]) }); n != 0 {
+		t.Errorf("AppendBatch of positions: %v allocations per run, want 0", n)
+	}
 	rec := recs[0]
 	if n := testing.AllocsPerRun(100, func() { buf, _ = AppendRecord(buf[:0], &rec) }); n != 0 {
 		t.Errorf("AppendRecord: %v allocations per run, want 0", n)
