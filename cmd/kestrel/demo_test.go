@@ -1,0 +1,153 @@
+//go:build !kestrel_release
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lockedBuffer is a bytes.Buffer the demo writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var (
+	dashboardLine = regexp.MustCompile(`dashboard (http://127\.0\.0\.1:\d+)/ `)
+	loginLine     = regexp.MustCompile(`login: (\S+) / (\S+) `)
+)
+
+// TestDemoDashboard runs `kestrel demo --http` on a free loopback port,
+// reads the one-time login it prints, and once the devices have stopped
+// and the summary is out, logs in over plain HTTP and sees the demo's
+// device with a fix; the password is in the terminal output once
+// and nowhere in the log.
+func TestDemoDashboard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end to end: skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errb lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch([]string{"demo", "--http", "127.0.0.1:0", "--speed", "20", "--for", "3s", "-v"}, stdio{ctx: ctx, stdin: strings.NewReader(""), stdout: &out, stderr: &errb})
+	}()
+	var base, user, pass string
+	// After the summary the dashboard stays up until interrupted.
+	for base == "" || user == "" || !strings.Contains(out.String(), "stays up") {
+		select {
+		case code := <-done:
+			t.Fatalf("demo exited %d before printing its login:\n%s%s", code, out.String(), errb.String())
+		case <-ctx.Done():
+			t.Fatalf("no login printed:\n%s", out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if m := dashboardLine.FindStringSubmatch(out.String()); m != nil {
+			base = m[1]
+		}
+		if m := loginLine.FindStringSubmatch(out.String()); m != nil {
+			user, pass = m[1], m[2]
+		}
+	}
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	get := func(path string) (int, []byte) {
+		resp, err := c.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, _ := get("/web/devices"); code != http.StatusUnauthorized {
+		t.Fatalf("devices without a login: %d", code)
+	}
+	resp, err := c.PostForm(base+"/login", url.Values{"user": {user}, "password": {"not-" + pass}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Request.URL.Path != "/login" {
+		t.Fatalf("a wrong password got to %s", resp.Request.URL)
+	}
+	if resp, err = c.PostForm(base+"/login", url.Values{"user": {user}, "password": {pass}}); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/" {
+		t.Fatalf("login: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	var seen bool
+	for !seen {
+		code, b := get("/web/devices")
+		if code != http.StatusOK {
+			t.Fatalf("devices after login: %d %s", code, b)
+		}
+		var r struct {
+			Devices []struct {
+				Device  string   `json:"device"`
+				LastLat *float64 `json:"last_lat"`
+			} `json:"devices"`
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatalf("%v: %s", err, b)
+		}
+		for _, d := range r.Devices {
+			seen = seen || (d.Device == "bwv-0042" && d.LastLat != nil)
+		}
+		if !seen {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("the dashboard never showed bwv-0042 with a fix: %s", b)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("demo exit %d:\n%s", code, errb.String())
+	}
+	if n := strings.Count(out.String(), pass); n != 1 {
+		t.Errorf("the password is printed %d times, want once", n)
+	}
+	if strings.Contains(errb.String(), pass) {
+		t.Error("the password is in the log")
+	}
+}
+
+// A plain listener off loopback is refused before anything starts.
+func TestDemoPlainHTTPOnlyOnLoopback(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := dispatch([]string{"demo", "--http", "0.0.0.0:0"}, stdio{ctx: context.Background(), stdin: strings.NewReader(""), stdout: &out, stderr: &errb})
+	if code != 2 || !strings.Contains(errb.String(), "--https") {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if out.Len() != 0 {
+		t.Fatalf("the demo started: %s", out.String())
+	}
+}
