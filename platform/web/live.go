@@ -226,21 +226,10 @@ func (s *Server) pollDevices(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// deviceView is a device as the pages show it: the devices row and the
-// fields of its last state message that the list shows, where the agent
-// sends them.
-type deviceView struct {
-	platform.Device
-	StateFields map[string]any `json:"state"`
-}
+// deviceView is a device as the map, the list and the event stream show
+// it: the devices row, with the status columns of its last state message
+// (platform.DeviceStatus). The whole state message goes only to the
+// device page: 5,000 of them in every list would be megabytes.
+type deviceView = platform.Device
 
-func view(d *platform.Device) deviceView {
-	v := deviceView{Device: *d}
-	if d.State != "" {
-		var m map[string]any
-		if json.Unmarshal([]byte(d.State), &m) == nil {
-			v.StateFields = m
-		}
-	}
-	return v
-}
+func view(d *platform.Device) deviceView { return *d }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,13 +130,30 @@ type unit struct {
 	outbox *broker.Outbox
 	seq    uint64
 	sess   *mqtt.Session
+	mu     sync.Mutex
+	st     map[string]any // the agent's fields of its state message
+}
+
+// setState sets the agent's fields of the unit's state message and
+// publishes it (or the next birth carries it).
+func (u *unit) setState(st map[string]any) {
+	u.mu.Lock()
+	u.st = st
+	u.mu.Unlock()
+	_ = u.sess.PublishState()
+}
+
+func (u *unit) state() map[string]any {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.st
 }
 
 func (r *rig) unit(id string) *unit {
 	r.t.Helper()
 	u := &unit{id: id, outbox: broker.NewOutbox()}
 	s, err := mqtt.New(mqtt.Options{URLs: []string{r.broker.URL()}, Fleet: testFleet, Device: id, Boot: 1, Version: "test-unit",
-		BatchAge: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}, u.outbox)
+		BatchAge: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler), State: u.state}, u.outbox)
 	if err != nil {
 		r.t.Fatal(err)
 	}

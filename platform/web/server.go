@@ -402,8 +402,8 @@ WHERE fleet = ? AND device = ? AND time >= ? AND time < ? ORDER BY time LIMIT 20
 	if err == nil && json.Valid([]byte(payload.String)) {
 		cfg = json.RawMessage(payload.String)
 	}
-	// The latest record of each status kind, which the state message does
-	// not carry: one indexed read each.
+	// The latest record of each status kind, in full (the state message
+	// has a summary): one indexed read each.
 	latest := map[string]json.RawMessage{}
 	for _, kind := range []string{"battery", "radio", "link", "gps", "thermal"} {
 		var body sql.NullString
@@ -412,7 +412,11 @@ WHERE fleet = ? AND device = ? AND time >= ? AND time < ? ORDER BY time LIMIT 20
 			latest[kind] = json.RawMessage(body.String)
 		}
 	}
-	writeJSON(w, map[string]any{"device": found, "events": evs, "gaps": gaps, "config": cfg, "config_received": asTime(cfgAt), "latest": latest})
+	var state map[string]any
+	if found.State != "" {
+		_ = json.Unmarshal([]byte(found.State), &state)
+	}
+	writeJSON(w, map[string]any{"device": found, "state": state, "events": evs, "gaps": gaps, "config": cfg, "config_received": asTime(cfgAt), "latest": latest})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
