@@ -11,17 +11,17 @@ import (
 // carries none), and the devices row then keeps the last reported value.
 // The agent's keys are in docs/topics.md.
 type DeviceStatus struct {
-	BatteryPercent  *int64  `json:"battery_percent"`  // 0-100
-	BatteryStatus   *string `json:"battery_status"`   // power_supply status: Charging, Discharging, Full, Not charging, Unknown
-	Ignition        *bool   `json:"ignition"`         // when the vehicle's ignition is wired
-	RadioProfile    *string `json:"radio_profile"`    // lte, tetra
-	RadioRegistered *int64  `json:"radio_registered"` // 3GPP TS 27.007 / EN 300 392-5 <stat>
-	RadioAct        *int64  `json:"radio_act"`        // 27.007 <AcT> (7 E-UTRAN, 11 NR...)
-	RadioRSSI       *int64  `json:"radio_rssi"`       // dBm; 0 unknown
-	SpoolRecords    *int64  `json:"spool_records"`    // records not yet acknowledged by the broker
-	SpoolBytes      *int64  `json:"spool_bytes"`
-	SpoolOldestS    *int64  `json:"spool_oldest_s"` // age of the oldest, seconds
-	PrivacyMode     *string `json:"privacy_mode"`   // off, pause, coarse
+	BatteryPercent  *int64  `json:"battery_percent,omitempty"`  // 0-100
+	BatteryStatus   *string `json:"battery_status,omitempty"`   // power_supply status: Charging, Discharging, Full, Not charging, Unknown
+	Ignition        *bool   `json:"ignition,omitempty"`         // when the vehicle's ignition is wired
+	RadioProfile    *string `json:"radio_profile,omitempty"`    // lte, tetra
+	RadioRegistered *int64  `json:"radio_registered,omitempty"` // 3GPP TS 27.007 / EN 300 392-5 <stat>
+	RadioAct        *int64  `json:"radio_act,omitempty"`        // 27.007 <AcT> (7 E-UTRAN, 11 NR...)
+	RadioRSSI       *int64  `json:"radio_rssi,omitempty"`       // dBm; 0 unknown
+	SpoolRecords    *int64  `json:"spool_records,omitempty"`    // records not yet acknowledged by the broker
+	SpoolBytes      *int64  `json:"spool_bytes,omitempty"`
+	SpoolOldestS    *int64  `json:"spool_oldest_s,omitempty"` // age of the oldest, seconds
+	PrivacyMode     *string `json:"privacy_mode,omitempty"`   // off, pause, coarse
 }
 
 // statusColumns are the devices columns of DeviceStatus, in its field order.

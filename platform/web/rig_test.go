@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,6 +34,9 @@ type rig struct {
 	http   *Listening
 	base   string
 	fleet  *fleetsim.Fleet
+	// emergencyCommitted is when ingest last committed an emergency
+	// (Unix ms), for the bench's breakdown of the banner's latency.
+	emergencyCommitted atomic.Int64
 }
 
 const (
@@ -63,7 +67,15 @@ func startRigDB(t *testing.T, devices int, dbURL string) *rig {
 	}
 	t.Cleanup(func() { r.store.Close() })
 	commits := NewCommits()
-	in, err := platform.NewIngest(r.store, platform.IngestOptions{Broker: r.broker.URL(), ClientID: "web-test", Logger: slog.New(slog.DiscardHandler), OnCommit: commits.OnCommit})
+	onCommit := func(rows []platform.Row, at time.Time) {
+		for i := range rows {
+			if ev, ok := rows[i].Record.Body.(*kestrel.Event); ok && ev.Type == kestrel.EventEmergency {
+				r.emergencyCommitted.Store(time.Now().UnixMilli())
+			}
+		}
+		commits.OnCommit(rows, at)
+	}
+	in, err := platform.NewIngest(r.store, platform.IngestOptions{Broker: r.broker.URL(), ClientID: "web-test", Logger: slog.New(slog.DiscardHandler), OnCommit: onCommit})
 	if err != nil {
 		t.Fatal(err)
 	}

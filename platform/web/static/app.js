@@ -141,8 +141,8 @@ function renderBanner() {
 function setEmergencies(list) {
   var before = K.emergencies;
   K.emergencies = list || [];
-  K.metrics.emergencyAt = Date.now();
   renderBanner();
+  K.metrics.emergencyAt = Date.now();
   before.concat(K.emergencies).forEach(function (e) { var d = K.devices[e.fleet + '/' + e.device]; if (d) markerFor(d); });
 }
 
@@ -268,7 +268,9 @@ function start() {
     var es = new EventSource('/web/events');
     es.addEventListener('devices', function (m) { update(JSON.parse(m.data)); });
     es.addEventListener('emergencies', function (m) { setEmergencies(JSON.parse(m.data)); });
-    es.addEventListener('resync', function () { api('/web/devices').then(function (r) { update(r.devices); }); });
+    es.addEventListener('resync', function () {
+      Promise.all([api('/web/devices'), api('/web/emergencies')]).then(function (r) { setEmergencies(r[1]); update(r[0].devices); });
+    });
     es.onerror = function () { $('status').textContent = 'reconnecting…'; };
     es.addEventListener('hello', function () {
       var t0 = performance.now();
