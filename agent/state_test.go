@@ -99,6 +99,14 @@ func TestStateMessageDashboardFields(t *testing.T) {
 	wait("battery and radio", func(v map[string]any) bool { return v["radio_registered"] != nil && v["battery"] != nil })
 	added, _ := msgp.AppendIntf(nil, map[string]any{"privacy_mode": last["privacy_mode"], "radio_act": last["radio_act"]})
 	t.Logf("state message with battery, radio, spool and privacy: %d bytes, of which privacy_mode and radio_act %d", size, len(added)-1)
+	long := map[string]any{}
+	for k, v := range last {
+		if strings.HasPrefix(k, "spool_recovery_") || k == "spool_unreadable_records" || k == "capabilities" {
+			long[k] = v
+		}
+	}
+	lb, _ := msgp.AppendIntf(nil, long)
+	t.Logf("of which the spool recovery counters and capabilities: %d bytes", len(lb)-1)
 	for k, want := range map[string]any{"battery": int64(64), "battery_status": "Charging", "radio_registered": int64(st.Stat),
 		"radio_act": int64(st.AcT), "privacy_mode": "off"} {
 		if got := asInt64(last[k]); got != asInt64(want) {

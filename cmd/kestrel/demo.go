@@ -18,7 +18,7 @@ import (
 func runDemo(args []string, s stdio) error {
 	fs := flag.NewFlagSet("kestrel demo", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	dur := fs.Duration("for", 0, "stop the simulated devices after this long, drain, print the summary and exit (default: when the track ends)")
+	dur := fs.Duration("for", 0, "stop the simulated devices after this long, drain, print the summary and exit (default: when the track ends; with --http the dashboard stays up until Ctrl-C)")
 	speed := fs.Float64("speed", 10, "GPS receiver cycles replayed per second")
 	verbose := fs.Bool("v", false, "show the agent's own log (info level)")
 	httpAddr := fs.String("http", "", "also serve the dashboard on the demo's store at ADDR (\":8080\" is 127.0.0.1:8080), behind a one-time login printed here; plain HTTP on loopback only")
