@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -145,21 +146,11 @@ func TestStateMessageDashboardFields(t *testing.T) {
 	}
 }
 
+// asInt64 makes the integers DecodeState returns (int64 or uint64) and
+// the test's own comparable.
 func asInt64(v any) any {
 	switch n := v.(type) {
 	case int:
-		return int64(n)
-	case int8:
-		return int64(n)
-	case int16:
-		return int64(n)
-	case int32:
-		return int64(n)
-	case uint8:
-		return int64(n)
-	case uint16:
-		return int64(n)
-	case uint32:
 		return int64(n)
 	case uint64:
 		return int64(n)
@@ -168,14 +159,6 @@ func asInt64(v any) any {
 }
 
 func hexValue(s string) int64 {
-	var n int64
-	for _, c := range strings.ToLower(s) {
-		switch {
-		case c >= '0' && c <= '9':
-			n = n*16 + int64(c-'0')
-		case c >= 'a' && c <= 'f':
-			n = n*16 + int64(c-'a'+10)
-		}
-	}
+	n, _ := strconv.ParseInt(s, 16, 64)
 	return n
 }

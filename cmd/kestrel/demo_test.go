@@ -10,11 +10,14 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // lockedBuffer is a bytes.Buffer the demo writes while the test reads.
@@ -128,6 +131,7 @@ func TestDemoDashboard(t *testing.T) {
 			}
 		}
 	}
+	demoInBrowser(t, base, user, pass)
 	cancel()
 	if code := <-done; code != 0 {
 		t.Errorf("demo exit %d:\n%s", code, errb.String())
@@ -150,4 +154,48 @@ func TestDemoPlainHTTPOnlyOnLoopback(t *testing.T) {
 	if out.Len() != 0 {
 		t.Fatalf("the demo started: %s", out.String())
 	}
+}
+
+// demoInBrowser logs in to the demo's dashboard in Debian's chromium,
+// headless, over plain HTTP on loopback (where the browser keeps the
+// session's Secure cookie, loopback being a secure context), and waits for
+// the device's marker on the map. Without chromium it says so and returns.
+func demoInBrowser(t *testing.T, base, user, pass string) {
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Log("chromium not installed: the browser check is skipped")
+		return
+	}
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(path),
+		chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.UserDataDir(t.TempDir()))
+	defer cancel()
+	ctx, cancel2 := chromedp.NewContext(actx)
+	defer cancel2()
+	ctx, cancel3 := context.WithTimeout(ctx, time.Minute)
+	defer cancel3()
+	var markers int
+	err = chromedp.Run(ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible("#user", chromedp.ByID),
+		chromedp.SendKeys("#user", user, chromedp.ByID), chromedp.SendKeys("#password", pass, chromedp.ByID),
+		chromedp.Click("#submit", chromedp.ByID))
+	// The form's submit navigates to the map: evaluate in the new page.
+	for err == nil {
+		var ok bool
+		if chromedp.Run(ctx, chromedp.Evaluate(`typeof K !== 'undefined' && K.markers['demo/bwv-0042'] !== undefined`, &ok)) == nil && ok {
+			err = chromedp.Run(ctx, chromedp.Evaluate(`Object.keys(K.markers).length`, &markers))
+			break
+		}
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		var html string
+		_ = chromedp.Run(ctx, chromedp.OuterHTML("body", &html))
+		t.Fatalf("the demo's map in chromium: %v\n%.1000s", err, html)
+	}
+	t.Logf("chromium: logged in over plain HTTP, %d marker(s) on the map", markers)
 }
