@@ -6,6 +6,7 @@ import (
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/agent/tracking"
 )
 
 // latest keeps the newest status of each part for the birth message, which
@@ -127,6 +128,54 @@ func (a *Agent) publishState(ctx context.Context) {
 	}
 }
 
+// radioState adds the radio's fields to the state message: profile,
+// registration, technology and signal, and nothing that says where the
+// device is. The cell identity and the location or tracking area code
+// never go into the state message, whatever the privacy mode: in pause a
+// dashboard must not place the unit by its cell (docs/topics.md).
+func radioState(f map[string]any, r *kestrel.RadioStatus) {
+	f["radio_profile"] = r.Profile.String()
+	f["radio_registered"] = int(r.Registered)
+	f["radio_rssi"] = int(r.RSSI)
+	if r.AccessTech != kestrel.AccessTechUnknown {
+		f["radio_act"] = int(r.AccessTech)
+	}
+}
+
+// PrivacySwitch is the tracking policy's privacy switch as the fleet
+// "privacy" command drives it (remote.PrivacyControl): a change of mode
+// republishes the state message, whose privacy_mode the dashboard shows.
+type PrivacySwitch struct {
+	*tracking.Policy
+	kick func()
+}
+
+// PrivacySwitch returns the agent's privacy switch for the fleet controller.
+func (a *Agent) PrivacySwitch() *PrivacySwitch {
+	return &PrivacySwitch{Policy: a.policy, kick: a.latest.kickState}
+}
+
+// SetPrivacy is tracking.Policy.SetPrivacy, then a state message.
+func (p *PrivacySwitch) SetPrivacy(on bool) string {
+	m := p.Policy.SetPrivacy(on)
+	p.kick()
+	return m
+}
+
+// ClearPrivacy is tracking.Policy.ClearPrivacy, then a state message.
+func (p *PrivacySwitch) ClearPrivacy() string {
+	m := p.Policy.ClearPrivacy()
+	p.kick()
+	return m
+}
+
+// RestoreOverride is tracking.Policy.RestoreOverride, then a state message.
+func (p *PrivacySwitch) RestoreOverride(mode string) error {
+	err := p.Policy.RestoreOverride(mode)
+	p.kick()
+	return err
+}
+
 // stateFields are the agent's fields in the retained state message.
 func (a *Agent) stateFields() map[string]any {
 	cfg := a.Config()
@@ -192,10 +241,9 @@ func (a *Agent) stateFields() map[string]any {
 	if ps.Ignition >= 0 {
 		f["ignition"] = ps.Ignition == 1
 	}
+	f["privacy_mode"] = a.policy.PrivacyMode()
 	if r := a.latest.radio; r != nil {
-		f["radio_profile"] = r.Profile.String()
-		f["radio_registered"] = int(r.Registered)
-		f["radio_rssi"] = int(r.RSSI)
+		radioState(f, r)
 	}
 	if g := a.latest.gps; g != nil {
 		f["gps"] = g.State.String()

@@ -97,7 +97,7 @@ func runRun(args []string, s stdio) error {
 		return err
 	}
 	defer a.Close()
-	ctl.SetHandlers(fleetCommands(a), a.Policy())
+	ctl.SetHandlers(fleetCommands(a), a.PrivacySwitch())
 	ctl.SetSigner(a.Identity())
 	if err := ctl.Attach(a, a.Messenger()); err != nil {
 		log.Warn("remote configuration: subscribe", "err", err)
