@@ -91,29 +91,31 @@ type Body interface {
 type Kind uint8
 
 const (
-	KindUnknown   Kind = 0
-	KindPosition  Kind = 1 // *Position
-	KindGPSStatus Kind = 2 // *GPSStatus
-	KindRadio     Kind = 3 // *RadioStatus
-	KindAccel     Kind = 4 // *Accel
-	KindBattery   Kind = 5 // *Battery
-	KindThermal   Kind = 6 // *Thermal
-	KindEvent     Kind = 7 // *Event
-	KindLink      Kind = 8 // *LinkUsage
-	KindExec      Kind = 9 // *ExecAudit
+	KindUnknown    Kind = 0
+	KindPosition   Kind = 1  // *Position
+	KindGPSStatus  Kind = 2  // *GPSStatus
+	KindRadio      Kind = 3  // *RadioStatus
+	KindAccel      Kind = 4  // *Accel
+	KindBattery    Kind = 5  // *Battery
+	KindThermal    Kind = 6  // *Thermal
+	KindEvent      Kind = 7  // *Event
+	KindLink       Kind = 8  // *LinkUsage
+	KindExec       Kind = 9  // *ExecAudit
+	KindCheckpoint Kind = 10 // *Checkpoint
 )
 
 var kindNames = map[Kind]string{
-	KindUnknown:   "unknown",
-	KindPosition:  "position",
-	KindGPSStatus: "gps",
-	KindRadio:     "radio",
-	KindAccel:     "accel",
-	KindBattery:   "battery",
-	KindThermal:   "thermal",
-	KindEvent:     "event",
-	KindLink:      "link",
-	KindExec:      "exec",
+	KindUnknown:    "unknown",
+	KindPosition:   "position",
+	KindGPSStatus:  "gps",
+	KindRadio:      "radio",
+	KindAccel:      "accel",
+	KindBattery:    "battery",
+	KindThermal:    "thermal",
+	KindEvent:      "event",
+	KindLink:       "link",
+	KindExec:       "exec",
+	KindCheckpoint: "checkpoint",
 }
 
 func (k Kind) String() string {
@@ -486,6 +488,44 @@ type ExecAudit struct {
 
 func (*ExecAudit) Kind() Kind { return KindExec }
 
+// CheckpointReason says why the device signed a checkpoint.
+type CheckpointReason uint8
+
+const (
+	CheckpointInterval  CheckpointReason = 1 // evidence.checkpoint_interval elapsed
+	CheckpointRecords   CheckpointReason = 2 // evidence.checkpoint_records were chained
+	CheckpointEmergency CheckpointReason = 3 // right after an emergency record
+	CheckpointBoot      CheckpointReason = 4 // first record of a boot: names the head it continues from
+	CheckpointShutdown  CheckpointReason = 5 // the agent is stopping
+)
+
+var checkpointReasonNames = [...]string{"", "interval", "records", "emergency", "boot", "shutdown"}
+
+func (r CheckpointReason) String() string {
+	if r > 0 && int(r) < len(checkpointReasonNames) {
+		return checkpointReasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// Checkpoint is the device's signed statement about its hash chain
+// (docs/evidence.md): the records with seq in (FromSeq, LastSeq] of this
+// device, Count of them, chain from the digest of record FromSeq to Head,
+// the digest of record LastSeq. Sig is the Ed25519 signature of the device
+// key over the checkpoint (evidence.SignedMessage). A boot checkpoint has
+// FromSeq = LastSeq, Count 0: Head is the persisted head the new boot's
+// chain continues from.
+type Checkpoint struct {
+	Reason  CheckpointReason
+	FromSeq uint64
+	LastSeq uint64
+	Count   uint64
+	Head    []byte // 32 bytes, SHA-256
+	Sig     []byte // 64 bytes, Ed25519
+}
+
+func (*Checkpoint) Kind() Kind { return KindCheckpoint }
+
 // Compile-time checks that every body implements Body.
 var (
 	_ Body = (*Position)(nil)
@@ -497,4 +537,5 @@ var (
 	_ Body = (*Event)(nil)
 	_ Body = (*LinkUsage)(nil)
 	_ Body = (*ExecAudit)(nil)
+	_ Body = (*Checkpoint)(nil)
 )

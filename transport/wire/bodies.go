@@ -12,7 +12,7 @@ import kestrel "github.com/kestrel-edge/kestrel"
 
 //go:generate go tool msgp -file bodies.go -o bodies_gen.go -io=false -tests=false -unexported
 
-//msgp:vartuple wGPSStatus wRadioStatus wAccel wBattery wThermal wEvent wLinkUsage wExecAudit wPosition
+//msgp:vartuple wGPSStatus wRadioStatus wAccel wBattery wThermal wEvent wLinkUsage wExecAudit wPosition wCheckpoint
 //msgp:replace kestrel.GPSState with:uint8
 //msgp:replace kestrel.FixMode with:uint8
 //msgp:replace kestrel.RadioProfile with:uint8
@@ -22,6 +22,7 @@ import kestrel "github.com/kestrel-edge/kestrel"
 //msgp:replace kestrel.TETRAMode with:uint8
 //msgp:replace kestrel.EventType with:uint16
 //msgp:replace kestrel.PosFlags with:uint16
+//msgp:replace kestrel.CheckpointReason with:uint8
 
 // wPosition is the tuple form of a position, used by AppendRecord (the
 // spool's single-record form); batches carry positions in columns instead.
@@ -122,6 +123,15 @@ type wExecAudit struct {
 	Allowed    bool
 }
 
+type wCheckpoint struct {
+	Reason  kestrel.CheckpointReason
+	FromSeq uint64
+	LastSeq uint64
+	Count   uint64
+	Head    []byte
+	Sig     []byte
+}
+
 // Compile-time proof that each wire struct mirrors its body exactly.
 var (
 	_ = (*wPosition)((*kestrel.Position)(nil))
@@ -133,4 +143,5 @@ var (
 	_ = (*wEvent)((*kestrel.Event)(nil))
 	_ = (*wLinkUsage)((*kestrel.LinkUsage)(nil))
 	_ = (*wExecAudit)((*kestrel.ExecAudit)(nil))
+	_ = (*wCheckpoint)((*kestrel.Checkpoint)(nil))
 )

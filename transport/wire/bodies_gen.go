@@ -150,6 +150,99 @@ func (z *wBattery) Msgsize() (s int) {
 }
 
 // MarshalMsg implements msgp.Marshaler
+func (z *wCheckpoint) MarshalMsg(b []byte) (o []byte, err error) {
+	o = msgp.Require(b, z.Msgsize())
+	// array header, size 6
+	o = append(o, 0x96)
+	o = msgp.AppendUint8(o, uint8(z.Reason))
+	o = msgp.AppendUint64(o, z.FromSeq)
+	o = msgp.AppendUint64(o, z.LastSeq)
+	o = msgp.AppendUint64(o, z.Count)
+	o = msgp.AppendBytes(o, z.Head)
+	o = msgp.AppendBytes(o, z.Sig)
+	return
+}
+
+// UnmarshalMsg implements msgp.Unmarshaler
+func (z *wCheckpoint) UnmarshalMsg(bts []byte) (o []byte, err error) {
+	var zb0001 uint32
+	zb0001, bts, err = msgp.ReadArrayHeaderBytes(bts)
+	if err != nil {
+		err = msgp.WrapError(err)
+		return
+	}
+	for zb0001 > 0 {
+		{
+			var zb0002 uint8
+			zb0002, bts, err = msgp.ReadUint8Bytes(bts)
+			if err != nil {
+				err = msgp.WrapError(err, "Reason")
+				return
+			}
+			z.Reason = kestrel.CheckpointReason(zb0002)
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
+		z.FromSeq, bts, err = msgp.ReadUint64Bytes(bts)
+		if err != nil {
+			err = msgp.WrapError(err, "FromSeq")
+			return
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
+		z.LastSeq, bts, err = msgp.ReadUint64Bytes(bts)
+		if err != nil {
+			err = msgp.WrapError(err, "LastSeq")
+			return
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
+		z.Count, bts, err = msgp.ReadUint64Bytes(bts)
+		if err != nil {
+			err = msgp.WrapError(err, "Count")
+			return
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
+		z.Head, bts, err = msgp.ReadBytesBytes(bts, z.Head)
+		if err != nil {
+			err = msgp.WrapError(err, "Head")
+			return
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
+		z.Sig, bts, err = msgp.ReadBytesBytes(bts, z.Sig)
+		if err != nil {
+			err = msgp.WrapError(err, "Sig")
+			return
+		}
+		if zb0001--; zb0001 == 0 {
+			break
+		}
+		for ; zb0001 > 0; zb0001-- {
+			bts, err = msgp.Skip(bts)
+			if err != nil {
+				err = msgp.WrapError(err)
+				return
+			}
+		}
+	}
+	o = bts
+	return
+}
+
+// Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
+func (z *wCheckpoint) Msgsize() (s int) {
+	s = 1 + msgp.Uint8Size + msgp.Uint64Size + msgp.Uint64Size + msgp.Uint64Size + msgp.BytesPrefixSize + len(z.Head) + msgp.BytesPrefixSize + len(z.Sig)
+	return
+}
+
+// MarshalMsg implements msgp.Marshaler
 func (z *wEvent) MarshalMsg(b []byte) (o []byte, err error) {
 	o = msgp.Require(b, z.Msgsize())
 	// array header, size 5

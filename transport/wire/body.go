@@ -48,6 +48,10 @@ func bodyKind(b kestrel.Body) (kestrel.Kind, error) {
 		if v != nil {
 			return kestrel.KindExec, nil
 		}
+	case *kestrel.Checkpoint:
+		if v != nil {
+			return kestrel.KindCheckpoint, nil
+		}
 	case nil:
 		return 0, fmt.Errorf("%w: record has no body", ErrKind)
 	default:
@@ -77,6 +81,8 @@ func appendBody(dst []byte, b kestrel.Body) ([]byte, error) {
 		return (*wLinkUsage)(v).MarshalMsg(dst)
 	case *kestrel.ExecAudit:
 		return (*wExecAudit)(v).MarshalMsg(dst)
+	case *kestrel.Checkpoint:
+		return (*wCheckpoint)(v).MarshalMsg(dst)
 	}
 	return dst, fmt.Errorf("%w: body type %T", ErrKind, b)
 }
@@ -124,6 +130,10 @@ func decodeBody(b []byte, k kestrel.Kind) (kestrel.Body, []byte, error) {
 		v := new(kestrel.ExecAudit)
 		body = v
 		rest, err = (*wExecAudit)(v).UnmarshalMsg(b)
+	case kestrel.KindCheckpoint:
+		v := new(kestrel.Checkpoint)
+		body = v
+		rest, err = (*wCheckpoint)(v).UnmarshalMsg(b)
 	default:
 		return nil, nil, fmt.Errorf("%w %d", ErrKind, uint8(k))
 	}

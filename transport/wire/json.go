@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -225,6 +226,15 @@ func AppendJSON(dst []byte, r *kestrel.Record) []byte {
 			dst = appendStringField(dst, "parent_comm", b.ParentComm)
 			dst = append(dst, `,"allowed":`...)
 			dst = strconv.AppendBool(dst, b.Allowed)
+		}
+	case *kestrel.Checkpoint:
+		if b != nil {
+			dst = appendStringField(dst, "reason", b.Reason.String())
+			dst = appendUintField(dst, "from_seq", b.FromSeq)
+			dst = appendUintField(dst, "last_seq", b.LastSeq)
+			dst = appendUintField(dst, "count", b.Count)
+			dst = appendStringField(dst, "head", hex.EncodeToString(b.Head))
+			dst = appendStringField(dst, "sig", hex.EncodeToString(b.Sig))
 		}
 	}
 	dst = appendStringField(dst, "priority", r.Priority.String())

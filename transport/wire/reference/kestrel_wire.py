@@ -499,7 +499,9 @@ BODY_FIELDS = {
     7: ["type", "source", "name", "value", "text"],
     8: ["iface", "source", "interval_ms", "rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "drops"],
     9: ["path", "pid", "ppid", "uid", "parent_comm", "allowed"],
+    10: ["reason", "from_seq", "last_seq", "count", "head", "sig"],
 }
+BYTES = {"head", "sig"}
 STRINGS = {"identity", "talkgroup", "operator", "imei", "iccid", "status", "zone", "source", "name", "text",
            "iface", "path", "parent_comm"}
 BOOLS = {"online", "has_temp", "allowed", "iccid_invalid"}
@@ -523,7 +525,7 @@ def body(kind, tup):
         if i < len(tup):
             out[name] = tup[i]
         else:
-            out[name] = "" if name in STRINGS else False if name in BOOLS else 0
+            out[name] = "" if name in STRINGS else False if name in BOOLS else b"" if name in BYTES else 0
     return out
 
 
@@ -601,7 +603,8 @@ def decode_batch(payload, device=""):
 # --- spec "JSON" -------------------------------------------------------------
 
 KINDS = {1: "position", 2: "gps", 3: "radio", 4: "accel", 5: "battery", 6: "thermal", 7: "event",
-         8: "link", 9: "exec"}
+         8: "link", 9: "exec", 10: "checkpoint"}
+CHECKPOINT_REASONS = ["", "interval", "records", "emergency", "boot", "shutdown"]
 PRIORITIES = ["bulk", "normal", "high", "emergency"]
 EVENTS = ["unknown", "emergency", "recording_start", "recording_stop", "docked", "undocked", "tamper",
           "battery_critical", "holster", "taser", "input", "status_message", "sds", "security", "gps_state",
@@ -697,6 +700,12 @@ def to_json(r):
         for name in ("path", "pid", "ppid", "uid", "parent_comm"):
             out[name] = r[name]
         out["allowed"] = bool(r["allowed"])
+    elif k == 10:
+        out["reason"] = named(CHECKPOINT_REASONS, r["reason"], "reason(%d)") if r["reason"] else "reason(0)"
+        for name in ("from_seq", "last_seq", "count"):
+            out[name] = r[name]
+        out["head"] = bytes(r["head"]).hex()
+        out["sig"] = bytes(r["sig"]).hex()
     p = r["priority"]
     out["priority"] = PRIORITIES[p] if p < 4 else "priority(%d)" % p
     return out
