@@ -142,3 +142,13 @@ func decodeBody(b []byte, k kestrel.Kind) (kestrel.Body, []byte, error) {
 	}
 	return body, rest, nil
 }
+
+// AppendBody appends the msgp tuple of a record body, exactly as the
+// single-record form (AppendRecord) and a batch's others carry it. The
+// evidence chain hashes these bytes (docs/evidence.md).
+func AppendBody(dst []byte, b kestrel.Body) ([]byte, error) {
+	if _, err := bodyKind(b); err != nil {
+		return dst, err
+	}
+	return appendBody(dst, b)
+}
