@@ -69,6 +69,7 @@ type Agent struct {
 	pw     powerApplier
 
 	boot uint32
+	ev   evidenceChain // the hash chain; guarded by mu
 
 	srcs map[string]*runningSource // by name: "gps", "radio", ...
 	sess *sessionRunner
@@ -148,6 +149,8 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	a.pw.lastPoll = cfg.Radio.Poll.Duration
 	a.msgr = &Messenger{a: a}
 	a.latest.kick = make(chan struct{}, 1)
+	a.newEvidence(cfg)
+	a.checkpoint(kestrel.CheckpointBoot)
 	return a, nil
 }
 
@@ -248,6 +251,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-ctx.Done()
 	a.log.Info("kestrel stopping: draining")
 	a.stopSources()
+	a.checkpoint(kestrel.CheckpointShutdown)
 	a.mu.Lock()
 	sess = a.sess
 	a.mu.Unlock()
@@ -300,17 +304,11 @@ func (a *Agent) Emit(rec kestrel.Record) {
 		return
 	}
 	a.mu.Lock()
-	rec.Device = a.cfg.Device.ID
-	rec.Boot = a.boot
-	rec.Seq = a.spool.NextSeq()
-	var err error
-	a.enc, err = wire.AppendRecord(a.enc[:0], &rec)
+	a.stampLocked(&rec)
+	err := a.spoolLocked(&rec)
 	if err == nil {
-		data := append([]byte(nil), a.enc...)
-		// The spool ages records by when they reached it, on the agent's
-		// clock: a receiver with a bad date (week rollover) or a replayed
-		// log must not make fresh records look expired.
-		_, err = a.spool.Append(spool.Item{Seq: rec.Seq, Priority: rec.Priority, Time: a.opts.Now().UnixMilli(), Data: data})
+		a.chainLocked(&rec)
+		a.checkpointDueLocked(&rec)
 	}
 	a.mu.Unlock()
 	if err != nil {
@@ -325,6 +323,28 @@ func (a *Agent) Emit(rec kestrel.Record) {
 	if a.opts.OnRecord != nil {
 		a.opts.OnRecord(rec)
 	}
+}
+
+// stampLocked gives a record its envelope: device, boot, seq.
+func (a *Agent) stampLocked(rec *kestrel.Record) {
+	rec.Device = a.cfg.Device.ID
+	rec.Boot = a.boot
+	rec.Seq = a.spool.NextSeq()
+}
+
+// spoolLocked encodes a stamped record and appends it to the spool.
+func (a *Agent) spoolLocked(rec *kestrel.Record) error {
+	var err error
+	a.enc, err = wire.AppendRecord(a.enc[:0], rec)
+	if err != nil {
+		return err
+	}
+	data := append([]byte(nil), a.enc...)
+	// The spool ages records by when they reached it, on the agent's
+	// clock: a receiver with a bad date (week rollover) or a replayed
+	// log must not make fresh records look expired.
+	_, err = a.spool.Append(spool.Item{Seq: rec.Seq, Priority: rec.Priority, Time: a.opts.Now().UnixMilli(), Data: data})
+	return err
 }
 
 // defaultPriority is the least priority a record of its kind gets. Drivers

@@ -85,6 +85,12 @@ func (a *Agent) units() []unit {
 					}
 				}
 			}},
+		{name: "evidence", sections: []string{"evidence"},
+			apply: func(_ context.Context, _, next config.Config, _ *prepared) {
+				a.mu.Lock()
+				a.ev.setConfig(next.Evidence)
+				a.mu.Unlock()
+			}},
 		{name: "log", keys: []string{"log.level"},
 			check: func(_, next config.Config, _ *prepared) error {
 				var l slog.Level

@@ -12,7 +12,7 @@ import (
 func TestCanonicalVector(t *testing.T) {
 	r := kestrel.Record{Envelope: kestrel.Envelope{Device: "bwc-1", Boot: 3, Seq: 1001, Time: 1700000000123, Priority: kestrel.PriorityNormal},
 		Body: &kestrel.Position{Lat: 515007800, Lon: -1275900, Alt: 2150, Speed: 140, Track: 9000, Mode: kestrel.Fix3D, Sats: 9, HDOP: 90,
-			EPH: 77, // no HasEPH: taken as zero
+			EPH:   77, // no HasEPH: taken as zero
 			Flags: kestrel.HasAlt | kestrel.HasSpeed | kestrel.HasTrack | kestrel.HasSats | kestrel.HasHDOP}}
 	c, err := AppendCanonical(nil, &r)
 	if err != nil {

@@ -29,9 +29,19 @@ type Config struct {
 	Hooks    Hooks    `toml:"hooks"`
 	Tracking Tracking `toml:"tracking"`
 	Privacy  Privacy  `toml:"privacy"`
+	Evidence Evidence `toml:"evidence"`
 	Remote   Remote   `toml:"remote"`
 	Log      Log      `toml:"log"`
 	Status   Status   `toml:"status"`
+}
+
+// Evidence is the hash chain's signed checkpoints (docs/evidence.md).
+type Evidence struct {
+	// CheckpointRecords: a checkpoint after this many chained records.
+	CheckpointRecords int `toml:"checkpoint_records"`
+	// CheckpointInterval: a checkpoint once this long has passed since
+	// the last one, at the next record (an idle device sends none).
+	CheckpointInterval Duration `toml:"checkpoint_interval"`
 }
 
 // Status is the local control socket (agent/localctl) on which `kestrel
@@ -304,7 +314,8 @@ func Defaults() Config {
 			ForceEvents:     []string{"emergency", "recording_start", "recording_stop", "tamper", "holster", "taser", "input", "locate"},
 			EmergencyWindow: D(10 * time.Minute),
 		},
-		Privacy: Privacy{Mode: "off", OnMode: "pause", Grid: 1000},
+		Privacy:  Privacy{Mode: "off", OnMode: "pause", Grid: 1000},
+		Evidence: Evidence{CheckpointRecords: 1000, CheckpointInterval: D(5 * time.Minute)},
 		Remote: Remote{
 			RollbackAfter:    D(2 * time.Minute),
 			RequireSigned:    true,

@@ -74,6 +74,9 @@ func (c Config) Validate() error {
 	v.durMin("spool.max_age", s.MaxAge, 0)
 	v.durMin("spool.sync_interval", s.SyncInterval, 0)
 
+	v.intRange("evidence.checkpoint_records", c.Evidence.CheckpointRecords, 1, 1_000_000)
+	v.durMin("evidence.checkpoint_interval", c.Evidence.CheckpointInterval, time.Second)
+
 	v.baud("gps.baud", c.GPS.Baud, true)
 	v.durMin("gps.watchdog", c.GPS.Watchdog, 100*time.Millisecond)
 
