@@ -128,6 +128,10 @@ func Verify(b *Bundle, pin ed25519.PublicKey) *Report {
 		proven[i] = true // its content is signed; its place in the chain is checked by the next
 		if c.Reason == kestrel.CheckpointBoot {
 			if c.FromSeq == 0 && Digest(c.Head) == Genesis {
+				if i > 0 {
+					rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Kind: "continuity",
+						Detail: fmt.Sprintf("boot %d restarts the chain from the genesis after seq %d (the device lost its persisted head)", r.Boot, recs[i-1].Seq)})
+				}
 				continue // a new device's chain
 			}
 			if d, ok := signed[c.FromSeq]; ok {
