@@ -109,7 +109,31 @@ type result struct {
 	flashPerHour   float64 // bytes written to storage per hour
 	msgs, msgBytes int
 	msgsPerSec     float64
-	spoolGrowth    int64 // bytes the spool directory grew by in the phase
+	spoolGrowth    int64  // bytes the spool directory grew by in the phase
+	sources        string // wakeups by source, or why not
+}
+
+// sourcesFor is how long perf watches the agent's context switches.
+const sourcesFor = 20 * time.Second
+
+// wakeupsBySource records the agent's context switches with their user
+// stacks for d and breaks the voluntary ones down by source.
+func wakeupsBySource(t *testing.T, dir string, pid int, d time.Duration) string {
+	t.Helper()
+	if _, err := exec.LookPath("perf"); err != nil {
+		return "(no perf: " + err.Error() + ")"
+	}
+	data := filepath.Join(dir, "sched.data")
+	if out, err := exec.Command("perf", "record", "-q", "-e", "sched:sched_switch", "-g", "-p", strconv.Itoa(pid), "-o", data,
+		"--", "sleep", strconv.Itoa(int(d.Seconds()))).CombinedOutput(); err != nil {
+		return fmt.Sprintf("(perf record: %v: %s)", err, bytes.TrimSpace(out))
+	}
+	out, err := exec.Command("perf", "script", "-i", data).Output()
+	if err != nil {
+		return fmt.Sprintf("(perf script: %v)", err)
+	}
+	sources, total := classifyPerfScript(out)
+	return formatSources(sources, total, d.Seconds())
 }
 
 func measure(t *testing.T, bin string, b *broker.Broker, ph phase) result {
@@ -308,6 +332,12 @@ level = "warn"
 	r.spoolGrowth = du1 - du0
 	if perfDone != nil {
 		t.Logf("%s: perf report (self time by symbol):\n%s", ph.name, <-perfDone)
+	}
+	// After the measured window (perf costs some wakeups of its own, so
+	// not during it): where the wakeups come from.
+	if os.Getenv("KESTREL_FOOTPRINT_SOURCES") != "0" {
+		r.sources = wakeupsBySource(t, dir, pid, sourcesFor)
+		t.Logf("%s: wakeups by source (perf record -e sched:sched_switch -g, %s after the window):\n%s", ph.name, sourcesFor, r.sources)
 	}
 	cancel()
 	gpsWG.Wait()
