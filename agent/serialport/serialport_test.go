@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,13 +90,20 @@ func TestDetectBaud(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); sim.Run(ctx) }()
-	defer wg.Wait()
-	defer cancel()
-
 	dev, err := Resolve(sim.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The receiver writes as fast as the pty takes it, so once the test
+	// stops reading it can be left blocked in a write to the master that
+	// the slave's close does not always wake (nor does closing the
+	// master): read the slave until it has seen ctx end.
+	defer func() {
+		cancel()
+		stopped := make(chan struct{})
+		go func() { wg.Wait(); close(stopped) }()
+		drainUntil(t, dev, stopped)
+	}()
 	p, baud, err := Detect(ctx, dev, Config{ProbeTime: 400 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -230,5 +238,27 @@ func TestWatchdogNoData(t *testing.T) {
 	rcancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run returned %v", err)
+	}
+}
+
+// drainUntil reads the tty at dev until done is closed, so that a writer
+// on its master is not left blocked on a full buffer.
+func drainUntil(t *testing.T, dev string, done <-chan struct{}) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_RDONLY|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		<-done
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		_ = f.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, _ = f.Read(buf)
 	}
 }
