@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -150,4 +152,68 @@ func formatSources(sources []source, total int, seconds float64) string {
 	}
 	fmt.Fprintf(&b, "%8.1f/s  total (perf sched_switch, voluntary)\n", float64(total)/seconds)
 	return b.String()
+}
+
+// memoryBreakdown splits the agent's resident memory by what it is: the
+// binary's code, its read-only data (type data, pclntab: what the runtime
+// reads), its data and bss, the Go heap (arenas of 64 MiB reserved
+// address space on 64-bit Linux), and the rest (thread stacks, the
+// runtime's off-heap structures).
+func memoryBreakdown(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	kb := map[string]int64{}
+	var order []string
+	add := func(k string, v int64) {
+		if _, ok := kb[k]; !ok {
+			order = append(order, k)
+		}
+		kb[k] += v
+	}
+	cur := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && len(f[1]) == 4 {
+			perms, path := f[1], ""
+			if len(f) >= 6 {
+				path = f[5]
+			}
+			lo, hi, _ := strings.Cut(f[0], "-")
+			size, _ := strconv.ParseUint(hi, 16, 64)
+			start, _ := strconv.ParseUint(lo, 16, 64)
+			size -= start
+			switch {
+			case path == exe && strings.Contains(perms, "x"):
+				cur = "binary: code (file)"
+			case path == exe && strings.HasPrefix(perms, "r--"):
+				cur = "binary: read-only data (file)"
+			case path == exe:
+				cur = "binary: data (file, copied on write)"
+			case path == "" && perms == "rw-p" && size >= 4<<20 && start > 0x100000000:
+				cur = "anonymous: Go heap arenas and large runtime mappings"
+			case path == "" && perms == "rw-p" && start < 0x100000000:
+				cur = "anonymous: bss and early heap beside the binary"
+			case strings.HasPrefix(path, "["):
+				cur = "kernel: " + path
+			default:
+				cur = "anonymous: other (thread stacks, runtime structures)"
+			}
+			continue
+		}
+		if len(f) >= 2 && f[0] == "Rss:" {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			add(cur, v)
+		}
+	}
+	var out strings.Builder
+	var total int64
+	for _, k := range order {
+		total += kb[k]
+		fmt.Fprintf(&out, "%8d kB  %s\n", kb[k], k)
+	}
+	fmt.Fprintf(&out, "%8d kB  total Rss\n", total)
+	return out.String()
 }
