@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // DefaultLockDir is where UUCP-style lock files live (FHS 3.0, /run/lock;
@@ -126,15 +125,6 @@ func (p *lockedPort) Close() error {
 		p.release = nil
 	}
 	return err
-}
-
-// SetReadDeadline passes a reader's deadline on to the port (see
-// polledPort); a port without deadlines refuses it.
-func (p *lockedPort) SetReadDeadline(t time.Time) error {
-	if d, ok := p.Port.(interface{ SetReadDeadline(time.Time) error }); ok {
-		return d.SetReadDeadline(t)
-	}
-	return fmt.Errorf("serialport: read deadlines: %w", errors.ErrUnsupported)
 }
 
 // ResetInputBuffer drops what the port has received but not yet read

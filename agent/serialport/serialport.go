@@ -153,8 +153,16 @@ func Open(ctx context.Context, cfg Config) (Port, error) {
 	return &lockedPort{Port: p, release: release}, nil
 }
 
-func openAt(dev string, baud int, timeout time.Duration) (Port, error) {
-	return openPolled(dev, baud, timeout)
+func openAt(dev string, baud int, timeout time.Duration) (serial.Port, error) {
+	p, err := serial.Open(dev, &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
+	if err != nil {
+		return nil, fmt.Errorf("serialport: open %s at %d baud: %w", dev, baud, err)
+	}
+	if err := p.SetReadTimeout(timeout); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("serialport: read timeout on %s: %w", dev, err)
+	}
+	return p, nil
 }
 
 // Detect hunts for the baud rate: at each rate in cfg.Bauds it listens for
@@ -163,14 +171,21 @@ func openAt(dev string, baud int, timeout time.Duration) (Port, error) {
 func Detect(ctx context.Context, dev string, cfg Config) (Port, int, error) {
 	cfg.defaults()
 	for _, b := range cfg.Bauds {
-		p, err := openPolled(dev, b, 50*time.Millisecond)
+		p, err := serial.Open(dev, &serial.Mode{BaudRate: b})
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, fmt.Errorf("serialport: open %s at %d baud: %w", dev, b, err)
+		}
+		if err := p.SetReadTimeout(50 * time.Millisecond); err != nil {
+			p.Close()
+			return nil, 0, fmt.Errorf("serialport: read timeout on %s: %w", dev, err)
 		}
 		_ = p.ResetInputBuffer() // drop bytes received at the old rate
 		ok, err := Probe(ctx, p, cfg.Validate, cfg.ProbeTime, 2)
 		if ok {
-			_ = p.SetReadTimeout(cfg.ReadTimeout)
+			if err := p.SetReadTimeout(cfg.ReadTimeout); err != nil {
+				p.Close()
+				return nil, 0, fmt.Errorf("serialport: read timeout on %s: %w", dev, err)
+			}
 			return p, b, nil
 		}
 		p.Close()

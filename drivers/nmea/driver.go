@@ -19,7 +19,7 @@ import (
 //
 // The driver never opens or closes the port. For the watchdog to fire while
 // the receiver is silent, reads must return now and then: a port with
-// SetReadDeadline (os.File, ptys, agent/serialport's ports) gets a deadline
+// SetReadDeadline (os.File, ptys) gets a deadline
 // at the next thing due (the held fix's release, the watchdog, the
 // heartbeat), so that data, not a tick, wakes the reader: one read per
 // receiver burst. go.bug.st/serial ports should be given a read timeout
