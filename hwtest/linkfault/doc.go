@@ -8,8 +8,8 @@
 // Every record the agent spools must reach the broker exactly once as the
 // platform counts it, by (device, boot, seq); an emergency raised during
 // the outage must arrive before the backlog has drained; and after each
-// replug the
-// agent must decode a fix from the receiver within 2 s of the device node
-// reappearing. The figures and what the time compression means are in
-// docs/benchmarks.md ("Link faults and USB unplugs on a real kernel").
+// replug the agent must decode a fix from the receiver within 2 s of the
+// device node reappearing. The figures, and what the time compression
+// means, are in docs/benchmarks.md ("Link faults and USB unplugs on a real
+// kernel").
 package linkfault
