@@ -35,14 +35,7 @@ func waitAppear(ctx context.Context, path string, absent bool, d time.Duration) 
 			return false, ctx.Err()
 		}
 	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return false, nil
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
+	return false, sleep(ctx, d)
 }
 
 // appearWatch is an inotify watch on dir for the entry name.

@@ -385,5 +385,17 @@ func Supervise(ctx context.Context, cfg Config, log *slog.Logger, run func(ctx c
 	}
 }
 
+// sleep waits d, or until ctx ends (its error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // A go.bug.st/serial port is what Open returns.
 var _ Port = serial.Port(nil)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kestrel-edge/kestrel/hwtest/pty"
 )
 
 // Receiver plays a GPS receiver on the gadget side of a USB serial link
@@ -176,19 +178,9 @@ func openRaw(path string) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("open %s: %w", path, err)
 	}
-	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
+	if err := pty.MakeRaw(fd); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("termios %s: %w", path, err)
-	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("raw mode %s: %w", path, err)
+		return -1, fmt.Errorf("%s: %w", path, err)
 	}
 	return fd, nil
 }
