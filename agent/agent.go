@@ -18,6 +18,7 @@ import (
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/identity"
 	"github.com/kestrel-edge/kestrel/agent/motion"
 	"github.com/kestrel-edge/kestrel/agent/power"
 	"github.com/kestrel-edge/kestrel/agent/spool"
@@ -61,6 +62,7 @@ type Agent struct {
 	level          *slog.LevelVar
 
 	spool  *spool.Spool
+	id     *identity.Identity // the device key: signs replies and reports
 	policy *tracking.Policy
 	motion *motion.Detector // driving events from the accelerometer
 	power  *power.Policy    // reporting follows ignition and battery
@@ -117,6 +119,10 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err := l.UnmarshalText([]byte(cfg.Log.Level)); err == nil {
 		level.Set(l)
 	}
+	id, err := identity.Load(identity.KeyFile(cfg), opts.Logger.With("part", "identity"))
+	if err != nil {
+		return nil, err
+	}
 	so := spoolOptions(cfg)
 	so.Now = opts.Now
 	sp, err := spool.Open(cfg.Spool.Dir, so, opts.Logger.With("part", "spool"))
@@ -129,6 +135,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		log:       opts.Logger,
 		cfg:       cfg,
 		spool:     sp,
+		id:        id,
 		policy:    tracking.New(cfg.Tracking, cfg.Privacy),
 		boot:      sp.Boot(),
 		srcs:      map[string]*runningSource{},
@@ -179,6 +186,10 @@ func segmentBytes(maxBytes int64) int64 {
 
 // Boot is this run's boot id.
 func (a *Agent) Boot() uint32 { return a.boot }
+
+// Identity is the device's own key (agent/identity), for the fleet
+// controller to sign replies and reports and for evidence checkpoints.
+func (a *Agent) Identity() *identity.Identity { return a.id }
 
 // Spool exposes the spool for status reports and tests.
 func (a *Agent) Spool() *spool.Spool { return a.spool }

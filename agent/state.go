@@ -133,6 +133,9 @@ func (a *Agent) stateFields() map[string]any {
 	m := a.spool.Metrics()
 	f := map[string]any{
 		"config_version": cfg.Version,
+		// The device's own key (agent/identity): the platform pins it at
+		// enrolment and flags a change.
+		"device_key":     a.id.PublicString(),
 		"spool_records":  m.Records,
 		"spool_bytes":    m.Bytes,
 		"spool_health":   m.Health.State.String(),

@@ -43,6 +43,9 @@ type Device struct {
 	ID    string   `toml:"id"`
 	Fleet string   `toml:"fleet"`
 	Group []string `toml:"groups"`
+	// KeyFile is the device's own Ed25519 key (agent/identity), made at
+	// first boot; empty means device.key beside remote.state_file.
+	KeyFile string `toml:"key_file"`
 }
 
 type Broker struct {

@@ -64,6 +64,7 @@ func Paths() []string { return append([]string(nil), leafPaths...) }
 var atRestart = map[string]string{
 	"device.id":         "identity: topics, spool contents and sequence numbers hang off it",
 	"device.fleet":      "identity: topics, spool contents and sequence numbers hang off it",
+	"device.key_file":   "the device key is loaded once, at start",
 	"spool.dir":         "the spool is opened once, at start",
 	"remote.state_file": "the remote state is loaded once, at start",
 	"hooks.socket":      "the socket is created once, with privileges",
@@ -80,6 +81,7 @@ var atRestart = map[string]string{
 var localOnly = map[string]bool{
 	"device.id":              true,
 	"device.fleet":           true,
+	"device.key_file":        true,
 	"spool.dir":              true,
 	"remote.state_file":      true,
 	"remote.require_signed":  true,

@@ -78,7 +78,12 @@ sysfs_root = %q
 accel_rate = 50.0
 [hooks]
 socket = %q
-`, b.URL(), filepath.Join(tmp, "spool"), sim.Path(), m.Path(), tree.Root, filepath.Join(tmp, "hooks.sock"))
+[status]
+socket = %q
+[remote]
+state_file = %q
+`, b.URL(), filepath.Join(tmp, "spool"), sim.Path(), m.Path(), tree.Root, filepath.Join(tmp, "hooks.sock"),
+		filepath.Join(tmp, "control.sock"), filepath.Join(tmp, "remote.json"))
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

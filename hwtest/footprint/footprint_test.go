@@ -205,10 +205,12 @@ socket = %q
 [remote]
 state_file = %q
 require_signed = false
+[status]
+socket = %q
 [log]
 level = "warn"
 `, ph.name, b.URL(), filepath.Join(dir, "spool"), gps.Path, radioPort, tree.Root, devDir, ph.accelHz,
-		filepath.Join(dir, "hooks.sock"), filepath.Join(dir, "remote.json"))
+		filepath.Join(dir, "hooks.sock"), filepath.Join(dir, "remote.json"), filepath.Join(dir, "control.sock"))
 	cfgPath := filepath.Join(dir, "kestrel.toml")
 	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
