@@ -16,10 +16,10 @@ import (
 // Receiver plays a GPS receiver on the gadget side of a USB serial link
 // (/dev/ttyGS0): it writes an NMEA log one receiver cycle (one fix: its
 // RMC and GGA) at a time, at a rate the test sets, looping. It is
-// powered by the bus, as a USB receiver is: Pause while unplugged. Writes
-// never block: a cycle the link cannot take at once is counted as dropped
-// (the receiver has moved on to the next fix), and a port hung up by the
-// host's unplug is reopened.
+// powered by the bus, as a USB receiver is: SetRate(0) while unplugged. A
+// cycle the link has no room for is counted as dropped (the receiver has
+// moved on to the next fix), and a port hung up by the host's unplug is
+// reopened.
 type Receiver struct {
 	path   string
 	cycles [][]byte
@@ -135,7 +135,7 @@ func (r *Receiver) Run(ctx context.Context) error {
 			continue
 		}
 		due := int(time.Since(since).Seconds()*rate) + 1 - written
-		for range min(due, 1000) {
+		for range min(due, 10) {
 			r.writeCycle()
 			written++
 		}
@@ -159,11 +159,26 @@ func (r *Receiver) writeCycle() {
 		r.fd = fd
 	}
 	n, err := unix.Write(r.fd, c)
+	if errors.Is(err, unix.EAGAIN) {
+		r.dropped++ // no room: the host is not reading
+		return
+	}
+	// A cycle begun is finished (a torn one would be the receiver's
+	// fault, not the link's), waiting up to 100 ms for room.
+	for deadline := time.Now().Add(100 * time.Millisecond); err == nil && n < len(c) && time.Now().Before(deadline); {
+		unix.Poll([]unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLOUT}}, 10)
+		var m int
+		m, err = unix.Write(r.fd, c[n:])
+		if errors.Is(err, unix.EAGAIN) {
+			m, err = 0, nil
+		}
+		n += m
+	}
 	switch {
 	case err == nil && n == len(c):
 		r.sent++
-	case err == nil || errors.Is(err, unix.EAGAIN):
-		r.dropped++ // partial or no room: the host is not reading
+	case err == nil:
+		r.dropped++ // torn: the host stopped reading
 	default: // EIO: hung up by an unplug
 		r.dropped++
 		unix.Close(r.fd)

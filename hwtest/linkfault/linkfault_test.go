@@ -68,7 +68,7 @@ func TestLinkFault(t *testing.T) {
 	loss, _ := strconv.Atoi(env["KESTREL_LINKFAULT_LOSS_FIXES"])
 	outage, _ := strconv.Atoi(env["KESTREL_LINKFAULT_OUTAGE_FIXES"])
 	unplugs, _ := strconv.Atoi(env["KESTREL_LINKFAULT_UNPLUGS"])
-	res := kernelrig.Run(t, kernelrig.Guest{
+	kernelrig.Run(t, kernelrig.Guest{
 		Test:    "TestLinkFaultGuest",
 		Modules: append(slices.Clone(kernelrig.USBSerialModules), "sch_netem"),
 		Env:     env,
@@ -77,12 +77,8 @@ func TestLinkFault(t *testing.T) {
 		// fix/s, a drain under 20 % loss at a tenth of that rate, and
 		// about 10 s per unplug cycle.
 		Timeout: time.Minute + time.Duration(loss+outage)*100*time.Millisecond + time.Duration(unplugs)*10*time.Second + 5*time.Minute,
+		Report:  "linkfault: ",
 	})
-	for _, l := range strings.Split(res.Console, "\n") {
-		if _, fig, ok := strings.Cut(l, "linkfault: "); ok {
-			t.Log(strings.TrimSpace(fig))
-		}
-	}
 }
 
 // run is the guest's world: the receiver on the gadget side, the broker,
@@ -250,8 +246,22 @@ func TestLinkFaultGuest(t *testing.T) {
 	}
 	r.taken = make([]int, len(r.obs))
 
+	// The agent's log (a warning per unplug) goes to a file, shown if the
+	// test fails.
+	logf, err := os.Create("/tmp/agent.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			l := strings.Split(string(b), "\n")
+			t.Logf("agent log, last lines:\n%s", strings.Join(l[max(0, len(l)-40):], "\n"))
+		}
+		logf.Close()
+	}()
 	a, err := agent.New(c, agent.Options{Version: "linkfault", OnRecord: r.onRecord,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Logger: slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,12 +291,16 @@ func TestLinkFaultGuest(t *testing.T) {
 	r.phaseOutage(ctx, outageFixes)
 	r.phaseUnplug(ctx, unplugs)
 
+	dctx, dcancel := context.WithTimeout(ctx, time.Minute)
+	r.drain(dctx, "end")
+	dcancel()
 	stopAgent()
 	if err := <-agentDone; err != nil {
 		t.Fatalf("agent: %v", err)
 	}
 	agentDone <- nil // for the deferred stop
 	m := a.Spool().Metrics()
+	r.collect()
 	unique, dups, msgs, _ := r.plat.Counts()
 	spooled, _ := r.counts()
 	r.report("total: %d records spooled, %d distinct delivered (%.2f %%), %d duplicates, %d messages, %d MQTT sessions; spool: %d left, %d evicted, %d refused",
@@ -373,12 +387,15 @@ func (r *run) phaseOutage(ctx context.Context, fixes int) {
 	took := r.drain(dctx, "outage")
 	cancel()
 	// The emergency came first after the link did: before the last of
-	// the backlog, and in the first messages.
+	// the backlog; its rank is the count of messages (distinct arrival
+	// times at the broker) after the link came back up to and with it.
 	var emergency, last time.Time
+	after := map[time.Time]bool{}
 	for _, a := range r.plat.Unique() {
 		if a.Arrived.Before(restored) {
 			continue
 		}
+		after[a.Arrived] = true
 		if ev, ok := a.Record.Body.(*kestrel.Event); ok && ev.Type == kestrel.EventEmergency {
 			emergency = a.Arrived
 		}
@@ -386,10 +403,16 @@ func (r *run) phaseOutage(ctx context.Context, fixes int) {
 			last = a.Arrived
 		}
 	}
+	rank := 0
+	for at := range after {
+		if !at.After(emergency) {
+			rank++
+		}
+	}
 	_, dups, msgs, _ := r.plat.Counts()
-	r.report("outage: link down %v (netem loss 100%% on lo) while %d fixes were written at %.0f fix/s (%d dropped by the link to the agent), %d positions spooled; all delivered %v after the link came back (the emergency %v after it, the backlog's last record %v after it); %d messages, %d duplicates, %d new MQTT sessions",
+	r.report("outage: link down %v (netem loss 100%% on lo) while %d fixes were written at %.0f fix/s (%d dropped by the link to the agent), %d positions spooled; all delivered %v after the link came back (the emergency %v after it, in message %d of %d; the backlog's last record %v after it); %d messages, %d duplicates, %d new MQTT sessions",
 		down.Round(time.Millisecond), written, rate, dropped, pos, took.Round(time.Millisecond),
-		emergency.Sub(restored).Round(time.Millisecond), last.Sub(restored).Round(time.Millisecond), msgs-msgs0, dups-dups0, r.conns.Load()-c0)
+		emergency.Sub(restored).Round(time.Millisecond), rank, len(after), last.Sub(restored).Round(time.Millisecond), msgs-msgs0, dups-dups0, r.conns.Load()-c0)
 	if pos != written {
 		r.t.Errorf("outage: %d fixes written, %d positions spooled", written, pos)
 	}
