@@ -133,9 +133,16 @@ func (a *Agent) stateFields() map[string]any {
 	m := a.spool.Metrics()
 	f := map[string]any{
 		"config_version": cfg.Version,
+		// Membership, so kestrelctl knows a group's devices before any of
+		// them has answered a config (kestrelctl config push --group).
+		"groups": cfg.Device.Group,
 		// The device's own key (agent/identity): the platform pins it at
 		// enrolment and flags a change.
-		"device_key":     a.id.PublicString(),
+		"device_key": a.id.PublicString(),
+		// Every broker connection authenticates both ends (a client
+		// certificate over TLS); false where broker.require_client_cert =
+		// false or the broker is on loopback.
+		"mtls":           cfg.Broker.MutualTLS(),
 		"spool_records":  m.Records,
 		"spool_bytes":    m.Bytes,
 		"spool_health":   m.Health.State.String(),
@@ -157,8 +164,18 @@ func (a *Agent) stateFields() map[string]any {
 		}
 		f["restart_pending"] = paths
 	}
+	select {
+	case <-a.startedCh: // a.started is set
+		f["started_ms"] = a.started.UnixMilli()
+	default:
+	}
 	a.latest.mu.Lock()
 	defer a.latest.mu.Unlock()
+	if a.latest.fix != nil {
+		// When, not where: the position itself goes out only as telemetry,
+		// under the privacy policy.
+		f["last_fix_ms"] = a.latest.fixTime
+	}
 	if b := a.latest.battery; b != nil {
 		f["battery"] = int(b.Capacity)
 		f["battery_status"] = b.Status
