@@ -84,6 +84,7 @@ type Agent struct {
 
 	stats     Stats
 	latest    latest
+	vitals    vitals // when the GPS and radio last showed life (LastSign)
 	started   time.Time
 	startedCh chan struct{} // closed when Run has started everything
 }
@@ -292,6 +293,7 @@ func (a *Agent) Emit(rec kestrel.Record) {
 		rec.Time = a.opts.Now().UnixMilli()
 	}
 	rec.Priority = max(rec.Priority, defaultPriority(&rec))
+	a.vitals.observe(&rec, a.opts.Now()) // before the policy: a filtered fix is still a sign of life
 	a.power.Observe(&rec)
 	if !a.policy.Filter(&rec) {
 		a.stats.Filtered.Add(1)

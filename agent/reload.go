@@ -49,6 +49,7 @@ func (a *Agent) units() []unit {
 		{name: "policy", sections: []string{"tracking", "privacy"},
 			apply: func(_ context.Context, _, next config.Config, _ *prepared) {
 				a.policy.SetConfig(power.Tracking(next.Power, a.power.Status().State, next.Tracking), next.Privacy)
+				a.latest.kickState() // privacy_mode may have changed
 			}},
 		{name: "power", sections: []string{"power"},
 			apply: func(ctx context.Context, _, next config.Config, p *prepared) {

@@ -52,6 +52,9 @@ func (a *Agent) sessionOptions(cfg config.Config) (mqtt.Options, error) {
 		}
 		opts.TLS = tlsCfg
 	}
+	if !b.RequireClientCert && !b.MutualTLS() {
+		a.log.Warn("broker.require_client_cert = false: the broker does not authenticate this device by certificate (state message: mtls false)", "brokers", b.URLs)
+	}
 	if b.PasswordFile != "" {
 		if fi, err := os.Stat(b.PasswordFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
 			return opts, fmt.Errorf("broker.password_file %s is readable by other users (mode %04o): chmod 0600 it", b.PasswordFile, fi.Mode().Perm())

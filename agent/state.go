@@ -6,6 +6,7 @@ import (
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/agent/tracking"
 )
 
 // latest keeps the newest status of each part for the birth message, which
@@ -127,15 +128,70 @@ func (a *Agent) publishState(ctx context.Context) {
 	}
 }
 
+// radioState adds the radio's fields to the state message: profile,
+// registration, technology and signal, and nothing that says where the
+// device is. The cell identity and the location or tracking area code
+// never go into the state message, whatever the privacy mode: in pause a
+// dashboard must not place the unit by its cell (docs/topics.md).
+func radioState(f map[string]any, r *kestrel.RadioStatus) {
+	f["radio_profile"] = r.Profile.String()
+	f["radio_registered"] = int(r.Registered)
+	f["radio_rssi"] = int(r.RSSI)
+	if r.AccessTech != kestrel.AccessTechUnknown {
+		f["radio_act"] = int(r.AccessTech)
+	}
+}
+
+// PrivacySwitch is the tracking policy's privacy switch as the fleet
+// "privacy" command drives it (remote.PrivacyControl): a change of mode
+// republishes the state message, whose privacy_mode the dashboard shows.
+type PrivacySwitch struct {
+	*tracking.Policy
+	kick func()
+}
+
+// PrivacySwitch returns the agent's privacy switch for the fleet controller.
+func (a *Agent) PrivacySwitch() *PrivacySwitch {
+	return &PrivacySwitch{Policy: a.policy, kick: a.latest.kickState}
+}
+
+// SetPrivacy is tracking.Policy.SetPrivacy, then a state message.
+func (p *PrivacySwitch) SetPrivacy(on bool) string {
+	m := p.Policy.SetPrivacy(on)
+	p.kick()
+	return m
+}
+
+// ClearPrivacy is tracking.Policy.ClearPrivacy, then a state message.
+func (p *PrivacySwitch) ClearPrivacy() string {
+	m := p.Policy.ClearPrivacy()
+	p.kick()
+	return m
+}
+
+// RestoreOverride is tracking.Policy.RestoreOverride, then a state message.
+func (p *PrivacySwitch) RestoreOverride(mode string) error {
+	err := p.Policy.RestoreOverride(mode)
+	p.kick()
+	return err
+}
+
 // stateFields are the agent's fields in the retained state message.
 func (a *Agent) stateFields() map[string]any {
 	cfg := a.Config()
 	m := a.spool.Metrics()
 	f := map[string]any{
 		"config_version": cfg.Version,
+		// Membership, so kestrelctl knows a group's devices before any of
+		// them has answered a config (kestrelctl config push --group).
+		"groups": cfg.Device.Group,
 		// The device's own key (agent/identity): the platform pins it at
 		// enrolment and flags a change.
-		"device_key":     a.id.PublicString(),
+		"device_key": a.id.PublicString(),
+		// Every broker connection authenticates both ends (a client
+		// certificate over TLS); false where broker.require_client_cert =
+		// false or the broker is on loopback.
+		"mtls":           cfg.Broker.MutualTLS(),
 		"spool_records":  m.Records,
 		"spool_bytes":    m.Bytes,
 		"spool_health":   m.Health.State.String(),
@@ -146,6 +202,10 @@ func (a *Agent) stateFields() map[string]any {
 		"spool_recovery_lost_records":     m.RecoveryLostRecords,
 		"spool_recovery_missing_segments": m.RecoveryMissingSegments,
 		"spool_unreadable_records":        m.RecoveryUnreadable,
+		// Evicted by policy since Open (the log names their seq ranges),
+		// and appends refused with ErrFull.
+		"spool_evicted":  m.Evicted,
+		"spool_rejected": m.Rejected,
 	}
 	if m.Health.Err != nil {
 		f["spool_error"] = m.Health.Err.Error()
@@ -157,8 +217,18 @@ func (a *Agent) stateFields() map[string]any {
 		}
 		f["restart_pending"] = paths
 	}
+	select {
+	case <-a.startedCh: // a.started is set
+		f["started_ms"] = a.started.UnixMilli()
+	default:
+	}
 	a.latest.mu.Lock()
 	defer a.latest.mu.Unlock()
+	if a.latest.fix != nil {
+		// When, not where: the position itself goes out only as telemetry,
+		// under the privacy policy.
+		f["last_fix_ms"] = a.latest.fixTime
+	}
 	if b := a.latest.battery; b != nil {
 		f["battery"] = int(b.Capacity)
 		f["battery_status"] = b.Status
@@ -171,10 +241,9 @@ func (a *Agent) stateFields() map[string]any {
 	if ps.Ignition >= 0 {
 		f["ignition"] = ps.Ignition == 1
 	}
+	f["privacy_mode"] = a.policy.PrivacyMode()
 	if r := a.latest.radio; r != nil {
-		f["radio_profile"] = r.Profile.String()
-		f["radio_registered"] = int(r.Registered)
-		f["radio_rssi"] = int(r.RSSI)
+		radioState(f, r)
 	}
 	if g := a.latest.gps; g != nil {
 		f["gps"] = g.State.String()

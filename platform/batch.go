@@ -55,6 +55,7 @@ type State struct {
 	Time          int64 // the device's time of the message, ms; orders births and deaths
 	JSON          string
 	Received      time.Time
+	Status        DeviceStatus // the device list's fields of the message
 }
 
 // Report is a config/reported or audit message, kept as its JSON.
@@ -166,6 +167,7 @@ func (b *Batch) add(m Message) error {
 		s.Boot = uint32(asInt(st["boot"]))
 		s.Version, _ = st["version"].(string)
 		s.Time = asInt(st["time"])
+		s.Status = statusOf(st)
 		js, err := json.Marshal(jsonSafe(st))
 		if err != nil {
 			return fmt.Errorf("%s: state to JSON: %w", m.Topic, err)

@@ -182,6 +182,7 @@ type Device struct {
 	Bytes       int64      `json:"bytes"`    // their payload bytes
 	OpenGaps    int        `json:"open_gaps"`
 	Missing     uint64     `json:"missing"`
+	DeviceStatus
 }
 
 // Devices lists the devices of a fleet (empty: every fleet) with their
@@ -192,6 +193,8 @@ func (s *Store) Devices(ctx context.Context, fleet string) ([]Device, error) {
 		where, args = " WHERE d.fleet = ?", []any{fleet}
 	}
 	rows, err := s.db.QueryContext(ctx, s.d.q(`SELECT d.fleet, d.device, d.online, d.boot, d.last_seen, d.last_fix_time, d.last_lat, d.last_lon, d.version, d.state, d.messages, d.bytes,
+	d.battery_percent, d.battery_status, d.ignition, d.radio_profile, d.radio_registered, d.radio_act, d.radio_rssi,
+	d.spool_records, d.spool_bytes, d.spool_oldest_s, d.privacy_mode,
 	(SELECT count(*) FROM gaps g WHERE g.fleet = d.fleet AND g.device = d.device AND g.closed IS NULL),
 	(SELECT coalesce(sum(g.last_seq - g.first_seq + 1), 0) FROM gaps g WHERE g.fleet = d.fleet AND g.device = d.device AND g.closed IS NULL)
 FROM devices d`+where+" ORDER BY d.fleet, d.device"), args...)
@@ -208,7 +211,9 @@ FROM devices d`+where+" ORDER BY d.fleet, d.device"), args...)
 		var lat, lon sql.NullFloat64
 		var version, state sql.NullString
 		var missing int64
-		if err := rows.Scan(&d.Fleet, &d.Device, &online, &boot, &seen, &fix, &lat, &lon, &version, &state, &d.Messages, &d.Bytes, &d.OpenGaps, &missing); err != nil {
+		if err := rows.Scan(&d.Fleet, &d.Device, &online, &boot, &seen, &fix, &lat, &lon, &version, &state, &d.Messages, &d.Bytes,
+			&d.BatteryPercent, &d.BatteryStatus, &d.Ignition, &d.RadioProfile, &d.RadioRegistered, &d.RadioAct, &d.RadioRSSI,
+			&d.SpoolRecords, &d.SpoolBytes, &d.SpoolOldestS, &d.PrivacyMode, &d.OpenGaps, &missing); err != nil {
 			return nil, fmt.Errorf("devices: %w", err)
 		}
 		if online.Valid {

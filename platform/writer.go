@@ -388,16 +388,28 @@ func (w *batchWriter) updateDevices(ctx context.Context, b *Batch) error {
 	for _, st := range states {
 		// A state message (retained, so it comes again on every
 		// subscribe) replaces the stored one only if it is not older.
-		if _, err := w.exec(ctx, "devices",
-			`INSERT INTO devices (fleet, device, online, boot, last_seen, version, state, state_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (fleet, device) DO UPDATE SET online = excluded.online,
-	boot = CASE WHEN devices.boot IS NULL OR excluded.boot > devices.boot THEN excluded.boot ELSE devices.boot END,
-	version = excluded.version, state = excluded.state, state_time = excluded.state_time,
-	last_seen = CASE WHEN devices.last_seen IS NULL OR excluded.last_seen > devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END
-WHERE devices.state_time IS NULL OR excluded.state_time >= devices.state_time`,
-			st.Fleet, st.Device, st.Online, int64(st.Boot), d.ts(st.Received), st.Version, st.JSON, st.Time); err != nil {
+		// The device list's columns keep their last reported value when
+		// a message (a Last Will) does not carry them.
+		if _, err := w.exec(ctx, "devices", stateUpsert,
+			append([]any{st.Fleet, st.Device, st.Online, int64(st.Boot), d.ts(st.Received), st.Version, st.JSON, st.Time}, st.Status.args()...)...); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// stateUpsert writes a state message into its devices row.
+var stateUpsert = func() string {
+	var cols, marks, sets strings.Builder
+	for _, c := range statusColumns {
+		cols.WriteString(", " + c)
+		marks.WriteString(", ?")
+		sets.WriteString(",\n\t" + c + " = coalesce(excluded." + c + ", devices." + c + ")")
+	}
+	return `INSERT INTO devices (fleet, device, online, boot, last_seen, version, state, state_time` + cols.String() + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?` + marks.String() + `)
+ON CONFLICT (fleet, device) DO UPDATE SET online = excluded.online,
+	boot = CASE WHEN devices.boot IS NULL OR excluded.boot > devices.boot THEN excluded.boot ELSE devices.boot END,
+	version = excluded.version, state = excluded.state, state_time = excluded.state_time,
+	last_seen = CASE WHEN devices.last_seen IS NULL OR excluded.last_seen > devices.last_seen THEN excluded.last_seen ELSE devices.last_seen END` + sets.String() + `
+WHERE devices.state_time IS NULL OR excluded.state_time >= devices.state_time`
+}()

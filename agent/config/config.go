@@ -1,7 +1,8 @@
 // Package config holds the agent's configuration: the TOML file format,
 // defaults, validation, --set overrides, live-reload rules and atomic
-// persistence. Signed remote configuration lives in agent/remote and uses
-// Overlay to lay a fleet manager's partial config over the local one.
+// persistence. Signed remote configuration lives in agent/fleetctl (the
+// protocol in transport/fleet) and uses Overlay to lay a fleet manager's
+// partial config over the local one.
 //
 // Every key has a dotted path ("gps.baud") built from the toml tags below;
 // the same path is used by --set, by validation errors, by Diff and in the
@@ -14,7 +15,7 @@ import "time"
 // lowercase dotted paths used by --set (for example "gps.baud").
 type Config struct {
 	// Version is the remote config version that produced this config; 0 for
-	// a purely local config. It only grows (see agent/remote).
+	// a purely local config. It only grows (see agent/fleetctl).
 	Version  uint64   `toml:"version"`
 	Device   Device   `toml:"device"`
 	Broker   Broker   `toml:"broker"`
@@ -54,8 +55,12 @@ type Broker struct {
 	CAFile         string   `toml:"ca_file"`
 	CertFile       string   `toml:"cert_file"`
 	KeyFile        string   `toml:"key_file"`
-	Username       string   `toml:"username"`
-	PasswordFile   string   `toml:"password_file"`
+	// RequireClientCert: a broker that is not on loopback must be reached
+	// over TLS with a client certificate (mutual TLS). Off only by saying
+	// so in the local file; the state message then reports "mtls": false.
+	RequireClientCert bool   `toml:"require_client_cert"`
+	Username          string `toml:"username"`
+	PasswordFile      string `toml:"password_file"`
 	// Profile is the link profile (lte or narrowband): it sets the batch
 	// ages, keepalive and ping timeout that are left at 0.
 	Profile   string   `toml:"profile"`
@@ -183,7 +188,7 @@ type Privacy struct {
 	OnMode string  `toml:"on_mode"` // what the "privacy on" command selects: "pause" or "coarse"
 	Grid   float64 `toml:"grid"`    // metres, for "coarse"
 	// Locked, set at fleet scope (or locally), stops group and device
-	// configs from weakening privacy (agent/remote).
+	// configs from weakening privacy (agent/fleetctl).
 	Locked bool `toml:"locked"`
 }
 
@@ -199,6 +204,11 @@ type Remote struct {
 	// MaxMessage bounds an inbound MQTT message; larger ones are
 	// discarded as they are read, before anything is copied.
 	MaxMessage int `toml:"max_message"`
+	// ConfigThreshold and CommandThreshold: how many distinct trusted
+	// keys with the role must sign a remote config or a command (N of the
+	// M keys in trusted_keys with that role).
+	ConfigThreshold  int `toml:"config_threshold"`
+	CommandThreshold int `toml:"command_threshold"`
 }
 
 type Log struct {
@@ -228,10 +238,11 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 func Defaults() Config {
 	return Config{
 		Broker: Broker{
-			URLs:     []string{"tls://localhost:8883"},
-			Profile:  "lte",
-			BatchMax: 50,
-			InFlight: 20,
+			URLs:              []string{"tls://localhost:8883"},
+			RequireClientCert: true,
+			Profile:           "lte",
+			BatchMax:          50,
+			InFlight:          20,
 		},
 		Spool: Spool{
 			Dir:          "/var/lib/kestrel/spool",
@@ -295,12 +306,14 @@ func Defaults() Config {
 		},
 		Privacy: Privacy{Mode: "off", OnMode: "pause", Grid: 1000},
 		Remote: Remote{
-			RollbackAfter: D(2 * time.Minute),
-			RequireSigned: true,
-			StateFile:     "/var/lib/kestrel/remote.json",
-			CommandMaxAge: D(5 * time.Minute),
-			AuditMax:      256,
-			MaxMessage:    64 << 10,
+			RollbackAfter:    D(2 * time.Minute),
+			RequireSigned:    true,
+			StateFile:        "/var/lib/kestrel/remote.json",
+			CommandMaxAge:    D(5 * time.Minute),
+			AuditMax:         256,
+			MaxMessage:       64 << 10,
+			ConfigThreshold:  1,
+			CommandThreshold: 1,
 		},
 		Log: Log{Level: "info", Format: "text"},
 	}

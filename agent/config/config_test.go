@@ -173,7 +173,7 @@ func TestApplySetDesignKeys(t *testing.T) {
 		"device.id=cam-7", "device.fleet=met", "broker.urls=tls://a.example:8883, tls://b.example:8883",
 		"spool.dir=/data/spool", "gps.port=/dev/ttyS1", "gps.baud=9600", "radio.port=/dev/ttyUSB2",
 		"radio.profile=tetra", "log.level=debug", "broker.allow_plaintext=true",
-		"tracking.min_interval=2s", "privacy.grid=250", "hooks.allow_uids=0,1000", "device.groups=",
+		"broker.require_client_cert=false", "tracking.min_interval=2s", "privacy.grid=250", "hooks.allow_uids=0,1000", "device.groups=",
 	}
 	for _, s := range sets {
 		if err := ApplySet(&c, s); err != nil {
@@ -182,7 +182,7 @@ func TestApplySetDesignKeys(t *testing.T) {
 	}
 	if c.Device.ID != "cam-7" || c.Device.Fleet != "met" || c.Spool.Dir != "/data/spool" ||
 		c.GPS.Port != "/dev/ttyS1" || c.GPS.Baud != 9600 || c.Radio.Port != "/dev/ttyUSB2" ||
-		c.Radio.Profile != "tetra" || c.Log.Level != "debug" || !c.Broker.AllowPlaintext ||
+		c.Radio.Profile != "tetra" || c.Log.Level != "debug" || !c.Broker.AllowPlaintext || c.Broker.RequireClientCert ||
 		c.Tracking.MinInterval.Duration != 2*time.Second || c.Privacy.Grid != 250 ||
 		!reflect.DeepEqual(c.Hooks.AllowUIDs, []int{0, 1000}) || len(c.Device.Group) != 0 {
 		t.Fatalf("overrides not applied: %+v", c)
@@ -343,6 +343,82 @@ func TestGetRoundTrip(t *testing.T) {
 		}
 		if diff := ChangedPaths(c, d); len(diff) != 0 {
 			t.Errorf("%s=%s round trip changed %v", p, v, diff)
+		}
+	}
+}
+
+// TestMutualTLSRequired: by default a broker that is not on loopback needs
+// mutual TLS (a tls:// URL, a CA and a client certificate); the error names
+// the missing keys and the switch. Loopback (a bridge on the device) is
+// exempt, and broker.require_client_cert = false lifts it, in the local
+// file only.
+func TestMutualTLSRequired(t *testing.T) {
+	base := Defaults()
+	base.Device.ID, base.Device.Fleet = "cam-7", "met"
+	if !base.Broker.RequireClientCert {
+		t.Fatal("broker.require_client_cert is off by default")
+	}
+	for _, tc := range []struct {
+		name  string
+		set   func(*Broker)
+		path  string // "" = valid
+		words []string
+	}{
+		{"default loopback", func(b *Broker) {}, "", nil},
+		{"plaintext loopback", func(b *Broker) { b.URLs = []string{"tcp://127.0.0.1:1883"} }, "", nil},
+		{"tls without a client cert", func(b *Broker) { b.URLs = []string{"tls://mqtt.example:8883"}; b.CAFile = "/etc/kestrel/ca.pem" },
+			"broker.cert_file", []string{"broker.cert_file, broker.key_file", "broker.require_client_cert = false", "tls://mqtt.example:8883"}},
+		{"tls without anything", func(b *Broker) { b.URLs = []string{"tls://mqtt.example:8883"} },
+			"broker.ca_file", []string{"broker.ca_file, broker.cert_file, broker.key_file"}},
+		{"tls without a CA", func(b *Broker) {
+			b.URLs = []string{"tls://mqtt.example:8883"}
+			b.CertFile, b.KeyFile = "/etc/kestrel/c.pem", "/etc/kestrel/c.key"
+		}, "broker.ca_file", []string{"set broker.ca_file,"}},
+		{"mutual TLS", func(b *Broker) {
+			b.URLs = []string{"tls://mqtt.example:8883", "tcp://localhost:1883"}
+			b.CAFile, b.CertFile, b.KeyFile = "/etc/kestrel/ca.pem", "/etc/kestrel/c.pem", "/etc/kestrel/c.key"
+		}, "", nil},
+		{"plaintext allowed, but not without mTLS", func(b *Broker) {
+			b.URLs = []string{"tcp://198.18.0.2:1883"}
+			b.AllowPlaintext = true
+			b.CAFile, b.CertFile, b.KeyFile = "/etc/kestrel/ca.pem", "/etc/kestrel/c.pem", "/etc/kestrel/c.key"
+		}, "broker.urls[0]", []string{"plaintext", "broker.require_client_cert = false"}},
+		{"waived", func(b *Broker) { b.URLs = []string{"tls://mqtt.example:8883"}; b.RequireClientCert = false }, "", nil},
+		{"waived, plaintext", func(b *Broker) {
+			b.URLs = []string{"tcp://198.18.0.2:1883"}
+			b.AllowPlaintext, b.RequireClientCert = true, false
+		}, "", nil},
+	} {
+		c := Clone(base)
+		tc.set(&c.Broker)
+		err := c.Validate()
+		if tc.path == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		if !hasPath(err, tc.path) {
+			t.Errorf("%s: %v, want an error at %s", tc.name, err, tc.path)
+			continue
+		}
+		for _, w := range tc.words {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %q does not say %q", tc.name, err, w)
+			}
+		}
+	}
+	// A fleet push cannot lift it.
+	if _, _, err := Overlay(base, []byte("[broker]\nrequire_client_cert = false\n")); !errors.Is(err, ErrNotRemote) {
+		t.Fatalf("remote broker.require_client_cert accepted: %v", err)
+	}
+	m := Broker{URLs: []string{"tls://a:8883", "ssl://b:8883"}, CertFile: "c", KeyFile: "k"}
+	if !m.MutualTLS() {
+		t.Error("MutualTLS false for TLS URLs with a client certificate")
+	}
+	for _, b := range []Broker{{URLs: m.URLs}, {URLs: []string{"tls://a:8883", "tcp://127.0.0.1:1883"}, CertFile: "c", KeyFile: "k"}} {
+		if b.MutualTLS() {
+			t.Errorf("MutualTLS true for %+v", b)
 		}
 	}
 }

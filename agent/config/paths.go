@@ -77,25 +77,27 @@ var atRestart = map[string]string{
 // (a fleet-wide config must never rename a device or point it at another
 // directory), the local file names of secrets, and the two switches that
 // would let a stolen fleet key lower the device's guard for the next
-// attacker (accepting unsigned config, plaintext brokers).
+// attacker (accepting unsigned config, plaintext brokers, no client
+// certificate).
 var localOnly = map[string]bool{
-	"device.id":              true,
-	"device.fleet":           true,
-	"device.key_file":        true,
-	"spool.dir":              true,
-	"remote.state_file":      true,
-	"remote.require_signed":  true,
-	"broker.allow_plaintext": true,
-	"broker.ca_file":         true,
-	"broker.cert_file":       true,
-	"broker.key_file":        true,
-	"broker.password_file":   true,
-	"hooks.socket":           true,
-	"hooks.ebpf":             true,
-	"status.socket":          true,
-	"sensors.sysfs_root":     true,
-	"sensors.dev_root":       true,
-	"gpio.dev_root":          true,
+	"device.id":                  true,
+	"device.fleet":               true,
+	"device.key_file":            true,
+	"spool.dir":                  true,
+	"remote.state_file":          true,
+	"remote.require_signed":      true,
+	"broker.allow_plaintext":     true,
+	"broker.require_client_cert": true,
+	"broker.ca_file":             true,
+	"broker.cert_file":           true,
+	"broker.key_file":            true,
+	"broker.password_file":       true,
+	"hooks.socket":               true,
+	"hooks.ebpf":                 true,
+	"status.socket":              true,
+	"sensors.sysfs_root":         true,
+	"sensors.dev_root":           true,
+	"gpio.dev_root":              true,
 }
 
 // LiveChangeable reports whether the key at path takes effect without a

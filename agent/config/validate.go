@@ -34,13 +34,19 @@ func (c Config) Validate() error {
 	if len(b.URLs) == 0 {
 		v.add("broker.urls", "at least one broker URL is required")
 	}
+	valid := map[int]bool{}
 	for i, u := range b.URLs {
 		if err := CheckBrokerURL(u, b.AllowPlaintext); err != nil {
 			v.errs = append(v.errs, &FieldError{Path: fmt.Sprintf("broker.urls[%d]", i), Err: fmt.Errorf("%w: %w", ErrInvalidValue, err)})
+			continue
 		}
+		valid[i] = true
 	}
 	if (b.CertFile == "") != (b.KeyFile == "") {
 		v.add("broker.key_file", "cert_file and key_file go together")
+	}
+	if b.RequireClientCert {
+		v.mutualTLS(b, valid)
 	}
 	if b.Profile != "lte" && b.Profile != "narrowband" {
 		v.add("broker.profile", "want lte or narrowband, got %q", b.Profile)
@@ -191,6 +197,8 @@ func (c Config) Validate() error {
 	}
 	v.durMin("remote.command_max_age", rm.CommandMaxAge, time.Second)
 	v.intRange("remote.audit_max", rm.AuditMax, 1, 100000)
+	v.intRange("remote.config_threshold", rm.ConfigThreshold, 1, MaxThreshold)
+	v.intRange("remote.command_threshold", rm.CommandThreshold, 1, MaxThreshold)
 	v.intRange("remote.max_message", rm.MaxMessage, 4<<10, 1<<20)
 
 	switch c.Log.Level {
@@ -203,6 +211,10 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(v.errs...)
 }
+
+// MaxThreshold bounds remote.config_threshold and command_threshold, and
+// so the signatures an envelope may carry.
+const MaxThreshold = 16
 
 // KeyRoles are what a trusted key may sign: configs, commands, releases.
 var KeyRoles = []string{"config", "commands", "release"}
@@ -287,6 +299,53 @@ func IsLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// mutualTLS checks broker.require_client_cert: every broker that is not on
+// loopback is reached over TLS with a CA and a client certificate. A
+// loopback broker (a bridge on the device itself) is exempt: the link that
+// leaves the device is the bridge's.
+func (v *validator) mutualTLS(b Broker, valid map[int]bool) {
+	var remote []string
+	for i, raw := range b.URLs {
+		u, err := url.Parse(raw)
+		if !valid[i] || err != nil || IsLoopback(u.Hostname()) {
+			continue // a bad URL is reported already
+		}
+		if plainSchemes[u.Scheme] {
+			v.add(fmt.Sprintf("broker.urls[%d]", i), "%q is plaintext, and broker.require_client_cert = true needs mutual TLS to a broker that is not on loopback: use tls:// with broker.ca_file, broker.cert_file and broker.key_file, or set broker.require_client_cert = false", raw)
+			continue
+		}
+		remote = append(remote, raw)
+	}
+	if len(remote) == 0 {
+		return
+	}
+	var missing []string
+	for _, k := range []struct{ key, val string }{{"broker.ca_file", b.CAFile}, {"broker.cert_file", b.CertFile}, {"broker.key_file", b.KeyFile}} {
+		if strings.TrimSpace(k.val) == "" {
+			missing = append(missing, k.key)
+		}
+	}
+	if len(missing) > 0 {
+		v.add(missing[0], "mutual TLS is required for %s (broker.require_client_cert = true): set %s, or set broker.require_client_cert = false to run without a client certificate (the state message then says \"mtls\": false)",
+			strings.Join(remote, ", "), strings.Join(missing, ", "))
+	}
+}
+
+// MutualTLS reports whether every connection to the brokers authenticates
+// both ends: a client certificate and key are set and every URL is TLS.
+func (b Broker) MutualTLS() bool {
+	if b.CertFile == "" || b.KeyFile == "" || len(b.URLs) == 0 {
+		return false
+	}
+	for _, raw := range b.URLs {
+		u, err := url.Parse(raw)
+		if err != nil || !tlsSchemes[u.Scheme] {
+			return false
+		}
+	}
+	return true
 }
 
 type validator struct{ errs []error }

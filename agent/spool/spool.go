@@ -228,7 +228,9 @@ type Spool struct {
 	// its directory); Health never reads OK then.
 	degraded error
 	m        Metrics // counters only; the rest is computed in Metrics
-	scratch  []pick
+	// evicted gathers the evictions not yet logged (logEvictions).
+	evicted evictionReport
+	scratch []pick
 	// syncItem is reused for every Store.Append (an interface call would
 	// otherwise allocate one per record).
 	syncItem Item
@@ -554,9 +556,11 @@ func (s *Spool) evict(need int64, top kestrel.Priority, memOnly bool) int64 {
 				continue
 			}
 			freed += int64(e.size) + recOverhead
-			s.m.Evicted++
-			s.m.EvictedBytes += uint64(e.size)
-			s.m.Lanes[p].Evicted++
+			why := evictedOverBound
+			if memOnly {
+				why = evictedFromMemory
+			}
+			s.countEviction(p, e, why)
 			s.kill(l, i)
 		}
 		l.tidy()
@@ -586,9 +590,7 @@ func (s *Spool) evictForSpace(need int64) int64 {
 				continue
 			}
 			freed += int64(e.size) + recOverhead
-			s.m.Evicted++
-			s.m.EvictedBytes += uint64(e.size)
-			s.m.Lanes[p].Evicted++
+			s.countEviction(p, e, evictedForSpace)
 			s.kill(l, i)
 		}
 		l.tidy()
@@ -963,9 +965,7 @@ func (s *Spool) expire() {
 			if e.at > cut {
 				break
 			}
-			s.m.Evicted++
-			s.m.EvictedBytes += uint64(e.size)
-			s.m.Lanes[p].Evicted++
+			s.countEviction(p, e, evictedByAge)
 			s.kill(l, i)
 		}
 		l.tidy()
@@ -992,6 +992,7 @@ func (s *Spool) syncOnce() {
 		if err != nil {
 			s.failCarried(err)
 		}
+		s.logEvictions()
 	}()
 	limit := int64(-1) // bytes per group; -1: everything
 	evictions := 0

@@ -60,3 +60,29 @@ func mustRead(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// TestMutualTLSRequiredByDefault: outside demo, kestrel config validate and
+// kestrel run refuse a broker that is not on loopback without mutual TLS,
+// naming the keys to set and the switch that waives it.
+func TestMutualTLSRequiredByDefault(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kestrel.toml")
+	os.WriteFile(path, config.DefaultsTOML(), 0o600)
+	sets := []string{"--set", "device.id=bwc-1", "--set", "device.fleet=met", "--set", "broker.urls=tls://mqtt.example:8883",
+		"--set", "spool.dir=" + filepath.Join(dir, "spool"), "--set", "remote.state_file=" + filepath.Join(dir, "remote.json")}
+	code, out, _ := configRun(t, append([]string{"validate", path}, sets...)...)
+	for _, w := range []string{"broker.ca_file", "broker.cert_file", "broker.key_file", "broker.require_client_cert = false"} {
+		if code != 1 || !strings.Contains(out, w) {
+			t.Fatalf("validate without a client certificate: exit %d, output does not name %s:\n%s", code, w, out)
+		}
+	}
+	var o, e bytes.Buffer
+	code = dispatch(append([]string{"run", "--config", path}, sets...), stdio{ctx: context.Background(), stdin: strings.NewReader(""), stdout: &o, stderr: &e})
+	if code != exConfig || !strings.Contains(e.String(), "broker.require_client_cert") {
+		t.Fatalf("run without a client certificate: exit %d, want %d naming broker.require_client_cert:\n%s", code, exConfig, e.String())
+	}
+	code, out, _ = configRun(t, append([]string{"validate", path, "--set", "broker.require_client_cert=false"}, sets...)...)
+	if code != 0 {
+		t.Fatalf("validate with broker.require_client_cert = false: exit %d\n%s", code, out)
+	}
+}

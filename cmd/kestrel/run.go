@@ -13,9 +13,12 @@ import (
 
 	"github.com/kestrel-edge/kestrel/agent"
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/agent/fleetctl"
+	"github.com/kestrel-edge/kestrel/agent/identity"
 	"github.com/kestrel-edge/kestrel/agent/selftest"
+	"github.com/kestrel-edge/kestrel/agent/tracking"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // oneCore runs the agent's goroutines on one core unless GOMAXPROCS says
@@ -79,7 +82,7 @@ func runRun(args []string, s stdio) error {
 	// The fleet controller decides the config to start with: the local
 	// one with the persisted remote config laid over it. From then on the
 	// agent holds the running config and changes it only through Reload.
-	ctl, err := remote.NewManager(remote.Options{Current: local, Logger: log})
+	ctl, err := fleetctl.NewManager(fleetctl.Options{Current: local, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -94,7 +97,8 @@ func runRun(args []string, s stdio) error {
 		return err
 	}
 	defer a.Close()
-	ctl.SetHandlers(fleetCommands(a), a.Policy())
+	ctl.SetHandlers(fleetCommands(a), a.PrivacySwitch())
+	ctl.SetSigner(a.Identity())
 	if err := ctl.Attach(a, a.Messenger()); err != nil {
 		log.Warn("remote configuration: subscribe", "err", err)
 	}
@@ -110,13 +114,13 @@ func runRun(args []string, s stdio) error {
 
 // fleetCommands are the handlers for signed fleet commands: the agent's,
 // and restart, which exits once its reply is out.
-func fleetCommands(a *agent.Agent) map[string]remote.CommandFunc {
-	cmds := map[string]remote.CommandFunc{}
+func fleetCommands(a *agent.Agent) map[string]fleetctl.CommandFunc {
+	cmds := map[string]fleetctl.CommandFunc{}
 	for name, h := range a.Commands() {
 		cmds[name] = h
 	}
 	cmds["restart"] = func(context.Context, map[string]string) (any, error) {
-		return remote.Deferred{Result: map[string]any{"restarting": true}, Then: a.RequestRestart}, nil
+		return fleetctl.Deferred{Result: map[string]any{"restarting": true}, Then: a.RequestRestart}, nil
 	}
 	return cmds
 }
@@ -125,7 +129,7 @@ func fleetCommands(a *agent.Agent) map[string]remote.CommandFunc {
 // SIGINT; SIGHUP re-reads the local file and applies it through the
 // controller (which lays the fleet's config over it) and the agent's one
 // door.
-func runWithSignals(parent context.Context, a *agent.Agent, ctl *remote.Manager, reload func(context.Context) ([]config.Change, error), log *slog.Logger) error {
+func runWithSignals(parent context.Context, a *agent.Agent, ctl *fleetctl.Manager, reload func(context.Context) ([]config.Change, error), log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -181,3 +185,20 @@ func newLogger(s stdio, c config.Log, level *slog.LevelVar) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, ho))
 }
+
+// The agent's privacy policy is the switch the fleet's privacy command
+// drives, and keeps the command's override across restarts.
+var (
+	_ fleetctl.PrivacyControl   = (*tracking.Policy)(nil)
+	_ fleetctl.PrivacyPersister = (*tracking.Policy)(nil)
+)
+
+// The agent is the controller's one door, reports the GPS's and radio's
+// signs of life for its after-apply health check, and holds the device
+// key that signs reports and replies.
+var (
+	_ fleetctl.Door      = (*agent.Agent)(nil)
+	_ fleetctl.Vitals    = (*agent.Agent)(nil)
+	_ fleet.DeviceSigner = (*identity.Identity)(nil)
+	_ fleetctl.Messenger = (*agent.Messenger)(nil)
+)

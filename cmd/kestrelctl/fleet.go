@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -24,10 +21,9 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/tinylib/msgp/msgp"
 
-	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/cmd/internal/fleetconn"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
-	"github.com/kestrel-edge/kestrel/transport/mqtt"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // ---- keygen ----
@@ -41,7 +37,7 @@ func runKeygen(args []string, s stdio) error {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl keygen [--out PREFIX] [--force]\n\n"+
 			"Makes an Ed25519 fleet signing key. PREFIX.key is PEM PKCS#8, readable by\n"+
 			"openssl; keep it off the devices. PREFIX.pub holds the base64 public key\n"+
-			"that goes into each device's remote.trusted_keys. Prints the key id.")
+			"that goes into each device's fleet.trusted_keys. Prints the key id.")
 		fs.PrintDefaults()
 	}
 	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
@@ -51,7 +47,7 @@ func runKeygen(args []string, s stdio) error {
 	if err != nil {
 		return err
 	}
-	pemKey, err := remote.MarshalPrivateKey(priv)
+	pemKey, err := fleet.MarshalPrivateKey(priv)
 	if err != nil {
 		return err
 	}
@@ -65,7 +61,7 @@ func runKeygen(args []string, s stdio) error {
 		perm os.FileMode
 	}{
 		{*out + ".key", pemKey, 0o600},
-		{*out + ".pub", []byte(remote.EncodePublicKey(pub) + "\n"), 0o644},
+		{*out + ".pub", []byte(fleet.EncodePublicKey(pub) + "\n"), 0o644},
 	} {
 		fh, err := os.OpenFile(f.path, flags, f.perm)
 		if err != nil {
@@ -82,105 +78,67 @@ func runKeygen(args []string, s stdio) error {
 		}
 	}
 	fmt.Fprintf(s.stdout, "key id %s\nprivate key %s.key (keep it secret)\npublic key %s.pub\n\n[remote]\ntrusted_keys = [%q]\n",
-		remote.KeyID(pub), *out, *out, remote.EncodePublicKey(pub))
+		fleet.KeyID(pub), *out, *out, fleet.EncodePublicKey(pub))
 	return nil
 }
 
-func loadSigningKey(path string) (ed25519.PrivateKey, error) {
-	if path == "" {
-		path = os.Getenv("KESTREL_SIGN_KEY")
+// signKeyFlags collects repeated --sign-key FILE: a device whose
+// remote.config_threshold (or command_threshold) is N needs N keys.
+type signKeyFlags []string
+
+func (f *signKeyFlags) String() string     { return strings.Join(*f, ",") }
+func (f *signKeyFlags) Set(v string) error { *f = append(*f, v); return nil }
+
+func addSignKeyFlag(fs *flag.FlagSet) *signKeyFlags {
+	f := &signKeyFlags{}
+	fs.Var(f, "sign-key", "fleet signing key `FILE` from keygen (default $KESTREL_SIGNING_KEY); repeat it for a device whose remote.config_threshold or command_threshold asks for several")
+	fs.Var(f, "signing-key", "the same as --sign-key")
+	return f
+}
+
+// loadSigningKeys reads the --sign-key files (or $KESTREL_SIGNING_KEY, or
+// the older $KESTREL_SIGN_KEY).
+func loadSigningKeys(paths []string) ([]ed25519.PrivateKey, error) {
+	for _, env := range []string{"KESTREL_SIGNING_KEY", "KESTREL_SIGN_KEY"} {
+		if p := os.Getenv(env); len(paths) == 0 && p != "" {
+			paths = []string{p}
+		}
 	}
-	if path == "" {
-		return nil, fmt.Errorf("%w: --sign-key FILE (or KESTREL_SIGN_KEY) is required", errUsage)
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("%w: --sign-key FILE (or $KESTREL_SIGNING_KEY) is required", errUsage)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
+	var keys []ed25519.PrivateKey
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("signing key: %w", err)
+		}
+		k, err := fleet.ParsePrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("signing key %s: %w", path, err)
+		}
+		keys = append(keys, k)
 	}
-	return remote.ParsePrivateKey(b)
+	return keys, nil
+}
+
+// keyIDs names signing keys for messages.
+func keyIDs(keys []ed25519.PrivateKey) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = fleet.KeyID(k.Public().(ed25519.PublicKey))
+	}
+	return strings.Join(ids, "+")
 }
 
 // ---- broker connection ----
 
-type fleetBrokerFlags struct {
-	url, ca, cert, key, user *string
-	fleet                    *string
-	allowPlain               *bool // nil: false
-}
-
-func addFleetBrokerFlags(fs *flag.FlagSet) fleetBrokerFlags {
-	return fleetBrokerFlags{
-		url:        fs.String("broker", os.Getenv("KESTREL_BROKER"), "broker `URL` (tcp://, tls://; default $KESTREL_BROKER)"),
-		ca:         fs.String("ca", "", "CA bundle for a tls:// broker"),
-		cert:       fs.String("cert", "", "client certificate (PEM) for mutual TLS"),
-		key:        fs.String("key", "", "client certificate key (PEM)"),
-		user:       fs.String("user", "", "MQTT username (password from $KESTREL_MQTT_PASSWORD)"),
-		fleet:      fs.String("fleet", os.Getenv("KESTREL_FLEET"), "fleet id (default $KESTREL_FLEET)"),
-		allowPlain: fs.Bool("allow-plaintext", false, "permit tcp:// to a host that is not loopback"),
-	}
-}
-
-func (f fleetBrokerFlags) check() error {
-	if *f.url == "" {
-		return fmt.Errorf("%w: --broker URL is required", errUsage)
-	}
-	if *f.fleet == "" {
-		return fmt.Errorf("%w: --fleet is required", errUsage)
-	}
-	if (*f.cert == "") != (*f.key == "") {
-		return fmt.Errorf("%w: --cert and --key go together", errUsage)
-	}
-	// Like the agent: no plaintext (signed configs, commands, broker
-	// credentials) to a host that is not loopback unless asked for.
-	if _, err := mqtt.CheckURL(*f.url, f.allowPlain != nil && *f.allowPlain); err != nil {
-		return fmt.Errorf("%w: --broker: %w", errUsage, err)
-	}
-	return nil
-}
-
-// fleetConnect connects a clean session. Handlers run in arrival order.
-func fleetConnect(ctx context.Context, f fleetBrokerFlags, role string) (paho.Client, error) {
-	po := paho.NewClientOptions().AddBroker(*f.url).
-		SetClientID("kestrelctl-" + role + "-" + fleetRandomID(4)).
-		SetProtocolVersion(4).SetCleanSession(true).SetOrderMatters(true).
-		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).SetKeepAlive(30 * time.Second)
-	if *f.user != "" {
-		po.SetUsername(*f.user).SetPassword(os.Getenv("KESTREL_MQTT_PASSWORD"))
-	}
-	if *f.ca != "" || *f.cert != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if *f.ca != "" {
-			pem, err := os.ReadFile(*f.ca)
-			if err != nil {
-				return nil, fmt.Errorf("read broker CA: %w", err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("broker CA %s: no PEM certificate", *f.ca)
-			}
-		}
-		if *f.cert != "" {
-			c, err := tls.LoadX509KeyPair(*f.cert, *f.key)
-			if err != nil {
-				return nil, fmt.Errorf("client certificate: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{c}
-		}
-		po.SetTLSConfig(tc)
-	}
-	cl := paho.NewClient(po)
-	if err := fleetWait(ctx, cl.Connect(), 15*time.Second); err != nil {
-		return nil, fmt.Errorf("connect %s: %w", *f.url, err)
-	}
-	return cl, nil
-}
-
-// fleetSubscribe connects as role (fleetConnect) and subscribes to filters;
+// fleetSubscribe connects as role (fleetconn.Broker.Connect) and subscribes to filters;
 // col gathers what arrives. The caller disconnects cl. A failed
 // subscription comes back as a subscribeError, so a command can say which
 // step failed.
-func fleetSubscribe(ctx context.Context, f fleetBrokerFlags, role string, filters ...string) (cl paho.Client, col *collector, err error) {
-	cl, err = fleetConnect(ctx, f, role)
+func fleetSubscribe(ctx context.Context, f *fleetconn.Broker, role string, filters ...string) (cl paho.Client, col *collector, err error) {
+	cl, err = f.Connect(ctx, role)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -197,25 +155,6 @@ func fleetSubscribe(ctx context.Context, f fleetBrokerFlags, role string, filter
 type subscribeError struct{ error }
 
 func (e subscribeError) Unwrap() error { return e.error }
-
-func fleetWait(ctx context.Context, tok paho.Token, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-t.C:
-		return errors.New("timed out")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func fleetRandomID(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 func fleetCtx(s stdio) context.Context {
 	if s.ctx == nil {
@@ -278,7 +217,7 @@ func subscribeAll(ctx context.Context, cl paho.Client, c *collector, filters ...
 	for _, f := range filters {
 		m[f] = 1
 	}
-	return fleetWait(ctx, cl.SubscribeMultiple(m, c.handler), 10*time.Second)
+	return fleetconn.Wait(ctx, cl.SubscribeMultiple(m, c.handler), 10*time.Second)
 }
 
 // deviceOf returns the device level of kestrel/v1/{fleet}/{device}/...
@@ -293,18 +232,25 @@ func deviceOf(topic string) string {
 // ---- config push / get ----
 
 const fleetConfigUsage = `usage:
-  kestrelctl config push --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags] FILE
-  kestrelctl config clear --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags]
-  kestrelctl config get  --broker URL --fleet F (--device D | --group G | --all) [--effective]
+  kestrelctl config validate [--json] FILE
+  kestrelctl config push     (--device D | --group G | --all) [--dry-run] [--canary N] [--stages LIST] [flags] FILE
+  kestrelctl config clear    (--device D | --group G | --all) [flags]
+  kestrelctl config rollback (--device D | --group G | --all) [flags]
+  kestrelctl config get      (--device D | --group G | --all) [--effective] [--pub FILE] [--json]
 
-push signs FILE (a partial TOML config, laid over each device's own), publishes
-it retained, waits for the devices' reports with a progress bar and ends with
-a table of applied, rejected, rolled back and no answer. It exits 1 unless
-every expected device applied it. clear pushes a signed, versioned empty
-config to the scope, so that scope sets nothing and the other scopes'
-keys stay. get shows the desired configs and the devices' reports; with
---effective and --device, the device's running config key by key with
-the scope and version each value came from. Run either with -h for its flags; see docs/config.md.`
+validate lists every problem a remote config has, offline. push signs FILE
+(a partial TOML config, laid over each device's own at its scope),
+publishes it retained, waits for the devices' reports and ends with a table
+of applied, rejected, rolled back and no answer; it exits 1 unless every
+expected device applied it. --dry-run shows each device's change key by
+key and publishes nothing; --canary and --stages roll a group or fleet push
+out in stages and stop on failures. clear pushes a signed, versioned empty
+config to the scope. rollback pushes the scope's previous config again as a
+new version. get shows the desired configs and the devices' reports; with
+--effective and --device, the running config key by key with the scope
+and version each value came from. Broker, fleet and key come from flags or
+$KESTREL_BROKER, $KESTREL_FLEET, $KESTREL_CA, $KESTREL_CERT, $KESTREL_KEY,
+$KESTREL_SIGNING_KEY. Run each with -h for its flags; see docs/config.md.`
 
 func runConfig(args []string, s stdio) error {
 	if len(args) == 0 {
@@ -313,9 +259,13 @@ func runConfig(args []string, s stdio) error {
 	}
 	switch args[0] {
 	case "push":
-		return configPush(args[1:], s, false)
+		return runPush(args[1:], s, modePush)
 	case "clear":
-		return configPush(args[1:], s, true)
+		return runPush(args[1:], s, modeClear)
+	case "rollback":
+		return runPush(args[1:], s, modeRollback)
+	case "validate":
+		return configValidate(args[1:], s)
 	case "get":
 		return configGet(args[1:], s)
 	case "-h", "--help", "help":
@@ -339,358 +289,35 @@ func addTargetFlags(fs *flag.FlagSet) targetFlags {
 	}
 }
 
-func (t targetFlags) target(fleet string) (remote.Target, error) {
+func (t targetFlags) target(fleetID string) (fleet.Target, error) {
 	n := 0
-	var tg remote.Target
+	var tg fleet.Target
 	if *t.device != "" {
 		n++
-		tg = remote.Device(fleet, *t.device)
+		tg = fleet.Device(fleetID, *t.device)
 	}
 	if *t.group != "" {
 		n++
-		tg = remote.Group(fleet, *t.group)
+		tg = fleet.Group(fleetID, *t.group)
 	}
 	if *t.all {
 		n++
-		tg = remote.AllDevices(fleet)
+		tg = fleet.AllDevices(fleetID)
 	}
 	if n != 1 {
-		return remote.Target{}, fmt.Errorf("%w: give exactly one of --device, --group, --all", errUsage)
+		return fleet.Target{}, fmt.Errorf("%w: give exactly one of --device, --group, --all", errUsage)
 	}
 	return tg, nil
-}
-
-// pushResult is one device's answer to a push.
-type pushResult struct {
-	status  string // applied, rejected, rolled_back, "" = no answer
-	running uint64
-	errs    []remote.ReportError
-}
-
-func configPush(args []string, s stdio, clear bool) error {
-	name := "config push"
-	if clear {
-		name = "config clear"
-	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(s.stderr)
-	bf := addFleetBrokerFlags(fs)
-	tf := addTargetFlags(fs)
-	signKey := fs.String("sign-key", "", "fleet signing key from keygen (default $KESTREL_SIGN_KEY)")
-	version := fs.Uint64("version", 0, "config version; must exceed every version the devices run (default: now, in Unix seconds)")
-	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for reports")
-	discover := fs.Duration("discover", 2*time.Second, "how long to collect retained state to learn which devices to expect")
-	expect := fs.Int("expect", 0, "wait for this many reports (default: the devices known from retained state)")
-	devices := fs.String("devices", "", "comma-separated device ids to expect (overrides discovery)")
-	watch := fs.Duration("watch", 0, "after every device answered, keep watching this long for connectivity rollbacks (see remote.rollback_after)")
-	fs.Usage = func() {
-		fmt.Fprintln(s.stderr, "usage: kestrelctl config push --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags] FILE\n\n"+
-			"Validates FILE locally, signs it, publishes it retained on the target's\n"+
-			"config/desired topic, and waits for each device's config/reported message.\n"+
-			"Devices to expect come from the retained state and report messages (for a\n"+
-			"group: devices whose last report lists the group), or --devices/--expect.")
-		fs.PrintDefaults()
-	}
-	if clear {
-		fs.Usage = func() {
-			fmt.Fprintln(s.stderr, "usage: kestrelctl config clear --broker URL --fleet F (--device D | --group G | --all) --sign-key KEY [flags]\n\n"+
-				"Signs and publishes an empty config for the scope, with a new version: the\n"+
-				"scope then sets no key, and what the other scopes set stays. Waits for the\n"+
-				"devices' reports like push.")
-			fs.PrintDefaults()
-		}
-	}
-	var file string
-	var body []byte
-	if clear {
-		if help, err := subcmd.Parse(fs, args); help || err != nil {
-			return err
-		}
-		if fs.NArg() != 0 {
-			return fmt.Errorf("%w: config clear takes no FILE", errUsage)
-		}
-		file, body = "(clear)", []byte{}
-	} else {
-		var rest []string
-		file, rest = subcmd.FileFirst(args)
-		if help, err := subcmd.Parse(fs, rest); help || err != nil {
-			return err
-		}
-		if file == "" && fs.NArg() == 1 {
-			file = fs.Arg(0)
-		} else if fs.NArg() != 0 || file == "" {
-			return fmt.Errorf("%w: one config FILE is required", errUsage)
-		}
-	}
-	if err := bf.check(); err != nil {
-		return err
-	}
-	tg, err := tf.target(*bf.fleet)
-	if err != nil {
-		return err
-	}
-	if !clear {
-		if body, err = os.ReadFile(file); err != nil {
-			return err
-		}
-	}
-	// Catch what every device would reject before it goes out.
-	base := config.Defaults()
-	base.Device.ID, base.Device.Fleet = "check", *bf.fleet
-	if _, _, err := config.Overlay(base, body); err != nil {
-		for _, fe := range config.FieldErrors(err) {
-			fmt.Fprintf(s.stderr, "%s: %v\n", file, fe)
-		}
-		return fmt.Errorf("%s would be rejected; not pushed", file)
-	}
-	priv, err := loadSigningKey(*signKey)
-	if err != nil {
-		return err
-	}
-	v := *version
-	if v == 0 {
-		v = uint64(time.Now().Unix())
-	}
-	env, err := remote.SignConfig(priv, tg, v, body)
-	if err != nil {
-		return err
-	}
-
-	ctx := fleetCtx(s)
-	prefix := "kestrel/v1/" + *bf.fleet + "/"
-	cl, col, err := fleetSubscribe(ctx, bf, "push", prefix+"+/config/reported", prefix+"+/state")
-	if errors.As(err, new(subscribeError)) {
-		return fmt.Errorf("subscribe: %w", err)
-	} else if err != nil {
-		return err
-	}
-	defer cl.Disconnect(250)
-
-	// Learn who should answer from what is retained now.
-	expected := map[string]bool{}
-	results := map[string]*pushResult{}
-	lastRunning := map[string]uint64{}
-	if *devices != "" {
-		for _, d := range strings.Split(*devices, ",") {
-			if d = strings.TrimSpace(d); d != "" {
-				expected[d] = true
-			}
-		}
-	} else if *tf.device != "" {
-		expected[*tf.device] = true
-	}
-	discovering := len(expected) == 0
-	if discovering {
-		col.settle(ctx, 300*time.Millisecond, *discover)
-	}
-	for _, m := range col.take() {
-		dev := deviceOf(m.Topic())
-		if dev == "" || strings.HasPrefix(dev, "_") {
-			continue
-		}
-		if strings.HasSuffix(m.Topic(), "/config/reported") {
-			if r, err := remote.DecodeReport(m.Payload()); err == nil {
-				lastRunning[dev] = r.Running
-				if discovering && (*tf.all || slices.Contains(r.Groups, *tf.group)) {
-					expected[dev] = true
-				}
-			}
-		} else if discovering && *tf.all && len(m.Payload()) > 0 {
-			expected[dev] = true
-		}
-	}
-	want := len(expected)
-	if *expect > 0 {
-		want = *expect
-	}
-	if want == 0 && discovering {
-		// Nobody to wait for: a typo in a group name, or a fleet not yet
-		// online. Say so rather than publish into silence.
-		what := "the fleet"
-		if *tf.group != "" {
-			what = "group " + *tf.group
-		}
-		return fmt.Errorf("no device known in %s (from retained state and reports); not pushed (use --devices or --expect to push anyway)", what)
-	}
-
-	if err := fleetWait(ctx, cl.Publish(tg.Topic(), 1, true, env), 15*time.Second); err != nil {
-		return fmt.Errorf("publish %s: %w", tg.Topic(), err)
-	}
-	fmt.Fprintf(s.stderr, "pushed version %d to %s (%s), %d bytes, key %s; waiting for %d device(s)\n",
-		v, tg, tg.Topic(), len(env), remote.KeyID(priv.Public().(ed25519.PublicKey)), want)
-
-	deadline := time.NewTimer(*timeout)
-	defer deadline.Stop()
-	prog := &progress{w: s.stderr, total: want}
-	for {
-		for _, m := range col.take() {
-			if !strings.HasSuffix(m.Topic(), "/config/reported") {
-				continue
-			}
-			r, err := remote.DecodeReport(m.Payload())
-			if err != nil || r.Version != v {
-				continue
-			}
-			dev := deviceOf(m.Topic())
-			results[dev] = &pushResult{status: r.Status, running: r.Running, errs: r.Errors}
-			if *expect == 0 && *devices == "" {
-				expected[dev] = true // answered though not known in advance
-			}
-		}
-		if *expect == 0 {
-			want = len(expected)
-		}
-		prog.total = want
-		prog.draw(results)
-		if want > 0 && countDone(results, expected, *expect > 0) >= want {
-			break
-		}
-		select {
-		case <-col.notify:
-		case <-time.After(200 * time.Millisecond):
-		case <-deadline.C:
-			goto done
-		case <-ctx.Done():
-			goto done
-		}
-	}
-done:
-	if *watch > 0 && ctx.Err() == nil {
-		// A device that applied the config may still lose its broker and
-		// roll back; its rolled_back report replaces applied.
-		end := time.After(*watch)
-	watching:
-		for {
-			select {
-			case <-col.notify:
-				for _, m := range col.take() {
-					if r, err := remote.DecodeReport(m.Payload()); err == nil && r.Version == v && strings.HasSuffix(m.Topic(), "/config/reported") {
-						results[deviceOf(m.Topic())] = &pushResult{status: r.Status, running: r.Running, errs: r.Errors}
-					}
-				}
-				prog.draw(results)
-			case <-end:
-				break watching
-			case <-ctx.Done():
-				break watching
-			}
-		}
-	}
-	prog.finish()
-	return pushTable(s.stdout, v, expected, results, lastRunning)
-}
-
-// countDone counts final answers from expected devices (or from anyone
-// when only a count is expected). Applied may still turn into rolled_back,
-// but the push has done its part once the device applied it.
-func countDone(results map[string]*pushResult, expected map[string]bool, anyone bool) int {
-	n := 0
-	for dev, r := range results {
-		if r.status != "" && (anyone || expected[dev]) {
-			n++
-		}
-	}
-	return n
-}
-
-// progress draws a one-line bar on stderr.
-type progress struct {
-	w     io.Writer
-	total int
-	drawn bool
-	last  string
-}
-
-func (p *progress) draw(results map[string]*pushResult) {
-	var ap, rj, rb int
-	for _, r := range results {
-		switch r.status {
-		case remote.StatusApplied:
-			ap++
-		case remote.StatusRejected:
-			rj++
-		case remote.StatusRolledBack:
-			rb++
-		}
-	}
-	done := ap + rj + rb
-	const width = 30
-	fill := width
-	if p.total > 0 {
-		fill = min(width, done*width/p.total)
-	}
-	line := fmt.Sprintf("\r[%s%s] %d/%d  applied %d  rejected %d  rolled back %d",
-		strings.Repeat("#", fill), strings.Repeat(".", width-fill), done, p.total, ap, rj, rb)
-	if line != p.last {
-		fmt.Fprint(p.w, line)
-		p.last, p.drawn = line, true
-	}
-}
-
-func (p *progress) finish() {
-	if p.drawn {
-		fmt.Fprintln(p.w)
-	}
-}
-
-func pushTable(w io.Writer, v uint64, expected map[string]bool, results map[string]*pushResult, lastRunning map[string]uint64) error {
-	devs := map[string]bool{}
-	for d := range expected {
-		devs[d] = true
-	}
-	for d := range results {
-		devs[d] = true
-	}
-	names := make([]string, 0, len(devs))
-	for d := range devs {
-		names = append(names, d)
-	}
-	sort.Strings(names)
-	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tRESULT\tRUNNING\tDETAIL")
-	counts := map[string]int{}
-	for _, d := range names {
-		r := results[d]
-		if r == nil {
-			counts["no answer"]++
-			run := "-"
-			if v, ok := lastRunning[d]; ok {
-				run = fmt.Sprint(v)
-			}
-			fmt.Fprintf(tw, "%s\tno answer\t%s\t\n", d, run)
-			continue
-		}
-		status := strings.ReplaceAll(r.status, "_", " ")
-		counts[status]++
-		var detail []string
-		for _, e := range r.errs {
-			if e.Path != "" {
-				detail = append(detail, e.Path+": "+e.Error)
-			} else {
-				detail = append(detail, e.Error)
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", d, status, r.running, strings.Join(detail, "; "))
-	}
-	tw.Flush()
-	fmt.Fprintf(w, "version %d: applied %d, rejected %d, rolled back %d, no answer %d\n",
-		v, counts["applied"], counts["rejected"], counts["rolled back"], counts["no answer"])
-	if bad := len(names) - counts["applied"]; bad > 0 || len(names) == 0 {
-		if len(names) == 0 {
-			return errors.New("no device answered")
-		}
-		return fmt.Errorf("%d of %d devices did not apply version %d", bad, len(names), v)
-	}
-	return nil
 }
 
 func configGet(args []string, s stdio) error {
 	fs := flag.NewFlagSet("config get", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	bf := addFleetBrokerFlags(fs)
+	bf := fleetconn.AddFlags(fs)
 	tf := addTargetFlags(fs)
 	pubFile := fs.String("pub", "", "verify signatures with this public key file (keygen's .pub)")
 	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
+	asJSON := addJSONFlag(fs)
 	effective := fs.Bool("effective", false, "with --device: print the device's running config, each key with the scope and version it came from")
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl config get --broker URL --fleet F (--device D | --group G | --all) [--pub FILE]\n\n"+
@@ -701,26 +328,26 @@ func configGet(args []string, s stdio) error {
 	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
 		return err
 	}
-	if err := bf.check(); err != nil {
-		return err
+	if err := bf.Check(true); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	tg, err := tf.target(*bf.fleet)
+	tg, err := tf.target(bf.Fleet)
 	if err != nil {
 		return err
 	}
-	var kr remote.Keyring
+	var kr fleet.Keyring
 	if *pubFile != "" {
 		b, err := os.ReadFile(*pubFile)
 		if err != nil {
 			return err
 		}
-		if kr, err = remote.NewKeyring([]string{strings.TrimSpace(string(b))}); err != nil {
+		if kr, err = fleet.NewKeyring([]string{strings.TrimSpace(string(b))}); err != nil {
 			return err
 		}
 	}
 	ctx := fleetCtx(s)
-	prefix := "kestrel/v1/" + *bf.fleet + "/"
-	filters := []string{prefix + "+/config/reported", remote.AllDevices(*bf.fleet).Topic(), prefix + "_group/+/config/desired"}
+	prefix := fleet.Prefix(bf.Fleet)
+	filters := []string{prefix + "+/config/reported", prefix + "+/" + fleet.ChannelState, fleet.AllDevices(bf.Fleet).Topic(), prefix + "_group/+/config/desired"}
 	if *tf.device != "" {
 		filters = append(filters, tg.Topic())
 	}
@@ -731,16 +358,27 @@ func configGet(args []string, s stdio) error {
 	defer cl.Disconnect(250)
 	col.settle(ctx, 300*time.Millisecond, *wait)
 	desired := map[string][]byte{}
-	reports := map[string]*remote.Report{}
+	reports := map[string]*fleet.Report{}
+	reportTopic := map[string]string{}
+	keys := deviceKeys{}
 	for _, m := range col.take() {
+		if keys.observe(m.Topic(), m.Payload()) {
+			continue
+		}
 		if strings.HasSuffix(m.Topic(), "/config/desired") {
 			desired[m.Topic()] = m.Payload()
 			continue
 		}
-		if r, err := remote.DecodeReport(m.Payload()); err == nil {
+		if r, err := fleet.DecodeReport(m.Payload()); err == nil {
 			reports[deviceOf(m.Topic())] = r
+			reportTopic[deviceOf(m.Topic())] = m.Topic()
 		}
 	}
+	entryOf := func(dev string) reportEntry {
+		v, err := keys.verdict(reportTopic[dev], reports[dev].Signature)
+		return newReportEntry(reports[dev], v, err)
+	}
+	verdictOf := func(dev string) string { return entryOf(dev).shown() }
 	if *effective {
 		if *tf.device == "" {
 			return fmt.Errorf("%w: --effective needs --device", errUsage)
@@ -749,7 +387,10 @@ func configGet(args []string, s stdio) error {
 		if r == nil || len(r.Effective) == 0 {
 			return fmt.Errorf("no report with the effective config from %s", *tf.device)
 		}
-		return printEffective(s.stdout, r)
+		if *asJSON {
+			return writeJSON(s.stdout, entryOf(*tf.device))
+		}
+		return printEffective(s.stdout, r, verdictOf(*tf.device))
 	}
 	// Which desired topics apply to the target.
 	var topics []string
@@ -758,38 +399,42 @@ func configGet(args []string, s stdio) error {
 		topics = append(topics, tg.Topic())
 		if r := reports[*tf.device]; r != nil {
 			for _, g := range r.Groups {
-				topics = append(topics, remote.Group(*bf.fleet, g).Topic())
+				topics = append(topics, fleet.Group(bf.Fleet, g).Topic())
 			}
 		}
-		topics = append(topics, remote.AllDevices(*bf.fleet).Topic())
+		topics = append(topics, fleet.AllDevices(bf.Fleet).Topic())
 	default:
 		topics = append(topics, tg.Topic())
 	}
+	out := getReport{Desired: []desiredConfig{}, Reports: []reportEntry{}}
 	for _, topic := range topics {
+		dc := desiredConfig{Topic: topic}
 		p, ok := desired[topic]
 		if !ok || len(p) == 0 {
-			fmt.Fprintf(s.stdout, "# %s: none\n\n", topic)
+			dc.Signature = "none"
+			out.Desired = append(out.Desired, dc)
 			continue
 		}
-		e, err := remote.DecodeConfig(p)
+		e, err := fleet.DecodeConfig(p)
 		if err != nil {
-			fmt.Fprintf(s.stdout, "# %s: unreadable: %v\n\n", topic, err)
+			dc.Signature, dc.Error = "unreadable", err.Error()
+			out.Desired = append(out.Desired, dc)
 			continue
 		}
-		sig := "unsigned"
+		dc.Version, dc.Target, dc.KeyID, dc.Body = e.Version, e.Target().String(), e.KeyID, string(e.Body)
+		dc.Issued = time.UnixMilli(e.Issued).UTC()
+		dc.Signature = "unsigned"
 		if e.KeyID != "" {
-			sig = "signed by key " + e.KeyID
+			dc.Signature = "signed"
 			if kr != nil {
 				if err := kr.VerifyConfig(e, true); err != nil {
-					sig += " (NOT VERIFIED: " + err.Error() + ")"
+					dc.Signature, dc.Error = "not verified", err.Error()
 				} else {
-					sig += " (verified)"
+					dc.Signature = "verified"
 				}
 			}
 		}
-		fmt.Fprintf(s.stdout, "# %s\n# version %d, target %s, issued %s, %s\n%s\n", topic, e.Version, e.Target(),
-			time.UnixMilli(e.Issued).UTC().Format(time.RFC3339), sig, strings.TrimRight(string(e.Body), "\n"))
-		fmt.Fprintln(s.stdout)
+		out.Desired = append(out.Desired, dc)
 	}
 	var names []string
 	for d, r := range reports {
@@ -801,33 +446,100 @@ func configGet(args []string, s stdio) error {
 		}
 	}
 	sort.Strings(names)
-	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tRUNNING\tLAST ATTEMPT\tRESULT\tWHEN\tDETAIL")
 	for _, d := range names {
-		r := reports[d]
-		var detail []string
-		for _, e := range r.Errors {
-			if e.Path != "" {
-				detail = append(detail, e.Path+": "+e.Error)
-			} else {
-				detail = append(detail, e.Error)
+		out.Reports = append(out.Reports, entryOf(d))
+	}
+	if *asJSON {
+		return writeJSON(s.stdout, out)
+	}
+	for _, dc := range out.Desired {
+		switch dc.Signature {
+		case "none":
+			fmt.Fprintf(s.stdout, "# %s: none\n\n", dc.Topic)
+			continue
+		case "unreadable":
+			fmt.Fprintf(s.stdout, "# %s: unreadable: %s\n\n", dc.Topic, dc.Error)
+			continue
+		}
+		sig := "unsigned"
+		if dc.KeyID != "" {
+			sig = "signed by key " + dc.KeyID
+			switch dc.Signature {
+			case "verified":
+				sig += " (verified)"
+			case "not verified":
+				sig += " (NOT VERIFIED: " + dc.Error + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", d, r.Running, r.Version, r.Status,
-			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), strings.Join(detail, "; "))
+		fmt.Fprintf(s.stdout, "# %s\n# version %d, target %s, issued %s, %s\n%s\n", dc.Topic, dc.Version, dc.Target,
+			dc.Issued.Format(time.RFC3339), sig, strings.TrimRight(dc.Body, "\n"))
+		fmt.Fprintln(s.stdout)
+	}
+	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tRUNNING\tLAST ATTEMPT\tRESULT\tWHEN\tSIGNATURE\tDETAIL")
+	for _, r := range out.Reports {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", r.Device, r.Running, r.Version, r.Status,
+			time.UnixMilli(r.Time).UTC().Format(time.RFC3339), r.shown(), reportDetail(r.Errors))
 	}
 	return tw.Flush()
 }
 
+// getReport is config get --json: the desired configs that reach the
+// target (device, its groups, fleet) and the devices' last reports.
+type getReport struct {
+	Desired []desiredConfig `json:"desired"`
+	Reports []reportEntry   `json:"reports"`
+}
+
+// reportEntry is a device's config report as config get --json prints
+// it: the report's fields, and its device signature's verdict (see
+// transport/fleet.Verdict); a report that is not believed says why.
+type reportEntry struct {
+	*fleet.Report
+	Signature      string `json:"signature"`
+	SignatureError string `json:"signature_error,omitempty"`
+	Believed       bool   `json:"believed"`
+}
+
+func newReportEntry(r *fleet.Report, verdict string, err error) reportEntry {
+	e := reportEntry{Report: r, Signature: verdict, Believed: trusted(verdict)}
+	if err != nil {
+		e.SignatureError = err.Error()
+	}
+	return e
+}
+
+// shown is the verdict as the tables print it.
+func (e reportEntry) shown() string {
+	if !e.Believed {
+		return fmt.Sprintf("%s (NOT BELIEVED: %s)", e.Signature, e.SignatureError)
+	}
+	return e.Signature
+}
+
+// desiredConfig is one retained desired config. Signature is none (no
+// config retained), unreadable, unsigned, signed (not checked: no --pub),
+// verified or not verified (Error says why).
+type desiredConfig struct {
+	Topic     string    `json:"topic"`
+	Target    string    `json:"target,omitempty"`
+	Version   uint64    `json:"version,omitempty"`
+	Issued    time.Time `json:"issued,omitzero"`
+	KeyID     string    `json:"kid,omitempty"`
+	Signature string    `json:"signature"`
+	Error     string    `json:"error,omitempty"`
+	Body      string    `json:"body,omitempty"`
+}
+
 // printEffective prints a device's running config key by key with its
 // origin: the remote scope and version that set it, or local.
-func printEffective(w io.Writer, r *remote.Report) error {
+func printEffective(w io.Writer, r *fleet.Report, verdict string) error {
 	var layers []string
 	for sc, v := range r.Layers {
 		layers = append(layers, fmt.Sprintf("%s=%d", sc, v))
 	}
 	sort.Strings(layers)
-	fmt.Fprintf(w, "# %s running version %d; layers: %s\n", r.Device, r.Running, strings.Join(layers, " "))
+	fmt.Fprintf(w, "# %s running version %d; layers: %s; device signature: %s\n", r.Device, r.Running, strings.Join(layers, " "), verdict)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tVALUE\tSCOPE\tVERSION")
 	for _, k := range r.Effective {
@@ -838,137 +550,6 @@ func printEffective(w io.Writer, r *remote.Report) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Path, k.Value, k.Scope, v)
 	}
 	return tw.Flush()
-}
-
-// ---- status ----
-
-func runStatus(args []string, s stdio) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(s.stderr)
-	bf := addFleetBrokerFlags(fs)
-	device := fs.String("device", "", "only this device")
-	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
-	fs.Usage = func() {
-		fmt.Fprintln(s.stderr, "usage: kestrelctl status --broker URL --fleet F [--device D]\n\n"+
-			"A table of the fleet from the retained state and config/reported messages:\n"+
-			"online, last seen, battery, spool depth, radio, GPS and config version.")
-		fs.PrintDefaults()
-	}
-	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
-		return err
-	}
-	if err := bf.check(); err != nil {
-		return err
-	}
-	ctx := fleetCtx(s)
-	prefix := "kestrel/v1/" + *bf.fleet + "/"
-	dev := "+"
-	if *device != "" {
-		dev = *device
-	}
-	cl, col, err := fleetSubscribe(ctx, bf, "status", prefix+dev+"/state", prefix+dev+"/config/reported")
-	if err != nil {
-		return err
-	}
-	defer cl.Disconnect(250)
-	col.settle(ctx, 300*time.Millisecond, *wait)
-	states := map[string]map[string]any{}
-	reps := map[string]*remote.Report{}
-	for _, m := range col.take() {
-		d := deviceOf(m.Topic())
-		if strings.HasSuffix(m.Topic(), "/state") {
-			if st, err := decodeStateMap(m.Payload()); err == nil {
-				states[d] = st
-			} else {
-				fmt.Fprintf(s.stderr, "%s: unreadable state: %v\n", d, err)
-			}
-		} else if r, err := remote.DecodeReport(m.Payload()); err == nil {
-			reps[d] = r
-		}
-	}
-	if len(states) == 0 && len(reps) == 0 {
-		return fmt.Errorf("no retained state under %s", prefix)
-	}
-	names := make([]string, 0, len(states))
-	for d := range states {
-		names = append(names, d)
-	}
-	for d := range reps {
-		if states[d] == nil {
-			names = append(names, d)
-		}
-	}
-	sort.Strings(names)
-	now := time.Now()
-	tw := tabwriter.NewWriter(s.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEVICE\tONLINE\tLAST SEEN\tBATTERY\tSPOOL\tRADIO\tGPS\tCONFIG")
-	online := 0
-	for _, d := range names {
-		st := states[d]
-		on := "?"
-		if b, ok := st["online"].(bool); ok {
-			on = map[bool]string{true: "yes", false: "no"}[b]
-			if b {
-				online++
-			}
-			if p, _ := st["plaintext"].(bool); p {
-				on += " (plaintext)"
-			}
-		}
-		seen := "-"
-		if ms, ok := asInt(st["time"]); ok && ms > 0 {
-			seen = ago(now.Sub(time.UnixMilli(ms)))
-		}
-		batt := "-"
-		if v, ok := asInt(st["battery"]); ok {
-			batt = fmt.Sprintf("%d%%", v)
-			if bs, _ := st["battery_status"].(string); bs != "" {
-				batt += " " + strings.ToLower(bs)
-			}
-		}
-		spool := "-"
-		if v, ok := asInt(st["spool_records"]); ok {
-			spool = fmt.Sprint(v)
-			if b, ok := asInt(st["spool_bytes"]); ok {
-				spool += " (" + humanBytes(b) + ")"
-			}
-			if h, _ := st["spool_health"].(string); h != "" && h != "ok" {
-				spool += " " + h
-			}
-		}
-		radio := "-"
-		if p, _ := st["radio_profile"].(string); p != "" {
-			radio = p
-			if reg, ok := asInt(st["radio_registered"]); ok {
-				radio += " " + regName(reg)
-			}
-			if rssi, ok := asInt(st["radio_rssi"]); ok && rssi != 0 {
-				radio += fmt.Sprintf(" %d dBm", rssi)
-			}
-		}
-		gps := "-"
-		if g, _ := st["gps"].(string); g != "" {
-			gps = g
-		}
-		cfg := "-"
-		if v, ok := asInt(st["config_version"]); ok {
-			cfg = fmt.Sprint(v)
-		}
-		if r := reps[d]; r != nil {
-			// The report is newer than a state message published before
-			// the last config change.
-			cfg = fmt.Sprint(r.Running)
-			if r.Status != remote.StatusApplied {
-				cfg += fmt.Sprintf(" (v%d %s)", r.Version, strings.ReplaceAll(r.Status, "_", " "))
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d, on, seen, batt, spool, radio, gps, cfg)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintf(s.stdout, "%d devices, %d online\n", len(names), online)
-	return nil
 }
 
 // decodeStateMap reads the retained state message: a MessagePack map
@@ -1052,11 +633,12 @@ func regName(r int64) string {
 func runCmd(args []string, s stdio) error {
 	fs := flag.NewFlagSet("cmd", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	bf := addFleetBrokerFlags(fs)
+	bf := fleetconn.AddFlags(fs)
 	device := fs.String("device", "", "target device (required)")
-	signKey := fs.String("sign-key", "", "fleet signing key from keygen (default $KESTREL_SIGN_KEY)")
+	signKey := addSignKeyFlag(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply")
 	id := fs.String("id", "", "request id (default: random)")
+	asJSON := addJSONFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl cmd --broker URL --fleet F --device D --sign-key KEY NAME [key=value]...\n\n"+
 			"Sends a signed command and prints the device's reply as JSON; exits 1 unless\n"+
@@ -1067,8 +649,8 @@ func runCmd(args []string, s stdio) error {
 	if help, err := subcmd.Parse(fs, args); help || err != nil {
 		return err
 	}
-	if err := bf.check(); err != nil {
-		return err
+	if err := bf.Check(true); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if *device == "" || fs.NArg() == 0 {
 		return fmt.Errorf("%w: --device and a command NAME are required", errUsage)
@@ -1086,42 +668,64 @@ func runCmd(args []string, s stdio) error {
 		}
 		cmdArgs[k] = v
 	}
-	priv, err := loadSigningKey(*signKey)
+	privs, err := loadSigningKeys(*signKey)
 	if err != nil {
 		return err
 	}
 	rid := *id
 	if rid == "" {
-		rid = fleetRandomID(8)
+		rid = fleetconn.RandomID(8)
 	}
-	replyCh := "reply/ctl-" + fleetRandomID(4)
-	payload, err := remote.SignCommand(priv, remote.Command{Fleet: *bf.fleet, Device: *device, ID: rid, Name: name, Args: cmdArgs, Reply: replyCh})
+	replyCh := "reply/ctl-" + fleetconn.RandomID(4)
+	payload, err := fleet.SignCommandBy(privs, fleet.Command{Fleet: bf.Fleet, Device: *device, ID: rid, Name: name, Args: cmdArgs, Reply: replyCh})
 	if err != nil {
 		return err
 	}
 	ctx := fleetCtx(s)
-	prefix := "kestrel/v1/" + *bf.fleet + "/" + *device + "/"
+	prefix := fleet.Prefix(bf.Fleet) + *device + "/"
 	// The default reply channel too: a command the device cannot parse is
 	// answered there.
-	cl, col, err := fleetSubscribe(ctx, bf, "cmd", prefix+replyCh, prefix+"reply")
+	// The state topic too: its retained copy announces the device key
+	// the reply must be signed with.
+	cl, col, err := fleetSubscribe(ctx, bf, "cmd", prefix+replyCh, prefix+"reply", prefix+fleet.ChannelState)
 	if err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
-	if err := fleetWait(ctx, cl.Publish(prefix+"cmd", 1, false, payload), 15*time.Second); err != nil {
+	col.settle(ctx, 100*time.Millisecond, time.Second) // the retained state first
+	if err := fleetconn.Wait(ctx, cl.Publish(prefix+"cmd", 1, false, payload), 15*time.Second); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
 	deadline := time.NewTimer(*timeout)
 	defer deadline.Stop()
+	keys := deviceKeys{}
 	for {
 		for _, m := range col.take() {
-			r, err := remote.DecodeReply(m.Payload())
+			if keys.observe(m.Topic(), m.Payload()) {
+				continue
+			}
+			r, err := fleet.DecodeReply(m.Payload())
 			if err != nil || r.ID != rid {
 				continue
 			}
-			b, _ := json.Marshal(r)
-			fmt.Fprintln(s.stdout, string(b))
-			if r.Status != remote.ReplyOK {
+			verdict, verr := keys.verdict(m.Topic(), r.Signature)
+			out := struct {
+				*fleet.Reply
+				Signature string `json:"signature"`
+			}{r, verdict}
+			// The reply is JSON either way: one line, or indented with --json.
+			if *asJSON {
+				if err := writeJSON(s.stdout, &out); err != nil {
+					return err
+				}
+			} else {
+				b, _ := json.Marshal(&out)
+				fmt.Fprintln(s.stdout, string(b))
+			}
+			if !trusted(verdict) {
+				return fmt.Errorf("%s: the reply's device signature does not check (%s): %v", name, verdict, verr)
+			}
+			if r.Status != fleet.ReplyOK {
 				return fmt.Errorf("%s %s: %s", name, r.Status, r.Error)
 			}
 			return nil

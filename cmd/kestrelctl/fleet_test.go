@@ -17,9 +17,10 @@ import (
 	"github.com/tinylib/msgp/msgp"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/agent/fleetctl"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // fleetRun runs a kestrelctl command in-process.
@@ -31,7 +32,7 @@ func fleetRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 // fleetLink is a device's MQTT connection for these tests: a paho client
-// that satisfies remote.Messenger.
+// that satisfies fleetctl.Messenger.
 type fleetLink struct {
 	cl           paho.Client
 	fleet, devID string
@@ -89,7 +90,7 @@ func (d *fleetDoor) Reload(ctx context.Context, next config.Config) ([]config.Ch
 
 // fleetDevice starts a device's remote manager on the broker, with a
 // retained state message as the agent's session would publish.
-func fleetDevice(t *testing.T, ca *broker.CA, url, id string, pub string, groups []string, apply func(context.Context, config.Config, config.Config) error, cmds map[string]remote.CommandFunc) *remote.Manager {
+func fleetDevice(t *testing.T, ca *broker.CA, url, id string, pub string, groups []string, apply func(context.Context, config.Config, config.Config) error, cmds map[string]fleetctl.CommandFunc) *fleetctl.Manager {
 	t.Helper()
 	c := config.Defaults()
 	c.Device.ID, c.Device.Fleet, c.Device.Group = id, "met", groups
@@ -107,7 +108,7 @@ func fleetDevice(t *testing.T, ca *broker.CA, url, id string, pub string, groups
 	}
 	t.Cleanup(func() { cl.Disconnect(0) })
 	policy := tracking.New(c.Tracking, c.Privacy)
-	m, err := remote.NewManager(remote.Options{Current: c, Connected: cl.IsConnectionOpen, Commands: cmds, Privacy: policy, CheckEvery: 50 * time.Millisecond})
+	m, err := fleetctl.NewManager(fleetctl.Options{Current: c, Connected: cl.IsConnectionOpen, Commands: cmds, Privacy: policy, CheckEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestKeygen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	priv, err := remote.ParsePrivateKey(keyPEM)
+	priv, err := fleet.ParsePrivateKey(keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func TestKeygen(t *testing.T) {
 	if err != nil || !pub.Equal(priv.Public()) {
 		t.Fatalf("public key file does not match: %v", err)
 	}
-	if !strings.Contains(out, "key id "+remote.KeyID(pub)) || !strings.Contains(out, "trusted_keys") {
+	if !strings.Contains(out, "key id "+fleet.KeyID(pub)) || !strings.Contains(out, "trusted_keys") {
 		t.Fatalf("output: %s", out)
 	}
 	if fi, _ := os.Stat(prefix + ".key"); fi.Mode().Perm() != 0o600 {
@@ -215,10 +216,10 @@ func TestConfigPushTable(t *testing.T) {
 		t.Fatalf("exit %d, want 1 (one rejected, one no answer)", code)
 	}
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`(?m)^DEVICE\s+RESULT\s+RUNNING\s+DETAIL`),
+		regexp.MustCompile(`(?m)^DEVICE\s+RESULT\s+RUNNING\s+SIGNATURE\s+DETAIL`),
 		regexp.MustCompile(`(?m)^bwc-0001\s+applied\s+42`),
 		regexp.MustCompile(`(?m)^bwc-0002\s+applied\s+42`),
-		regexp.MustCompile(`(?m)^bwc-0003\s+rejected\s+0\s+gps: /dev/ttyS9: no such device`),
+		regexp.MustCompile(`(?m)^bwc-0003\s+rejected\s+0\s+unsigned\s+gps: /dev/ttyS9: no such device`),
 		regexp.MustCompile(`(?m)^bwc-0004\s+applied\s+42`),
 		regexp.MustCompile(`(?m)^bwc-0099\s+no answer`),
 		regexp.MustCompile(`applied 3, rejected 1, rolled back 0, no answer 1`),
@@ -273,7 +274,7 @@ func TestCmd(t *testing.T) {
 	prefix := filepath.Join(t.TempDir(), "fleet")
 	fleetRun(t, "keygen", "--out", prefix)
 	pubText, _ := os.ReadFile(prefix + ".pub")
-	fleetDevice(t, nil, b.URL(), "bwc-0001", strings.TrimSpace(string(pubText)), nil, nil, map[string]remote.CommandFunc{
+	fleetDevice(t, nil, b.URL(), "bwc-0001", strings.TrimSpace(string(pubText)), nil, nil, map[string]fleetctl.CommandFunc{
 		"locate": func(context.Context, map[string]string) (any, error) {
 			return map[string]float64{"lat": 51.5, "lon": -0.12}, nil
 		},

@@ -7,13 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kestrel-edge/kestrel/cmd/internal/fleetconn"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
 )
 
-func brokerFlags(url string) fleetBrokerFlags {
-	empty := ""
-	fleet := "met"
-	return fleetBrokerFlags{url: &url, ca: &empty, cert: &empty, key: &empty, user: &empty, fleet: &fleet}
+func brokerFlags(url string) *fleetconn.Broker {
+	return &fleetconn.Broker{URL: url, Fleet: "met"}
 }
 
 // fleetSubscribe must tell a failed subscription from a failed connect:
@@ -27,7 +26,7 @@ func TestFleetSubscribeSaysWhichStepFailed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := fleetWait(ctx, cl.Publish("kestrel/v1/met/bwc-1/state", 1, false, []byte("x")), 5*time.Second); err != nil {
+	if err := fleetconn.Wait(ctx, cl.Publish("kestrel/v1/met/bwc-1/state", 1, false, []byte("x")), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	col.settle(ctx, 300*time.Millisecond, 5*time.Second)

@@ -12,13 +12,19 @@ import (
 
 	"github.com/kestrel-edge/kestrel/agent"
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/remote"
+	"github.com/kestrel-edge/kestrel/agent/fleetctl"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
 )
 
 // realDevice runs the real agent with its fleet controller on the broker,
 // wired as kestrel run wires them.
 func realDevice(t *testing.T, url, id, pub string, groups []string) *agent.Agent {
+	t.Helper()
+	return realDeviceWith(t, url, id, groups, func(c *config.Config) { c.Remote.TrustedKeys = []string{pub} })
+}
+
+// realDeviceWith is realDevice with the local config adjusted by tune.
+func realDeviceWith(t *testing.T, url, id string, groups []string, tune func(*config.Config)) *agent.Agent {
 	t.Helper()
 	dir := t.TempDir()
 	c := config.Defaults()
@@ -27,10 +33,10 @@ func realDevice(t *testing.T, url, id, pub string, groups []string) *agent.Agent
 	c.Broker.BatchAge = config.D(100 * time.Millisecond)
 	c.Spool.Dir = filepath.Join(dir, "spool")
 	c.Remote.StateFile = filepath.Join(dir, "remote.json")
-	c.Remote.TrustedKeys = []string{pub}
 	c.Hooks.Socket = ""
+	tune(&c)
 	log := slog.New(slog.DiscardHandler)
-	ctl, err := remote.NewManager(remote.Options{Current: c, Logger: log, CheckEvery: 50 * time.Millisecond})
+	ctl, err := fleetctl.NewManager(fleetctl.Options{Current: c, Logger: log, CheckEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +45,7 @@ func realDevice(t *testing.T, url, id, pub string, groups []string) *agent.Agent
 		t.Fatal(err)
 	}
 	ctl.SetHandlers(nil, a.Policy())
+	ctl.SetSigner(a.Identity())
 	if err := ctl.Attach(a, a.Messenger()); err != nil {
 		t.Fatal(err)
 	}

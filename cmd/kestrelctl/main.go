@@ -30,11 +30,11 @@ var commands = subcmd.Table[stdio]{Program: "kestrelctl", Commands: map[string]s
 	"nmea":   {Summary: "nmea decode [FILE|-]: NMEA 0183 to one JSON fix per receiver cycle", Run: runNMEA},
 	"decode": {Summary: "decode [--hex] [FILE|-]: wire payloads to JSON lines", Run: runDecode},
 	"wire":   {Summary: "wire encode [--batch N] [--jsonl] [FILE|-]: fixes to telemetry payloads", Run: runWire},
-	"tail":   {Summary: "tail --broker URL [--fleet F] [--device D] [--gaps]: live decoded telemetry", Run: runTail},
+	"tail":   {Summary: "tail [--broker URL] [--fleet F] [--device D] [--gaps]: live decoded telemetry", Run: runTail},
 	"keygen": {Summary: "keygen [--out PREFIX]: make an Ed25519 fleet signing key", Run: runKeygen},
-	"config": {Summary: "config push|get ...: signed remote configuration", Run: runConfig},
-	"status": {Summary: "status --broker URL --fleet F: fleet table from retained state", Run: runStatus},
-	"cmd":    {Summary: "cmd --broker URL --fleet F --device D NAME [ARGS]: signed command", Run: runCmd},
+	"config": {Summary: "config validate|push|clear|rollback|get ...: signed remote configuration, dry runs, staged rollouts", Run: runConfig},
+	"status": {Summary: "status [--broker URL] [--fleet F] [--json]: fleet table from retained state", Run: runStatus},
+	"cmd":    {Summary: "cmd [--broker URL] [--fleet F] --device D NAME [ARGS]: signed command", Run: runCmd},
 }}
 
 func main() {

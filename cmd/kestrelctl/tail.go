@@ -3,14 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,27 +18,22 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/cmd/internal/fleetconn"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
-	"github.com/kestrel-edge/kestrel/transport/mqtt"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
 
 func runTail(args []string, s stdio) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	brokerURL := fs.String("broker", "", "broker URL: tls://host:8883, or tcp://127.0.0.1:1883 (required)")
-	fleet := fs.String("fleet", "+", "fleet to follow (+: all)")
+	conn := fleetconn.AddFlags(fs) // --fleet: unset follows every fleet
 	device := fs.String("device", "+", "device to follow (+: all)")
 	gaps := fs.Bool("gaps", false, "report missing sequence ranges per device and boot")
 	every := fs.Duration("every", 10*time.Second, "with --gaps: how often to report (0: only at exit)")
 	quiet := fs.Bool("q", false, "do not print records (with --gaps: reports only)")
 	count := fs.Int("count", 0, "exit after N distinct records (0: no limit)")
 	dur := fs.Duration("for", 0, "exit after DURATION (0: until interrupted)")
-	ca := fs.String("ca", "", "CA certificate (PEM) for a TLS broker")
-	cert := fs.String("cert", "", "client certificate (PEM) for mutual TLS")
-	key := fs.String("key", "", "client key (PEM) for mutual TLS")
-	user := fs.String("username", "", "MQTT username; the password is read from $KESTREL_MQTT_PASSWORD")
-	allowPlain := fs.Bool("allow-plaintext", false, "permit tcp:// to a host that is not loopback")
+	_ = addJSONFlag(fs) // tail always prints JSON lines; accepted so every fleet command takes --json
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: kestrelctl tail --broker URL [--fleet F] [--device D] [--gaps] [flags]
 
@@ -69,11 +61,11 @@ flags:
 	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
 		return err
 	}
-	if *brokerURL == "" {
-		return fmt.Errorf("%w: --broker is required", errUsage)
+	if conn.Fleet == "" {
+		conn.Fleet = "+"
 	}
-	u, err := mqtt.CheckURL(*brokerURL, *allowPlain)
-	if err != nil {
+	fleet := &conn.Fleet
+	if err := conn.Check(false); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	for name, v := range map[string]string{"fleet": *fleet, "device": *device} {
@@ -84,32 +76,15 @@ flags:
 	if *count < 0 || *dur < 0 || *every < 0 {
 		return fmt.Errorf("%w: --count, --for and --every must not be negative", errUsage)
 	}
-	if (*cert == "") != (*key == "") {
-		return fmt.Errorf("%w: --cert and --key go together", errUsage)
-	}
 
-	po := paho.NewClientOptions().
-		AddBroker(u).
-		SetClientID("kestrelctl-tail-" + fleetRandomID(4)).
-		SetProtocolVersion(4).
-		SetCleanSession(true).
-		SetOrderMatters(true). // print in arrival order
-		SetAutoReconnect(true).
+	po, err := conn.ClientOptions("tail")
+	if err != nil {
+		return err
+	}
+	po.SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(30 * time.Second).
-		SetConnectTimeout(10 * time.Second).
-		SetKeepAlive(30 * time.Second)
-	if *user != "" {
-		po.SetUsername(*user).SetPassword(os.Getenv("KESTREL_MQTT_PASSWORD"))
-	}
-	if *ca != "" {
-		tc, err := tailTLS(*ca, *cert, *key)
-		if err != nil {
-			return err
-		}
-		po.SetTLSConfig(tc)
-	}
+		SetMaxReconnectInterval(30 * time.Second)
 
 	ctx := s.ctx
 	if ctx == nil {
@@ -219,21 +194,6 @@ func tailFinish(out *bufio.Writer, t *tailTracker, gaps bool, bad int, everConne
 		return errors.New("never connected to the broker")
 	}
 	return nil
-}
-
-func tailTLS(ca, cert, key string) (*tls.Config, error) {
-	if cert != "" {
-		return mqtt.LoadTLS(ca, cert, key)
-	}
-	pem, err := os.ReadFile(ca)
-	if err != nil {
-		return nil, fmt.Errorf("read broker CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("broker CA %s: no PEM certificate found", ca)
-	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // tailTracker remembers which (device, boot, seq) it has seen, as sorted

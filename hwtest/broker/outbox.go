@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"sync"
@@ -24,17 +23,19 @@ type Outbox struct {
 
 	mu        sync.Mutex
 	lanes     [5]seqHeap // emergency, high, live (newest first), normal, bulk
-	recs      map[uint64]entry
-	inflight  map[uint64]bool
-	committed map[uint64]int // commit count per seq; >1 would be a bug
+	recs      map[uint64]*entry
+	inflight  int               // entries of recs in flight
+	committed map[uint64]uint64 // seqs ever committed: bit s%64 of word s/64
+	nCommit   int               // distinct seqs in committed
 	badOps    []string
 	ready     chan struct{}
 	empty     chan struct{} // closed when nothing is queued or in flight
 }
 
 type entry struct {
-	r     kestrel.Record
-	added time.Time
+	r        kestrel.Record
+	added    time.Time
+	inflight bool
 }
 
 const (
@@ -48,9 +49,8 @@ const (
 // NewOutbox returns an empty Outbox.
 func NewOutbox() *Outbox {
 	o := &Outbox{
-		recs:      make(map[uint64]entry),
-		inflight:  make(map[uint64]bool),
-		committed: make(map[uint64]int),
+		recs:      make(map[uint64]*entry),
+		committed: make(map[uint64]uint64),
 		ready:     make(chan struct{}, 1),
 		empty:     make(chan struct{}),
 	}
@@ -71,8 +71,8 @@ func (o *Outbox) Add(recs ...kestrel.Record) {
 			o.badOps = append(o.badOps, fmt.Sprintf("add: seq %d already queued", r.Seq))
 			continue
 		}
-		o.recs[r.Seq] = entry{r: r, added: now}
-		heap.Push(&o.lanes[o.laneOf(r, now, now)], r.Seq)
+		o.recs[r.Seq] = &entry{r: r, added: now}
+		o.lanes[o.laneOf(r, now, now)].push(r.Seq)
 	}
 	o.mu.Unlock()
 	select {
@@ -113,17 +113,18 @@ func (o *Outbox) take(dst []kestrel.Record, max, last int) ([]kestrel.Record, er
 	for l := 0; l <= last && n < max; l++ {
 		h := &o.lanes[l]
 		for h.Len() > 0 && n < max {
-			seq := heap.Pop(h).(uint64)
+			seq := h.pop()
 			e := o.recs[seq]
 			if l == laneLive && now.Sub(e.added) >= o.Live {
 				// The newest is no longer live, so none of the rest is.
-				heap.Push(&o.lanes[laneNormal], seq)
+				o.lanes[laneNormal].push(seq)
 				for h.Len() > 0 {
-					heap.Push(&o.lanes[laneNormal], heap.Pop(h))
+					o.lanes[laneNormal].push(h.pop())
 				}
 				break
 			}
-			o.inflight[seq] = true
+			e.inflight = true
+			o.inflight++
 			dst = append(dst, e.r)
 			n++
 		}
@@ -137,14 +138,18 @@ func (o *Outbox) Commit(seqs []uint64) error {
 	defer o.mu.Unlock()
 	var bad int
 	for _, s := range seqs {
-		if !o.inflight[s] {
+		e := o.recs[s]
+		if e == nil || !e.inflight {
 			bad++
 			o.badOps = append(o.badOps, fmt.Sprintf("commit: seq %d not in flight", s))
 			continue
 		}
-		delete(o.inflight, s)
+		o.inflight--
 		delete(o.recs, s)
-		o.committed[s]++
+		if w, bit := o.committed[s/64], uint64(1)<<(s%64); w&bit == 0 {
+			o.committed[s/64] = w | bit
+			o.nCommit++
+		}
 	}
 	o.checkEmpty()
 	if bad > 0 {
@@ -158,13 +163,14 @@ func (o *Outbox) Release(seqs []uint64) {
 	now := time.Now()
 	o.mu.Lock()
 	for _, s := range seqs {
-		if !o.inflight[s] {
+		e := o.recs[s]
+		if e == nil || !e.inflight {
 			o.badOps = append(o.badOps, fmt.Sprintf("release: seq %d not in flight", s))
 			continue
 		}
-		delete(o.inflight, s)
-		e := o.recs[s]
-		heap.Push(&o.lanes[o.laneOf(e.r, e.added, now)], s)
+		e.inflight = false
+		o.inflight--
+		o.lanes[o.laneOf(e.r, e.added, now)].push(s)
 	}
 	o.mu.Unlock()
 	select {
@@ -190,14 +196,14 @@ func (o *Outbox) checkEmpty() {
 func (o *Outbox) Pending() (queued, inflight int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return len(o.recs) - len(o.inflight), len(o.inflight)
+	return len(o.recs) - o.inflight, o.inflight
 }
 
 // Committed returns how many distinct records were committed.
 func (o *Outbox) Committed() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return len(o.committed)
+	return o.nCommit
 }
 
 // BadOps lists protocol violations by the consumer: commits or releases
@@ -222,23 +228,52 @@ func (o *Outbox) WaitEmpty(ctx context.Context) error {
 	}
 }
 
-// seqHeap orders seqs oldest first, or newest first.
+// seqHeap orders seqs oldest first, or newest first: a binary heap on
+// the slice, typed (container/heap would box every seq).
 type seqHeap struct {
 	s      []uint64
 	newest bool
 }
 
 func (h *seqHeap) Len() int { return len(h.s) }
-func (h *seqHeap) Less(i, j int) bool {
+
+func (h *seqHeap) less(i, j int) bool {
 	if h.newest {
 		return h.s[i] > h.s[j]
 	}
 	return h.s[i] < h.s[j]
 }
-func (h *seqHeap) Swap(i, j int) { h.s[i], h.s[j] = h.s[j], h.s[i] }
-func (h *seqHeap) Push(x any)    { h.s = append(h.s, x.(uint64)) }
-func (h *seqHeap) Pop() any {
-	v := h.s[len(h.s)-1]
-	h.s = h.s[:len(h.s)-1]
+
+func (h *seqHeap) push(v uint64) {
+	h.s = append(h.s, v)
+	for i := len(h.s) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			break
+		}
+		h.s[i], h.s[p] = h.s[p], h.s[i]
+		i = p
+	}
+}
+
+func (h *seqHeap) pop() uint64 {
+	n := len(h.s) - 1
+	v := h.s[0]
+	h.s[0] = h.s[n]
+	h.s = h.s[:n]
+	for i := 0; ; {
+		c := 2*i + 1
+		if c >= n {
+			break
+		}
+		if c+1 < n && h.less(c+1, c) {
+			c++
+		}
+		if !h.less(c, i) {
+			break
+		}
+		h.s[i], h.s[c] = h.s[c], h.s[i]
+		i = c
+	}
 	return v
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
 	"github.com/kestrel-edge/kestrel/hwtest/gpssim"
 	"github.com/kestrel-edge/kestrel/platform"
+	"github.com/kestrel-edge/kestrel/platform/web"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
 
@@ -57,6 +58,37 @@ type Options struct {
 	Log *slog.Logger
 	// Version is printed in the state message.
 	Version string
+	// HTTP, when set, also serves the dashboard (platform/web) on the
+	// demo's store at this address, behind a one-time login printed to
+	// Out; after the summary it keeps serving until ctx ends. A bare
+	// ":PORT" listens on loopback. Plain HTTP, on a loopback address only,
+	// unless HTTPS.
+	HTTP string
+	// HTTPS serves the dashboard over TLS with a self-signed certificate
+	// made in the demo's temp dir: the only way onto a non-loopback
+	// address, as kestrel-platform serve is TLS unless told otherwise.
+	HTTPS bool
+}
+
+// DemoUser is the one-time login's user name: a supervisor, so that the
+// demo's emergency can be acknowledged.
+const DemoUser = "demo"
+
+// HTTPAddr is the address the dashboard listens on for o.HTTP: a bare
+// ":PORT" is the loopback address, and a plain listener on any other
+// address is refused.
+func HTTPAddr(addr string, https bool) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("demo: --http %q: want HOST:PORT or :PORT: %w", addr, err)
+	}
+	if host == "" {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	if !https && !web.Loopback(addr) {
+		return "", fmt.Errorf("demo: --http %s: the demo serves plain HTTP on a loopback address only; give --https (a self-signed certificate) to serve it on another address", addr)
+	}
+	return addr, nil
 }
 
 // Summary is what the platform stored, read back from its database.
@@ -100,6 +132,13 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 		o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	var sum Summary
+	httpAddr := ""
+	if o.HTTP != "" {
+		var err error
+		if httpAddr, err = HTTPAddr(o.HTTP, o.HTTPS); err != nil {
+			return sum, err
+		}
+	}
 	dir, err := os.MkdirTemp("", "kestrel-demo-")
 	if err != nil {
 		return sum, fmt.Errorf("demo: temp dir: %w", err)
@@ -134,9 +173,18 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	defer store.Close()
 	var dups int
 	var dupMu sync.Mutex
+	onCommit := out.committed
+	var commits *web.Commits
+	if httpAddr != "" {
+		commits = web.NewCommits()
+		onCommit = func(rows []platform.Row, at time.Time) {
+			out.committed(rows, at)
+			commits.OnCommit(rows, at)
+		}
+	}
 	ing, err := platform.NewIngest(countingWriter{store, &dupMu, &dups}, platform.IngestOptions{
 		Broker: url, ClientID: "kestrel-demo-platform", Fleets: []string{cfg.Device.Fleet},
-		BatchWait: 50 * time.Millisecond, OnCommit: out.committed, Logger: slog.New(slog.DiscardHandler),
+		BatchWait: 50 * time.Millisecond, OnCommit: onCommit, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		return sum, err
@@ -157,6 +205,22 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 		}
 	}
 
+	var dash *web.Listening
+	var login string
+	if httpAddr != "" {
+		users, pw, err := web.OneTimeLogin(DemoUser, web.RoleSupervisor)
+		if err != nil {
+			return sum, err
+		}
+		dash, err = web.Start(ctx, web.HTTPConfig{Addr: httpAddr, Users: users, Plaintext: !o.HTTPS, TLSDir: filepath.Join(dir, "tls"), Commits: commits},
+			store, platform.API(store, platform.NewMetrics(), ing.Connected), o.Log)
+		if err != nil {
+			return sum, fmt.Errorf("demo: dashboard: %w", err)
+		}
+		defer dash.Close()
+		login = pw
+	}
+
 	var spooled sync.Map
 	a, err := agent.New(cfg, agent.Options{Logger: o.Log, Version: o.Version, OnRecord: func(r kestrel.Record) {
 		spooled.Store(key{r.Boot, r.Seq}, true)
@@ -172,7 +236,17 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	out.printf("  radio    %s (LTE modem simulator, 3GPP TS 27.007)\n", modem.Path())
 	out.printf("  firmware %s (event socket)\n", cfg.Hooks.Socket)
 	out.printf("  spool    %s\n", cfg.Spool.Dir)
-	out.printf("  platform %s (SQLite, the same ingest as kestrel-platform serve)\n\n", dbFile)
+	out.printf("  platform %s (SQLite, the same ingest as kestrel-platform serve)\n", dbFile)
+	if dash != nil {
+		how := "plain HTTP, loopback only"
+		if dash.Scheme == "https" {
+			how = "HTTPS, self-signed certificate"
+		}
+		// The password goes to Out (the terminal) once, never to the log.
+		out.printf("  dashboard %s://%s/ (%s)\n", dash.Scheme, dash.Addr, how)
+		out.printf("            login: %s / %s (made for this run, in memory only)\n", DemoUser, login)
+	}
+	out.printf("\n")
 	out.printf("what the platform stores (decoded, as each transaction commits; [E] = events channel):\n")
 
 	runCtx, stopAgent := context.WithCancel(ctx)
@@ -271,6 +345,10 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	}
 	if counts.Rejected > 0 {
 		return sum, fmt.Errorf("demo: %d payloads did not decode (kept in the rejected table)", counts.Rejected)
+	}
+	if dash != nil && ctx.Err() == nil {
+		out.printf("\nthe dashboard stays up at %s://%s/ until interrupted (Ctrl-C)\n", dash.Scheme, dash.Addr)
+		<-ctx.Done()
 	}
 	return sum, nil
 }

@@ -43,3 +43,19 @@ func Ext4(t testing.TB, size string, mkfsArgs ...string) (mnt, dev string) {
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
 	return mnt, filepath.Base(loop)
 }
+
+// Fill takes all but leave bytes of the filesystem at mnt with one file,
+// recording.mp4 (a camera's recorder filling the partition under the
+// spool). A write cut short by a filesystem filling faster is logged, not
+// fatal: the medium is full either way.
+func Fill(t testing.TB, mnt string, leave int64) {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if err := os.WriteFile(filepath.Join(mnt, "recording.mp4"), make([]byte, max(free-leave, 0)), 0o600); err != nil {
+		t.Logf("filling %s: %v", mnt, err)
+	}
+}

@@ -29,6 +29,7 @@ import (
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/agent/localctl"
 	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
@@ -477,12 +478,65 @@ func (e *Env) Check(wantPositions int) *platform.Platform {
 // SpoolDepth opens the spool offline (the agent stopped) and counts what
 // is left in it.
 func SpoolDepth(dir string) (int, error) {
+	n, _, err := SpoolDepthNext(dir)
+	return n, err
+}
+
+// SpoolDepthNext is SpoolDepth with the next seq the spool would hand out:
+// after a clean stop, one above every seq the agent handed out.
+func SpoolDepthNext(dir string) (int, uint64, error) {
 	sp, err := spool.Open(dir, spool.Options{}, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer sp.Close()
-	return sp.Metrics().Records, nil
+	return sp.Metrics().Records, sp.NextSeq(), nil
+}
+
+// waitStatus polls the agent's control socket until cond holds.
+func (e *Env) waitStatus(ctx context.Context, what string, cond func(localctl.Status) bool) {
+	e.t.Helper()
+	var last localctl.Status
+	var err error
+	for {
+		if last, err = localctl.Query(ctx, e.Config.Status.Socket); err == nil && cond(last) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			e.t.Fatalf("waiting for %s: %v (last status %+v, %v)", what, ctx.Err(), last.Spool, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// logSize is how much the agent has logged so far (an offset for waitLog).
+func (e *Env) logSize() int64 {
+	fi, err := e.logs.Stat()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// waitLog polls the agent's log, from offset from, until a line contains
+// want.
+func (e *Env) waitLog(ctx context.Context, what string, from int64, want string) {
+	e.t.Helper()
+	for {
+		b, err := os.ReadFile(e.logs.Name())
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if int64(len(b)) > from && strings.Contains(string(b[from:]), want) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			e.t.Fatalf("waiting for %s in the agent log: %v", what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // WithinTolerance is DESIGN's lossless bar: 1e-7 degrees, 0.1 m altitude,

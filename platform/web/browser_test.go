@@ -106,6 +106,8 @@ func TestBrowserDashboard(t *testing.T) {
 		car.fix(51.5+float64(i)*0.0004, -0.12+float64(i)*0.0006, now.Add(time.Duration(i-60)*time.Second))
 	}
 	car.battery(81)
+	car.setState(map[string]any{"battery": 81, "battery_status": "Charging", "radio_profile": "lte", "radio_registered": 1, "radio_act": 7,
+		"radio_rssi": -71, "spool_records": 3, "spool_bytes": 2048, "spool_oldest_s": 2, "privacy_mode": "off"})
 	r.waitDevices(n + 1)
 	ctx := browser(t)
 
@@ -146,8 +148,11 @@ func TestBrowserDashboard(t *testing.T) {
 	raised := time.Now()
 	car.emergency()
 	took := poll(t, ctx, "emergency banner", `!!document.querySelector('#banner .emergency[data-device="car-7"]')`, 10*time.Second)
-	t.Logf("emergency: raised on the device to banner in the browser: %v", took.Round(time.Millisecond))
-	_ = raised
+	var shown float64
+	_ = chromedp.Run(ctx, chromedp.Evaluate(`K.metrics.emergencyAt`, &shown))
+	committed := r.emergencyCommitted.Load()
+	t.Logf("emergency: raised on the device to banner in the browser: %v (raised to committed by ingest %d ms, committed to banner drawn %d ms, test's poll %d ms)",
+		took.Round(time.Millisecond), committed-raised.UnixMilli(), int64(shown)-committed, took.Milliseconds()-(int64(shown)-raised.UnixMilli()))
 	shot(t, ctx, "dashboard-emergency.png")
 	if err := chromedp.Run(ctx, chromedp.Evaluate(`document.querySelector('#banner button.ack').click(); true`, &ok)); err != nil {
 		t.Fatal(err)
@@ -167,13 +172,17 @@ func TestBrowserDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll(t, ctx, "filter", `document.querySelectorAll('#devices tbody tr').length === 1`, 10*time.Second)
+	// Its battery, radio, spool and privacy columns, from its state message.
+	poll(t, ctx, "status columns", `(function(){ var t = document.querySelector('#devices tbody tr[data-device="car-7"]').textContent;
+		return t.indexOf('81 % charging') >= 0 && t.indexOf('LTE · home · -71 dBm') >= 0 && t.indexOf('3 rec · 2.0 kB · oldest 2 s') >= 0 && t.indexOf('off') >= 0; })()`, 10*time.Second)
+	shot(t, ctx, "dashboard-list-filtered.png")
 
 	// Open the device and replay its track.
 	// The list re-renders on every live update: click in one step in the page.
 	if err := chromedp.Run(ctx, chromedp.Evaluate(`document.querySelector('#devices tbody a').click(); true`, &ok)); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, ctx, "track loaded", `K.deviceLoaded && K.track.length >= 60 && document.querySelectorAll('#timeline .tick.ev.emergency').length === 1 && document.querySelectorAll('#dev-gaps li').length > 0 && document.getElementById('dev-latest').textContent.indexOf('81') > 0`, 30*time.Second)
+	poll(t, ctx, "track loaded", `K.deviceLoaded && K.track.length >= 60 && document.querySelectorAll('#timeline .tick.ev.emergency').length === 1 && document.querySelectorAll('#dev-gaps li').length > 0 && document.getElementById('dev-latest').textContent.indexOf('81') > 0 && document.getElementById('dev-state').textContent.indexOf('LTE · home') > 0`, 30*time.Second)
 	if err := chromedp.Run(ctx, chromedp.Click("#dev-play", chromedp.ByID)); err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,11 @@ import (
 
 // HTTPConfig is how "kestrel-platform serve" serves HTTP.
 type HTTPConfig struct {
-	Addr             string
-	UsersFile        string
+	Addr      string
+	UsersFile string
+	// Users, when set, are the dashboard's users instead of UsersFile's
+	// (kestrel demo's one-time login, held in memory only).
+	Users            Users
 	TLSCert, TLSKey  string
 	TLSDir           string
 	Plaintext        bool
@@ -41,7 +44,9 @@ func (c *HTTPConfig) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TilesAttribution, "tiles-attribution", os.Getenv("KESTREL_TILE_ATTRIBUTION"), "attribution shown for --tiles")
 }
 
-func loopback(addr string) bool {
+// Loopback reports whether addr (host:port) names a loopback host; an
+// empty host (all interfaces) is not one.
+func Loopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
@@ -75,8 +80,8 @@ func (l *Listening) Close() error {
 // loopback. Without one the read API alone is served, and only on a
 // loopback address (for local tools and a Prometheus on the same host).
 func Start(ctx context.Context, c HTTPConfig, store *platform.Store, api http.Handler, log *slog.Logger) (*Listening, error) {
-	if c.UsersFile == "" {
-		if !loopback(c.Addr) {
+	if c.UsersFile == "" && len(c.Users) == 0 {
+		if !Loopback(c.Addr) {
 			return nil, fmt.Errorf("http %s: without --users the unauthenticated read API is served only on a loopback address", c.Addr)
 		}
 		if c.TLSCert != "" || c.Tiles != "" {
@@ -84,15 +89,17 @@ func Start(ctx context.Context, c HTTPConfig, store *platform.Store, api http.Ha
 		}
 		return listen(c.Addr, api, nil, nil, log)
 	}
-	if c.Plaintext && !loopback(c.Addr) {
+	if c.Plaintext && !Loopback(c.Addr) {
 		return nil, fmt.Errorf("http %s: --http-plaintext only on a loopback address", c.Addr)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return nil, errors.New("http: --tls-cert and --tls-key go together")
 	}
-	users, err := LoadUsers(c.UsersFile)
-	if err != nil {
-		return nil, err
+	users, err := c.Users, error(nil)
+	if len(users) == 0 {
+		if users, err = LoadUsers(c.UsersFile); err != nil {
+			return nil, err
+		}
 	}
 	var tc *tls.Config
 	if !c.Plaintext {

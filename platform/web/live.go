@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/platform"
 )
 
@@ -83,40 +84,93 @@ func (s *Server) since(t time.Time) any {
 // whenever it changes.
 type hub struct {
 	mu      sync.Mutex
-	clients map[chan []byte]struct{}
+	clients map[*client]struct{}
 	last    map[[2]string]string // device -> fingerprint of its row
 	emerg   string               // JSON of the emergency list last sent
 }
 
-func (h *hub) subscribe() chan []byte {
-	ch := make(chan []byte, 64)
-	h.mu.Lock()
-	h.clients[ch] = struct{}{}
-	h.mu.Unlock()
-	return ch
+// client is one open event stream. Device frames queue in order; the
+// emergency list has its own slot, which the stream writes before any
+// queued device frame and which a newer list replaces, so an emergency
+// never waits behind a backlog of position updates and is never dropped.
+type client struct {
+	frames chan []byte
+	urgent chan []byte // cap 1: the newest emergency list not yet written
 }
 
-func (h *hub) unsubscribe(ch chan []byte) {
+var keepaliveFrame = []byte(": keepalive\n\n")
+
+// next waits for the frame to write: the emergency list before any queued
+// device frame, a keepalive comment on tick, nil when done is closed.
+func (c *client) next(done <-chan struct{}, tick <-chan time.Time) []byte {
+	select {
+	case f := <-c.urgent:
+		return f
+	default:
+	}
+	select {
+	case <-done:
+		return nil
+	case f := <-c.urgent:
+		return f
+	case f := <-c.frames:
+		return f
+	case <-tick:
+		return keepaliveFrame
+	}
+}
+
+func (h *hub) subscribe() *client {
+	c := &client{frames: make(chan []byte, 64), urgent: make(chan []byte, 1)}
 	h.mu.Lock()
-	delete(h.clients, ch)
+	h.clients[c] = struct{}{}
+	h.mu.Unlock()
+	return c
+}
+
+func (h *hub) unsubscribe(c *client) {
+	h.mu.Lock()
+	delete(h.clients, c)
 	h.mu.Unlock()
 }
 
-// publish sends an SSE frame to every client; a client too slow to keep
-// up loses the frame and is told to reload.
+func sseFrame(event string, data []byte) []byte {
+	return []byte("event: " + event + "\ndata: " + string(data) + "\n\n")
+}
+
+var resyncFrame = sseFrame("resync", []byte("{}"))
+
+// publish queues a device frame for every client; a client too slow to
+// keep up loses the frame and is told to reload.
 func (h *hub) publish(event string, data []byte) {
-	frame := []byte("event: " + event + "\ndata: " + string(data) + "\n\n")
+	frame := sseFrame(event, data)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for ch := range h.clients {
+	for c := range h.clients {
 		select {
-		case ch <- frame:
+		case c.frames <- frame:
 		default:
 			select {
-			case ch <- []byte("event: resync\ndata: {}\n\n"):
+			case c.frames <- resyncFrame:
 			default:
 			}
 		}
+	}
+}
+
+// publishUrgent puts the emergency list in every client's slot, replacing
+// one not yet written. Only publishUrgent sends on the slots (under h.mu),
+// so after the drain the send has room.
+func (h *hub) publishUrgent(event string, data []byte) {
+	frame := sseFrame(event, data)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		select {
+		case <-c.urgent:
+		default:
+		}
+		c.urgent <- frame
 	}
 }
 
@@ -128,15 +182,30 @@ func fingerprint(d *platform.Device) string {
 // Commits wakes the dashboard when ingest commits, so that a new fix or
 // an emergency is read at once rather than at the next poll. Set
 // platform.IngestOptions.OnCommit to its OnCommit.
-type Commits struct{ c chan struct{} }
+type Commits struct {
+	devices   chan struct{} // any commit
+	emergency chan struct{} // a commit that stored an emergency event
+}
 
 // NewCommits makes a Commits.
-func NewCommits() *Commits { return &Commits{c: make(chan struct{}, 1)} }
+func NewCommits() *Commits {
+	return &Commits{devices: make(chan struct{}, 1), emergency: make(chan struct{}, 1)}
+}
 
 // OnCommit is a platform.IngestOptions.OnCommit; it never blocks.
-func (c *Commits) OnCommit([]platform.Row, time.Time) {
+func (c *Commits) OnCommit(rows []platform.Row, _ time.Time) {
+	for i := range rows {
+		if ev, ok := rows[i].Record.Body.(*kestrel.Event); ok && ev.Type == kestrel.EventEmergency {
+			wake(c.emergency)
+			break
+		}
+	}
+	wake(c.devices)
+}
+
+func wake(c chan struct{}) {
 	select {
-	case c.c <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -144,17 +213,34 @@ func (c *Commits) OnCommit([]platform.Row, time.Time) {
 // minPoll is the shortest time between two reads of the devices table.
 const minPoll = 200 * time.Millisecond
 
-// run polls until ctx ends: emergencies every EmergencyPoll, devices every
-// DevicePoll, and both after a commit (devices at most every minPoll).
+// run polls until ctx ends, emergencies and devices each in its own
+// goroutine so that a read of 5,000 device rows never holds up the
+// emergency list: emergencies every EmergencyPoll, at once after a commit
+// that stored one and after an acknowledgement here; devices every
+// DevicePoll and after a commit, at most every minPoll.
 func (s *Server) run(ctx context.Context, log *slog.Logger) {
-	et := time.NewTicker(s.opt.EmergencyPoll)
-	dt := time.NewTicker(s.opt.DevicePoll)
-	defer et.Stop()
-	defer dt.Stop()
-	var wake <-chan struct{}
+	var commitDevices, commitEmergency <-chan struct{}
 	if s.opt.Commits != nil {
-		wake = s.opt.Commits.c
+		commitDevices, commitEmergency = s.opt.Commits.devices, s.opt.Commits.emergency
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		et := time.NewTicker(s.opt.EmergencyPoll)
+		defer et.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-commitEmergency:
+			case <-s.acked:
+			case <-et.C:
+			}
+			s.pollEmergencies(ctx, log)
+		}
+	}()
+	dt := time.NewTicker(s.opt.DevicePoll)
+	defer dt.Stop()
 	var lastDevices time.Time
 	pending := time.NewTimer(time.Hour)
 	pending.Stop()
@@ -166,8 +252,7 @@ func (s *Server) run(ctx context.Context, log *slog.Logger) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-wake:
-			s.pollEmergencies(ctx, log)
+		case <-commitDevices:
 			if wait := minPoll - time.Since(lastDevices); wait > 0 {
 				pending.Reset(wait)
 			} else {
@@ -179,8 +264,6 @@ func (s *Server) run(ctx context.Context, log *slog.Logger) {
 			if time.Since(lastDevices) >= minPoll {
 				pollDevices()
 			}
-		case <-et.C:
-			s.pollEmergencies(ctx, log)
 		}
 	}
 }
@@ -197,7 +280,7 @@ func (s *Server) pollEmergencies(ctx context.Context, log *slog.Logger) {
 	s.hub.emerg = string(b)
 	s.hub.mu.Unlock()
 	if changed {
-		s.hub.publish("emergencies", b)
+		s.hub.publishUrgent("emergencies", b)
 	}
 }
 
@@ -226,21 +309,10 @@ func (s *Server) pollDevices(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// deviceView is a device as the pages show it: the devices row and the
-// fields of its last state message that the list shows, where the agent
-// sends them.
-type deviceView struct {
-	platform.Device
-	StateFields map[string]any `json:"state"`
-}
+// deviceView is a device as the map, the list and the event stream show
+// it: the devices row, with the status columns of its last state message
+// (platform.DeviceStatus). The whole state message goes only to the
+// device page: 5,000 of them in every list would be megabytes.
+type deviceView = platform.Device
 
-func view(d *platform.Device) deviceView {
-	v := deviceView{Device: *d}
-	if d.State != "" {
-		var m map[string]any
-		if json.Unmarshal([]byte(d.State), &m) == nil {
-			v.StateFields = m
-		}
-	}
-	return v
-}
+func view(d *platform.Device) deviceView { return *d }

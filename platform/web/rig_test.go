@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +34,9 @@ type rig struct {
 	http   *Listening
 	base   string
 	fleet  *fleetsim.Fleet
+	// emergencyCommitted is when ingest last committed an emergency
+	// (Unix ms), for the bench's breakdown of the banner's latency.
+	emergencyCommitted atomic.Int64
 }
 
 const (
@@ -62,7 +67,15 @@ func startRigDB(t *testing.T, devices int, dbURL string) *rig {
 	}
 	t.Cleanup(func() { r.store.Close() })
 	commits := NewCommits()
-	in, err := platform.NewIngest(r.store, platform.IngestOptions{Broker: r.broker.URL(), ClientID: "web-test", Logger: slog.New(slog.DiscardHandler), OnCommit: commits.OnCommit})
+	onCommit := func(rows []platform.Row, at time.Time) {
+		for i := range rows {
+			if ev, ok := rows[i].Record.Body.(*kestrel.Event); ok && ev.Type == kestrel.EventEmergency {
+				r.emergencyCommitted.Store(time.Now().UnixMilli())
+			}
+		}
+		commits.OnCommit(rows, at)
+	}
+	in, err := platform.NewIngest(r.store, platform.IngestOptions{Broker: r.broker.URL(), ClientID: "web-test", Logger: slog.New(slog.DiscardHandler), OnCommit: onCommit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,13 +142,30 @@ type unit struct {
 	outbox *broker.Outbox
 	seq    uint64
 	sess   *mqtt.Session
+	mu     sync.Mutex
+	st     map[string]any // the agent's fields of its state message
+}
+
+// setState sets the agent's fields of the unit's state message and
+// publishes it (or the next birth carries it).
+func (u *unit) setState(st map[string]any) {
+	u.mu.Lock()
+	u.st = st
+	u.mu.Unlock()
+	_ = u.sess.PublishState()
+}
+
+func (u *unit) state() map[string]any {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.st
 }
 
 func (r *rig) unit(id string) *unit {
 	r.t.Helper()
 	u := &unit{id: id, outbox: broker.NewOutbox()}
 	s, err := mqtt.New(mqtt.Options{URLs: []string{r.broker.URL()}, Fleet: testFleet, Device: id, Boot: 1, Version: "test-unit",
-		BatchAge: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}, u.outbox)
+		BatchAge: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler), State: u.state}, u.outbox)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -46,6 +46,7 @@ type Server struct {
 	mux      *http.ServeMux
 	static   fs.FS
 
+	acked  chan struct{} // an acknowledgement here: re-read the emergencies at once
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
@@ -72,7 +73,8 @@ func New(ctx context.Context, store *platform.Store, api http.Handler, o Options
 	s := &Server{store: store, api: api, opt: o, static: st,
 		sessions: sessions{m: map[string]*session{}},
 		audit:    auditLog{db: store.DB(), postgres: store.Dialect() == "postgres"},
-		hub:      hub{clients: map[chan []byte]struct{}{}, last: map[[2]string]string{}},
+		hub:      hub{clients: map[*client]struct{}{}, last: map[[2]string]string{}},
+		acked:    make(chan struct{}, 1),
 	}
 	if err := s.audit.init(ctx); err != nil {
 		return nil, err
@@ -253,8 +255,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	ch := s.hub.subscribe()
-	defer s.hub.unsubscribe(ch)
+	c := s.hub.subscribe()
+	defer s.hub.unsubscribe(c)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -263,26 +265,20 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	keep := time.NewTicker(15 * time.Second)
 	defer keep.Stop()
 	sess := sessionOf(r)
+	send := func(f []byte) bool {
+		if !s.sessions.live(sess) {
+			return false
+		}
+		if _, err := w.Write(f); err != nil {
+			return false
+		}
+		fl.Flush()
+		return true
+	}
 	for {
-		select {
-		case <-r.Context().Done():
+		f := c.next(r.Context().Done(), keep.C)
+		if f == nil || !send(f) {
 			return
-		case f := <-ch:
-			if !s.sessions.live(sess) {
-				return
-			}
-			if _, err := w.Write(f); err != nil {
-				return
-			}
-			fl.Flush()
-		case <-keep.C:
-			if !s.sessions.live(sess) {
-				return
-			}
-			if _, err := io.WriteString(w, ": keepalive\n\n"); err != nil {
-				return
-			}
-			fl.Flush()
 		}
 	}
 }
@@ -302,6 +298,7 @@ func (s *Server) ack(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, err)
 		return
 	}
+	wake(s.acked)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -402,8 +399,8 @@ WHERE fleet = ? AND device = ? AND time >= ? AND time < ? ORDER BY time LIMIT 20
 	if err == nil && json.Valid([]byte(payload.String)) {
 		cfg = json.RawMessage(payload.String)
 	}
-	// The latest record of each status kind, which the state message does
-	// not carry: one indexed read each.
+	// The latest record of each status kind, in full (the state message
+	// has a summary): one indexed read each.
 	latest := map[string]json.RawMessage{}
 	for _, kind := range []string{"battery", "radio", "link", "gps", "thermal"} {
 		var body sql.NullString
@@ -412,7 +409,11 @@ WHERE fleet = ? AND device = ? AND time >= ? AND time < ? ORDER BY time LIMIT 20
 			latest[kind] = json.RawMessage(body.String)
 		}
 	}
-	writeJSON(w, map[string]any{"device": found, "events": evs, "gaps": gaps, "config": cfg, "config_received": asTime(cfgAt), "latest": latest})
+	var state map[string]any
+	if found.State != "" {
+		_ = json.Unmarshal([]byte(found.State), &state)
+	}
+	writeJSON(w, map[string]any{"device": found, "state": state, "events": evs, "gaps": gaps, "config": cfg, "config_received": asTime(cfgAt), "latest": latest})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

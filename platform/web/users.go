@@ -2,6 +2,8 @@ package web
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -125,4 +127,24 @@ func HashLine(name string, role Role, password string) (string, error) {
 		return "", err
 	}
 	return name + ":" + string(role) + ":" + string(h), nil
+}
+
+// OneTimeLogin makes a users set of one, held in memory only, with a fresh
+// random password (128 bits, base64url): kestrel demo's login, shown once
+// to whoever started it and gone when the process ends.
+func OneTimeLogin(name string, role Role) (Users, string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return nil, "", fmt.Errorf("one-time login: %w", err)
+	}
+	pw := base64.RawURLEncoding.EncodeToString(b)
+	line, err := UserLine(name, role, pw)
+	if err != nil {
+		return nil, "", err
+	}
+	u, err := ParseUsers(strings.NewReader(line))
+	if err != nil {
+		return nil, "", err
+	}
+	return u, pw, nil
 }

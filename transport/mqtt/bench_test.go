@@ -60,7 +60,8 @@ func BenchmarkDrainDay(b *testing.B) {
 
 // BenchmarkPeerJSONPerFix is the usual tracker approach measured in the
 // same run: one JSON message per fix (the nmea decode format, about 115
-// bytes), QoS 1, all pipelined through paho, then every token awaited.
+// bytes), QoS 1, through paho to the same broker with the same in-flight
+// window as the session (defaultInFlight messages unacknowledged).
 func BenchmarkPeerJSONPerFix(b *testing.B) {
 	eachBrokerB(b, func(b *testing.B, start startFn) {
 		br := start(b)
@@ -78,16 +79,24 @@ func BenchmarkPeerJSONPerFix(b *testing.B) {
 			total += len(payloads[i])
 		}
 		topic := wire.Topic(testFleet, testDevice, "telemetry")
-		toks := make([]paho.Token, len(payloads))
+		// The same in-flight window as the session's: at most
+		// defaultInFlight messages unacknowledged, the oldest awaited
+		// before the next goes (QoS 1 PUBACKs come in order).
+		win := make([]paho.Token, defaultInFlight)
+		wait := func(tok paho.Token) {
+			if tok != nil && (!tok.WaitTimeout(60*time.Second) || tok.Error() != nil) {
+				b.Fatal("peer publish:", tok.Error())
+			}
+		}
 		b.ResetTimer()
 		for range b.N {
 			for i, p := range payloads {
-				toks[i] = cl.Publish(topic, 1, false, p)
+				wait(win[i%len(win)])
+				win[i%len(win)] = cl.Publish(topic, 1, false, p)
 			}
-			for _, tok := range toks {
-				if !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
-					b.Fatal("peer publish:", tok.Error())
-				}
+			for i, tok := range win {
+				wait(tok)
+				win[i] = nil
 			}
 		}
 		b.ReportMetric(dayFixes, "msgs/day")

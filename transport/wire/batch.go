@@ -84,6 +84,8 @@ type Encoder struct {
 	shapes    uint8         // shapes columns may use; 0 means all
 	noPredict bool          // never predict speed and track
 	noGrid    bool          // never code positions in the receiver's grid
+	noBare    bool          // version 3 without its bare stream (array framing)
+	noSec     bool          // version 3 without its whole-second time step (not decodable)
 	colBits   *[numCols]int // when set, bits written per column are added here
 }
 
@@ -179,6 +181,7 @@ func (e *Encoder) positionBits(base *kestrel.Envelope) []byte {
 	e.bw.buf = e.bw.buf[:0]
 	e.bw.acc, e.bw.nacc = 0, 0
 	s := &e.scratch
+	s.stepsOK = false
 	for c := 0; c < numCols; c++ {
 		vals, ref := e.cols[c], colRef(c, base)
 		if len(vals) == 0 {
@@ -199,8 +202,10 @@ func (e *Encoder) positionBits(base *kestrel.Envelope) []byte {
 			usePred := false
 			if !e.noPredict {
 				var ok bool
-				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]),
-					e.cols[colLat], e.cols[colLon], e.cols[colTime])
+				if !s.stepsOK {
+					s.steps, s.stepsOK = stepsOf(s.steps, e.cols[colLat], e.cols[colLon]), true
+				}
+				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]), s.steps, e.cols[colTime])
 				if ok {
 					if pshape, pcost := s.choose(s.tmp, nil, 0, shapes); pcost < cost {
 						usePred, shape, vals, ref = true, pshape, s.tmp, 0
@@ -318,15 +323,20 @@ func readVersion(b []byte, what string, known ...uint64) (n uint32, v uint64, re
 	return 0, 0, nil, fmt.Errorf("%w %d in %s (this decoder reads versions %v)", ErrVersion, v, what, known)
 }
 
-// decodeBatch decodes a batch of either version. device is the one a
-// version 1 payload names, "" for version 2.
+// decodeBatch decodes a batch of any version. device is the one a
+// version 1 payload names, "" for versions 2 and 3.
 func decodeBatch(b []byte) (device string, recs []kestrel.Record, rest []byte, err error) {
-	n, v, b, err := readVersion(b, "batch", version1, Version)
+	if msgp.NextType(b) == msgp.BinType {
+		// Version 3's bare stream: a batch of positions only.
+		recs, rest, err = decodeBatch2(b, 2, Version)
+		return "", recs, rest, err
+	}
+	n, v, b, err := readVersion(b, "batch", version1, version2, Version)
 	if err != nil {
 		return "", nil, nil, err
 	}
-	if v == Version {
-		recs, rest, err = decodeBatch2(b, n)
+	if v >= version2 {
+		recs, rest, err = decodeBatch2(b, n, v)
 		return "", recs, rest, err
 	}
 	if n < batchFields {
@@ -467,6 +477,7 @@ func decodePositions(bin []byte, pos []kestrel.Position, recs []kestrel.Record, 
 		j++
 	}
 	var lat, lon, tm []uint64 // full columns, kept for the predictions
+	var steps []step
 	for c := colTime; c < numCols; c++ {
 		if br.bad {
 			return fmt.Errorf("truncated before column %d", c)
@@ -493,7 +504,10 @@ func decodePositions(bin []byte, pos []kestrel.Position, recs []kestrel.Record, 
 			lon = col
 		}
 		if predicted {
-			unpredictColumn(col, c, flags, uint64(colFlag[c]), lat, lon, tm)
+			if steps == nil {
+				steps = stepsOf(nil, lat, lon)
+			}
+			unpredictColumn(col, c, flags, uint64(colFlag[c]), steps, tm)
 		}
 		setColumn(c, col, pos, recs, isOther)
 	}

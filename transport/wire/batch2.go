@@ -8,10 +8,13 @@ import (
 	"github.com/tinylib/msgp/msgp"
 )
 
-// Version 2 of a batch is one msgp array of 2 elements, or 3 when the
-// batch holds records other than positions:
+// Versions 2 and 3 of a batch are one msgp array of 2 elements, or 3
+// when the batch holds records other than positions:
 //
 //	[2, stream]  or  [2, stream, others]
+//
+// and version 3 writes a batch of positions only as the bare stream (a
+// msgp bin), and a linear time column's step in whole seconds when it is.
 //
 // stream is a msgp bin holding one range-coded stream (rangecoder.go):
 // the header (count, boot0, seq0, time0) and then the position columns of
@@ -22,13 +25,24 @@ import (
 // relative to the header. The device is not in the payload: the topic
 // says it. docs/wire.md specifies all of it.
 
-// AppendBatch appends the version 2 encoding of recs, which all belong to
-// device, to dst. Records may be of any kind and in any order; decoding
+// AppendBatch appends the encoding of recs (version 3, Version), which all
+// belong to device, to dst. Records may be of any kind and in any order; decoding
 // gives them back in the same order. The device is checked but not
 // written: the topic carries it. A position's optional fields whose Has*
 // flag is clear are not carried and decode as zero. Once the Encoder has
 // seen a batch of this size and dst has capacity, it allocates nothing.
 func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) ([]byte, error) {
+	return e.appendBatch(dst, device, recs, Version)
+}
+
+// AppendBatchV2 appends the version 2 encoding of recs: version 3 less
+// its two savings (docs/wire.md, "Why version 3"), for the golden vectors
+// and the tests that versions 2 and 3 decode alike.
+func (e *Encoder) AppendBatchV2(dst []byte, device string, recs []kestrel.Record) ([]byte, error) {
+	return e.appendBatch(dst, device, recs, version2)
+}
+
+func (e *Encoder) appendBatch(dst []byte, device string, recs []kestrel.Record, version uint64) ([]byte, error) {
 	nOthers, err := e.collect(device, recs)
 	if err != nil {
 		return dst, err
@@ -43,15 +57,19 @@ func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) 
 	rc := &e.rc
 	rc.reset()
 	writeHeader(rc, uint64(len(recs)), base.Boot, base.Seq, sec0)
-	e.positionStream(&base)
+	e.positionStream(&base, version)
 	stream := rc.finish()
 
+	if version >= Version && nOthers == 0 && !e.noBare {
+		// Version 3: a batch of positions only is the bare stream.
+		return msgp.AppendBytes(dst, stream), nil
+	}
 	fields := uint32(2)
 	if nOthers > 0 {
 		fields = 3
 	}
 	dst = msgp.AppendArrayHeader(dst, fields)
-	dst = msgp.AppendUint(dst, Version)
+	dst = msgp.AppendUint(dst, uint(version))
 	dst = msgp.AppendBytes(dst, stream)
 	if nOthers > 0 {
 		if dst, err = appendOthers(dst, recs, nOthers, &base); err != nil {
@@ -114,14 +132,15 @@ func appendOthers(dst []byte, recs []kestrel.Record, nOthers int, base *kestrel.
 	return dst, nil
 }
 
-// positionStream writes the position columns of version 2.
-func (e *Encoder) positionStream(base *kestrel.Envelope) {
+// positionStream writes the position columns of version 2 or 3.
+func (e *Encoder) positionStream(base *kestrel.Envelope, version uint64) {
 	shapes := e.shapes
 	if shapes == 0 {
 		shapes = allShapes
 	}
 	rc := &e.rc
 	s := &e.scratch
+	s.stepsOK = false
 	for c := 0; c < numCols; c++ {
 		vals, ref := e.cols[c], colRef2(c, base)
 		if len(vals) == 0 {
@@ -164,8 +183,10 @@ func (e *Encoder) positionStream(base *kestrel.Envelope) {
 			usePred := false
 			if !e.noPredict {
 				var ok bool
-				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]),
-					e.cols[colLat], e.cols[colLon], e.cols[colTime])
+				if !s.stepsOK {
+					s.steps, s.stepsOK = stepsOf(s.steps, e.cols[colLat], e.cols[colLon]), true
+				}
+				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]), s.steps, e.cols[colTime])
 				if ok {
 					if pshape, pcost := s.choose2(s.tmp, nil, 0, shapes); pcost < cost {
 						usePred, shape, vals, ref = true, pshape, s.tmp, 0
@@ -182,7 +203,7 @@ func (e *Encoder) positionStream(base *kestrel.Envelope) {
 		if e.colBits != nil {
 			before = rc.approxBits()
 		}
-		s.write2(rc, vals, times, ref, shape, c == colLat || c == colLon)
+		s.write2(rc, vals, times, ref, shape, c == colLat || c == colLon, c == colTime && version >= Version && !e.noSec)
 		if e.colBits != nil {
 			e.colBits[c] += int(rc.approxBits() - before)
 		}
@@ -348,7 +369,10 @@ func (s *colScratch) bestCode2(all []uint64) (k uint, rice bool, cost uint) {
 }
 
 // write2 writes vals in shape through the range coder.
-func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, shape int, wide bool) {
+//
+// secSteps (version 3, the time column): a linear shape's step says with
+// one bit whether it is whole seconds, and then counts seconds.
+func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, shape int, wide, secSteps bool) {
 	if len(vals) == 0 {
 		return
 	}
@@ -360,7 +384,7 @@ func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, sha
 	switch shape {
 	case shapeConst:
 	case shapeLinear:
-		rc.writeVarbits(zigzag(int64(vals[1] - vals[0])))
+		writeStep(rc, int64(vals[1]-vals[0]), secSteps)
 	default:
 		var g uint64
 		var k uint
@@ -390,6 +414,28 @@ func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, sha
 			}
 		}
 	}
+}
+
+// writeStep writes a linear column's step; with secSteps (version 3's
+// time column) a 1 bit and the step in seconds when it is whole seconds,
+// else a 0 bit and the step.
+func writeStep(rc *rcEncoder, step int64, secSteps bool) {
+	if secSteps {
+		if step%1000 == 0 {
+			rc.bypass(1, 1)
+			rc.writeVarbits(zigzag(step / 1000))
+			return
+		}
+		rc.bypass(0, 1)
+	}
+	rc.writeVarbits(zigzag(step))
+}
+
+func readStep(d *rcDecoder, secSteps bool) uint64 {
+	if secSteps && d.bypass(1) == 1 {
+		return uint64(unzigzag(d.readVarbits())) * 1000
+	}
+	return uint64(unzigzag(d.readVarbits()))
 }
 
 // writeHeader writes the stream's header: count, boot0, seq0, sec0.
@@ -458,7 +504,7 @@ func readFirst(d *rcDecoder, wide bool) uint64 {
 }
 
 // decodeColumn2 reads len(dst) values written by write2 into dst.
-func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64, wide bool) {
+func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64, wide, secSteps bool) {
 	n := len(dst)
 	if n == 0 {
 		return
@@ -477,7 +523,7 @@ func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64, wide bool) {
 			dst[i] = dst[0]
 		}
 	case shapeLinear:
-		step := uint64(unzigzag(d.readVarbits()))
+		step := readStep(d, secSteps)
 		for i := 1; i < n; i++ {
 			dst[i] = dst[i-1] + step
 		}
@@ -527,9 +573,9 @@ func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64, wide bool) {
 	}
 }
 
-// decodeBatch2 decodes the elements of a version 2 batch after the
-// version; n is the array's length.
-func decodeBatch2(b []byte, n uint32) (recs []kestrel.Record, rest []byte, err error) {
+// decodeBatch2 decodes the elements of a version 2 or 3 batch after the
+// version; n is the array's length (2 for version 3's bare stream).
+func decodeBatch2(b []byte, n uint32, version uint64) (recs []kestrel.Record, rest []byte, err error) {
 	fail := func(what string, e error) ([]kestrel.Record, []byte, error) {
 		return nil, nil, fmt.Errorf("%w: batch %s: %w", ErrFormat, what, e)
 	}
@@ -591,20 +637,20 @@ func decodeBatch2(b []byte, n uint32) (recs []kestrel.Record, rest []byte, err e
 		}
 	}
 	pos := make([]kestrel.Position, nPos)
-	if err := decodePositions2(&d, pos, recs, isOther, &base); err != nil {
+	if err := decodePositions2(&d, pos, recs, isOther, &base, version); err != nil {
 		return fail("positions", err)
 	}
 	return recs, b, nil
 }
 
-func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Record, isOther []bool, base *kestrel.Envelope) error {
+func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Record, isOther []bool, base *kestrel.Envelope, version uint64) error {
 	n := len(pos)
 	if n == 0 {
 		return nil
 	}
 	vals := make([]uint64, n)
 	flags := make([]uint64, n)
-	decodeColumn2(d, flags, nil, colRef2(colFlags, base), false)
+	decodeColumn2(d, flags, nil, colRef2(colFlags, base), false, false)
 	for i := range pos {
 		pos[i].Flags = kestrel.PosFlags(flags[i])
 	}
@@ -617,6 +663,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 		j++
 	}
 	var lat, lon, tm []uint64
+	var steps []step
 	for c := colTime; c < numCols; c++ {
 		if d.bad {
 			return fmt.Errorf("bad code before column %d", c)
@@ -640,7 +687,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 		case colAlt:
 			times = gatedTimes(nil, flags, tm, uint64(kestrel.HasAlt))
 		}
-		decodeColumn2(d, col, times, colRef2(c, base), c == colLat || c == colLon)
+		decodeColumn2(d, col, times, colRef2(c, base), c == colLat || c == colLon, c == colTime && version >= Version)
 		if c == colSeq {
 			j := 0
 			for i := range recs {
@@ -664,7 +711,10 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 			lon = col
 		}
 		if predicted {
-			unpredictColumn(col, c, flags, uint64(colFlag[c]), lat, lon, tm)
+			if steps == nil {
+				steps = stepsOf(nil, lat, lon)
+			}
+			unpredictColumn(col, c, flags, uint64(colFlag[c]), steps, tm)
 		}
 		setColumn(c, col, pos, recs, isOther)
 	}

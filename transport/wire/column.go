@@ -56,7 +56,10 @@ type colScratch struct {
 	times  []uint64 // times of the fixes that have an altitude
 	grid   []uint64 // a lat or lon column in the receiver's grid
 	seq    []uint64 // the seq column less the records' indices
-	ctx    riceCtx
+	steps  []step   // the steps between the batch's fixes (predict.go)
+	// stepsOK: steps are those of the current batch's positions.
+	stepsOK bool
+	ctx     riceCtx
 
 	// The residuals of the cheapest shape found by choose, so that write
 	// need not compute them again; valid while cached is &vals[0].

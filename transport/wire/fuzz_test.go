@@ -10,7 +10,7 @@ import (
 )
 
 // The seed corpora are real encodings: batches of every recorded track at
-// the batch sizes the agent uses, the mixed batch of every kind, and
+// the batch sizes the agent uses (versions 3 and 2), the mixed batch of every kind, and
 // single records, plus whatever go test -fuzz has saved in testdata/fuzz.
 
 func batchSeeds(f *testing.F) {
@@ -20,6 +20,10 @@ func batchSeeds(f *testing.F) {
 			for _, at := range []int{0, len(tr.recs) / 2} {
 				p, err := enc.AppendBatch(nil, "bwc-0042", tr.recs[at:min(at+n, len(tr.recs))])
 				if err != nil {
+					f.Fatal(err)
+				}
+				f.Add(p)
+				if p, err = enc.AppendBatchV2(nil, "bwc-0042", tr.recs[at:min(at+n, len(tr.recs))]); err != nil {
 					f.Fatal(err)
 				}
 				f.Add(p)

@@ -102,28 +102,49 @@ func predictSpeed(mag uint64, dtMS int64) int64 {
 	return int64((v + uint64(dtMS)/2) / uint64(dtMS))
 }
 
+// A step is what fixes i-1 and i imply: the bearing (centidegrees) and
+// CORDIC magnitude between them, ok false when they coincide. Speed and
+// track use the same steps, so a batch computes them once (stepsOf).
+type step struct {
+	track int64
+	mag   uint64
+	ok    bool
+}
+
+// stepsOf fills dst with the step into each fix (dst[0] is unused).
+func stepsOf(dst []step, lat, lon []uint64) []step {
+	n := min(len(lat), len(lon))
+	dst = append(dst[:0], make([]step, n)...)
+	for i := 1; i < n; i++ {
+		tr, mag, ok := bearingDistance(int64(int32(lat[i-1])), int64(int32(lon[i-1])), int64(int32(lat[i])), int64(int32(lon[i])))
+		dst[i] = step{tr, mag, ok}
+	}
+	return dst
+}
+
 // predictAt is the prediction for fix i of the speed (col == colSpeed) or
-// track column, from fix i-1 and i. prevTrack is the last track value
-// before fix i in the batch (0 if none): a track cannot be predicted when
-// the fixes coincide, and a receiver then keeps its last course.
-func predictAt(col, i int, lat, lon, tm []uint64, prevTrack int64) int64 {
-	if i == 0 {
+// track column, from the step into fix i (steps from stepsOf). prevTrack
+// is the last track value before fix i in the batch (0 if none): a track
+// cannot be predicted when the fixes coincide, and a receiver then keeps
+// its last course.
+func predictAt(col, i int, steps []step, tm []uint64, prevTrack int64) int64 {
+	if i == 0 || i >= len(steps) || i >= len(tm) {
 		if col == colTrack {
 			return prevTrack
 		}
 		return 0
 	}
-	tr, mag, ok := bearingDistance(int64(int32(lat[i-1])), int64(int32(lon[i-1])), int64(int32(lat[i])), int64(int32(lon[i])))
+	st := steps[i]
 	if col == colTrack {
-		if !ok {
+		if !st.ok {
 			return prevTrack
 		}
-		return tr
+		return st.track
 	}
-	if !ok {
+	if !st.ok {
 		return 0
 	}
-	return predictSpeed(mag, int64(tm[i]-tm[i-1]))
+	return predictSpeed(st.mag, int64(tm[i]-tm[i-1]))
 }
 
 // wrapTrack maps a track difference into [-18000, 18000) centidegrees.
@@ -140,7 +161,7 @@ func wrapTrack(r int64) int64 {
 // predictColumn fills dst with vals (the present values of col, gated by
 // flag in flags) minus their predictions. ok is false when the column
 // holds a value that the track residual cannot carry (36000 and above).
-func predictColumn(dst []uint64, col int, vals, flags []uint64, flag uint64, lat, lon, tm []uint64) (out []uint64, ok bool) {
+func predictColumn(dst []uint64, col int, vals, flags []uint64, flag uint64, steps []step, tm []uint64) (out []uint64, ok bool) {
 	dst = dst[:0]
 	var prevTrack int64
 	j := 0
@@ -150,7 +171,7 @@ func predictColumn(dst []uint64, col int, vals, flags []uint64, flag uint64, lat
 		}
 		v := vals[j]
 		j++
-		p := predictAt(col, i, lat, lon, tm, prevTrack)
+		p := predictAt(col, i, steps, tm, prevTrack)
 		if col == colTrack {
 			if v >= 36000 {
 				return dst, false
@@ -165,7 +186,7 @@ func predictColumn(dst []uint64, col int, vals, flags []uint64, flag uint64, lat
 }
 
 // unpredictColumn turns residuals back into values, in place.
-func unpredictColumn(res []uint64, col int, flags []uint64, flag uint64, lat, lon, tm []uint64) {
+func unpredictColumn(res []uint64, col int, flags []uint64, flag uint64, steps []step, tm []uint64) {
 	var prevTrack int64
 	j := 0
 	for i := range flags {
@@ -175,7 +196,7 @@ func unpredictColumn(res []uint64, col int, flags []uint64, flag uint64, lat, lo
 		if j >= len(res) {
 			return
 		}
-		p := predictAt(col, i, lat, lon, tm, prevTrack)
+		p := predictAt(col, i, steps, tm, prevTrack)
 		if col == colTrack {
 			v := (p + int64(res[j])%36000) % 36000
 			if v < 0 {

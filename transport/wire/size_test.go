@@ -143,10 +143,13 @@ func sizeVariants() []variant {
 			e.noPredict = true
 		}),
 		kestrelVariant("  + speed/track prediction (Kestrel v1)", func(e *Encoder) {}),
-		kestrel2Variant("v2 without the grid and without speed/track prediction", func(e *Encoder) { e.noGrid, e.noPredict = true, true }),
-		kestrel2Variant("v2 without the receiver's grid", func(e *Encoder) { e.noGrid = true }),
-		kestrel2Variant("v2 without adaptive Rice (adaptive Exp-Golomb only)", func(e *Encoder) { e.scratch.noRice = true }),
-		kestrel2Variant("**Kestrel v2**", func(e *Encoder) {}),
+		kestrel2Variant("v3 without the grid and without speed/track prediction", func(e *Encoder) { e.noGrid, e.noPredict = true, true }),
+		kestrel2Variant("v3 without the receiver's grid", func(e *Encoder) { e.noGrid = true }),
+		kestrel2Variant("v3 without adaptive Rice (adaptive Exp-Golomb only)", func(e *Encoder) { e.scratch.noRice = true }),
+		kestrel2Variant("v3 without the bare stream (array framing, as v2)", func(e *Encoder) { e.noBare = true }),
+		kestrel2Variant("v3 without the whole-second time step (as v2)", func(e *Encoder) { e.noSec = true }),
+		kestrel2Variant("v3 without both (= Kestrel v2)", func(e *Encoder) { e.noBare, e.noSec = true, true }),
+		kestrel2Variant("**Kestrel v3**", func(e *Encoder) {}),
 	}
 }
 
@@ -225,10 +228,21 @@ func TestWireSize(t *testing.T) {
 		})
 	})
 	for _, n := range []int{1, 5, 10, 30, 60} {
-		r := add(fmt.Sprintf("Kestrel v2, batch %d", n), kestrelSize(n))
+		r := add(fmt.Sprintf("Kestrel v3, batch %d", n), kestrelSize(n))
 		if n == 30 {
 			k30 = r
 		}
+	}
+	for _, n := range []int{10, 30} {
+		add(fmt.Sprintf("Kestrel v2, batch %d", n), func(tr track) int {
+			return batched(tr.recs, n, func(b []kestrel.Record) int {
+				p, err := enc.AppendBatchV2(nil, "kestrelctl", b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(p)
+			})
+		})
 	}
 	add("compact JSON (nmea decode line + newline)", func(tr track) int {
 		n := 0
@@ -269,16 +283,21 @@ func TestWireSize(t *testing.T) {
 		fmt.Fprintf(&out, "| %s |%s\n", r.name, r.cells())
 	}
 
-	// Ablations, batch 30.
-	fmt.Fprintf(&out, "\nAblations, batches of 30, bytes per fix:\n\n%s\n%s\n", header, sep)
-	for _, v := range sizeVariants() {
-		r := sizeRow{name: v.name}
-		var e Encoder
-		for _, tr := range tracks {
-			r.bytes = append(r.bytes, batched(tr.recs, 30, func(b []kestrel.Record) int { return v.size(&e, b) }))
-			r.fixes = append(r.fixes, len(tr.recs))
+	// Ablations, batch 30 (and 10 for version 3's per-message savings).
+	for _, n := range []int{30, 10} {
+		fmt.Fprintf(&out, "\nAblations, batches of %d, bytes per fix:\n\n%s\n%s\n", n, header, sep)
+		for _, v := range sizeVariants() {
+			if n == 10 && !strings.HasPrefix(strings.Trim(v.name, "*"), "v3") && !strings.HasPrefix(strings.Trim(v.name, "*"), "Kestrel v3") {
+				continue
+			}
+			r := sizeRow{name: v.name}
+			var e Encoder
+			for _, tr := range tracks {
+				r.bytes = append(r.bytes, batched(tr.recs, n, func(b []kestrel.Record) int { return v.size(&e, b) }))
+				r.fixes = append(r.fixes, len(tr.recs))
+			}
+			fmt.Fprintf(&out, "| %s |%s\n", r.name, r.cells())
 		}
-		fmt.Fprintf(&out, "| %s |%s\n", r.name, r.cells())
 	}
 
 	fmt.Fprintf(&out, "\nWhat the peers keep (worst case over all tracks):\n\n%s", resolutionTable(tracks))
@@ -303,7 +322,7 @@ func TestWireSize(t *testing.T) {
 		lb += b
 	}
 	if per := float64(tb) / float64(tf); per > 3.0 {
-		t.Errorf("Kestrel v2 batches of 30: %.3f bytes per fix over all tracks, more than 3.0", per)
+		t.Errorf("Kestrel v3 batches of 30: %.3f bytes per fix over all tracks, more than 3.0", per)
 	}
 	if tb >= lb {
 		t.Errorf("Kestrel batches of 30 (%d bytes) are not smaller than LIP (%d)", tb, lb)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"slices"
 	"testing"
 
 	kestrel "github.com/kestrel-edge/kestrel"
@@ -43,7 +44,7 @@ type vector struct {
 
 type vectorCase struct {
 	name, note string
-	v1         bool
+	v1, v2     bool
 	recs       []kestrel.Record
 	raw        []byte // a hand-made payload instead of recs
 	err        string
@@ -111,8 +112,18 @@ func vectorCases(t *testing.T) []vectorCase {
 		{name: "every-kind", note: "positions mixed with every other kind, boots, seqs and priorities", recs: mixed},
 		{name: "extremes", note: "every field at its limits", recs: extremes},
 		{name: "empty", note: "a batch of no records", recs: nil},
+		{name: "live-10-1hz", note: "10 fixes 1 s apart, a narrowband message: the time column's step in whole seconds", recs: devRecs(consecutive(tracks["santa-rosa-marathon-run"], 10), "bwc-0042")},
 		{name: "v1-every-kind", note: "version 1 payload (device in the payload)", v1: true, recs: mixed},
 		{name: "v1-run-30", note: "version 1 payload", v1: true, recs: devRecs(tracks["santa-rosa-marathon-run"][3000:3030], "bwc-0042")},
+	}
+	// Version 2 (the encoding before version 3) of every version 3 case:
+	// the payloads the earlier vectors held, still decoded.
+	for _, c := range slices.Clone(cases) {
+		if c.v1 {
+			continue
+		}
+		c.name, c.note, c.v2 = "v2-"+c.name, "version 2 payload: "+c.note, true
+		cases = append(cases, c)
 	}
 	bad := func(n uint32, v uint64, rest ...[]byte) []byte {
 		b := msgp.AppendArrayHeader(nil, n)
@@ -128,8 +139,24 @@ func vectorCases(t *testing.T) []vectorCase {
 	cases = append(cases,
 		vectorCase{name: "unknown-version", note: "version 7 must be rejected as a version", raw: bad(2, 7, msgp.AppendBytes(nil, nil)), err: "version"},
 		vectorCase{name: "count-too-large", note: "10001 records must be rejected", raw: bad(2, 2, msgp.AppendBytes(nil, rc.finish())), err: "format"},
+		vectorCase{name: "bare-count-too-large", note: "a version 3 bare stream of 10001 records must be rejected", raw: msgp.AppendBytes(nil, rc.finish()), err: "format"},
 	)
 	return cases
+}
+
+// consecutive returns the first n fixes of recs that are each 1 s after
+// the one before.
+func consecutive(recs []kestrel.Record, n int) []kestrel.Record {
+	for i := 0; i+n <= len(recs); i++ {
+		ok := true
+		for j := i + 1; j < i+n && ok; j++ {
+			ok = recs[j].Time-recs[j-1].Time == 1000
+		}
+		if ok {
+			return recs[i : i+n]
+		}
+	}
+	return nil
 }
 
 func loadGpsdFixes(t *testing.T, path string) []kestrel.Record {
@@ -159,9 +186,12 @@ func buildVectors(t *testing.T) []vector {
 		payload := c.raw
 		if payload == nil {
 			var err error
-			if c.v1 {
+			switch {
+			case c.v1:
 				payload, err = enc.AppendBatchV1(nil, "bwc-0042", c.recs)
-			} else {
+			case c.v2:
+				payload, err = enc.AppendBatchV2(nil, "bwc-0042", c.recs)
+			default:
 				payload, err = enc.AppendBatch(nil, "bwc-0042", c.recs)
 			}
 			if err != nil {

@@ -5,9 +5,14 @@ import (
 	"strings"
 )
 
-// Version is the batch format version that AppendBatch writes, the first
-// element of every batch. Decoders also read version 1 batches.
-const Version = 2
+// Version is the batch format version that AppendBatch writes: the first
+// element of a batch's array, or a bare msgpack bin (a version 3 batch of
+// positions only). Decoders also read versions 1 and 2.
+const Version = 3
+
+// version2 is the batch format before version 3's two savings
+// (AppendBatchV2).
+const version2 = 2
 
 // version1 is the first batch format, which carried the device in the
 // payload (AppendBatchV1).

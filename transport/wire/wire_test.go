@@ -55,7 +55,7 @@ func TestMixedBatchRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if dev != "" {
-		t.Errorf("version 2 payload names device %q", dev)
+		t.Errorf("version 3 payload names device %q", dev)
 	}
 	if got, err = DecodeBatchFor("car-17", payload); err != nil {
 		t.Fatal(err)
@@ -70,7 +70,7 @@ func TestMixedBatchRoundTrip(t *testing.T) {
 	}
 	// A generic msgpack reader sees the version first.
 	var js bytes.Buffer
-	if _, err := msgp.UnmarshalAsJSON(&js, payload); err != nil || !strings.HasPrefix(js.String(), "[2,\"") {
+	if _, err := msgp.UnmarshalAsJSON(&js, payload); err != nil || !strings.HasPrefix(js.String(), "[3,\"") {
 		t.Errorf("generic msgpack view: %v %.40s", err, js.String())
 	}
 }
@@ -224,6 +224,10 @@ func TestEncodeAllocatesNothing(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { buf, _ = enc.AppendBatch(buf[:0], "car-17", recs) }); n != 0 {
 		t.Errorf("AppendBatch: %v allocations per run, want 0", n)
+	}
+	// Positions only: version 3's bare stream, the live message.
+	if n := testing.AllocsPerRun(100, func() { buf, _ = enc.AppendBatch(buf[:0], "car-17", recs[:30]) }); n != 0 {
+		t.Errorf("AppendBatch of positions: %v allocations per run, want 0", n)
 	}
 	rec := recs[0]
 	if n := testing.AllocsPerRun(100, func() { buf, _ = AppendRecord(buf[:0], &rec) }); n != 0 {

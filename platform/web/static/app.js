@@ -22,22 +22,35 @@ function api(path, opt) {
 }
 function age(t) {
   if (!t) return '';
-  var s = Math.round((Date.now() - Date.parse(t)) / 1000);
-  if (s < 60) return s + ' s';
-  if (s < 3600) return Math.round(s / 60) + ' min';
-  if (s < 86400) return Math.round(s / 3600) + ' h';
-  return Math.round(s / 86400) + ' d';
+  return secsText(Math.max(0, Math.round((Date.now() - Date.parse(t)) / 1000)));
 }
-// stateField reads a field of the device's last state message, where the agent sends it.
-function stateField(d, names) {
-  var st = d.state || {};
-  for (var i = 0; i < names.length; i++) {
-    var v = names[i].split('.').reduce(function (o, k) { return o && o[k]; }, st);
-    if (v !== undefined && v !== null) return typeof v === 'object' ? JSON.stringify(v) : v;
-  }
-  return '';
+// The device's status columns (platform.DeviceStatus), from its last state message.
+var ACT = ['GSM', 'GSM', 'UMTS', 'EDGE', 'HSDPA', 'HSUPA', 'HSPA', 'LTE', 'EC-GSM', 'NB-IoT', 'LTE/5GC', 'NR', 'NG-RAN', 'EN-DC'];
+var REG = ['not registered', 'home', 'searching', 'denied', 'unknown', 'roaming', 'SMS only', 'SMS only, roaming', 'emergency only', 'home', 'roaming', 'RLOS'];
+function privacyOf(d) { return d.privacy_mode || ''; }
+function batteryText(d) {
+  if (d.battery_percent == null) return '';
+  var st = (d.battery_status || '').toLowerCase();
+  return d.battery_percent + ' %' + (st && st !== 'discharging' && st !== 'unknown' ? ' ' + st : '');
 }
-function privacyOf(d) { return stateField(d, ['privacy', 'privacy.mode', 'privacy_mode']); }
+function radioText(d) {
+  if (d.radio_registered == null && d.radio_profile == null) return '';
+  var parts = [];
+  if (d.radio_act != null) parts.push(ACT[d.radio_act] || 'AcT ' + d.radio_act);
+  else if (d.radio_profile) parts.push(d.radio_profile.toUpperCase());
+  if (d.radio_registered != null) parts.push(REG[d.radio_registered] || 'stat ' + d.radio_registered);
+  if (d.radio_rssi) parts.push(d.radio_rssi + ' dBm');
+  return parts.join(' · ');
+}
+function bytesText(n) { return n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(1) + ' kB' : (n / 1048576).toFixed(1) + ' MB'; }
+function spoolText(d) {
+  if (d.spool_records == null) return '';
+  var t = d.spool_records + ' rec';
+  if (d.spool_bytes != null) t += ' · ' + bytesText(d.spool_bytes);
+  if (d.spool_records > 0 && d.spool_oldest_s != null) t += ' · oldest ' + secsText(d.spool_oldest_s);
+  return t;
+}
+function secsText(s) { return s < 60 ? s + ' s' : s < 3600 ? Math.round(s / 60) + ' min' : s < 86400 ? Math.round(s / 3600) + ' h' : Math.round(s / 86400) + ' d'; }
 // status is the colour class: emergency, offline, privacy, stale, moving (the
 // fix moved since the previous update) or stopped.
 function status(d) {
@@ -128,27 +141,31 @@ function renderBanner() {
 function setEmergencies(list) {
   var before = K.emergencies;
   K.emergencies = list || [];
-  K.metrics.emergencyAt = Date.now();
   renderBanner();
+  K.metrics.emergencyAt = Date.now();
   before.concat(K.emergencies).forEach(function (e) { var d = K.devices[e.fleet + '/' + e.device]; if (d) markerFor(d); });
 }
 
 // ---- device list ----
+// row is a device's list row: the text shown (and filtered on), and the
+// numbers the battery, radio, spool and age columns sort by.
 function row(d) {
+  var n = function (v) { return v == null ? -Infinity : v; };
   return { device: d.device, fleet: d.fleet, online: d.online == null ? '' : d.online ? 'yes' : 'no', fix: d.last_fix_time || '',
-    age: d.last_fix_time ? Date.now() - Date.parse(d.last_fix_time) : Infinity,
-    battery: stateField(d, ['battery', 'battery.percent', 'battery_percent']), radio: stateField(d, ['radio', 'radio.state', 'link']),
-    spool: stateField(d, ['spool', 'spool.records', 'spool_depth']), version: d.version || '', privacy: privacyOf(d), gaps: d.open_gaps };
+    battery: batteryText(d), radio: radioText(d), spool: spoolText(d), version: d.version || '', privacy: privacyOf(d), gaps: d.open_gaps,
+    _sort: { age: d.last_fix_time ? Date.now() - Date.parse(d.last_fix_time) : Infinity, battery: n(d.battery_percent),
+      radio: d.radio_rssi ? d.radio_rssi : n(null), spool: n(d.spool_records) } };
 }
+function sortKey(r, k) { return k in r._sort ? r._sort[k] : r[k]; }
 function renderList() {
   var f = $('filter').value.toLowerCase(), s = K.sort;
   var rows = Object.keys(K.devices).map(function (k) { return { d: K.devices[k], r: row(K.devices[k]) }; })
-    .filter(function (x) { return !f || JSON.stringify(x.r).toLowerCase().indexOf(f) >= 0; });
-  rows.sort(function (a, b) { var x = a.r[s.k], y = b.r[s.k]; return (x < y ? -1 : x > y ? 1 : 0) * s.dir; });
+    .filter(function (x) { var r = x.r; return !f || [r.device, r.fleet, r.online, r.fix, r.battery, r.radio, r.spool, r.version, r.privacy].join('\n').toLowerCase().indexOf(f) >= 0; });
+  rows.sort(function (a, b) { var x = sortKey(a.r, s.k), y = sortKey(b.r, s.k); return (x < y ? -1 : x > y ? 1 : 0) * s.dir; });
   $('count').textContent = rows.length + ' shown';
   $('devices').tBodies[0].innerHTML = rows.slice(0, 1000).map(function (x) {
     var r = x.r;
-    return '<tr class="' + status(x.d) + '"><td><a href="#device/' + encodeURIComponent(r.fleet) + '/' + encodeURIComponent(r.device) + '">' + esc(r.device) + '</a></td><td>' + esc(r.fleet) +
+    return '<tr class="' + status(x.d) + '" data-device="' + esc(r.device) + '"><td><a href="#device/' + encodeURIComponent(r.fleet) + '/' + encodeURIComponent(r.device) + '">' + esc(r.device) + '</a></td><td>' + esc(r.fleet) +
       '</td><td>' + r.online + '</td><td>' + esc(r.fix.replace('T', ' ').slice(0, 19)) + '</td><td>' + age(x.d.last_fix_time) + '</td><td>' + esc(r.battery) + '</td><td>' + esc(r.radio) +
       '</td><td>' + esc(r.spool) + '</td><td>' + esc(r.version) + '</td><td>' + esc(r.privacy) + '</td><td>' + r.gaps + '</td></tr>';
   }).join('');
@@ -183,6 +200,11 @@ function loadDevice() {
     $('dev-gaps').innerHTML = info.gaps.map(function (g) {
       return '<li>boot ' + g.boot + ' seq ' + g.first_seq + '–' + g.last_seq + (g.open ? ' <b>open</b>' : ' closed ' + esc(g.closed)) + ' (opened ' + esc(g.opened) + ')</li>';
     }).join('') || '<li>none</li>';
+    var dv = info.device, ign = dv.ignition == null ? '' : dv.ignition ? 'on' : 'off';
+    $('dev-state').innerHTML = [['online', dv.online == null ? '' : dv.online ? 'yes' : 'no'], ['battery', batteryText(dv)], ['ignition', ign],
+      ['radio', radioText(dv)], ['spool', spoolText(dv)], ['privacy', privacyOf(dv)], ['version', dv.version]].map(function (kv) {
+      return '<dt>' + kv[0] + '</dt><dd>' + (esc(kv[1]) || '—') + '</dd>';
+    }).join('');
     $('dev-latest').innerHTML = Object.keys(info.latest || {}).map(function (k) {
       return '<dt>' + esc(k) + '</dt><dd>' + esc(JSON.stringify(info.latest[k])) + '</dd>';
     }).join('') || '<dd>no battery, radio, link, gps or thermal records in the store</dd>';
@@ -246,7 +268,9 @@ function start() {
     var es = new EventSource('/web/events');
     es.addEventListener('devices', function (m) { update(JSON.parse(m.data)); });
     es.addEventListener('emergencies', function (m) { setEmergencies(JSON.parse(m.data)); });
-    es.addEventListener('resync', function () { api('/web/devices').then(function (r) { update(r.devices); }); });
+    es.addEventListener('resync', function () {
+      Promise.all([api('/web/devices'), api('/web/emergencies')]).then(function (r) { setEmergencies(r[1]); update(r[0].devices); });
+    });
     es.onerror = function () { $('status').textContent = 'reconnecting…'; };
     es.addEventListener('hello', function () {
       var t0 = performance.now();

@@ -2,7 +2,7 @@
 """Reference decoder of Kestrel's wire format, written from docs/wire.md.
 
 Standard library plus msgpack (Debian: python3-msgpack). It decodes batch
-payloads of version 2 (and version 1) into the records' JSON objects, as
+payloads of version 3 (and versions 2 and 1) into the records' JSON objects, as
 `kestrelctl decode` prints them.
 
     python3 kestrel_wire.py --vectors ../testdata/vectors/vectors.json
@@ -216,7 +216,7 @@ def divisor(rd):
     return (m * 10 ** e) & M64
 
 
-def read_column(rd, n, times, ref, v2, wide=False):
+def read_column(rd, n, times, ref, v2, wide=False, sec_steps=False):
     if n == 0:
         return []
     if v2:
@@ -232,7 +232,10 @@ def read_column(rd, n, times, ref, v2, wide=False):
     if shape == CONST:
         return out * n
     if shape == LINEAR:
-        step = unzigzag(rd.varbits())
+        if sec_steps and rd.bypass(1) == 1:
+            step = unzigzag(rd.varbits()) * 1000  # version 3's time column
+        else:
+            step = unzigzag(rd.varbits())
         for i in range(1, n):
             out.append((out[-1] + step) & M64)
         return out
@@ -377,7 +380,7 @@ def col_ref(c, base, v2):
             C_PRIORITY: 1, C_MODE: 3}.get(c, 0)
 
 
-def read_positions(rd, n, slots, base, v2):
+def read_positions(rd, n, slots, base, v2, v3=False):
     """Returns n positions as dicts of record fields; slots are their
     indices in the batch."""
     if n == 0:
@@ -402,7 +405,8 @@ def read_positions(rd, n, slots, base, v2):
             times = tm
         elif c == C_ALT:
             times = [tm[i] for i in range(n) if flags[i] & HAS_ALT]
-        col = read_column(rd, m, times, col_ref(c, base, v2), v2, v2 and c in (C_LAT, C_LON))
+        col = read_column(rd, m, times, col_ref(c, base, v2), v2, v2 and c in (C_LAT, C_LON),
+                          v3 and c == C_TIME)
         if grid:
             col = [from_grid(g, grid - 1) for g in col]
         if c == C_SEQ and v2:
@@ -548,12 +552,14 @@ def decode_batch(payload, device=""):
         top = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except Exception as e:  # msgpack's own errors, whatever their class
         raise FormatError("not msgpack: %s" % e)
+    if isinstance(top, bytes):
+        top = [3, top]  # version 3's bare stream: positions only
     if not isinstance(top, list) or not top:
         raise FormatError("not a msgpack array")
     version = top[0]
-    if version == 2:
+    if version in (2, 3):
         if len(top) < 2 or not isinstance(top[1], bytes):
-            raise FormatError("version 2 needs a stream")
+            raise FormatError("version %d needs a stream" % version)
         rd = RangeDecoder(top[1])
         count = rd.varbits()
         base = {"boot": rd.varbits() & M32, "seq": rd.varbits()}
@@ -578,7 +584,7 @@ def decode_batch(payload, device=""):
         raise FormatError("more other records than the count")
     other = read_others(others, base, count)
     slots = [i for i in range(count) if i not in other]
-    positions = read_positions(rd, len(slots), slots, base, v2)
+    positions = read_positions(rd, len(slots), slots, base, v2, version == 3)
     recs = []
     it = iter(positions)
     for i in range(count):

@@ -1,4 +1,4 @@
-package remote
+package fleetctl
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // memDevice is a Manager on a memBus with a test door, running until the
@@ -50,7 +51,7 @@ func (d *memDevice) stop() {
 // report about its version; it returns the report's status and errors.
 func (d *memDevice) push(t *testing.T, env []byte) (string, string) {
 	t.Helper()
-	e, err := DecodeConfig(env)
+	e, err := fleet.DecodeConfig(env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func (d *memDevice) push(t *testing.T, env []byte) (string, string) {
 			if !ok {
 				continue
 			}
-			r, err := DecodeReport([]byte(body))
+			r, err := fleet.DecodeReport([]byte(body))
 			if err == nil && r.Version == e.Version {
 				var msgs []string
 				for _, e := range r.Errors {
@@ -85,7 +86,7 @@ func (d *memDevice) push(t *testing.T, env []byte) (string, string) {
 
 func mustSign(t *testing.T, priv []byte, version uint64, body string) []byte {
 	t.Helper()
-	env, err := SignConfig(priv, Device("met", "d1"), version, []byte(body))
+	env, err := fleet.SignConfig(priv, fleet.Device("met", "d1"), version, []byte(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,22 +99,22 @@ func TestVersionStepBounded(t *testing.T) {
 	priv, pub := testKey(1)
 	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
 	d := startMemDevice(t, cfg, newMemBus())
-	if st, msg := d.push(t, mustSign(t, priv, math.MaxUint64, "[tracking]\ndistance = 7.0\n")); st != StatusRejected || !strings.Contains(msg, ErrVersionJump.Error()) {
+	if st, msg := d.push(t, mustSign(t, priv, math.MaxUint64, "[tracking]\ndistance = 7.0\n")); st != fleet.StatusRejected || !strings.Contains(msg, ErrVersionJump.Error()) {
 		t.Fatalf("version 2^64-1: %s %q", st, msg)
 	}
 	now := uint64(time.Now().Unix())
-	if st, msg := d.push(t, mustSign(t, priv, now, "[tracking]\ndistance = 8.0\n")); st != StatusApplied {
+	if st, msg := d.push(t, mustSign(t, priv, now, "[tracking]\ndistance = 8.0\n")); st != fleet.StatusApplied {
 		t.Fatalf("version %d after the refused one: %s %q", now, st, msg)
 	}
 	// Even a trusted key that jumps as far as allowed leaves room above.
 	top := now + MaxVersionStep
-	if st, _ := d.push(t, mustSign(t, priv, top, "[tracking]\ndistance = 9.0\n")); st != StatusApplied {
+	if st, _ := d.push(t, mustSign(t, priv, top, "[tracking]\ndistance = 9.0\n")); st != fleet.StatusApplied {
 		t.Fatal("a full step refused")
 	}
-	if st, _ := d.push(t, mustSign(t, priv, top+MaxVersionStep+1, "[tracking]\ndistance = 10.0\n")); st != StatusRejected {
+	if st, _ := d.push(t, mustSign(t, priv, top+MaxVersionStep+1, "[tracking]\ndistance = 10.0\n")); st != fleet.StatusRejected {
 		t.Fatal("more than a step accepted")
 	}
-	if st, _ := d.push(t, mustSign(t, priv, top+1, "[tracking]\ndistance = 11.0\n")); st != StatusApplied {
+	if st, _ := d.push(t, mustSign(t, priv, top+1, "[tracking]\ndistance = 11.0\n")); st != fleet.StatusApplied {
 		t.Fatal("the next version after a full step refused")
 	}
 	if err := checkVersion("all", math.MaxUint64, 0); !errors.Is(err, ErrVersionJump) {
@@ -149,11 +150,11 @@ func TestAntiRollbackSurvivesFileLoss(t *testing.T) {
 				for i, s := range steps {
 					env := mustSign(t, s.priv, uint64(i+1), s.body)
 					envs = append(envs, env)
-					if st, msg := d.push(t, env); st != StatusApplied {
+					if st, msg := d.push(t, env); st != fleet.StatusApplied {
 						t.Fatalf("version %d: %s %q", i+1, st, msg)
 					}
 				}
-				if st, _ := d.push(t, mustSign(t, k1, 4, "[tracking]\ndistance = 1.0\n")); st != StatusRejected {
+				if st, _ := d.push(t, mustSign(t, k1, 4, "[tracking]\ndistance = 1.0\n")); st != fleet.StatusRejected {
 					t.Fatal("revoked key accepted before any damage")
 				}
 				d.stop()
@@ -188,16 +189,16 @@ func TestAntiRollbackSurvivesFileLoss(t *testing.T) {
 				if v := d.m.Version(); v != 3 {
 					t.Fatalf("after the restart running version %d, want 3", v)
 				}
-				if st, msg := d.push(t, envs[1]); st != StatusRejected {
+				if st, msg := d.push(t, envs[1]); st != fleet.StatusRejected {
 					t.Fatalf("old version 2 (by key 2) replayed: %s %q", st, msg)
 				}
-				if st, msg := d.push(t, envs[0]); st != StatusRejected {
+				if st, msg := d.push(t, envs[0]); st != fleet.StatusRejected {
 					t.Fatalf("old version 1 (by key 1) replayed: %s %q", st, msg)
 				}
-				if st, msg := d.push(t, mustSign(t, k1, 5, "[tracking]\ndistance = 1.0\n")); st != StatusRejected || !strings.Contains(msg, "not in remote.trusted_keys") {
+				if st, msg := d.push(t, mustSign(t, k1, 5, "[tracking]\ndistance = 1.0\n")); st != fleet.StatusRejected || !strings.Contains(msg, "not in remote.trusted_keys") {
 					t.Fatalf("revoked key 1 trusted again: %s %q", st, msg)
 				}
-				if st, msg := d.push(t, mustSign(t, k2, 6, fmt.Sprintf("[remote]\ntrusted_keys = [%q]\n[tracking]\ndistance = 30.0\n", pub2))); st != StatusApplied {
+				if st, msg := d.push(t, mustSign(t, k2, 6, fmt.Sprintf("[remote]\ntrusted_keys = [%q]\n[tracking]\ndistance = 30.0\n", pub2))); st != fleet.StatusApplied {
 					t.Fatalf("key 2 no longer configures the device: %s %q", st, msg)
 				}
 			})
@@ -214,16 +215,16 @@ func TestKeyRoles(t *testing.T) {
 	k3, pub3 := testKey(3)
 	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub1, "commands:"+pub2, "config:"+pub3)
 	d := startMemDevice(t, cfg, newMemBus())
-	if st, msg := d.push(t, mustSign(t, k2, 1, "[tracking]\ndistance = 7.0\n")); st != StatusRejected || !strings.Contains(msg, ErrWrongRole.Error()) {
+	if st, msg := d.push(t, mustSign(t, k2, 1, "[tracking]\ndistance = 7.0\n")); st != fleet.StatusRejected || !strings.Contains(msg, fleet.ErrWrongRole.Error()) {
 		t.Fatalf("config by a commands key: %s %q", st, msg)
 	}
-	if st, msg := d.push(t, mustSign(t, k3, 2, "[tracking]\ndistance = 8.0\n")); st != StatusApplied {
+	if st, msg := d.push(t, mustSign(t, k3, 2, "[tracking]\ndistance = 8.0\n")); st != fleet.StatusApplied {
 		t.Fatalf("config by a config key: %s %q", st, msg)
 	}
-	if st, msg := d.push(t, mustSign(t, k1, 3, "[tracking]\ndistance = 9.0\n")); st != StatusApplied {
+	if st, msg := d.push(t, mustSign(t, k1, 3, "[tracking]\ndistance = 9.0\n")); st != fleet.StatusApplied {
 		t.Fatalf("config by a bare key: %s %q", st, msg)
 	}
-	kr, err := NewKeyring(cfg.Remote.TrustedKeys)
+	kr, err := fleet.NewKeyring(cfg.Remote.TrustedKeys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,12 +232,12 @@ func TestKeyRoles(t *testing.T) {
 		priv []byte
 		ok   bool
 	}{{k1, true}, {k2, true}, {k3, false}} {
-		b, _ := SignCommand(c.priv, Command{Fleet: "met", Device: "d1", ID: "x", Name: "status"})
-		cmd, err := DecodeCommand(b)
+		b, _ := fleet.SignCommand(c.priv, fleet.Command{Fleet: "met", Device: "d1", ID: "x", Name: "status"})
+		cmd, err := fleet.DecodeCommand(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := kr.VerifyCommand(cmd, true); (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrWrongRole)) {
+		if err := kr.VerifyCommand(cmd, true); (err == nil) != c.ok || (err != nil && !errors.Is(err, fleet.ErrWrongRole)) {
 			t.Fatalf("command by key %s: %v", cmd.KeyID, err)
 		}
 	}

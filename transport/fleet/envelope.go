@@ -1,4 +1,4 @@
-package remote
+package fleet
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ const (
 	MaxConfigEnvelope = 96 << 10
 	MaxCommand        = 8 << 10
 	maxArgs           = 32
-	maxIDLen          = 128
+	MaxIDLen          = 128
 )
 
 // Format tags: the first field of every envelope, so that a device rejects
@@ -68,34 +68,34 @@ func Device(fleet, device string) Target { return Target{fleet, "device/" + devi
 func (t Target) Topic() string {
 	switch {
 	case t.Scope == "all":
-		return "kestrel/v1/" + t.Fleet + "/_all/config/desired"
+		return Prefix(t.Fleet) + "_all/" + ChannelDesired
 	case strings.HasPrefix(t.Scope, "group/"):
-		return "kestrel/v1/" + t.Fleet + "/_group/" + strings.TrimPrefix(t.Scope, "group/") + "/config/desired"
+		return Prefix(t.Fleet) + "_group/" + strings.TrimPrefix(t.Scope, "group/") + "/" + ChannelDesired
 	default:
-		return "kestrel/v1/" + t.Fleet + "/" + strings.TrimPrefix(t.Scope, "device/") + "/config/desired"
+		return DeviceTopic(t.Fleet, strings.TrimPrefix(t.Scope, "device/"), ChannelDesired)
 	}
 }
 
 func (t Target) String() string { return t.Fleet + ":" + t.Scope }
 
 func (t Target) check() error {
-	if err := checkName(t.Fleet); err != nil {
+	if err := CheckName(t.Fleet); err != nil {
 		return fmt.Errorf("fleet: %w", err)
 	}
 	switch {
 	case t.Scope == "all":
 		return nil
 	case strings.HasPrefix(t.Scope, "group/"):
-		return checkName(strings.TrimPrefix(t.Scope, "group/"))
+		return CheckName(strings.TrimPrefix(t.Scope, "group/"))
 	case strings.HasPrefix(t.Scope, "device/"):
-		return checkName(strings.TrimPrefix(t.Scope, "device/"))
+		return CheckName(strings.TrimPrefix(t.Scope, "device/"))
 	}
 	return fmt.Errorf("scope %q: want all, group/NAME or device/ID", t.Scope)
 }
 
-// checkName accepts the identifiers that config.Validate accepts for
+// CheckName accepts the identifiers that config.Validate accepts for
 // device, fleet and group names.
-func checkName(s string) error {
+func CheckName(s string) error {
 	if s == "" || len(s) > 64 || s[0] == '_' {
 		return fmt.Errorf("bad name %q", s)
 	}
@@ -124,6 +124,37 @@ type ConfigEnvelope struct {
 	KeyID   string `json:"kid,omitempty"`
 	Body    []byte `json:"body"` // TOML, a partial config laid over the device's own
 	Sig     []byte `json:"sig,omitempty"`
+	// Cosigs are further signatures of the same content by other keys,
+	// for a device whose remote.config_threshold asks for more than one.
+	Cosigs []Signature `json:"cosigs,omitempty"`
+}
+
+// Signature is one key's signature of an envelope or command.
+type Signature struct {
+	KeyID string `json:"kid"`
+	Sig   []byte `json:"sig"`
+}
+
+// MaxSignatures bounds the signatures on one message (config.MaxThreshold).
+const MaxSignatures = config.MaxThreshold
+
+// signatures lists the message's signatures: the first, then the cosigs.
+func signatures(kid string, sig []byte, cosigs []Signature) []Signature {
+	if len(sig) == 0 {
+		return nil
+	}
+	return append([]Signature{{kid, sig}}, cosigs...)
+}
+
+// Signers are the key ids that signed the envelope, as they appear.
+func (e *ConfigEnvelope) Signers() []string { return signerIDs(signatures(e.KeyID, e.Sig, e.Cosigs)) }
+
+func signerIDs(sigs []Signature) []string {
+	out := make([]string, len(sigs))
+	for i, s := range sigs {
+		out[i] = s.KeyID
+	}
+	return out
 }
 
 // Target returns the envelope's target.
@@ -142,6 +173,16 @@ func (e *ConfigEnvelope) signed() []byte {
 // envelope to publish (retained) on t.Topic(). A nil key makes an unsigned
 // envelope, which only devices with remote.require_signed = false accept.
 func SignConfig(priv ed25519.PrivateKey, t Target, version uint64, body []byte) ([]byte, error) {
+	var keys []ed25519.PrivateKey
+	if priv != nil {
+		keys = append(keys, priv)
+	}
+	return SignConfigBy(keys, t, version, body)
+}
+
+// SignConfigBy signs with every key (distinct keys, at most MaxSignatures):
+// for devices whose remote.config_threshold asks for N of them.
+func SignConfigBy(keys []ed25519.PrivateKey, t Target, version uint64, body []byte) ([]byte, error) {
 	if err := t.check(); err != nil {
 		return nil, fmt.Errorf("sign config: %w", err)
 	}
@@ -152,11 +193,32 @@ func SignConfig(priv ed25519.PrivateKey, t Target, version uint64, body []byte) 
 		return nil, fmt.Errorf("sign config: %w: body of %d bytes, limit %d", ErrTooLarge, len(body), config.MaxFileSize)
 	}
 	e := ConfigEnvelope{Format: configFormat, Fleet: t.Fleet, Scope: t.Scope, Version: version, Issued: time.Now().UnixMilli(), Body: body}
-	if priv != nil {
-		e.KeyID = KeyID(priv.Public().(ed25519.PublicKey))
-		e.Sig = ed25519.Sign(priv, e.signed())
+	sigs, err := signAll(keys, e.signed())
+	if err != nil {
+		return nil, fmt.Errorf("sign config: %w", err)
+	}
+	if len(sigs) > 0 {
+		e.KeyID, e.Sig, e.Cosigs = sigs[0].KeyID, sigs[0].Sig, sigs[1:]
 	}
 	return json.Marshal(&e)
+}
+
+// signAll signs msg with each key, refusing a key given twice.
+func signAll(keys []ed25519.PrivateKey, msg []byte) ([]Signature, error) {
+	if len(keys) > MaxSignatures {
+		return nil, fmt.Errorf("%d signing keys, limit %d", len(keys), MaxSignatures)
+	}
+	var sigs []Signature
+	for _, k := range keys {
+		kid := KeyID(k.Public().(ed25519.PublicKey))
+		for _, s := range sigs {
+			if s.KeyID == kid {
+				return nil, fmt.Errorf("key %s given twice: a threshold counts distinct keys", kid)
+			}
+		}
+		sigs = append(sigs, Signature{KeyID: kid, Sig: ed25519.Sign(k, msg)})
+	}
+	return sigs, nil
 }
 
 // DecodeConfig parses a config envelope strictly. It checks the shape, not
@@ -184,7 +246,7 @@ func DecodeConfig(payload []byte) (*ConfigEnvelope, error) {
 	if !utf8.Valid(e.Body) {
 		return nil, fmt.Errorf("%w: body is not UTF-8", ErrMalformed)
 	}
-	if err := checkSigFields(e.KeyID, e.Sig); err != nil {
+	if err := checkSigs(e.KeyID, e.Sig, e.Cosigs); err != nil {
 		return nil, err
 	}
 	return &e, nil
@@ -204,7 +266,12 @@ type Command struct {
 	Issued int64             `json:"issued"` // ms since the epoch
 	KeyID  string            `json:"kid,omitempty"`
 	Sig    []byte            `json:"sig,omitempty"`
+	// Cosigs: further signatures, for remote.command_threshold.
+	Cosigs []Signature `json:"cosigs,omitempty"`
 }
+
+// Signers are the key ids that signed the command, as they appear.
+func (c *Command) Signers() []string { return signerIDs(signatures(c.KeyID, c.Sig, c.Cosigs)) }
 
 func (c *Command) signed() []byte {
 	var b bytes.Buffer
@@ -223,6 +290,16 @@ func (c *Command) signed() []byte {
 // signs cmd and returns the payload to publish on the device's cmd topic.
 // A nil key makes an unsigned command.
 func SignCommand(priv ed25519.PrivateKey, cmd Command) ([]byte, error) {
+	var keys []ed25519.PrivateKey
+	if priv != nil {
+		keys = append(keys, priv)
+	}
+	return SignCommandBy(keys, cmd)
+}
+
+// SignCommandBy signs with every key (distinct, at most MaxSignatures),
+// for devices whose remote.command_threshold asks for N of them.
+func SignCommandBy(keys []ed25519.PrivateKey, cmd Command) ([]byte, error) {
 	cmd.Format = commandFormat
 	if cmd.Issued == 0 {
 		cmd.Issued = time.Now().UnixMilli()
@@ -230,13 +307,16 @@ func SignCommand(priv ed25519.PrivateKey, cmd Command) ([]byte, error) {
 	if cmd.Reply == "" {
 		cmd.Reply = "reply"
 	}
-	cmd.KeyID, cmd.Sig = "", nil
+	cmd.KeyID, cmd.Sig, cmd.Cosigs = "", nil, nil
 	if err := cmd.check(); err != nil {
 		return nil, fmt.Errorf("sign command: %w", err)
 	}
-	if priv != nil {
-		cmd.KeyID = KeyID(priv.Public().(ed25519.PublicKey))
-		cmd.Sig = ed25519.Sign(priv, cmd.signed())
+	sigs, err := signAll(keys, cmd.signed())
+	if err != nil {
+		return nil, fmt.Errorf("sign command: %w", err)
+	}
+	if len(sigs) > 0 {
+		cmd.KeyID, cmd.Sig, cmd.Cosigs = sigs[0].KeyID, sigs[0].Sig, sigs[1:]
 	}
 	b, err := json.Marshal(&cmd)
 	if err == nil && len(b) > MaxCommand {
@@ -246,16 +326,16 @@ func SignCommand(priv ed25519.PrivateKey, cmd Command) ([]byte, error) {
 }
 
 func (c *Command) check() error {
-	if err := checkName(c.Fleet); err != nil {
+	if err := CheckName(c.Fleet); err != nil {
 		return fmt.Errorf("fleet: %w", err)
 	}
-	if err := checkName(c.Device); err != nil {
+	if err := CheckName(c.Device); err != nil {
 		return fmt.Errorf("device: %w", err)
 	}
-	if c.ID == "" || len(c.ID) > maxIDLen || strings.ContainsAny(c.ID, "\n\x00") || !utf8.ValidString(c.ID) {
+	if c.ID == "" || len(c.ID) > MaxIDLen || strings.ContainsAny(c.ID, "\n\x00") || !utf8.ValidString(c.ID) {
 		return fmt.Errorf("bad request id %q", c.ID)
 	}
-	if err := checkName(c.Name); err != nil {
+	if err := CheckName(c.Name); err != nil {
 		return fmt.Errorf("command name: %w", err)
 	}
 	if len(c.Args) > maxArgs {
@@ -280,7 +360,7 @@ func CheckReplyChannel(ch string) error {
 		return nil
 	}
 	rest, ok := strings.CutPrefix(ch, "reply/")
-	if !ok || rest == "" || len(rest) > maxIDLen || strings.ContainsAny(rest, "/+#\x00\n") || !utf8.ValidString(rest) {
+	if !ok || rest == "" || len(rest) > MaxIDLen || strings.ContainsAny(rest, "/+#\x00\n") || !utf8.ValidString(rest) {
 		return fmt.Errorf("reply channel %q: want reply or reply/NAME", ch)
 	}
 	return nil
@@ -305,10 +385,33 @@ func DecodeCommand(payload []byte) (*Command, error) {
 	if err := c.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if err := checkSigFields(c.KeyID, c.Sig); err != nil {
+	if err := checkSigs(c.KeyID, c.Sig, c.Cosigs); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// checkSigs checks the shape of a message's signatures: the first, and
+// cosigs only beside it, at most MaxSignatures in all.
+func checkSigs(kid string, sig []byte, cosigs []Signature) error {
+	if err := checkSigFields(kid, sig); err != nil {
+		return err
+	}
+	if len(cosigs) > 0 && len(sig) == 0 {
+		return fmt.Errorf("%w: cosignatures without a first signature", ErrMalformed)
+	}
+	if 1+len(cosigs) > MaxSignatures {
+		return fmt.Errorf("%w: %d signatures, limit %d", ErrMalformed, 1+len(cosigs), MaxSignatures)
+	}
+	for _, c := range cosigs {
+		if c.KeyID == "" || len(c.Sig) == 0 {
+			return fmt.Errorf("%w: a cosignature without key id or signature", ErrMalformed)
+		}
+		if err := checkSigFields(c.KeyID, c.Sig); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func checkSigFields(kid string, sig []byte) error {
@@ -373,38 +476,87 @@ func NewKeyring(keys []string) (Keyring, error) {
 	return kr, nil
 }
 
-// verify checks a signature by a key with the role. Unsigned messages
-// pass only when requireSigned is false.
-func (kr Keyring) verify(kid string, sig, msg []byte, requireSigned bool, role string) error {
-	if len(sig) == 0 {
+// ErrThreshold marks a message signed by fewer distinct trusted keys with
+// the role than the device's threshold asks for.
+var ErrThreshold = errors.New("too few signatures by distinct trusted keys with the role")
+
+// verify checks the signatures on msg: at least threshold of them (at
+// least 1) must be valid signatures by distinct trusted keys with the
+// role; a key that signs twice counts once. A signature by a trusted key
+// that does not verify refuses the message whole (it was tampered with);
+// one by an unknown key or a key without the role counts for nothing.
+// Unsigned messages pass only when requireSigned is false. It returns the
+// key ids that counted.
+func (kr Keyring) verify(sigs []Signature, msg []byte, requireSigned bool, role string, threshold int) ([]string, error) {
+	if len(sigs) == 0 {
 		if requireSigned {
-			return ErrUnsigned
+			return nil, ErrUnsigned
 		}
-		return nil
+		return nil, nil
 	}
-	k, ok := kr[kid]
-	if !ok {
-		return fmt.Errorf("%w (key id %s)", ErrUntrustedKey, kid)
+	threshold = max(threshold, 1)
+	var good []string
+	var why []error
+	for _, s := range sigs {
+		k, ok := kr[s.KeyID]
+		switch {
+		case !ok:
+			why = append(why, fmt.Errorf("%w (key id %s)", ErrUntrustedKey, s.KeyID))
+		case !ed25519.Verify(k.Pub, msg, s.Sig):
+			return nil, fmt.Errorf("%w (key id %s)", ErrBadSignature, s.KeyID)
+		case !slices.Contains(k.Roles, role):
+			why = append(why, fmt.Errorf("%w %s (key id %s has %s)", ErrWrongRole, role, s.KeyID, strings.Join(k.Roles, "+")))
+		case slices.Contains(good, s.KeyID):
+			// the same key again: it counts once
+		default:
+			good = append(good, s.KeyID)
+		}
 	}
-	if !ed25519.Verify(k.Pub, msg, sig) {
-		return fmt.Errorf("%w (key id %s)", ErrBadSignature, kid)
+	if len(good) >= threshold {
+		return good, nil
 	}
-	if !slices.Contains(k.Roles, role) {
-		return fmt.Errorf("%w %s (key id %s has %s)", ErrWrongRole, role, kid, strings.Join(k.Roles, "+"))
+	if threshold == 1 && len(why) == 1 {
+		return nil, why[0] // the one signature's own fault
 	}
-	return nil
+	err := fmt.Errorf("%w %s: %d of %d required (signed by %s)", ErrThreshold, role, len(good), threshold, strings.Join(signerIDs(sigs), ", "))
+	return nil, errors.Join(append([]error{err}, why...)...)
 }
 
 // VerifyConfig checks an envelope's signature by a key with the config
-// role.
+// role (a threshold of 1).
 func (kr Keyring) VerifyConfig(e *ConfigEnvelope, requireSigned bool) error {
-	return kr.verify(e.KeyID, e.Sig, e.signed(), requireSigned, RoleConfig)
+	_, err := kr.VerifyConfigN(e, requireSigned, 1)
+	return err
+}
+
+// VerifyConfigN checks that threshold distinct trusted keys with the
+// config role signed the envelope, and returns them.
+func (kr Keyring) VerifyConfigN(e *ConfigEnvelope, requireSigned bool, threshold int) ([]string, error) {
+	return kr.verify(signatures(e.KeyID, e.Sig, e.Cosigs), e.signed(), requireSigned, RoleConfig, threshold)
 }
 
 // VerifyCommand checks a command's signature by a key with the commands
-// role.
+// role (a threshold of 1).
 func (kr Keyring) VerifyCommand(c *Command, requireSigned bool) error {
-	return kr.verify(c.KeyID, c.Sig, c.signed(), requireSigned, RoleCommands)
+	_, err := kr.VerifyCommandN(c, requireSigned, 1)
+	return err
+}
+
+// VerifyCommandN checks that threshold distinct trusted keys with the
+// commands role signed the command, and returns them.
+func (kr Keyring) VerifyCommandN(c *Command, requireSigned bool, threshold int) ([]string, error) {
+	return kr.verify(signatures(c.KeyID, c.Sig, c.Cosigs), c.signed(), requireSigned, RoleCommands, threshold)
+}
+
+// WithRole counts the keys that have the role.
+func (kr Keyring) WithRole(role string) int {
+	n := 0
+	for _, k := range kr {
+		if slices.Contains(k.Roles, role) {
+			n++
+		}
+	}
+	return n
 }
 
 // EncodePublicKey is the form of a public key in remote.trusted_keys.

@@ -1,8 +1,7 @@
-package remote
+package fleetctl
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,89 +13,8 @@ import (
 	"time"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
-
-func TestSignVerify(t *testing.T) {
-	priv, pub := testKey(1)
-	kr, err := NewKeyring([]string{pub})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := SignConfig(priv, Group("met", "north"), 5, []byte("[gps]\nbaud = 9600\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := DecodeConfig(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kr.VerifyConfig(e, true); err != nil {
-		t.Fatalf("verify: %v", err)
-	}
-	// Every signed field is covered: changing any one breaks the signature.
-	for name, mut := range map[string]func(*ConfigEnvelope){
-		"version": func(e *ConfigEnvelope) { e.Version++ },
-		"scope":   func(e *ConfigEnvelope) { e.Scope = "all" },
-		"fleet":   func(e *ConfigEnvelope) { e.Fleet = "other" },
-		"issued":  func(e *ConfigEnvelope) { e.Issued++ },
-		"body":    func(e *ConfigEnvelope) { e.Body = append(e.Body, '#') },
-	} {
-		c := *e
-		c.Body = append([]byte(nil), e.Body...)
-		mut(&c)
-		if err := kr.VerifyConfig(&c, true); !errors.Is(err, ErrBadSignature) {
-			t.Errorf("%s changed: %v", name, err)
-		}
-	}
-	cmd, err := SignCommand(priv, Command{Fleet: "met", Device: "d1", ID: "x", Name: "locate", Args: map[string]string{"a": "1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := DecodeCommand(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kr.VerifyCommand(c, true); err != nil {
-		t.Fatal(err)
-	}
-	c.Args["a"] = "2"
-	if err := kr.VerifyCommand(c, true); !errors.Is(err, ErrBadSignature) {
-		t.Fatalf("changed argument: %v", err)
-	}
-	// An empty argument map is dropped by omitempty and must still verify.
-	empty, _ := SignCommand(priv, Command{Fleet: "met", Device: "d1", ID: "y", Name: "flush", Args: map[string]string{}})
-	if c, err := DecodeCommand(empty); err != nil || kr.VerifyCommand(c, true) != nil {
-		t.Fatalf("empty args: %v", err)
-	}
-	if got := KeyID(priv.Public().(ed25519.PublicKey)); len(got) != 16 {
-		t.Fatalf("key id %q", got)
-	}
-	// Reply channels stay under the device's own topic tree.
-	for _, bad := range []string{"reply/#", "reply/a/b", "state", "../x", "reply/"} {
-		if CheckReplyChannel(bad) == nil {
-			t.Errorf("reply channel %q accepted", bad)
-		}
-	}
-}
-
-func TestKeyFiles(t *testing.T) {
-	priv, _ := testKey(3)
-	pemBytes, err := MarshalPrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, in := range [][]byte{pemBytes, []byte(b64(priv.Seed())), []byte(b64(priv))} {
-		got, err := ParsePrivateKey(in)
-		if err != nil || !got.Equal(priv) {
-			t.Fatalf("ParsePrivateKey(%.20q): %v", in, err)
-		}
-	}
-	if _, err := ParsePrivateKey([]byte("nonsense")); err == nil {
-		t.Fatal("nonsense accepted")
-	}
-}
-
-func b64(b []byte) string { return EncodePublicKey(ed25519.PublicKey(b)) }
 
 // memBus is an in-memory message bus with retained messages: a fake with
 // behaviour for tests that need no network.
@@ -154,7 +72,7 @@ func TestPendingConfigRolledBackAfterRepeatedRestarts(t *testing.T) {
 	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
 	bus := newMemBus()
 	bus.online = false // the new config never gets confirmed
-	env, _ := SignConfig(priv, Device("met", "d1"), 4, []byte("[tracking]\ndistance = 7.0\n"))
+	env, _ := fleet.SignConfig(priv, fleet.Device("met", "d1"), 4, []byte("[tracking]\ndistance = 7.0\n"))
 	bus.retained["kestrel/v1/met/d1/config/desired"] = env
 
 	m, err := NewManager(Options{Current: cfg, Connected: bus.connected, RollbackAfter: time.Hour})
@@ -215,17 +133,17 @@ func TestAuditBoundedAndPersisted(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
 	m.Attach(newTestDoor(m.StartConfig(), nil), bus)
-	waitAudit := func(ok func([]AuditEntry) bool) {
+	waitAudit := func(ok func([]fleet.AuditEntry) bool) {
 		deadline := time.Now().Add(10 * time.Second)
 		for !ok(m.Audit()) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	for i := 0; i < 8; i++ {
-		c, _ := SignCommand(priv, Command{Fleet: "met", Device: "d1", ID: fmt.Sprint("real-", i), Name: "nosuch"})
+		c, _ := fleet.SignCommand(priv, fleet.Command{Fleet: "met", Device: "d1", ID: fmt.Sprint("real-", i), Name: "nosuch"})
 		bus.deliver("kestrel/v1/met/d1/cmd", c)
 	}
-	waitAudit(func(a []AuditEntry) bool { return len(a) == 5 && a[4].Seq == 8 })
+	waitAudit(func(a []fleet.AuditEntry) bool { return len(a) == 5 && a[4].Seq == 8 })
 	for i := 0; i < 10000; i++ {
 		for len(m.inbox) > cap(m.inbox)/2 {
 			time.Sleep(time.Millisecond)
@@ -281,7 +199,7 @@ func TestReloadKeepsRemoteOverlay(t *testing.T) {
 	defer cancel()
 	go m.Run(ctx)
 	m.Attach(door, bus)
-	env, _ := SignConfig(priv, AllDevices("met"), 2, []byte("[tracking]\ndistance = 7.0\n"))
+	env, _ := fleet.SignConfig(priv, fleet.AllDevices("met"), 2, []byte("[tracking]\ndistance = 7.0\n"))
 	bus.deliver("kestrel/v1/met/_all/config/desired", env)
 	deadline := time.Now().Add(5 * time.Second)
 	for m.Version() != 2 && time.Now().Before(deadline) {
@@ -321,62 +239,18 @@ func TestReloadKeepsRemoteOverlay(t *testing.T) {
 	}
 }
 
-func FuzzDecodeConfig(f *testing.F) {
-	priv, pub := testKey(1)
-	kr, _ := NewKeyring([]string{pub})
-	good, _ := SignConfig(priv, AllDevices("met"), 3, []byte("[gps]\nbaud = 9600\n"))
-	f.Add(good)
-	f.Add([]byte(`{"kestrel":"kestrel-config/1","fleet":"met","target":"group/x","version":1,"issued":0,"body":""}`))
-	f.Add([]byte(`{"kestrel":"kestrel-config/1","fleet":"_bad","target":"all","version":1,"body":"AA==","kid":"x","sig":"AA=="}`))
-	f.Add([]byte(`[]`))
-	f.Add([]byte(`{"kestrel":"kestrel-config/1"} trailing`))
-	base := config.Defaults()
-	base.Device.ID, base.Device.Fleet = "d", "met"
-	f.Fuzz(func(t *testing.T, data []byte) {
-		e, err := DecodeConfig(data)
-		if err != nil {
-			return
-		}
-		_ = kr.VerifyConfig(e, false)
-		_ = e.Target().Topic()
-		if c, _, err := config.Overlay(base, e.Body); err == nil {
-			_ = c.Validate()
-		}
-	})
-}
-
-func FuzzDecodeCommand(f *testing.F) {
-	priv, pub := testKey(1)
-	kr, _ := NewKeyring([]string{pub})
-	good, _ := SignCommand(priv, Command{Fleet: "met", Device: "d", ID: "r1", Name: "privacy", Args: map[string]string{"mode": "on"}, Reply: "reply/ctl"})
-	f.Add(good)
-	f.Add([]byte(`{"kestrel":"kestrel-cmd/1","fleet":"met","device":"d","id":"x","name":"locate","issued":1}`))
-	f.Add([]byte(`{"kestrel":"kestrel-cmd/1","fleet":"met","device":"d","id":"x","name":"locate","reply":"reply/#"}`))
-	f.Add([]byte(`{"id":` + strings.Repeat("[", 1000)))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := DecodeCommand(data)
-		if err != nil {
-			return
-		}
-		if CheckReplyChannel(c.Reply) != nil {
-			t.Fatalf("decoded a command with reply channel %q", c.Reply)
-		}
-		_ = kr.VerifyCommand(c, false)
-	})
-}
-
 // BenchmarkAcceptConfig is the device's cost of one remote config before
 // Apply: decode, verify, overlay, validate, diff.
 func BenchmarkAcceptConfig(b *testing.B) {
 	priv, pub := testKey(1)
-	kr, _ := NewKeyring([]string{pub})
+	kr, _ := fleet.NewKeyring([]string{pub})
 	body := []byte("[tracking]\nmax_interval = \"30s\"\ndistance = 25.0\n[privacy]\ngrid = 500.0\n")
-	env, _ := SignConfig(priv, AllDevices("met"), 9, body)
+	env, _ := fleet.SignConfig(priv, fleet.AllDevices("met"), 9, body)
 	base := config.Defaults()
 	base.Device.ID, base.Device.Fleet = "d", "met"
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		e, err := DecodeConfig(env)
+		e, err := fleet.DecodeConfig(env)
 		if err != nil {
 			b.Fatal(err)
 		}

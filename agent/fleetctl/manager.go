@@ -1,13 +1,4 @@
-// Package remote is the device side of fleet management: signed remote
-// configuration for a device, a group or the whole fleet; signed commands;
-// the audit log; and the connectivity watchdog that rolls a config back
-// when it cuts the device off. It is transport-agnostic: it talks through
-// a Messenger, which transport/mqtt's Session satisfies.
-//
-// A remote config is a partial TOML document laid over the device's local
-// config (file plus --set). The device applies the highest version it has
-// verified, whichever scope it came from. See docs/config.md.
-package remote
+package fleetctl
 
 import (
 	"context"
@@ -23,7 +14,7 @@ import (
 	"time"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/tracking"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // Door is the one way the running config changes (agent.Agent): Reload
@@ -32,6 +23,15 @@ import (
 type Door interface {
 	Config() config.Config
 	Reload(ctx context.Context, next config.Config) ([]config.Change, error)
+}
+
+// Vitals says when the parts a change can break last showed that they
+// work (agent.Agent implements it). A door that also implements it gets
+// the GPS and the radio health-checked after a change that touched them.
+type Vitals interface {
+	// LastSign is when part ("gps", "radio") last showed life: valid NMEA
+	// sentences from the receiver, an answer from the radio. Zero: not yet.
+	LastSign(part string) time.Time
 }
 
 // Messenger is the MQTT session as the manager needs it.
@@ -56,24 +56,21 @@ type Deferred struct {
 }
 
 // PrivacyControl is the privacy switch that the "privacy" command drives;
-// *tracking.Policy implements it.
+// *tracking.Policy implements it (asserted where the two are wired, in
+// cmd/kestrel: this package imports nothing of the agent).
 type PrivacyControl interface {
 	SetPrivacy(on bool) string
 	ClearPrivacy() string
 	PrivacyMode() string
 }
 
-// privacyPersister lets the manager keep the command's override across
-// restarts.
-type privacyPersister interface {
+// PrivacyPersister lets the manager keep the command's override across
+// restarts; a PrivacyControl that also implements it (*tracking.Policy)
+// gets its override back after a restart.
+type PrivacyPersister interface {
 	PrivacyOverride() string
 	RestoreOverride(string) error
 }
-
-var (
-	_ PrivacyControl   = (*tracking.Policy)(nil)
-	_ privacyPersister = (*tracking.Policy)(nil)
-)
 
 // Options configures a Manager. Only Current is required; the rest default
 // from it.
@@ -97,7 +94,10 @@ type Options struct {
 	// selftest, restart); "privacy" is built in when Privacy is set.
 	Commands map[string]CommandFunc
 	Privacy  PrivacyControl
-	Logger   *slog.Logger
+	// Signer is the device's own key (agent/identity): config reports and
+	// command replies go out signed with it. Nil: unsigned.
+	Signer fleet.DeviceSigner
+	Logger *slog.Logger
 	// AuditMax overrides remote.audit_max; CommandMaxAge
 	// remote.command_max_age.
 	AuditMax      int
@@ -130,7 +130,7 @@ type Manager struct {
 	origins    map[string]Origin // where each remotely set key of the layers in force came from
 	door       Door
 	st         *state
-	keys       Keyring
+	keys       fleet.Keyring
 	msg        Messenger
 	subscribed map[string]bool
 	deadline   time.Time // rollback deadline while st.Pending != nil
@@ -140,7 +140,11 @@ type Manager struct {
 	// brokerProven: since probeSince, the broker served the fleet-signed
 	// desired config in force.
 	brokerProven bool
-	dirty        bool // state changed but not yet saved (rejections)
+	// vitalsSince is when the door returned from the pending change (or
+	// the agent restarted with it): the GPS and the radio it touched must
+	// show life after it, from the parts the change started.
+	vitalsSince time.Time
+	dirty       bool // state changed but not yet saved (rejections)
 	// anchorDirty: the anti-rollback state changed since the anchor
 	// files were last written.
 	anchorDirty bool
@@ -196,16 +200,17 @@ func NewManager(opts Options) (*Manager, error) {
 	// A change still on probation from before a restart must prove the
 	// parts it touched healthy from now on.
 	m.probeSince = m.now()
+	m.vitalsSince = m.probeSince
 	if m.fleet == "" {
 		m.fleet = opts.Current.Device.Fleet
 	}
 	if m.dev == "" {
 		m.dev = opts.Current.Device.ID
 	}
-	if err := checkName(m.fleet); err != nil {
+	if err := fleet.CheckName(m.fleet); err != nil {
 		return nil, fmt.Errorf("remote: fleet: %w", err)
 	}
-	if err := checkName(m.dev); err != nil {
+	if err := fleet.CheckName(m.dev); err != nil {
 		return nil, fmt.Errorf("remote: device: %w", err)
 	}
 	if m.opts.StatePath == "" {
@@ -219,7 +224,7 @@ func NewManager(opts Options) (*Manager, error) {
 		_ = os.Rename(m.opts.StatePath, aside)
 		st = &state{Format: stateFormat}
 		m.st = st
-		m.audit(AuditEntry{Kind: "state", Result: "reset", Error: err.Error()})
+		m.audit(fleet.AuditEntry{Kind: "state", Result: "reset", Error: err.Error()})
 	}
 	m.st = st
 	if m.st.Seen == nil {
@@ -249,14 +254,14 @@ func NewManager(opts Options) (*Manager, error) {
 	st.Anchor.merge(anc)
 	if stored && len(problems) > 0 && m.opts.StatePath != "" {
 		m.log.Warn("anti-rollback state repaired from its other copies", "problems", problems)
-		m.audit(AuditEntry{Kind: "state", Result: "repaired", Error: strings.Join(problems, "; ")})
+		m.audit(fleet.AuditEntry{Kind: "state", Result: "repaired", Error: strings.Join(problems, "; ")})
 	}
 	m.anchorDirty = true
 	m.localKeys(m.base.Remote.TrustedKeys)
 
 	// Reports wait until the start config is known: they carry its version.
-	var reports []Report
-	var audits []AuditEntry
+	var reports []fleet.Report
+	var audits []fleet.AuditEntry
 	if st.Pending != nil {
 		st.PendingBoots++
 		if st.PendingBoots > maxPendingBoots {
@@ -267,8 +272,8 @@ func NewManager(opts Options) (*Manager, error) {
 			delete(st.Anchor.Digest, bad.Scope)
 			reason := fmt.Sprintf("%s version %d not confirmed after %d restarts; restored the last good config", bad.Scope, bad.Version, maxPendingBoots)
 			m.log.Error("remote config rolled back at start", "version", bad.Version, "reason", reason)
-			reports = append(reports, Report{Version: bad.Version, Status: StatusRolledBack, Errors: []ReportError{{Error: reason}}, Scope: bad.Scope, KeyID: bad.KeyID})
-			audits = append(audits, AuditEntry{Kind: "rollback", Scope: bad.Scope, KeyID: bad.KeyID, Version: bad.Version, Result: StatusRolledBack, Error: reason})
+			reports = append(reports, fleet.Report{Version: bad.Version, Status: fleet.StatusRolledBack, Errors: []fleet.ReportError{{Error: reason}}, Scope: bad.Scope, KeyID: bad.KeyID})
+			audits = append(audits, fleet.AuditEntry{Kind: "rollback", Scope: bad.Scope, KeyID: bad.KeyID, Version: bad.Version, Result: fleet.StatusRolledBack, Error: reason})
 		}
 	}
 	m.start = m.base
@@ -281,8 +286,8 @@ func NewManager(opts Options) (*Manager, error) {
 			// The local file changed underneath so that the remote config
 			// no longer fits: fall back (last good, then local) and say why.
 			m.log.Error("persisted remote config no longer valid over the local config", "err", err)
-			reports = append(reports, Report{Status: StatusRejected, Errors: ReportErrors(err)})
-			audits = append(audits, AuditEntry{Kind: "config", Result: StatusRejected, Error: err.Error()})
+			reports = append(reports, fleet.Report{Status: fleet.StatusRejected, Errors: fleet.ReportErrors(err)})
+			audits = append(audits, fleet.AuditEntry{Kind: "config", Result: fleet.StatusRejected, Error: err.Error()})
 			if i == 0 {
 				st.Pending = nil
 				st.Layers = cloneLayers(st.GoodLayers)
@@ -314,6 +319,11 @@ func NewManager(opts Options) (*Manager, error) {
 	if err := m.rebuildKeys(m.start); err != nil {
 		return nil, err
 	}
+	if m.base.Remote.RequireSigned {
+		if err := m.thresholdsReachable(m.start); err != nil {
+			m.log.Warn("signature threshold cannot be met: every remote config or command it covers will be refused", "err", err)
+		}
+	}
 	if err := m.saveLocked(); err != nil {
 		return nil, fmt.Errorf("remote: %w", err)
 	}
@@ -330,9 +340,18 @@ func (m *Manager) SetHandlers(cmds map[string]CommandFunc, privacy PrivacyContro
 	m.restorePrivacy()
 }
 
+// SetSigner gives the manager the device key of an agent made after it;
+// call it before Run. Reports and replies are signed when published, so
+// those queued earlier go out signed too.
+func (m *Manager) SetSigner(s fleet.DeviceSigner) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.opts.Signer = s
+}
+
 // restorePrivacy re-applies the privacy command's saved override.
 func (m *Manager) restorePrivacy() {
-	if pp, ok := m.opts.Privacy.(privacyPersister); ok && m.st.Privacy != "" {
+	if pp, ok := m.opts.Privacy.(PrivacyPersister); ok && m.st.Privacy != "" {
 		if err := pp.RestoreOverride(m.st.Privacy); err != nil {
 			m.log.Warn("saved privacy override ignored", "err", err)
 		}
@@ -369,7 +388,7 @@ func (m *Manager) Version() uint64 {
 }
 
 // Audit returns a copy of the audit log kept on the device, oldest first.
-func (m *Manager) Audit() []AuditEntry {
+func (m *Manager) Audit() []fleet.AuditEntry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.st.Audit)
@@ -379,17 +398,13 @@ func (m *Manager) Audit() []AuditEntry {
 // Options.TrustedKeys and every key trusted so far (the anchor), less the
 // revoked ones. Callers hold m.mu (or own m exclusively).
 func (m *Manager) rebuildKeys(c config.Config) error {
-	a := &m.st.Anchor
-	kr, err := NewKeyring(append(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...), a.Trusted...))
+	kr, err := m.keyringFor(c)
 	if err != nil {
-		return fmt.Errorf("remote: %w", err)
+		return err
 	}
+	a := &m.st.Anchor
 	trusted := make([]string, 0, len(kr))
-	for kid, k := range kr {
-		if slices.Contains(a.Revoked, kid) {
-			delete(kr, kid)
-			continue
-		}
+	for _, k := range kr {
 		trusted = append(trusted, k.Entry)
 	}
 	slices.Sort(trusted)
@@ -398,6 +413,44 @@ func (m *Manager) rebuildKeys(c config.Config) error {
 		m.anchorDirty = true
 	}
 	m.keys = kr
+	return nil
+}
+
+// keyringFor is the keyring c would give: its remote.trusted_keys,
+// Options.TrustedKeys and every key trusted so far, less the revoked
+// ones. Callers hold m.mu (or own m exclusively).
+func (m *Manager) keyringFor(c config.Config) (fleet.Keyring, error) {
+	a := &m.st.Anchor
+	kr, err := fleet.NewKeyring(append(append(slices.Clone(c.Remote.TrustedKeys), m.opts.TrustedKeys...), a.Trusted...))
+	if err != nil {
+		return nil, fmt.Errorf("remote: %w", err)
+	}
+	for kid := range kr {
+		if slices.Contains(a.Revoked, kid) {
+			delete(kr, kid)
+		}
+	}
+	return kr, nil
+}
+
+// thresholdsReachable: c's signature thresholds can be met by the keys it
+// would trust, or the device could never be configured (or commanded)
+// remotely again.
+func (m *Manager) thresholdsReachable(c config.Config) error {
+	m.mu.Lock()
+	kr, err := m.keyringFor(c)
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for _, t := range []struct {
+		path, role string
+		n          int
+	}{{"remote.config_threshold", fleet.RoleConfig, c.Remote.ConfigThreshold}, {"remote.command_threshold", fleet.RoleCommands, c.Remote.CommandThreshold}} {
+		if have := kr.WithRole(t.role); have < t.n {
+			return &config.FieldError{Path: t.path, Err: fmt.Errorf("%w: %d, but only %d trusted key(s) have the %s role", config.ErrInvalidValue, t.n, have, t.role)}
+		}
+	}
 	return nil
 }
 
@@ -443,7 +496,7 @@ func (m *Manager) groups(c config.Config) []string {
 	return c.Device.Group
 }
 
-func (m *Manager) prefix() string { return "kestrel/v1/" + m.fleet + "/" }
+func (m *Manager) prefix() string { return fleet.Prefix(m.fleet) }
 
 // Attach connects the manager to the agent's door and messenger and
 // subscribes to the desired-config topics (device, each group, _all) and
@@ -461,12 +514,12 @@ func (m *Manager) subscribe() error {
 	m.mu.Lock()
 	msg := m.msg
 	topics := []string{
-		m.prefix() + m.dev + "/config/desired",
-		m.prefix() + "_all/config/desired",
-		m.prefix() + m.dev + "/cmd",
+		fleet.Device(m.fleet, m.dev).Topic(),
+		fleet.AllDevices(m.fleet).Topic(),
+		fleet.DeviceTopic(m.fleet, m.dev, fleet.ChannelCmd),
 	}
 	for _, g := range m.groups(m.current()) {
-		topics = append(topics, m.prefix()+"_group/"+g+"/config/desired")
+		topics = append(topics, fleet.Group(m.fleet, g).Topic())
 	}
 	var todo []string
 	for _, t := range topics {
@@ -561,8 +614,8 @@ func (m *Manager) startup(ctx context.Context) {
 	if _, err := m.apply(ctx, target); err != nil {
 		m.log.Error("persisted remote config failed to apply: running the local config", "version", target.Version, "err", err)
 		m.mu.Lock()
-		m.report(Report{Version: target.Version, Status: StatusRejected, Errors: ReportErrors(err)})
-		m.audit(AuditEntry{Kind: "config", Version: target.Version, Result: StatusRejected, Error: err.Error()})
+		m.report(fleet.Report{Version: target.Version, Status: fleet.StatusRejected, Errors: fleet.ReportErrors(err)})
+		m.audit(fleet.AuditEntry{Kind: "config", Version: target.Version, Result: fleet.StatusRejected, Error: err.Error()})
 		m.st.Pending, m.st.Layers, m.st.GoodLayers = nil, map[string]*appliedConfig{}, map[string]*appliedConfig{}
 		m.origins = nil
 		m.saveLocked()
@@ -640,6 +693,7 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	}
 	running, base := m.current(), m.base
 	requireSigned := base.Remote.RequireSigned
+	threshold := running.Remote.ConfigThreshold
 	keys := m.keys
 	replayed := m.st.historyContains(d)
 	// A state migrated from format 1 floors every scope at its one mark.
@@ -650,34 +704,38 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	restore := layers[scope] == nil && m.st.Anchor.Digest[scope] == d
 	m.mu.Unlock()
 
-	entry := AuditEntry{Kind: "config", Scope: scope}
+	entry := fleet.AuditEntry{Kind: "config", Scope: scope}
 	reject := func(version uint64, err error) {
-		entry.Version, entry.Result, entry.Error = version, StatusRejected, err.Error()
+		entry.Version, entry.Result, entry.Error = version, fleet.StatusRejected, err.Error()
 		m.log.Warn("remote config rejected", "scope", scope, "version", version, "kid", entry.KeyID, "err", err)
 		m.mu.Lock()
-		m.report(Report{Version: version, Status: StatusRejected, Errors: ReportErrors(err), Scope: scope, KeyID: entry.KeyID})
+		m.report(fleet.Report{Version: version, Status: fleet.StatusRejected, Errors: fleet.ReportErrors(err), Scope: scope, KeyID: entry.KeyID})
 		m.audit(entry)
 		m.mu.Unlock()
 	}
 
-	env, err := DecodeConfig(payload)
+	env, err := fleet.DecodeConfig(payload)
 	if err != nil {
 		m.rejectJunkConfig(scope, 0, err)
 		return
 	}
 	entry.KeyID = env.KeyID
-	if err := keys.VerifyConfig(env, requireSigned); err != nil {
+	signers, err := keys.VerifyConfigN(env, requireSigned, threshold)
+	if err != nil {
 		m.rejectJunkConfig(scope, env.Version, err)
 		return
 	}
-	entry.Verified = env.KeyID != ""
+	entry.Verified, entry.Signers = len(signers) > 0, signers
+	if len(signers) > 0 {
+		entry.KeyID = signers[0]
+	}
 	if env.Fleet != m.fleet || env.Scope != scope {
-		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", ErrWrongTarget, env.Target(), Target{m.fleet, scope}))
+		reject(env.Version, fmt.Errorf("%w: signed for %s, arrived on %s", fleet.ErrWrongTarget, env.Target(), fleet.Target{Fleet: m.fleet, Scope: scope}))
 		return
 	}
 	if !restore || env.Version != highWater {
 		if replayed {
-			reject(env.Version, fmt.Errorf("%w: version %d", ErrReplay, env.Version))
+			reject(env.Version, fmt.Errorf("%w: version %d", fleet.ErrReplay, env.Version))
 			return
 		}
 		if err := checkVersion(scope, env.Version, highWater); err != nil {
@@ -697,6 +755,12 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 		// The device could never be configured remotely again.
 		reject(env.Version, &config.FieldError{Path: "remote.trusted_keys", Err: fmt.Errorf("%w: would leave no trusted key", config.ErrInvalidValue)})
 		return
+	}
+	if requireSigned {
+		if err := m.thresholdsReachable(next); err != nil {
+			reject(env.Version, err) // nor with fewer keys than its thresholds need
+			return
+		}
 	}
 	m.mu.Lock()
 	good, _, gerr := m.compose(base, m.st.GoodLayers)
@@ -723,8 +787,8 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	m.st.Layers, m.origins = layers, origins
 	m.st.Pending = layer
 	m.st.PendingBoots = 0
-	m.st.PendingNeeds = partsTouched(changes)
-	m.probeSince, m.brokerProven = since, false
+	m.st.PendingNeeds = m.partsTouched(changes, next)
+	m.probeSince, m.brokerProven, m.vitalsSince = since, false, m.now()
 	m.st.History = append(m.st.History, d)
 	if len(m.st.History) > maxHistory {
 		m.st.History = m.st.History[len(m.st.History)-maxHistory:]
@@ -733,9 +797,9 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	// under test (this one, or one before it not yet confirmed) must not
 	// be able to extend its own probation.
 	m.deadline = m.now().Add(m.rollbackAfter(good))
-	entry.Version, entry.Result, entry.Changes = env.Version, StatusApplied, changes
+	entry.Version, entry.Result, entry.Changes = env.Version, fleet.StatusApplied, changes
 	m.audit(entry)
-	m.report(Report{Version: env.Version, Status: StatusApplied, Scope: scope, KeyID: env.KeyID, Changes: changes})
+	m.report(fleet.Report{Version: env.Version, Status: fleet.StatusApplied, Scope: scope, KeyID: env.KeyID, Changes: changes})
 	m.saveLocked()
 	m.mu.Unlock()
 	m.log.Info("remote config applied", "scope", scope, "version", env.Version, "kid", env.KeyID, "changes", changes)
@@ -744,24 +808,63 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	}
 }
 
-// partsTouched are the parts a change must prove healthy: for now the
-// broker, for a live change of broker.*. (GPS and radio are checked
-// before applying: a missing serial device is refused by the door.)
-func partsTouched(changes []config.Change) []string {
+// partsTouched are the parts a change must prove healthy within its
+// probation: the broker, for a live change of broker.*; the GPS and the
+// radio, for a live change of gps.* or radio.* that leaves them enabled,
+// when the door reports their vitals. (A missing serial device is refused
+// before applying, by the door; this catches the one that is there but
+// silent: a wrong baud rate, another device on the port.)
+func (m *Manager) partsTouched(changes []config.Change, next config.Config) []string {
+	_, vitals := m.vitals()
+	var out []string
 	for _, c := range changes {
-		if c.Applies == config.Live && c.Section == "broker" {
-			return []string{"broker"}
+		if c.Applies != config.Live {
+			continue
+		}
+		var part string
+		switch {
+		case c.Section == "broker":
+			part = "broker"
+		case c.Section == "gps" && vitals && next.GPS.Port != "":
+			part = "gps"
+		case c.Section == "radio" && vitals && next.Radio.Port != "":
+			part = "radio"
+		}
+		if part != "" && !slices.Contains(out, part) {
+			out = append(out, part)
 		}
 	}
-	return nil
+	return out
+}
+
+// gpsSettle: the receiver's sentences count only from a second after the
+// change. A port's buffer still holds sentences sent before it (at the old
+// line speed, say), which the restarted driver reads at once.
+const gpsSettle = time.Second
+
+// vitals is the door's Vitals, if it has them. Callers may hold m.mu.
+func (m *Manager) vitals() (Vitals, bool) {
+	v, ok := m.door.(Vitals)
+	return v, ok
 }
 
 // unhealthyLocked lists, for the pending change, the parts it touched
 // that have not yet proved healthy. Callers hold m.mu.
 func (m *Manager) unhealthyLocked() []string {
 	var out []string
+	cur := m.current()
 	if slices.Contains(m.st.PendingNeeds, "broker") && !m.brokerProven {
-		out = append(out, fmt.Sprintf("broker %s did not serve the fleet-signed desired config", strings.Join(m.current().Broker.URLs, ",")))
+		out = append(out, fmt.Sprintf("broker %s did not serve the fleet-signed desired config", strings.Join(cur.Broker.URLs, ",")))
+	}
+	v, ok := m.vitals()
+	if !ok {
+		return out
+	}
+	if slices.Contains(m.st.PendingNeeds, "gps") && v.LastSign("gps").Before(m.vitalsSince.Add(gpsSettle)) {
+		out = append(out, fmt.Sprintf("gps %s (baud %d) sent no valid NMEA sentence", cur.GPS.Port, cur.GPS.Baud))
+	}
+	if slices.Contains(m.st.PendingNeeds, "radio") && v.LastSign("radio").Before(m.vitalsSince) {
+		out = append(out, fmt.Sprintf("radio %s (%s) did not answer", cur.Radio.Port, cur.Radio.Profile))
 	}
 	return out
 }
@@ -779,17 +882,18 @@ func (m *Manager) proveBroker(scope, d string, in inbound) {
 		!in.at.Before(m.probeSince) && layer != nil && layer.Digest == d
 	keys := m.keys
 	requireSigned := m.base.Remote.RequireSigned
+	threshold := m.current().Remote.ConfigThreshold
 	m.mu.Unlock()
 	if !need {
 		return
 	}
-	env, err := DecodeConfig(in.payload)
+	env, err := fleet.DecodeConfig(in.payload)
 	if err != nil || env.Fleet != m.fleet || env.Scope != scope {
 		return
 	}
 	// Unsigned proof only where unsigned configs are allowed at all
 	// (remote.require_signed = false, a local-only setting).
-	if err := keys.VerifyConfig(env, requireSigned); err != nil {
+	if _, err := keys.VerifyConfigN(env, requireSigned, threshold); err != nil {
 		return
 	}
 	m.mu.Lock()
@@ -806,7 +910,7 @@ func (m *Manager) rejectJunkConfig(scope string, version uint64, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.junk(err)
-	m.report(Report{Version: version, Status: StatusRejected, Errors: ReportErrors(err), Scope: scope})
+	m.report(fleet.Report{Version: version, Status: fleet.StatusRejected, Errors: fleet.ReportErrors(err), Scope: scope})
 }
 
 // isCurrentOrRolledBack: callers hold m.mu.
@@ -891,8 +995,8 @@ func (m *Manager) tick(ctx context.Context) {
 		m.st.RolledBack = m.st.RolledBack[1:]
 	}
 	m.log.Error("remote config rolled back", "version", p.Version, "reason", reason)
-	m.report(Report{Version: p.Version, Status: StatusRolledBack, Errors: []ReportError{{Error: reason}}, Scope: p.Scope, KeyID: p.KeyID})
-	m.audit(AuditEntry{Kind: "rollback", Scope: p.Scope, KeyID: p.KeyID, Version: p.Version, Result: StatusRolledBack, Error: reason})
+	m.report(fleet.Report{Version: p.Version, Status: fleet.StatusRolledBack, Errors: []fleet.ReportError{{Error: reason}}, Scope: p.Scope, KeyID: p.KeyID})
+	m.audit(fleet.AuditEntry{Kind: "rollback", Scope: p.Scope, KeyID: p.KeyID, Version: p.Version, Result: fleet.StatusRolledBack, Error: reason})
 	m.saveLocked()
 }
 
@@ -917,7 +1021,7 @@ func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]confi
 	m.origins = origins
 	m.localKeys(local.Remote.TrustedKeys)
 	_ = m.rebuildKeys(next)
-	m.audit(AuditEntry{Kind: "reload", Version: next.Version, Result: StatusApplied})
+	m.audit(fleet.AuditEntry{Kind: "reload", Version: next.Version, Result: fleet.StatusApplied})
 	m.saveLocked()
 	m.mu.Unlock()
 	if err := m.subscribe(); err != nil {
@@ -927,7 +1031,7 @@ func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]confi
 }
 
 // report queues the retained config/reported message. Callers hold m.mu.
-func (m *Manager) report(r Report) {
+func (m *Manager) report(r fleet.Report) {
 	r.Device, r.Fleet = m.dev, m.fleet
 	cur := m.current()
 	r.Running = cur.Version
@@ -955,7 +1059,7 @@ func (m *Manager) report(r Report) {
 
 // audit records an entry locally (bounded) and queues it for publishing.
 // Callers hold m.mu (or own m exclusively).
-func (m *Manager) audit(e AuditEntry) {
+func (m *Manager) audit(e fleet.AuditEntry) {
 	m.st.AuditSeq++
 	e.Seq = m.st.AuditSeq
 	if e.Time == 0 {

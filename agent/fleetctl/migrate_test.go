@@ -1,10 +1,12 @@
-package remote
+package fleetctl
 
 import (
 	"context"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // An agent upgraded from format 1 (one overlay, one high-water for every
@@ -43,9 +45,9 @@ func TestStateFormat1Migrates(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	m.Attach(door, bus)
 	// An old config (version 999) on another scope: refused by the floor.
-	old, _ := SignConfig(priv, Device("met", "d1"), 999, []byte("[tracking]\ndistance = 1.0\n"))
+	old, _ := fleet.SignConfig(priv, fleet.Device("met", "d1"), 999, []byte("[tracking]\ndistance = 1.0\n"))
 	bus.deliver("kestrel/v1/met/d1/config/desired", old)
-	newer, _ := SignConfig(priv, Device("met", "d1"), 1001, []byte("[tracking]\ndistance = 3.0\n"))
+	newer, _ := fleet.SignConfig(priv, fleet.Device("met", "d1"), 1001, []byte("[tracking]\ndistance = 3.0\n"))
 	bus.deliver("kestrel/v1/met/d1/config/desired", newer)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -59,7 +61,7 @@ func TestStateFormat1Migrates(t *testing.T) {
 		t.Fatalf("distance %v: the newer device config did not apply", running.Tracking.Distance)
 	}
 	for _, a := range m.Audit() {
-		if a.Version == 999 && a.Result == StatusApplied {
+		if a.Version == 999 && a.Result == fleet.StatusApplied {
 			t.Fatal("version 999, below the format-1 high-water, was applied")
 		}
 	}

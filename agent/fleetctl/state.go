@@ -1,4 +1,4 @@
-package remote
+package fleetctl
 
 import (
 	"crypto/sha256"
@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 const stateFormat = 2
@@ -51,9 +52,9 @@ type state struct {
 	Commands   map[string]int64 `json:"commands,omitempty"`    // request id -> issued, ms
 	Privacy    string           `json:"privacy,omitempty"`     // command override
 	// UnsentReport is the last config report until the broker acknowledges it.
-	UnsentReport []byte       `json:"unsent_report,omitempty"`
-	AuditSeq     uint64       `json:"audit_seq"`
-	Audit        []AuditEntry `json:"audit,omitempty"`
+	UnsentReport []byte             `json:"unsent_report,omitempty"`
+	AuditSeq     uint64             `json:"audit_seq"`
+	Audit        []fleet.AuditEntry `json:"audit,omitempty"`
 	// Junk summarises unverified messages (malformed, unsigned, unknown
 	// key, bad signature, oversize): counted here, never entered one by
 	// one, so that a flood cannot push real entries out of Audit.
@@ -247,15 +248,15 @@ const legacyScopes = "*"
 // runs its last good config, as a rollback would leave it).
 func migrateState1(path string, data []byte) (*state, error) {
 	var old struct {
-		HighWater    uint64           `json:"high_water"`
-		Good         *appliedConfig   `json:"good"`
-		History      []string         `json:"history"`
-		RolledBack   []string         `json:"rolled_back"`
-		Commands     map[string]int64 `json:"commands"`
-		Privacy      string           `json:"privacy"`
-		UnsentReport []byte           `json:"unsent_report"`
-		AuditSeq     uint64           `json:"audit_seq"`
-		Audit        []AuditEntry     `json:"audit"`
+		HighWater    uint64             `json:"high_water"`
+		Good         *appliedConfig     `json:"good"`
+		History      []string           `json:"history"`
+		RolledBack   []string           `json:"rolled_back"`
+		Commands     map[string]int64   `json:"commands"`
+		Privacy      string             `json:"privacy"`
+		UnsentReport []byte             `json:"unsent_report"`
+		AuditSeq     uint64             `json:"audit_seq"`
+		Audit        []fleet.AuditEntry `json:"audit"`
 	}
 	if err := json.Unmarshal(data, &old); err != nil {
 		return nil, fmt.Errorf("remote state %s (format 1): %w", path, err)

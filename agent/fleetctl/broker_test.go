@@ -1,4 +1,4 @@
-package remote
+package fleetctl
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
 
@@ -98,10 +99,10 @@ func (d *device) waitIdle() {
 func (d *device) running() (config.Config, int) { return d.door.applied() }
 
 // reports decodes the config/reported messages seen so far.
-func reports(t testing.TB, msgs []broker.Message) []*Report {
-	var out []*Report
+func reports(t testing.TB, msgs []broker.Message) []*fleet.Report {
+	var out []*fleet.Report
 	for _, m := range msgs {
-		r, err := DecodeReport(m.Payload)
+		r, err := fleet.DecodeReport(m.Payload)
 		if err != nil {
 			t.Fatalf("bad report on %s: %v", m.Topic, err)
 		}
@@ -111,9 +112,9 @@ func reports(t testing.TB, msgs []broker.Message) []*Report {
 }
 
 // waitReport waits for a report from dev matching ok.
-func waitReport(t testing.TB, o *broker.Observer, dev string, timeout time.Duration, ok func(*Report) bool) *Report {
+func waitReport(t testing.TB, o *broker.Observer, dev string, timeout time.Duration, ok func(*fleet.Report) bool) *fleet.Report {
 	t.Helper()
-	var found *Report
+	var found *fleet.Report
 	o.Wait(timeout, func(msgs []broker.Message) bool {
 		for _, r := range reports(t, msgs) {
 			if r.Device == dev && ok(r) {
@@ -178,7 +179,7 @@ func TestFleetOf50(t *testing.T) {
 		}
 	}
 	p := newPlatformTLS(t, b.URL(), ca)
-	p.pushConfig(priv, AllDevices("met"), 7, `
+	p.pushConfig(priv, fleet.AllDevices("met"), 7, `
 [tracking]
 max_interval = "30s"
 distance = 25.0
@@ -189,7 +190,7 @@ grid = 500.0
 	applied := map[string]bool{}
 	ok := obs.Wait(60*time.Second, func(msgs []broker.Message) bool {
 		for _, r := range reports(t, msgs) {
-			if r.Version == 7 && r.Status == StatusApplied && r.Running == 7 {
+			if r.Version == 7 && r.Status == fleet.StatusApplied && r.Running == 7 {
 				applied[r.Device] = true
 			}
 		}
@@ -198,7 +199,7 @@ grid = 500.0
 	if !ok {
 		t.Fatalf("%d of %d devices reported version 7 applied", len(applied), n)
 	}
-	kid := KeyID(priv.Public().(ed25519.PublicKey))
+	kid := fleet.KeyID(priv.Public().(ed25519.PublicKey))
 	for _, a := range agents {
 		c, _ := a.door.applied()
 		if c.Version != 7 || c.Tracking.MaxInterval.Duration != 30*time.Second || c.Privacy.Grid != 500 ||
@@ -207,7 +208,7 @@ grid = 500.0
 		}
 		// Every device audited the attempt with the signer's key id.
 		au := a.m.Audit()
-		if len(au) == 0 || au[len(au)-1].Result != StatusApplied || au[len(au)-1].KeyID != kid {
+		if len(au) == 0 || au[len(au)-1].Result != fleet.StatusApplied || au[len(au)-1].KeyID != kid {
 			t.Fatalf("%s audit: %+v", a.m.dev, au)
 		}
 	}
@@ -225,24 +226,24 @@ func TestRejections(t *testing.T) {
 	d := startDevice(t, cfg, nil)
 	obs := b.Observe("kestrel/v1/met/bwc-0001/config/reported")
 	p := newPlatform(t, b.URL())
-	me := Device("met", "bwc-0001")
+	me := fleet.Device("met", "bwc-0001")
 
 	env1 := p.pushConfig(priv, me, 1, "[gps]\nbaud = 4800\n")
-	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *Report) bool { return r.Version == 1 && r.Status == StatusApplied })
+	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *fleet.Report) bool { return r.Version == 1 && r.Status == fleet.StatusApplied })
 	p.pushConfig(priv, me, 2, "[gps]\nbaud = 9600\n")
-	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *Report) bool { return r.Version == 2 && r.Status == StatusApplied })
+	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *fleet.Report) bool { return r.Version == 2 && r.Status == fleet.StatusApplied })
 	before, nBefore := d.running()
 
 	tampered := func() []byte {
-		env, _ := SignConfig(priv, me, 10, []byte("[gps]\nbaud = 19200\n"))
-		var e ConfigEnvelope
+		env, _ := fleet.SignConfig(priv, me, 10, []byte("[gps]\nbaud = 19200\n"))
+		var e fleet.ConfigEnvelope
 		json.Unmarshal(env, &e)
 		e.Body = []byte("[gps]\nbaud = 38400\n")
 		out, _ := json.Marshal(&e)
 		return out
 	}
-	sign := func(k ed25519.PrivateKey, tg Target, v uint64, body string) []byte {
-		env, err := SignConfig(k, tg, v, []byte(body))
+	sign := func(k ed25519.PrivateKey, tg fleet.Target, v uint64, body string) []byte {
+		env, err := fleet.SignConfig(k, tg, v, []byte(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,28 +259,28 @@ func TestRejections(t *testing.T) {
 		want    error
 		path    string
 	}{
-		{"unsigned", me.Topic(), sign(nil, me, 3, "[gps]\nbaud = 19200\n"), 3, ErrUnsigned, ""},
-		{"untrusted key", me.Topic(), sign(stranger, me, 4, "[gps]\nbaud = 19200\n"), 4, ErrUntrustedKey, ""},
-		{"bad signature", me.Topic(), tampered(), 10, ErrBadSignature, ""},
-		{"replayed", me.Topic(), env1, 1, ErrReplay, ""},
-		{"older", me.Topic(), sign(priv, me, 2, "[gps]\nbaud = 19200\n"), 2, ErrStale, ""},
-		{"oversized", me.Topic(), big, 0, ErrTooLarge, ""},
+		{"unsigned", me.Topic(), sign(nil, me, 3, "[gps]\nbaud = 19200\n"), 3, fleet.ErrUnsigned, ""},
+		{"untrusted key", me.Topic(), sign(stranger, me, 4, "[gps]\nbaud = 19200\n"), 4, fleet.ErrUntrustedKey, ""},
+		{"bad signature", me.Topic(), tampered(), 10, fleet.ErrBadSignature, ""},
+		{"replayed", me.Topic(), env1, 1, fleet.ErrReplay, ""},
+		{"older", me.Topic(), sign(priv, me, 2, "[gps]\nbaud = 19200\n"), 2, fleet.ErrStale, ""},
+		{"oversized", me.Topic(), big, 0, fleet.ErrTooLarge, ""},
 		{"invalid value", me.Topic(), sign(priv, me, 12, "[gps]\nbaud = 9601\n"), 12, config.ErrInvalidValue, "gps.baud"},
 		{"unknown key", me.Topic(), sign(priv, me, 13, "[gps]\nbuad = 9600\n"), 13, config.ErrUnknownKey, "gps.buad"},
 		{"no keys left", me.Topic(), sign(priv, me, 17, "[remote]\ntrusted_keys = []\n"), 17, config.ErrInvalidValue, "remote.trusted_keys"},
 		{"local-only key", me.Topic(), sign(priv, me, 14, "[spool]\ndir = \"/tmp/elsewhere\"\n"), 14, config.ErrNotRemote, "spool.dir"},
-		{"wrong device", me.Topic(), sign(priv, Device("met", "bwc-0002"), 15, "[gps]\nbaud = 19200\n"), 15, ErrWrongTarget, ""},
-		{"wrong scope", Group("met", "north").Topic(), sign(priv, AllDevices("met"), 16, "[gps]\nbaud = 19200\n"), 16, ErrWrongTarget, ""},
-		{"malformed", me.Topic(), []byte(`{"kestrel":"kestrel-config/9"}`), 0, ErrMalformed, ""},
+		{"wrong device", me.Topic(), sign(priv, fleet.Device("met", "bwc-0002"), 15, "[gps]\nbaud = 19200\n"), 15, fleet.ErrWrongTarget, ""},
+		{"wrong scope", fleet.Group("met", "north").Topic(), sign(priv, fleet.AllDevices("met"), 16, "[gps]\nbaud = 19200\n"), 16, fleet.ErrWrongTarget, ""},
+		{"malformed", me.Topic(), []byte(`{"kestrel":"kestrel-config/9"}`), 0, fleet.ErrMalformed, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			mark := obs.Len()
 			p.publish(tc.topic, tc.payload, true)
-			var got *Report
+			var got *fleet.Report
 			obs.Wait(10*time.Second, func(msgs []broker.Message) bool {
 				for _, r := range reports(t, msgs[mark:]) {
-					if r.Status == StatusRejected {
+					if r.Status == fleet.StatusRejected {
 						got = r
 						return true
 					}
@@ -317,7 +318,7 @@ func TestRejections(t *testing.T) {
 				return
 			}
 			a := d.m.Audit()
-			if last := a[len(a)-1]; last.Result != StatusRejected || last.Error == "" || !last.Verified {
+			if last := a[len(a)-1]; last.Result != fleet.StatusRejected || last.Error == "" || !last.Verified {
 				t.Fatalf("not audited with its verified signer: %+v", last)
 			}
 		})
@@ -325,7 +326,7 @@ func TestRejections(t *testing.T) {
 	// The retained copy of the running config, delivered again on a
 	// reconnect, is not reprocessed, reported or audited.
 	p.pushConfig(priv, me, 20, "[gps]\nbaud = 57600\n")
-	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *Report) bool { return r.Version == 20 && r.Status == StatusApplied })
+	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *fleet.Report) bool { return r.Version == 20 && r.Status == fleet.StatusApplied })
 	d.waitIdle() // the report's PUBACK is in, so it is not sent again
 	nAudit, nReports := len(d.m.Audit()), obs.Len()
 	redelivered(t, d, func() { d.link.reconnect([]string{b.URL()}) })
@@ -338,7 +339,9 @@ func TestRejections(t *testing.T) {
 	// Nor after a stray non-retained message on the topic in between: the
 	// junk is rejected once, the running config's retained copy is quiet.
 	p.publish(me.Topic(), []byte("junk"), false)
-	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *Report) bool { return r.Status == StatusRejected && r.Version == 0 && r.Running == 20 })
+	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *fleet.Report) bool {
+		return r.Status == fleet.StatusRejected && r.Version == 0 && r.Running == 20
+	})
 	d.waitIdle()
 	nAudit, nReports = len(d.m.Audit()), obs.Len()
 	redelivered(t, d, func() { d.link.reconnect([]string{b.URL()}) })
@@ -374,10 +377,10 @@ func TestConnectivityRollback(t *testing.T) {
 	d := startDevice(t, cfg, func(o *Options) { o.RollbackAfter = 2 * time.Second })
 	obs := b.Observe("kestrel/v1/met/bwc-0001/config/reported")
 	p := newPlatform(t, b.URL())
-	me := Device("met", "bwc-0001")
+	me := fleet.Device("met", "bwc-0001")
 
 	p.pushConfig(priv, me, 1, "[tracking]\ndistance = 20.0\n")
-	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *Report) bool { return r.Version == 1 && r.Status == StatusApplied })
+	waitReport(t, obs, "bwc-0001", 10*time.Second, func(r *fleet.Report) bool { return r.Version == 1 && r.Status == fleet.StatusApplied })
 	// Wait for confirmation, so version 1 becomes the last good config.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -397,7 +400,7 @@ func TestConnectivityRollback(t *testing.T) {
 	// Version 2 points at a port where nothing listens.
 	dead := "tcp://127.0.0.1:1"
 	p.pushConfig(priv, me, 2, fmt.Sprintf("[broker]\nurls = [%q]\n[tracking]\ndistance = 99.0\n", dead))
-	r := waitReport(t, obs, "bwc-0001", 20*time.Second, func(r *Report) bool { return r.Version == 2 && r.Status == StatusRolledBack })
+	r := waitReport(t, obs, "bwc-0001", 20*time.Second, func(r *fleet.Report) bool { return r.Version == 2 && r.Status == fleet.StatusRolledBack })
 	if r.Running != 1 || len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Error, "no broker reachable") {
 		t.Fatalf("rollback report: %+v", r)
 	}
@@ -406,7 +409,7 @@ func TestConnectivityRollback(t *testing.T) {
 		t.Fatalf("after rollback running version %d urls %v distance %v (%d applies)", c.Version, c.Broker.URLs, c.Tracking.Distance, n)
 	}
 	a := d.m.Audit()
-	if last := a[len(a)-1]; last.Kind != "rollback" || last.Version != 2 || last.Result != StatusRolledBack {
+	if last := a[len(a)-1]; last.Kind != "rollback" || last.Version != 2 || last.Result != fleet.StatusRolledBack {
 		t.Fatalf("audit: %+v", last)
 	}
 	// The retained version 2 comes back on reconnect and is not applied again.
@@ -452,22 +455,22 @@ func TestCommandsOverBroker(t *testing.T) {
 	replies := b.Observe("kestrel/v1/met/bwc-0001/reply/#")
 	p := newPlatform(t, b.URL())
 	topic := "kestrel/v1/met/bwc-0001/cmd"
-	send := func(k ed25519.PrivateKey, c Command) *Reply {
+	send := func(k ed25519.PrivateKey, c fleet.Command) *fleet.Reply {
 		t.Helper()
 		c.Fleet, c.Reply = "met", "reply/ctl-1"
 		if c.Device == "" {
 			c.Device = "bwc-0001"
 		}
-		payload, err := SignCommand(k, c)
+		payload, err := fleet.SignCommand(k, c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		mark := replies.Len()
 		p.publish(topic, payload, false)
-		var got *Reply
+		var got *fleet.Reply
 		replies.Wait(10*time.Second, func(msgs []broker.Message) bool {
 			for _, m := range msgs[mark:] {
-				r, err := DecodeReply(m.Payload)
+				r, err := fleet.DecodeReply(m.Payload)
 				if err != nil {
 					t.Fatalf("bad reply: %v", err)
 				}
@@ -483,16 +486,16 @@ func TestCommandsOverBroker(t *testing.T) {
 		}
 		return got
 	}
-	if r := send(priv, Command{ID: "r1", Name: "locate"}); r.Status != ReplyOK || !strings.Contains(string(r.Result), "51.5") {
+	if r := send(priv, fleet.Command{ID: "r1", Name: "locate"}); r.Status != fleet.ReplyOK || !strings.Contains(string(r.Result), "51.5") {
 		t.Fatalf("locate: %+v", r)
 	}
-	if r := send(priv, Command{ID: "r2", Name: "selftest"}); r.Status != ReplyError || r.Error != "gps: no data" {
+	if r := send(priv, fleet.Command{ID: "r2", Name: "selftest"}); r.Status != fleet.ReplyError || r.Error != "gps: no data" {
 		t.Fatalf("selftest: %+v", r)
 	}
-	if r := send(priv, Command{ID: "r3", Name: "privacy", Args: map[string]string{"mode": "on"}}); r.Status != ReplyOK || policy.PrivacyMode() != tracking.PrivacyPause {
+	if r := send(priv, fleet.Command{ID: "r3", Name: "privacy", Args: map[string]string{"mode": "on"}}); r.Status != fleet.ReplyOK || policy.PrivacyMode() != tracking.PrivacyPause {
 		t.Fatalf("privacy on: %+v, mode %s", r, policy.PrivacyMode())
 	}
-	if r := send(priv, Command{ID: "r4", Name: "restart"}); r.Status != ReplyOK {
+	if r := send(priv, fleet.Command{ID: "r4", Name: "restart"}); r.Status != fleet.ReplyOK {
 		t.Fatalf("restart: %+v", r)
 	}
 	done := make(chan struct{})
@@ -505,22 +508,22 @@ func TestCommandsOverBroker(t *testing.T) {
 	stranger, _ := testKey(9)
 	for _, tc := range []struct {
 		key  ed25519.PrivateKey
-		c    Command
+		c    fleet.Command
 		want error
 	}{
-		{priv, Command{ID: "r1", Name: "locate"}, ErrReplayedCmd},
-		{nil, Command{ID: "r5", Name: "locate"}, ErrUnsigned},
-		{stranger, Command{ID: "r6", Name: "locate"}, ErrUntrustedKey},
-		{priv, Command{ID: "r7", Name: "locate", Issued: time.Now().Add(-time.Hour).UnixMilli()}, ErrExpired},
-		{priv, Command{ID: "r8", Name: "selfdestruct"}, ErrUnknownCommand},
-		{priv, Command{ID: "r9", Name: "locate", Device: "bwc-0002"}, ErrWrongTarget},
+		{priv, fleet.Command{ID: "r1", Name: "locate"}, fleet.ErrReplayedCmd},
+		{nil, fleet.Command{ID: "r5", Name: "locate"}, fleet.ErrUnsigned},
+		{stranger, fleet.Command{ID: "r6", Name: "locate"}, fleet.ErrUntrustedKey},
+		{priv, fleet.Command{ID: "r7", Name: "locate", Issued: time.Now().Add(-time.Hour).UnixMilli()}, fleet.ErrExpired},
+		{priv, fleet.Command{ID: "r8", Name: "selfdestruct"}, fleet.ErrUnknownCommand},
+		{priv, fleet.Command{ID: "r9", Name: "locate", Device: "bwc-0002"}, fleet.ErrWrongTarget},
 	} {
 		r := send(tc.key, tc.c)
-		if r.Status != ReplyRejected || !strings.Contains(r.Error, tc.want.Error()) {
+		if r.Status != fleet.ReplyRejected || !strings.Contains(r.Error, tc.want.Error()) {
 			t.Errorf("%s: %+v, want rejected with %q", tc.c.ID, r, tc.want)
 		}
 	}
-	if r := send(priv, Command{ID: "r10", Name: "privacy", Args: map[string]string{"mode": "off"}}); r.Status != ReplyOK || policy.PrivacyMode() != tracking.PrivacyOff {
+	if r := send(priv, fleet.Command{ID: "r10", Name: "privacy", Args: map[string]string{"mode": "off"}}); r.Status != fleet.ReplyOK || policy.PrivacyMode() != tracking.PrivacyOff {
 		t.Fatalf("privacy off: %+v", r)
 	}
 	// Every attempt is in the audit log, with its key id.
@@ -532,7 +535,7 @@ func TestCommandsOverBroker(t *testing.T) {
 	}
 	// r5 (unsigned) and r6 (unknown key) are unverified: counted as
 	// junk, not entered.
-	if kinds[ReplyOK] != 4 || kinds[ReplyError] != 1 || kinds[ReplyRejected] != 4 || d.m.JunkCount() != 2 {
+	if kinds[fleet.ReplyOK] != 4 || kinds[fleet.ReplyError] != 1 || kinds[fleet.ReplyRejected] != 4 || d.m.JunkCount() != 2 {
 		t.Fatalf("audit results %v, junk %d", kinds, d.m.JunkCount())
 	}
 }
@@ -546,18 +549,18 @@ func TestMosquitto(t *testing.T) {
 	cfg.Device.Group = []string{"north"}
 	d := startDevice(t, cfg, nil)
 	p := newPlatform(t, b.URL())
-	got := make(chan *Report, 16)
+	got := make(chan *fleet.Report, 16)
 	p.cl.Subscribe("kestrel/v1/met/bwc-0001/config/reported", 1, wrap(func(_ string, b []byte) {
-		if r, err := DecodeReport(b); err == nil {
+		if r, err := fleet.DecodeReport(b); err == nil {
 			got <- r
 		}
 	})).Wait()
-	p.pushConfig(priv, Group("met", "north"), 3, "[tracking]\nheading = 30.0\n")
+	p.pushConfig(priv, fleet.Group("met", "north"), 3, "[tracking]\nheading = 30.0\n")
 	timeout := time.After(15 * time.Second)
 	for {
 		select {
 		case r := <-got:
-			if r.Version == 3 && r.Status == StatusApplied {
+			if r.Version == 3 && r.Status == fleet.StatusApplied {
 				if c, _ := d.running(); c.Tracking.Heading != 30 {
 					t.Fatalf("heading %v", c.Tracking.Heading)
 				}

@@ -1,4 +1,4 @@
-package remote
+package fleetctl
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"time"
+
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // commandTimeout bounds one handler run.
@@ -15,8 +17,8 @@ const commandTimeout = 2 * time.Minute
 // handleCommand verifies a command, checks freshness and replay, audits it,
 // runs its handler in its own goroutine and publishes the reply.
 func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
-	entry := AuditEntry{Kind: "command"}
-	cmd, err := DecodeCommand(payload)
+	entry := fleet.AuditEntry{Kind: "command"}
+	cmd, err := fleet.DecodeCommand(payload)
 	if err != nil {
 		// Answer on the default reply channel if the request id is legible,
 		// so the sender learns why.
@@ -25,8 +27,8 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 			Reply string `json:"reply"`
 		}
 		_ = json.Unmarshal(payload, &partial)
-		if len(partial.ID) > maxIDLen {
-			partial.ID = partial.ID[:maxIDLen]
+		if len(partial.ID) > fleet.MaxIDLen {
+			partial.ID = partial.ID[:fleet.MaxIDLen]
 		}
 		entry.ID = partial.ID
 		m.junkCommand(entry, "reply", err)
@@ -35,6 +37,7 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 	entry.ID, entry.Name, entry.KeyID = cmd.ID, cmd.Name, cmd.KeyID
 	m.mu.Lock()
 	keys, requireSigned := m.keys, m.base.Remote.RequireSigned
+	threshold := m.current().Remote.CommandThreshold
 	maxAge := m.opts.CommandMaxAge
 	if maxAge <= 0 {
 		maxAge = m.current().Remote.CommandMaxAge.Duration
@@ -43,26 +46,30 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 		maxAge = 5 * time.Minute
 	}
 	m.mu.Unlock()
-	if err := keys.VerifyCommand(cmd, requireSigned); err != nil {
+	signers, err := keys.VerifyCommandN(cmd, requireSigned, threshold)
+	if err != nil {
 		m.junkCommand(entry, cmd.Reply, err)
 		return
 	}
-	entry.Verified = cmd.KeyID != ""
+	entry.Verified, entry.Signers = len(signers) > 0, signers
+	if len(signers) > 0 {
+		entry.KeyID = signers[0]
+	}
 	if cmd.Fleet != m.fleet || cmd.Device != m.dev {
-		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: for %s/%s", ErrWrongTarget, cmd.Fleet, cmd.Device))
+		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: for %s/%s", fleet.ErrWrongTarget, cmd.Fleet, cmd.Device))
 		return
 	}
 	now := m.now()
 	issued := time.UnixMilli(cmd.Issued)
 	if age := now.Sub(issued); age > maxAge || age < -maxAge {
 		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: issued %s, device clock %s, window ±%s",
-			ErrExpired, issued.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), maxAge))
+			fleet.ErrExpired, issued.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), maxAge))
 		return
 	}
 	m.mu.Lock()
 	if _, seen := m.st.Commands[cmd.ID]; seen {
 		m.mu.Unlock()
-		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: %q", ErrReplayedCmd, cmd.ID))
+		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: %q", fleet.ErrReplayedCmd, cmd.ID))
 		return
 	}
 	// Ids older than the window can go: freshness rejects their replays.
@@ -77,7 +84,7 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 
 	h := m.handler(cmd.Name)
 	if h == nil {
-		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: %q", ErrUnknownCommand, cmd.Name))
+		m.rejectCommand(entry, cmd.Reply, fmt.Errorf("%w: %q", fleet.ErrUnknownCommand, cmd.Name))
 		return
 	}
 	m.wg.Add(1)
@@ -90,15 +97,15 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 		if d, ok := res.(Deferred); ok {
 			res, then = d.Result, d.Then
 		}
-		r := Reply{ID: cmd.ID, Name: cmd.Name, Status: ReplyOK}
-		entry.Result = ReplyOK
+		r := fleet.Reply{ID: cmd.ID, Name: cmd.Name, Status: fleet.ReplyOK}
+		entry.Result = fleet.ReplyOK
 		if err != nil {
-			r.Status, r.Error = ReplyError, err.Error()
-			entry.Result, entry.Error = ReplyError, err.Error()
+			r.Status, r.Error = fleet.ReplyError, err.Error()
+			entry.Result, entry.Error = fleet.ReplyError, err.Error()
 		} else if res != nil {
 			b, merr := json.Marshal(res)
 			if merr != nil {
-				r.Status, r.Error = ReplyError, "result: "+merr.Error()
+				r.Status, r.Error = fleet.ReplyError, "result: "+merr.Error()
 			} else {
 				r.Result = b
 			}
@@ -121,8 +128,8 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 	}()
 }
 
-func (m *Manager) rejectCommand(entry AuditEntry, replyCh string, err error) {
-	entry.Result, entry.Error = ReplyRejected, err.Error()
+func (m *Manager) rejectCommand(entry fleet.AuditEntry, replyCh string, err error) {
+	entry.Result, entry.Error = fleet.ReplyRejected, err.Error()
 	m.log.Warn("command rejected", "name", entry.Name, "id", entry.ID, "kid", entry.KeyID, "err", err)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -130,17 +137,17 @@ func (m *Manager) rejectCommand(entry AuditEntry, replyCh string, err error) {
 	if entry.ID == "" {
 		return // nothing the sender could match a reply to
 	}
-	if CheckReplyChannel(replyCh) != nil {
+	if fleet.CheckReplyChannel(replyCh) != nil {
 		replyCh = "reply"
 	}
-	m.reply(replyCh, Reply{ID: entry.ID, Name: entry.Name, Status: ReplyRejected, Error: err.Error()}, nil)
+	m.reply(replyCh, fleet.Reply{ID: entry.ID, Name: entry.Name, Status: fleet.ReplyRejected, Error: err.Error()}, nil)
 }
 
 // junkCommand refuses an unverified command: counted in the junk summary,
 // not audited one by one, and answered only while the publish queue is
 // nearly empty, so a flood can neither push real entries out of the audit
 // log nor real reports and replies out of the queue.
-func (m *Manager) junkCommand(entry AuditEntry, replyCh string, err error) {
+func (m *Manager) junkCommand(entry fleet.AuditEntry, replyCh string, err error) {
 	m.log.Debug("unverified command refused", "id", entry.ID, "err", err)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -148,14 +155,14 @@ func (m *Manager) junkCommand(entry AuditEntry, replyCh string, err error) {
 	if entry.ID == "" {
 		return
 	}
-	if CheckReplyChannel(replyCh) != nil {
+	if fleet.CheckReplyChannel(replyCh) != nil {
 		replyCh = "reply"
 	}
 	m.outMu.Lock()
 	room := len(m.out) < maxOut/16
 	m.outMu.Unlock()
 	if room {
-		m.reply(replyCh, Reply{ID: entry.ID, Name: entry.Name, Status: ReplyRejected, Error: err.Error()}, nil)
+		m.reply(replyCh, fleet.Reply{ID: entry.ID, Name: entry.Name, Status: fleet.ReplyRejected, Error: err.Error()}, nil)
 	}
 }
 
@@ -164,8 +171,8 @@ func junkReason(err error) string {
 	for _, k := range []struct {
 		err  error
 		name string
-	}{{ErrTooLarge, "too_large"}, {ErrMalformed, "malformed"}, {ErrUnsigned, "unsigned"},
-		{ErrUntrustedKey, "untrusted_key"}, {ErrBadSignature, "bad_signature"}} {
+	}{{fleet.ErrThreshold, "below_threshold"}, {fleet.ErrTooLarge, "too_large"}, {fleet.ErrMalformed, "malformed"}, {fleet.ErrUnsigned, "unsigned"},
+		{fleet.ErrUntrustedKey, "untrusted_key"}, {fleet.ErrBadSignature, "bad_signature"}} {
 		if errors.Is(err, k.err) {
 			return k.name
 		}
@@ -204,7 +211,7 @@ func (m *Manager) publishJunk(force bool) {
 		return
 	}
 	j.Published, m.junkSent = j.Count, m.now()
-	e := AuditEntry{Kind: "junk", Time: j.Last, Result: StatusRejected, Count: j.Count, Reasons: maps.Clone(j.Reasons),
+	e := fleet.AuditEntry{Kind: "junk", Time: j.Last, Result: fleet.StatusRejected, Count: j.Count, Reasons: maps.Clone(j.Reasons),
 		Error: fmt.Sprintf("%d unverified messages refused since %s", j.Count, time.UnixMilli(j.First).UTC().Format(time.RFC3339))}
 	b, _ := json.Marshal(&e)
 	m.enqueue(outItem{channel: "audit", payload: b})
@@ -218,7 +225,7 @@ func (m *Manager) JunkCount() uint64 {
 }
 
 // reply queues a reply. Callers hold m.mu.
-func (m *Manager) reply(ch string, r Reply, sent func()) {
+func (m *Manager) reply(ch string, r fleet.Reply, sent func()) {
 	r.Device = m.dev
 	r.Time = m.now().UnixMilli()
 	b, _ := json.Marshal(&r)
@@ -250,7 +257,7 @@ func (m *Manager) privacyCommand(_ context.Context, args map[string]string) (any
 	default:
 		return nil, fmt.Errorf("privacy: want mode=on, off or default, got %q", args["mode"])
 	}
-	if pp, ok := p.(privacyPersister); ok {
+	if pp, ok := p.(PrivacyPersister); ok {
 		m.mu.Lock()
 		m.st.Privacy = pp.PrivacyOverride()
 		m.saveLocked()
@@ -280,6 +287,19 @@ func (m *Manager) wakePublisher() {
 	}
 }
 
+// seal signs config reports and command replies with the device key, at
+// publish time (a report persisted before a restart is signed as it goes
+// out). Audit entries go unsigned.
+func (m *Manager) seal(it outItem) ([]byte, error) {
+	m.mu.Lock()
+	s := m.opts.Signer
+	m.mu.Unlock()
+	if s == nil || !(it.channel == fleet.ChannelReported || fleet.CheckReplyChannel(it.channel) == nil) {
+		return it.payload, nil
+	}
+	return fleet.Seal(s, m.fleet, m.dev, it.channel, it.payload)
+}
+
 // publisher sends queued reports, replies and audit entries in order,
 // retrying with backoff while the broker is unreachable.
 func (m *Manager) publisher(ctx context.Context) {
@@ -303,8 +323,13 @@ func (m *Manager) publisher(ctx context.Context) {
 			}
 			continue
 		}
+		payload, err := m.seal(it)
+		if err != nil {
+			m.log.Error("signing a device message", "channel", it.channel, "err", err)
+			payload = it.payload
+		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := msg.Publish(pctx, it.channel, it.payload, it.retained)
+		err = msg.Publish(pctx, it.channel, payload, it.retained)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

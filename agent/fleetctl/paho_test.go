@@ -1,4 +1,4 @@
-package remote
+package fleetctl
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // pahoLink is a minimal MQTT session for tests: a paho client that
@@ -158,9 +159,9 @@ func (p *platform) publish(topic string, payload []byte, retained bool) {
 	}
 }
 
-func (p *platform) pushConfig(priv ed25519.PrivateKey, tg Target, version uint64, body string) []byte {
+func (p *platform) pushConfig(priv ed25519.PrivateKey, tg fleet.Target, version uint64, body string) []byte {
 	p.t.Helper()
-	env, err := SignConfig(priv, tg, version, []byte(body))
+	env, err := fleet.SignConfig(priv, tg, version, []byte(body))
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func testKey(seed byte) (ed25519.PrivateKey, string) {
 		s[i] = seed
 	}
 	priv := ed25519.NewKeyFromSeed(s)
-	return priv, EncodePublicKey(priv.Public().(ed25519.PublicKey))
+	return priv, fleet.EncodePublicKey(priv.Public().(ed25519.PublicKey))
 }
 
 // deviceConfig is a valid local config for a test device.

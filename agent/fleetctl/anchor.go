@@ -1,4 +1,4 @@
-package remote
+package fleetctl
 
 import (
 	"crypto/sha256"
@@ -13,6 +13,7 @@ import (
 	"slices"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // MaxVersionStep bounds how far one config may move a scope's version
@@ -31,7 +32,7 @@ var ErrVersionJump = errors.New("version jumps too far ahead")
 // that is more than MaxVersionStep above it.
 func checkVersion(scope string, version, highWater uint64) error {
 	if version <= highWater {
-		return fmt.Errorf("%w: version %d, highest seen at %s scope %d", ErrStale, version, scope, highWater)
+		return fmt.Errorf("%w: version %d, highest seen at %s scope %d", fleet.ErrStale, version, scope, highWater)
 	}
 	if version-highWater > MaxVersionStep {
 		return fmt.Errorf("%w: version %d, highest seen at %s scope %d, step limit %d", ErrVersionJump, version, scope, highWater, uint64(MaxVersionStep))
@@ -139,7 +140,7 @@ func (a *anchor) revoke(kids ...string) {
 	slices.Sort(a.Revoked)
 	a.Trusted = slices.DeleteFunc(a.Trusted, func(k string) bool {
 		pub, _, err := config.ParseTrustedKey(k)
-		return err != nil || slices.Contains(a.Revoked, KeyID(pub))
+		return err != nil || slices.Contains(a.Revoked, fleet.KeyID(pub))
 	})
 }
 
@@ -154,7 +155,7 @@ func keyIDs(keys []string) []string {
 	var out []string
 	for _, k := range keys {
 		if pub, _, err := config.ParseTrustedKey(k); err == nil {
-			out = append(out, KeyID(pub))
+			out = append(out, fleet.KeyID(pub))
 		}
 	}
 	slices.Sort(out)

@@ -1,8 +1,9 @@
-package remote
+package fleet
 
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
 )
@@ -42,6 +43,9 @@ type Report struct {
 	// came from (kestrelctl config get --effective).
 	Effective []EffectiveKey `json:"effective,omitempty"`
 	Time      int64          `json:"time"` // ms since the epoch
+	// Signature is the device's signature found by DecodeReport (nil:
+	// unsigned); check it with Verdict.
+	Signature *DeviceSignature `json:"-"`
 }
 
 // EffectiveKey is one key of the running config and its origin.
@@ -50,24 +54,6 @@ type EffectiveKey struct {
 	Value   string `json:"value"`
 	Scope   string `json:"scope"` // local, all, group/NAME, device/ID
 	Version uint64 `json:"version,omitempty"`
-}
-
-// effectiveKeys lists every key of c with its origin: the remote layer
-// that set it, else "local" (the file, --set or the default).
-func effectiveKeys(c config.Config, origins map[string]Origin) []EffectiveKey {
-	var out []EffectiveKey
-	for _, p := range config.Paths() {
-		if p == "version" {
-			continue
-		}
-		v, _ := config.Get(c, p)
-		o, ok := origins[p]
-		if !ok {
-			o = Origin{Scope: "local"}
-		}
-		out = append(out, EffectiveKey{Path: p, Value: v, Scope: o.Scope, Version: o.Version})
-	}
-	return out
 }
 
 // ReportError is one problem, with the config key path when it is about one
@@ -109,6 +95,9 @@ type AuditEntry struct {
 	Error   string `json:"error,omitempty"`
 	// Verified: KeyID is the signer whose signature checked out.
 	Verified bool `json:"verified,omitempty"`
+	// Signers are the distinct trusted keys whose signatures counted
+	// towards the threshold (remote.config_threshold, command_threshold).
+	Signers []string `json:"signers,omitempty"`
 	// Changes are the keys an applied config changed, key by key.
 	Changes []config.Change `json:"changes,omitempty"`
 	// Count, for kind "junk": unverified messages refused since the
@@ -126,15 +115,23 @@ type Reply struct {
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  string          `json:"error,omitempty"`
 	Time   int64           `json:"time"`
+	// Signature is the device's signature found by DecodeReply (nil:
+	// unsigned); check it with Verdict.
+	Signature *DeviceSignature `json:"-"`
 }
 
 // DecodeReport, DecodeReply and DecodeAudit parse the device's messages
 // (for kestrelctl and tests).
 func DecodeReport(b []byte) (*Report, error) {
-	var r Report
-	if err := json.Unmarshal(b, &r); err != nil {
+	body, sig, err := Open(b)
+	if err != nil {
 		return nil, err
 	}
+	var r Report
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	r.Signature = sig
 	if r.Status == "" {
 		return nil, errors.New("report without status")
 	}
@@ -142,10 +139,15 @@ func DecodeReport(b []byte) (*Report, error) {
 }
 
 func DecodeReply(b []byte) (*Reply, error) {
-	var r Reply
-	if err := json.Unmarshal(b, &r); err != nil {
+	body, sig, err := Open(b)
+	if err != nil {
 		return nil, err
 	}
+	var r Reply
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	r.Signature = sig
 	if r.ID == "" || r.Status == "" {
 		return nil, errors.New("reply without id or status")
 	}
@@ -153,6 +155,9 @@ func DecodeReply(b []byte) (*Reply, error) {
 }
 
 func DecodeAudit(b []byte) (*AuditEntry, error) {
+	if len(b) > MaxDeviceMessage {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxDeviceMessage)
+	}
 	var a AuditEntry
 	if err := json.Unmarshal(b, &a); err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package remote
+package fleet
 
 import (
 	"crypto/ed25519"
