@@ -7,7 +7,7 @@ VERSION ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell gi
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare clean
+.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare linkfault clean
 
 all: test
 
@@ -87,6 +87,12 @@ platform-kill-5000: ## serve SIGKILLed 20 times during a 5,000-device run (DB, b
 
 footprint:       ## RSS, CPU, wakeups and flash writes of the real binary (docs/benchmarks.md)
 	KESTREL_FOOTPRINT=1 $(GO) test -count=1 -timeout 30m -v ./hwtest/footprint
+
+linkfault:       ## (result in dist/linkfault.txt) 20 % loss over 20,000 fixes, a 1 h outage compressed, 100 USB unplugs, on the kernel rig (root, qemu; docs/benchmarks.md)
+	mkdir -p $(DIST)
+	KESTREL_RIG_REQUIRED=1 KESTREL_LINKFAULT_LOSS_FIXES=20000 KESTREL_LINKFAULT_OUTAGE_FIXES=3600 KESTREL_LINKFAULT_UNPLUGS=100 \
+		$(GO) test -count=1 -timeout 90m -run '^TestLinkFault$$' -v ./hwtest/linkfault >$(DIST)/linkfault.txt 2>&1; \
+		rc=$$?; grep -v '^time=' $(DIST)/linkfault.txt | tail -40; exit $$rc
 
 gps-compare:     ## NMEA throughput against gpsd's gpsdecode on a ~50 MB log
 	drivers/nmea/bench/compare.sh

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
@@ -47,6 +48,12 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the reopen delay in Supervise
 	// (defaults 500 ms and 30 s).
 	MinBackoff, MaxBackoff time.Duration
+	// HealthyAfter: a port that ran this long before it was lost was
+	// unplugged rather than flapping, and Supervise reopens it promptly:
+	// the backoff restarts at MinBackoff and, for ReplugWindow after the
+	// loss, no wait exceeds ReplugPoll (defaults 1 s, 2 min, 1 s). The
+	// device node appearing ends a wait at once in any case.
+	HealthyAfter, ReplugWindow, ReplugPoll time.Duration
 	// LockDir holds the FHS lock files (LCK..ttyUSB0) that keep two
 	// processes (the agent and `kestrel selftest`, say) off one port.
 	// Default DefaultLockDir; "-" takes no lock file. The port is also
@@ -79,6 +86,15 @@ func (c *Config) defaults() {
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 30 * time.Second
+	}
+	if c.HealthyAfter <= 0 {
+		c.HealthyAfter = time.Second
+	}
+	if c.ReplugWindow <= 0 {
+		c.ReplugWindow = 2 * time.Minute
+	}
+	if c.ReplugPoll <= 0 {
+		c.ReplugPoll = time.Second
 	}
 	switch c.LockDir {
 	case "":
@@ -291,30 +307,53 @@ func (l *LineReader) ReadLine() ([]byte, error) {
 // Supervise keeps a port open across unplug and replug: it opens cfg
 // (detecting the baud rate if asked), calls run with the port, and when run
 // returns an error (EIO on unplug) or the port cannot be opened, closes it
-// and tries again after an exponential backoff with jitter. It returns
-// ctx.Err() when ctx is done, or run's error if run returns nil (run asked
-// to stop).
+// and tries again. It returns ctx.Err() when ctx is done, or run's error if
+// run returns nil (run asked to stop).
+//
+// The reopen policy (docs/benchmarks.md, "USB unplug and replug"):
+//   - Failed attempts back off exponentially with jitter, from MinBackoff
+//     to MaxBackoff, so a broken port costs few wakeups and a fleet does
+//     not retry in lockstep.
+//   - A port that ran for HealthyAfter before it was lost was unplugged,
+//     not flapping: the backoff starts again from MinBackoff, and for
+//     ReplugWindow after the loss no wait is longer than ReplugPoll.
+//   - While the device node is absent, each wait also watches (inotify)
+//     the directory where it will appear (/dev, or /dev/serial/by-id for
+//     a by-id path) and ends as soon as it is created, so a replugged
+//     receiver is reopened at once without polling.
 func Supervise(ctx context.Context, cfg Config, log *slog.Logger, run func(ctx context.Context, p io.ReadWriter) error) error {
 	cfg.defaults()
 	if log == nil {
 		log = slog.Default()
 	}
 	backoff := cfg.MinBackoff
+	var lostHealthy time.Time // when a port that had run HealthyAfter was lost
+	lastErr := ""
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		p, err := Open(ctx, cfg)
+		absent := false
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, ErrInUse) {
-				log.Error("serial port held by another process, will retry", "path", cfg.Path, "err", err, "retry_in", backoff.Round(time.Millisecond))
-			} else {
-				log.Warn("serial port not available, will retry", "path", cfg.Path, "err", err, "retry_in", backoff.Round(time.Millisecond))
+			absent = errors.Is(err, fs.ErrNotExist)
+			// The first failure of a kind is a warning; its repeats
+			// (every ReplugPoll while a receiver stays unplugged) are not.
+			level := slog.LevelWarn
+			if err.Error() == lastErr {
+				level = slog.LevelDebug
 			}
+			lastErr = err.Error()
+			msg := "serial port not available, will retry"
+			if errors.Is(err, ErrInUse) {
+				msg, level = "serial port held by another process, will retry", slog.LevelError
+			}
+			log.Log(ctx, level, msg, "path", cfg.Path, "err", err, "backoff", backoff.Round(time.Millisecond))
 		} else {
+			lastErr = ""
 			log.Info("serial port open", "path", cfg.Path)
 			opened := time.Now()
 			err = run(ctx, p)
@@ -326,20 +365,35 @@ func Supervise(ctx context.Context, cfg Config, log *slog.Logger, run func(ctx c
 				return nil
 			}
 			log.Warn("serial port lost, reopening", "path", cfg.Path, "err", err)
-			if time.Since(opened) > cfg.MaxBackoff {
-				backoff = cfg.MinBackoff // it ran well for a while
+			if time.Since(opened) >= cfg.HealthyAfter {
+				backoff = cfg.MinBackoff
+				lostHealthy = time.Now()
 			}
 		}
 		// Full jitter keeps a fleet from reopening in lockstep.
 		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if !lostHealthy.IsZero() && time.Since(lostHealthy) < cfg.ReplugWindow {
+			wait = min(wait, cfg.ReplugPoll)
 		}
-		backoff = min(backoff*2, cfg.MaxBackoff)
+		appeared, err := waitAppear(ctx, cfg.Path, absent, wait)
+		if err != nil {
+			return err
+		}
+		if !appeared {
+			backoff = min(backoff*2, cfg.MaxBackoff)
+		}
+	}
+}
+
+// sleep waits d, or until ctx ends (its error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,13 +90,20 @@ func TestDetectBaud(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); sim.Run(ctx) }()
-	defer wg.Wait()
-	defer cancel()
-
 	dev, err := Resolve(sim.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The receiver writes as fast as the pty takes it, so once the test
+	// stops reading it can be left blocked in a write to the master that
+	// the slave's close does not always wake (nor does closing the
+	// master): read the slave until it has seen ctx end.
+	defer func() {
+		cancel()
+		stopped := make(chan struct{})
+		go func() { wg.Wait(); close(stopped) }()
+		drainUntil(t, dev, stopped)
+	}()
 	p, baud, err := Detect(ctx, dev, Config{ProbeTime: 400 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -230,5 +238,114 @@ func TestWatchdogNoData(t *testing.T) {
 	rcancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run returned %v", err)
+	}
+}
+
+// drainUntil reads the tty at dev until done is closed, so that a writer
+// on its master is not left blocked on a full buffer.
+func drainUntil(t *testing.T, dev string, done <-chan struct{}) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_RDONLY|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		<-done
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		_ = f.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, _ = f.Read(buf)
+	}
+}
+
+// TestSuperviseReopensEveryReplugPromptly: a receiver unplugged and
+// replugged again and again, each time after running for a couple of
+// seconds (a loose USB cable), is reopened within a second of every replug
+// with the default policy. Backoff that carried over from one unplug to
+// the next (it was reset only after MaxBackoff of good running) took 2 s,
+// then 4 s, then 8 s.
+func TestSuperviseReopensEveryReplugPromptly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("unplug cycles take ~10 s")
+	}
+	dir := t.TempDir()
+	sim, err := gpssim.New(gpssim.Config{Log: track(t), Baud: 9600, Speed: 20, Loop: true, Link: gpssim.LinkIn(dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(2)
+	go func() { defer wg.Done(); sim.Run(ctx) }()
+	opens := make(chan time.Time, 16)
+	go func() {
+		defer wg.Done()
+		Supervise(ctx, Config{Path: sim.Path(), Baud: 9600}, slog.New(slog.NewTextHandler(io.Discard, nil)),
+			func(ctx context.Context, p io.ReadWriter) error {
+				opens <- time.Now()
+				_, err := io.Copy(io.Discard, p)
+				if err == nil {
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			})
+	}()
+	next := func(what string) time.Time {
+		t.Helper()
+		select {
+		case at := <-opens:
+			return at
+		case <-ctx.Done():
+			t.Fatalf("no reopen %s", what)
+			return time.Time{}
+		}
+	}
+	next("at start")
+	for i := range 4 {
+		time.Sleep(1500 * time.Millisecond) // the port runs, healthy
+		if err := sim.Unplug(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond) // unplugged
+		replugged := time.Now()
+		if err := sim.Replug(); err != nil {
+			t.Fatal(err)
+		}
+		took := next("after replug").Sub(replugged)
+		t.Logf("replug %d: reopened after %v", i+1, took.Round(time.Millisecond))
+		if took > time.Second {
+			t.Fatalf("replug %d: reopened %v after the device came back, want within 1 s", i+1, took.Round(time.Millisecond))
+		}
+	}
+}
+
+// TestSuperviseBacksOffFlappingPort: a port that opens but fails at once
+// (a broken receiver) is retried with growing backoff, not in a loop.
+func TestSuperviseBacksOffFlappingPort(t *testing.T) {
+	dir := t.TempDir()
+	sim, err := gpssim.New(gpssim.Config{Log: track(t), Baud: 9600, Speed: 0, Link: gpssim.LinkIn(dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	opens := 0
+	Supervise(ctx, Config{Path: sim.Path(), Baud: 9600, MinBackoff: 100 * time.Millisecond},
+		slog.New(slog.NewTextHandler(io.Discard, nil)),
+		func(ctx context.Context, p io.ReadWriter) error { opens++; return errors.New("broken") })
+	// 100 ms doubling with full jitter: at most 0.1+0.2+0.4+0.8+1.6 s of
+	// waits fit in 3 s, at least half of each.
+	if opens < 3 || opens > 7 {
+		t.Fatalf("%d opens in 3 s of a port that fails at once, want 3 to 7 (backoff)", opens)
 	}
 }

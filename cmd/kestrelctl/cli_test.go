@@ -17,7 +17,9 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/fleetctl"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
 	"github.com/kestrel-edge/kestrel/hwtest/pty"
+	"github.com/kestrel-edge/kestrel/platform"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
+	"github.com/kestrel-edge/kestrel/transport/wire"
 )
 
 // TestStatusRealAgent: status shows the real agent's version and uptime,
@@ -151,4 +153,57 @@ func TestEnvAndJSON(t *testing.T) {
 		t.Error("plain lines on a terminal")
 	}
 	mu.Unlock()
+}
+
+// TestStatusLastKnownFromPlatform: an offline device's will carries only
+// the core fields; with --db, status fills battery, spool, radio and the
+// last fix from what the platform stored of its last birth, marked as
+// last known. Without --db those stay empty.
+func TestStatusLastKnownFromPlatform(t *testing.T) {
+	b := broker.StartMochi(t)
+	url := "sqlite:" + filepath.Join(t.TempDir(), "k.db")
+	st, err := platform.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := wire.Topic("met", "bwc-0099", "state")
+	var batch platform.Batch
+	birth := stateMsg(true, map[string]any{"version": "1.2.0", "boot": 7, "battery": 64, "battery_status": "Discharging",
+		"spool_records": 12, "spool_bytes": 4096, "radio_profile": "lte", "radio_registered": 1, "radio_rssi": -80})
+	will := stateMsg(false, map[string]any{"version": "1.2.0", "boot": 7})
+	for i, p := range [][]byte{birth, will} {
+		if err := batch.Add(platform.Message{Topic: topic, Payload: p, Received: time.Now().Add(time.Duration(i-2) * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Write(context.Background(), &batch); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	p := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("ghost"))
+	p.Connect().Wait()
+	p.Publish(topic, 1, true, will).Wait()
+	p.Disconnect(0)
+
+	run := func(extra ...string) deviceStatus {
+		t.Helper()
+		code, out, e := fleetRun(t, append([]string{"status", "--broker", b.URL(), "--fleet", "met", "--wait", "1s", "--json"}, extra...)...)
+		var rep statusReport
+		if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || len(rep.Devices) != 1 {
+			t.Fatalf("status %v: exit %d %v\n%s\n%s", extra, code, err, out, e)
+		}
+		return rep.Devices[0]
+	}
+	if bare := run(); bare.Battery != nil || bare.LastKnownFrom != "" {
+		t.Fatalf("without --db the will's fields grew: %+v", bare)
+	}
+	ds := run("--db", url)
+	if ds.LastKnownFrom != "platform" || ds.Battery == nil || *ds.Battery != 64 || ds.SpoolRecords == nil || *ds.SpoolRecords != 12 ||
+		ds.RadioProfile != "lte" || ds.RadioRSSI == nil || *ds.RadioRSSI != -80 {
+		t.Fatalf("--db did not fill the last-known values: %+v", ds)
+	}
+	code, out, _ := fleetRun(t, "status", "--broker", b.URL(), "--fleet", "met", "--wait", "1s", "--db", url)
+	if code != 0 || !regexp.MustCompile(`(?m)^bwc-0099\s+no \(last known\)\s.*64% discharging\s+12 \(4\.0 KiB\)\s+lte`).MatchString(out) {
+		t.Fatalf("status table with --db: exit %d\n%s", code, out)
+	}
 }

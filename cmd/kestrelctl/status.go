@@ -47,6 +47,10 @@ type deviceStatus struct {
 	Unreadable    string            `json:"unreadable,omitempty"`
 	State         map[string]any    `json:"state,omitempty"` // the whole state message
 	Layers        map[string]uint64 `json:"layers,omitempty"`
+	// LastKnownFrom is "platform" when --db filled the fields that an
+	// offline device's will does not carry (battery, spool, radio, last
+	// fix) from the platform's record of its last state message.
+	LastKnownFrom string `json:"last_known_from,omitempty"`
 }
 
 type configAttempt struct {
@@ -71,13 +75,16 @@ func runStatus(args []string, s stdio) error {
 	device := fs.String("device", "", "only this device")
 	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
 	asJSON := addJSONFlag(fs)
+	db := fs.String("db", "", "platform database (postgres://... or sqlite:FILE): last-known battery, spool, radio and fix of offline devices")
 	fs.Usage = func() {
-		fmt.Fprintln(s.stderr, "usage: kestrelctl status --broker URL --fleet F [--device D] [--json]\n\n"+
+		fmt.Fprintln(s.stderr, "usage: kestrelctl status --broker URL --fleet F [--device D] [--db URL] [--json]\n\n"+
 			"The fleet from the retained state and config/reported messages: online,\n"+
 			"last seen, agent version, uptime, last fix and its age, battery, spool\n"+
 			"depth, radio, GPS and config version. An offline device shows what its\n"+
 			"will and last report keep (agent version, boot, when it went offline,\n"+
-			"config); the rest is \"-\".\n\nflags:")
+			"config); the rest is \"-\", unless --db names the platform's database:\n"+
+			"then it is filled from the last state message the platform stored,\n"+
+			"marked \"(last known)\".\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
@@ -123,6 +130,11 @@ func runStatus(args []string, s stdio) error {
 			rep.Online++
 		}
 		rep.Devices = append(rep.Devices, ds)
+	}
+	if *db != "" {
+		if err := fillLastKnown(s, *db, bf.Fleet, rep.Devices); err != nil {
+			return err
+		}
 	}
 	rep.Total = len(rep.Devices)
 	if *asJSON {
@@ -203,6 +215,9 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) error {
 			if ds.Plaintext {
 				on += " (plaintext)"
 			}
+			if ds.LastKnownFrom != "" {
+				on += " (last known)"
+			}
 		}
 		seen := "-"
 		if ds.LastSeen != nil {
@@ -265,4 +280,57 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// fillLastKnown completes offline devices from the platform's devices
+// table: the will that replaced their retained state message carries only
+// the core fields, but the platform keeps what the last birth said.
+func fillLastKnown(s stdio, url, fleetID string, devs []deviceStatus) error {
+	st, err := openPlatformDB(s, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rows, err := st.Devices(s.ctx, fleetID)
+	if err != nil {
+		return fmt.Errorf("--db: %w", err)
+	}
+	byID := make(map[string]int, len(rows))
+	for i, r := range rows {
+		byID[r.Device] = i
+	}
+	for i := range devs {
+		ds := &devs[i]
+		j, ok := byID[ds.Device]
+		if !ok || (ds.Online != nil && *ds.Online) {
+			continue
+		}
+		r := rows[j]
+		filled := false
+		fill := func(dst **int64, v *int64) {
+			if *dst == nil && v != nil {
+				*dst, filled = v, true
+			}
+		}
+		fill(&ds.Battery, r.BatteryPercent)
+		fill(&ds.SpoolRecords, r.SpoolRecords)
+		fill(&ds.SpoolBytes, r.SpoolBytes)
+		fill(&ds.RadioReg, r.RadioRegistered)
+		fill(&ds.RadioRSSI, r.RadioRSSI)
+		if ds.BatteryState == "" && r.BatteryStatus != nil {
+			ds.BatteryState, filled = *r.BatteryStatus, true
+		}
+		if ds.RadioProfile == "" && r.RadioProfile != nil {
+			ds.RadioProfile, filled = *r.RadioProfile, true
+		}
+		if ds.LastFix == nil && r.LastFixTime != nil {
+			t := r.LastFixTime.UTC()
+			age := int64(time.Since(t).Seconds())
+			ds.LastFix, ds.LastFixAgeS, filled = &t, &age, true
+		}
+		if filled {
+			ds.LastKnownFrom = "platform"
+		}
+	}
+	return nil
 }

@@ -19,9 +19,12 @@ import (
 //
 // The driver never opens or closes the port. For the watchdog to fire while
 // the receiver is silent, reads must return now and then: a port with
-// SetReadDeadline (os.File, ptys) gets short deadlines from the driver, and
-// go.bug.st/serial ports should be given a read timeout (they then return
-// 0, nil). A reader that blocks forever is only checked when data arrives.
+// SetReadDeadline (os.File, ptys) gets a deadline
+// at the next thing due (the held fix's release, the watchdog, the
+// heartbeat), so that data, not a tick, wakes the reader: one read per
+// receiver burst. go.bug.st/serial ports should be given a read timeout
+// (they then return 0, nil). A reader that blocks forever is only checked
+// when data arrives.
 type Driver struct {
 	r    io.Reader
 	opts Options
@@ -29,9 +32,33 @@ type Driver struct {
 	now  func() time.Time
 }
 
-// readTick bounds each read so the watchdog and the end-of-cycle flush run
-// on a silent line.
-const readTick = 100 * time.Millisecond
+// nextDue is when the read loop next has something to do without data:
+// release the held fix after a quiet gap, fire the watchdog, send the
+// heartbeat. Times already past were handled by the loop and are skipped;
+// it is never later than maxWait from now.
+func (d *Driver) nextDue(now, start, lastData, lastValid, lastStatus time.Time, state kestrel.GPSState) time.Time {
+	due := now.Add(maxWait)
+	soonest := func(t time.Time) {
+		if t.After(now) && t.Before(due) {
+			due = t
+		}
+	}
+	if d.dec.Pending() {
+		soonest(lastData.Add(quietFlush))
+	}
+	if !lastValid.IsZero() {
+		soonest(lastValid.Add(d.opts.WatchdogInterval))
+	} else if state == stateUnknown {
+		soonest(start.Add(d.opts.WatchdogInterval))
+	}
+	if state != stateUnknown && d.opts.Heartbeat > 0 {
+		soonest(lastStatus.Add(d.opts.Heartbeat))
+	}
+	return due
+}
+
+// maxWait bounds one read on a port with deadlines.
+const maxWait = 5 * time.Second
 
 // quietFlush is the inter-character gap that marks the end of a receiver
 // cycle (gpsd uses 0.25 s of a 1 s cycle); the held fix is released then.
@@ -103,13 +130,24 @@ func (d *Driver) Run(ctx context.Context, emit func(kestrel.Record)) error {
 		})
 	}
 
+	if hasDeadline {
+		// A cancelled ctx releases the pending read at once.
+		stop := context.AfterFunc(ctx, func() { _ = dl.SetReadDeadline(time.Now()) })
+		defer stop()
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if hasDeadline {
+			// Wake only when something is due: the held fix's flush, the
+			// watchdog, the heartbeat. Data wakes the read before that,
+			// so a receiver's burst costs one wakeup, not one per tick.
 			// Errors here only mean the port cannot time out; carry on.
-			_ = dl.SetReadDeadline(time.Now().Add(readTick))
+			_ = dl.SetReadDeadline(d.nextDue(time.Now(), start, lastData, lastValid, lastStatus, state))
+			if err := ctx.Err(); err != nil {
+				return err // cancelled between the check and the deadline
+			}
 		}
 		n, err := d.r.Read(buf)
 		now := time.Now()

@@ -22,8 +22,8 @@ func SkipOnHost(t testing.TB) {
 
 // Main is a test package's TestMain. On the host it runs the tests as
 // usual. As the guest's /init it mounts the pseudo filesystems, loads the
-// modules, runs the one test the host asked for, prints its exit status on
-// the console and powers the machine off.
+// modules, brings up lo, runs the one test the host asked for, prints its
+// exit status on the console and powers the machine off.
 func Main(m *testing.M) {
 	if !InGuest() {
 		os.Exit(m.Run())
@@ -61,6 +61,28 @@ func guestSetup() error {
 		if err := loadModule("/" + modDir + "/" + name); err != nil {
 			return err
 		}
+	}
+	return loopbackUp()
+}
+
+// loopbackUp brings lo up (the kernel leaves it down; there is no init
+// system in the guest to do it), for tests that talk to 127.0.0.1.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("lo up: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("lo up: %w", err)
 	}
 	return nil
 }

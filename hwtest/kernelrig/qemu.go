@@ -28,6 +28,10 @@ type Guest struct {
 	Timeout time.Duration     // whole boot; default 5 minutes
 	MemMiB  int               // default 768
 	CPUs    int               // default 2
+	// Report, when set, marks the console lines that carry the guest's
+	// figures: Run logs each line holding it, from there on, whether the
+	// guest test passed or not.
+	Report string
 }
 
 // Result is what one boot produced.
@@ -44,6 +48,13 @@ type Result struct {
 func Run(t testing.TB, g Guest) Result {
 	t.Helper()
 	res, err := Boot(t, g)
+	if g.Report != "" {
+		for _, l := range strings.Split(res.Console, "\n") {
+			if _, fig, ok := strings.Cut(l, g.Report); ok {
+				t.Log(g.Report + strings.TrimSpace(fig))
+			}
+		}
+	}
 	if errors.Is(err, ErrUnavailable) {
 		if os.Getenv("KESTREL_RIG_REQUIRED") == "1" {
 			t.Fatalf("real-kernel rig required (KESTREL_RIG_REQUIRED=1): %v", err)

@@ -48,8 +48,11 @@ func Open() (*PTY, error) {
 // makeRaw clears echo and line discipline on the shared termios. On Linux the
 // master and slave share one termios, so setting it through the master
 // affects the slave.
-func (p *PTY) makeRaw() error {
-	fd := int(p.Master.Fd())
+func (p *PTY) makeRaw() error { return MakeRaw(int(p.Master.Fd())) }
+
+// MakeRaw puts the tty open on fd in raw mode, as cfmakeraw(3) does: no
+// echo, no line editing or signals, no CR/LF translation, 8 bits.
+func MakeRaw(fd int) error {
 	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
 		return fmt.Errorf("get termios: %w", err)
