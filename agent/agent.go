@@ -142,6 +142,8 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		level:     level,
 	}
 	a.policy.SetClock(opts.Now)
+	a.policy.SetOwnIdentity(cfg.Radio.ISSI)
+	a.policy.OnChange(a.auditPrivacy)
 	a.motion = motion.New(cfg.Motion, a.latest.position)
 	a.power = power.New(cfg.Power, opts.Now, a.onPowerChange)
 	a.pw.lastPoll = cfg.Radio.Poll.Duration
@@ -243,6 +245,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.wg.Done()
 		a.publishState(ctx)
 	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.privacyClock(ctx)
+	}()
 
 	<-ctx.Done()
 	a.log.Info("kestrel stopping: draining")
@@ -293,24 +300,47 @@ func (a *Agent) Emit(rec kestrel.Record) {
 	}
 	rec.Priority = max(rec.Priority, defaultPriority(&rec))
 	a.power.Observe(&rec)
-	if !a.policy.Filter(&rec) {
+	// The policy decides under the lock that orders the sequence numbers,
+	// and a privacy change it makes (a schedule edge, a zone entered,
+	// docked, an own emergency) is spooled as an audit event just ahead
+	// of the record: every record after the event was judged under the
+	// mode it names.
+	a.mu.Lock()
+	keep, changes := a.policy.Decide(&rec)
+	audits := a.spoolAuditsLocked(changes)
+	var err error
+	if keep {
+		err = a.spoolLocked(&rec)
+	}
+	a.mu.Unlock()
+	a.afterAudits(changes, audits)
+	if !keep {
 		a.stats.Filtered.Add(1)
 		return
 	}
-	a.mu.Lock()
+	a.afterSpool(rec, err)
+}
+
+// spoolLocked stamps rec and appends it to the spool; a.mu is held.
+func (a *Agent) spoolLocked(rec *kestrel.Record) error {
 	rec.Device = a.cfg.Device.ID
 	rec.Boot = a.boot
 	rec.Seq = a.spool.NextSeq()
 	var err error
-	a.enc, err = wire.AppendRecord(a.enc[:0], &rec)
-	if err == nil {
-		data := append([]byte(nil), a.enc...)
-		// The spool ages records by when they reached it, on the agent's
-		// clock: a receiver with a bad date (week rollover) or a replayed
-		// log must not make fresh records look expired.
-		_, err = a.spool.Append(spool.Item{Seq: rec.Seq, Priority: rec.Priority, Time: a.opts.Now().UnixMilli(), Data: data})
+	a.enc, err = wire.AppendRecord(a.enc[:0], rec)
+	if err != nil {
+		return err
 	}
-	a.mu.Unlock()
+	data := append([]byte(nil), a.enc...)
+	// The spool ages records by when they reached it, on the agent's
+	// clock: a receiver with a bad date (week rollover) or a replayed log
+	// must not make fresh records look expired.
+	_, err = a.spool.Append(spool.Item{Seq: rec.Seq, Priority: rec.Priority, Time: a.opts.Now().UnixMilli(), Data: data})
+	return err
+}
+
+// afterSpool counts, logs and shows a record the spool took (or refused).
+func (a *Agent) afterSpool(rec kestrel.Record, err error) {
 	if err != nil {
 		a.stats.Failed.Add(1)
 		a.log.Warn("record not spooled", "kind", rec.Kind().String(), "seq", rec.Seq, "err", err)
@@ -335,7 +365,7 @@ func defaultPriority(rec *kestrel.Record) kestrel.Priority {
 		case kestrel.EventEmergency:
 			return kestrel.PriorityEmergency
 		case kestrel.EventTamper, kestrel.EventTaser, kestrel.EventSecurity, kestrel.EventBatteryCritical,
-			kestrel.EventRecordingStart, kestrel.EventRecordingStop, kestrel.EventInput, kestrel.EventLocate:
+			kestrel.EventRecordingStart, kestrel.EventRecordingStop, kestrel.EventInput, kestrel.EventLocate, kestrel.EventPrivacy:
 			return kestrel.PriorityHigh
 		}
 		return kestrel.PriorityNormal

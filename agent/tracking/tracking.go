@@ -257,6 +257,13 @@ func (p *Policy) SetOwnIdentity(issi string) {
 	p.mu.Unlock()
 }
 
+// OwnIdentity returns radio.issi as set.
+func (p *Policy) OwnIdentity() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ownCfg
+}
+
 // SetPrivacy turns privacy on (privacy.on_mode), off, or back to the
 // configured mode (Clear). It returns the mode now in force, which
 // off-duty triggers and zones may hold stricter than the command asked.
@@ -469,6 +476,18 @@ func (p *Policy) Tick() {
 	p.Deliver()
 }
 
+// TickChanges is Tick, returning the changes instead of delivering them.
+func (p *Policy) TickChanges() []Change {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	held := p.pending
+	p.pending = nil
+	p.tickLocked()
+	out := p.pending
+	p.pending = held
+	return out
+}
+
 func (p *Policy) tickLocked() {
 	now := p.now()
 	if p.sched != nil && !p.schedNext.IsZero() && !now.Before(p.schedNext) {
@@ -508,14 +527,30 @@ func (p *Policy) zoneOf(lat, lon int32) int {
 // coarsened in place; a radio status may lose its cell and area codes (to
 // a copy: the driver's record is not touched); events may force the next
 // fix, move a trigger or lift privacy. Every other record is kept as it
-// is.
+// is. The privacy changes it makes wait for Deliver or Flush.
 func (p *Policy) Filter(rec *kestrel.Record) bool {
+	keep, changes := p.Decide(rec)
+	p.mu.Lock()
+	for _, c := range changes {
+		p.addLocked(c)
+	}
+	p.mu.Unlock()
+	return keep
+}
+
+// Decide is Filter, returning the privacy changes that rec brought about
+// (or that time had brought, noticed at rec): they are in force for rec
+// already, so their audit belongs just ahead of it.
+func (p *Policy) Decide(rec *kestrel.Record) (keep bool, changes []Change) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	held := p.pending
+	p.pending = nil
+	defer func() { changes, p.pending = p.pending, held }()
 	p.tickLocked()
 	switch b := rec.Body.(type) {
 	case *kestrel.Position:
-		return p.position(rec, b)
+		return p.position(rec, b), nil
 	case *kestrel.RadioStatus:
 		if b.Identity != "" {
 			p.ownRadio = b.Identity
@@ -528,7 +563,7 @@ func (p *Policy) Filter(rec *kestrel.Record) bool {
 	case *kestrel.Event:
 		p.event(b)
 	}
-	return true
+	return true, nil
 }
 
 func (p *Policy) position(rec *kestrel.Record, pos *kestrel.Position) bool {
