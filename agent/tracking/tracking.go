@@ -92,7 +92,9 @@ type Change struct {
 	Mode   string // in force now: off, coarse or pause (off while Lifted)
 	Was    string // in force before
 	Lifted bool   // an own emergency lifts privacy
-	Cause  string // Cause*
+	// WasLifted: the lift has ended (Was is then "off").
+	WasLifted bool
+	Cause     string // Cause*
 	// Detail says more for the device's own log: the zone's name, the
 	// emergency's source, the trigger's new state. It may locate (a zone
 	// name does), so it is never sent.
@@ -106,7 +108,11 @@ func (c Change) String() string {
 	if c.Lifted {
 		m = "privacy lifted"
 	}
-	return m + " (was " + c.Was + "): " + c.Cause
+	was := c.Was
+	if c.WasLifted {
+		was = "lifted"
+	}
+	return m + " (was " + was + "): " + c.Cause
 }
 
 // maxPending bounds the changes held between Flushes.
@@ -298,7 +304,7 @@ func (p *Policy) commandLocked(arg string) {
 	was := p.eff
 	wasLifted := p.lifted
 	if !p.evaluateLocked(CauseCommand, "mode="+arg) {
-		p.addLocked(Change{Mode: p.eff, Was: was, Lifted: wasLifted, Cause: CauseCommand, Detail: "mode=" + arg})
+		p.addLocked(Change{Mode: p.eff, Was: was, Lifted: wasLifted, WasLifted: wasLifted, Cause: CauseCommand, Detail: "mode=" + arg})
 	}
 }
 
@@ -393,7 +399,7 @@ func (p *Policy) evaluateLocked(cause, detail string) bool {
 	if m == p.eff && lifted == p.lifted {
 		return false
 	}
-	p.addLocked(Change{Mode: m, Was: p.eff, Lifted: lifted, Cause: cause, Detail: detail})
+	p.addLocked(Change{Mode: m, Was: p.eff, Lifted: lifted, WasLifted: p.lifted, Cause: cause, Detail: detail})
 	p.eff, p.lifted = m, lifted
 	return true
 }
