@@ -410,6 +410,7 @@ const (
 	EventStorage         EventType = 16 // spool storage state changed (full, read-only, ok)
 	EventLocate          EventType = 17 // a locate-now command was answered
 	EventHarshDriving    EventType = 18 // harsh braking, acceleration or cornering; Name says which, Value the peak in mm/s²
+	EventPrivacy         EventType = 19 // the privacy in force changed, or a privacy command ran; Name the cause, Value 0 off, 1 coarse, 2 pause, 3 lifted by an own emergency; Text names no place
 )
 
 var eventNames = map[EventType]string{
@@ -432,6 +433,7 @@ var eventNames = map[EventType]string{
 	EventStorage:         "storage",
 	EventLocate:          "locate",
 	EventHarshDriving:    "harsh_driving",
+	EventPrivacy:         "privacy",
 }
 
 func (t EventType) String() string {

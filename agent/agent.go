@@ -144,6 +144,8 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		level:     level,
 	}
 	a.policy.SetClock(opts.Now)
+	a.policy.SetOwnIdentity(cfg.Radio.ISSI)
+	a.policy.OnChange(a.auditPrivacy)
 	a.motion = motion.New(cfg.Motion, a.latest.position)
 	a.power = power.New(cfg.Power, opts.Now, a.onPowerChange)
 	a.pw.lastPoll = cfg.Radio.Poll.Duration
@@ -247,6 +249,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer a.wg.Done()
 		a.publishState(ctx)
 	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.privacyClock(ctx)
+	}()
 
 	<-ctx.Done()
 	a.log.Info("kestrel stopping: draining")
@@ -299,30 +306,37 @@ func (a *Agent) Emit(rec kestrel.Record) {
 	rec.Priority = max(rec.Priority, defaultPriority(&rec))
 	a.vitals.observe(&rec, a.opts.Now()) // before the policy: a filtered fix is still a sign of life
 	a.power.Observe(&rec)
-	if !a.policy.Filter(&rec) {
+	// The policy decides under the lock that orders the sequence numbers,
+	// and a privacy change it makes (a schedule edge, a zone entered,
+	// docked, an own emergency) is spooled as an audit event just ahead
+	// of the record: every record after the event was judged under the
+	// mode it names.
+	a.mu.Lock()
+	keep, changes := a.policy.Decide(&rec)
+	audits := a.spoolAuditsLocked(changes)
+	var err error
+	if keep {
+		err = a.appendLocked(&rec)
+	}
+	a.mu.Unlock()
+	a.afterAudits(changes, audits)
+	if !keep {
 		a.stats.Filtered.Add(1)
 		return
 	}
-	a.mu.Lock()
-	a.stampLocked(&rec)
-	err := a.spoolLocked(&rec)
+	a.afterSpool(rec, err)
+}
+
+// appendLocked stamps rec, spools it and chains it (agent/evidence.go),
+// stamping a checkpoint after it when one is due; a.mu is held.
+func (a *Agent) appendLocked(rec *kestrel.Record) error {
+	a.stampLocked(rec)
+	err := a.spoolLocked(rec)
 	if err == nil {
-		a.chainLocked(&rec)
-		a.checkpointDueLocked(&rec)
+		a.chainLocked(rec)
+		a.checkpointDueLocked(rec)
 	}
-	a.mu.Unlock()
-	if err != nil {
-		a.stats.Failed.Add(1)
-		a.log.Warn("record not spooled", "kind", rec.Kind().String(), "seq", rec.Seq, "err", err)
-		return
-	}
-	a.stats.Spooled.Add(1)
-	if prev := a.latest.observe(&rec); rec.Kind() == kestrel.KindGPSStatus {
-		a.logGPSState(prev, rec.Body.(*kestrel.GPSStatus))
-	}
-	if a.opts.OnRecord != nil {
-		a.opts.OnRecord(rec)
-	}
+	return err
 }
 
 // stampLocked gives a record its envelope: device, boot, seq.
@@ -341,10 +355,26 @@ func (a *Agent) spoolLocked(rec *kestrel.Record) error {
 	}
 	data := append([]byte(nil), a.enc...)
 	// The spool ages records by when they reached it, on the agent's
-	// clock: a receiver with a bad date (week rollover) or a replayed
-	// log must not make fresh records look expired.
+	// clock: a receiver with a bad date (week rollover) or a replayed log
+	// must not make fresh records look expired.
 	_, err = a.spool.Append(spool.Item{Seq: rec.Seq, Priority: rec.Priority, Time: a.opts.Now().UnixMilli(), Data: data})
 	return err
+}
+
+// afterSpool counts, logs and shows a record the spool took (or refused).
+func (a *Agent) afterSpool(rec kestrel.Record, err error) {
+	if err != nil {
+		a.stats.Failed.Add(1)
+		a.log.Warn("record not spooled", "kind", rec.Kind().String(), "seq", rec.Seq, "err", err)
+		return
+	}
+	a.stats.Spooled.Add(1)
+	if prev := a.latest.observe(&rec); rec.Kind() == kestrel.KindGPSStatus {
+		a.logGPSState(prev, rec.Body.(*kestrel.GPSStatus))
+	}
+	if a.opts.OnRecord != nil {
+		a.opts.OnRecord(rec)
+	}
 }
 
 // defaultPriority is the least priority a record of its kind gets. Drivers
@@ -357,7 +387,7 @@ func defaultPriority(rec *kestrel.Record) kestrel.Priority {
 		case kestrel.EventEmergency:
 			return kestrel.PriorityEmergency
 		case kestrel.EventTamper, kestrel.EventTaser, kestrel.EventSecurity, kestrel.EventBatteryCritical,
-			kestrel.EventRecordingStart, kestrel.EventRecordingStop, kestrel.EventInput, kestrel.EventLocate:
+			kestrel.EventRecordingStart, kestrel.EventRecordingStop, kestrel.EventInput, kestrel.EventLocate, kestrel.EventPrivacy:
 			return kestrel.PriorityHigh
 		}
 		return kestrel.PriorityNormal

@@ -46,8 +46,9 @@ type prepared struct {
 // the controller's health check can roll it back).
 func (a *Agent) units() []unit {
 	return []unit{
-		{name: "policy", sections: []string{"tracking", "privacy"},
+		{name: "policy", sections: []string{"tracking", "privacy"}, keys: []string{"radio.issi"},
 			apply: func(_ context.Context, _, next config.Config, _ *prepared) {
+				a.policy.SetOwnIdentity(next.Radio.ISSI)
 				a.policy.SetConfig(power.Tracking(next.Power, a.power.Status().State, next.Tracking), next.Privacy)
 				a.latest.kickState() // privacy_mode may have changed
 			}},

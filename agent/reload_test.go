@@ -156,24 +156,30 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"gpio.lines": func(c *config.Config) {
 			c.GPIO.Lines = append(c.GPIO.Lines, config.GPIOLine{Name: "siren", Chip: "gpiochip0", Offset: 2})
 		},
-		"gps.baud":                     func(c *config.Config) { c.GPS.Baud = 4800 },
-		"gps.port":                     func(c *config.Config) { c.GPS.Port = r.gps[1].Path },
-		"gps.watchdog":                 func(c *config.Config) { c.GPS.Watchdog = config.D(7 * time.Second) },
-		"hooks.allow_gids":             func(c *config.Config) { c.Hooks.AllowGIDs = []int{100} },
-		"hooks.allow_uids":             func(c *config.Config) { c.Hooks.AllowUIDs = []int{1000} },
-		"hooks.exec_allow":             func(c *config.Config) { c.Hooks.ExecAllow = []string{"/usr/bin/true"} },
-		"hooks.link_period":            func(c *config.Config) { c.Hooks.LinkPeriod = config.D(30 * time.Second) },
-		"hooks.rate":                   func(c *config.Config) { c.Hooks.Rate = 7 },
-		"hooks.burst":                  func(c *config.Config) { c.Hooks.Burst = 9 },
-		"hooks.max_conns":              func(c *config.Config) { c.Hooks.MaxConns = 3 },
-		"hooks.idle_timeout":           func(c *config.Config) { c.Hooks.IdleTimeout = config.D(45 * time.Second) },
-		"log.level":                    func(c *config.Config) { c.Log.Level = "debug" },
-		"evidence.checkpoint_records":  func(c *config.Config) { c.Evidence.CheckpointRecords = 50 },
-		"evidence.checkpoint_interval": func(c *config.Config) { c.Evidence.CheckpointInterval = config.D(time.Minute) },
-		"privacy.grid":                 func(c *config.Config) { c.Privacy.Grid = 500 },
-		"privacy.mode":                 func(c *config.Config) { c.Privacy.Mode = "coarse" },
-		"privacy.on_mode":              func(c *config.Config) { c.Privacy.OnMode = "coarse" },
-		"privacy.locked":               func(c *config.Config) { c.Privacy.Locked = true },
+		"gps.baud":           func(c *config.Config) { c.GPS.Baud = 4800 },
+		"gps.port":           func(c *config.Config) { c.GPS.Port = r.gps[1].Path },
+		"gps.watchdog":       func(c *config.Config) { c.GPS.Watchdog = config.D(7 * time.Second) },
+		"hooks.allow_gids":   func(c *config.Config) { c.Hooks.AllowGIDs = []int{100} },
+		"hooks.allow_uids":   func(c *config.Config) { c.Hooks.AllowUIDs = []int{1000} },
+		"hooks.exec_allow":   func(c *config.Config) { c.Hooks.ExecAllow = []string{"/usr/bin/true"} },
+		"hooks.link_period":  func(c *config.Config) { c.Hooks.LinkPeriod = config.D(30 * time.Second) },
+		"hooks.rate":         func(c *config.Config) { c.Hooks.Rate = 7 },
+		"hooks.burst":        func(c *config.Config) { c.Hooks.Burst = 9 },
+		"hooks.max_conns":    func(c *config.Config) { c.Hooks.MaxConns = 3 },
+		"hooks.idle_timeout": func(c *config.Config) { c.Hooks.IdleTimeout = config.D(45 * time.Second) },
+		"log.level":          func(c *config.Config) { c.Log.Level = "debug" },
+		"privacy.grid":       func(c *config.Config) { c.Privacy.Grid = 500 },
+		"privacy.mode":       func(c *config.Config) { c.Privacy.Mode = "coarse" },
+		"privacy.on_mode":    func(c *config.Config) { c.Privacy.OnMode = "coarse" },
+		"privacy.locked":     func(c *config.Config) { c.Privacy.Locked = true },
+		"privacy.docked":     func(c *config.Config) { c.Privacy.Docked = true },
+		"privacy.gpio_line":  func(c *config.Config) { c.Privacy.GPIOLine = "ignition" },
+		"privacy.schedule":   func(c *config.Config) { c.Privacy.Schedule = []string{"Sat,Sun 00:00-24:00"} },
+		"privacy.time_zone":  func(c *config.Config) { c.Privacy.TimeZone = "Europe/London" },
+		"privacy.zones": func(c *config.Config) {
+			c.Privacy.Zones = []config.PrivacyZone{{Name: "home", Action: "drop", Polygon: [][]float64{{51.5, -0.1}, {51.5, -0.099}, {51.501, -0.099}}}}
+		},
+		"radio.issi":                   func(c *config.Config) { c.Radio.ISSI = "2342600012345" },
 		"radio.baud":                   func(c *config.Config) { c.Radio.Baud = 57600 },
 		"radio.heartbeat":              func(c *config.Config) { c.Radio.Heartbeat = config.D(2 * time.Minute) },
 		"radio.poll":                   func(c *config.Config) { c.Radio.Poll = config.D(20 * time.Second) },
@@ -182,8 +188,6 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"remote.audit_max":             func(c *config.Config) { c.Remote.AuditMax = 99 },
 		"remote.max_message":           func(c *config.Config) { c.Remote.MaxMessage = 32 << 10 },
 		"remote.command_max_age":       func(c *config.Config) { c.Remote.CommandMaxAge = config.D(time.Minute) },
-		"remote.config_threshold":      func(c *config.Config) { c.Remote.ConfigThreshold = 2 },
-		"remote.command_threshold":     func(c *config.Config) { c.Remote.CommandThreshold = 2 },
 		"remote.require_signed":        func(c *config.Config) { c.Remote.RequireSigned = true },
 		"remote.rollback_after":        func(c *config.Config) { c.Remote.RollbackAfter = config.D(time.Minute) },
 		"remote.trusted_keys":          func(c *config.Config) { c.Remote.TrustedKeys = []string{pub} },
@@ -212,6 +216,10 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"power.low_interval":           func(c *config.Config) { c.Power.LowInterval = config.D(2 * time.Hour) },
 		"power.low_radio_poll":         func(c *config.Config) { c.Power.LowRadioPoll = config.D(10 * time.Minute) },
 		"sensors.dev_root":             func(c *config.Config) { c.Sensors.DevRoot = filepath.Join(dir, "dev3") },
+		"evidence.checkpoint_records":  func(c *config.Config) { c.Evidence.CheckpointRecords = 50 },
+		"evidence.checkpoint_interval": func(c *config.Config) { c.Evidence.CheckpointInterval = config.D(time.Minute) },
+		"remote.config_threshold":      func(c *config.Config) { c.Remote.ConfigThreshold = 2 },
+		"remote.command_threshold":     func(c *config.Config) { c.Remote.CommandThreshold = 2 },
 		"tracking.emergency_window": func(c *config.Config) {
 			c.Tracking.EmergencyWindow = config.D(5 * time.Minute)
 		},
@@ -257,6 +265,7 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 			tr, pr := r.a.policy.Config()
 			c := before
 			c.Tracking, c.Privacy = tr, pr
+			c.Radio.ISSI = r.a.policy.OwnIdentity()
 			got, _ = config.Get(c, path)
 		case "power":
 			c := before

@@ -102,6 +102,10 @@ type Radio struct {
 	Baud      int      `toml:"baud"`
 	Poll      Duration `toml:"poll"`
 	Heartbeat Duration `toml:"heartbeat"`
+	// ISSI is this device's own TETRA radio identity (ISSI, or the
+	// full ITSI). Only an emergency from it lifts privacy; empty: the
+	// identity the radio reports for itself (+CNUMF) is used.
+	ISSI string `toml:"issi"`
 }
 
 type Sensors struct {
@@ -200,6 +204,24 @@ type Privacy struct {
 	// Locked, set at fleet scope (or locally), stops group and device
 	// configs from weakening privacy (agent/fleetctl).
 	Locked bool `toml:"locked"`
+	// Off-duty triggers (agent/tracking): each turns privacy.on_mode on
+	// while it holds, without a person. The strictest of the command or
+	// mode, the triggers and the zones applies (docs/privacy.md).
+	Docked   bool   `toml:"docked"`    // while the camera is docked (firmware event)
+	GPIOLine string `toml:"gpio_line"` // while this gpio.lines input is active; "" none
+	// Schedule is a weekly off-duty schedule ("Mon-Fri 18:00-08:00", the
+	// grammar of agent/tracking/offduty) in TimeZone (IANA name).
+	Schedule []string      `toml:"schedule"`
+	TimeZone string        `toml:"time_zone"`
+	Zones    []PrivacyZone `toml:"zones"`
+}
+
+// PrivacyZone is a polygon (such as a home address or a hospital) in which
+// positions are dropped or coarsened.
+type PrivacyZone struct {
+	Name    string      `toml:"name"`
+	Action  string      `toml:"action"`  // "drop" or "coarse"
+	Polygon [][]float64 `toml:"polygon"` // [[lat, lon], ...], WGS 84 degrees
 }
 
 type Remote struct {
@@ -314,7 +336,7 @@ func Defaults() Config {
 			ForceEvents:     []string{"emergency", "recording_start", "recording_stop", "tamper", "holster", "taser", "input", "locate"},
 			EmergencyWindow: D(10 * time.Minute),
 		},
-		Privacy:  Privacy{Mode: "off", OnMode: "pause", Grid: 1000},
+		Privacy:  Privacy{Mode: "off", OnMode: "pause", Grid: 1000, TimeZone: "UTC"},
 		Evidence: Evidence{CheckpointRecords: 1000, CheckpointInterval: D(5 * time.Minute)},
 		Remote: Remote{
 			RollbackAfter:    D(2 * time.Minute),

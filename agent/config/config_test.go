@@ -330,7 +330,7 @@ func TestWriteAtomic(t *testing.T) {
 func TestGetRoundTrip(t *testing.T) {
 	c, _ := Parse([]byte(good))
 	for _, p := range Paths() {
-		if p == "gpio.lines" {
+		if p == "gpio.lines" || p == "privacy.zones" { // lists of tables: file only
 			continue
 		}
 		v, err := Get(c, p)

@@ -16,6 +16,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[[gpio.lines]]\nname = \"ignition\"\nchip = \"gpiochip0\"\noffset = 4\n"))
 	f.Add([]byte("version = 3\n[tracking]\nmax_interval = \"-5s\"\nheading = nan\n"))
 	f.Add([]byte("[device\n"))
+	f.Add([]byte("[privacy]\nschedule = [\"Mon-Fri 18:00-08:00\", \"Sat,Sun 00:00-24:00\"]\ntime_zone = \"Europe/London\"\n" +
+		"[[privacy.zones]]\nname = \"home\"\naction = \"drop\"\npolygon = [[51.5, -0.1], [51.5, -0.099], [51.501, -0.099]]\n"))
 	if seeds, _ := filepath.Glob("testdata/*.toml"); len(seeds) > 0 {
 		for _, s := range seeds {
 			if b, err := os.ReadFile(s); err == nil {

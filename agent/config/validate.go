@@ -13,6 +13,7 @@ import (
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/agent/tracking/offduty"
 )
 
 // Validate checks every key and returns all problems, each a FieldError
@@ -184,8 +185,35 @@ func (c Config) Validate() error {
 	if pr.OnMode != "pause" && pr.OnMode != "coarse" {
 		v.add("privacy.on_mode", "want pause or coarse, got %q", pr.OnMode)
 	}
-	if (pr.Mode == "coarse" || pr.OnMode == "coarse") && (pr.Grid < 10 || pr.Grid > 100000) {
+	if (pr.Mode == "coarse" || pr.OnMode == "coarse" || hasCoarseZone(pr)) && (pr.Grid < 10 || pr.Grid > 100000) {
 		v.add("privacy.grid", "want 10 to 100000 metres for coarse mode, got %g", pr.Grid)
+	}
+	if pr.GPIOLine != "" && !names[pr.GPIOLine] {
+		v.add("privacy.gpio_line", "%q is not one of gpio.lines", pr.GPIOLine)
+	}
+	loc, err := time.LoadLocation(pr.TimeZone)
+	if err != nil || pr.TimeZone == "Local" {
+		v.add("privacy.time_zone", "want an IANA time zone such as Europe/London or UTC, got %q", pr.TimeZone)
+	} else if _, err := offduty.ParseSchedule(pr.Schedule, loc); err != nil {
+		v.add("privacy.schedule", "%v", err)
+	}
+	if len(pr.Zones) > offduty.MaxZones {
+		v.add("privacy.zones", "%d zones, at most %d", len(pr.Zones), offduty.MaxZones)
+	} else {
+		zones := map[string]bool{}
+		for i, z := range pr.Zones {
+			if _, err := offduty.NewZone(z.Name, z.Action, z.Polygon); err != nil {
+				v.add(fmt.Sprintf("privacy.zones[%d]", i), "%v", err)
+			}
+			if zones[z.Name] {
+				v.add(fmt.Sprintf("privacy.zones[%d].name", i), "duplicate zone name %q", z.Name)
+			}
+			zones[z.Name] = true
+		}
+	}
+
+	if id := c.Radio.ISSI; id != "" && (len(id) > 32 || strings.Trim(id, "0123456789") != "") {
+		v.add("radio.issi", "want the radio's ISSI or ITSI in decimal digits, got %q", id)
 	}
 
 	rm := c.Remote
@@ -409,4 +437,13 @@ func (v *validator) baud(path string, n int, zeroOK bool) {
 	if !bauds[n] {
 		v.add(path, "unsupported baud rate %d (want 4800, 9600, 19200, 38400, 57600, 115200, ...)", n)
 	}
+}
+
+func hasCoarseZone(p Privacy) bool {
+	for _, z := range p.Zones {
+		if z.Action == "coarse" {
+			return true
+		}
+	}
+	return false
 }
