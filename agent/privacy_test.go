@@ -216,8 +216,9 @@ func locates(rec kestrel.Record) string {
 		if coordinates.MatchString(b.Text) || coordinates.MatchString(b.Name) {
 			return fmt.Sprintf("%s event with a position: %q", b.Type, b.Text)
 		}
-	case *kestrel.GPSStatus, *kestrel.Accel, *kestrel.Battery, *kestrel.Thermal, *kestrel.LinkUsage, *kestrel.ExecAudit:
-		// Receiver health, sensor readings, link counters, programs run.
+	case *kestrel.GPSStatus, *kestrel.Accel, *kestrel.Battery, *kestrel.Thermal, *kestrel.LinkUsage, *kestrel.ExecAudit, *kestrel.Checkpoint:
+		// Receiver health, sensor readings, link counters, programs run,
+		// evidence checkpoints (sequence numbers, a digest, a signature).
 	default:
 		return fmt.Sprintf("record kind %v: does it locate? decide in this test", rec.Kind())
 	}
