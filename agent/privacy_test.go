@@ -17,7 +17,7 @@ import (
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent"
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/tracking/offduty"
+	"github.com/kestrel-edge/kestrel/agent/config/offduty"
 	"github.com/kestrel-edge/kestrel/drivers/gpio"
 	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
 	"github.com/kestrel-edge/kestrel/hwtest/atmodem"

@@ -210,7 +210,7 @@ type Privacy struct {
 	Docked   bool   `toml:"docked"`    // while the camera is docked (firmware event)
 	GPIOLine string `toml:"gpio_line"` // while this gpio.lines input is active; "" none
 	// Schedule is a weekly off-duty schedule ("Mon-Fri 18:00-08:00", the
-	// grammar of agent/tracking/offduty) in TimeZone (IANA name).
+	// grammar of agent/config/offduty) in TimeZone (IANA name).
 	Schedule []string      `toml:"schedule"`
 	TimeZone string        `toml:"time_zone"`
 	Zones    []PrivacyZone `toml:"zones"`

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
-	"github.com/kestrel-edge/kestrel/agent/tracking/offduty"
+	"github.com/kestrel-edge/kestrel/agent/config/offduty"
 )
 
 // Validate checks every key and returns all problems, each a FieldError

@@ -47,7 +47,7 @@ import (
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config"
-	"github.com/kestrel-edge/kestrel/agent/tracking/offduty"
+	"github.com/kestrel-edge/kestrel/agent/config/offduty"
 )
 
 // Privacy modes.
