@@ -3,10 +3,8 @@ package identity
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
 // maxKeyFile bounds what Load reads: a PEM PKCS#8 Ed25519 key is 119 bytes.
@@ -67,7 +66,7 @@ func Load(path string, log *slog.Logger) (*Identity, error) {
 	case err != nil:
 		return nil, fmt.Errorf("device key %s: %w", path, err)
 	}
-	priv, perr := parse(data)
+	priv, perr := fleet.ParsePrivateKey(data)
 	if perr != nil {
 		aside := fmt.Sprintf("%s.damaged-%s", path, time.Now().UTC().Format("20060102T150405Z"))
 		if err := os.Rename(path, aside); err != nil {
@@ -106,25 +105,6 @@ func readBounded(path string) ([]byte, error) {
 	return b, nil
 }
 
-func parse(data []byte) (ed25519.PrivateKey, error) {
-	blk, _ := pem.Decode(data)
-	if blk == nil {
-		return nil, errors.New("no PEM block")
-	}
-	if blk.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("PEM block %q, want PRIVATE KEY", blk.Type)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("pkcs8: %w", err)
-	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("a %T key, want Ed25519", k)
-	}
-	return priv, nil
-}
-
 func create(path string) (*Identity, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -149,22 +129,16 @@ func (id *Identity) Public() ed25519.PublicKey { return id.pub }
 
 // PublicString is the public key in base64 (standard, padded), the form
 // of the state message's "device_key" and of remote.trusted_keys.
-func (id *Identity) PublicString() string { return base64.StdEncoding.EncodeToString(id.pub) }
+func (id *Identity) PublicString() string { return fleet.EncodePublicKey(id.pub) }
 
 // ID is the key id: hex of the first 8 bytes of SHA-256 of the public key.
-func (id *Identity) ID() string { return KeyID(id.pub) }
+func (id *Identity) ID() string { return fleet.KeyID(id.pub) }
 
 // Path is the key file.
 func (id *Identity) Path() string { return id.path }
 
 // Sign signs msg with the device key.
 func (id *Identity) Sign(msg []byte) []byte { return ed25519.Sign(id.priv, msg) }
-
-// KeyID is the id of an Ed25519 public key.
-func KeyID(pub ed25519.PublicKey) string {
-	h := sha256.Sum256(pub)
-	return hex.EncodeToString(h[:8])
-}
 
 // ParsePublic reads a public key in the state message's form.
 func ParsePublic(s string) (ed25519.PublicKey, error) {
@@ -176,9 +150,4 @@ func ParsePublic(s string) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("device key: %d bytes, want %d", len(b), ed25519.PublicKeySize)
 	}
 	return ed25519.PublicKey(b), nil
-}
-
-// Verify reports whether sig is pub's signature of msg.
-func Verify(pub ed25519.PublicKey, msg, sig []byte) bool {
-	return len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, msg, sig)
 }

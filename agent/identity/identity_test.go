@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ func TestFirstBootMakesAKeyThatSurvivesRestart(t *testing.T) {
 		t.Fatalf("second load changed the key (created=%v)", b.Created)
 	}
 	msg := []byte("reply")
-	if !Verify(b.Public(), msg, a.Sign(msg)) {
+	if !ed25519.Verify(b.Public(), msg, a.Sign(msg)) {
 		t.Error("a signature by the first load does not verify with the second")
 	}
 	pub, err := ParsePublic(a.PublicString())
