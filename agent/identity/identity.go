@@ -3,8 +3,8 @@ package identity
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/base64"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
