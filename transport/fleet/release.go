@@ -38,6 +38,9 @@ const (
 	// message carries exactly ChunkSize bytes, the last one the rest.
 	MinChunkSize = 1 << 10
 	MaxChunkSize = 256 << 10
+	// DeltaFormat is the one delta format (transport/delta: bsdiff's
+	// control, diff and extra streams, zstd-compressed).
+	DeltaFormat = "kestrel-bsdiff/1"
 	// DefaultChunkSize fits a narrowband link's bulk lane.
 	DefaultChunkSize = 16 << 10
 )
@@ -87,7 +90,7 @@ type Release struct {
 // one. A device running BaseSeq with BaseSHA256 may fetch the delta's chunks
 // (on ReleaseChunkTopic of the delta's SHA256) instead of the whole binary.
 type Delta struct {
-	Format     string `json:"format"` // "bsdiff4"
+	Format     string `json:"format"` // DeltaFormat
 	BaseSeq    uint64 `json:"base_seq"`
 	BaseSHA256 string `json:"base_sha256"`
 	SHA256     string `json:"sha256"` // of the delta blob
@@ -206,8 +209,8 @@ func (r *Release) check() error {
 	}
 	if d := r.Delta; d != nil {
 		switch {
-		case d.Format != "bsdiff4":
-			return fmt.Errorf("delta format %q: want bsdiff4", d.Format)
+		case d.Format != DeltaFormat:
+			return fmt.Errorf("delta format %q: want %s", d.Format, DeltaFormat)
 		case d.BaseSeq == 0 || d.BaseSeq >= r.Seq:
 			return fmt.Errorf("delta base_seq %d: want 1..%d", d.BaseSeq, r.Seq-1)
 		case !isSHA256(d.BaseSHA256) || !isSHA256(d.SHA256):
