@@ -258,6 +258,8 @@ func (in *Ingest) commit(ctx context.Context, msgs []paho.Message) error {
 			in.m.batchSeconds.Observe(committed.Sub(start).Seconds())
 			in.m.rowsInserted.Add(float64(res.Inserted))
 			in.m.duplicates.Add(float64(res.Duplicates))
+			in.m.keyChanges.Add(float64(res.KeyChanges))
+			in.m.unverified.Add(float64(res.UnverifiedCheckpoints))
 			for i := range b.Rows {
 				in.m.lag.Observe(float64(committed.UnixMilli()-b.Rows[i].Record.Time) / 1000)
 			}

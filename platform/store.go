@@ -122,6 +122,11 @@ type WriteResult struct {
 	Inserted   int // rows new to positions, events and records
 	Duplicates int // records that were already stored (redeliveries)
 	Rejected   int
+	// KeyChanges counts devices newly flagged: a state message or a
+	// checkpoint with a key other than the enrolled one.
+	KeyChanges int
+	// UnverifiedCheckpoints counts new checkpoints no trusted key verified.
+	UnverifiedCheckpoints int
 }
 
 // retryable reports whether a transaction failed only because another one
