@@ -111,7 +111,9 @@ func (w *batchWriter) checkKeys(ctx context.Context, b *Batch, others []*Row, re
 			devs = append(devs, k)
 		}
 	}
-	slices.SortFunc(devs, func(a, b devKey) int { return cmp.Or(strings.Compare(a.fleet, b.fleet), strings.Compare(a.device, b.device)) })
+	slices.SortFunc(devs, func(a, b devKey) int {
+		return cmp.Or(strings.Compare(a.fleet, b.fleet), strings.Compare(a.device, b.device))
+	})
 	for _, k := range devs {
 		spans, err := w.enrolledSpans(ctx, k.fleet, k.device)
 		if err != nil {
@@ -330,7 +332,7 @@ type DeviceKey struct {
 	// Unverified counts the checkpoints no trusted key verified at ingest.
 	Unverified int64 `json:"unverified_checkpoints"`
 	// Checkpoints counts stored checkpoints by verdict at ingest.
-	Checkpoints map[string]int64      `json:"checkpoints,omitempty"`
+	Checkpoints map[string]int64     `json:"checkpoints,omitempty"`
 	Enrolments  []evidence.Enrolment `json:"enrolments,omitempty"`
 }
 
