@@ -180,6 +180,7 @@ func (w *batchWriter) checkKeys(ctx context.Context, b *Batch, others []*Row, re
 		}
 		if newStatus == KeyChanged && status.String != KeyChanged {
 			res.KeyChanges++
+			res.Flagged = append(res.Flagged, k.fleet+"/"+k.device)
 		}
 		res.UnverifiedCheckpoints += unverified
 		if _, err := w.exec(ctx, "devices key", `INSERT INTO devices (fleet, device, device_key, key_status, key_changed, key_changed_seq, unverified_checkpoints) VALUES (?, ?, ?, ?, ?, ?, ?)

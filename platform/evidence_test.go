@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/evidence"
+	"github.com/kestrel-edge/kestrel/hwtest/broker"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 	"github.com/tinylib/msgp/msgp"
 )
@@ -336,6 +338,10 @@ func TestDeviceKeyChangeFlagged(t *testing.T) {
 		if err != nil || keys[0].Status != KeyChanged || keys[0].ChangedSeq == nil || *keys[0].ChangedSeq != d.recs[n].Seq || keys[0].Unverified != 3 {
 			t.Fatalf("flag: %+v %v", keys, err)
 		}
+		// The dashboard's device view reads it from Devices.
+		if devs, err := s.Devices(ctx, "met"); err != nil || devs[0].KeyStatus != KeyChanged || devs[0].KeyChangedSeq == nil {
+			t.Fatalf("devices: %+v %v", devs, err)
+		}
 		rep := verifyDB(t, s, EvidenceQuery{Device: "bwc-9"})
 		wantFirst(t, rep, "key", d.recs[n].Seq)
 		if rep.Proven != n {
@@ -362,4 +368,63 @@ func TestDeviceKeyChangeFlagged(t *testing.T) {
 			t.Fatalf("after re-enrolment: %+v", keys[0])
 		}
 	})
+}
+
+// TestIngestKeyChangeMetric: through a real broker, a state message with
+// another key than the enrolled one raises the key-change metric and the
+// ingest logs it; the enrolled key does not.
+func TestIngestKeyChangeMetric(t *testing.T) {
+	b := broker.StartMochi(t)
+	s := openStore(t, "sqlite:"+filepath.Join(t.TempDir(), "k.db"))
+	pubA, _ := testKey(1)
+	pubB, _ := testKey(2)
+	if _, err := s.Enrol(context.Background(), EnrolRequest{Fleet: "met", Device: "bwc-9", Key: pubA, By: "test", Source: "key"}); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics()
+	stop := startIngest(t, s, IngestOptions{Broker: b.URL(), ClientID: "platform-keys", Metrics: m})
+	defer stop()
+	c := publisher(t, b.URL())
+	metric := func() float64 {
+		fams, err := m.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			if f.GetName() == "kestrel_platform_device_key_changes_total" {
+				return f.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatal("no kestrel_platform_device_key_changes_total")
+		return 0
+	}
+	status := func() string {
+		keys, err := s.DeviceKeys(context.Background(), "met", "bwc-9")
+		if err != nil || len(keys) == 0 {
+			return ""
+		}
+		return keys[0].Status
+	}
+	publish(t, c, keyedState(t, "met", "bwc-9", 1, 1000, pubA), false)
+	waitUntil(t, func() bool { return status() == KeyEnrolled })
+	if metric() != 0 {
+		t.Fatalf("metric %v after the enrolled key", metric())
+	}
+	publish(t, c, keyedState(t, "met", "bwc-9", 2, 2000, pubB), false)
+	waitUntil(t, func() bool { return status() == KeyChanged && metric() == 1 })
+	publish(t, c, keyedState(t, "met", "bwc-9", 2, 3000, pubB), false)
+	time.Sleep(300 * time.Millisecond)
+	if metric() != 1 {
+		t.Fatalf("a flagged device counted again: %v", metric())
+	}
+}
+
+func waitUntil(t *testing.T, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

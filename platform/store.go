@@ -125,6 +125,7 @@ type WriteResult struct {
 	// KeyChanges counts devices newly flagged: a state message or a
 	// checkpoint with a key other than the enrolled one.
 	KeyChanges int
+	Flagged    []string // those devices, fleet/device
 	// UnverifiedCheckpoints counts new checkpoints no trusted key verified.
 	UnverifiedCheckpoints int
 }
