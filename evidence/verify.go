@@ -92,8 +92,9 @@ func Verify(b *Bundle, pin ed25519.PublicKey) *Report {
 	return VerifyKeys(b, []KeySpan{{Key: b.Key}})
 }
 
-// spanKey is the key trusted for a checkpoint at seq.
-func spanKey(spans []KeySpan, seq uint64) (ed25519.PublicKey, uint64) {
+// KeyFor is the key spans trust for a checkpoint at seq, and the seq its
+// span starts at; nil when none covers seq.
+func KeyFor(spans []KeySpan, seq uint64) (ed25519.PublicKey, uint64) {
 	var k ed25519.PublicKey
 	var from uint64
 	for _, s := range spans {
@@ -150,7 +151,7 @@ func VerifyKeys(b *Bundle, spans []KeySpan) *Report {
 			continue
 		}
 		rep.Checkpoints++
-		key, from := spanKey(spans, r.Seq)
+		key, from := KeyFor(spans, r.Seq)
 		if key == nil {
 			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Kind: "key", Detail: fmt.Sprintf("no key is enrolled for checkpoint seq %d", r.Seq)})
 			continue

@@ -149,7 +149,7 @@ func (w *batchWriter) checkKeys(ctx context.Context, b *Batch, others []*Row, re
 			// nothing and counts nothing.
 			c := r.Record.Body.(*kestrel.Checkpoint)
 			verdict, keyID := VerdictUnverified, nullable{}
-			key, _ := spanKeyOf(spans, r.Record.Seq)
+			key, _ := evidence.KeyFor(spans, r.Record.Seq)
 			switch {
 			case key != nil && evidence.VerifyCheckpoint(key, &r.Record) == nil:
 				verdict, keyID = VerdictEnrolled, nullable{fleet.KeyID(key), true}
@@ -201,18 +201,6 @@ func derefInt(p *int64) int64 {
 		return 0
 	}
 	return *p
-}
-
-// spanKeyOf is the key enrolled for seq.
-func spanKeyOf(spans []evidence.KeySpan, seq uint64) (ed25519.PublicKey, uint64) {
-	var k ed25519.PublicKey
-	var from uint64
-	for _, s := range spans {
-		if s.FromSeq <= seq {
-			k, from = s.Key, s.FromSeq
-		}
-	}
-	return k, from
 }
 
 // EnrolRequest pins a device key.
