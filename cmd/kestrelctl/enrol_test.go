@@ -3,13 +3,18 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/kestrel-edge/kestrel/hwtest/broker"
 	"github.com/kestrel-edge/kestrel/platform"
+	"github.com/kestrel-edge/kestrel/transport/wire"
 	"github.com/tinylib/msgp/msgp"
 )
 
@@ -119,5 +124,52 @@ func TestEnrolAndVerifyDatabase(t *testing.T) {
 	_, stderr = run(1, "verify", "--db", db, "--device", "bwc-4")
 	if !strings.Contains(stderr, "altered") {
 		t.Fatalf("tampered: %s", stderr)
+	}
+}
+
+// TestEnrolFromBrokerAndStatusFlag: device enrol reads the key from the
+// device's retained state message; status --db shows it enrolled, and
+// flags the device once its retained state announces another key.
+func TestEnrolFromBrokerAndStatusFlag(t *testing.T) {
+	b := broker.StartMochi(t)
+	db := "sqlite:" + filepath.Join(t.TempDir(), "k.db")
+	st, err := platform.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	keyA := "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="
+	keyB := "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM="
+	topic := wire.Topic("met", "bwc-0042", "state")
+	p := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("device"))
+	p.Connect().Wait()
+	defer p.Disconnect(0)
+	p.Publish(topic, 1, true, stateMsg(true, map[string]any{"version": "1.2.0", "boot": 3, "device_key": keyA})).Wait()
+
+	code, out, e := fleetRun(t, "device", "enrol", "--db", db, "--broker", b.URL(), "--fleet", "met", "--device", "bwc-0042", "--by", "fitter", "--wait", "1s")
+	if code != 0 || !strings.Contains(out, "enrolled by fitter") {
+		t.Fatalf("enrol from the broker: exit %d\n%s%s", code, out, e)
+	}
+	code, out, _ = fleetRun(t, "device", "show", "--db", db, "--device", "bwc-0042", "--json")
+	var k platform.DeviceKey
+	if err := json.Unmarshal([]byte(out), &k); code != 0 || err != nil || len(k.Enrolments) != 1 || k.Enrolments[0].Source != "broker" || k.Enrolments[0].DeviceKey != keyA {
+		t.Fatalf("device show: exit %d %v\n%s", code, err, out)
+	}
+	status := func() (deviceStatus, string) {
+		t.Helper()
+		code, out, e := fleetRun(t, "status", "--broker", b.URL(), "--fleet", "met", "--wait", "1s", "--db", db, "--json")
+		var rep statusReport
+		if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || len(rep.Devices) != 1 {
+			t.Fatalf("status: exit %d %v\n%s%s", code, err, out, e)
+		}
+		_, table, _ := fleetRun(t, "status", "--broker", b.URL(), "--fleet", "met", "--wait", "1s", "--db", db)
+		return rep.Devices[0], table
+	}
+	if ds, table := status(); ds.KeyStatus != platform.KeyEnrolled || strings.Contains(table, "DEVICE KEY") {
+		t.Fatalf("enrolled device: %+v\n%s", ds.KeyStatus, table)
+	}
+	p.Publish(topic, 1, true, stateMsg(true, map[string]any{"version": "1.2.0", "boot": 4, "device_key": keyB})).Wait()
+	if ds, table := status(); !strings.HasPrefix(ds.KeyStatus, "CHANGED") || !strings.Contains(table, "bwc-0042: DEVICE KEY CHANGED") {
+		t.Fatalf("changed key not flagged: %+v\n%s", ds.KeyStatus, table)
 	}
 }

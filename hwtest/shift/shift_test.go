@@ -171,6 +171,13 @@ func runShift(t *testing.T, b *broker.Broker, dbURL, out string) {
 	})
 	ran := time.Since(began)
 
+	// The real agent's state message announced its key: the platform has
+	// it, not yet enrolled, and every checkpoint verified by it.
+	keys, err := st.DeviceKeys(ctx, "shift", "car-24")
+	if err != nil || len(keys) != 1 || keys[0].Status != platform.KeyUnenrolled || keys[0].AnnouncedID != a.Identity().ID() ||
+		keys[0].Checkpoints[platform.VerdictAnnounced] == 0 || keys[0].Checkpoints[platform.VerdictUnverified] != 0 {
+		t.Fatalf("device key before enrolment: %+v %v", keys, err)
+	}
 	if _, err := st.Enrol(ctx, platform.EnrolRequest{Fleet: "shift", Device: "car-24", Key: pub, By: "hwtest/shift", Source: "key"}); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +258,7 @@ func runShift(t *testing.T, b *broker.Broker, dbURL, out string) {
 		t.Fatal(err)
 	}
 	rep = evidence.Verify(cut, nil)
-	t.Logf("without the shutdown checkpoint: %s", rep.Summary())
+	t.Logf("without the shutdown checkpoint (seq %d): %s", shut, rep.Summary())
 	if rep.OK() || len(rep.Problems) != 1 || rep.Problems[0].Kind != "unproven" || len(rep.Tail) != 1 ||
 		rep.Tail[0] != (evidence.Range{First: uint64(lastCk) + 1, Last: uint64(shut) - 1}) {
 		t.Fatalf("the unproven tail after seq %d: %s", lastCk, rep.Summary())
