@@ -125,6 +125,25 @@ func WriteRecord(w io.Writer, r *kestrel.Record, buf []byte) ([]byte, error) {
 	return buf, err
 }
 
+// WriteBundle writes b whole: its header, then its records in order.
+func WriteBundle(w io.Writer, b *Bundle) error {
+	out := bufio.NewWriter(w)
+	if err := WriteHeader(out, b.Header); err != nil {
+		return err
+	}
+	var buf []byte
+	var err error
+	for i := range b.Records {
+		if buf, err = WriteRecord(out, &b.Records[i], buf); err != nil {
+			return fmt.Errorf("write bundle: seq %d: %w", b.Records[i].Seq, err)
+		}
+	}
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	return nil
+}
+
 // ReadBundle parses a bundle. Any malformed line fails it with the line's
 // number: a disclosure bundle is verified whole or not at all.
 func ReadBundle(r io.Reader) (*Bundle, error) {

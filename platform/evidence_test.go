@@ -140,14 +140,8 @@ func verifyDB(t *testing.T, s *Store, q EvidenceQuery) *evidence.Report {
 	}
 	// Through the bundle format, as kestrelctl writes and reads it.
 	var w bytes.Buffer
-	if err := evidence.WriteHeader(&w, b.Header); err != nil {
+	if err := evidence.WriteBundle(&w, b); err != nil {
 		t.Fatal(err)
-	}
-	var buf []byte
-	for i := range b.Records {
-		if buf, err = evidence.WriteRecord(&w, &b.Records[i], buf); err != nil {
-			t.Fatal(err)
-		}
 	}
 	rb, err := evidence.ReadBundle(&w)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kestrel-edge/kestrel/cmd/internal/fleetconn"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
+	"github.com/kestrel-edge/kestrel/evidence"
 	"github.com/kestrel-edge/kestrel/platform"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
@@ -252,7 +253,7 @@ func trackEvidence(s stdio, st *platform.Store, q platform.TrackQuery, file stri
 	if err != nil {
 		return fmt.Errorf("--evidence: %w", err)
 	}
-	if err := writeBundle(f, b); err != nil {
+	if err := evidence.WriteBundle(f, b); err != nil {
 		f.Close()
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"time"
@@ -129,25 +128,6 @@ func (r dbRange) bundle(s stdio) (*evidence.Bundle, error) {
 	return st.EvidenceBundle(s.ctx, q)
 }
 
-// writeBundle writes b in the bundle format.
-func writeBundle(w io.Writer, b *evidence.Bundle) error {
-	out := bufio.NewWriter(w)
-	if err := evidence.WriteHeader(out, b.Header); err != nil {
-		return err
-	}
-	var buf []byte
-	var err error
-	for i := range b.Records {
-		if buf, err = evidence.WriteRecord(out, &b.Records[i], buf); err != nil {
-			return fmt.Errorf("write bundle: seq %d: %w", b.Records[i].Seq, err)
-		}
-	}
-	if err := out.Flush(); err != nil {
-		return fmt.Errorf("write bundle: %w", err)
-	}
-	return nil
-}
-
 func runEvidence(args []string, s stdio) error {
 	if len(args) == 0 || args[0] != "bundle" {
 		return fmt.Errorf("%w: usage: kestrelctl evidence bundle --db URL --device D [--from T] [--to T] | --device D --key B64 [FILE|-]", errUsage)
@@ -179,7 +159,7 @@ func runEvidence(args []string, s stdio) error {
 		if err != nil {
 			return err
 		}
-		if err := writeBundle(s.stdout, b); err != nil {
+		if err := evidence.WriteBundle(s.stdout, b); err != nil {
 			return err
 		}
 		fmt.Fprintf(s.stderr, "kestrelctl evidence: %d records of %s/%s\n", len(b.Records), b.Header.Fleet, b.Header.Device)

@@ -188,14 +188,8 @@ func runShift(t *testing.T, b *broker.Broker, dbURL, out string) {
 	}
 	// Through the bundle format, as kestrelctl evidence bundle writes it.
 	var w bytes.Buffer
-	if err := evidence.WriteHeader(&w, bd.Header); err != nil {
+	if err := evidence.WriteBundle(&w, bd); err != nil {
 		t.Fatal(err)
-	}
-	var buf []byte
-	for i := range bd.Records {
-		if buf, err = evidence.WriteRecord(&w, &bd.Records[i], buf); err != nil {
-			t.Fatal(err)
-		}
 	}
 	size := w.Len()
 	if out != "" {
