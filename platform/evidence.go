@@ -741,7 +741,7 @@ func (s *Store) rebuild(ctx context.Context, fl, dev string, start, end uint64, 
 		}
 		var rec kestrel.Record
 		if raw == nil {
-			bad("stored without its record_wire (before migration 014): it cannot be rebuilt exactly")
+			bad("stored without its record_wire (before migration 015): it cannot be rebuilt exactly")
 		} else if rec, err = wire.DecodeRecord(raw); err != nil {
 			bad(fmt.Sprintf("record_wire does not decode: %v", err))
 		} else if rec.Device != e.Device || rec.Boot != e.Boot || rec.Seq != e.Seq || rec.Time != e.Time || rec.Kind().String() != kind {
