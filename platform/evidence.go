@@ -470,11 +470,20 @@ func (s *Store) EvidenceBundle(ctx context.Context, q EvidenceQuery) (*evidence.
 		return nil, err
 	}
 	b.Header.FirstSeq = start
+	// Counted before anything is read: a bundle is bounded.
+	total := 0
+	for _, t := range recordTables {
+		var n int
+		if err := s.db.QueryRowContext(ctx, s.d.q("SELECT count(*) FROM "+t+" WHERE fleet = ? AND device = ? AND seq >= ? AND seq <= ?"), fl, q.Device, int64(start), int64(end)).Scan(&n); err != nil {
+			return nil, fmt.Errorf("evidence: %s: %w", t, err)
+		}
+		total += n
+	}
+	if total > evidence.MaxRecords {
+		return nil, fmt.Errorf("evidence: %d records in the range: more than a bundle holds (%d); export a shorter range", total, evidence.MaxRecords)
+	}
 	if b.Records, err = s.rebuild(ctx, fl, q.Device, start, end, note); err != nil {
 		return nil, err
-	}
-	if len(b.Records) > evidence.MaxRecords {
-		return nil, fmt.Errorf("evidence: %d records in the range: more than a bundle holds (%d); export a shorter range", len(b.Records), evidence.MaxRecords)
 	}
 	b.Header.Notes = notes
 	return b, nil
