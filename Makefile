@@ -7,7 +7,7 @@ VERSION ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell gi
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare linkfault clean
+.PHONY: evidence-shift all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare linkfault clean
 
 all: test
 
@@ -35,6 +35,11 @@ package: dist     ## .deb packages for armhf, arm64 and amd64 (nfpm, pinned in g
 		ARCH=$${a%%:*} VERSION=$(VERSION) $(GO) tool nfpm package --config packaging/nfpm.yaml --packager deb --target $(DIST)/ || exit 1; \
 	done
 	ls -l $(DIST)/*.deb
+
+evidence-shift:  ## docs/evidence.md: a 24-hour shift through the real agent, mosquitto and PostgreSQL, exported and checked by kestrelctl verify
+	mkdir -p $(DIST)
+	KESTREL_SHIFT_OUT=$(CURDIR)/$(DIST)/shift.evidence $(GO) test ./hwtest/shift -run TestShiftVerifiesFromDatabase -count=1 -v
+	$(GO) run ./cmd/kestrelctl verify $(DIST)/shift.evidence
 
 ci:              ## what CI runs
 	bash .ci/run

@@ -56,6 +56,7 @@ type State struct {
 	JSON          string
 	Received      time.Time
 	Status        DeviceStatus // the device list's fields of the message
+	DeviceKey     string       // the announced device key (base64), checked against the enrolment
 }
 
 // Report is a config/reported or audit message, kept as its JSON.
@@ -166,6 +167,7 @@ func (b *Batch) add(m Message) error {
 		s.Online, _ = st["online"].(bool)
 		s.Boot = uint32(asInt(st["boot"]))
 		s.Version, _ = st["version"].(string)
+		s.DeviceKey, _ = st["device_key"].(string)
 		s.Time = asInt(st["time"])
 		s.Status = statusOf(st)
 		js, err := json.Marshal(jsonSafe(st))

@@ -46,6 +46,7 @@ func runTrack(args []string, s stdio) error {
 	to := fs.String("to", "", "end time (exclusive), RFC 3339 or a duration before now")
 	format := fs.String("format", "jsonl", "jsonl, geojson, gpx or csv")
 	limit := fs.Int("limit", 0, "at most N points (0: all)")
+	evidenceOut := fs.String("evidence", "", "also write the evidence bundle of the range to FILE, for \"kestrelctl verify FILE\" (docs/evidence.md)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kestrelctl track --db URL --device D [--from T] [--to T] [--format jsonl|geojson|gpx|csv]\n\n"+
 			"Prints one device's stored positions in time order. jsonl is the format of\n\"kestrelctl decode\".\n\nflags:\n")
@@ -87,6 +88,11 @@ func runTrack(args []string, s stdio) error {
 	}
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("write output: %w", err)
+	}
+	if *evidenceOut != "" {
+		if err := trackEvidence(s, st, q, *evidenceOut); err != nil {
+			return err
+		}
 	}
 	if tw.Points() == 0 {
 		fmt.Fprintf(s.stderr, "kestrelctl track: no positions for device %q in that range\n", *device)

@@ -51,6 +51,9 @@ type deviceStatus struct {
 	// offline device's will does not carry (battery, spool, radio, last
 	// fix) from the platform's record of its last state message.
 	LastKnownFrom string `json:"last_known_from,omitempty"`
+	// KeyStatus (--db) is the device key against its enrolment: enrolled,
+	// unenrolled, or CHANGED (flagged, docs/evidence.md).
+	KeyStatus string `json:"key_status,omitempty"`
 }
 
 type configAttempt struct {
@@ -271,6 +274,11 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	for _, ds := range rep.Devices {
+		if strings.HasPrefix(ds.KeyStatus, "CHANGED") {
+			fmt.Fprintf(w, "%s: DEVICE KEY %s\n", ds.Device, ds.KeyStatus)
+		}
+	}
 	fmt.Fprintf(w, "%d devices, %d online\n", rep.Total, rep.Online)
 	return nil
 }
@@ -298,6 +306,9 @@ func fillLastKnown(s stdio, url, fleetID string, devs []deviceStatus) error {
 	byID := make(map[string]int, len(rows))
 	for i, r := range rows {
 		byID[r.Device] = i
+	}
+	if err := fillKeyStatus(s, st, fleetID, devs); err != nil {
+		return fmt.Errorf("--db: %w", err)
 	}
 	for i := range devs {
 		ds := &devs[i]
