@@ -3,6 +3,7 @@ package fleet
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"testing"
 )
 
@@ -138,5 +139,51 @@ func FuzzDecodeAudit(f *testing.F) {
 		}
 		_ = a.CheckDigest("met", "bwc-1")
 		_ = CheckAuditChain(ChainCheck{Fleet: "met", Device: "bwc-1", DeviceKey: dev.announced(), FromStart: true}, []*AuditEntry{a, a})
+	})
+}
+
+// BenchmarkAuditEntry is the device's cost of one audit entry of a config
+// push that changed two keys: chained (two JSON encodings and SHA-256) and
+// sealed (Ed25519), beside its peer, the same entry as it went before the
+// chain (one JSON encoding, unsigned), with the link bytes of each.
+func BenchmarkAuditEntry(b *testing.B) {
+	k, _ := testKey(7)
+	dev := testDevice{k}
+	mk := func() *AuditEntry {
+		return &AuditEntry{Seq: 1234, Time: 1764763200000, Kind: "config", Scope: "device/bwc-0001", KeyID: "34750f98bd59fcfc", Version: 42,
+			Result: StatusApplied, Verified: true, Signers: []string{"34750f98bd59fcfc"}, By: []string{"34750f98bd59fcfc"},
+			Diff: []AuditDiff{{Path: "tracking.distance", Old: "50", New: "25"}, {Path: "privacy.grid", Old: "0", New: "500"}}}
+	}
+	prev := "9f2c0a3b5d7e9f2c0a3b5d7e9f2c0a3b5d7e9f2c0a3b5d7e9f2c0a3b5d7e9f2c"
+	b.Run("chained-sealed", func(b *testing.B) {
+		var n int
+		b.ReportAllocs()
+		for b.Loop() {
+			e := mk()
+			body, err := e.Chain("met", "bwc-0001", prev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := Seal(dev, "met", "bwc-0001", ChannelAudit, body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n = len(p)
+		}
+		b.ReportMetric(float64(n), "B/entry")
+	})
+	b.Run("unchained-unsigned", func(b *testing.B) {
+		var n int
+		b.ReportAllocs()
+		for b.Loop() {
+			e := mk()
+			e.By, e.Diff = nil, nil
+			p, err := json.Marshal(e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n = len(p)
+		}
+		b.ReportMetric(float64(n), "B/entry")
 	})
 }
