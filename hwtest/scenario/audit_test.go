@@ -19,6 +19,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
+	"github.com/kestrel-edge/kestrel/firmware-hooks/eventsock"
 	"github.com/kestrel-edge/kestrel/hwtest/postgres"
 	kplatform "github.com/kestrel-edge/kestrel/platform"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
@@ -79,12 +80,18 @@ func runCtl(t *testing.T, args ...string) (string, int) {
 // database are each named by kestrelctl audit --verify.
 func TestAuditChainEndToEnd(t *testing.T) {
 	cmdline := command(t)
+	t.Run("mochi", func(t *testing.T) { auditEndToEnd(t, cmdline, true) })
+	t.Run("mosquitto", func(t *testing.T) { auditEndToEnd(t, cmdline, false) })
+}
+
+func auditEndToEnd(t *testing.T, cmdline []string, mochi bool) {
 	ctx := timeout(t, 3*time.Minute)
 	priv, pub := fleetKey(3)
 	kid := fleet.KeyID(priv.Public().(ed25519.PublicKey))
 	nmea, fixes := track(t, "amsterdam-static")
-	e := New(t, Options{Command: cmdline, Track: nmea, Fixes: fixes, Mochi: true, Edit: func(c *config.Config) {
+	e := New(t, Options{Command: cmdline, Track: nmea, Fixes: fixes, Mochi: mochi, Edit: func(c *config.Config) {
 		c.Remote.TrustedKeys = []string{pub}
+		c.Privacy.Docked = true
 	}})
 
 	stores := map[string]string{"sqlite": "sqlite:" + filepath.Join(e.Dir, "platform.db")}
@@ -148,11 +155,18 @@ func TestAuditChainEndToEnd(t *testing.T) {
 		fm.publish(t, fleet.DeviceTopic("scenario", "car-17", fleet.ChannelCmd), c, false)
 		waitEntries(t, ctx, opened, 3+2*i) // the command and the privacy change
 	}
+	// An automatic trigger: the camera docked and undocked (firmware).
+	for i, ev := range []string{"docked", "undocked"} {
+		if _, err := eventsock.Send(e.Config.Hooks.Socket, ev, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitEntries(t, ctx, opened, 6+i)
+	}
 	local := e.Config
 	local.Tracking.Heading = 33
 	e.WriteConfig(local)
 	e.Hup()
-	waitEntries(t, ctx, opened, 6)
+	waitEntries(t, ctx, opened, 8)
 
 	for name, url := range stores {
 		t.Run(name, func(t *testing.T) {
@@ -168,8 +182,14 @@ func TestAuditChainEndToEnd(t *testing.T) {
 					t.Errorf("seq %d %s flagged on insert: %s (%s)", r.Seq, r.Kind, r.Problems, r.Verdict)
 				}
 			}
-			if kinds["config"] != 1 || kinds["command"] != 2 || kinds["privacy"] < 2 || kinds["reload"] != 1 {
-				t.Fatalf("entries by kind %v", kinds)
+			docked := 0
+			for _, r := range rows {
+				if r.Kind == "privacy" && r.Entry.Name == "docked" {
+					docked++
+				}
+			}
+			if kinds["config"] != 1 || kinds["command"] != 2 || kinds["privacy"] != 4 || docked != 2 || kinds["reload"] != 1 {
+				t.Fatalf("entries by kind %v, %d by docking", kinds, docked)
 			}
 			for _, r := range rows {
 				switch {
