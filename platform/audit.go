@@ -28,20 +28,28 @@ type querier interface {
 }
 
 // deviceKey is the device's public key (base64) to check its signatures
-// against: the device_key of its latest state message ("" if none).
+// against: the device_key of its latest state message, else the one last
+// announced before it (kept in audit_heads: a Last Will's state message
+// carries none); "" if the device never announced one.
 func (s *Store) deviceKey(ctx context.Context, q querier, fleetID, device string) (string, error) {
 	var state sql.NullString
 	err := q.QueryRowContext(ctx, s.d.q("SELECT state FROM devices WHERE fleet = ? AND device = ?"), fleetID, device).Scan(&state)
-	if errors.Is(err, sql.ErrNoRows) || !state.Valid {
-		return "", nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("device key of %s/%s: %w", fleetID, device, err)
 	}
 	var st struct {
 		Key string `json:"device_key"`
 	}
-	_ = json.Unmarshal([]byte(state.String), &st) // a state without a key: unsigned devices
+	if state.Valid {
+		_ = json.Unmarshal([]byte(state.String), &st) // a state without a key: unsigned devices
+	}
+	if st.Key != "" {
+		return st.Key, nil
+	}
+	err = q.QueryRowContext(ctx, s.d.q("SELECT device_key FROM audit_heads WHERE fleet = ? AND device = ?"), fleetID, device).Scan(&st.Key)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("device key of %s/%s: %w", fleetID, device, err)
+	}
 	return st.Key, nil
 }
 
@@ -168,7 +176,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			headSeq, headDigest, headChained = seq, e.Digest, e.Chained()
 		}
 	}
-	_, err = w.exec(ctx, "audit_heads", "UPDATE audit_heads SET seq = ?, digest = ? WHERE fleet = ? AND device = ?", headSeq, headDigest, fl, dev)
+	_, err = w.exec(ctx, "audit_heads", "UPDATE audit_heads SET seq = ?, digest = ?, device_key = ? WHERE fleet = ? AND device = ?", headSeq, headDigest, key, fl, dev)
 	return err
 }
 

@@ -110,6 +110,11 @@ func TestAuditInsertChecks(t *testing.T) {
 		m3, _ := c.next("privacy", "pause")
 		write(t, s, m1, m2)
 		write(t, s, m3, m2) // m2 redelivered
+		// The device goes offline: its Last Will's state has no key; the
+		// key announced before still checks what arrives after it.
+		write(t, s, statusMsg(t, "d1", false, 2000, nil))
+		m3b, _ := c.next("rollback", "rolled_back")
+		write(t, s, m3b)
 		if p := auditProblems(t, s, "d1"); len(p) != 0 {
 			t.Fatalf("clean chain flagged: %v", p)
 		}
@@ -117,26 +122,26 @@ func TestAuditInsertChecks(t *testing.T) {
 			t.Fatalf("clean chain: %v", p)
 		}
 		rows, _ := s.AuditEntries(context.Background(), AuditQuery{Device: "d1"})
-		if len(rows) != 3 || rows[2].Verdict != fleet.VerdictVerified || rows[0].Kind != "config" {
+		if len(rows) != 4 || rows[3].Verdict != fleet.VerdictVerified || rows[0].Kind != "config" {
 			t.Fatalf("rows %+v", rows)
 		}
 
-		c.next("config", "applied") // seq 4 never arrives
-		m5, _ := c.next("command", "ok")
-		write(t, s, m5)
+		c.next("config", "applied") // seq 5 never arrives
+		m6, _ := c.next("command", "ok")
+		write(t, s, m6)
 		// seq 3 again with other content (a device that lost its state)
 		reuse := &deviceChain{t: t, signer: c.signer, dev: "d1", seq: 2, head: rows[1].Digest}
 		r3, _ := reuse.next("reload", "applied")
-		// seq 6, sealed by a key the device does not announce
-		_, b6 := c.next("privacy", "off")
-		forged := c.seal(newAuditSigner(8), b6)
-		// seq 7 linked to the wrong entry
+		// seq 7, sealed by a key the device does not announce
+		_, b7 := c.next("privacy", "off")
+		forged := c.seal(newAuditSigner(8), b7)
+		// seq 8 linked to the wrong entry
 		c.head = rows[0].Digest
-		m7, _ := c.next("privacy", "pause")
-		write(t, s, r3, forged, m7)
+		m8, _ := c.next("privacy", "pause")
+		write(t, s, r3, forged, m8)
 
 		p := auditProblems(t, s, "d1")
-		for seq, want := range map[uint64]string{5: "gap: seq 4-4 missing", 3: fleet.ProblemReused, 6: fleet.ProblemSignature + ": " + fleet.VerdictKeyChanged, 7: fleet.ProblemLink} {
+		for seq, want := range map[uint64]string{6: "gap: seq 5-5 missing", 3: fleet.ProblemReused, 7: fleet.ProblemSignature + ": " + fleet.VerdictKeyChanged, 8: fleet.ProblemLink} {
 			if !strings.Contains(p[seq], want) {
 				t.Errorf("seq %d flagged %q, want %q", seq, p[seq], want)
 			}
@@ -148,7 +153,7 @@ func TestAuditInsertChecks(t *testing.T) {
 		for _, w := range []struct {
 			first, last uint64
 			problem     string
-		}{{3, 3, fleet.ProblemReused}, {4, 4, fleet.ProblemMissing}, {6, 6, fleet.ProblemSignature}, {7, 7, fleet.ProblemLink}} {
+		}{{3, 3, fleet.ProblemReused}, {5, 5, fleet.ProblemMissing}, {7, 7, fleet.ProblemSignature}, {8, 8, fleet.ProblemLink}} {
 			if !hasProblem(v, w.first, w.last, w.problem) {
 				t.Errorf("verify did not name seq %d-%d %s: %v", w.first, w.last, w.problem, v)
 			}

@@ -1,6 +1,7 @@
 package fleetctl
 
 import (
+	"cmp"
 	"encoding/json"
 	"maps"
 	"slices"
@@ -61,15 +62,7 @@ func (m *Manager) auditMax() int {
 func (m *Manager) nextAudit() (outItem, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	i, _ := slices.BinarySearchFunc(m.st.Audit, m.st.AuditSent+1, func(e fleet.AuditEntry, seq uint64) int {
-		switch {
-		case e.Seq < seq:
-			return -1
-		case e.Seq > seq:
-			return 1
-		}
-		return 0
-	})
+	i, _ := slices.BinarySearchFunc(m.st.Audit, m.st.AuditSent+1, func(e fleet.AuditEntry, seq uint64) int { return cmp.Compare(e.Seq, seq) })
 	for ; i < len(m.st.Audit) && !m.st.Audit[i].Chained(); i++ {
 		// entries from before the chain were published when they were made
 	}

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -249,13 +250,5 @@ func CheckAuditChain(c ChainCheck, entries []*AuditEntry) []AuditProblem {
 
 // SortAudit orders entries by seq (stable: a reused seq keeps its order).
 func SortAudit(entries []*AuditEntry) {
-	slices.SortStableFunc(entries, func(a, b *AuditEntry) int {
-		switch {
-		case a.Seq < b.Seq:
-			return -1
-		case a.Seq > b.Seq:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(entries, func(a, b *AuditEntry) int { return cmp.Compare(a.Seq, b.Seq) })
 }

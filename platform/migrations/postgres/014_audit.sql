@@ -20,12 +20,15 @@ CREATE TABLE audit_entries (
 	PRIMARY KEY (fleet, device, seq, digest)
 );
 
--- The head of each device's chain as stored: the highest seq and its digest.
+-- The head of each device's chain as stored: the highest seq and its
+-- digest, and the device key last announced (a Last Will's state message
+-- carries none).
 CREATE TABLE audit_heads (
-	fleet  text   NOT NULL,
-	device text   NOT NULL,
-	seq    bigint NOT NULL,
-	digest text   NOT NULL,
+	fleet      text   NOT NULL,
+	device     text   NOT NULL,
+	seq        bigint NOT NULL,
+	digest     text   NOT NULL,
+	device_key text   NOT NULL DEFAULT '',
 	PRIMARY KEY (fleet, device)
 );
 
