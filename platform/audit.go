@@ -266,56 +266,78 @@ type ChainReport struct {
 // named, and said to have been deleted when it was stored without a gap),
 // and the head. The columns are not trusted: the payload is the evidence.
 func (s *Store) VerifyAudit(ctx context.Context, q AuditQuery) ([]ChainReport, error) {
-	rows, err := s.AuditEntries(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	heads := map[[2]string][2]any{}
+	// Device by device, so that memory holds one device's chain at a time.
 	where, args := auditWhere(q)
-	hr, err := s.db.QueryContext(ctx, s.d.q("SELECT fleet, device, seq, digest FROM audit_heads"+where), args...)
+	dr, err := s.db.QueryContext(ctx, s.d.q("SELECT fleet, device, seq, digest FROM audit_heads"+where+" ORDER BY fleet, device"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("audit heads: %w", err)
 	}
-	for hr.Next() {
-		var f, dv, dg string
+	type head struct {
+		fleet, device, digest string
+		seq                   uint64
+	}
+	var heads []head
+	for dr.Next() {
+		var h head
 		var seq int64
-		if err := hr.Scan(&f, &dv, &seq, &dg); err != nil {
-			hr.Close()
+		if err := dr.Scan(&h.fleet, &h.device, &seq, &h.digest); err != nil {
+			dr.Close()
 			return nil, fmt.Errorf("audit heads: %w", err)
 		}
-		heads[[2]string{f, dv}] = [2]any{uint64(seq), dg}
+		h.seq = uint64(seq)
+		heads = append(heads, h)
 	}
-	hr.Close()
-	if err := hr.Err(); err != nil {
+	dr.Close()
+	if err := dr.Err(); err != nil {
 		return nil, fmt.Errorf("audit heads: %w", err)
 	}
-	var out []ChainReport
-	for start := 0; start < len(rows); {
-		end := start + 1
-		for end < len(rows) && rows[end].Fleet == rows[start].Fleet && rows[end].Device == rows[start].Device {
-			end++
+	// A device with entries but no head: the head row was deleted.
+	er, err := s.db.QueryContext(ctx, s.d.q("SELECT DISTINCT fleet, device FROM audit_entries"+where), args...)
+	if err != nil {
+		return nil, fmt.Errorf("audit entries: %w", err)
+	}
+	headless := map[[2]string]bool{}
+	for er.Next() {
+		var f, dv string
+		if err := er.Scan(&f, &dv); err != nil {
+			er.Close()
+			return nil, fmt.Errorf("audit entries: %w", err)
 		}
-		rep, err := s.verifyDevice(ctx, rows[start:end], heads[[2]string{rows[start].Fleet, rows[start].Device}])
+		if !slices.ContainsFunc(heads, func(h head) bool { return h.fleet == f && h.device == dv }) {
+			heads = append(heads, head{fleet: f, device: dv})
+			headless[[2]string{f, dv}] = true
+		}
+	}
+	er.Close()
+	if err := er.Err(); err != nil {
+		return nil, fmt.Errorf("audit entries: %w", err)
+	}
+	slices.SortFunc(heads, func(a, b head) int { return cmp.Or(strings.Compare(a.fleet, b.fleet), strings.Compare(a.device, b.device)) })
+	var out []ChainReport
+	for _, h := range heads {
+		rows, err := s.AuditEntries(ctx, AuditQuery{Fleet: h.fleet, Device: h.device})
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, rep)
-		delete(heads, [2]string{rows[start].Fleet, rows[start].Device})
-		start = end
-	}
-	// A head whose entries are all gone.
-	for k, h := range heads {
-		if seq := h[0].(uint64); seq > 0 {
-			out = append(out, ChainReport{Fleet: k[0], Device: k[1], HeadSeq: seq, Problems: []fleet.AuditProblem{{FirstSeq: 1, LastSeq: seq, Problem: fleet.ProblemMissing, Detail: "every stored entry is gone: deleted"}}})
+		if len(rows) == 0 {
+			if h.seq > 0 {
+				out = append(out, ChainReport{Fleet: h.fleet, Device: h.device, HeadSeq: h.seq, Problems: []fleet.AuditProblem{{FirstSeq: 1, LastSeq: h.seq, Problem: fleet.ProblemMissing, Detail: "every stored entry is gone: deleted"}}})
+			}
+			continue
 		}
+		rep, err := s.verifyDevice(ctx, rows, h.seq, h.digest)
+		if err != nil {
+			return nil, err
+		}
+		if headless[[2]string{h.fleet, h.device}] {
+			rep.Problems = append(rep.Problems, fleet.AuditProblem{FirstSeq: rep.HeadSeq, LastSeq: rep.HeadSeq, Problem: fleet.ProblemHead, Detail: "the stored head is gone: deleted"})
+		}
+		out = append(out, rep)
 	}
-	slices.SortFunc(out, func(a, b ChainReport) int {
-		return cmp.Or(strings.Compare(a.Fleet, b.Fleet), strings.Compare(a.Device, b.Device))
-	})
 	return out, nil
 }
 
-func (s *Store) verifyDevice(ctx context.Context, rows []AuditRow, head [2]any) (ChainReport, error) {
+func (s *Store) verifyDevice(ctx context.Context, rows []AuditRow, headSeq uint64, headDigest string) (ChainReport, error) {
 	fl, dev := rows[0].Fleet, rows[0].Device
 	rep := ChainReport{Fleet: fl, Device: dev, Entries: len(rows)}
 	key, err := s.deviceKey(ctx, s.db, fl, dev)
@@ -351,13 +373,13 @@ func (s *Store) verifyDevice(ctx context.Context, rows []AuditRow, head [2]any) 
 	if len(entries) > 0 {
 		last := entries[len(entries)-1]
 		rep.HeadSeq = last.Seq
-		if hs, _ := head[0].(uint64); hs > last.Seq {
-			rep.HeadSeq = hs
-			rep.Problems = append(rep.Problems, fleet.AuditProblem{FirstSeq: last.Seq + 1, LastSeq: hs, Problem: fleet.ProblemMissing,
-				Detail: fmt.Sprintf("the stored head is seq %d, the last stored entry seq %d: deleted", hs, last.Seq)})
-		} else if hd, _ := head[1].(string); hs == last.Seq && hd != last.Digest {
-			rep.Problems = append(rep.Problems, fleet.AuditProblem{FirstSeq: hs, LastSeq: hs, Problem: fleet.ProblemHead,
-				Detail: fmt.Sprintf("the stored head's digest %.12s is not the last entry's %.12s", hd, last.Digest)})
+		if headSeq > last.Seq {
+			rep.HeadSeq = headSeq
+			rep.Problems = append(rep.Problems, fleet.AuditProblem{FirstSeq: last.Seq + 1, LastSeq: headSeq, Problem: fleet.ProblemMissing,
+				Detail: fmt.Sprintf("the stored head is seq %d, the last stored entry seq %d: deleted", headSeq, last.Seq)})
+		} else if headSeq == last.Seq && headDigest != last.Digest {
+			rep.Problems = append(rep.Problems, fleet.AuditProblem{FirstSeq: headSeq, LastSeq: headSeq, Problem: fleet.ProblemHead,
+				Detail: fmt.Sprintf("the stored head's digest %.12s is not the last entry's %.12s", headDigest, last.Digest)})
 		}
 	}
 	slices.SortStableFunc(rep.Problems, func(a, b fleet.AuditProblem) int { return cmp.Compare(a.FirstSeq, b.FirstSeq) })

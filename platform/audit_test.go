@@ -235,6 +235,15 @@ func TestAuditVerifyNamesTampering(t *testing.T) {
 		for _, p := range v {
 			t.Log(p)
 		}
+		// The head row deleted too: the chain is still verified, and the
+		// missing head named.
+		if _, err := s.DB().ExecContext(ctx, "DELETE FROM audit_heads"); err != nil {
+			t.Fatal(err)
+		}
+		v = verifyProblems(t, s, "d1")
+		if !hasProblem(v, 8, 8, fleet.ProblemHead) || !hasProblem(v, 4, 4, fleet.ProblemMissing) {
+			t.Errorf("without the head row: %v", v)
+		}
 	})
 }
 

@@ -216,3 +216,40 @@ func TestAuditOfflineTailAndTrim(t *testing.T) {
 		t.Fatalf("the tail does not join the published chain or end at the head")
 	}
 }
+
+// A rollback is the device's own doing, and its entry says what it put
+// back, key by key.
+func TestAuditRollbackDiff(t *testing.T) {
+	priv, pub := testKey(1)
+	cfg := deviceConfig(t, "met", "d1", "tcp://127.0.0.1:1883", pub)
+	bus := newMemBus()
+	bus.online = false // the change is never confirmed
+	m, err := NewManager(Options{Current: cfg, Signer: newTestSigner(9), Connected: bus.connected, CheckEvery: 20 * time.Millisecond, RollbackAfter: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	door := newTestDoor(m.StartConfig(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	m.Attach(door, bus)
+	env, _ := fleet.SignConfig(priv, fleet.Device("met", "d1"), 2, []byte("[tracking]\ndistance = 7.0\n"))
+	bus.deliver("kestrel/v1/met/d1/config/desired", env)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a := m.Audit()
+		if len(a) >= 2 {
+			r := a[1]
+			if r.Kind != "rollback" || !slices.Equal(r.By, []string{fleet.ByDevice}) || len(r.Diff) != 1 ||
+				r.Diff[0] != (fleet.AuditDiff{Path: "tracking.distance", Old: "7", New: "50"}) || r.Prev != a[0].Digest {
+				t.Fatalf("rollback entry %+v", r)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rollback entry: %+v", a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
