@@ -312,7 +312,9 @@ func (s *Store) VerifyAudit(ctx context.Context, q AuditQuery) ([]ChainReport, e
 	if err := er.Err(); err != nil {
 		return nil, fmt.Errorf("audit entries: %w", err)
 	}
-	slices.SortFunc(heads, func(a, b head) int { return cmp.Or(strings.Compare(a.fleet, b.fleet), strings.Compare(a.device, b.device)) })
+	slices.SortFunc(heads, func(a, b head) int {
+		return cmp.Or(strings.Compare(a.fleet, b.fleet), strings.Compare(a.device, b.device))
+	})
 	var out []ChainReport
 	for _, h := range heads {
 		rows, err := s.AuditEntries(ctx, AuditQuery{Fleet: h.fleet, Device: h.device})
