@@ -129,6 +129,9 @@ func (w *batchWriter) write(ctx context.Context, b *Batch, res *WriteResult) err
 			}); err != nil {
 			return err
 		}
+		if err := w.writeAudit(ctx, b.Reports); err != nil {
+			return err
+		}
 	}
 	if len(b.Rejected) > 0 {
 		if _, err := w.insertRows(ctx, "rejected", "INSERT INTO rejected (topic, payload, error, received)", "", 4, len(b.Rejected),
