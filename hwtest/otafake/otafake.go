@@ -61,6 +61,7 @@ type Device struct {
 	ChunkWait time.Duration
 
 	priv    ed25519.PrivateKey
+	forger  ed25519.PrivateKey // signs the reports instead, when set
 	kr      fleet.Keyring
 	cl      paho.Client
 	queue   chan []byte
@@ -166,6 +167,15 @@ func (d *Device) Running() (uint64, string) {
 	return d.RunningSeq, d.RunningVersion
 }
 
+// ForgeReports makes the device seal its reports with a key other than
+// the one its state announces, as a forger would.
+func (d *Device) ForgeReports() {
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	d.mu.Lock()
+	d.forger = k
+	d.mu.Unlock()
+}
+
 // PublicKey is the device key its state announces.
 func (d *Device) PublicKey() string { return fleet.EncodePublicKey(d.priv.Public().(ed25519.PublicKey)) }
 
@@ -199,9 +209,13 @@ func (d *Device) report(r fleet.UpdateReport) {
 	d.mu.Lock()
 	r.Device, r.Fleet, r.Running, r.RunningVersion, r.Time = d.ID, d.Fleet, d.RunningSeq, d.RunningVersion, time.Now().UnixMilli()
 	d.reports = append(d.reports, r)
+	key := d.priv
+	if d.forger != nil {
+		key = d.forger
+	}
 	d.mu.Unlock()
 	body, _ := json.Marshal(r)
-	p, err := fleet.Seal(signer{d.priv}, d.Fleet, d.ID, fleet.ChannelUpdateReported, body)
+	p, err := fleet.Seal(signer{key}, d.Fleet, d.ID, fleet.ChannelUpdateReported, body)
 	if err != nil {
 		return
 	}
