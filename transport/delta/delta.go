@@ -1,6 +1,7 @@
 package delta
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -119,7 +120,7 @@ func Diff(old, new []byte) ([]byte, error) {
 	enc := encoder()
 	defer enc.Close()
 	c := enc.EncodeAll(ctrl.Bytes(), nil)
-	d := enc.EncodeAll(db.Bytes(), nil)
+	d := enc.EncodeAll(zeroRuns(db.Bytes()), nil)
 	e := enc.EncodeAll(eb.Bytes(), nil)
 	out := make([]byte, headerSize, headerSize+len(c)+len(d)+len(e))
 	copy(out, magic)
@@ -271,11 +272,12 @@ func Patch(old, patch []byte, maxSize int64) ([]byte, error) {
 		return nil, err
 	}
 	defer ctrl.close()
-	diff, err := newStream(body[cLen:cLen+dLen], h.NewSize, "diff")
+	diffZ, err := newStream(body[cLen:cLen+dLen], runsLimit(h.NewSize), "diff")
 	if err != nil {
 		return nil, err
 	}
-	defer diff.close()
+	defer diffZ.close()
+	diff := &runReader{s: diffZ, br: bufio.NewReaderSize(diffZ.r, 4096), left: h.NewSize}
 	extra, err := newStream(body[cLen+dLen:], h.NewSize, "extra")
 	if err != nil {
 		return nil, err
@@ -321,7 +323,10 @@ func Patch(old, patch []byte, maxSize int64) ([]byte, error) {
 		}
 		oldPos += seek
 	}
-	for _, s := range []*stream{ctrl, diff, extra} {
+	if err := diff.end(); err != nil {
+		return nil, err
+	}
+	for _, s := range []*stream{ctrl, extra} {
 		if err := s.end(); err != nil {
 			return nil, err
 		}
@@ -370,3 +375,81 @@ func (s *stream) end() error {
 }
 
 func (s *stream) close() { s.dec.Close() }
+
+// zeroRuns encodes bsdiff's diff stream, mostly zeros with sparse changed
+// bytes, as pairs (uvarint zeros, uvarint n, n literal bytes): a literal
+// run ends at two zeros in a row. zstd compresses this form about a third
+// smaller than the raw stream (docs/benchmarks.md).
+func zeroRuns(b []byte) []byte {
+	out := make([]byte, 0, len(b)/8+16)
+	for i := 0; i < len(b); {
+		z := i
+		for z < len(b) && b[z] == 0 {
+			z++
+		}
+		l := z
+		for l < len(b) && !(b[l] == 0 && (l+1 == len(b) || b[l+1] == 0)) {
+			l++
+		}
+		out = binary.AppendUvarint(out, uint64(z-i))
+		out = binary.AppendUvarint(out, uint64(l-z))
+		out = append(out, b[z:l]...)
+		i = l
+	}
+	return out
+}
+
+// runsLimit bounds the decompressed zero-run form of a diff stream for a
+// new file of n bytes: every pair but the first holds at least one byte
+// of the stream, plus at most 20 bytes of counts.
+func runsLimit(n int64) int64 { return 21*n + 64 }
+
+// runReader expands the zero-run form back into diff bytes, never more
+// than left in all.
+type runReader struct {
+	s           *stream
+	br          *bufio.Reader
+	zeros, lits int64
+	left        int64
+}
+
+func (r *runReader) read(p []byte) error {
+	for len(p) > 0 {
+		switch {
+		case r.zeros > 0:
+			n := min(int64(len(p)), r.zeros)
+			clear(p[:n])
+			p, r.zeros = p[n:], r.zeros-n
+		case r.lits > 0:
+			n := min(int64(len(p)), r.lits)
+			if _, err := io.ReadFull(r.br, p[:n]); err != nil {
+				return fmt.Errorf("diff stream ends inside a literal run")
+			}
+			p, r.lits = p[n:], r.lits-n
+		default:
+			z, err1 := binary.ReadUvarint(r.br)
+			l, err2 := binary.ReadUvarint(r.br)
+			switch {
+			case err1 != nil || err2 != nil:
+				return fmt.Errorf("diff stream ends early")
+			case z == 0 && l == 0:
+				return fmt.Errorf("diff stream has an empty run")
+			case z > uint64(r.left) || l > uint64(r.left)-z:
+				return fmt.Errorf("diff stream run of %d+%d bytes exceeds the %d left", z, l, r.left)
+			}
+			r.zeros, r.lits = int64(z), int64(l)
+			r.left -= int64(z + l)
+		}
+	}
+	return nil
+}
+
+func (r *runReader) end() error {
+	if r.zeros > 0 || r.lits > 0 {
+		return fmt.Errorf("%w: diff stream has bytes left over", ErrMalformed)
+	}
+	if _, err := r.br.ReadByte(); err == nil {
+		return fmt.Errorf("%w: diff stream has bytes left over", ErrMalformed)
+	}
+	return r.s.end()
+}

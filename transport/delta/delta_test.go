@@ -174,7 +174,7 @@ func build(oldSize int, newSize int64, triples [][3]int64, diff, extra []byte) [
 		writeTriple(&ctrl, tr[:])
 	}
 	enc := encoder()
-	c, d, e := enc.EncodeAll(ctrl.Bytes(), nil), enc.EncodeAll(diff, nil), enc.EncodeAll(extra, nil)
+	c, d, e := enc.EncodeAll(ctrl.Bytes(), nil), enc.EncodeAll(zeroRuns(diff), nil), enc.EncodeAll(extra, nil)
 	out := make([]byte, headerSize)
 	copy(out, magic)
 	binary.LittleEndian.PutUint64(out[8:], uint64(oldSize))

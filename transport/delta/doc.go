@@ -14,6 +14,12 @@
 //	40     ...   control stream, diff stream, extra stream (to the end),
 //	             each one zstd frame
 //
+// The diff stream, before compression, is in zero-run form: pairs of
+// uvarints (zeros, n) each followed by n literal bytes, which expand to
+// that many zero bytes then the literals (bsdiff's diff bytes are mostly
+// zero; this form compresses about a third smaller under zstd). A pair
+// (0, 0) is malformed.
+//
 // The control stream is a sequence of triples (add, copy, seek) of signed
 // 64-bit little-endian integers. For each, the patcher adds the next add
 // bytes of the diff stream bytewise (mod 256) to add bytes of the old file
