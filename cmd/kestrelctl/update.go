@@ -299,29 +299,17 @@ func updatePush(args []string, s stdio) error {
 	}
 
 	ctx := fleetCtx(s)
-	cl, col, err := fleetSubscribe(ctx, p.bf, "update", updateFilters(p.bf.Fleet)...)
-	if errors.As(err, new(subscribeError)) {
-		return fmt.Errorf("subscribe: %w", err)
-	} else if err != nil {
+	cl, col, view, err := openUpdateView(ctx, p.bf, "update", *p.discover)
+	if err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
-	col.settle(ctx, 300*time.Millisecond, *p.discover)
-	view := newUpdateView(p.bf.Fleet)
-	view.addAll(col.take())
 	if err := releaseReaches(rel, tg, view); err != nil {
 		return err
 	}
 
-	var expected []string
-	if *p.devices != "" {
-		for _, d := range strings.Split(*p.devices, ",") {
-			if d = strings.TrimSpace(d); d != "" {
-				expected = append(expected, d)
-			}
-		}
-		sort.Strings(expected)
-	} else {
+	expected := deviceList(*p.devices)
+	if expected == nil {
 		expected = view.members(tg.Scope)
 	}
 	if len(expected) == 0 {
@@ -347,15 +335,7 @@ func updatePush(args []string, s stdio) error {
 	}
 	if *p.dryRun {
 		rep.DryRun = true
-		start := 0
-		for i, end := range ends {
-			via := "device-scope"
-			if i == len(ends)-1 {
-				via = tg.Scope
-			}
-			rep.Stages = append(rep.Stages, stageReport{Name: names[i], Via: via, Devices: expected[start:end], Limit: p.limits.stageLimit(names[i], end-start)})
-			start = end
-		}
+		rep.Stages = stagesOf(expected, ends, names, &p.limits, tg.Scope)
 		if *p.asJSON {
 			return writeJSON(s.stdout, rep)
 		}
@@ -371,20 +351,52 @@ func updatePush(args []string, s stdio) error {
 			return err
 		}
 	}
-	if err := ro.run(ctx, tg, expected, ends, names); err != nil {
+	if err := ro.run(ctx, tg, expected, stagesOf(expected, ends, names, &p.limits, tg.Scope)); err != nil {
 		return err
 	}
-	for _, d := range rep.Devices {
-		rep.Counts[d.Result]++
-	}
-	if *p.asJSON {
-		if err := writeJSON(s.stdout, rep); err != nil {
-			return err
-		}
-	} else {
-		printUpdateReport(s.stdout, rep)
+	if err := writeRollout(s, *p.asJSON, rep.Devices, rep.Counts, rep, func(w io.Writer) { printUpdateReport(w, rep) }); err != nil {
+		return err
 	}
 	return updateVerdict(rep)
+}
+
+// subscribeWorded is fleetSubscribe with a failed subscription worded
+// "subscribe: ..." (a failed connect says what it says).
+func subscribeWorded(ctx context.Context, bf *fleetconn.Broker, role string, filters ...string) (paho.Client, *collector, error) {
+	cl, col, err := fleetSubscribe(ctx, bf, role, filters...)
+	if errors.As(err, new(subscribeError)) {
+		return nil, nil, fmt.Errorf("subscribe: %w", err)
+	}
+	return cl, col, err
+}
+
+// deviceList is a --devices list, sorted; nil when empty.
+func deviceList(s string) []string {
+	var out []string
+	for _, d := range strings.Split(s, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			out = append(out, d)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// stagesOf lays expected out in the stages planStages ended at ends: every
+// stage but the last at device scope, the last at scope, with each
+// stage's failure limit.
+func stagesOf(expected []string, ends []int, names []string, limits *pushFlags, scope string) []stageReport {
+	var out []stageReport
+	start := 0
+	for i, end := range ends {
+		st := stageReport{Name: names[i], Via: "device-scope", Devices: expected[start:end], Limit: limits.stageLimit(names[i], end-start)}
+		if i == len(ends)-1 {
+			st.Via = scope
+		}
+		out = append(out, st)
+		start = end
+	}
+	return out
 }
 
 // blob is one file push publishes in chunks: the binary or the delta.
@@ -535,7 +547,7 @@ func (ro *updateRollout) publishChunks(ctx context.Context, b blob) (int, error)
 
 // run is the rollout: each stage but the last at device scope, the last at
 // the target; stop when a stage fails more than its limit.
-func (ro *updateRollout) run(ctx context.Context, tg fleet.Target, expected []string, ends []int, names []string) error {
+func (ro *updateRollout) run(ctx context.Context, tg fleet.Target, expected []string, stages []stageReport) error {
 	manifest := ro.raw
 	var deviceScoped []string
 	removeDeviceScoped := func() error {
@@ -549,21 +561,15 @@ func (ro *updateRollout) run(ctx context.Context, tg fleet.Target, expected []st
 		}
 		return nil
 	}
-	start := 0
-	for i, end := range ends {
-		devs := expected[start:end]
-		start = end
-		last := i == len(ends)-1
-		st := stageReport{Name: names[i], Devices: devs, Limit: ro.p.limits.stageLimit(names[i], len(devs))}
+	for i, st := range stages {
+		devs, last := st.Devices, i == len(stages)-1
 		want := devs
 		if last {
-			st.Via = tg.Scope
 			if err := ro.publish(ctx, tg.UpdateTopic(), manifest); err != nil {
 				return err
 			}
 			want = expected // the staged devices are counted with their first answer
 		} else {
-			st.Via = "device-scope"
 			for _, d := range devs {
 				if err := ro.publish(ctx, fleet.Device(tg.Fleet, d).UpdateTopic(), manifest); err != nil {
 					return err
@@ -679,20 +685,7 @@ func printUpdatePlan(w io.Writer, rep *updatePushReport) {
 }
 
 func printUpdateReport(w io.Writer, rep *updatePushReport) {
-	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	if len(rep.Stages) > 1 {
-		fmt.Fprintln(tw, "STAGE\tVIA\tDEVICES\tFAILED\tLIMIT")
-		for _, st := range rep.Stages {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", st.Name, st.Via, len(st.Devices), st.Failed, st.Limit)
-		}
-		tw.Flush()
-		fmt.Fprintln(w)
-	}
-	fmt.Fprintln(tw, "DEVICE\tRESULT\tRUNNING\tSIGNATURE\tDETAIL")
-	for _, d := range rep.Devices {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", d.Device, strings.ReplaceAll(d.Result, "_", " "), d.Running, dash(d.Signature), reportDetail(d.Errors))
-	}
-	tw.Flush()
+	printRollout(w, rep.Stages, 1, rep.Devices)
 	fmt.Fprintf(w, "release %s (seq %d): good %d, reverted %d, rejected %d, failed %d, no answer %d\n", rep.Version, rep.Seq,
 		countResult(rep.Devices, fleet.UpdateGood), countResult(rep.Devices, fleet.UpdateReverted), countResult(rep.Devices, fleet.UpdateRejected),
 		countResult(rep.Devices, fleet.UpdateFailed), countResult(rep.Devices, resultNoAnswer))

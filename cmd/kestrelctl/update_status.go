@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/kestrel-edge/kestrel/cmd/internal/fleetconn"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
@@ -116,17 +117,11 @@ func updateStatus(args []string, s stdio) error {
 		if err := bf.Check(true); err != nil {
 			return fmt.Errorf("%w: %w", errUsage, err)
 		}
-		ctx := fleetCtx(s)
-		cl, col, err := fleetSubscribe(ctx, bf, "update-status", updateFilters(bf.Fleet)...)
-		if errors.As(err, new(subscribeError)) {
-			return fmt.Errorf("subscribe: %w", err)
-		} else if err != nil {
+		cl, _, view, err := openUpdateView(fleetCtx(s), bf, "update-status", *wait)
+		if err != nil {
 			return err
 		}
 		defer cl.Disconnect(250)
-		col.settle(ctx, 300*time.Millisecond, *wait)
-		view := newUpdateView(bf.Fleet)
-		view.addAll(col.take())
 		devs := map[string]bool{}
 		for _, d := range view.devices() {
 			devs[d] = true
@@ -238,24 +233,16 @@ func updateClear(args []string, s stdio) error {
 	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
 		return err
 	}
-	if err := bf.Check(true); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	tg, err := tf.target(bf.Fleet)
+	tg, err := checkTarget(bf, tf)
 	if err != nil {
 		return err
 	}
 	ctx := fleetCtx(s)
-	cl, col, err := fleetSubscribe(ctx, bf, "update-clear", updateFilters(bf.Fleet)...)
-	if errors.As(err, new(subscribeError)) {
-		return fmt.Errorf("subscribe: %w", err)
-	} else if err != nil {
+	cl, _, view, err := openUpdateView(ctx, bf, "update-clear", *discover)
+	if err != nil {
 		return err
 	}
 	defer cl.Disconnect(250)
-	col.settle(ctx, 300*time.Millisecond, *discover)
-	view := newUpdateView(bf.Fleet)
-	view.addAll(col.take())
 	rep := updateClearReport{Target: tg.String(), Topic: tg.UpdateTopic()}
 	pub := func(topic string) error {
 		return fleetconn.Wait(ctx, cl.Publish(topic, 1, true, []byte{}), 30*time.Second)
@@ -323,4 +310,27 @@ func clearChunks(ctx context.Context, pub func(string) error, rel *fleet.Release
 		}
 	}
 	return n, kept, nil
+}
+
+// checkTarget checks the broker flags for a one-fleet command and returns
+// the scope flags' target.
+func checkTarget(bf *fleetconn.Broker, tf targetFlags) (fleet.Target, error) {
+	if err := bf.Check(true); err != nil {
+		return fleet.Target{}, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return tf.target(bf.Fleet)
+}
+
+// openUpdateView subscribes to the fleet's update and state topics and
+// files the retained messages that arrive within wait; col keeps
+// gathering what comes after.
+func openUpdateView(ctx context.Context, bf *fleetconn.Broker, role string, wait time.Duration) (paho.Client, *collector, *updateView, error) {
+	cl, col, err := subscribeWorded(ctx, bf, role, updateFilters(bf.Fleet)...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	col.settle(ctx, 300*time.Millisecond, wait)
+	view := newUpdateView(bf.Fleet)
+	view.addAll(col.take())
+	return cl, col, view, nil
 }
