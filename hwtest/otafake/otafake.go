@@ -177,7 +177,9 @@ func (d *Device) ForgeReports() {
 }
 
 // PublicKey is the device key its state announces.
-func (d *Device) PublicKey() string { return fleet.EncodePublicKey(d.priv.Public().(ed25519.PublicKey)) }
+func (d *Device) PublicKey() string {
+	return fleet.EncodePublicKey(d.priv.Public().(ed25519.PublicKey))
+}
 
 func (d *Device) publishState() error {
 	d.mu.Lock()
