@@ -1,19 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
 	"github.com/kestrel-edge/kestrel/hwtest/otafake"
+	"github.com/kestrel-edge/kestrel/hwtest/pty"
 	"github.com/kestrel-edge/kestrel/platform"
 	"github.com/kestrel-edge/kestrel/transport/delta"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
@@ -443,5 +447,60 @@ func TestUpdateStatusDB(t *testing.T) {
 	// The table form names the reason.
 	if code, out, _ := fleetRun(t, "update", "status", "--fleet", "met", "--db", url); code != 0 || !strings.Contains(out, "spool did not open") {
 		t.Errorf("table:\n%s", out)
+	}
+}
+
+// lockedBuffer gathers what a terminal's master side reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestUpdatePushProgress: chunk progress is redrawn with \r only on a
+// terminal (a pseudo-terminal here); elsewhere push writes plain lines.
+func TestUpdatePushProgress(t *testing.T) {
+	b := broker.StartMochi(t)
+	r := newOTARig(t)
+	manifest, _ := r.sign(t, "rel")
+	r.device(t, b.URL(), "bwc-0001", nil, nil)
+	code, _, e := fleetRun(t, append(pushArgs(b), manifest, r.path)...)
+	if code != 0 || strings.Contains(e, "\r") || !strings.Contains(e, "published the binary: 10 chunks") {
+		t.Fatalf("not a terminal: exit %d, stderr %q", code, e)
+	}
+
+	term, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term.Close()
+	slave, err := os.OpenFile(term.Path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	var seen lockedBuffer
+	go io.Copy(&seen, term.Master)
+	r.device(t, b.URL(), "bwc-0002", nil, nil)
+	var stdout bytes.Buffer
+	code = dispatch(append(pushArgs(b, "--device", "bwc-0002"), manifest, r.path),
+		stdio{ctx: context.Background(), stdin: strings.NewReader(""), stdout: &stdout, stderr: slave})
+	if code != 0 {
+		t.Fatalf("push on a terminal: exit %d\n%s", code, stdout.String())
+	}
+	waitFor(t, 5*time.Second, func() bool { return strings.Contains(seen.String(), "\rbinary: 10/10 chunks") })
+	if !strings.Contains(seen.String(), "\r[##############################] 1/1  good 1") {
+		t.Errorf("no result bar on the terminal: %q", seen.String())
 	}
 }
