@@ -479,10 +479,8 @@ func releaseReaches(rel *fleet.Release, tg fleet.Target, view *updateView) error
 		return nil
 	case strings.HasPrefix(rel.Scope, "group/") && strings.HasPrefix(tg.Scope, "device/"):
 		dev := strings.TrimPrefix(tg.Scope, "device/")
-		for _, g := range view.groupsOf(dev) {
-			if "group/"+g == rel.Scope {
-				return nil
-			}
+		if rel.Reaches(tg.Fleet, dev, view.groupsOf(dev)) {
+			return nil
 		}
 		return fmt.Errorf("the release is addressed to %s and device %s is not known in it; not pushed", rel.Scope, dev)
 	}
@@ -541,7 +539,7 @@ func (ro *updateRollout) publishChunks(ctx context.Context, b blob) (int, error)
 		fmt.Fprintln(ro.s.stderr)
 	}
 	fmt.Fprintf(ro.s.stderr, "published the %s: %d chunks, %d bytes, retained on %s\n", b.what, n, len(b.data),
-		strings.TrimSuffix(fleet.ReleaseChunkTopic(ro.rel.Fleet, b.sha, 0), "0")+"N")
+		strings.TrimSuffix(fleet.ReleaseChunkFilter(ro.rel.Fleet, b.sha), "+")+"N")
 	return done, nil
 }
 

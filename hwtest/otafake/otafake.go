@@ -236,19 +236,6 @@ func (d *Device) loop(ctx context.Context) {
 	}
 }
 
-// reaches says whether a manifest's target includes this device.
-func (d *Device) reaches(r *fleet.Release) bool {
-	switch {
-	case r.Fleet != d.Fleet:
-		return false
-	case r.Scope == "all", r.Scope == "device/"+d.ID:
-		return true
-	case strings.HasPrefix(r.Scope, "group/"):
-		return slices.Contains(d.Groups, strings.TrimPrefix(r.Scope, "group/"))
-	}
-	return false
-}
-
 func (d *Device) handle(ctx context.Context, payload []byte) {
 	r, err := fleet.DecodeRelease(payload)
 	if err != nil {
@@ -268,7 +255,7 @@ func (d *Device) handle(ctx context.Context, payload []byte) {
 		d.mu.Unlock()
 		d.report(fleet.UpdateReport{Seq: r.Seq, Version: r.Version, State: fleet.UpdateRejected, Reason: reason})
 	}
-	if !d.reaches(r) {
+	if !r.Reaches(d.Fleet, d.ID, d.Groups) {
 		reject(fmt.Sprintf("release addressed to %s/%s, not to this device", r.Fleet, r.Scope))
 		return
 	}
@@ -327,7 +314,7 @@ func (d *Device) handle(ctx context.Context, payload []byte) {
 // progress as they arrive.
 func (d *Device) fetch(ctx context.Context, r *fleet.Release, sha string, size int64, isDelta bool) ([]byte, error) {
 	n := fleet.Chunks(size, r.ChunkSize)
-	filter := strings.TrimSuffix(fleet.ReleaseChunkTopic(d.Fleet, sha, 0), "0") + "+"
+	filter := fleet.ReleaseChunkFilter(d.Fleet, sha)
 	d.mu.Lock()
 	d.chunks[sha] = map[int][]byte{}
 	d.mu.Unlock()

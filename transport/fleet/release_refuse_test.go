@@ -57,3 +57,27 @@ func TestReleaseRefusals(t *testing.T) {
 		t.Error("signed a manifest that expires when it is issued")
 	}
 }
+
+func TestReleaseReaches(t *testing.T) {
+	r := testRelease() // fleet f1, scope all
+	for _, c := range []struct {
+		scope, fleet, dev string
+		groups            []string
+		want              bool
+	}{
+		{"all", "f1", "d1", nil, true},
+		{"all", "f2", "d1", nil, false},
+		{"group/north", "f1", "d1", []string{"south", "north"}, true},
+		{"group/north", "f1", "d1", []string{"south"}, false},
+		{"device/d1", "f1", "d1", nil, true},
+		{"device/d1", "f1", "d2", nil, false},
+	} {
+		r.Scope = c.scope
+		if got := r.Reaches(c.fleet, c.dev, c.groups); got != c.want {
+			t.Errorf("%+v: %v", c, got)
+		}
+	}
+	if got := ReleaseChunkFilter("f1", "ab"); got != "kestrel/v1/f1/_release/ab/+" {
+		t.Errorf("filter %q", got)
+	}
+}
