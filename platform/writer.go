@@ -133,6 +133,9 @@ func (w *batchWriter) write(ctx context.Context, b *Batch, res *WriteResult) err
 			return err
 		}
 	}
+	if err := w.insertUpdates(ctx, b.Updates); err != nil {
+		return err
+	}
 	if len(b.Rejected) > 0 {
 		if _, err := w.insertRows(ctx, "rejected", "INSERT INTO rejected (topic, payload, error, received)", "", 4, len(b.Rejected),
 			func(i int, a []any) []any {
