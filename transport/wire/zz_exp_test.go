@@ -66,6 +66,7 @@ func TestExpMeasured(t *testing.T) {
 		}
 		var e Encoder
 		e.noUnit = os.Getenv("EXP_NOUNIT") != ""
+		e.noDivisorBit = os.Getenv("EXP_NODIV") != ""
 		var cols [numCols]int
 		e.colBits = &cols
 		bytes, msgs := 0, 0
