@@ -81,12 +81,22 @@ func TestMeasuredLogs(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "| log | fixes | payload B/fix, batch 10 | MQTT stream B/fix | full messages: payload | full messages: stream |\n|---|---:|---:|---:|---:|---:|\n")
 	var all, full [3]int // fixes, payload bytes, stream bytes
+	// Where a full message's bits go: each column (colBits, about), and
+	// the rest of the payload (msgp bin header, stream header, coder).
+	var cols [numCols]int
+	var fullMsgs int
 	for _, l := range loadMeasuredLogs(t) {
 		var one, oneFull [3]int
 		for i := 0; i < len(l.recs); i += 10 {
 			batch := l.recs[i:min(i+10, len(l.recs))]
 			var err error
-			if payload, err = enc.AppendBatch(payload[:0], "bwc-0042", batch); err != nil {
+			before := cols
+			if len(batch) == 10 {
+				enc.colBits = &cols
+			}
+			payload, err = enc.AppendBatch(payload[:0], "bwc-0042", batch)
+			enc.colBits = nil
+			if err != nil {
 				t.Fatal(err)
 			}
 			got, err := DecodeBatchFor("bwc-0042", payload)
@@ -97,6 +107,11 @@ func TestMeasuredLogs(t *testing.T) {
 				if !equalRecord(&got[j], &batch[j]) {
 					t.Fatalf("%s fix %d: decoded %+v, sent %+v", l.name, i+j, got[j].Body, batch[j].Body)
 				}
+			}
+			if len(batch) < 10 {
+				cols = before
+			} else {
+				fullMsgs++
 			}
 			row := [3]int{len(batch), len(payload), len(payload) + mqttMessageCost(topic, len(payload))}
 			for k := range row {
@@ -113,6 +128,52 @@ func TestMeasuredLogs(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %d | %s |\n", l.name, one[0], perFix(one, oneFull))
 	}
 	fmt.Fprintf(&b, "| **all** | %d | %s |\n", all[0], perFix(all, full))
+	// The bits of a full message of 10 fixes, by part.
+	fmt.Fprintf(&b, "\n| part of a full message (10 fixes) | bits |\n|---|---:|\n")
+	colSum := 0
+	for c := range cols {
+		colSum += cols[c]
+		if cols[c] > 0 {
+			fmt.Fprintf(&b, "| column %s | %.1f |\n", colNames[c], float64(cols[c])/float64(fullMsgs))
+		}
+	}
+	msgBits := float64(full[1]) * 8 / float64(fullMsgs)
+	fmt.Fprintf(&b, "| msgp bin header, stream header (count, boot, seq, time), coder flush | %.1f |\n", msgBits-float64(colSum)/float64(fullMsgs))
+	fmt.Fprintf(&b, "| payload | %.1f |\n| MQTT (PUBLISH header, topic, packet id, PUBACK) | %.1f |\n", msgBits, float64(full[2]-full[1])*8/float64(fullMsgs))
+	// What-ifs that this encoder does not do, for the decisions they need
+	// (docs/wire.md, "Measured speed and course"): a shorter telemetry
+	// channel (a topic every subscriber would have to learn), and
+	// positions without the quality fields (sats, hdop, eph, epv), which
+	// DESIGN's lossless list does not name but the platform stores.
+	var short, noQ [3]int
+	for _, l := range loadMeasuredLogs(t) {
+		for i := 0; i+10 <= len(l.recs); i += 10 {
+			batch := l.recs[i : i+10]
+			p, err := enc.AppendBatch(payload[:0], "bwc-0042", batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			short[0] += 10
+			short[2] += len(p) + mqttMessageCost("kestrel/v1/met/bwc-0042/t", len(p))
+			stripped := make([]kestrel.Record, len(batch))
+			for j := range batch {
+				q := *batch[j].Body.(*kestrel.Position)
+				q.Flags &^= kestrel.HasSats | kestrel.HasHDOP | kestrel.HasEPH | kestrel.HasEPV
+				stripped[j] = batch[j]
+				stripped[j].Body = &q
+			}
+			if p, err = enc.AppendBatch(payload[:0], "bwc-0042", stripped); err != nil {
+				t.Fatal(err)
+			}
+			noQ[0] += 10
+			noQ[1] += len(p)
+			noQ[2] += len(p) + mqttMessageCost(topic, len(p))
+		}
+	}
+	fmt.Fprintf(&b, "\n| what-if, full messages | MQTT stream B/fix |\n|---|---:|\n")
+	fmt.Fprintf(&b, "| as sent (above) | %.2f |\n", float64(full[2])/float64(full[0]))
+	fmt.Fprintf(&b, "| channel `t` instead of `telemetry` (8 bytes less topic a message) | %.2f |\n", float64(short[2])/float64(short[0]))
+	fmt.Fprintf(&b, "| without sats, hdop, eph, epv (lossy: not sent) | %.2f |\n", float64(noQ[2])/float64(noQ[0]))
 	t.Log("\n" + b.String())
 	if p := os.Getenv("KESTREL_MEASURED_TABLE"); p != "" {
 		if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
@@ -130,3 +191,5 @@ func perFix(a, full [3]int) string {
 	}
 	return fmt.Sprintf("%s | %s | %s | %s", f(a[1], a[0]), f(a[2], a[0]), f(full[1], full[0]), f(full[2], full[0]))
 }
+
+var colNames = [numCols]string{"flags", "time", "lat", "lon", "alt", "speed", "track", "mode", "seq", "boot", "priority", "sats", "hdop", "eph", "epv", "coarsened"}
