@@ -3,12 +3,10 @@ package wire
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	kestrel "github.com/kestrel-edge/kestrel"
-	"github.com/kestrel-edge/kestrel/drivers/nmea"
 )
 
 // measuredLog is one real receiver's log from testdata/measured: 1 Hz,
@@ -22,33 +20,7 @@ type measuredLog struct {
 // device a year in service would stamp them (seq 31,536,000 on, boot 365,
 // as the link budget does).
 func loadMeasuredLogs(t testing.TB) []measuredLog {
-	t.Helper()
-	files, err := filepath.Glob("testdata/measured/*.log")
-	if err != nil || len(files) < 20 {
-		t.Fatalf("measured logs missing: %d files, %v", len(files), err)
-	}
-	var out []measuredLog
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l := measuredLog{name: strings.TrimSuffix(filepath.Base(f), ".log")}
-		_, err = nmea.Decode(fh, nmea.Options{}, func(fx nmea.Fix) error {
-			p := fx.Pos
-			l.recs = append(l.recs, kestrel.Record{
-				Envelope: kestrel.Envelope{Device: "bwc-0042", Boot: 365, Seq: uint64(31_536_000 + len(l.recs)), Time: fx.Time, Priority: kestrel.PriorityNormal},
-				Body:     &p,
-			})
-			return nil
-		})
-		fh.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		out = append(out, l)
-	}
-	return out
+	return readNMEAFiles(t, "testdata/measured/*.log", 20, 365, 31_536_000)
 }
 
 // mqttMessageCost is what one QoS 1 PUBLISH of payload bytes on topic
