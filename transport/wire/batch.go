@@ -81,14 +81,12 @@ type Encoder struct {
 	posIdx  []uint64  // each position's index in the batch
 	// The size experiments (size_test.go) restrict these to measure
 	// what each technique is worth; normal encoding leaves them zero.
-	shapes       uint8         // shapes columns may use; 0 means all
-	noPredict    bool          // never predict speed and track
-	noGrid       bool          // never code positions in the receiver's grid
-	noBare       bool          // version 3 without its bare stream (array framing)
-	noSec        bool          // version 3 without its whole-second time step (not decodable)
-	noUnit       bool          // version 4 without speed and track in the receiver's grid
-	noDivisorBit bool          // version 4 without its divisor-is-1 bit (not decodable)
-	colBits      *[numCols]int // when set, bits written per column are added here
+	shapes    uint8         // shapes columns may use; 0 means all
+	noPredict bool          // never predict speed and track
+	noGrid    bool          // never code positions in the receiver's grid
+	noBare    bool          // version 3 without its bare stream (array framing)
+	noSec     bool          // version 3 without its whole-second time step (not decodable)
+	colBits   *[numCols]int // when set, bits written per column are added here
 }
 
 // AppendBatchV1 appends the version 1 encoding of recs (docs/wire.md,
@@ -207,7 +205,7 @@ func (e *Encoder) positionBits(base *kestrel.Envelope) []byte {
 				if !s.stepsOK {
 					s.steps, s.stepsOK = stepsOf(s.steps, e.cols[colLat], e.cols[colLon]), true
 				}
-				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]), s.steps, e.cols[colTime], unitNone)
+				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]), s.steps, e.cols[colTime])
 				if ok {
 					if pshape, pcost := s.choose(s.tmp, nil, 0, shapes); pcost < cost {
 						usePred, shape, vals, ref = true, pshape, s.tmp, 0
@@ -325,30 +323,15 @@ func readVersion(b []byte, what string, known ...uint64) (n uint32, v uint64, re
 	return 0, 0, nil, fmt.Errorf("%w %d in %s (this decoder reads versions %v)", ErrVersion, v, what, known)
 }
 
-// knownVersions are the batch versions this decoder reads.
-var knownVersions = []uint64{version1, version2, version3, Version}
-
 // decodeBatch decodes a batch of any version. device is the one a
 // version 1 payload names, "" for versions 2 and 3.
 func decodeBatch(b []byte) (device string, recs []kestrel.Record, rest []byte, err error) {
-	switch msgp.NextType(b) {
-	case msgp.BinType:
+	if msgp.NextType(b) == msgp.BinType {
 		// Version 3's bare stream: a batch of positions only.
-		recs, rest, err = decodeBatch2(b, 2, version3)
-		return "", recs, rest, err
-	case msgp.ExtensionType:
-		// Version 4's: the ext's type is the version.
-		typ, stream, rest, err := readExt(b)
-		if err != nil {
-			return "", nil, nil, fmt.Errorf("%w: batch: %v", ErrFormat, err)
-		}
-		if typ != Version {
-			return "", nil, nil, fmt.Errorf("%w %d in batch (a msgpack ext of type %d; this decoder reads versions %v)", ErrVersion, typ, typ, knownVersions)
-		}
-		recs, rest, err = decodeStream(stream, rest, 2, Version)
+		recs, rest, err = decodeBatch2(b, 2, Version)
 		return "", recs, rest, err
 	}
-	n, v, b, err := readVersion(b, "batch", knownVersions...)
+	n, v, b, err := readVersion(b, "batch", version1, version2, Version)
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -524,7 +507,7 @@ func decodePositions(bin []byte, pos []kestrel.Position, recs []kestrel.Record, 
 			if steps == nil {
 				steps = stepsOf(nil, lat, lon)
 			}
-			unpredictColumn(col, c, flags, uint64(colFlag[c]), steps, tm, unitNone)
+			unpredictColumn(col, c, flags, uint64(colFlag[c]), steps, tm)
 		}
 		setColumn(c, col, pos, recs, isOther)
 	}

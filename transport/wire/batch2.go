@@ -38,10 +38,6 @@ func (e *Encoder) AppendBatch(dst []byte, device string, recs []kestrel.Record) 
 // AppendBatchV2 appends the version 2 encoding of recs: version 3 less
 // its two savings (docs/wire.md, "Why version 3"), for the golden vectors
 // and the tests that versions 2 and 3 decode alike.
-func (e *Encoder) AppendBatchV3(dst []byte, device string, recs []kestrel.Record) ([]byte, error) {
-	return e.appendBatch(dst, device, recs, version3)
-}
-
 func (e *Encoder) AppendBatchV2(dst []byte, device string, recs []kestrel.Record) ([]byte, error) {
 	return e.appendBatch(dst, device, recs, version2)
 }
@@ -64,13 +60,9 @@ func (e *Encoder) appendBatch(dst []byte, device string, recs []kestrel.Record, 
 	e.positionStream(&base, version)
 	stream := rc.finish()
 
-	if version >= version3 && nOthers == 0 && !e.noBare {
-		if version == version3 {
-			// Version 3: a batch of positions only is the bare stream.
-			return msgp.AppendBytes(dst, stream), nil
-		}
-		// Version 4: the stream in a msgpack ext of type 4.
-		return appendExt(dst, int8(version), stream), nil
+	if version >= Version && nOthers == 0 && !e.noBare {
+		// Version 3: a batch of positions only is the bare stream.
+		return msgp.AppendBytes(dst, stream), nil
 	}
 	fields := uint32(2)
 	if nOthers > 0 {
@@ -149,15 +141,12 @@ func (e *Encoder) positionStream(base *kestrel.Envelope, version uint64) {
 	rc := &e.rc
 	s := &e.scratch
 	s.stepsOK = false
-	s.v4 = version >= Version && !e.noDivisorBit
-	expV4 = version >= Version
 	for c := 0; c < numCols; c++ {
 		vals, ref := e.cols[c], colRef2(c, base)
 		if len(vals) == 0 {
 			continue
 		}
 		var times []uint64
-		var firstW uint // lat and lon: the first value's width in bits
 		switch c {
 		case colSeq:
 			// seq less the record's index in the batch: all seq0 when
@@ -181,28 +170,13 @@ func (e *Encoder) positionStream(base *kestrel.Envelope, version uint64) {
 					}
 				}
 			}
-			if grid != gridNone && version >= Version && !fitsSigned(s.grid[0], gridFirstBits(grid-1)) {
-				grid = gridNone // version 4's narrow first value cannot hold it
-			}
 			rc.bypass(uint64(grid), 3)
-			firstW = 32
 			if grid != gridNone {
 				vals = s.grid
-				if version >= Version {
-					firstW = gridFirstBits(grid - 1)
-				}
 			}
 		case colAlt:
 			s.times = gatedTimes(s.times, e.cols[colFlags], e.cols[colTime], uint64(kestrel.HasAlt))
 			times = s.times
-		}
-		unit := unitNone
-		if (c == colSpeed || c == colTrack) && version >= Version {
-			if !e.noUnit {
-				s.unit, unit = chooseUnit(s.unit, c, vals)
-				vals = s.unit
-			}
-			rc.bypass(uint64(unit), 2)
 		}
 		shape, cost := s.choose2(vals, times, ref, shapes)
 		if c == colSpeed || c == colTrack {
@@ -212,7 +186,7 @@ func (e *Encoder) positionStream(base *kestrel.Envelope, version uint64) {
 				if !s.stepsOK {
 					s.steps, s.stepsOK = stepsOf(s.steps, e.cols[colLat], e.cols[colLon]), true
 				}
-				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]), s.steps, e.cols[colTime], unit)
+				s.tmp, ok = predictColumn(s.tmp, c, vals, e.cols[colFlags], uint64(colFlag[c]), s.steps, e.cols[colTime])
 				if ok {
 					if pshape, pcost := s.choose2(s.tmp, nil, 0, shapes); pcost < cost {
 						usePred, shape, vals, ref = true, pshape, s.tmp, 0
@@ -229,9 +203,7 @@ func (e *Encoder) positionStream(base *kestrel.Envelope, version uint64) {
 		if e.colBits != nil {
 			before = rc.approxBits()
 		}
-		ShapeHist[c][shape]++
-		s.curCol = c
-		s.write2(rc, vals, times, ref, shape, firstW, c == colTime && version >= version3 && !e.noSec)
+		s.write2(rc, vals, times, ref, shape, c == colLat || c == colLon, c == colTime && version >= Version && !e.noSec)
 		if e.colBits != nil {
 			e.colBits[c] += int(rc.approxBits() - before)
 		}
@@ -314,7 +286,7 @@ func (s *colScratch) choose2(vals, times []uint64, ref uint64, allowed uint8) (s
 		}
 		divide(s.res, g)
 		k, rice, c := s.bestCode2(s.res)
-		c += 8 * (shapeBits + varbitsLen(zigzag(int64(vals[0]-ref))) + s.divisorBits(g) + 1 + egBits(uint64(k), 0))
+		c += 8 * (shapeBits + varbitsLen(zigzag(int64(vals[0]-ref))) + divisorBits(g) + 1 + egBits(uint64(k), 0))
 		if c < cost {
 			shape, cost = sh, c
 			s.res, s.best = s.best, s.res
@@ -400,65 +372,15 @@ func (s *colScratch) bestCode2(all []uint64) (k uint, rice bool, cost uint) {
 //
 // secSteps (version 3, the time column): a linear shape's step says with
 // one bit whether it is whole seconds, and then counts seconds.
-func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, shape int, firstW uint, secSteps bool) {
+func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, shape int, wide, secSteps bool) {
 	if len(vals) == 0 {
 		return
 	}
-	if ExpShape && s.v4 {
-		if shape == shapeRef {
-			rc.bypass(0, 1)
-		} else if shape == expDefault[s.curCol] {
-			rc.bypass(2, 2)
-		} else {
-			rc.bypass(3, 2)
-			rc.bypass(uint64(shape), shapeBits)
-		}
-	} else {
-		writeShape(rc, shape)
-	}
+	writeShape(rc, shape)
 	if shape == shapeRef {
 		return
 	}
-	if ExpFirstDiv && s.v4 && shape >= shapeDelta {
-		var g uint64
-		var k uint
-		var rice bool
-		s.res, g = residuals(s.res, vals, times, ref, shape)
-		f := int64(vals[0] - ref)
-		af := uint64(f)
-		if f < 0 {
-			af = uint64(-f)
-		}
-		g2 := g
-		if af != 0 {
-			g2 = gcd(g, af)
-		}
-		divide(s.res, g2)
-		k, rice, _ = s.bestCode2(s.res)
-		writeFirst(rc, uint64(f/int64(g2)), firstW)
-		if g2 == 1 {
-			rc.bypass(1, 1)
-		} else {
-			rc.bypass(0, 1)
-			rc.writeDivisor(g2)
-		}
-		var code uint64
-		if rice {
-			code = 1
-		}
-		rc.bypass(code, 1)
-		rc.writeEG0(uint64(k))
-		s.ctx = riceCtx{}
-		for _, u := range s.res {
-			if rice {
-				rc.writeRice(&s.ctx, u, k)
-			} else {
-				rc.writeEGA(&s.ctx, u, k)
-			}
-		}
-		return
-	}
-	writeFirst(rc, vals[0]-ref, firstW)
+	writeFirst(rc, vals[0]-ref, wide)
 	switch shape {
 	case shapeConst:
 	case shapeLinear:
@@ -476,17 +398,7 @@ func (s *colScratch) write2(rc *rcEncoder, vals, times []uint64, ref uint64, sha
 			k, rice, _ = s.bestCode2(s.res)
 			res = s.res
 		}
-		if s.v4 {
-			// Version 4: one bit says the divisor is 1 (most columns).
-			if g == 1 {
-				rc.bypass(1, 1)
-			} else {
-				rc.bypass(0, 1)
-				rc.writeDivisor(g)
-			}
-		} else {
-			rc.writeDivisor(g)
-		}
+		rc.writeDivisor(g)
 		var code uint64
 		if rice {
 			code = 1
@@ -531,10 +443,6 @@ func writeHeader(rc *rcEncoder, count uint64, boot uint32, seq uint64, sec0 int6
 	rc.writeVarbits(count)
 	rc.writeVarbits(uint64(boot))
 	rc.writeVarbits(seq)
-	if ExpSec {
-		rc.bypass(uint64(sec0), 32)
-		return
-	}
 	writeSec0(rc, sec0)
 }
 
@@ -577,40 +485,26 @@ func readShape(d *rcDecoder) int {
 }
 
 // writeFirst writes a column's first value less its reference: varbits of
-// its zigzag, or for lat and lon its w low bits, two's complement (w = 32
-// in 1e-7 degrees; version 4 in the receiver's grid: gridFirstBits): an
-// angle of 30 bits costs 38 bits of varbits, and every message carries
+// its zigzag, or for lat and lon (wide) its 32 low bits, two's complement:
+// an angle of 30 bits costs 38 bits of varbits, and every message carries
 // one of each.
-func writeFirst(rc *rcEncoder, v uint64, w uint) {
-	if w > 0 {
-		rc.bypass(v&(1<<w-1), w)
+func writeFirst(rc *rcEncoder, v uint64, wide bool) {
+	if wide {
+		rc.bypass(v&0xFFFFFFFF, 32)
 		return
 	}
 	rc.writeVarbits(zigzag(int64(v)))
 }
 
-func readFirst(d *rcDecoder, w uint) uint64 {
-	if w > 0 {
-		v := d.bypass(w)
-		return uint64(int64(v<<(64-w)) >> (64 - w)) // sign-extend
+func readFirst(d *rcDecoder, wide bool) uint64 {
+	if wide {
+		return uint64(int64(int32(uint32(d.bypass(32)))))
 	}
 	return uint64(unzigzag(d.readVarbits()))
 }
 
-// gridFirstBits is the width of version 4's first lat or lon value in
-// grid k: the bits of 180 degrees in the grid, and a sign.
-func gridFirstBits(k int) uint {
-	return uint(bits.Len64(uint64(180*gridScale[k]))) + 1
-}
-
-// fitsSigned reports whether v (sign-extended) fits w bits, two's complement.
-func fitsSigned(v uint64, w uint) bool {
-	x := int64(v)
-	return x >= -1<<(w-1) && x < 1<<(w-1)
-}
-
 // decodeColumn2 reads len(dst) values written by write2 into dst.
-func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64, firstW uint, secSteps, v4 bool) {
+func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64, wide, secSteps bool) {
 	n := len(dst)
 	if n == 0 {
 		return
@@ -622,7 +516,7 @@ func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64, firstW uint, s
 		}
 		return
 	}
-	dst[0] = ref + readFirst(d, firstW)
+	dst[0] = ref + readFirst(d, wide)
 	switch shape {
 	case shapeConst:
 		for i := 1; i < n; i++ {
@@ -639,10 +533,7 @@ func decodeColumn2(d *rcDecoder, dst, times []uint64, ref uint64, firstW uint, s
 			clear(dst)
 			return
 		}
-		var g uint64 = 1
-		if !v4 || d.bypass(1) == 0 {
-			g = d.readDivisor()
-		}
+		g := d.readDivisor()
 		rice := d.bypass(1) == 1
 		k := uint(d.readEG0())
 		if k > maxK {
@@ -694,15 +585,6 @@ func decodeBatch2(b []byte, n uint32, version uint64) (recs []kestrel.Record, re
 	stream, b, err := msgp.ReadBytesZC(b)
 	if err != nil {
 		return fail("stream", err)
-	}
-	return decodeStream(stream, b, n, version)
-}
-
-// decodeStream decodes a version 2, 3 or 4 stream, and the others that
-// follow it in b when the batch's array has n >= 3 elements.
-func decodeStream(stream, b []byte, n uint32, version uint64) (recs []kestrel.Record, rest []byte, err error) {
-	fail := func(what string, e error) ([]kestrel.Record, []byte, error) {
-		return nil, nil, fmt.Errorf("%w: batch %s: %w", ErrFormat, what, e)
 	}
 	var d rcDecoder
 	d.init(stream)
@@ -768,7 +650,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 	}
 	vals := make([]uint64, n)
 	flags := make([]uint64, n)
-	decodeColumn2(d, flags, nil, colRef2(colFlags, base), 0, false, version >= Version)
+	decodeColumn2(d, flags, nil, colRef2(colFlags, base), false, false)
 	for i := range pos {
 		pos[i].Flags = kestrel.PosFlags(flags[i])
 	}
@@ -788,22 +670,10 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 		}
 		m, col := columnRows(c, pos, n, vals)
 		grid := gridNone
-		var firstW uint
 		if c == colLat || c == colLon {
 			grid = int(d.bypass(3))
 			if grid > 1+maxGridK {
 				return fmt.Errorf("column %d: unknown grid %d", c, grid)
-			}
-			firstW = 32
-			if grid != gridNone && version >= Version {
-				firstW = gridFirstBits(grid - 1)
-			}
-		}
-		unit := unitNone
-		if (c == colSpeed || c == colTrack) && m > 0 && version >= Version {
-			unit = int(d.bypass(2))
-			if unit >= numUnits {
-				return fmt.Errorf("column %d: unknown unit %d", c, unit)
 			}
 		}
 		predicted := false
@@ -817,7 +687,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 		case colAlt:
 			times = gatedTimes(nil, flags, tm, uint64(kestrel.HasAlt))
 		}
-		decodeColumn2(d, col, times, colRef2(c, base), firstW, c == colTime && version >= version3, version >= Version)
+		decodeColumn2(d, col, times, colRef2(c, base), c == colLat || c == colLon, c == colTime && version >= Version)
 		if c == colSeq {
 			j := 0
 			for i := range recs {
@@ -844,12 +714,7 @@ func decodePositions2(d *rcDecoder, pos []kestrel.Position, recs []kestrel.Recor
 			if steps == nil {
 				steps = stepsOf(nil, lat, lon)
 			}
-			unpredictColumn(col, c, flags, uint64(colFlag[c]), steps, tm, unit)
-		}
-		if unit != unitNone {
-			for i, v := range col {
-				col[i] = fromUnit(c, v, unit)
-			}
+			unpredictColumn(col, c, flags, uint64(colFlag[c]), steps, tm)
 		}
 		setColumn(c, col, pos, recs, isOther)
 	}
@@ -875,17 +740,6 @@ func splitDivisor(g uint64) (m, e uint64) {
 func divisorBits(g uint64) uint {
 	m, e := splitDivisor(g)
 	return egBits(e, 0) + egBits(m-1, 0)
-}
-
-// divisorBits is what the divisor costs in the version being written.
-func (s *colScratch) divisorBits(g uint64) uint {
-	if !s.v4 {
-		return divisorBits(g)
-	}
-	if g == 1 {
-		return 1
-	}
-	return 1 + divisorBits(g)
 }
 
 func (e *rcEncoder) writeDivisor(g uint64) {
@@ -916,83 +770,8 @@ const flagsRef2 = kestrel.HasAlt | kestrel.HasSpeed | kestrel.HasTrack | kestrel
 // the seq column
 // holds seq less the record's index in the batch.
 func colRef2(c int, base *kestrel.Envelope) uint64 {
-	if ExpRefs && expV4 {
-		switch c {
-		case colSats:
-			return 9
-		case colHDOP:
-			return 120
-		}
-	}
 	if c == colFlags {
 		return uint64(flagsRef2)
 	}
 	return colRef(c, base)
 }
-
-// appendExt appends data as a msgpack ext of type typ, in the shortest
-// form: fixext 1, 2, 4, 8 or 16, else ext 8, 16 or 32.
-func appendExt(dst []byte, typ int8, data []byte) []byte {
-	n := len(data)
-	switch {
-	case n == 1:
-		dst = append(dst, 0xd4)
-	case n == 2:
-		dst = append(dst, 0xd5)
-	case n == 4:
-		dst = append(dst, 0xd6)
-	case n == 8:
-		dst = append(dst, 0xd7)
-	case n == 16:
-		dst = append(dst, 0xd8)
-	case n <= 0xff:
-		dst = append(dst, 0xc7, byte(n))
-	case n <= 0xffff:
-		dst = append(dst, 0xc8, byte(n>>8), byte(n))
-	default:
-		dst = append(dst, 0xc9, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	dst = append(dst, byte(typ))
-	return append(dst, data...)
-}
-
-// readExt splits a msgpack ext at the start of b into its type, its data
-// and what follows.
-func readExt(b []byte) (typ int8, data, rest []byte, err error) {
-	if len(b) < 2 {
-		return 0, nil, nil, fmt.Errorf("ext: %w", msgp.ErrShortBytes)
-	}
-	var n, hdr int
-	switch b[0] {
-	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8:
-		n, hdr = 1<<(b[0]-0xd4), 1
-	case 0xc7:
-		n, hdr = int(b[1]), 2
-	case 0xc8:
-		if len(b) < 3 {
-			return 0, nil, nil, fmt.Errorf("ext: %w", msgp.ErrShortBytes)
-		}
-		n, hdr = int(b[1])<<8|int(b[2]), 3
-	case 0xc9:
-		if len(b) < 5 {
-			return 0, nil, nil, fmt.Errorf("ext: %w", msgp.ErrShortBytes)
-		}
-		n64 := uint64(b[1])<<24 | uint64(b[2])<<16 | uint64(b[3])<<8 | uint64(b[4])
-		if n64 > uint64(len(b)) {
-			return 0, nil, nil, fmt.Errorf("ext: %w", msgp.ErrShortBytes)
-		}
-		n, hdr = int(n64), 5
-	default:
-		return 0, nil, nil, fmt.Errorf("not a msgpack ext (0x%02x)", b[0])
-	}
-	if len(b) < hdr+1+n {
-		return 0, nil, nil, fmt.Errorf("ext: %w", msgp.ErrShortBytes)
-	}
-	return int8(b[hdr]), b[hdr+1 : hdr+1+n], b[hdr+1+n:], nil
-}
-
-var ShapeHist [numCols][8]int
-
-var ExpShape, ExpFirstDiv, ExpSec, ExpRefs, expV4 bool
-
-var expDefault = [numCols]int{colFlags: shapeConst, colTime: shapeLinear, colLat: shapeDelta, colLon: shapeDoD, colAlt: shapeDelta, colSpeed: shapeDelta, colTrack: shapeRaw, colMode: shapeConst, colSats: shapeConst, colHDOP: shapeConst, colEPH: shapeDelta, colEPV: shapeDelta}

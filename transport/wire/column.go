@@ -55,9 +55,6 @@ type colScratch struct {
 	exact  bool     // version 2: code both candidate shapes to choose
 	times  []uint64 // times of the fixes that have an altitude
 	grid   []uint64 // a lat or lon column in the receiver's grid
-	unit   []uint64 // a speed or track column in the receiver's unit
-	v4     bool     // writing version 4 (its divisor bit)
-	curCol int
 	seq    []uint64 // the seq column less the records' indices
 	steps  []step   // the steps between the batch's fixes (predict.go)
 	// stepsOK: steps are those of the current batch's positions.

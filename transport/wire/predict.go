@@ -147,26 +147,23 @@ func predictAt(col, i int, steps []step, tm []uint64, prevTrack int64) int64 {
 	return predictSpeed(st.mag, int64(tm[i]-tm[i-1]))
 }
 
-// wrapTrack maps a track difference into [-circle/2, circle/2), circle
-// being 36000 centidegrees or a full turn in a coarser unit (unit.go).
-func wrapTrack(r, circle int64) int64 {
-	r %= circle
-	if r >= circle/2 {
-		r -= circle
-	} else if r < -circle/2 {
-		r += circle
+// wrapTrack maps a track difference into [-18000, 18000) centidegrees.
+func wrapTrack(r int64) int64 {
+	r %= 36000
+	if r >= 18000 {
+		r -= 36000
+	} else if r < -18000 {
+		r += 36000
 	}
 	return r
 }
 
 // predictColumn fills dst with vals (the present values of col, gated by
-// flag in flags, in unit: unit.go) minus their predictions, rounded to
-// unit. ok is false when the column holds a value that the track residual
-// cannot carry (a full turn and above).
-func predictColumn(dst []uint64, col int, vals, flags []uint64, flag uint64, steps []step, tm []uint64, unit int) (out []uint64, ok bool) {
+// flag in flags) minus their predictions. ok is false when the column
+// holds a value that the track residual cannot carry (36000 and above).
+func predictColumn(dst []uint64, col int, vals, flags []uint64, flag uint64, steps []step, tm []uint64) (out []uint64, ok bool) {
 	dst = dst[:0]
-	circle := trackCircle(unit)
-	var prevTrack int64 // centidegrees
+	var prevTrack int64
 	j := 0
 	for i := range flags {
 		if flags[i]&flag == 0 {
@@ -174,13 +171,13 @@ func predictColumn(dst []uint64, col int, vals, flags []uint64, flag uint64, ste
 		}
 		v := vals[j]
 		j++
-		p := predictionInUnit(col, predictAt(col, i, steps, tm, prevTrack), unit)
+		p := predictAt(col, i, steps, tm, prevTrack)
 		if col == colTrack {
-			if v >= uint64(circle) {
+			if v >= 36000 {
 				return dst, false
 			}
-			dst = append(dst, uint64(wrapTrack(int64(v)-p, circle)))
-			prevTrack = int64(fromUnit(col, v, unit))
+			dst = append(dst, uint64(wrapTrack(int64(v)-p)))
+			prevTrack = int64(v)
 		} else {
 			dst = append(dst, v-uint64(p))
 		}
@@ -188,10 +185,9 @@ func predictColumn(dst []uint64, col int, vals, flags []uint64, flag uint64, ste
 	return dst, true
 }
 
-// unpredictColumn turns residuals back into values (in unit), in place.
-func unpredictColumn(res []uint64, col int, flags []uint64, flag uint64, steps []step, tm []uint64, unit int) {
-	circle := trackCircle(unit)
-	var prevTrack int64 // centidegrees
+// unpredictColumn turns residuals back into values, in place.
+func unpredictColumn(res []uint64, col int, flags []uint64, flag uint64, steps []step, tm []uint64) {
+	var prevTrack int64
 	j := 0
 	for i := range flags {
 		if flags[i]&flag == 0 {
@@ -200,14 +196,14 @@ func unpredictColumn(res []uint64, col int, flags []uint64, flag uint64, steps [
 		if j >= len(res) {
 			return
 		}
-		p := predictionInUnit(col, predictAt(col, i, steps, tm, prevTrack), unit)
+		p := predictAt(col, i, steps, tm, prevTrack)
 		if col == colTrack {
-			v := (p + int64(res[j])%circle) % circle
+			v := (p + int64(res[j])%36000) % 36000
 			if v < 0 {
-				v += circle
+				v += 36000
 			}
 			res[j] = uint64(v)
-			prevTrack = int64(fromUnit(col, uint64(v), unit))
+			prevTrack = v
 		} else {
 			res[j] += uint64(p)
 		}

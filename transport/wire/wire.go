@@ -8,11 +8,7 @@ import (
 // Version is the batch format version that AppendBatch writes: the first
 // element of a batch's array, or a bare msgpack bin (a version 3 batch of
 // positions only). Decoders also read versions 1 and 2.
-const Version = 4
-
-// version3 is the batch format before version 4's receiver's-grid speed
-// and track and narrow first angles (AppendBatchV3).
-const version3 = 3
+const Version = 3
 
 // version2 is the batch format before version 3's two savings
 // (AppendBatchV2).
