@@ -93,6 +93,10 @@ type segment struct {
 	born      int64  // when its header was appended, on the aging clock (retention.go)
 	dirty     int64  // bytes of the file that may hold data (wiped when it drains)
 	sealed    bool   // payloads encrypted (segSealed)
+	// firstWall is the record time (ms) of the first record of a segment
+	// found at Open, until setAging turns it into born.
+	firstWall int64
+	hasWall   bool
 	// tail holds the bytes from the start of the sector that contains
 	// `written` up to `written`: with direct I/O a group commit that does
 	// not start on a sector boundary rewrites them.
@@ -389,6 +393,9 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 				st.PriorLost += int(fr.loss[0])
 			case frameRecord, frameRecordAbs:
 				st.MaxSeq = max(st.MaxSeq, fr.item.Seq)
+				if !seg.hasWall {
+					seg.firstWall, seg.hasWall = fr.item.Time, true
+				}
 				metas = append(metas, RecMeta{Seq: fr.item.Seq, Priority: fr.item.Priority, Time: fr.item.Time,
 					Size: len(fr.item.Data), At: Loc(uint64(id)<<32 | uint64(off)), Sealed: seg.sealed})
 			case frameAcks:

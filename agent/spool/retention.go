@@ -22,6 +22,10 @@ import (
 //     active segment is also sealed once it is older than the span (by
 //     default MaxAge/8), after which it drains and is wiped like any other.
 
+// noRetention turns both mechanisms off: the test of the test
+// (TestRetentionOnMedium's "without-mechanism" runs) sets it.
+var noRetention bool
+
 // wipeMagic starts the header of a segment file being wiped (or a pooled
 // file that was): recovery finishes the wipe and pools it.
 const wipeMagic = "KSPW"
@@ -82,6 +86,9 @@ func (s *LogStore) removeWiped(path string, extent int64) {
 // wipeFile wipes and counts; false if the medium refused. Called with mu
 // held (or before the store is shared).
 func (s *LogStore) wipeFile(path string, extent int64) bool {
+	if noRetention {
+		return true
+	}
 	n, err := wipe(path, extent)
 	s.wipedBytes += uint64(n)
 	if err != nil {
@@ -98,11 +105,39 @@ func segmentSpan(maxAge time.Duration) time.Duration { return maxAge / 8 }
 
 // setAging gives the log the clock (ns, monotonic) by which segment ages
 // are judged, and the span after which the active segment is sealed
-// (0: only when full).
-func (s *LogStore) setAging(clock func() int64, span time.Duration) {
+// (0: only when full). wall turns the record time of a segment found at
+// Open into the clock's terms (Spool.recoveredAt), once.
+func (s *LogStore) setAging(clock func() int64, span time.Duration, wall func(ms int64) int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clock, s.span = clock, int64(span)
+	for _, seg := range s.segs {
+		if seg.hasWall && wall != nil {
+			seg.born, seg.hasWall = wall(seg.firstWall), false
+		}
+	}
+}
+
+// agedOut lists the segments holding live records that were begun at or
+// before cut (on the aging clock): the Spool evicts their records, other
+// than emergency ones, so that the segment drains and is wiped before its
+// oldest, already delivered, records outlive MaxAge.
+func (s *LogStore) agedOut(cut int64) map[uint32]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if noRetention || s.clock == nil {
+		return nil
+	}
+	var out map[uint32]bool
+	for id, seg := range s.segs {
+		if seg.live > 0 && seg.end > 0 && !seg.hasWall && seg.born <= cut {
+			if out == nil {
+				out = map[uint32]bool{}
+			}
+			out[id] = true
+		}
+	}
+	return out
 }
 
 func (s *LogStore) now() int64 {
@@ -115,7 +150,7 @@ func (s *LogStore) now() int64 {
 // aged reports whether a segment has been appended to for the span.
 // Called with mu held.
 func (s *LogStore) aged(seg *segment) bool {
-	return s.span > 0 && s.clock != nil && s.clock()-seg.born >= s.span
+	return s.span > 0 && s.clock != nil && !noRetention && s.clock()-seg.born >= s.span
 }
 
 // dirtyExtent is where the bytes a segment file may hold end: what this

@@ -398,7 +398,7 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 		"missing_segments", rs.MissingSegments, "prior_lost", rs.PriorLost, "duplicates", rs.Duplicates,
 		"recovery", time.Since(t0).Round(time.Millisecond), "writes", writesOf(st))
 	if ls, ok := baseStore(st).(*LogStore); ok {
-		ls.setAging(s.mono, opts.span())
+		ls.setAging(s.mono, opts.span(), func(ms int64) int64 { return s.recoveredAt(ms, wallAtOpen) })
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -966,7 +966,7 @@ func (s *Spool) SetLimits(maxBytes int64, maxAge, syncInterval time.Duration) er
 	if ls, ok := baseStore(s.store).(*LogStore); ok {
 		ls.setPoolMax(poolSize(s.opts.MaxBytes, ls.segBytes))
 		o := s.opts
-		ls.setAging(s.mono, o.span())
+		ls.setAging(s.mono, o.span(), nil)
 	}
 	s.mu.Unlock()
 	select {
@@ -1004,6 +1004,36 @@ func (s *Spool) expire() {
 			}
 			if e.at > cut {
 				break
+			}
+			s.countEviction(p, e, evictedByAge)
+			s.kill(l, i)
+		}
+		l.tidy()
+	}
+	// Retention on the medium: a segment begun before the cut holds
+	// records older than MaxAge, delivered ones among them, which stay
+	// readable until it drains. Its other records go with it, by the same
+	// policy and count, when they are younger by at most the segment span
+	// (all of them, when the segment was sealed by age); a younger one (a
+	// segment that spans a suspend, whose wall clock ran on) keeps it.
+	ls, ok := baseStore(s.store).(*LogStore)
+	if !ok {
+		return
+	}
+	old := ls.agedOut(cut)
+	if len(old) == 0 {
+		return
+	}
+	early := cut + int64(s.opts.span())
+	for p := kestrel.PriorityBulk; p < kestrel.PriorityEmergency; p++ {
+		l := &s.lanes[p]
+		for i := l.head; i < len(l.ents); i++ {
+			e := &l.ents[i]
+			if e.at > early {
+				break // append times never decrease along a lane
+			}
+			if e.st == stDead || e.where != inStore || !old[uint32(e.loc>>32)] {
+				continue
 			}
 			s.countEviction(p, e, evictedByAge)
 			s.kill(l, i)

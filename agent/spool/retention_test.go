@@ -1,0 +1,257 @@
+package spool
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/hwtest/loopfs"
+)
+
+// Retention on the medium (issue 14, item 6): "no delivered position older
+// than spool.max_age is readable on the spool's medium". The test writes
+// positions carrying a marker with their seq at 1 Hz of simulated time,
+// delivers them (or not: an outage), and scans the medium itself for the
+// markers: on ext4 the loop device's backing image, every byte of it
+// (journal, free blocks, metadata included), not the files; on tmpfs,
+// which has no device, every file in the spool directory (freed tmpfs
+// pages cannot be read back from user space).
+
+const retMarker = "KRETMARK"
+
+func retPayload(seq uint64) []byte {
+	b := fmt.Appendf(nil, "%s%010d", retMarker, seq)
+	return append(b, bytes.Repeat([]byte{'.'}, 40-len(b))...)
+}
+
+// scanMarkers returns the seqs whose marker occurs in b.
+func scanMarkers(b []byte) map[uint64]int {
+	found := map[uint64]int{}
+	m := []byte(retMarker)
+	for {
+		i := bytes.Index(b, m)
+		if i < 0 {
+			return found
+		}
+		b = b[i+len(m):]
+		if len(b) >= 10 {
+			if q, err := strconv.ParseUint(string(b[:10]), 10, 64); err == nil {
+				found[q]++
+			}
+		}
+	}
+}
+
+// retClock is the simulated time: wall and monotonic advance together.
+type retClock struct{ t time.Duration }
+
+var retEpoch = time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+
+func (c *retClock) now() time.Time                       { return retEpoch.Add(c.t) }
+func (c *retClock) mono() time.Duration                  { return c.t }
+func (c *retClock) advance(d time.Duration)              { c.t += d }
+func (c *retClock) since(at time.Duration) time.Duration { return c.t - at }
+
+type retRun struct {
+	t        *testing.T
+	dir      string
+	scan     func() []byte
+	clk      *retClock
+	s        *Spool
+	opts     Options
+	appended map[uint64]time.Duration // seq: append time (mono)
+	gone     map[uint64]bool          // delivered or evicted
+	worst    time.Duration            // the oldest gone record found on the medium
+	found    int                      // gone records older than the bound found
+	// onlineFound is found after the online hour.
+	onlineFound int
+}
+
+func (r *retRun) open() {
+	s, err := Open(r.dir, r.opts, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.s = s
+}
+
+// second is one simulated second: a position appended, the group commit,
+// and (online) its delivery.
+func (r *retRun) second(online bool) {
+	q := r.s.NextSeq()
+	if _, err := r.s.Append(Item{Seq: q, Priority: kestrel.PriorityNormal, Time: r.clk.now().UnixMilli(), Data: retPayload(q)}); err != nil {
+		r.t.Fatal(err)
+	}
+	r.appended[q] = r.clk.t
+	r.s.expire()
+	r.s.syncOnce()
+	if online {
+		var seqs []uint64
+		for _, it := range r.s.Take(nil, 1<<20, 0) {
+			seqs = append(seqs, it.Seq)
+			r.gone[it.Seq] = true
+		}
+		r.s.Commit(seqs)
+	}
+	for q, at := range r.appended {
+		if !r.gone[q] && r.clk.since(at) > r.opts.MaxAge {
+			r.gone[q] = true // evicted by age (normal priority)
+		}
+	}
+	r.clk.advance(time.Second)
+}
+
+// check scans the medium: every gone record found must be younger than bound.
+func (r *retRun) check(bound time.Duration) {
+	unix.Sync()
+	for q := range scanMarkers(r.scan()) {
+		at, ok := r.appended[q]
+		if !ok {
+			r.t.Fatalf("marker of seq %d never appended", q)
+		}
+		if !r.gone[q] {
+			continue
+		}
+		age := r.clk.since(at)
+		r.worst = max(r.worst, age)
+		if age > bound {
+			r.found++
+		}
+	}
+}
+
+// retention runs an hour online, an outage of 40 minutes (longer than
+// MaxAge: the backlog ages out), half an hour online, and ten minutes after
+// a reboot, checking the medium every two minutes online and offline,
+// five minutes after.
+func retention(t *testing.T, dir string, scan func() []byte) *retRun {
+	clk := &retClock{}
+	r := &retRun{t: t, dir: dir, scan: scan, clk: clk,
+		opts: Options{MaxAge: 20 * time.Minute, SyncInterval: time.Hour, SegmentBytes: 1 << 20, MaxBytes: 64 << 20,
+			Now: clk.now, Mono: clk.mono},
+		appended: map[uint64]time.Duration{}, gone: map[uint64]bool{}}
+	r.open()
+	span := r.opts.span()
+	// Delivered within a second: gone from the medium once its segment
+	// is sealed (span) and drained.
+	online := span + 2*time.Second
+	// An outage: a sealed segment holds delivered records until its
+	// oldest record reaches MaxAge; then the rest of it is evicted too.
+	mixed := r.opts.MaxAge + 2*time.Second
+	// 3,670 s: the outage begins inside a segment, which then holds
+	// delivered and undelivered records.
+	for i := range 3670 {
+		r.second(true)
+		if i%120 == 119 {
+			r.check(online)
+		}
+	}
+	r.onlineFound = r.found
+	t.Logf("online hour: oldest delivered record on the medium %v (bound %v)", r.worst, online)
+	for i := range 2400 {
+		r.second(false)
+		if i%120 == 119 {
+			r.check(mixed)
+		}
+	}
+	for i := range 1800 {
+		r.second(true)
+		if i%300 == 299 {
+			r.check(mixed)
+		}
+	}
+	if err := r.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.open() // a reboot: recovery retires what drained
+	for i := range 600 {
+		r.second(true)
+		if i%300 == 299 {
+			r.check(mixed)
+		}
+	}
+	r.s.Close()
+	r.check(mixed)
+	t.Logf("whole run: oldest delivered or evicted record on the medium %v (bound %v), %d older than the bound",
+		r.worst, mixed, r.found)
+	return r
+}
+
+func loopBacking(t *testing.T, dev string) string {
+	b, err := os.ReadFile("/sys/block/" + dev + "/loop/backing_file")
+	if err != nil {
+		t.Skip("no loop backing file:", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func readAll(t *testing.T, path string) []byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// filesUnder reads every file under dir, concatenated.
+func filesUnder(t *testing.T, dir string) []byte {
+	var all []byte
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if b, err := os.ReadFile(p); err == nil {
+				all = append(all, b...)
+			}
+		}
+		return nil
+	})
+	return all
+}
+
+func TestRetentionOnMedium(t *testing.T) {
+	media := []struct {
+		name  string
+		mount func(t *testing.T) (dir string, scan func() []byte)
+	}{
+		{"ext4-raw-image", func(t *testing.T) (string, func() []byte) {
+			mnt, dev := loopfs.Ext4(t, "32M")
+			img := loopBacking(t, dev)
+			return filepath.Join(mnt, "spool"), func() []byte { return readAll(t, img) }
+		}},
+		{"tmpfs-files", func(t *testing.T) (string, func() []byte) {
+			dir := filepath.Join(mountTmpfs(t, "16m"), "spool")
+			return dir, func() []byte { return filesUnder(t, dir) }
+		}},
+	}
+	for _, m := range media {
+		t.Run(m.name, func(t *testing.T) {
+			dir, scan := m.mount(t)
+			r := retention(t, dir, scan)
+			if r.onlineFound > 0 {
+				t.Errorf("online: %d delivered records older than the segment span found on the medium", r.onlineFound)
+			}
+			if r.found > 0 {
+				t.Errorf("%d delivered or evicted records found on the medium past the bound (oldest %v)", r.found, r.worst)
+			}
+		})
+		// The test of the test: without the wipe and the age seal, the
+		// same run finds old delivered records on the medium.
+		t.Run(m.name+"-without-mechanism", func(t *testing.T) {
+			noRetention = true
+			defer func() { noRetention = false }()
+			dir, scan := m.mount(t)
+			r := retention(t, dir, scan)
+			if r.onlineFound == 0 || r.found == 0 {
+				t.Errorf("without the wipe no old record was found on the medium: the scan sees nothing")
+			}
+		})
+	}
+}
