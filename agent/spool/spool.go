@@ -157,6 +157,7 @@ type Metrics struct {
 	EmergencyBytes int64         // the emergency lane's own budget, part of MaxBytes
 	StoreBytes     int64         // occupied on the medium
 	Writes         string        // how group commits reach the medium: "direct", "page-cache" or "memory"
+	Sealing        string        // how new records are written: "aes-256-gcm", "aes-256-gcm-fips140-only" (module-drawn nonces) or "off"
 	MemoryBytes    int64         // payloads not yet durable (waiting for the next sync, or storage failing)
 	OldestAge      time.Duration // time since the oldest record was appended, on the device's monotonic clock (as MaxAge judges it); 0 when empty
 	Evicted        uint64
@@ -396,7 +397,7 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 	log.Info("spool open", "boot", s.boot, "next_seq", s.next, "records", rs.Records,
 		"dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes, "lost_records", rs.LostRecords,
 		"missing_segments", rs.MissingSegments, "prior_lost", rs.PriorLost, "duplicates", rs.Duplicates,
-		"recovery", time.Since(t0).Round(time.Millisecond), "writes", writesOf(st))
+		"recovery", time.Since(t0).Round(time.Millisecond), "writes", writesOf(st), "sealing", sealingOf(st))
 	if ls, ok := baseStore(st).(*LogStore); ok {
 		ls.setAging(s.mono, opts.span(), func(ms int64) int64 { return s.recoveredAt(ms, wallAtOpen) })
 	}
@@ -872,7 +873,19 @@ func (s *Spool) Metrics() Metrics {
 	s.mu.Unlock()
 	m.StoreBytes = s.store.Usage()
 	m.Writes = writesOf(s.store)
+	m.Sealing = sealingOf(s.store)
 	return m
+}
+
+func sealingOf(st Store) string {
+	ss, ok := st.(*SealedStore)
+	switch {
+	case !ok || !ss.write:
+		return "off"
+	case ss.FIPSOnly():
+		return "aes-256-gcm-fips140-only"
+	}
+	return "aes-256-gcm"
 }
 
 // writesOf names the store's write path for logs and the state message:
