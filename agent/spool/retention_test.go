@@ -255,3 +255,74 @@ func TestRetentionOnMedium(t *testing.T) {
 		})
 	}
 }
+
+// TestMeasureRetentionFlashWrites measures what retention costs in flash
+// writes: device bytes per hour (the loop device's own sectors-written
+// counter, journal and metadata included) at one 40-byte position a
+// second, acknowledged just after its group commit (the agent's everyday
+// mode), over simulated hours, with and without the wipe and the age seal,
+// and with sealing on. docs/spool.md has the figures.
+func TestMeasureRetentionFlashWrites(t *testing.T) {
+	if os.Getenv("KESTREL_SPOOL_MEASURE") == "" {
+		t.Skip("set KESTREL_SPOOL_MEASURE=1 (slow; root mounts a loop ext4)")
+	}
+	mnt, dev := loopfs.Ext4(t, "512M")
+	rows := []struct {
+		name    string
+		maxAge  time.Duration
+		hours   int
+		off     bool
+		encrypt bool
+	}{
+		{"before: no wipe, no age seal (max_age 168h)", 168 * time.Hour, 24, true, false},
+		{"after: wipe + age seal, max_age 168h (span 21h)", 168 * time.Hour, 24, false, false},
+		{"before: no wipe, no age seal (max_age 1h)", time.Hour, 6, true, false},
+		{"after: wipe + age seal, max_age 1h (span 7.5 min)", time.Hour, 6, false, false},
+		{"after, sealed (spool.encrypt), max_age 1h", time.Hour, 6, false, true},
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "\n| 1 Hz x 40 B, acked after each group commit | hours | device bytes | device bytes/hour | write_bytes/hour | wipes | wiped bytes |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		noRetention = r.off
+		clk := &retClock{}
+		dir := filepath.Join(mnt, fmt.Sprintf("m%d", time.Now().UnixNano()))
+		o := Options{MaxAge: r.maxAge, SyncInterval: time.Hour, MaxBytes: 256 << 20, SegmentBytes: 4 << 20,
+			Now: clk.now, Mono: clk.mono}
+		if r.encrypt {
+			o.Key, o.Encrypt = testKey, true
+		}
+		s, err := Open(dir, o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := bytes.Repeat([]byte{0x5a}, 40)
+		unix.Sync()
+		p0, d0 := procWriteBytes(t), devWriteBytes(dev)
+		for range r.hours * 3600 {
+			q := s.NextSeq()
+			copy(payload, strconv.AppendUint(nil, q, 10))
+			if _, err := s.Append(Item{Seq: q, Priority: kestrel.PriorityNormal, Time: clk.now().UnixMilli(), Data: payload}); err != nil {
+				t.Fatal(err)
+			}
+			items := s.Take(nil, 1<<20, 0)
+			s.expire()
+			s.syncOnce()
+			seqs := make([]uint64, len(items))
+			for i, it := range items {
+				seqs[i] = it.Seq
+			}
+			s.Commit(seqs)
+			clk.advance(time.Second)
+		}
+		s.syncOnce()
+		unix.Sync()
+		dv, pv := devWriteBytes(dev)-d0, procWriteBytes(t)-p0
+		st := baseStore(s.store).(*LogStore).Stats()
+		s.Close()
+		noRetention = false
+		fmt.Fprintf(&out, "| %s | %d | %d | %d | %d | %d | %d |\n", r.name, r.hours, dv, dv/int64(r.hours),
+			pv/int64(r.hours), st.Wiped, st.WipedBytes)
+		os.RemoveAll(dir)
+	}
+	t.Log(out.String())
+}
