@@ -40,6 +40,10 @@ const (
 	segHeaderLen = 16
 	segMagic     = "KSPL"
 	segVersion   = 3 // 1: no pad frames, unseeded checksums; 2: no absolute records, no resync (both still read)
+	// segVersionSealed is version 3 with sealed payloads (flag segSealed):
+	// a binary from before spool encryption refuses it (counts it as
+	// damage) instead of sending ciphertext as records.
+	segVersionSealed = 4
 
 	metaSlot  = 4096   // slots sit on separate pages so one torn write spares the other
 	metaMagic = "KSMT" // version 1 slot: 32 bytes, no segment list (still read)
@@ -661,7 +665,7 @@ func (s *LogStore) relieve() {
 // segHeaderVersion returns the version of a valid segment header for id,
 // or 0.
 func segHeaderVersion(b []byte, id uint32) int {
-	if len(b) < segHeaderLen || string(b[:4]) != segMagic || b[4] < 1 || b[4] > segVersion ||
+	if len(b) < segHeaderLen || string(b[:4]) != segMagic || b[4] < 1 || b[4] > segVersionSealed ||
 		binary.LittleEndian.Uint32(b[8:]) != id ||
 		binary.LittleEndian.Uint32(b[12:]) != crc32.Checksum(b[:12], castagnoli) {
 		return 0
@@ -672,7 +676,11 @@ func segHeaderVersion(b []byte, id uint32) int {
 func appendSegHeader(dst []byte, id uint32, flags byte) []byte {
 	start := len(dst)
 	dst = append(dst, segMagic...)
-	dst = append(dst, segVersion, flags, 0, 0)
+	v := byte(segVersion)
+	if flags&segSealed != 0 {
+		v = segVersionSealed
+	}
+	dst = append(dst, v, flags, 0, 0)
 	dst = binary.LittleEndian.AppendUint32(dst, id)
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }

@@ -304,3 +304,23 @@ func TestSealedFIPSOnly(t *testing.T) {
 	s.Release(nil)
 	appendMarked(t, s, 10) // module-drawn nonces
 }
+
+// Sealed segments are version 4, which a binary from before encryption
+// (it reads versions 1 to 3) refuses as damage rather than send ciphertext
+// as records after a rollback; plaintext segments stay version 3.
+func TestSealedSegmentVersion(t *testing.T) {
+	for _, encrypt := range []bool{false, true} {
+		dir := t.TempDir()
+		s := openSealedSpool(t, dir, testKey, encrypt)
+		appendMarked(t, s, 5)
+		s.Close()
+		b, err := os.ReadFile(filepath.Join(dir, segName(1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[bool]byte{false: 3, true: 4}[encrypt]
+		if b[4] != want || (b[5]&segSealed != 0) != encrypt {
+			t.Fatalf("encrypt=%v: segment version %d flags %d, want version %d", encrypt, b[4], b[5], want)
+		}
+	}
+}
