@@ -5,12 +5,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/identity"
@@ -40,7 +38,7 @@ func SpoolKeyFile(cfg config.Config) string {
 // any sealed record lost. Other read errors are returned: a passing fault
 // must not replace the key.
 func loadSpoolKey(path string, create bool, log *slog.Logger) ([]byte, error) {
-	data, err := readKeyBounded(path)
+	data, err := identity.ReadBounded(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if !create {
@@ -60,8 +58,8 @@ func loadSpoolKey(path string, create bool, log *slog.Logger) ([]byte, error) {
 			log.Error("spool key unreadable; sealed records cannot be read", "path", path, "err", perr)
 			return nil, nil
 		}
-		aside := fmt.Sprintf("%s.damaged-%s", path, time.Now().UTC().Format("20060102T150405Z"))
-		if err := os.Rename(path, aside); err != nil {
+		aside, err := identity.SetAside(path)
+		if err != nil {
 			return nil, fmt.Errorf("spool key %s is unreadable (%v) and cannot be set aside: %w", path, perr, err)
 		}
 		key, err := makeSpoolKey(path)
@@ -79,23 +77,6 @@ func loadSpoolKey(path string, create bool, log *slog.Logger) ([]byte, error) {
 		log.Warn("spool key was readable by others: made 0600", "path", path, "was", st.Mode().Perm().String())
 	}
 	return key, nil
-}
-
-func readKeyBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	const max = 4 << 10
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > max {
-		return nil, fmt.Errorf("larger than %d bytes: not a spool key", max)
-	}
-	return b, nil
 }
 
 func parseSpoolKey(data []byte) ([]byte, error) {
