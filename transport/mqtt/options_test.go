@@ -70,7 +70,7 @@ func TestNormalizeDefaultsAndTLSFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bs[0].url != "tls://b.example.net:8883" || bs[0].insecure {
+	if bs[0].URL != "tls://b.example.net:8883" || bs[0].Insecure() {
 		t.Errorf("broker %+v", bs[0])
 	}
 	if o.TLS.MinVersion != tls.VersionTLS12 {
@@ -85,7 +85,7 @@ func TestNormalizeDefaultsAndTLSFloor(t *testing.T) {
 	}
 	o2 := Options{URLs: []string{"tcp://203.0.113.9"}, Fleet: "f", Device: "d", AllowPlaintext: true}
 	bs, err = o2.normalize()
-	if err != nil || !bs[0].insecure || bs[0].url != "tcp://203.0.113.9:1883" {
+	if err != nil || !bs[0].Insecure() || bs[0].URL != "tcp://203.0.113.9:1883" {
 		t.Errorf("allowed plaintext: %+v, %v", bs, err)
 	}
 }

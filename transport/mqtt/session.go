@@ -18,7 +18,7 @@ import (
 // Run, stop it with Close or by cancelling Run's context.
 type Session struct {
 	opts    Options
-	brokers []brokerURL
+	brokers []BrokerURL
 	out     Outbox
 	log     *slog.Logger
 	pace    *pacer
@@ -36,7 +36,7 @@ type Session struct {
 	change  chan struct{} // closed and replaced whenever client changes
 	subs    map[string]func(topic string, payload []byte)
 	bdseq   uint64    // of the current (or last) connection
-	broker  brokerURL // of the current connection
+	broker  BrokerURL // of the current connection
 	started bool
 
 	connected atomic.Bool
@@ -90,8 +90,8 @@ func New(opts Options, out Outbox) (*Session, error) {
 		inbound: make(chan inboundMsg, inboundQueue),
 	}
 	for _, b := range bs {
-		if b.insecure {
-			s.log.Warn("plaintext MQTT to a non-loopback broker: data and credentials travel unencrypted", "broker", b.url)
+		if b.Insecure() {
+			s.log.Warn("plaintext MQTT to a non-loopback broker: data and credentials travel unencrypted", "broker", b.URL)
 		}
 	}
 	return s, nil
@@ -155,7 +155,7 @@ func (s *Session) Run(ctx context.Context) error {
 			cl   paho.Client
 			lost chan struct{}
 			err  error
-			b    brokerURL
+			b    BrokerURL
 		)
 		for i := 0; i < len(s.brokers) && ctx.Err() == nil; i++ {
 			b = s.brokers[(idx+i)%len(s.brokers)]
@@ -164,7 +164,7 @@ func (s *Session) Run(ctx context.Context) error {
 				idx = (idx + i) % len(s.brokers)
 				break
 			}
-			s.log.Warn("mqtt connect failed", "broker", b.url, "err", err)
+			s.log.Warn("mqtt connect failed", "broker", b.URL, "err", err)
 		}
 		if cl == nil {
 			continue
@@ -191,19 +191,19 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // connect builds a fresh paho client for one broker, with this
 // connection's Last Will, and connects it with bounded waits.
-func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan struct{}, error) {
+func (s *Session) connect(ctx context.Context, b BrokerURL) (paho.Client, chan struct{}, error) {
 	s.mu.Lock()
 	s.bdseq++
 	bdseq := s.bdseq
 	s.mu.Unlock()
-	will, err := stateMessage(false, s.opts.Boot, bdseq, s.opts.Version, b.insecure, time.Now().UnixMilli(), nil)
+	will, err := stateMessage(false, s.opts.Boot, bdseq, s.opts.Version, b.Insecure(), time.Now().UnixMilli(), nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode last will: %w", err)
 	}
 	lost := make(chan struct{})
 	var lostOnce sync.Once
 	po := paho.NewClientOptions().
-		AddBroker(b.url).
+		AddBroker(b.URL).
 		SetClientID(s.opts.ClientID).
 		SetUsername(s.opts.Username).
 		SetPassword(s.opts.Password).
@@ -221,7 +221,7 @@ func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan s
 		SetWriteTimeout(s.opts.AckTimeout).
 		SetBinaryWill(wire.Topic(s.opts.Fleet, s.opts.Device, "state"), will, 1, true).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			s.log.Warn("mqtt connection lost", "broker", b.url, "err", err)
+			s.log.Warn("mqtt connection lost", "broker", b.URL, "err", err)
 			lostOnce.Do(func() { close(lost) })
 		})
 	if s.opts.TLS != nil {
@@ -274,7 +274,7 @@ func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan s
 	s.mu.Unlock()
 	s.connected.Store(true)
 	s.stats.Connects.Add(1)
-	s.log.Info("mqtt connected", "broker", b.url, "bdseq", bdseq)
+	s.log.Info("mqtt connected", "broker", b.URL, "bdseq", bdseq)
 	return cl, lost, nil
 }
 
@@ -282,8 +282,8 @@ func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan s
 // clean DISCONNECT discards the Last Will, so the offline state is
 // published first (it fails harmlessly if the link is dead, and then the
 // broker publishes the will when it notices).
-func (s *Session) abandon(cl paho.Client, b brokerURL, bdseq uint64) {
-	death, err := stateMessage(false, s.opts.Boot, bdseq, s.opts.Version, b.insecure, time.Now().UnixMilli(), nil)
+func (s *Session) abandon(cl paho.Client, b BrokerURL, bdseq uint64) {
+	death, err := stateMessage(false, s.opts.Boot, bdseq, s.opts.Version, b.Insecure(), time.Now().UnixMilli(), nil)
 	if err == nil {
 		tok := cl.Publish(wire.Topic(s.opts.Fleet, s.opts.Device, "state"), 1, true, death)
 		_ = waitToken(context.Background(), tok, time.Second)
@@ -291,12 +291,12 @@ func (s *Session) abandon(cl paho.Client, b brokerURL, bdseq uint64) {
 	cl.Disconnect(100)
 }
 
-func (s *Session) birth(b brokerURL, bdseq uint64) ([]byte, error) {
+func (s *Session) birth(b BrokerURL, bdseq uint64) ([]byte, error) {
 	var extra map[string]any
 	if s.opts.State != nil {
 		extra = s.opts.State()
 	}
-	p, err := stateMessage(true, s.opts.Boot, bdseq, s.opts.Version, b.insecure, time.Now().UnixMilli(), extra)
+	p, err := stateMessage(true, s.opts.Boot, bdseq, s.opts.Version, b.Insecure(), time.Now().UnixMilli(), extra)
 	if err != nil {
 		return nil, fmt.Errorf("encode birth: %w", err)
 	}
@@ -305,7 +305,7 @@ func (s *Session) birth(b brokerURL, bdseq uint64) ([]byte, error) {
 
 // serve drains the Outbox over one connection until it is lost or ctx is
 // done, then tears it down.
-func (s *Session) serve(ctx context.Context, cl paho.Client, lost chan struct{}, b brokerURL) {
+func (s *Session) serve(ctx context.Context, cl paho.Client, lost chan struct{}, b BrokerURL) {
 	d := newDrainer(s, cl)
 	err := d.run(ctx, lost)
 	s.connected.Store(false)
@@ -322,12 +322,12 @@ func (s *Session) serve(ctx context.Context, cl paho.Client, lost chan struct{},
 		d.settle(2 * time.Second)
 		d.releaseAll()
 		s.abandon(cl, b, bdseq)
-		s.log.Info("mqtt session closed", "broker", b.url)
+		s.log.Info("mqtt session closed", "broker", b.URL)
 		return
 	}
 	d.releaseAll()
 	cl.Disconnect(0)
-	s.log.Warn("mqtt connection down; reconnecting", "broker", b.url, "err", err)
+	s.log.Warn("mqtt connection down; reconnecting", "broker", b.URL, "err", err)
 }
 
 // waitToken waits for a paho token with a bound: never token.Wait().
