@@ -29,7 +29,50 @@ import (
 // framing; the connection is then dropped.
 var ErrMalformedPacket = errors.New("mqtt: malformed inbound packet")
 
-const publishType = 3
+// MQTT 3.1.1 control packet types (section 2.2.1).
+const (
+	connackType  = 2
+	publishType  = 3
+	pubackType   = 4
+	pubrecType   = 5
+	pubrelType   = 6
+	pubcompType  = 7
+	subackType   = 9
+	unsubackType = 11
+	pingrespType = 13
+)
+
+// subscribeFilters is the most topic filters the session puts in one
+// SUBSCRIBE (it subscribes one at a time), so a SUBACK carries the packet
+// identifier and at most this many return codes (section 3.9.3).
+const subscribeFilters = 1
+
+// checkLength bounds the remaining length of every packet but PUBLISH to
+// what MQTT 3.1.1 gives it: CONNACK (3.2), PUBACK, PUBREC, PUBREL, PUBCOMP
+// (3.4-3.7) and UNSUBACK (3.11) are 2 bytes, SUBACK (3.9) 2 plus one per
+// filter, PINGRESP (3.13) 0. CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ,
+// DISCONNECT and the reserved types 0 and 15 never go from a server to a
+// client. Without this, paho's ReadPacket would allocate whatever length a
+// header announces (0x90 ff ff ff 7f: a 256 MiB SUBACK).
+func checkLength(b0 byte, rl int) error {
+	var lo, hi int
+	switch b0 >> 4 {
+	case publishType:
+		return nil // bounded by the limit, payload discarded
+	case connackType, pubackType, pubrecType, pubrelType, pubcompType, unsubackType:
+		lo, hi = 2, 2
+	case subackType:
+		lo, hi = 3, 2+subscribeFilters
+	case pingrespType:
+		lo, hi = 0, 0
+	default:
+		return fmt.Errorf("%w: packet type %d is never sent by a server", ErrMalformedPacket, b0>>4)
+	}
+	if rl < lo || rl > hi {
+		return fmt.Errorf("%w: packet type %d with remaining length %d (MQTT 3.1.1 allows %d..%d)", ErrMalformedPacket, b0>>4, rl, lo, hi)
+	}
+	return nil
+}
 
 // inboundLimit filters an inbound MQTT byte stream.
 type inboundLimit struct {
@@ -93,6 +136,9 @@ func (l *inboundLimit) next() error {
 		if c&0x80 == 0 {
 			break
 		}
+	}
+	if err := checkLength(b0, rl); err != nil {
+		return err
 	}
 	if b0>>4 != publishType || rl <= l.max {
 		l.out, l.pass = hdr, rl
