@@ -52,7 +52,8 @@ type Stats struct {
 	Records      atomic.Uint64 // records committed
 	Bytes        atomic.Uint64 // payload bytes of acknowledged data messages
 	Released     atomic.Uint64 // records released for resending after a loss
-	InboundDrops atomic.Uint64 // inbound messages dropped: handler queue full
+	InboundDrops atomic.Uint64 // inbound QoS 0 messages dropped (queue full), or left unacknowledged at Close
+	InboundWaits atomic.Uint64 // inbound messages that waited for room in the handler queue
 	Oversize     atomic.Uint64 // inbound messages over MaxInbound, discarded unread
 	LastAck      atomic.Int64  // Unix ms of the last PUBACK of a data message; 0 before the first
 }
@@ -61,6 +62,7 @@ type inboundMsg struct {
 	h       func(topic string, payload []byte)
 	topic   string
 	payload []byte
+	ack     func() // sends the PUBACK (paho's, safe after the connection ends)
 }
 
 const inboundQueue = 256
@@ -211,9 +213,12 @@ func (s *Session) connect(ctx context.Context, b BrokerURL) (paho.Client, chan s
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		// In order, on paho's router: safe because our handler only
-		// copies onto a queue and never blocks.
+		// In order, on paho's router: our handler copies onto a queue
+		// and waits only when the broker sends more unacknowledged
+		// messages than the queue holds (enqueue). The PUBACK goes
+		// after the message's handler has run.
 		SetOrderMatters(true).
+		SetAutoAckDisabled(true).
 		SetStore(paho.NewMemoryStore()).
 		SetKeepAlive(s.opts.KeepAlive).
 		SetPingTimeout(s.opts.PingTimeout).
@@ -404,9 +409,11 @@ func (s *Session) PublishState() error {
 
 // Subscribe registers h for an absolute topic filter (so fleet-wide and
 // group topics work too). It stays subscribed across reconnects. Handlers
-// run one at a time on the session's queue, never on paho's goroutines; if
-// they fall more than 256 messages behind, new messages are dropped and
-// counted (Stats.InboundDrops). A handler may Publish or Subscribe, but
+// run one at a time on the session's queue, never on paho's goroutines; a
+// message is acknowledged once its handler has returned. If the handlers
+// fall more than 256 messages behind, the session stops reading from the
+// broker until they catch up (Stats.InboundWaits): a QoS 1 message is
+// never lost; a QoS 0 message is then dropped (Stats.InboundDrops). A handler may Publish or Subscribe, but
 // must not call Close: Close waits for the handlers' goroutine.
 func (s *Session) Subscribe(topic string, h func(topic string, payload []byte)) error {
 	if h == nil {
@@ -428,15 +435,39 @@ func (s *Session) Subscribe(topic string, h func(topic string, payload []byte)) 
 	return nil
 }
 
+// enqueue copies a message onto the session's handler queue. Its PUBACK
+// goes only after its handler has returned (paho's automatic ack is off,
+// MQTT 3.1.1 section 4.6 keeps the acks in order because one goroutine
+// serves the queue), so a broker that limits unacknowledged messages per
+// client (mosquitto's max_inflight_messages, 20 by default) holds the rest
+// itself and paho's reader never waits. A broker that sends more than the
+// queue holds is held back by TCP instead: enqueue waits for room (paho's
+// reader waits with it) until the session ends. A QoS 1 message is never
+// dropped after an ack; a QoS 0 message (at most once) is dropped when the
+// queue is full, and counted.
 func (s *Session) enqueue(h func(string, []byte)) paho.MessageHandler {
 	return func(_ paho.Client, m paho.Message) {
-		msg := inboundMsg{h: h, topic: m.Topic(), payload: append([]byte(nil), m.Payload()...)}
+		msg := inboundMsg{h: h, topic: m.Topic(), payload: append([]byte(nil), m.Payload()...), ack: m.Ack}
 		select {
 		case s.inbound <- msg:
+			return
 		default:
+		}
+		if m.Qos() == 0 {
 			if s.stats.InboundDrops.Add(1)%100 == 1 {
-				s.log.Warn("mqtt inbound queue full: message dropped", "topic", msg.topic, "dropped", s.stats.InboundDrops.Load())
+				s.log.Warn("mqtt inbound queue full: QoS 0 message dropped", "dropped", s.stats.InboundDrops.Load())
 			}
+			return
+		}
+		if s.stats.InboundWaits.Add(1)%100 == 1 {
+			s.log.Warn("mqtt inbound queue full: reading from the broker waits for the handlers", "waits", s.stats.InboundWaits.Load())
+		}
+		select {
+		case s.inbound <- msg:
+		case <-s.ctx.Done():
+			// Closing: the message is not acknowledged; with a clean
+			// session the broker discards it with the connection.
+			s.stats.InboundDrops.Add(1)
 		}
 	}
 }
@@ -446,6 +477,7 @@ func (s *Session) serveInbound(ctx context.Context) {
 		select {
 		case m := <-s.inbound:
 			s.callHandler(m)
+			m.ack()
 		case <-ctx.Done():
 			return
 		}
