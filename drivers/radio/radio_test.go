@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -542,8 +544,16 @@ func TestRefusedLinesLogThinned(t *testing.T) {
 	clock.add(61 * time.Second)
 	flood()
 	out := logs.String()
-	if n := strings.Count(out, "radio line refused"); n != 2 || !strings.Contains(out, "count=101 not_logged=99") {
-		t.Fatalf("a minute later: %d warnings, want 2 with the counts:\n%s", n, out)
+	// (A line that lands inside a poll's answer is refused with it, so
+	// the count can be a little under 101.)
+	m := regexp.MustCompile(`radio line refused.* count=(\d+) not_logged=(\d+)`).FindAllStringSubmatch(out, -1)
+	if len(m) != 2 {
+		t.Fatalf("a minute later: %d warnings, want 2:\n%s", len(m), out)
+	}
+	total, _ := strconv.Atoi(m[1][1])
+	skipped, _ := strconv.Atoi(m[1][2])
+	if total < 90 || skipped != total-2 {
+		t.Errorf("second warning: count %d, not_logged %d", total, skipped)
 	}
 	if strings.Contains(out, "TAILTEXT") || !strings.Contains(out, "bytes=237") {
 		t.Errorf("the warning carries the line, or not its length:\n%s", out)
