@@ -193,7 +193,7 @@ type limitConn struct {
 func (c *limitConn) Read(p []byte) (int, error) { return c.in.Read(p) }
 
 // dialLimited opens the broker connection the way paho does for the
-// schemes the session accepts, and bounds what it reads.
+// schemes the session accepts (ParseBrokerURL), and bounds what it reads.
 func (s *Session) dialLimited(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	d := &net.Dialer{Timeout: o.ConnectTimeout}
 	var conn net.Conn
@@ -201,7 +201,7 @@ func (s *Session) dialLimited(uri *url.URL, o paho.ClientOptions) (net.Conn, err
 	switch uri.Scheme {
 	case "tcp", "mqtt":
 		conn, err = d.Dial("tcp", uri.Host)
-	case "tls", "ssl", "mqtts", "tcps":
+	case "tls", "ssl", "mqtts":
 		tc := o.TLSConfig
 		if tc == nil {
 			tc = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -212,14 +212,6 @@ func (s *Session) dialLimited(uri *url.URL, o paho.ClientOptions) (net.Conn, err
 			tc.ServerName = uri.Hostname()
 		}
 		conn, err = tls.DialWithDialer(d, "tcp", uri.Host, tc)
-	case "ws", "wss":
-		u := *uri
-		u.User = nil
-		var tc *tls.Config
-		if uri.Scheme == "wss" {
-			tc = o.TLSConfig
-		}
-		conn, err = paho.NewWebsocket(u.String(), tc, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
 	default:
 		return nil, fmt.Errorf("mqtt: unsupported scheme %q", strings.ToLower(uri.Scheme))
 	}
