@@ -325,10 +325,10 @@ func (v *validator) mutualTLS(b Broker, valid map[int]bool) {
 			continue // a bad URL is reported already
 		}
 		if !u.TLS {
-			v.add(fmt.Sprintf("broker.urls[%d]", i), "%q is plaintext, and broker.require_client_cert = true needs mutual TLS to a broker that is not on loopback: use tls:// with broker.ca_file, broker.cert_file and broker.key_file, or set broker.require_client_cert = false", raw)
+			v.add(fmt.Sprintf("broker.urls[%d]", i), "%q is plaintext, and broker.require_client_cert = true needs mutual TLS to a broker that is not on loopback: use tls:// with broker.ca_file, broker.cert_file and broker.key_file, or set broker.require_client_cert = false", mqtt.RedactURL(raw))
 			continue
 		}
-		remote = append(remote, raw)
+		remote = append(remote, mqtt.RedactURL(raw))
 	}
 	if len(remote) == 0 {
 		return
