@@ -19,6 +19,7 @@ import (
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/drivers/at"
 	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
+	"github.com/kestrel-edge/kestrel/hwtest/logbuf"
 )
 
 // rig is a simulated modem on a pty with an engine running on the slave.
@@ -510,37 +511,6 @@ func BenchmarkRoundTripBare(b *testing.B) {
 	}
 }
 
-// logBuffer is a slog text handler's output, safe to read while the engine
-// writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) lines(sub string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, ln := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(ln, sub) {
-			out = append(out, ln)
-		}
-	}
-	return out
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // runaway is a modem step that answers with n information lines, then
 // final ("" for none: it never stops on its own).
 func runaway(n int, final string) atmodem.Step {
@@ -587,7 +557,7 @@ func TestFloodWarningsRateLimited(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	var logs logBuffer
+	var logs logbuf.Buffer
 	r := newRig(t, kestrel.ProfileLTE, at.Options{URCBuffer: 1, Now: clock,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	flood := func() {
@@ -600,7 +570,7 @@ func TestFloodWarningsRateLimited(t *testing.T) {
 		r.cmd(t, "AT") // answered after the flood: all of it has been read
 	}
 	flood()
-	drops, long := logs.lines("URC dropped"), logs.lines("line too long")
+	drops, long := logs.Lines("URC dropped"), logs.Lines("line too long")
 	if len(drops) != 1 || len(long) != 1 {
 		t.Fatalf("after a flood: %d URC-drop and %d long-line warnings, want 1 each:\n%s", len(drops), len(long), logs.String())
 	}
@@ -608,7 +578,7 @@ func TestFloodWarningsRateLimited(t *testing.T) {
 	now = now.Add(61 * time.Second)
 	mu.Unlock()
 	flood()
-	drops, long = logs.lines("URC dropped"), logs.lines("line too long")
+	drops, long = logs.Lines("URC dropped"), logs.Lines("line too long")
 	if len(drops) != 2 || len(long) != 2 {
 		t.Fatalf("a minute later: %d and %d warnings, want 2 each", len(drops), len(long))
 	}

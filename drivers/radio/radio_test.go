@@ -1,7 +1,6 @@
 package radio_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/drivers/radio"
 	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
+	"github.com/kestrel-edge/kestrel/hwtest/logbuf"
 )
 
 type rig struct {
@@ -484,24 +484,6 @@ func TestLTEICCIDFillerSameSIM(t *testing.T) {
 	}
 }
 
-// logBuffer collects a slog text handler's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // steppedClock is a clock the test moves.
 type steppedClock struct {
 	mu  sync.Mutex
@@ -519,7 +501,7 @@ func (c *steppedClock) add(d time.Duration) {
 // costs one warning a minute with the counts, not one per line, and the
 // warning shows the line's length and first bytes, not the line.
 func TestRefusedLinesLogThinned(t *testing.T) {
-	var logs logBuffer
+	var logs logbuf.Buffer
 	clock := &steppedClock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
 	r := start(t, kestrel.ProfileLTE, radio.Options{Now: clock.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
 	r.next(t, "online", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
@@ -564,7 +546,7 @@ func TestRefusedLinesLogThinned(t *testing.T) {
 // cannot be decoded never reaches the log (it may be personal data), and a
 // flood of them costs one warning a minute.
 func TestUnreadableSDSNotLogged(t *testing.T) {
-	var logs logBuffer
+	var logs logbuf.Buffer
 	clock := &steppedClock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
 	r := start(t, kestrel.ProfileTETRA, radio.Options{Now: clock.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
 	r.next(t, "first status", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
