@@ -23,7 +23,10 @@ import (
 // payload bytes are discarded as they arrive, through a fixed buffer; paho
 // still sees a well-formed packet and acknowledges it, so the broker does
 // not redeliver it, and the handler sees an empty payload, which the fleet
-// controller ignores. OnOversize is told the topic and size.
+// controller ignores. OnOversize is told the topic and size. Every other
+// packet is held to the length MQTT 3.1.1 gives it, and a packet type a
+// server never sends is refused (checkLength); either ends the connection
+// with ErrMalformedPacket.
 
 // ErrMalformedPacket is returned when the inbound stream breaks the MQTT
 // framing; the connection is then dropped.

@@ -48,7 +48,8 @@ type UrgentTaker interface {
 type Options struct {
 	// URLs are the brokers, tried in order for failover: tls://, ssl://,
 	// mqtts:// (TLS) or tcp://, mqtt:// (plaintext). A missing port means
-	// 8883 for TLS and 1883 for plaintext.
+	// 8883 for TLS and 1883 for plaintext. A URL with a user or password
+	// is refused (ErrURLCredentials): they go in Username and Password.
 	URLs []string
 	// ClientID defaults to "kestrel-{fleet}-{device}".
 	ClientID string
