@@ -45,6 +45,9 @@ type Options struct {
 	GPIOFake *gpio.FakeChips
 	// Selftest runs the fitter's checks for the "selftest" command.
 	Selftest func(ctx context.Context, cfg config.Config) (any, error)
+	// PrivacyAudit hears every change of the privacy in force (the fleet
+	// controller's audit chain); called outside the agent's lock.
+	PrivacyAudit func([]tracking.Change)
 }
 
 // Agent is one running Kestrel.
