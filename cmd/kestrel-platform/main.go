@@ -170,7 +170,7 @@ flags:
 		}
 		defer l.Close()
 	}
-	log.Info("serve", "broker", o.Broker, "db", store.Dialect(), "postgis", store.PostGIS(), "client_id", o.ClientID, "share", o.Share)
+	log.Info("serve", "broker", mqtt.RedactURL(o.Broker), "db", store.Dialect(), "postgis", store.PostGIS(), "client_id", o.ClientID, "share", o.Share)
 	if err := in.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -123,7 +124,13 @@ func runRun(args []string, s stdio) error {
 		}
 		return ctl.ReloadLocal(ctx, local)
 	}
-	return runWithSignals(s.ctx, a, ctl, reload, log)
+	err = runWithSignals(s.ctx, a, ctl, reload, log)
+	if errors.Is(err, agent.ErrBrokerConfig) {
+		// Like a config that does not load: systemd must not restart it.
+		fmt.Fprintf(s.stderr, "kestrel run: %v\n", err)
+		return subcmd.ExitStatus(exConfig)
+	}
+	return err
 }
 
 // privacyAudit enters the agent's privacy changes in the fleet
