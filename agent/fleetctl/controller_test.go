@@ -196,8 +196,11 @@ func TestReloadKeepsRemoteOverlay(t *testing.T) {
 	}
 	door := newTestDoor(m.StartConfig(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go m.Run(ctx)
+	ran := make(chan struct{})
+	go func() { defer close(ran); m.Run(ctx) }()
+	// Stop the controller before the temp dirs go: it writes its state
+	// file (audit entries) until Run returns.
+	t.Cleanup(func() { cancel(); <-ran })
 	m.Attach(door, bus)
 	env, _ := fleet.SignConfig(priv, fleet.AllDevices("met"), 2, []byte("[tracking]\ndistance = 7.0\n"))
 	bus.deliver("kestrel/v1/met/_all/config/desired", env)
