@@ -499,8 +499,14 @@ func TestUpdatePushProgress(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("push on a terminal: exit %d\n%s", code, stdout.String())
 	}
-	waitFor(t, 5*time.Second, func() bool { return strings.Contains(seen.String(), "\rbinary: 10/10 chunks") })
-	if !strings.Contains(seen.String(), "\r[##############################] 1/1  good 1") {
-		t.Errorf("no result bar on the terminal: %q", seen.String())
+	// The pty hands the master side its bytes asynchronously: wait for
+	// both the chunk line and the result bar, not one then the other.
+	const bar = "\r[##############################] 1/1  good 1"
+	end := time.Now().Add(10 * time.Second)
+	for s := seen.String(); !strings.Contains(s, "\rbinary: 10/10 chunks") || !strings.Contains(s, bar); s = seen.String() {
+		if time.Now().After(end) {
+			t.Fatalf("no chunk line or result bar on the terminal: %q", s)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
