@@ -45,6 +45,9 @@ type Options struct {
 	GPIOFake *gpio.FakeChips
 	// Selftest runs the fitter's checks for the "selftest" command.
 	Selftest func(ctx context.Context, cfg config.Config) (any, error)
+	// UpdateStatus, when set, gives the state message's "update" field:
+	// where the device is with its latest release (agent/update).
+	UpdateStatus func() any
 }
 
 // Agent is one running Kestrel.

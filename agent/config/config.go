@@ -369,6 +369,6 @@ func Defaults() Config {
 			ReleaseThreshold: 1,
 		},
 		Update: Update{Enabled: true, HealthTimeout: D(2 * time.Minute)},
-		Log: Log{Level: "info", Format: "text"},
+		Log:    Log{Level: "info", Format: "text"},
 	}
 }

@@ -106,6 +106,15 @@ type Options struct {
 	CheckEvery time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Updater, when set, follows the fleet's release manifests
+	// (update/desired) and runs a pending release's health gate
+	// (docs/ota.md). Platform and SpoolFormat are what a release must
+	// suit; Restart makes the agent exit for the service manager to start
+	// the binary the updater switched to.
+	Updater     Updater
+	Platform    fleet.Platform
+	SpoolFormat int
+	Restart     func()
 }
 
 // maxPendingBoots: a config that has not been confirmed after this many
@@ -153,6 +162,8 @@ type Manager struct {
 
 	lastPubOK atomic.Int64 // unix ns of the last successful publish
 
+	upd updateState // release manifests and the download (update.go)
+
 	inbox   chan inbound
 	outMu   sync.Mutex
 	out     []outItem
@@ -189,6 +200,7 @@ func NewManager(opts Options) (*Manager, error) {
 		subscribed: map[string]bool{},
 		inbox:      make(chan inbound, 64),
 		outWake:    make(chan struct{}, 1),
+		upd:        updateState{cands: map[string]*releaseCand{}, seen: map[string]string{}, wake: make(chan struct{}, 1)},
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -521,6 +533,7 @@ func (m *Manager) subscribe() error {
 	for _, g := range m.groups(m.current()) {
 		topics = append(topics, fleet.Group(m.fleet, g).Topic())
 	}
+	topics = append(topics, m.updateTopics()...)
 	var todo []string
 	for _, t := range topics {
 		if !m.subscribed[t] {
@@ -568,6 +581,15 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer m.wg.Wait()
 
 	m.startup(ctx)
+	if m.opts.Updater != nil {
+		m.upd.gateStart = m.now()
+		m.updateReport()
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.fetcher(ctx)
+		}()
+	}
 	every := m.opts.CheckEvery
 	if every <= 0 {
 		every = time.Second
@@ -587,6 +609,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.handle(ctx, in)
 		case <-tick.C:
 			m.tick(ctx)
+			m.gateTick()
 		}
 	}
 }
@@ -647,6 +670,12 @@ func (m *Manager) rollbackAfter(c config.Config) time.Duration {
 func (m *Manager) handle(ctx context.Context, in inbound) {
 	rest, ok := strings.CutPrefix(in.topic, m.prefix())
 	if !ok {
+		return
+	}
+	if strings.HasSuffix(rest, "/"+fleet.ChannelUpdateDesired) {
+		if scope, ok := m.updateScope(rest); ok && m.opts.Updater != nil {
+			m.handleRelease(scope, in.payload)
+		}
 		return
 	}
 	switch {

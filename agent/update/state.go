@@ -62,11 +62,11 @@ type Result struct {
 
 // State is the update state file (update.json, 0600).
 type State struct {
-	Format  string     `json:"format"`
-	Running Installed  `json:"running"`
-	Staging *Staging   `json:"staging,omitempty"`
-	Pending *Pending   `json:"pending,omitempty"`
-	Last    *Result    `json:"last,omitempty"`
+	Format  string    `json:"format"`
+	Running Installed `json:"running"`
+	Staging *Staging  `json:"staging,omitempty"`
+	Pending *Pending  `json:"pending,omitempty"`
+	Last    *Result   `json:"last,omitempty"`
 	// Reverted lists the SHA-256 of releases that failed their health
 	// gate here (bounded): they are not tried again.
 	Reverted []string `json:"reverted,omitempty"`

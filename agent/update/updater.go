@@ -157,7 +157,7 @@ func readBounded(path string, max int64) ([]byte, error) {
 	return b, nil
 }
 
-func (u *Updater) statePath() string         { return filepath.Join(u.dir, StateFile) }
+func (u *Updater) statePath() string          { return filepath.Join(u.dir, StateFile) }
 func (u *Updater) slotDir(s string) string    { return filepath.Join(u.dir, SlotsDir, s) }
 func (u *Updater) binary(s string) string     { return filepath.Join(u.slotDir(s), BinaryName) }
 func (u *Updater) partPath(s string) string   { return filepath.Join(u.slotDir(s), partName) }

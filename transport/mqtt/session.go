@@ -428,6 +428,24 @@ func (s *Session) Subscribe(topic string, h func(topic string, payload []byte)) 
 	return nil
 }
 
+// Unsubscribe drops a topic filter registered with Subscribe (the OTA
+// updater fetches each release chunk by subscribing to its retained topic
+// and unsubscribing once it has it).
+func (s *Session) Unsubscribe(topic string) error {
+	s.mu.Lock()
+	_, had := s.subs[topic]
+	delete(s.subs, topic)
+	cl := s.client
+	s.mu.Unlock()
+	if !had || cl == nil {
+		return nil
+	}
+	if err := waitToken(s.ctx, cl.Unsubscribe(topic), s.opts.AckTimeout); err != nil {
+		return fmt.Errorf("unsubscribe %s: %w", topic, err)
+	}
+	return nil
+}
+
 func (s *Session) enqueue(h func(string, []byte)) paho.MessageHandler {
 	return func(_ paho.Client, m paho.Message) {
 		msg := inboundMsg{h: h, topic: m.Topic(), payload: append([]byte(nil), m.Payload()...)}
