@@ -437,7 +437,7 @@ func (m *Manager) finishRelease(c *releaseCand) {
 		return
 	}
 	entry.Result = fleet.UpdateStaged
-	m.log.Warn("release staged and switched to: restarting into it", "seq", c.rel.Seq, "version", c.rel.Version)
+	m.log.Warn("release staged and switched to: restarting into it", "seq", c.rel.Seq, "version", c.rel.Version, "chunks_fetched", m.ChunksFetched())
 	m.mu.Lock()
 	m.audit(entry)
 	m.mu.Unlock()

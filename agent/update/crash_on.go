@@ -3,30 +3,47 @@
 package update
 
 import (
+	"fmt"
 	"os"
 	"strconv"
-	"sync/atomic"
+	"strings"
+	"sync"
 	"syscall"
 )
 
-// With the updatecrash tag, KESTREL_UPDATE_CRASH_AT=N kills the process
-// with SIGKILL at the Nth durable step of the update since it started;
-// KESTREL_UPDATE_STEPS names a file that gets one line per step reached.
+// With the updatecrash tag, KESTREL_UPDATE_CRASH_AT=STEP:N kills the
+// process with SIGKILL right after the Nth time it reaches durable step
+// STEP (begin, chunk, progress, verified, pending, link, boot, good,
+// reverting, reverted, reported, ...); KESTREL_UPDATE_STEPS names a file
+// that gets a line "PID STEP" per step reached.
 var (
-	crashAt, _ = strconv.Atoi(os.Getenv("KESTREL_UPDATE_CRASH_AT"))
-	stepsFile  = os.Getenv("KESTREL_UPDATE_STEPS")
-	steps      atomic.Int64
+	crashStep, crashN = parseCrash(os.Getenv("KESTREL_UPDATE_CRASH_AT"))
+	stepsFile         = os.Getenv("KESTREL_UPDATE_STEPS")
+	stepMu            sync.Mutex
+	stepCount         = map[string]int{}
 )
 
+func parseCrash(s string) (string, int) {
+	name, n, ok := strings.Cut(s, ":")
+	if !ok {
+		return "", 0
+	}
+	k, _ := strconv.Atoi(n)
+	return name, k
+}
+
 func crashPoint(step string) {
-	n := steps.Add(1)
+	stepMu.Lock()
+	stepCount[step]++
+	n := stepCount[step]
+	stepMu.Unlock()
 	if stepsFile != "" {
 		if f, err := os.OpenFile(stepsFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
-			f.WriteString(step + "\n")
+			fmt.Fprintf(f, "%d %s\n", os.Getpid(), step)
 			f.Close()
 		}
 	}
-	if crashAt > 0 && n == int64(crashAt) {
+	if step == crashStep && n == crashN {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	}
