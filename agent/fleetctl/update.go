@@ -227,13 +227,19 @@ func (m *Manager) chooseRelease() {
 	if c == nil {
 		return
 	}
-	if _, pending := u.PendingSeq(); pending || u.StagingSHA256() == c.rel.SHA256 {
-		m.wakeFetcher()
+	if _, pending := u.PendingSeq(); pending {
 		return
 	}
+	resume := u.StagingSHA256() == c.rel.SHA256
+	// Stage resumes a download of the same binary (after a restart: it
+	// reopens the partial file) and replaces any other.
 	if err := u.Stage(c.rel, c.raw); err != nil {
 		m.log.Error("staging a release", "seq", c.rel.Seq, "err", err)
 		return
+	}
+	if resume {
+		r, _ := u.Report()
+		m.log.Info("resuming a release download", "seq", c.rel.Seq, "have", r.Have, "size", r.Size)
 	}
 	m.updateReport()
 	m.wakeFetcher()

@@ -47,7 +47,7 @@ func Build(t testing.TB, out, pkg, version, goarch string, tags ...string) strin
 	if pkg == "" {
 		pkg = "./cmd/kestrel"
 	}
-	args := []string{"build", "-trimpath", "-ldflags", "-X main.version=" + version, "-o", out}
+	args := []string{"build", "-trimpath", "-ldflags", "-s -w -X main.version=" + version, "-o", out}
 	if len(tags) > 0 {
 		args = append(args, "-tags", strings.Join(tags, ","))
 	}
@@ -117,6 +117,7 @@ func New(t testing.TB, launcher []string, edit func(*config.Config)) *Env {
 	c.Sensors.BatteryPeriod = config.D(0)
 	c.Sensors.ThermalPeriod = config.D(0)
 	c.Update.HealthTimeout = config.D(10 * time.Second)
+	c.Update.Rate = 64 << 20 // loopback: as fast as the chunk round trips go
 	if edit != nil {
 		edit(&c)
 	}
