@@ -372,6 +372,14 @@ func (u *Updater) Begin(r Release) error {
 	}
 	if s := u.st.Staging; s != nil && s.SHA256 == r.SHA256 && s.Size == r.Size && s.ChunkSize == r.ChunkSize && s.Seq == r.Seq {
 		if u.part == nil {
+			if _, err := os.Stat(u.partPath(s.Slot)); errors.Is(err, os.ErrNotExist) {
+				// Stopped between renaming the verified binary into
+				// place and recording it pending: it goes back to
+				// being the partial file, to be verified again.
+				if err := os.Rename(u.binary(s.Slot), u.partPath(s.Slot)); err == nil {
+					u.log.Info("verified binary found in its slot: checking it again", "slot", s.Slot)
+				}
+			}
 			f, err := os.OpenFile(u.partPath(s.Slot), os.O_RDWR, 0o600)
 			if err == nil {
 				u.part = f

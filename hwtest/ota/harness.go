@@ -73,6 +73,11 @@ type Env struct {
 	// Launcher is the package's binary (/usr/bin/kestrel on a device).
 	Launcher []string
 	ExtraEnv []string
+	// StartEnv, when set, adds environment for the supervisor's nth
+	// start (1-based).
+	StartEnv func(start int) []string
+	// AfterExit, when set, sees each exit before the restart.
+	AfterExit func(start int, err error)
 	Release  ed25519.PrivateKey // trusted with the release role
 	Other    ed25519.PrivateKey // trusted for config and commands only
 	Stranger ed25519.PrivateKey // not trusted
@@ -168,6 +173,9 @@ func (e *Env) Start() {
 			args := append(append([]string{}, e.Launcher[1:]...), "run", "--config", e.cfgPath)
 			cmd := exec.Command(e.Launcher[0], args...)
 			cmd.Env = append(append(os.Environ(), "GOMAXPROCS=1"), e.ExtraEnv...)
+			if e.StartEnv != nil {
+				cmd.Env = append(cmd.Env, e.StartEnv(e.starts+1)...)
+			}
 			cmd.Stdout, cmd.Stderr = e.logs, e.logs
 			if err := cmd.Start(); err != nil {
 				e.mu.Unlock()
@@ -178,6 +186,9 @@ func (e *Env) Start() {
 			e.starts++
 			e.mu.Unlock()
 			err := cmd.Wait()
+			if e.AfterExit != nil {
+				e.AfterExit(e.Starts(), err)
+			}
 			e.mu.Lock()
 			e.exits = append(e.exits, fmt.Sprint(err))
 			e.proc = nil
