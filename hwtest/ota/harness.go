@@ -78,9 +78,9 @@ type Env struct {
 	StartEnv func(start int) []string
 	// AfterExit, when set, sees each exit before the restart.
 	AfterExit func(start int, err error)
-	Release  ed25519.PrivateKey // trusted with the release role
-	Other    ed25519.PrivateKey // trusted for config and commands only
-	Stranger ed25519.PrivateKey // not trusted
+	Release   ed25519.PrivateKey // trusted with the release role
+	Other     ed25519.PrivateKey // trusted for config and commands only
+	Stranger  ed25519.PrivateKey // not trusted
 
 	reports *broker.Observer
 	audits  *broker.Observer
