@@ -68,6 +68,11 @@ powercut-10000:  ## the power-cut test on a real kernel, 10,000 crash states (ro
 powercut-nosync: ## the test of the test: with the spool's syncs removed the power-cut test must fail
 	! KESTREL_RIG_REQUIRED=1 $(GO) test -count=1 -tags kestrel_nosync -timeout 30m -run '^TestPowerCut$$' -v ./hwtest/powercut
 
+ota-crash:       ## (result in docs/ota.md) SIGKILL after every durable step of an update, every chunk included
+	mkdir -p dist
+	KESTREL_OTA_CRASH_ALL=1 $(GO) test -count=1 -timeout 60m -run '^TestCrashAtEveryUpdateStep$$' -v ./hwtest/ota > dist/ota-crash.log 2>&1; st=$$?; \
+		grep -E '^(    crash_test|--- (PASS|FAIL): TestCrash|ok|FAIL)' dist/ota-crash.log | tee dist/ota-crash.txt; exit $$st
+
 spool-measure:   ## spool write amplification, fsyncs, 1 GiB recovery vs bbolt (root: loop ext4)
 	KESTREL_SPOOL_MEASURE=1 $(GO) test -count=1 -timeout 60m -run '^TestMeasure' -v ./agent/spool
 
