@@ -68,6 +68,7 @@ var atRestart = map[string]string{
 	"spool.dir":         "the spool is opened once, at start",
 	"remote.state_file": "the remote state is loaded once, at start",
 	"update.dir":        "the update state and slots are opened once, at start",
+	"update.enabled":    "the launcher and the updater are set up once, at start",
 	"hooks.socket":      "the socket is created once, with privileges",
 	"hooks.ebpf":        "eBPF programs are loaded once, with privileges",
 	"log.format":        "the log handler is built once, at start",
