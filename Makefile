@@ -54,6 +54,7 @@ fuzz:            ## a minute on each parser of outside input
 	$(GO) test ./platform/web -run '^$$' -fuzz '^FuzzParseUsers$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzRecover$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime 60s
+	$(GO) test ./agent/update -run '^$$' -fuzz '^FuzzLoadState$$' -fuzztime 60s
 
 bench:           ## the benchmarks behind docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem ./drivers/nmea ./transport/wire ./agent/spool ./agent/tracking
