@@ -162,14 +162,19 @@ func startUpdater(local config.Config, log *slog.Logger) (*update.Updater, bool,
 	if err != nil {
 		log.Error("update launcher: running this binary", "err", err)
 	}
+	// An updater that cannot open or boot (a read-only or full state
+	// directory) must not keep the agent from running: it runs without
+	// updates, and says so.
 	upd, err := update.Open(opts)
 	if err != nil {
-		return nil, false, err
+		log.Error("updates disabled: the update state cannot be opened", "err", err)
+		return nil, false, nil
 	}
 	act, err := upd.Boot(launched)
 	if err != nil {
+		log.Error("updates disabled: the update state cannot be written", "err", err)
 		upd.Close()
-		return nil, false, err
+		return nil, false, nil
 	}
 	if act == update.Restart {
 		upd.Close()
