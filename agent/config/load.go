@@ -72,10 +72,17 @@ func FieldErrors(err error) []*FieldError {
 			}
 			return
 		}
-		var fe *FieldError
-		if errors.As(e, &fe) {
+		if fe, ok := e.(*FieldError); ok {
 			out = append(out, fe)
 			return
+		}
+		// A wrapped error ("all version 4: ...") may hold several field
+		// errors joined: list each, not only the first errors.As finds.
+		if u := errors.Unwrap(e); u != nil {
+			if inner := FieldErrors(u); len(inner) > 1 || inner[0].Path != "" {
+				out = append(out, inner...)
+				return
+			}
 		}
 		out = append(out, &FieldError{Err: e})
 	}

@@ -17,7 +17,8 @@ type Weakening struct {
 // than locked's: under privacy.locked a lower scope may add schedule
 // entries and zones, turn docked on, make a zone's action stricter, never
 // the reverse. It covers the trigger keys; privacy.mode, on_mode and grid
-// are the fleet lock's own check (agent/remote), which should add these.
+// are the fleet lock's own check (agent/fleetctl checkPrivacyLock), which
+// adds these.
 func WeakerTriggers(locked, next Privacy) []Weakening {
 	var out []Weakening
 	if locked.Docked && !next.Docked {

@@ -192,6 +192,10 @@ func checkPrivacyLock(locked, next config.Privacy) error {
 	if next.Grid < locked.Grid {
 		errs = append(errs, &config.FieldError{Path: "privacy.grid", Err: fmt.Errorf("%w: %g m is finer than %g m", ErrLocked, next.Grid, locked.Grid)})
 	}
+	// The off-duty triggers and zones: a lower scope may add, never remove.
+	for _, w := range config.WeakerTriggers(locked, next) {
+		errs = append(errs, &config.FieldError{Path: w.Path, Err: fmt.Errorf("%w: %s", ErrLocked, w.Why)})
+	}
 	return errors.Join(errs...)
 }
 

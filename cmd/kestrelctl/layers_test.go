@@ -164,4 +164,29 @@ func TestPrivacyLock(t *testing.T) {
 	if a.Config().Privacy.Mode != "pause" {
 		t.Fatal("strengthening not applied")
 	}
+	// The off-duty triggers are locked too: a fleet schedule and zone, then
+	// a device config that drops the zone and the schedule entry is refused
+	// whole, naming both; one that adds a zone is applied.
+	zone := func(name, action string) string {
+		return "[[privacy.zones]]\nname = \"" + name + "\"\naction = \"" + action + "\"\n" +
+			"polygon = [[51.5, -0.1], [51.5, -0.09], [51.51, -0.09]]\n"
+	}
+	fleet := "[privacy]\nmode = \"coarse\"\nlocked = true\nschedule = [\"Sat,Sun 00:00-24:00\"]\n" + zone("hospital", "drop")
+	if code, out := push([]string{"--all"}, "4", fleet); code != 0 {
+		t.Fatalf("fleet triggers: %s", out)
+	}
+	code, out = push([]string{"--device", "bwc-0001"}, "5", "[privacy]\nschedule = []\nzones = []\n")
+	if code != 1 || !strings.Contains(out, "privacy.schedule") || !strings.Contains(out, "privacy.zones") {
+		t.Fatalf("weakening the triggers at device scope: exit %d\n%s", code, out)
+	}
+	if p := a.Config().Privacy; len(p.Zones) != 1 || len(p.Schedule) != 1 {
+		t.Fatalf("locked triggers were weakened: %+v", p)
+	}
+	code, out = push([]string{"--device", "bwc-0001"}, "6", "[privacy]\n"+zone("hospital", "drop")+zone("home", "coarse"))
+	if code != 0 {
+		t.Fatalf("adding a zone at device scope: exit %d\n%s", code, out)
+	}
+	if p := a.Config().Privacy; len(p.Zones) != 2 {
+		t.Fatalf("added zone not applied: %+v", p.Zones)
+	}
 }

@@ -392,6 +392,12 @@ func (e *Env) Drained(ctx context.Context) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	// Stop only once the agent itself has nothing waiting, so that the
+	// SIGTERM drain (bounded at 5 s) has only the shutdown's own records
+	// to send, however slow the machine (qemu-arm under load).
+	if e.Alive() {
+		e.waitStatus(ctx, "an empty spool before SIGTERM", func(s localctl.Status) bool { return s.Spool.Records == 0 })
+	}
 	e.Stop()
 }
 
