@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -115,6 +116,9 @@ type Options struct {
 	Platform    fleet.Platform
 	SpoolFormat int
 	Restart     func()
+	// HTTPClient fetches releases that name an https:// URL (with the
+	// broker's CA and client certificate); nil: chunks over MQTT only.
+	HTTPClient *http.Client
 }
 
 // maxPendingBoots: a config that has not been confirmed after this many

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -280,6 +282,7 @@ func (m *Manager) fetcher(ctx context.Context) {
 		return
 	}
 	chunk := make(chan []byte, 1)
+	httpsFailed := map[string]int{}
 	wait := func(d time.Duration) bool {
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -321,6 +324,25 @@ func (m *Manager) fetcher(ctx context.Context) {
 			_ = u.Abort(fleet.UpdateFailed, fmt.Sprintf("%v during the download", fleet.ErrReleaseExpired))
 			m.updateReport()
 			continue
+		}
+		rate := cfg.Update.Rate
+		if rate <= 0 {
+			rate = profileRate[cfg.Broker.Profile]
+		}
+		if c.rel.URL != "" && m.opts.HTTPClient != nil && httpsFailed[sha] < httpsAttempts {
+			if _, more := u.Next(); more && m.sessionIdle() {
+				if err := m.fetchHTTPS(ctx, c, rate); err != nil && ctx.Err() == nil {
+					httpsFailed[sha]++
+					m.log.Warn("release download over https failed", "url", c.rel.URL, "attempt", httpsFailed[sha], "err", err)
+					if httpsFailed[sha] >= httpsAttempts {
+						m.log.Warn("release URL given up: fetching the chunks over MQTT", "url", c.rel.URL)
+					}
+					if !wait(2 * time.Second) {
+						return
+					}
+				}
+				continue
+			}
 		}
 		i, more := u.Next()
 		if !more {
@@ -384,10 +406,6 @@ func (m *Manager) fetcher(ctx context.Context) {
 		m.upd.mu.Unlock()
 		if prog {
 			m.updateReport()
-		}
-		rate := cfg.Update.Rate
-		if rate <= 0 {
-			rate = profileRate[cfg.Broker.Profile]
 		}
 		if rate > 0 {
 			pace := time.Duration(float64(len(data)) / float64(rate) * float64(time.Second))
@@ -537,4 +555,83 @@ func (m *Manager) gateTick() {
 	if restart {
 		m.restartSoon()
 	}
+}
+
+// httpsAttempts: a release URL that fails this often is given up for the
+// chunks on MQTT (until the next start).
+const httpsAttempts = 3
+
+// fetchHTTPS downloads what is missing of the release from its https://
+// URL (the LTE-rich alternative to the chunks), one chunk-sized piece at a
+// time into the same partial file, from the first missing chunk on (a
+// Range request), at the link's pace. The body is bounded by the
+// manifest's size; the hash is checked by Finish as for chunks.
+func (m *Manager) fetchHTTPS(ctx context.Context, c *releaseCand, rate int) error {
+	u := m.opts.Updater
+	first, more := u.Next()
+	if !more {
+		return nil
+	}
+	cs := int64(c.rel.ChunkSize)
+	off := int64(first) * cs
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.rel.URL, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
+	resp, err := m.opts.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	start := int64(0)
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		start = off
+	case http.StatusOK:
+	default:
+		return fmt.Errorf("GET %s: %s", c.rel.URL, resp.Status)
+	}
+	body := io.LimitReader(resp.Body, c.rel.Size-start)
+	if _, err := io.CopyN(io.Discard, body, off-start); err != nil {
+		return fmt.Errorf("GET %s: %w", c.rel.URL, err)
+	}
+	buf := make([]byte, cs)
+	for i := first; int64(i)*cs < c.rel.Size; i++ {
+		n := min(cs, c.rel.Size-int64(i)*cs)
+		t0 := time.Now()
+		if _, err := io.ReadFull(body, buf[:n]); err != nil {
+			return fmt.Errorf("GET %s: chunk %d: %w", c.rel.URL, i, err)
+		}
+		if err := u.Write(i, buf[:n]); err != nil {
+			return err
+		}
+		m.upd.mu.Lock()
+		m.upd.fetched++
+		prog := m.now().Sub(m.upd.lastProg) >= progressEvery
+		if prog {
+			m.upd.lastProg = m.now()
+		}
+		m.upd.mu.Unlock()
+		if prog {
+			m.updateReport()
+		}
+		if rate > 0 {
+			if d := time.Duration(float64(n)/float64(rate)*float64(time.Second)) - time.Since(t0); d > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(d):
+				}
+			}
+		}
+		for !m.sessionIdle() { // live traffic first, as for chunks
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }

@@ -118,6 +118,11 @@ func runRun(args []string, s stdio) error {
 		opts.Updater, opts.Platform, opts.SpoolFormat = upd, update.ThisPlatform(), spool.Format
 		opts.Restart = func() { a.RequestRestart() }
 		status = upd.Status
+		if hc, err := update.HTTPClient(local); err != nil {
+			log.Warn("release URLs unavailable: chunks over MQTT only", "err", err)
+		} else {
+			opts.HTTPClient = hc
+		}
 	}
 	ctl, err := fleetctl.NewManager(opts)
 	if err != nil {

@@ -37,7 +37,8 @@ func (c crashPoint) String() string { return fmt.Sprintf("start%d/%s#%d", c.star
 // device must hold a bootable state: the current link absent (the
 // package's binary) or naming a complete binary whose SHA-256 is the
 // release's, never a partial file; the update state readable. After the
-// restart the update must end: good (it resumed), or reverted with a
+// restart the update must end, with every record spooled delivered and no
+// sequence gap: good (it resumed), or reverted with a
 // reason (a cut during the first start of the new slot counts as a failed
 // start, by design). By default a sample of the chunk and progress steps
 // runs (the first and the last); KESTREL_OTA_CRASH_ALL=1 runs every one
@@ -205,6 +206,11 @@ func crashOnce(t *testing.T, v1 string, bin []byte, relSHA string, edit func(*co
 	if !WaitFor(15*time.Second, func() bool { return e.Exe() == want }) {
 		t.Errorf("after %s the update ended %s but the agent runs %q, want %q", p, end.State, e.Exe(), want)
 	}
+	mu.Unlock()
+	if n := e.CheckRecords(); n == 0 {
+		t.Error("no records reached the broker")
+	}
+	mu.Lock()
 	return end.State
 }
 

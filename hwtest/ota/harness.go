@@ -24,6 +24,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/agent/update"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
+	"github.com/kestrel-edge/kestrel/hwtest/platform"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
@@ -84,6 +85,7 @@ type Env struct {
 
 	reports *broker.Observer
 	audits  *broker.Observer
+	data    *broker.Observer
 
 	mu      sync.Mutex
 	proc    *exec.Cmd
@@ -102,6 +104,7 @@ func New(t testing.TB, launcher []string, edit func(*config.Config)) *Env {
 	e.Broker = broker.StartMochi(t)
 	e.reports = e.Broker.Observe(fleet.DeviceTopic(fleetName, deviceID, fleet.ChannelUpdateReported))
 	e.audits = e.Broker.Observe(fleet.DeviceTopic(fleetName, deviceID, fleet.ChannelAudit))
+	e.data = e.Broker.Observe(fleet.DeviceTopic(fleetName, deviceID, "+"))
 	for _, k := range []*ed25519.PrivateKey{&e.Release, &e.Other, &e.Stranger} {
 		_, *k, _ = ed25519.GenerateKey(rand.Reader)
 	}
@@ -343,6 +346,38 @@ func (e *Env) WaitAudit(timeout time.Duration, what string, done func(*fleet.Aud
 		e.t.Fatalf("no audit entry %s within %s; audit:\n%s", what, timeout, strings.Join(seen, "\n"))
 	}
 	return got
+}
+
+// CheckRecords stops the agent and checks the spool's guarantee across
+// everything that happened: after deduplication on (boot, seq) no
+// sequence gap within a boot among the records the broker accepted, and
+// nothing left in the spool (every record made durable was delivered).
+// It returns how many records arrived.
+func (e *Env) CheckRecords() int {
+	e.t.Helper()
+	e.Stop()
+	p := platform.Collect(nil)
+	for _, m := range e.data.Messages() {
+		if strings.HasSuffix(m.Topic, "/telemetry") || strings.HasSuffix(m.Topic, "/events") {
+			p.Add(m.Topic, m.Payload, m.At)
+		}
+	}
+	if errs := p.Errors(); len(errs) > 0 {
+		e.t.Errorf("%d payloads did not decode, first: %v", len(errs), errs[0])
+	}
+	if gaps := p.Gaps(); len(gaps) > 0 {
+		e.t.Errorf("sequence gaps after deduplication: %v", gaps)
+	}
+	sp, err := spool.Open(e.Config.Spool.Dir, spool.Options{}, nil)
+	if err != nil {
+		e.t.Errorf("reopen spool: %v", err)
+	} else {
+		if n := sp.Metrics().Records; n != 0 {
+			e.t.Errorf("%d records left in the spool: made durable but never delivered", n)
+		}
+		sp.Close()
+	}
+	return len(p.Unique())
 }
 
 // UpdateState reads the device's update.json.

@@ -1,8 +1,11 @@
 package ota
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/kestrel-edge/kestrel/agent/config"
 	"github.com/kestrel-edge/kestrel/agent/update"
+	"github.com/kestrel-edge/kestrel/hwtest/broker"
 	"github.com/kestrel-edge/kestrel/hwtest/pty"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
@@ -287,5 +291,46 @@ func TestArmv7UnderQemu(t *testing.T) {
 	sum := sha256.Sum256(bin)
 	if st := e.UpdateState(); st.Running.SHA256 != hex.EncodeToString(sum[:]) {
 		t.Fatalf("running sha %s", st.Running.SHA256)
+	}
+}
+
+// A manifest with an https:// URL is downloaded from it (the fleet's CA,
+// a Range request from the first missing chunk), not from the chunks,
+// which are not even published here.
+func TestHTTPSURL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: builds two agents")
+	}
+	v1, v2, _ := hostBuilds(t)
+	bin := read(t, v2)
+	ca := broker.NewCA(t)
+	var mu sync.Mutex
+	var ranges []string
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		mu.Unlock()
+		http.ServeContent(w, r, "kestrel", time.Now(), bytes.NewReader(bin))
+	}))
+	srv.TLS = ca.ServerTLS(t)
+	srv.StartTLS()
+	defer srv.Close()
+	cert, key := ca.IssueClient(t, deviceID)
+	e := New(t, []string{v1}, func(c *config.Config) {
+		c.Broker.CAFile, c.Broker.CertFile, c.Broker.KeyFile = ca.CAFile, cert, key
+	})
+	e.Start()
+	online(e)
+	m := e.Manifest(bin, 2, "v2", update.ThisPlatform())
+	m.URL = srv.URL + "/releases/kestrel-v2"
+	e.PublishManifest(e.Release, m)
+	e.WaitReport(60*time.Second, "good", func(r *fleet.UpdateReport) bool { return r.State == fleet.UpdateGood && r.Seq == 2 })
+	if exe := e.Exe(); exe != filepath.Join(e.Dir, "slots", "a", "kestrel") {
+		t.Fatalf("agent runs %q", exe)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ranges) == 0 || ranges[0] != "bytes=0-" {
+		t.Fatalf("requests' ranges: %q", ranges)
 	}
 }
