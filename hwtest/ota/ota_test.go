@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
 	"github.com/kestrel-edge/kestrel/hwtest/pty"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
+	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
 
 // builds are shared by the tests of one run: v1 (the package's binary),
@@ -133,6 +135,27 @@ func TestUpdateGoodThenRefusals(t *testing.T) {
 	}
 	if st := e.UpdateState(); st.Running.Seq != 2 || st.Staging != nil || st.Pending != nil {
 		t.Fatalf("a refused release changed the update state: %+v", st)
+	}
+	// The state message carried the update: the new binary's birth says
+	// it is pending verify.
+	var saw bool
+	for _, m := range e.data.Messages() {
+		if !strings.HasSuffix(m.Topic, "/state") {
+			continue
+		}
+		st, err := mqtt.DecodeState(m.Payload)
+		if err != nil {
+			continue
+		}
+		if u, ok := st["update"].(map[string]any); ok && u["state"] == fleet.UpdatePendingVerify && fmt.Sprint(u["seq"]) == "2" {
+			saw = true
+		}
+	}
+	if !saw {
+		t.Error("no state message said the release was pending verify")
+	}
+	if n := e.CheckRecords(); n == 0 {
+		t.Error("no records reached the broker")
 	}
 }
 
