@@ -397,26 +397,40 @@ func (m *Manager) fetcher(ctx context.Context) {
 			}
 			continue
 		}
-		m.upd.mu.Lock()
-		m.upd.fetched++
-		prog := m.now().Sub(m.upd.lastProg) >= progressEvery
-		if prog {
-			m.upd.lastProg = m.now()
+		if !m.chunkStored(ctx, len(data), rate, start) {
+			return
 		}
-		m.upd.mu.Unlock()
-		if prog {
-			m.updateReport()
-		}
-		if rate > 0 {
-			pace := time.Duration(float64(len(data)) / float64(rate) * float64(time.Second))
-			if d := pace - time.Since(start); d > 0 {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(d):
-				}
-			}
-		}
+	}
+}
+
+// chunkStored counts a chunk of n bytes stored, reports progress every
+// progressEvery, and waits out the link's pace (rate bytes/s, the chunk's
+// fetch begun at since). It returns false when ctx ended.
+func (m *Manager) chunkStored(ctx context.Context, n, rate int, since time.Time) bool {
+	m.upd.mu.Lock()
+	m.upd.fetched++
+	prog := m.now().Sub(m.upd.lastProg) >= progressEvery
+	if prog {
+		m.upd.lastProg = m.now()
+	}
+	m.upd.mu.Unlock()
+	if prog {
+		m.updateReport()
+	}
+	if rate <= 0 {
+		return ctx.Err() == nil
+	}
+	d := time.Duration(float64(n)/float64(rate)*float64(time.Second)) - time.Since(since)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -606,24 +620,8 @@ func (m *Manager) fetchHTTPS(ctx context.Context, c *releaseCand, rate int) erro
 		if err := u.Write(i, buf[:n]); err != nil {
 			return err
 		}
-		m.upd.mu.Lock()
-		m.upd.fetched++
-		prog := m.now().Sub(m.upd.lastProg) >= progressEvery
-		if prog {
-			m.upd.lastProg = m.now()
-		}
-		m.upd.mu.Unlock()
-		if prog {
-			m.updateReport()
-		}
-		if rate > 0 {
-			if d := time.Duration(float64(n)/float64(rate)*float64(time.Second)) - time.Since(t0); d > 0 {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-time.After(d):
-				}
-			}
+		if !m.chunkStored(ctx, int(n), rate, t0) {
+			return ctx.Err()
 		}
 		for !m.sessionIdle() { // live traffic first, as for chunks
 			select {

@@ -70,6 +70,11 @@ func TestCrashAtEveryUpdateStep(t *testing.T) {
 	online(e)
 	publish(e, bin)
 	e.WaitReport(60*time.Second, "good (dry run)", func(r *fleet.UpdateReport) bool { return r.State == fleet.UpdateGood && r.Seq == 2 })
+	// The good report's PUBACK makes the last step (reported).
+	WaitFor(10*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(stepsDir, "steps-2"))
+		return strings.Contains(string(b), " reported\n")
+	})
 	e.Stop()
 	points := crashPoints(t, stepsDir, os.Getenv("KESTREL_OTA_CRASH_ALL") != "")
 	t.Logf("%d crash points: %v", len(points), points)
