@@ -97,6 +97,17 @@ func (u *Updater) Boot(launched bool) (Action, error) {
 	if run != u.self {
 		return Restart, nil
 	}
+	if u.st.Pending == nil && u.st.Running.Slot != u.self {
+		// The link was changed by hand (a fitter's recovery): the
+		// release in force is the one running, as its slot's manifest
+		// says (the package's binary has none: seq 0).
+		was := u.st.Running
+		u.st.Running = u.fresh().Running
+		u.log.Warn("running another binary than the update state says: following it", "state_slot", was.Slot, "slot", u.self, "seq", u.st.Running.Seq)
+		if err := u.saveLocked("reconcile"); err != nil {
+			return Run, err
+		}
+	}
 	if p := u.st.Pending; p != nil && p.Slot == u.self && p.Reverting == "" {
 		u.gate = true
 		u.log.Warn("release pending verify: running the health gate", "seq", p.Seq, "version", p.Version, "slot", p.Slot)

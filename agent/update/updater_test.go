@@ -262,3 +262,23 @@ func TestCorruptState(t *testing.T) {
 		t.Fatalf("corrupt state not kept aside: %v", m)
 	}
 }
+
+// A link changed by hand: the state follows the binary that runs.
+func TestHandSwitchFollowed(t *testing.T) {
+	dir := t.TempDir()
+	pkg := filepath.Join(t.TempDir(), "kestrel")
+	u := open(t, dir, pkg)
+	r, bin := release(t, 2, 2000)
+	download(t, u, r, bin)
+	n := open(t, dir, u.Binary("a"))
+	n.Boot(false)
+	n.MarkGood()
+	os.Remove(filepath.Join(dir, CurrentLink)) // the fitter goes back to the package's binary
+	p := open(t, dir, pkg)
+	if act, err := p.Boot(false); err != nil || act != Run {
+		t.Fatalf("Boot = %v, %v", act, err)
+	}
+	if st := p.State(); st.Running.Slot != "" || st.Running.Seq != 0 {
+		t.Fatalf("running = %+v, want the package's binary", st.Running)
+	}
+}
