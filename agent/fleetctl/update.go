@@ -3,6 +3,7 @@ package fleetctl
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,6 +27,9 @@ type Updater interface {
 	// Stage begins, or resumes, the download of a verified manifest.
 	Stage(r *fleet.Release, raw []byte) error
 	StagingSHA256() string
+	// StagingBlobSHA256 names the chunks being fetched: the binary's
+	// hash, or its delta's.
+	StagingBlobSHA256() string
 	Next() (int, bool)
 	Write(index int, data []byte) error
 	// Finish verifies the download, records it pending verify and
@@ -329,7 +333,8 @@ func (m *Manager) fetcher(ctx context.Context) {
 		if rate <= 0 {
 			rate = profileRate[cfg.Broker.Profile]
 		}
-		if c.rel.URL != "" && m.opts.HTTPClient != nil && httpsFailed[sha] < httpsAttempts {
+		blob := u.StagingBlobSHA256()
+		if c.rel.URL != "" && blob == sha && m.opts.HTTPClient != nil && httpsFailed[sha] < httpsAttempts {
 			if _, more := u.Next(); more && m.sessionIdle() {
 				if err := m.fetchHTTPS(ctx, c, rate); err != nil && ctx.Err() == nil {
 					httpsFailed[sha]++
@@ -355,7 +360,7 @@ func (m *Manager) fetcher(ctx context.Context) {
 			}
 			continue
 		}
-		topic := fleet.ReleaseChunkTopic(m.fleet, sha, i)
+		topic := fleet.ReleaseChunkTopic(m.fleet, blob, i)
 		start := time.Now()
 		err := m.msg.Subscribe(topic, func(t string, p []byte) {
 			if t != topic {
@@ -459,6 +464,11 @@ func (m *Manager) finishRelease(c *releaseCand) {
 	u := m.opts.Updater
 	entry := fleet.AuditEntry{Kind: "update", Version: c.rel.Seq, KeyID: c.rel.KeyID, Scope: c.rel.Scope}
 	if err := u.Finish(); err != nil {
+		if errors.Is(err, fleet.ErrDeltaFailed) {
+			m.log.Warn("release delta did not apply: fetching the whole binary", "seq", c.rel.Seq, "err", err)
+			m.chooseRelease()
+			return
+		}
 		entry.Result, entry.Error = fleet.UpdateFailed, err.Error()
 		m.log.Error("release failed verification", "seq", c.rel.Seq, "err", err)
 		m.mu.Lock()

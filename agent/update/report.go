@@ -31,9 +31,6 @@ func (u *Updater) RunningSeq() uint64 { return u.Running().Seq }
 // which came without a manifest).
 func (u *Updater) RunningSHA256() string { return u.Running().SHA256 }
 
-// Stage begins, or resumes, the download of a verified manifest.
-func (u *Updater) Stage(r *fleet.Release, raw []byte) error { return u.Begin(FromManifest(r, raw)) }
-
 // StagingSHA256 is the hash of the binary being downloaded ("": none).
 func (u *Updater) StagingSHA256() string {
 	u.mu.Lock()
@@ -63,7 +60,7 @@ func (u *Updater) Report() (r fleet.UpdateReport, final bool) {
 		r.Seq, r.Version, r.State = st.Pending.Seq, st.Pending.Version, fleet.UpdatePendingVerify
 	case st.Staging != nil:
 		s := st.Staging
-		r.Seq, r.Version, r.State, r.Size = s.Seq, s.Version, fleet.UpdateDownloading, s.Size
+		r.Seq, r.Version, r.State, r.Size, r.Delta = s.Seq, s.Version, fleet.UpdateDownloading, s.Size, s.BlobSHA256 != ""
 		n := chunks(s.Size, s.ChunkSize)
 		for i := 0; i < n; i++ {
 			if s.Have[i/8]&(1<<(i%8)) != 0 {

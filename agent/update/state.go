@@ -28,8 +28,15 @@ type Installed struct {
 // Staging is a download in progress into the inactive slot.
 type Staging struct {
 	Installed
+	// Size and ChunkSize are the download's: the binary's, or the delta's.
 	Size      int64 `json:"size"`
 	ChunkSize int   `json:"chunk_size"`
+	// BlobSHA256, when set, says the download is a delta (of that hash)
+	// against the running binary BaseSHA256, which Finish patches into
+	// the binary (SHA256, TargetSize bytes).
+	BlobSHA256 string `json:"blob_sha256,omitempty"`
+	BaseSHA256 string `json:"base_sha256,omitempty"`
+	TargetSize int64  `json:"target_size,omitempty"`
 	// Have is the bitmap of chunks written and synced to the partial file.
 	Have []byte `json:"have"`
 	// Manifest is the signed release as received (kept so that the
@@ -137,4 +144,12 @@ func chunks(size int64, chunkSize int) int {
 		return 0
 	}
 	return int((size + int64(chunkSize) - 1) / int64(chunkSize))
+}
+
+// blobSHA256 is the hash of what is downloaded.
+func (s *Staging) blobSHA256() string {
+	if s.BlobSHA256 != "" {
+		return s.BlobSHA256
+	}
+	return s.SHA256
 }

@@ -61,6 +61,9 @@ type Options struct {
 	Version string
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// Patch applies a delta (transport/delta.Patch); nil: deltas are
+	// not used and whole binaries are fetched.
+	Patch func(old, patch []byte, maxSize int64) ([]byte, error)
 }
 
 // Updater is the device's A/B updater. Its methods are safe for
@@ -70,7 +73,12 @@ type Updater struct {
 	log     *slog.Logger
 	now     func() time.Time
 	self    string // the slot this process runs from ("": the package's binary)
+	exe     string // the running binary's path
 	version string
+	patch   func(old, patch []byte, maxSize int64) ([]byte, error)
+	selfSHA string // the running binary's hash, once computed
+	// noDelta: releases whose delta failed to apply here: fetched whole.
+	noDelta map[string]bool
 
 	mu       sync.Mutex
 	st       *State
@@ -83,7 +91,7 @@ type Updater struct {
 // this process runs from. It changes nothing on disk but the slot
 // directories it creates.
 func Open(opts Options) (*Updater, error) {
-	u := &Updater{dir: opts.Dir, log: opts.Logger, now: opts.Now, version: opts.Version}
+	u := &Updater{dir: opts.Dir, log: opts.Logger, now: opts.Now, version: opts.Version, patch: opts.Patch, noDelta: map[string]bool{}}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
 	}
@@ -106,7 +114,7 @@ func Open(opts Options) (*Updater, error) {
 			return nil, fmt.Errorf("update: %w", err)
 		}
 	}
-	u.self = u.slotOf(exe)
+	u.self, u.exe = u.slotOf(exe), exe
 	st, err := loadState(u.statePath())
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -328,10 +336,14 @@ type Release struct {
 	Seq       uint64
 	Version   string
 	SHA256    string
-	Size      int64
+	Size      int64 // of the download: the binary, or the delta
 	ChunkSize int
 	// Manifest is the signed JSON, kept beside the binary.
 	Manifest []byte
+	// BlobSHA256, BaseSHA256 and TargetSize: for a delta download (see
+	// Staging).
+	BlobSHA256, BaseSHA256 string
+	TargetSize             int64
 }
 
 // FromManifest takes the fields of a verified manifest.
@@ -370,7 +382,7 @@ func (u *Updater) Begin(r Release) error {
 	if r.Size <= 0 || r.Size > fleet.MaxReleaseSize || r.ChunkSize < fleet.MinChunkSize || r.ChunkSize > fleet.MaxChunkSize {
 		return fmt.Errorf("update: size %d, chunk size %d out of bounds", r.Size, r.ChunkSize)
 	}
-	if s := u.st.Staging; s != nil && s.SHA256 == r.SHA256 && s.Size == r.Size && s.ChunkSize == r.ChunkSize && s.Seq == r.Seq {
+	if s := u.st.Staging; s != nil && s.SHA256 == r.SHA256 && s.BlobSHA256 == r.BlobSHA256 && s.Size == r.Size && s.ChunkSize == r.ChunkSize && s.Seq == r.Seq {
 		if u.part == nil {
 			if _, err := os.Stat(u.partPath(s.Slot)); errors.Is(err, os.ErrNotExist) {
 				// Stopped between renaming the verified binary into
@@ -418,6 +430,7 @@ func (u *Updater) Begin(r Release) error {
 	u.st.Staging = &Staging{
 		Installed: Installed{Seq: r.Seq, Version: r.Version, SHA256: r.SHA256, Slot: slot},
 		Size:      r.Size, ChunkSize: r.ChunkSize,
+		BlobSHA256: r.BlobSHA256, BaseSHA256: r.BaseSHA256, TargetSize: r.TargetSize,
 		Have:     make([]byte, (chunks(r.Size, r.ChunkSize)+7)/8),
 		Manifest: json.RawMessage(r.Manifest),
 	}
@@ -561,15 +574,28 @@ func (u *Updater) Finish() error {
 	if err != nil {
 		return fmt.Errorf("update: verifying: %w", err)
 	}
-	if sum != s.SHA256 || n != s.Size {
+	patched := s.BlobSHA256 != "" && sum == s.SHA256 && n == s.TargetSize // stopped after patching
+	if !patched && (sum != s.blobSHA256() || n != s.Size) {
 		_ = os.Remove(part)
 		u.st.Staging = nil
-		reason := fmt.Sprintf("%v: %d bytes with sha256 %s, manifest says %d bytes with %s", ErrMismatch, n, sum, s.Size, s.SHA256)
+		reason := fmt.Sprintf("%v: %d bytes with sha256 %s, manifest says %d bytes with %s", ErrMismatch, n, sum, s.Size, s.blobSHA256())
 		u.st.Last = &Result{Seq: s.Seq, Version: s.Version, State: fleet.UpdateFailed, Reason: reason, Time: u.now().UnixMilli()}
 		if err := u.saveLocked("mismatch"); err != nil {
 			return err
 		}
 		return errors.New(reason)
+	}
+	if s.BlobSHA256 != "" && !patched {
+		if err := u.applyDelta(s, part); err != nil {
+			// Fetch the whole binary instead, at once.
+			u.noDelta[s.SHA256] = true
+			_ = os.Remove(part)
+			u.st.Staging = nil
+			if serr := u.saveLocked("delta-failed"); serr != nil {
+				return serr
+			}
+			return fmt.Errorf("%w: %v", fleet.ErrDeltaFailed, err)
+		}
 	}
 	if err := os.Chmod(part, 0o750); err != nil {
 		return fmt.Errorf("update: %w", err)
