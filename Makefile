@@ -66,6 +66,9 @@ crash-5000:      ## the spool's SIGKILL crash test, 5,000 cycles (docs/spool.md)
 powercut-10000:  ## the power-cut test on a real kernel, 10,000 crash states (root, qemu; docs/spool.md)
 	KESTREL_RIG_REQUIRED=1 KESTREL_POWERCUT_STATES=10000 KESTREL_POWERCUT_SECONDS=90 $(GO) test -count=1 -timeout 3h -run '^TestPowerCut$$' -v ./hwtest/powercut
 
+powercut-update: ## the update workload on the real kernel, 3,000 crash states (root, qemu; docs/ota.md)
+	KESTREL_RIG_REQUIRED=1 KESTREL_POWERCUT_UPDATE_STATES=3000 $(GO) test -count=1 -timeout 60m -run '^TestPowerCutUpdate$$' -v ./hwtest/powercut
+
 powercut-nosync: ## the test of the test: with the spool's syncs removed the power-cut test must fail
 	! KESTREL_RIG_REQUIRED=1 $(GO) test -count=1 -tags kestrel_nosync -timeout 30m -run '^TestPowerCut$$' -v ./hwtest/powercut
 
