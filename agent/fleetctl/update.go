@@ -127,10 +127,20 @@ func (m *Manager) handleRelease(scope string, payload []byte) {
 	u := m.opts.Updater
 	m.upd.mu.Lock()
 	if len(payload) == 0 {
+		// A cleared retained topic: the release is withdrawn. A
+		// download of it stops unless another scope still names it.
 		delete(m.upd.cands, scope)
 		delete(m.upd.seen, scope)
+		c := m.chosenLocked()
 		m.upd.mu.Unlock()
-		return // a cleared retained topic: what is downloading carries on
+		if sha := u.StagingSHA256(); sha != "" && (c == nil || c.rel.SHA256 != sha) {
+			if err := u.Abort(fleet.UpdateRejected, "release withdrawn: "+scope+" update/desired cleared"); err != nil {
+				m.log.Error("dropping a withdrawn download", "err", err)
+			}
+			m.updateReport()
+			m.chooseRelease()
+		}
+		return
 	}
 	d := digest(payload)
 	if m.upd.seen[scope] == d {
