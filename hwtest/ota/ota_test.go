@@ -357,3 +357,33 @@ func TestHTTPSURL(t *testing.T) {
 		t.Fatalf("requests' ranges: %q", ranges)
 	}
 }
+
+// Clearing the retained manifest withdraws the release: the download in
+// progress stops and the report says why.
+func TestWithdrawnRelease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: builds two agents")
+	}
+	v1, v2, _ := hostBuilds(t)
+	e := New(t, []string{v1}, func(c *config.Config) { c.Update.Rate = 1 << 20 })
+	e.Start()
+	online(e)
+	bin := read(t, v2)
+	e.PublishChunks(bin, fleet.DefaultChunkSize)
+	m := e.Manifest(bin, 2, "v2", update.ThisPlatform())
+	e.PublishManifest(e.Release, m)
+	e.WaitReport(30*time.Second, "downloading", func(r *fleet.UpdateReport) bool { return r.State == fleet.UpdateDownloading && r.Have > 0 })
+	if err := e.Broker.Server().Publish(m.Target().UpdateTopic(), nil, true, 1); err != nil {
+		t.Fatal(err)
+	}
+	r := e.WaitReport(30*time.Second, "withdrawn", func(r *fleet.UpdateReport) bool { return r.State == fleet.UpdateRejected && r.Seq == 2 })
+	if !strings.Contains(r.Reason, "withdrawn") {
+		t.Fatalf("reason %q", r.Reason)
+	}
+	if st := e.UpdateState(); st.Staging != nil || st.Pending != nil || st.Running.Seq != 0 {
+		t.Fatalf("state after the withdrawal: %+v", st)
+	}
+	if e.Exe() != v1 {
+		t.Fatalf("agent runs %q", e.Exe())
+	}
+}
