@@ -48,6 +48,9 @@ type Options struct {
 	// UpdateStatus, when set, gives the state message's "update" field:
 	// where the device is with its latest release (agent/update).
 	UpdateStatus func() any
+	// PrivacyAudit hears every change of the privacy in force (the fleet
+	// controller's audit chain); called outside the agent's lock.
+	PrivacyAudit func([]tracking.Change)
 }
 
 // Agent is one running Kestrel.

@@ -134,7 +134,8 @@ func runRun(args []string, s stdio) error {
 			// remote self-test reports them from the running agent's
 			// state instead of opening them twice.
 			return selftest.Run(ctx, cfg, selftest.Options{InUse: []string{"gps", "radio", "gpio"}}), nil
-		}})
+		},
+		PrivacyAudit: privacyAudit(ctl)})
 	if err != nil {
 		return err
 	}
@@ -186,6 +187,25 @@ func startUpdater(local config.Config, log *slog.Logger) (*update.Updater, bool,
 		return nil, true, nil
 	}
 	return upd, false, nil
+}
+
+// privacyAudit enters the agent's privacy changes in the fleet
+// controller's audit chain.
+func privacyAudit(ctl *fleetctl.Manager) func([]tracking.Change) {
+	return func(changes []tracking.Change) {
+		out := make([]fleetctl.PrivacyChange, 0, len(changes))
+		for _, c := range changes {
+			mode, was := c.Mode, c.Was
+			if c.Lifted {
+				mode = "lifted"
+			}
+			if c.WasLifted {
+				was = "lifted"
+			}
+			out = append(out, fleetctl.PrivacyChange{Mode: mode, Was: was, Cause: c.Cause})
+		}
+		ctl.AuditPrivacy(out...)
+	}
 }
 
 // fleetCommands are the handlers for signed fleet commands: the agent's,
