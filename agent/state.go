@@ -243,7 +243,7 @@ func (a *Agent) stateFields() map[string]any {
 	}
 	f["privacy_mode"] = a.policy.PrivacyMode()
 	if a.opts.UpdateStatus != nil {
-		f["update"] = a.opts.UpdateStatus()
+		f["release_seq"], f["update"] = a.opts.UpdateStatus()
 	}
 	if r := a.latest.radio; r != nil {
 		radioState(f, r)

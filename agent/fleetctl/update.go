@@ -185,14 +185,26 @@ func (m *Manager) handleRelease(scope string, payload []byte) {
 		return
 	}
 	entry.Verified, entry.Signers, entry.KeyID = true, signers, signers[0]
-	if rel.Fleet != m.fleet || rel.Scope != scope {
-		refuse(rel, fmt.Errorf("%w: signed for %s, arrived on %s", fleet.ErrWrongTarget, rel.Target(), fleet.Target{Fleet: m.fleet, Scope: scope}), true)
+	// A staged rollout publishes a group's or the fleet's manifest,
+	// unchanged, on the device's own topic: what counts is that the
+	// manifest's target reaches this device (docs/ota-operator.md).
+	m.mu.Lock()
+	groups := m.groups(m.current())
+	m.mu.Unlock()
+	if !rel.Reaches(m.fleet, m.dev, groups) {
+		refuse(rel, fmt.Errorf("%w: signed for %s, which does not reach %s (groups %v); arrived on %s", fleet.ErrWrongTarget, rel.Target(), m.dev, groups, fleet.Target{Fleet: m.fleet, Scope: scope}), true)
 		return
 	}
 	if rel.SHA256 == u.RunningSHA256() {
 		return // the release in force: its manifest stays retained
 	}
 	if seq, ok := u.PendingSeq(); ok && seq == rel.Seq {
+		return
+	}
+	if last, _ := u.Report(); last.Seq == rel.Seq && finished(last.State) {
+		// The same release again (a staged copy on another topic):
+		// finished with, so nothing new to report.
+		m.log.Info("release already finished with here", "seq", rel.Seq, "state", last.State)
 		return
 	}
 	if u.WasReverted(rel.SHA256) {
@@ -216,6 +228,15 @@ func (m *Manager) handleRelease(scope string, payload []byte) {
 	m.upd.cands[scope] = &releaseCand{rel: rel, raw: slices.Clone(payload)}
 	m.upd.mu.Unlock()
 	m.chooseRelease()
+}
+
+// finished: a release in this state is done with on this device.
+func finished(state string) bool {
+	switch state {
+	case fleet.UpdateGood, fleet.UpdateRejected, fleet.UpdateFailed, fleet.UpdateReverted:
+		return true
+	}
+	return false
 }
 
 // chosen is the most specific accepted release. Callers hold m.upd.mu.

@@ -76,8 +76,9 @@ func (u *Updater) Report() (r fleet.UpdateReport, final bool) {
 	return r, final
 }
 
-// Status is the state message's "update" field.
-func (u *Updater) Status() any {
+// Status is the state message's "release_seq" (the release running) and
+// "update" fields.
+func (u *Updater) Status() (uint64, any) {
 	r, _ := u.Report()
 	m := map[string]any{"state": r.State, "seq": r.Seq, "version": r.Version, "running_seq": r.Running, "running_version": r.RunningVersion, "slot": u.self}
 	if r.Size > 0 {
@@ -86,5 +87,5 @@ func (u *Updater) Status() any {
 	if r.Reason != "" {
 		m["reason"] = r.Reason
 	}
-	return m
+	return r.Running, m
 }

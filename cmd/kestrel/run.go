@@ -21,6 +21,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/tracking"
 	"github.com/kestrel-edge/kestrel/agent/update"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
+	"github.com/kestrel-edge/kestrel/transport/delta"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
@@ -113,7 +114,7 @@ func runRun(args []string, s stdio) error {
 	// agent holds the running config and changes it only through Reload.
 	var a *agent.Agent
 	opts := fleetctl.Options{Current: local, Logger: log}
-	var status func() any
+	var status func() (uint64, any)
 	if upd != nil {
 		opts.Updater, opts.Platform, opts.SpoolFormat = upd, update.ThisPlatform(), spool.Format
 		opts.Restart = func() { a.RequestRestart() }
@@ -163,7 +164,7 @@ func startUpdater(local config.Config, log *slog.Logger) (*update.Updater, bool,
 	if !local.Update.Enabled {
 		return nil, false, nil
 	}
-	opts := update.Options{Dir: update.Dir(local), Version: version, Logger: log}
+	opts := update.Options{Dir: update.Dir(local), Version: version, Logger: log, Patch: delta.Patch}
 	launched, err := update.Launch(opts, os.Args)
 	if err != nil {
 		log.Error("update launcher: running this binary", "err", err)

@@ -2,6 +2,7 @@ package ota
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/update"
 	"github.com/kestrel-edge/kestrel/hwtest/broker"
 	"github.com/kestrel-edge/kestrel/hwtest/pty"
+	"github.com/kestrel-edge/kestrel/transport/delta"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
 	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
@@ -116,6 +118,20 @@ func TestUpdateGoodThenRefusals(t *testing.T) {
 			x := e.Manifest(other, 5, "v5-expired", update.ThisPlatform())
 			x.Issued, x.Expires = time.Now().Add(-2*time.Hour).UnixMilli(), time.Now().Add(-time.Hour).UnixMilli()
 			return e.PublishManifest(e.Release, x)
+		}},
+		{"for a group the device is not in", "does not reach", func() []byte {
+			x := e.Manifest(other, 6, "v6-north", update.ThisPlatform())
+			x.Scope = "group/north"
+			b, err := fleet.SignRelease([]ed25519.PrivateKey{e.Release}, x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Staged rollouts put a group's manifest on the device's own
+			// topic: there, it must still reach the device.
+			if err := e.Broker.Server().Publish(fleet.Device(fleetName, deviceID).UpdateTopic(), b, true, 1); err != nil {
+				t.Fatal(err)
+			}
+			return b
 		}},
 		{"downgrade", "not newer", func() []byte {
 			return e.PublishManifest(e.Release, e.Manifest(other, 1, "v0-old", update.ThisPlatform()))
@@ -387,3 +403,40 @@ func TestWithdrawnRelease(t *testing.T) {
 		t.Fatalf("agent runs %q", e.Exe())
 	}
 }
+
+// A manifest with a delta against the running binary: the device fetches
+// the delta's chunks (not the binary's, which are not published), patches
+// its running binary with transport/delta and checks the result.
+func TestDeltaUpdate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: builds two agents")
+	}
+	v1, v2, _ := hostBuilds(t)
+	old, bin := read(t, v1), read(t, v2)
+	start := time.Now()
+	patch, err := delta.Diff(old, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("delta v1 -> v2: %d bytes for a %d-byte binary (%.1f %%), made in %s", len(patch), len(bin), 100*float64(len(patch))/float64(len(bin)), time.Since(start).Round(time.Millisecond))
+	e := New(t, []string{v1}, nil)
+	e.Start()
+	online(e)
+	e.PublishChunks(patch, fleet.DefaultChunkSize)
+	m := e.Manifest(bin, 2, "v2", update.ThisPlatform())
+	m.Delta = &fleet.Delta{Format: fleet.DeltaFormat, BaseSeq: 1, BaseSHA256: hexSHA(old), SHA256: hexSHA(patch), Size: int64(len(patch))}
+	e.PublishManifest(e.Release, m)
+	e.WaitReport(30*time.Second, "downloading a delta", func(r *fleet.UpdateReport) bool {
+		return r.State == fleet.UpdateDownloading && r.Delta && r.Size == int64(len(patch))
+	})
+	e.WaitReport(60*time.Second, "good", func(r *fleet.UpdateReport) bool { return r.State == fleet.UpdateGood && r.Seq == 2 })
+	slot := filepath.Join(e.Dir, "slots", "a", "kestrel")
+	if got := read(t, slot); !bytes.Equal(got, bin) {
+		t.Fatal("slot a does not hold the release")
+	}
+	if exe := e.Exe(); exe != slot {
+		t.Fatalf("agent runs %q", exe)
+	}
+}
+
+func hexSHA(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
