@@ -196,8 +196,10 @@ func TestReloadKeepsRemoteOverlay(t *testing.T) {
 	}
 	door := newTestDoor(m.StartConfig(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go m.Run(ctx)
+	runDone := make(chan struct{})
+	go func() { m.Run(ctx); close(runDone) }()
+	// Run saves its state as it stops: before TempDir's cleanup.
+	defer func() { cancel(); <-runDone }()
 	m.Attach(door, bus)
 	env, _ := fleet.SignConfig(priv, fleet.AllDevices("met"), 2, []byte("[tracking]\ndistance = 7.0\n"))
 	bus.deliver("kestrel/v1/met/_all/config/desired", env)
