@@ -203,13 +203,21 @@ func TestBrokenReleaseReverts(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(e.Dir, update.CurrentLink)); !os.IsNotExist(err) {
 		t.Errorf("current link still there after the revert: %v", err)
 	}
-	// The same release pushed again is not tried again.
-	e.audits.Reset()
+	// The same release, still retained, is not tried again after a
+	// restart, and nothing new is reported for it.
 	e.Stop()
+	e.reports.Reset()
 	e.Start()
-	e.WaitAudit(30*time.Second, "refused again", func(a *fleet.AuditEntry) bool {
-		return a.Result == fleet.StatusRejected && strings.Contains(a.Error, "failed its health gate on this device before")
-	})
+	e.WaitReport(30*time.Second, "at the restart", func(r *fleet.UpdateReport) bool { return r.State == fleet.UpdateReverted && r.Seq == 2 })
+	time.Sleep(3 * time.Second)
+	for _, m := range e.reports.Messages() {
+		if r, err := fleet.DecodeUpdateReport(m.Payload); err == nil && r.State != fleet.UpdateReverted {
+			t.Fatalf("after the restart the device reported %s for seq %d", r.State, r.Seq)
+		}
+	}
+	if st := e.UpdateState(); st.Staging != nil || st.Pending != nil {
+		t.Fatalf("the reverted release is being tried again: %+v", st)
+	}
 }
 
 // A release that runs but fails its health gate (a GPS is configured and
