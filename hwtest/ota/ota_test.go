@@ -69,6 +69,14 @@ func read(t testing.TB, path string) []byte {
 	return b
 }
 
+// started is a device running the package binary launcher, online.
+func started(t *testing.T, launcher string, edit func(*config.Config)) *Env {
+	e := New(t, []string{launcher}, edit)
+	e.Start()
+	online(e)
+	return e
+}
+
 func online(e *Env) {
 	e.WaitReport(30*time.Second, "at start", func(r *fleet.UpdateReport) bool { return r.State == fleet.UpdateGood })
 }
@@ -82,9 +90,7 @@ func TestUpdateGoodThenRefusals(t *testing.T) {
 		t.Skip("end-to-end: builds two agents")
 	}
 	v1, v2, _ := hostBuilds(t)
-	e := New(t, []string{v1}, nil)
-	e.Start()
-	online(e)
+	e := started(t, v1, nil)
 	bin := read(t, v2)
 	e.PublishChunks(bin, fleet.DefaultChunkSize)
 	m := e.Manifest(bin, 2, "v2", update.ThisPlatform())
@@ -183,9 +189,7 @@ func TestBrokenReleaseReverts(t *testing.T) {
 		t.Skip("end-to-end: builds two agents")
 	}
 	v1, _, broken := hostBuilds(t)
-	e := New(t, []string{v1}, nil)
-	e.Start()
-	online(e)
+	e := started(t, v1, nil)
 	bin := read(t, broken)
 	e.PublishChunks(bin, fleet.DefaultChunkSize)
 	e.PublishManifest(e.Release, e.Manifest(bin, 2, "v2-broken", update.ThisPlatform()))
@@ -232,11 +236,9 @@ func TestHealthGateTimeoutReverts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	e := New(t, []string{v1}, func(c *config.Config) {
+	e := started(t, v1, func(c *config.Config) {
 		c.GPS.Port, c.GPS.Baud = silent.Path, 9600
 	})
-	e.Start()
-	online(e)
 	bin := read(t, v2)
 	e.PublishChunks(bin, fleet.DefaultChunkSize)
 	e.PublishManifest(e.Release, e.Manifest(bin, 2, "v2", update.ThisPlatform()))
@@ -257,9 +259,7 @@ func TestResumeAfterKill(t *testing.T) {
 		t.Skip("end-to-end: builds two agents")
 	}
 	v1, v2, _ := hostBuilds(t)
-	e := New(t, []string{v1}, func(c *config.Config) { c.Update.Rate = 2 << 20 })
-	e.Start()
-	online(e)
+	e := started(t, v1, func(c *config.Config) { c.Update.Rate = 2 << 20 })
 	bin := read(t, v2)
 	e.PublishChunks(bin, fleet.DefaultChunkSize)
 	e.PublishManifest(e.Release, e.Manifest(bin, 2, "v2", update.ThisPlatform()))
@@ -363,11 +363,9 @@ func TestHTTPSURL(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 	cert, key := ca.IssueClient(t, deviceID)
-	e := New(t, []string{v1}, func(c *config.Config) {
+	e := started(t, v1, func(c *config.Config) {
 		c.Broker.CAFile, c.Broker.CertFile, c.Broker.KeyFile = ca.CAFile, cert, key
 	})
-	e.Start()
-	online(e)
 	m := e.Manifest(bin, 2, "v2", update.ThisPlatform())
 	m.URL = srv.URL + "/releases/kestrel-v2"
 	e.PublishManifest(e.Release, m)
@@ -389,9 +387,7 @@ func TestWithdrawnRelease(t *testing.T) {
 		t.Skip("end-to-end: builds two agents")
 	}
 	v1, v2, _ := hostBuilds(t)
-	e := New(t, []string{v1}, func(c *config.Config) { c.Update.Rate = 1 << 20 })
-	e.Start()
-	online(e)
+	e := started(t, v1, func(c *config.Config) { c.Update.Rate = 1 << 20 })
 	bin := read(t, v2)
 	e.PublishChunks(bin, fleet.DefaultChunkSize)
 	m := e.Manifest(bin, 2, "v2", update.ThisPlatform())
@@ -427,9 +423,7 @@ func TestDeltaUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("delta v1 -> v2: %d bytes for a %d-byte binary (%.1f %%), made in %s", len(patch), len(bin), 100*float64(len(patch))/float64(len(bin)), time.Since(start).Round(time.Millisecond))
-	e := New(t, []string{v1}, nil)
-	e.Start()
-	online(e)
+	e := started(t, v1, nil)
 	e.PublishChunks(patch, fleet.DefaultChunkSize)
 	m := e.Manifest(bin, 2, "v2", update.ThisPlatform())
 	m.Delta = &fleet.Delta{Format: fleet.DeltaFormat, BaseSeq: 1, BaseSHA256: hexSHA(old), SHA256: hexSHA(patch), Size: int64(len(patch))}
