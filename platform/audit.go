@@ -32,8 +32,19 @@ type querier interface {
 // announced before it (kept in audit_heads: a Last Will's state message
 // carries none); "" if the device never announced one.
 func (s *Store) deviceKey(ctx context.Context, q querier, fleetID, device string) (string, error) {
+	// An enrolled device's entries are checked against the key pinned by
+	// kestrelctl device enrol (the latest enrolment), never a key it
+	// merely announces.
+	var enrolled string
+	err := q.QueryRowContext(ctx, s.d.q("SELECT device_key FROM enrolments WHERE fleet = ? AND device = ? ORDER BY id DESC LIMIT 1"), fleetID, device).Scan(&enrolled)
+	switch {
+	case err == nil && enrolled != "":
+		return enrolled, nil
+	case err != nil && !errors.Is(err, sql.ErrNoRows):
+		return "", fmt.Errorf("enrolled key of %s/%s: %w", fleetID, device, err)
+	}
 	var state sql.NullString
-	err := q.QueryRowContext(ctx, s.d.q("SELECT state FROM devices WHERE fleet = ? AND device = ?"), fleetID, device).Scan(&state)
+	err = q.QueryRowContext(ctx, s.d.q("SELECT state FROM devices WHERE fleet = ? AND device = ?"), fleetID, device).Scan(&state)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("device key of %s/%s: %w", fleetID, device, err)
 	}

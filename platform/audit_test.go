@@ -280,3 +280,23 @@ func TestConsultationChain(t *testing.T) {
 		}
 	})
 }
+
+// An enrolled device's entries are checked against the enrolled key: a
+// device (or an impostor) that announces another key and signs with it is
+// flagged, not trusted on its own word.
+func TestAuditEnrolledKeyWins(t *testing.T) {
+	eachStore(t, func(t *testing.T, open func(t *testing.T) *Store) {
+		s := open(t)
+		enrolled, other := newAuditSigner(7), newAuditSigner(9)
+		if _, err := s.Enrol(context.Background(), EnrolRequest{Fleet: "f1", Device: "d2", Key: enrolled.priv.Public().(ed25519.PublicKey), By: "fitter 12", Source: "key"}); err != nil {
+			t.Fatal(err)
+		}
+		c := &deviceChain{t: t, signer: other, dev: "d2"}
+		write(t, s, statusMsg(t, "d2", true, 1000, map[string]any{"device_key": other.pub()}))
+		m1, _ := c.next("config", "applied")
+		write(t, s, m1)
+		if p := auditProblems(t, s, "d2"); !strings.Contains(p[1], fleet.ProblemSignature) {
+			t.Fatalf("an entry signed by an unenrolled key: flags %v", p)
+		}
+	})
+}

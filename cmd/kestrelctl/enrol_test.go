@@ -98,6 +98,28 @@ func TestEnrolAndVerifyDatabase(t *testing.T) {
 	if code, out, stderr := wireTestRun(t, bundle, "verify"); code != 0 {
 		t.Fatalf("verify bundle --db: %d %s%s", code, out, stderr)
 	}
+	// Each read of personal data is in the consultations chain (s.62):
+	// verify --db a consultation, track --evidence and evidence bundle
+	// --db disclosures.
+	{
+		st, err := platform.Open(context.Background(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := st.Consultations(context.Background(), "")
+		st.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]string{}
+		for _, c := range cs {
+			seen[c.Command] = c.Outcome
+		}
+		if !strings.HasPrefix(seen["verify --db"], "ok") || !strings.HasPrefix(seen["evidence bundle --db"], "ok: ") ||
+			!strings.Contains(seen["track"], "evidence bundle "+ev) {
+			t.Fatalf("consultations of the evidence reads: %v", seen)
+		}
+	}
 	out, _ = run(0, "device", "list", "--db", db)
 	if !strings.Contains(out, "bwc-4") || !strings.Contains(out, "enrolled") {
 		t.Fatalf("device list: %s", out)

@@ -56,7 +56,7 @@ func runVerify(args []string, s stdio) error {
 		if *key != "" || fs.NArg() > 0 {
 			return fmt.Errorf("%w: --db verifies the database: no --key or BUNDLE with it", errUsage)
 		}
-		b, err := dbr.bundle(s)
+		b, err := dbr.bundle(s, "verify --db")
 		if err != nil {
 			return err
 		}
@@ -94,6 +94,7 @@ func report(s stdio, b *evidence.Bundle, rep *evidence.Report) error {
 // database for an evidence bundle.
 type dbRange struct {
 	db, fleet, device, from, to *string
+	op                          *operatorFlags
 }
 
 func addDBRange(fs *flag.FlagSet) dbRange {
@@ -103,11 +104,14 @@ func addDBRange(fs *flag.FlagSet) dbRange {
 		device: fs.String("device", "", "device id"),
 		from:   fs.String("from", "", "first time, RFC 3339 or a duration before now (2h); default: the first record"),
 		to:     fs.String("to", "", "end time (exclusive), RFC 3339 or a duration before now; default: the last"),
+		op:     addOperatorFlags(fs),
 	}
 }
 
-// bundle rebuilds the range's evidence bundle from the database.
-func (r dbRange) bundle(s stdio) (*evidence.Bundle, error) {
+// bundle rebuilds the range's evidence bundle from the database. The read
+// is a consultation (verify) or a disclosure (evidence bundle), logged in
+// the database's consultations chain before anything is returned.
+func (r dbRange) bundle(s stdio, command string) (*evidence.Bundle, error) {
 	if *r.device == "" {
 		return nil, fmt.Errorf("%w: --device is required with --db", errUsage)
 	}
@@ -125,7 +129,19 @@ func (r dbRange) bundle(s stdio) (*evidence.Bundle, error) {
 		return nil, err
 	}
 	defer st.Close()
-	return st.EvidenceBundle(s.ctx, q)
+	rf, rt := timeRange(q.From, q.To)
+	k, err := startConsultation(s, st, r.op, Consultation{Command: command, Fleet: *r.fleet, Device: *r.device, From: rf, To: rt})
+	if err != nil {
+		return nil, err
+	}
+	b, err := st.EvidenceBundle(s.ctx, q)
+	if err != nil {
+		return nil, k.finish(err, "")
+	}
+	if err := k.finish(nil, fmt.Sprintf("%d records", len(b.Records))); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 func runEvidence(args []string, s stdio) error {
@@ -155,7 +171,7 @@ func runEvidence(args []string, s stdio) error {
 		if *key != "" || fs.NArg() > 0 {
 			return fmt.Errorf("%w: --db reads the database: no --key or FILE with it", errUsage)
 		}
-		b, err := dbr.bundle(s)
+		b, err := dbr.bundle(s, "evidence bundle --db")
 		if err != nil {
 			return err
 		}
