@@ -134,6 +134,10 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	so := spoolOptions(cfg)
 	so.Now = opts.Now
+	if so.Key, err = loadSpoolKey(SpoolKeyFile(cfg), cfg.Spool.Encrypt, opts.Logger.With("part", "spool")); err != nil {
+		return nil, err
+	}
+	so.Encrypt = cfg.Spool.Encrypt
 	sp, err := spool.Open(cfg.Spool.Dir, so, opts.Logger.With("part", "spool"))
 	if err != nil {
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.Dir, err)

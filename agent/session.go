@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -19,6 +20,12 @@ type sessionRunner struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// ErrBrokerConfig wraps an error in the broker settings that stops the
+// MQTT session from being built (a CA or certificate that cannot be read,
+// options the session refuses): a config problem, which restarting does
+// not cure (`kestrel run` exits 78, EX_CONFIG).
+var ErrBrokerConfig = errors.New("broker config")
 
 // sessionOptions turns the broker section into session options. Secrets
 // (the password file) are read here and never logged.
@@ -58,7 +65,7 @@ func (a *Agent) sessionOptions(cfg config.Config) (mqtt.Options, error) {
 		opts.TLS = tlsCfg
 	}
 	if !b.RequireClientCert && !b.MutualTLS() {
-		a.log.Warn("broker.require_client_cert = false: the broker does not authenticate this device by certificate (state message: mtls false)", "brokers", b.URLs)
+		a.log.Warn("broker.require_client_cert = false: the broker does not authenticate this device by certificate (state message: mtls false)", "brokers", mqtt.RedactURLs(b.URLs))
 	}
 	if b.PasswordFile != "" {
 		pw, err := os.ReadFile(b.PasswordFile)
@@ -83,11 +90,11 @@ func (a *Agent) startSession(ctx context.Context, cfg config.Config) (*sessionRu
 func (a *Agent) newSession(cfg config.Config) (*mqtt.Session, error) {
 	opts, err := a.sessionOptions(cfg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrBrokerConfig, err)
 	}
 	sess, err := mqtt.New(opts, &outbox{sp: a.spool, log: a.log.With("part", "outbox")})
 	if err != nil {
-		return nil, fmt.Errorf("mqtt session: %w", err)
+		return nil, fmt.Errorf("%w: mqtt session: %w", ErrBrokerConfig, err)
 	}
 	return sess, nil
 }

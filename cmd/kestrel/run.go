@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -117,6 +118,9 @@ func runRun(args []string, s stdio) error {
 	var status func() (uint64, any)
 	if upd != nil {
 		opts.Updater, opts.Platform, opts.SpoolFormat = upd, update.ThisPlatform(), spool.Format
+		if local.Spool.Encrypt {
+			opts.SpoolFormat = spool.FormatSealed // a release must read sealed segments
+		}
 		opts.Restart = func() { a.RequestRestart() }
 		status = upd.Status
 		if hc, err := update.HTTPClient(local); err != nil {
@@ -153,7 +157,13 @@ func runRun(args []string, s stdio) error {
 		}
 		return ctl.ReloadLocal(ctx, local)
 	}
-	return runWithSignals(s.ctx, a, ctl, reload, log)
+	err = runWithSignals(s.ctx, a, ctl, reload, log)
+	if errors.Is(err, agent.ErrBrokerConfig) {
+		// Like a config that does not load: systemd must not restart it.
+		fmt.Fprintf(s.stderr, "kestrel run: %v\n", err)
+		return subcmd.ExitStatus(exConfig)
+	}
+	return err
 }
 
 // startUpdater is the launcher and the updater's boot step: it execs the
