@@ -196,10 +196,11 @@ func TestReloadKeepsRemoteOverlay(t *testing.T) {
 	}
 	door := newTestDoor(m.StartConfig(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan struct{})
-	go func() { m.Run(ctx); close(runDone) }()
-	// Run saves its state as it stops: before TempDir's cleanup.
-	defer func() { cancel(); <-runDone }()
+	ran := make(chan struct{})
+	go func() { defer close(ran); m.Run(ctx) }()
+	// Stop the controller before the temp dirs go: it writes its state
+	// file (audit entries) until Run returns.
+	t.Cleanup(func() { cancel(); <-ran })
 	m.Attach(door, bus)
 	env, _ := fleet.SignConfig(priv, fleet.AllDevices("met"), 2, []byte("[tracking]\ndistance = 7.0\n"))
 	bus.deliver("kestrel/v1/met/_all/config/desired", env)
