@@ -59,6 +59,7 @@ fuzz:            ## a minute on each parser of outside input
 	$(GO) test ./platform/web -run '^$$' -fuzz '^FuzzParseUsers$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzRecover$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime 60s
+	$(GO) test ./agent/update -run '^$$' -fuzz '^FuzzLoadState$$' -fuzztime 60s
 	$(GO) test ./transport/delta -run '^$$' -fuzz '^FuzzPatch$$' -fuzztime 60s
 
 bench:           ## the benchmarks behind docs/benchmarks.md
@@ -71,8 +72,16 @@ crash-5000:      ## the spool's SIGKILL crash test, 5,000 cycles (docs/spool.md)
 powercut-10000:  ## the power-cut test on a real kernel, 10,000 crash states (root, qemu; docs/spool.md)
 	KESTREL_RIG_REQUIRED=1 KESTREL_POWERCUT_STATES=10000 KESTREL_POWERCUT_SECONDS=90 $(GO) test -count=1 -timeout 3h -run '^TestPowerCut$$' -v ./hwtest/powercut
 
+powercut-update: ## the update workload on the real kernel, 3,000 crash states (root, qemu; docs/ota.md)
+	KESTREL_RIG_REQUIRED=1 KESTREL_POWERCUT_UPDATE_STATES=3000 $(GO) test -count=1 -timeout 60m -run '^TestPowerCutUpdate$$' -v ./hwtest/powercut
+
 powercut-nosync: ## the test of the test: with the spool's syncs removed the power-cut test must fail
 	! KESTREL_RIG_REQUIRED=1 $(GO) test -count=1 -tags kestrel_nosync -timeout 30m -run '^TestPowerCut$$' -v ./hwtest/powercut
+
+ota-crash:       ## (result in docs/ota.md) SIGKILL after every durable step of an update, every chunk included
+	mkdir -p dist
+	KESTREL_OTA_CRASH_ALL=1 $(GO) test -count=1 -timeout 60m -run '^TestCrashAtEveryUpdateStep$$' -v ./hwtest/ota > dist/ota-crash.log 2>&1; st=$$?; \
+		grep -E '^(    crash_test|--- (PASS|FAIL): TestCrash|ok|FAIL)' dist/ota-crash.log | tee dist/ota-crash.txt; exit $$st
 
 spool-measure:   ## spool write amplification, fsyncs, 1 GiB recovery vs bbolt (root: loop ext4)
 	KESTREL_SPOOL_MEASURE=1 $(GO) test -count=1 -timeout 60m -run '^TestMeasure' -v ./agent/spool

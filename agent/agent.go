@@ -45,6 +45,10 @@ type Options struct {
 	GPIOFake *gpio.FakeChips
 	// Selftest runs the fitter's checks for the "selftest" command.
 	Selftest func(ctx context.Context, cfg config.Config) (any, error)
+	// UpdateStatus, when set, gives the state message's "release_seq"
+	// (the release running) and "update" fields: where the device is
+	// with its latest release (agent/update).
+	UpdateStatus func() (releaseSeq uint64, status any)
 	// PrivacyAudit hears every change of the privacy in force (the fleet
 	// controller's audit chain); called outside the agent's lock.
 	PrivacyAudit func([]tracking.Change)

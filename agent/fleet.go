@@ -58,6 +58,27 @@ func (m *Messenger) Subscribe(topic string, h func(topic string, payload []byte)
 	return nil
 }
 
+// Unsubscribe drops a topic filter, on this session and later ones.
+func (m *Messenger) Unsubscribe(topic string) error {
+	m.mu.Lock()
+	delete(m.subs, topic)
+	m.mu.Unlock()
+	if s := m.a.session(); s != nil {
+		return s.Unsubscribe(topic)
+	}
+	return nil
+}
+
+// OutboxIdle says whether the spool has no backlog: nothing has waited
+// more than a few seconds for the broker. Bulk transfers (release chunks)
+// wait for it, so live traffic and a draining backlog go first.
+func (a *Agent) OutboxIdle() bool {
+	return a.connected() && a.spool.Metrics().OldestAge < outboxIdleAge
+}
+
+// outboxIdleAge: records younger than this are live traffic on its way.
+const outboxIdleAge = 10 * time.Second
+
 // Connected reports whether a broker session is up.
 func (m *Messenger) Connected() bool { return m.a.connected() }
 

@@ -109,7 +109,7 @@ func (a *Agent) units() []unit {
 		// uses them (trusted keys on every verification, groups on
 		// every subscription pass), so they take effect once Config()
 		// returns them.
-		{name: "fleet", sections: []string{"remote"}, keys: []string{"device.groups"}},
+		{name: "fleet", sections: []string{"remote", "update"}, keys: []string{"device.groups"}},
 		{name: "gps", sections: []string{"gps"},
 			check: func(old, next config.Config, _ *prepared) error {
 				return portExists("gps.port", old.GPS.Port, next.GPS.Port)

@@ -220,6 +220,9 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"evidence.checkpoint_interval": func(c *config.Config) { c.Evidence.CheckpointInterval = config.D(time.Minute) },
 		"remote.config_threshold":      func(c *config.Config) { c.Remote.ConfigThreshold = 2 },
 		"remote.command_threshold":     func(c *config.Config) { c.Remote.CommandThreshold = 2 },
+		"remote.release_threshold":     func(c *config.Config) { c.Remote.ReleaseThreshold = 2 },
+		"update.health_timeout":        func(c *config.Config) { c.Update.HealthTimeout = config.D(30 * time.Second) },
+		"update.rate":                  func(c *config.Config) { c.Update.Rate = 1024 },
 		"tracking.emergency_window": func(c *config.Config) {
 			c.Tracking.EmergencyWindow = config.D(5 * time.Minute)
 		},

@@ -243,6 +243,9 @@ func (a *Agent) stateFields() map[string]any {
 		f["ignition"] = ps.Ignition == 1
 	}
 	f["privacy_mode"] = a.policy.PrivacyMode()
+	if a.opts.UpdateStatus != nil {
+		f["release_seq"], f["update"] = a.opts.UpdateStatus()
+	}
 	if r := a.latest.radio; r != nil {
 		radioState(f, r)
 	}

@@ -31,6 +31,7 @@ type Config struct {
 	Privacy  Privacy  `toml:"privacy"`
 	Evidence Evidence `toml:"evidence"`
 	Remote   Remote   `toml:"remote"`
+	Update   Update   `toml:"update"`
 	Log      Log      `toml:"log"`
 	Status   Status   `toml:"status"`
 }
@@ -247,6 +248,24 @@ type Remote struct {
 	// M keys in trusted_keys with that role).
 	ConfigThreshold  int `toml:"config_threshold"`
 	CommandThreshold int `toml:"command_threshold"`
+	// ReleaseThreshold: how many distinct trusted keys with the release
+	// role must sign a release manifest (docs/ota.md).
+	ReleaseThreshold int `toml:"release_threshold"`
+}
+
+// Update is the over-the-air updater (agent/update, docs/ota.md).
+type Update struct {
+	// Enabled: follow the fleet's release manifests.
+	Enabled bool `toml:"enabled"`
+	// Dir holds the slots, the current link and update.json; empty is
+	// the directory of remote.state_file.
+	Dir string `toml:"dir"`
+	// HealthTimeout: a new release must pass its health gate (broker
+	// reached, GPS sentences if fitted, spool open) within this long.
+	HealthTimeout Duration `toml:"health_timeout"`
+	// Rate caps the download in bytes per second; 0 takes the link
+	// profile's (lte 256 KiB/s, narrowband 1 KiB/s).
+	Rate int `toml:"rate"`
 }
 
 type Log struct {
@@ -353,7 +372,9 @@ func Defaults() Config {
 			MaxMessage:       64 << 10,
 			ConfigThreshold:  1,
 			CommandThreshold: 1,
+			ReleaseThreshold: 1,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Update: Update{Enabled: true, HealthTimeout: D(2 * time.Minute)},
+		Log:    Log{Level: "info", Format: "text"},
 	}
 }

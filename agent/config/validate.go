@@ -229,6 +229,13 @@ func (c Config) Validate() error {
 	v.intRange("remote.audit_max", rm.AuditMax, 1, 100000)
 	v.intRange("remote.config_threshold", rm.ConfigThreshold, 1, MaxThreshold)
 	v.intRange("remote.command_threshold", rm.CommandThreshold, 1, MaxThreshold)
+	v.intRange("remote.release_threshold", rm.ReleaseThreshold, 1, MaxThreshold)
+	if d := c.Update.HealthTimeout.Duration; d < 10*time.Second || d > time.Hour {
+		v.add("update.health_timeout", "%v: want 10s to 1h", d)
+	}
+	if r := c.Update.Rate; r != 0 && (r < 256 || r > 64<<20) {
+		v.add("update.rate", "%d: want 0 (the link profile's) or 256 to 67108864 bytes/s", r)
+	}
 	v.intRange("remote.max_message", rm.MaxMessage, 4<<10, 1<<20)
 
 	switch c.Log.Level {

@@ -296,7 +296,7 @@ func (m *Manager) seal(it outItem) ([]byte, error) {
 	m.mu.Lock()
 	s := m.opts.Signer
 	m.mu.Unlock()
-	if s == nil || !(it.channel == fleet.ChannelReported || it.channel == fleet.ChannelAudit || fleet.CheckReplyChannel(it.channel) == nil) {
+	if s == nil || !(it.channel == fleet.ChannelReported || it.channel == fleet.ChannelUpdateReported || it.channel == fleet.ChannelAudit || fleet.CheckReplyChannel(it.channel) == nil) {
 		return it.payload, nil
 	}
 	return fleet.Seal(s, m.fleet, m.dev, it.channel, it.payload)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -106,6 +107,18 @@ type Options struct {
 	CheckEvery time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Updater, when set, follows the fleet's release manifests
+	// (update/desired) and runs a pending release's health gate
+	// (docs/ota.md). Platform and SpoolFormat are what a release must
+	// suit; Restart makes the agent exit for the service manager to start
+	// the binary the updater switched to.
+	Updater     Updater
+	Platform    fleet.Platform
+	SpoolFormat int
+	Restart     func()
+	// HTTPClient fetches releases that name an https:// URL (with the
+	// broker's CA and client certificate); nil: chunks over MQTT only.
+	HTTPClient *http.Client
 }
 
 // maxPendingBoots: a config that has not been confirmed after this many
@@ -157,6 +170,8 @@ type Manager struct {
 
 	lastPubOK atomic.Int64 // unix ns of the last successful publish
 
+	upd updateState // release manifests and the download (update.go)
+
 	inbox   chan inbound
 	outMu   sync.Mutex
 	out     []outItem
@@ -194,6 +209,7 @@ func NewManager(opts Options) (*Manager, error) {
 		subscribed: map[string]bool{},
 		inbox:      make(chan inbound, 64),
 		outWake:    make(chan struct{}, 1),
+		upd:        updateState{cands: map[string]*releaseCand{}, seen: map[string]string{}, wake: make(chan struct{}, 1)},
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -526,6 +542,7 @@ func (m *Manager) subscribe() error {
 	for _, g := range m.groups(m.current()) {
 		topics = append(topics, fleet.Group(m.fleet, g).Topic())
 	}
+	topics = append(topics, m.updateTopics()...)
 	var todo []string
 	for _, t := range topics {
 		if !m.subscribed[t] {
@@ -573,6 +590,15 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer m.wg.Wait()
 
 	m.startup(ctx)
+	if m.opts.Updater != nil {
+		m.upd.gateStart = m.now()
+		m.updateReport()
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.fetcher(ctx)
+		}()
+	}
 	every := m.opts.CheckEvery
 	if every <= 0 {
 		every = time.Second
@@ -592,6 +618,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.handle(ctx, in)
 		case <-tick.C:
 			m.tick(ctx)
+			m.gateTick()
 		}
 	}
 }
@@ -652,6 +679,12 @@ func (m *Manager) rollbackAfter(c config.Config) time.Duration {
 func (m *Manager) handle(ctx context.Context, in inbound) {
 	rest, ok := strings.CutPrefix(in.topic, m.prefix())
 	if !ok {
+		return
+	}
+	if strings.HasSuffix(rest, "/"+fleet.ChannelUpdateDesired) {
+		if scope, ok := m.updateScope(rest); ok && m.opts.Updater != nil {
+			m.handleRelease(scope, in.payload)
+		}
 		return
 	}
 	switch {

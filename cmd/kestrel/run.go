@@ -18,8 +18,11 @@ import (
 	"github.com/kestrel-edge/kestrel/agent/fleetctl"
 	"github.com/kestrel-edge/kestrel/agent/identity"
 	"github.com/kestrel-edge/kestrel/agent/selftest"
+	"github.com/kestrel-edge/kestrel/agent/spool"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
+	"github.com/kestrel-edge/kestrel/agent/update"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
+	"github.com/kestrel-edge/kestrel/transport/delta"
 	"github.com/kestrel-edge/kestrel/transport/fleet"
 )
 
@@ -93,14 +96,44 @@ func runRun(args []string, s stdio) error {
 		log.Warn("remote.trusted_keys is empty: every remote config and command will be refused (kestrelctl keygen makes a fleet key)")
 	}
 	oneCore()
-	// The fleet controller decides the config to start with: the local
-	// one with the persisted remote config laid over it. From then on the
-	// agent holds the running config and changes it only through Reload.
-	ctl, err := fleetctl.NewManager(fleetctl.Options{Current: local, Logger: log})
+	upd, restart, err := startUpdater(local, log)
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(ctl.StartConfig(), agent.Options{Logger: log, LogLevel: level, Version: version,
+	if restart {
+		// The updater switched the link away from this binary (a revert,
+		// or a switch a power cut interrupted): exit for the service
+		// manager to start the current slot.
+		log.Warn("another slot must run: exiting for the service manager to start it")
+		return agent.ErrRestart
+	}
+	if upd != nil {
+		defer upd.Close()
+	}
+	// The fleet controller decides the config to start with: the local
+	// one with the persisted remote config laid over it. From then on the
+	// agent holds the running config and changes it only through Reload.
+	var a *agent.Agent
+	opts := fleetctl.Options{Current: local, Logger: log}
+	var status func() (uint64, any)
+	if upd != nil {
+		opts.Updater, opts.Platform, opts.SpoolFormat = upd, update.ThisPlatform(), spool.Format
+		if local.Spool.Encrypt {
+			opts.SpoolFormat = spool.FormatSealed // a release must read sealed segments
+		}
+		opts.Restart = func() { a.RequestRestart() }
+		status = upd.Status
+		if hc, err := update.HTTPClient(local); err != nil {
+			log.Warn("release URLs unavailable: chunks over MQTT only", "err", err)
+		} else {
+			opts.HTTPClient = hc
+		}
+	}
+	ctl, err := fleetctl.NewManager(opts)
+	if err != nil {
+		return err
+	}
+	a, err = agent.New(ctl.StartConfig(), agent.Options{Logger: log, LogLevel: level, Version: version, UpdateStatus: status,
 		Selftest: func(ctx context.Context, cfg config.Config) (any, error) {
 			// The agent holds its serial ports and GPIO lines; the
 			// remote self-test reports them from the running agent's
@@ -131,6 +164,40 @@ func runRun(args []string, s stdio) error {
 		return subcmd.ExitStatus(exConfig)
 	}
 	return err
+}
+
+// startUpdater is the launcher and the updater's boot step: it execs the
+// current slot's binary when that is not this one (counting a pending
+// release's start), then opens the updater for this process. restart
+// says this binary must not run the agent.
+func startUpdater(local config.Config, log *slog.Logger) (*update.Updater, bool, error) {
+	if !local.Update.Enabled {
+		return nil, false, nil
+	}
+	opts := update.Options{Dir: update.Dir(local), Version: version, Logger: log, Patch: delta.Patch}
+	launched, err := update.Launch(opts, os.Args)
+	if err != nil {
+		log.Error("update launcher: running this binary", "err", err)
+	}
+	// An updater that cannot open or boot (a read-only or full state
+	// directory) must not keep the agent from running: it runs without
+	// updates, and says so.
+	upd, err := update.Open(opts)
+	if err != nil {
+		log.Error("updates disabled: the update state cannot be opened", "err", err)
+		return nil, false, nil
+	}
+	act, err := upd.Boot(launched)
+	if err != nil {
+		log.Error("updates disabled: the update state cannot be written", "err", err)
+		upd.Close()
+		return nil, false, nil
+	}
+	if act == update.Restart {
+		upd.Close()
+		return nil, true, nil
+	}
+	return upd, false, nil
 }
 
 // privacyAudit enters the agent's privacy changes in the fleet
@@ -237,8 +304,11 @@ var (
 // signs of life for its after-apply health check, and holds the device
 // key that signs reports and replies.
 var (
-	_ fleetctl.Door      = (*agent.Agent)(nil)
-	_ fleetctl.Vitals    = (*agent.Agent)(nil)
-	_ fleet.DeviceSigner = (*identity.Identity)(nil)
-	_ fleetctl.Messenger = (*agent.Messenger)(nil)
+	_ fleetctl.Door         = (*agent.Agent)(nil)
+	_ fleetctl.Vitals       = (*agent.Agent)(nil)
+	_ fleet.DeviceSigner    = (*identity.Identity)(nil)
+	_ fleetctl.Messenger    = (*agent.Messenger)(nil)
+	_ fleetctl.Unsubscriber = (*agent.Messenger)(nil)
+	_ fleetctl.Idler        = (*agent.Agent)(nil)
+	_ fleetctl.Updater      = (*update.Updater)(nil)
 )

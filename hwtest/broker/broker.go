@@ -186,6 +186,13 @@ func (o *Observer) add(m Message) {
 	}
 }
 
+// Reset forgets what was seen so far.
+func (o *Observer) Reset() {
+	o.mu.Lock()
+	o.msgs = nil
+	o.mu.Unlock()
+}
+
 // Messages returns a copy of what was seen so far, in order of arrival.
 func (o *Observer) Messages() []Message {
 	o.mu.Lock()

@@ -51,6 +51,9 @@ var (
 	ErrDowngrade      = errors.New("release is not newer than the running one and does not allow a downgrade")
 	ErrWrongPlatform  = errors.New("release is for another platform")
 	ErrTooOld         = errors.New("running release is older than the manifest's minimum")
+	// ErrDeltaFailed: a delta did not give the release's binary on the
+	// device, which then fetches the whole binary.
+	ErrDeltaFailed = errors.New("delta did not apply")
 )
 
 // Release is a signed release manifest as published on update/desired.

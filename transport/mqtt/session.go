@@ -435,6 +435,24 @@ func (s *Session) Subscribe(topic string, h func(topic string, payload []byte)) 
 	return nil
 }
 
+// Unsubscribe drops a topic filter registered with Subscribe (the OTA
+// updater fetches each release chunk by subscribing to its retained topic
+// and unsubscribing once it has it).
+func (s *Session) Unsubscribe(topic string) error {
+	s.mu.Lock()
+	_, had := s.subs[topic]
+	delete(s.subs, topic)
+	cl := s.client
+	s.mu.Unlock()
+	if !had || cl == nil {
+		return nil
+	}
+	if err := waitToken(s.ctx, cl.Unsubscribe(topic), s.opts.AckTimeout); err != nil {
+		return fmt.Errorf("unsubscribe %s: %w", topic, err)
+	}
+	return nil
+}
+
 // enqueue copies a message onto the session's handler queue. Its PUBACK
 // goes only after its handler has returned (paho's automatic ack is off,
 // MQTT 3.1.1 section 4.6 keeps the acks in order because one goroutine
