@@ -7,7 +7,7 @@ VERSION ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell gi
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare linkfault clean
+.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare linkfault linkbudget clean
 
 all: test
 
@@ -99,3 +99,7 @@ gps-compare:     ## NMEA throughput against gpsd's gpsdecode on a ~50 MB log
 
 clean:
 	rm -rf $(DIST)
+
+linkbudget:      ## (result in dist/linkbudget.txt) the whole agent's bytes per fix on the MQTT stream, 10 min per profile, TLS too (docs/benchmarks.md)
+	mkdir -p $(DIST)
+	KESTREL_AGENT_LINKBUDGET=1 KESTREL_LINKBUDGET_TABLE=$(CURDIR)/$(DIST)/linkbudget.txt $(GO) test -count=1 -timeout 30m -run '^TestAgentLinkBudget$$' -v ./hwtest/linkbudget

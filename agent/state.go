@@ -115,6 +115,11 @@ func (l *latest) setCapability(name, status string) {
 // link, so a change is on the broker within about this long.
 const stateCheck = 15 * time.Second
 
+// stateSettle is how long a kick waits for more changes before the state
+// message goes: at start the capabilities, the first radio status and the
+// first fix come within about 2 s, and each message costs ~300 B.
+const stateSettle = 2 * time.Second
+
 // stateInterval is the longest the state message goes unrepublished.
 func (a *Agent) stateInterval() time.Duration {
 	b := a.Config().Broker
@@ -185,11 +190,16 @@ func (a *Agent) publishState(ctx context.Context) {
 		case <-due.C:
 			publish = true
 		case <-a.latest.kick:
-			// Let a burst of start-up probes settle into one message.
+			// Let a burst of changes (the start-up probes: capabilities,
+			// the first radio status and fix within the first second or
+			// two) settle into one message.
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(stateSettle):
+			}
+			for len(a.latest.kick) > 0 {
+				<-a.latest.kick
 			}
 			publish = true
 		}

@@ -3,8 +3,10 @@ package linkbudget
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +29,7 @@ type result struct {
 	tls    bool
 	fixes  int
 	counts Counts
+	kinds  map[string]int // records at the platform by kind
 }
 
 func (r result) perFix(n int64) float64 { return float64(n) / float64(r.fixes) }
@@ -99,7 +102,7 @@ func TestAgentLinkBudget(t *testing.T) {
 			})
 		}
 	})
-	if len(results) != len(specs) {
+	if len(results) == 0 {
 		return
 	}
 	table := render(results, run)
@@ -143,6 +146,12 @@ func measure(t *testing.T, bin []string, nmea, fixes []byte, prof string, tlsOn 
 			c.Radio.Poll = def.Radio.Poll
 			c.Sensors.BatteryPeriod, c.Sensors.ThermalPeriod = def.Sensors.BatteryPeriod, def.Sensors.ThermalPeriod
 			c.Hooks.LinkPeriod = def.Hooks.LinkPeriod
+			if d, err := time.ParseDuration(os.Getenv("KESTREL_LINKBUDGET_STATE_INTERVAL")); err == nil {
+				// The test of the test: state_interval = 1m is the
+				// agent before the state schedule (a state message
+				// every minute whatever the profile).
+				c.Broker.StateInterval = config.D(d)
+			}
 		},
 	})
 	px := Start(t, e.Broker.Addr(), tlsOn)
@@ -157,14 +166,52 @@ func measure(t *testing.T, bin []string, nmea, fixes []byte, prof string, tlsOn 
 	ctx, cancel := context.WithTimeout(context.Background(), d+2*time.Minute)
 	defer cancel()
 	e.Start()
-	rctx, stop := context.WithTimeout(ctx, d)
-	defer stop()
+	// The replay runs on past the count, so that the receiver does not
+	// go silent (a state message of its own) before the agent stops.
+	rctx, stopReplay := context.WithCancel(ctx)
 	replay := e.StartReplay(rctx)
-	<-rctx.Done()
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	// SIGTERM: the agent drains for up to 5 s, says offline and
+	// disconnects; all of it is counted.
+	e.Stop()
+	stopReplay()
 	<-replay
-	e.Drained(ctx)
-	p := e.Check(int(d/time.Second) * 9 / 10)
-	r := result{prof: prof, tls: tlsOn, fixes: scenario.Positions(p), counts: px.Counts()}
+	p := e.Platform()
+	if errs := p.Errors(); len(errs) > 0 {
+		t.Errorf("%d payloads did not decode, first: %v", len(errs), errs[0])
+	}
+	if gaps := p.Gaps(); len(gaps) > 0 {
+		t.Errorf("sequence gaps: %v", gaps)
+	}
+	if n, want := scenario.Positions(p), int(d/time.Second)*9/10; n < want {
+		t.Errorf("%d positions at the platform, want at least %d", n, want)
+	}
+	if left, err := scenario.SpoolDepth(e.Config.Spool.Dir); err == nil && left > 0 {
+		// Durable, sent at the next start: records that were waiting
+		// for their batch when the agent stopped (the shutdown drain
+		// is bounded at 5 s; narrowband's normal batch age is 9.5 s).
+		t.Logf("%d records left in the spool for the next start", left)
+	}
+	if os.Getenv("KESTREL_LINKBUDGET_STATES") != "" {
+		prev := map[string]any{}
+		for _, st := range e.States() {
+			var diff []string
+			for k, v := range st {
+				if fmt.Sprint(prev[k]) != fmt.Sprint(v) {
+					diff = append(diff, fmt.Sprintf("%s=%v", k, v))
+				}
+			}
+			t.Logf("state: %v", diff)
+			prev = st
+		}
+	}
+	r := result{prof: prof, tls: tlsOn, fixes: scenario.Positions(p), counts: px.Counts(), kinds: map[string]int{}}
+	for _, a := range p.Unique() {
+		r.kinds[a.Record.Kind().String()]++
+	}
 	if r.counts.Unparsed != "" {
 		t.Errorf("the stream did not parse: %s", r.counts.Unparsed)
 	}
@@ -227,6 +274,12 @@ func render(rs []result, d time.Duration) string {
 		for _, k := range grouped.Sorted() {
 			fmt.Fprintf(&b, "| %s (with its PUBACKs) | %d | %.2f | %d |\n", k, ch[k][0], r.perFix(ch[k][0]), ch[k][1])
 		}
+		kinds := slices.Sorted(maps.Keys(r.kinds))
+		fmt.Fprintf(&b, "\nRecords at the platform, %s:", n)
+		for _, k := range kinds {
+			fmt.Fprintf(&b, " %s %d;", k, r.kinds[k])
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }
