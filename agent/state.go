@@ -179,7 +179,8 @@ func (a *Agent) publishState(ctx context.Context) {
 	// The birth message at connect carries the state: the schedule starts
 	// from it.
 	sent := meaningfulState(a.stateFields())
-	due := time.NewTimer(a.stateInterval())
+	interval, last := a.stateInterval(), time.Now()
+	due := time.NewTimer(interval)
 	defer due.Stop()
 	for {
 		publish := false
@@ -187,6 +188,12 @@ func (a *Agent) publishState(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-check.C:
+			if iv := a.stateInterval(); iv != interval {
+				// A reload changed the interval: it counts from the
+				// last message.
+				interval = iv
+				due.Reset(max(time.Until(last.Add(iv)), 0))
+			}
 		case <-due.C:
 			publish = true
 		case <-a.latest.kick:
@@ -213,8 +220,8 @@ func (a *Agent) publishState(ctx context.Context) {
 			}
 		}
 		// Offline, the next connection's birth carries the state.
-		sent = now
-		due.Reset(a.stateInterval())
+		sent, last = now, time.Now()
+		due.Reset(interval)
 	}
 }
 
