@@ -102,4 +102,4 @@ clean:
 
 linkbudget:      ## (result in dist/linkbudget.txt) the whole agent's bytes per fix on the MQTT stream, 10 min per profile, TLS too (docs/benchmarks.md)
 	mkdir -p $(DIST)
-	KESTREL_AGENT_LINKBUDGET=1 KESTREL_LINKBUDGET_TABLE=$(CURDIR)/$(DIST)/linkbudget.txt $(GO) test -count=1 -timeout 30m -run '^TestAgentLinkBudget$$' -v ./hwtest/linkbudget
+	KESTREL_AGENT_LINKBUDGET=1 KESTREL_LINKBUDGET_TABLE=$(CURDIR)/$(DIST)/linkbudget.txt $(GO) test -count=1 -timeout 30m -parallel 4 -run '^TestAgentLinkBudget$$' -v ./hwtest/linkbudget
