@@ -7,7 +7,7 @@ VERSION ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell gi
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare linkfault linkbudget clean
+.PHONY: evidence-shift all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare linkfault linkbudget clean delta-measure
 
 all: test
 
@@ -36,6 +36,11 @@ package: dist     ## .deb packages for armhf, arm64 and amd64 (nfpm, pinned in g
 	done
 	ls -l $(DIST)/*.deb
 
+evidence-shift:  ## docs/evidence.md: a 24-hour shift through the real agent, mosquitto and PostgreSQL, exported and checked by kestrelctl verify
+	mkdir -p $(DIST)
+	KESTREL_SHIFT_OUT=$(CURDIR)/$(DIST)/shift.evidence $(GO) test ./hwtest/shift -run TestShiftVerifiesFromDatabase -count=1 -v
+	$(GO) run ./cmd/kestrelctl verify $(DIST)/shift.evidence
+
 ci:              ## what CI runs
 	bash .ci/run
 
@@ -54,6 +59,7 @@ fuzz:            ## a minute on each parser of outside input
 	$(GO) test ./platform/web -run '^$$' -fuzz '^FuzzParseUsers$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzRecover$$' -fuzztime 60s
 	$(GO) test ./agent/spool -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime 60s
+	$(GO) test ./transport/delta -run '^$$' -fuzz '^FuzzPatch$$' -fuzztime 60s
 
 bench:           ## the benchmarks behind docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchmem ./drivers/nmea ./transport/wire ./agent/spool ./agent/tracking
@@ -103,3 +109,24 @@ clean:
 linkbudget:      ## (result in dist/linkbudget.txt) the whole agent's bytes per fix on the MQTT stream, 10 min per profile, TLS too (docs/benchmarks.md)
 	mkdir -p $(DIST)
 	KESTREL_AGENT_LINKBUDGET=1 KESTREL_LINKBUDGET_TABLE=$(CURDIR)/$(DIST)/linkbudget.txt $(GO) test -count=1 -timeout 30m -parallel 4 -run '^TestAgentLinkBudget$$' -v ./hwtest/linkbudget
+
+# make delta-measure: the OTA delta between two real device builds (linux/arm
+# GOARM=7, the release flags), kestrel-bsdiff/1 beside Debian's bsdiff,
+# xdelta3 and zstd --patch-from in the same run (apt-get install bsdiff
+# xdelta3 zstd; a missing peer is listed as not installed). The figures go
+# to docs/benchmarks.md.
+DELTA_OLD ?= main~1
+DELTA_NEW ?= main
+DELTA_DIR ?= /tmp/kestrel-delta
+delta-measure:
+	rm -rf $(DELTA_DIR) && mkdir -p $(DELTA_DIR)
+	for r in old:$(DELTA_OLD) new:$(DELTA_NEW); do \
+		n=$${r%%:*}; rev=$${r#*:}; \
+		git worktree add -f --detach $(DELTA_DIR)/src-$$n $$rev >/dev/null || exit 1; \
+		v=0.$$(git rev-list --count $$rev).$$(git rev-parse --short=8 $$rev); \
+		(cd $(DELTA_DIR)/src-$$n && CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -tags kestrel_release -trimpath \
+			-ldflags="-s -w -X main.version=$$v -X main.commit=$$(git rev-parse $$rev)" -o $(DELTA_DIR)/kestrel-$$n ./cmd/kestrel) || exit 1; \
+		git worktree remove --force $(DELTA_DIR)/src-$$n; \
+		echo "$$n: $$rev = $$v"; \
+	done
+	KESTREL_DELTA_OLD=$(DELTA_DIR)/kestrel-old KESTREL_DELTA_NEW=$(DELTA_DIR)/kestrel-new $(GO) test -count=1 -run '^TestMeasureBuilds$$' -v ./transport/delta | grep -v -e '^=== RUN' -e '^--- ' -e '^PASS' -e '^ok '

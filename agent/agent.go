@@ -45,6 +45,9 @@ type Options struct {
 	GPIOFake *gpio.FakeChips
 	// Selftest runs the fitter's checks for the "selftest" command.
 	Selftest func(ctx context.Context, cfg config.Config) (any, error)
+	// PrivacyAudit hears every change of the privacy in force (the fleet
+	// controller's audit chain); called outside the agent's lock.
+	PrivacyAudit func([]tracking.Change)
 }
 
 // Agent is one running Kestrel.
@@ -127,6 +130,10 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	}
 	so := spoolOptions(cfg)
 	so.Now = opts.Now
+	if so.Key, err = loadSpoolKey(SpoolKeyFile(cfg), cfg.Spool.Encrypt, opts.Logger.With("part", "spool")); err != nil {
+		return nil, err
+	}
+	so.Encrypt = cfg.Spool.Encrypt
 	sp, err := spool.Open(cfg.Spool.Dir, so, opts.Logger.With("part", "spool"))
 	if err != nil {
 		return nil, fmt.Errorf("open spool %s: %w", cfg.Spool.Dir, err)

@@ -163,6 +163,32 @@ func TestWorldReadablePasswordFileRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Broker.Username, c.Broker.PasswordFile = "car-17", pw
+	// Group-readable (0640) is refused as well as world-readable: the
+	// password file is the agent user's own, 0600.
+	for _, mode := range []os.FileMode{0o644, 0o640} {
+		os.Chmod(pw, mode)
+		a, err := agent.New(c, agent.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = a.Run(ctx)
+		cancel()
+		a.Close()
+		if err == nil || !strings.Contains(err.Error(), "open to other users") || strings.Contains(err.Error(), "s3cret") {
+			t.Fatalf("run with a %04o password file: %v", mode, err)
+		}
+	}
+}
+
+// The TLS client key is held to the same rule: a 0640 key is refused.
+func TestGroupReadableClientKeyRefused(t *testing.T) {
+	b := broker.StartMochi(t)
+	c := testConfig(t, b.URL(), "")
+	ca := broker.NewCA(t)
+	c.Broker.CAFile = ca.CAFile
+	c.Broker.CertFile, c.Broker.KeyFile = ca.IssueClient(t, "car-17")
+	os.Chmod(c.Broker.KeyFile, 0o640)
 	a, err := agent.New(c, agent.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -170,8 +196,7 @@ func TestWorldReadablePasswordFileRefused(t *testing.T) {
 	defer a.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = a.Run(ctx)
-	if err == nil || !strings.Contains(err.Error(), "readable by other users") || strings.Contains(err.Error(), "s3cret") {
-		t.Fatalf("run with a 0644 password file: %v", err)
+	if err := a.Run(ctx); err == nil || !strings.Contains(err.Error(), "broker.key_file") {
+		t.Fatalf("run with a 0640 client key: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/localctl"
+	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
 
 // LocalStatus is the agent's live state for the local control socket
@@ -22,7 +23,7 @@ func (a *Agent) LocalStatus() localctl.Status {
 			Health: m.Health.State.String(), Records: m.Records, Bytes: m.Bytes, Max: m.MaxBytes,
 			Oldest: m.OldestAge.Seconds(), Writes: m.Writes, Lanes: map[string]int{},
 		},
-		Broker: localctl.Broker{URLs: cfg.Broker.URLs},
+		Broker: localctl.Broker{URLs: mqtt.RedactURLs(cfg.Broker.URLs)},
 	}
 	for p := kestrel.Priority(0); p < kestrel.NumPriorities; p++ {
 		st.Spool.Lanes[p.String()] = m.Lanes[p].Records

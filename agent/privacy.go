@@ -12,8 +12,8 @@ import (
 // command, is logged on the device and sent as a "privacy" event
 // (kestrel.EventPrivacy; docs/privacy.md). The event says the mode and the
 // cause, never the place: a zone's name stays in the device's own log.
-// The fleet controller's audit log can take the same events from the
-// records (the hook point: auditPrivacy and Emit's changes).
+// The fleet controller's audit chain hears the same changes through
+// Options.PrivacyAudit (from afterAudits, which both paths reach).
 
 // auditPrivacy spools the changes that the policy made outside Emit (a
 // command, a config change, the privacy clock).
@@ -57,6 +57,9 @@ func (a *Agent) afterAudits(changes []tracking.Change, audits []spooledAudit) {
 		a.afterSpool(audits[i].rec, audits[i].err)
 	}
 	if len(changes) > 0 {
+		if a.opts.PrivacyAudit != nil {
+			a.opts.PrivacyAudit(changes)
+		}
 		a.latest.kickState()
 	}
 }

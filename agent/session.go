@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -19,6 +20,12 @@ type sessionRunner struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// ErrBrokerConfig wraps an error in the broker settings that stops the
+// MQTT session from being built (a CA or certificate that cannot be read,
+// options the session refuses): a config problem, which restarting does
+// not cure (`kestrel run` exits 78, EX_CONFIG).
+var ErrBrokerConfig = errors.New("broker config")
 
 // sessionOptions turns the broker section into session options. Secrets
 // (the password file) are read here and never logged.
@@ -45,6 +52,11 @@ func (a *Agent) sessionOptions(cfg config.Config) (mqtt.Options, error) {
 		State:          a.stateFields,
 		Logger:         a.log,
 	}
+	for _, f := range []struct{ key, path string }{{"broker.key_file", b.KeyFile}, {"broker.password_file", b.PasswordFile}} {
+		if err := checkSecretMode(f.key, f.path); err != nil {
+			return opts, err
+		}
+	}
 	if b.CAFile != "" || b.CertFile != "" || b.KeyFile != "" {
 		tlsCfg, err := mqtt.LoadTLS(b.CAFile, b.CertFile, b.KeyFile)
 		if err != nil {
@@ -53,12 +65,9 @@ func (a *Agent) sessionOptions(cfg config.Config) (mqtt.Options, error) {
 		opts.TLS = tlsCfg
 	}
 	if !b.RequireClientCert && !b.MutualTLS() {
-		a.log.Warn("broker.require_client_cert = false: the broker does not authenticate this device by certificate (state message: mtls false)", "brokers", b.URLs)
+		a.log.Warn("broker.require_client_cert = false: the broker does not authenticate this device by certificate (state message: mtls false)", "brokers", mqtt.RedactURLs(b.URLs))
 	}
 	if b.PasswordFile != "" {
-		if fi, err := os.Stat(b.PasswordFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
-			return opts, fmt.Errorf("broker.password_file %s is readable by other users (mode %04o): chmod 0600 it", b.PasswordFile, fi.Mode().Perm())
-		}
 		pw, err := os.ReadFile(b.PasswordFile)
 		if err != nil {
 			return opts, fmt.Errorf("broker.password_file: %w", err)
@@ -81,11 +90,11 @@ func (a *Agent) startSession(ctx context.Context, cfg config.Config) (*sessionRu
 func (a *Agent) newSession(cfg config.Config) (*mqtt.Session, error) {
 	opts, err := a.sessionOptions(cfg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrBrokerConfig, err)
 	}
 	sess, err := mqtt.New(opts, &outbox{sp: a.spool, log: a.log.With("part", "outbox")})
 	if err != nil {
-		return nil, fmt.Errorf("mqtt session: %w", err)
+		return nil, fmt.Errorf("%w: mqtt session: %w", ErrBrokerConfig, err)
 	}
 	return sess, nil
 }
@@ -118,4 +127,22 @@ func (r *sessionRunner) stop(grace time.Duration, pending func() int) {
 	r.cancel()
 	<-r.done
 	r.sess.Close()
+}
+
+// checkSecretMode refuses a secret file (the TLS client key, the broker
+// password) that anyone but its owner may read or write: keys and the
+// password file are 0600, owned by the agent's user (docs/operations.md),
+// as kestrel selftest checks too.
+func checkSecretMode(key, path string) error {
+	if path == "" {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil // the read that follows says why
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return fmt.Errorf("%s %s is open to other users (mode %04o): chmod 0600 it, owned by the agent's user", key, path, m)
+	}
+	return nil
 }

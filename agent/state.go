@@ -294,6 +294,7 @@ func (a *Agent) stateFields() map[string]any {
 		"spool_health":   m.Health.State.String(),
 		"spool_oldest_s": int64(m.OldestAge.Seconds()),
 		"spool_writes":   m.Writes,
+		"spool_sealing":  m.Sealing,
 		// What recovery lost at this boot's Open: counted, never silent.
 		"spool_recovery_dropped_regions":  m.RecoveryDropped,
 		"spool_recovery_lost_records":     m.RecoveryLostRecords,

@@ -47,6 +47,29 @@ func TestSeedBundlesParse(t *testing.T) {
 		if err := os.WriteFile("testdata/bundles/clean.jsonl", bundleOf(t, pub, recs), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// A range export from the platform: enrolment history, first_seq
+		// and a note in the header.
+		b, err := ReadBundle(bytes.NewReader(bundleOf(t, pub, recs[16:])))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := b.Header
+		h.Enrolment = []Enrolment{enrolmentOf(pub, 0)}
+		h.FirstSeq = recs[16].Seq
+		h.Notes = []Problem{{Seq: recs[20].Seq, Kind: "altered", Detail: "positions row: lat is not a value the device sent"}}
+		var w bytes.Buffer
+		if err := WriteHeader(&w, h); err != nil {
+			t.Fatal(err)
+		}
+		var buf []byte
+		for i := range b.Records {
+			if buf, err = WriteRecord(&w, &b.Records[i], buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile("testdata/bundles/export.jsonl", w.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		recs = append(recs[:10:10], recs[11:]...)
 		if err := os.WriteFile("testdata/bundles/deleted.jsonl", bundleOf(t, pub, recs), 0o644); err != nil {
 			t.Fatal(err)
@@ -58,5 +81,14 @@ func TestSeedBundlesParse(t *testing.T) {
 	}
 	if rep := verifyBytes(t, b); !rep.OK() {
 		t.Fatalf("seed clean.jsonl: %s", rep.Summary())
+	}
+	// The export seed: anchored, enrolled, and failing on its note only.
+	b, err = os.ReadFile("testdata/bundles/export.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := verifyBytes(t, b)
+	if len(rep.Problems) != 1 || rep.Problems[0].Kind != "altered" || rep.FirstSeq == 0 || rep.Proven != rep.Records {
+		t.Fatalf("seed export.jsonl: %s", rep.Summary())
 	}
 }

@@ -3,6 +3,8 @@ package evidence
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,9 +14,9 @@ import (
 
 // Problem is one thing verification found wrong.
 type Problem struct {
-	Seq    uint64 // the first seq it concerns
-	Kind   string // order, duplicate, forged, missing, altered, extra, uncovered, continuity, key
-	Detail string
+	Seq    uint64 `json:"seq"`  // the first seq it concerns
+	Kind   string `json:"kind"` // order, duplicate, forged, missing, altered, extra, continuity, key, unproven
+	Detail string `json:"detail"`
 }
 
 func (p Problem) String() string { return fmt.Sprintf("seq %d: %s: %s", p.Seq, p.Kind, p.Detail) }
@@ -36,7 +38,11 @@ type Report struct {
 	Signed      int     // checkpoints whose signature verifies
 	Proven      int     // records proven unaltered by a signed checkpoint (checkpoints included)
 	Missing     []Range // seqs a signed checkpoint covers that the bundle lacks
-	Problems    []Problem
+	// Tail are the records after the last signed checkpoint: chained,
+	// never signed (yet), so unproven, never "verified".
+	Tail     []Range
+	FirstSeq uint64 // the checkpoint an export of a range starts at (0: the genesis)
+	Problems []Problem
 }
 
 // OK is true when every record is proven and nothing is missing.
@@ -47,6 +53,9 @@ func (r *Report) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d records, %d checkpoints (%d signed by the device key), %d records proven unaltered\n",
 		r.Records, r.Checkpoints, r.Signed, r.Proven)
+	if r.FirstSeq != 0 {
+		fmt.Fprintf(&b, "export of a range: starts at checkpoint seq %d\n", r.FirstSeq)
+	}
 	if len(r.Missing) > 0 {
 		s := make([]string, len(r.Missing))
 		for i, m := range r.Missing {
@@ -62,14 +71,49 @@ func (r *Report) Summary() string {
 
 // Verify checks a bundle's records against its checkpoints and the device
 // key (docs/evidence.md, "Verification"). pin, when set, is the key the
-// caller trusts (an enrolment record); the bundle's own key must equal it.
+// caller trusts; the bundle's own key must equal it. Without pin, the
+// bundle's enrolment history names the keys when it has one, else its
+// device_key is trusted.
 func Verify(b *Bundle, pin ed25519.PublicKey) *Report {
-	rep := &Report{Records: len(b.Records)}
-	key := b.Key
-	if pin != nil && !bytes.Equal(pin, key) {
-		rep.Problems = append(rep.Problems, Problem{Kind: "key", Detail: "the bundle's device_key is not the enrolled key"})
-		key = pin
+	if pin != nil {
+		rep := VerifyKeys(b, []KeySpan{{Key: pin}})
+		if !bytes.Equal(pin, b.Key) {
+			rep.Problems = append([]Problem{{Kind: "key", Detail: "the bundle's device_key is not the pinned key"}}, rep.Problems...)
+		}
+		return rep
 	}
+	if len(b.Header.Enrolment) > 0 {
+		spans, err := KeySpans(b.Header.Enrolment)
+		if err != nil {
+			return &Report{Records: len(b.Records), Problems: []Problem{{Kind: "key", Detail: err.Error()}}}
+		}
+		return VerifyKeys(b, spans)
+	}
+	return VerifyKeys(b, []KeySpan{{Key: b.Key}})
+}
+
+// KeyFor is the key spans trust for a checkpoint at seq, and the seq its
+// span starts at; nil when none covers seq.
+func KeyFor(spans []KeySpan, seq uint64) (ed25519.PublicKey, uint64) {
+	var k ed25519.PublicKey
+	var from uint64
+	for _, s := range spans {
+		if s.FromSeq <= seq {
+			k, from = s.Key, s.FromSeq
+		}
+	}
+	return k, from
+}
+
+// VerifyKeys is Verify with the trusted keys given as spans of seqs (an
+// enrolment history). A checkpoint that fails with its span's key but
+// verifies with the bundle's device_key (the key the device announces) is
+// a "key" problem: the device's key changed, or the enrolment was altered;
+// its range is not proven until the key is enrolled.
+func VerifyKeys(b *Bundle, spans []KeySpan) *Report {
+	rep := &Report{Records: len(b.Records), FirstSeq: b.Header.FirstSeq}
+	rep.Problems = append(rep.Problems, b.Header.Notes...)
+	anchor := b.Header.FirstSeq
 	// Seq order: the bundle lists the chain in order.
 	recs := make([]*kestrel.Record, 0, len(b.Records))
 	for i := range b.Records {
@@ -107,8 +151,18 @@ func Verify(b *Bundle, pin ed25519.PublicKey) *Report {
 			continue
 		}
 		rep.Checkpoints++
+		key, from := KeyFor(spans, r.Seq)
+		if key == nil {
+			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Kind: "key", Detail: fmt.Sprintf("no key is enrolled for checkpoint seq %d", r.Seq)})
+			continue
+		}
 		if err := VerifyCheckpoint(key, r); err != nil {
-			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Kind: "forged", Detail: err.Error()})
+			if !bytes.Equal(key, b.Key) && VerifyCheckpoint(b.Key, r) == nil {
+				rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Kind: "key",
+					Detail: fmt.Sprintf("checkpoint seq %d is signed by the device's announced key %s, not the key %s enrolled from seq %d: the device key changed (or the enrolment was altered); not trusted until re-enrolled", r.Seq, keyID(b.Key), keyID(key), from)})
+				continue
+			}
+			rep.Problems = append(rep.Problems, Problem{Seq: r.Seq, Kind: "forged", Detail: err.Error() + " " + keyID(key)})
 			continue
 		}
 		rep.Signed++
@@ -126,6 +180,9 @@ func Verify(b *Bundle, pin ed25519.PublicKey) *Report {
 			continue
 		}
 		proven[i] = true // its content is signed; its place in the chain is checked by the next
+		if anchor != 0 && r.Seq == anchor {
+			continue // the export starts here: what came before is outside it
+		}
 		if c.Reason == kestrel.CheckpointBoot {
 			if c.FromSeq == 0 && Digest(c.Head) == Genesis {
 				if i > 0 {
@@ -208,13 +265,42 @@ func Verify(b *Bundle, pin ed25519.PublicKey) *Report {
 	}
 	slices.SortStableFunc(rep.Problems, func(a, b Problem) int { return cmpU64(a.Seq, b.Seq) })
 	slices.SortFunc(rep.Missing, func(a, b Range) int { return cmpU64(a.First, b.First) })
-	// Unproven records are the consequence of the problems above (or a
-	// tail no checkpoint reached yet): listed last.
+	// Unproven records are the consequence of the problems above, or a
+	// tail no checkpoint reached yet: listed last, the tail on its own.
+	var lastSigned uint64
+	for seq := range signed {
+		lastSigned = max(lastSigned, seq)
+	}
+	var tail []Range
+	for len(unc) > 0 && unc[len(unc)-1].First > lastSigned {
+		tail = append([]Range{unc[len(unc)-1]}, tail...)
+		unc = unc[:len(unc)-1]
+	}
 	if len(unc) > 0 {
+		n := 0
+		for _, u := range unc {
+			n += int(u.Last - u.First + 1)
+		}
 		rep.Problems = append(rep.Problems, Problem{Seq: unc[0].First, Kind: "unproven",
-			Detail: fmt.Sprintf("%d records not proven by a signed checkpoint: seqs %s", len(recs)-rep.Proven, ranges(unc))})
+			Detail: fmt.Sprintf("%d records not proven by a signed checkpoint: seqs %s", n, ranges(unc))})
+	}
+	if len(tail) > 0 {
+		n := 0
+		for _, u := range tail {
+			n += int(u.Last - u.First + 1)
+		}
+		rep.Tail = tail
+		rep.Problems = append(rep.Problems, Problem{Seq: tail[0].First, Kind: "unproven",
+			Detail: fmt.Sprintf("tail: %d records after the last signed checkpoint (seq %d) are chained but not yet signed, so unproven: seqs %s (the device lost power before its next checkpoint, or has not sent it yet)", n, lastSigned, ranges(tail))})
 	}
 	return rep
+}
+
+// keyID is the key id of transport/fleet (hex of the first 8 bytes of
+// SHA-256 of the key), for messages.
+func keyID(k ed25519.PublicKey) string {
+	h := sha256.Sum256(k)
+	return hex.EncodeToString(h[:8])
 }
 
 func firstOf(rs []Range, def uint64) uint64 {

@@ -191,7 +191,115 @@ func TestUncoveredTail(t *testing.T) {
 	recs := shift(t, s, 1, 50, 20)
 	recs = recs[:len(recs)-1] // no shutdown checkpoint: a power cut
 	rep := verifyBytes(t, bundleOf(t, pub, recs))
-	if rep.OK() || rep.Problems[len(rep.Problems)-1].Kind != "unproven" {
+	last := rep.Problems[len(rep.Problems)-1]
+	if rep.OK() || last.Kind != "unproven" || !strings.Contains(last.Detail, "tail") || len(rep.Tail) != 1 {
 		t.Fatalf("tail: %s", rep.Summary())
+	}
+	// The tail is the records after the last checkpoint, exactly.
+	var lastCk uint64
+	for _, r := range recs {
+		if r.Kind() == kestrel.KindCheckpoint {
+			lastCk = r.Seq
+		}
+	}
+	if rep.Tail[0] != (Range{lastCk + 1, recs[len(recs)-1].Seq}) || rep.Proven != len(recs)-int(recs[len(recs)-1].Seq-lastCk) {
+		t.Fatalf("tail %v after checkpoint %d: %s", rep.Tail, lastCk, rep.Summary())
+	}
+}
+
+// enrolled is a bundle whose header carries an enrolment history.
+func enrolled(t *testing.T, announced ed25519.PublicKey, recs []kestrel.Record, es ...Enrolment) *Bundle {
+	t.Helper()
+	b, err := ReadBundle(bytes.NewReader(bundleOf(t, announced, recs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Header.Enrolment = es
+	return b
+}
+
+func enrolmentOf(k ed25519.PublicKey, from uint64) Enrolment {
+	return Enrolment{Fleet: "f", Device: "bwc-1", DeviceKey: base64.StdEncoding.EncodeToString(k), KeyID: keyID(k), FromSeq: from, By: "test"}
+}
+
+// TestKeyChangeNotTrustedUntilReenrolled: a device whose key changes
+// mid-stream (a reset device, or a substituted one) has the new key's
+// checkpoints named "key" and their records unproven; a re-enrolment
+// from the first new checkpoint proves them, the old key's still proven.
+func TestKeyChangeNotTrustedUntilReenrolled(t *testing.T) {
+	pubA, a := newKey(t, 1)
+	pubB, bk := newKey(t, 2)
+	first := shift(t, a, 1, 100, 40)
+	second := shift(t, bk, 1, 100, 40)
+	// The second device continues the seqs (a reset keeps the spool's
+	// high-water mark): renumber after the first's last seq.
+	last := first[len(first)-1].Seq
+	// It keeps the chain head too (only the key changed).
+	ch := NewChain(Head{})
+	for i := range first {
+		_ = ch.Add(&first[i])
+	}
+	ch = NewChain(ch.Head())
+	var recs []kestrel.Record
+	recs = append(recs, first...)
+	for _, r := range second {
+		r.Seq += last
+		if c, ok := r.Body.(*kestrel.Checkpoint); ok {
+			cp := kestrel.Record{Envelope: r.Envelope}
+			if err := ch.Checkpoint(&cp, c.Reason, bk); err != nil {
+				t.Fatal(err)
+			}
+			r = cp
+		}
+		_ = ch.Add(&r)
+		recs = append(recs, r)
+	}
+	changeAt := last + second[0].Seq
+	rep := Verify(enrolled(t, pubB, recs, enrolmentOf(pubA, 0)), nil)
+	if rep.OK() || rep.Problems[0].Kind != "key" || rep.Problems[0].Seq != changeAt {
+		t.Fatalf("key change: %s", rep.Summary())
+	}
+	if rep.Proven != len(first) {
+		t.Fatalf("proven %d, want the %d records of the enrolled key: %s", rep.Proven, len(first), rep.Summary())
+	}
+	rep = Verify(enrolled(t, pubB, recs, enrolmentOf(pubA, 0), enrolmentOf(pubB, changeAt)), nil)
+	if !rep.OK() || rep.Proven != len(recs) {
+		t.Fatalf("re-enrolled: %s", rep.Summary())
+	}
+	// An enrolment whose key was swapped for another: named "key".
+	pubC, _ := newKey(t, 3)
+	rep = Verify(enrolled(t, pubA, first, enrolmentOf(pubC, 0)), nil)
+	if rep.OK() || rep.Problems[0].Kind != "key" || rep.Proven != 0 {
+		t.Fatalf("swapped enrolment: %s", rep.Summary())
+	}
+}
+
+// TestRangeExportAnchored: a bundle of a range starts at a checkpoint;
+// without first_seq it reports the records before it as missing, with it
+// the range verifies, and a tampered record in it is still caught.
+func TestRangeExportAnchored(t *testing.T) {
+	pub, s := newKey(t, 1)
+	recs := shift(t, s, 2, 700, 300)
+	start := 302 // the records checkpoint after the second segment of boot 1
+	if recs[start-1].Kind() != kestrel.KindCheckpoint {
+		t.Fatalf("record %d is %s", start-1, recs[start-1].Kind())
+	}
+	part := recs[start-1:]
+	b, err := ReadBundle(bytes.NewReader(bundleOf(t, pub, part)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := Verify(b, nil); rep.OK() || rep.Problems[0].Kind != "missing" {
+		t.Fatalf("unanchored range: %s", rep.Summary())
+	}
+	b.Header.FirstSeq = part[0].Seq
+	if rep := Verify(b, nil); !rep.OK() || rep.Proven != len(part) {
+		t.Fatalf("anchored range: %s", rep.Summary())
+	}
+	p := *b.Records[10].Body.(*kestrel.Position)
+	p.Lon--
+	b.Records[10].Body = &p
+	if rep := Verify(b, nil); rep.OK() || rep.Problems[0].Kind != "altered" {
+		t.Fatalf("tampered in a range: %s", rep.Summary())
 	}
 }

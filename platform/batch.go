@@ -26,7 +26,7 @@ const (
 )
 
 // Channels lists every channel Ingest subscribes to.
-var Channels = []string{ChannelTelemetry, ChannelEvents, ChannelState, ChannelConfigReported, ChannelAudit}
+var Channels = []string{ChannelTelemetry, ChannelEvents, ChannelState, ChannelConfigReported, ChannelAudit, ChannelUpdateReported}
 
 // MaxPayload bounds one message: larger ones are kept in rejected, not
 // decoded (a wire batch is at most 1 MiB, transport/mqtt).
@@ -56,6 +56,7 @@ type State struct {
 	JSON          string
 	Received      time.Time
 	Status        DeviceStatus // the device list's fields of the message
+	DeviceKey     string       // the announced device key (base64), checked against the enrolment
 }
 
 // Report is a config/reported or audit message, kept as its JSON.
@@ -78,6 +79,7 @@ type Batch struct {
 	Rows     []Row
 	States   []State
 	Reports  []Report
+	Updates  []Update // update/reported (updates.go)
 	Rejected []Rejected
 	// Traffic counts the data messages and payload bytes per device.
 	Traffic map[[2]string]Traffic
@@ -87,7 +89,9 @@ type Batch struct {
 type Traffic struct{ Messages, Bytes int64 }
 
 // Len is the number of things the batch holds.
-func (b *Batch) Len() int { return len(b.Rows) + len(b.States) + len(b.Reports) + len(b.Rejected) }
+func (b *Batch) Len() int {
+	return len(b.Rows) + len(b.States) + len(b.Reports) + len(b.Updates) + len(b.Rejected)
+}
 
 // ParseTopic splits kestrel/v1/{fleet}/{device}/{channel}.
 func ParseTopic(topic string) (fleet, device, channel string, err error) {
@@ -166,6 +170,7 @@ func (b *Batch) add(m Message) error {
 		s.Online, _ = st["online"].(bool)
 		s.Boot = uint32(asInt(st["boot"]))
 		s.Version, _ = st["version"].(string)
+		s.DeviceKey, _ = st["device_key"].(string)
 		s.Time = asInt(st["time"])
 		s.Status = statusOf(st)
 		js, err := json.Marshal(jsonSafe(st))
@@ -182,6 +187,12 @@ func (b *Batch) add(m Message) error {
 			return fmt.Errorf("%s: payload is not JSON in valid UTF-8 without NUL", m.Topic)
 		}
 		b.Reports = append(b.Reports, Report{Fleet: fleet, Device: device, Channel: channel, Payload: string(m.Payload), Received: m.Received})
+	case ChannelUpdateReported:
+		u, err := decodeUpdate(fleet, device, m)
+		if err != nil {
+			return err
+		}
+		b.Updates = append(b.Updates, u)
 	default:
 		return fmt.Errorf("%s: channel %q is not one the platform stores", m.Topic, channel)
 	}

@@ -17,6 +17,8 @@ func FuzzBatchAdd(f *testing.F) {
 	f.Add(wire.Topic("met", "bwc-1", ChannelState), appendState(nil, true, 3, "1.0", 1000))
 	f.Add(wire.Topic("met", "bwc-1", ChannelAudit), []byte(`{"result":"applied"}`))
 	f.Add(wire.Topic("met", "bwc-1", ChannelConfigReported), []byte(`{"version":`))
+	f.Add(wire.Topic("met", "bwc-1", ChannelUpdateReported), []byte(`{"device":"bwc-1","fleet":"met","seq":2,"version":"2.0","state":"good","running_seq":2,"time":1000}`))
+	f.Add(wire.Topic("met", "bwc-1", ChannelUpdateReported), []byte(`{"kestrel":"kestrel-device/1","kid":"x","body":{"device":"bwc-1"},"sig":""}`))
 	f.Add("kestrel/v1/met/bwc-1/telemetry", []byte{0x98, 0x01})
 	f.Add("kestrel/v1/met", []byte{})
 	f.Add("other/topic", good.Payload)
@@ -29,6 +31,11 @@ func FuzzBatchAdd(f *testing.F) {
 				t.Fatalf("rejected message not kept: %+v", b)
 			}
 			return
+		}
+		for _, u := range b.Updates {
+			if u.Seq > 1<<63-1 || u.Have < 0 || !storableText([]byte(u.Payload)) {
+				t.Fatalf("update report out of the store's ranges accepted: %+v", u)
+			}
 		}
 		for _, r := range b.Rows {
 			if r.Record.Seq > 1<<63-1 {

@@ -258,6 +258,11 @@ func (in *Ingest) commit(ctx context.Context, msgs []paho.Message) error {
 			in.m.batchSeconds.Observe(committed.Sub(start).Seconds())
 			in.m.rowsInserted.Add(float64(res.Inserted))
 			in.m.duplicates.Add(float64(res.Duplicates))
+			in.m.keyChanges.Add(float64(res.KeyChanges))
+			for _, d := range res.Flagged {
+				in.log.Warn("ingest: device key is not the enrolled one: flagged, its records not trusted until it is re-enrolled (kestrelctl device show)", "device", d)
+			}
+			in.m.unverified.Add(float64(res.UnverifiedCheckpoints))
 			for i := range b.Rows {
 				in.m.lag.Observe(float64(committed.UnixMilli()-b.Rows[i].Record.Time) / 1000)
 			}

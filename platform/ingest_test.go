@@ -94,7 +94,7 @@ func TestIngestPersistentSession(t *testing.T) {
 	stop = startIngest(t, s, IngestOptions{Broker: b.URL(), ClientID: "platform-test", Metrics: m})
 	defer stop()
 	c := waitCount(t, s, 60)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && c.Rejected == 0; {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && c.Rejected == 0; {
 		time.Sleep(20 * time.Millisecond)
 		c, _ = s.Count(context.Background(), "")
 	}

@@ -21,6 +21,8 @@ type Metrics struct {
 	batchSeconds   prometheus.Histogram
 	queue          prometheus.Gauge
 	connected      prometheus.Gauge
+	keyChanges     prometheus.Counter
+	unverified     prometheus.Counter
 }
 
 // NewMetrics makes the metrics and their registry (with the Go runtime's).
@@ -49,9 +51,13 @@ func NewMetrics() *Metrics {
 			Help: "Messages received and waiting for a transaction."}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kestrel_platform_broker_connected",
 			Help: "1 while the MQTT session is up."}),
+		keyChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "kestrel_platform_device_key_changes_total",
+			Help: "Devices flagged because they announced or signed with a key other than the enrolled one (docs/evidence.md)."}),
+		unverified: prometheus.NewCounter(prometheus.CounterOpts{Name: "kestrel_platform_checkpoints_unverified_total",
+			Help: "Checkpoints stored whose signature no trusted key verified (not counted as proof until re-enrolment)."}),
 	}
 	m.reg.MustRegister(m.messages, m.redeliveries, m.decodeFailures, m.rowsInserted, m.duplicates, m.writeErrors,
-		m.lag, m.batchSeconds, m.queue, m.connected,
+		m.lag, m.batchSeconds, m.queue, m.connected, m.keyChanges, m.unverified,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -182,6 +182,11 @@ type Device struct {
 	Bytes       int64      `json:"bytes"`    // their payload bytes
 	OpenGaps    int        `json:"open_gaps"`
 	Missing     uint64     `json:"missing"`
+	// KeyStatus is the device key against its enrolment (docs/evidence.md):
+	// unenrolled, enrolled, or changed (flagged, not trusted until
+	// re-enrolled, from KeyChangedSeq).
+	KeyStatus     string  `json:"key_status,omitempty"`
+	KeyChangedSeq *uint64 `json:"key_changed_seq,omitempty"`
 	DeviceStatus
 }
 
@@ -194,7 +199,7 @@ func (s *Store) Devices(ctx context.Context, fleet string) ([]Device, error) {
 	}
 	rows, err := s.db.QueryContext(ctx, s.d.q(`SELECT d.fleet, d.device, d.online, d.boot, d.last_seen, d.last_fix_time, d.last_lat, d.last_lon, d.version, d.state, d.messages, d.bytes,
 	d.battery_percent, d.battery_status, d.ignition, d.radio_profile, d.radio_registered, d.radio_act, d.radio_rssi,
-	d.spool_records, d.spool_bytes, d.spool_oldest_s, d.privacy_mode,
+	d.spool_records, d.spool_bytes, d.spool_oldest_s, d.privacy_mode, d.key_status, d.key_changed_seq,
 	(SELECT count(*) FROM gaps g WHERE g.fleet = d.fleet AND g.device = d.device AND g.closed IS NULL),
 	(SELECT coalesce(sum(g.last_seq - g.first_seq + 1), 0) FROM gaps g WHERE g.fleet = d.fleet AND g.device = d.device AND g.closed IS NULL)
 FROM devices d`+where+" ORDER BY d.fleet, d.device"), args...)
@@ -211,10 +216,17 @@ FROM devices d`+where+" ORDER BY d.fleet, d.device"), args...)
 		var lat, lon sql.NullFloat64
 		var version, state sql.NullString
 		var missing int64
+		var keyStatus sql.NullString
+		var keySeq sql.NullInt64
 		if err := rows.Scan(&d.Fleet, &d.Device, &online, &boot, &seen, &fix, &lat, &lon, &version, &state, &d.Messages, &d.Bytes,
 			&d.BatteryPercent, &d.BatteryStatus, &d.Ignition, &d.RadioProfile, &d.RadioRegistered, &d.RadioAct, &d.RadioRSSI,
-			&d.SpoolRecords, &d.SpoolBytes, &d.SpoolOldestS, &d.PrivacyMode, &d.OpenGaps, &missing); err != nil {
+			&d.SpoolRecords, &d.SpoolBytes, &d.SpoolOldestS, &d.PrivacyMode, &keyStatus, &keySeq, &d.OpenGaps, &missing); err != nil {
 			return nil, fmt.Errorf("devices: %w", err)
+		}
+		d.KeyStatus = keyStatus.String
+		if keySeq.Valid {
+			u := uint64(keySeq.Int64)
+			d.KeyChangedSeq = &u
 		}
 		if online.Valid {
 			d.Online = &online.Bool

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -122,6 +123,12 @@ type WriteResult struct {
 	Inserted   int // rows new to positions, events and records
 	Duplicates int // records that were already stored (redeliveries)
 	Rejected   int
+	// KeyChanges counts devices newly flagged: a state message or a
+	// checkpoint with a key other than the enrolled one.
+	KeyChanges int
+	Flagged    []string // those devices, fleet/device
+	// UnverifiedCheckpoints counts new checkpoints no trusted key verified.
+	UnverifiedCheckpoints int
 }
 
 // retryable reports whether a transaction failed only because another one
@@ -200,19 +207,21 @@ func (s *Store) ensurePartitions(ctx context.Context, b *Batch) error {
 		}
 		t := time.UnixMilli(r.Record.Time).UTC()
 		m := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
-		if n := partitionName(m); !s.partitions[n] {
-			s.partitions[n] = true
+		if n := partitionName(m); !s.partitions[n] && !slices.Contains(need, m) {
 			need = append(need, m)
 		}
 	}
 	s.mu.Unlock()
+	// A month is known only once its partition exists: a concurrent
+	// Write of the same month creates it too (IF NOT EXISTS) rather than
+	// inserting before it is there.
 	for _, m := range need {
 		if err := s.createPartition(ctx, m); err != nil {
-			s.mu.Lock()
-			delete(s.partitions, partitionName(m))
-			s.mu.Unlock()
 			return err
 		}
+		s.mu.Lock()
+		s.partitions[partitionName(m)] = true
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -251,6 +260,10 @@ func (s *Store) createPartition(ctx context.Context, month time.Time) error {
 		// Two instances may race to create the same month: the loser's
 		// IF NOT EXISTS can still fail on the catalog's unique index.
 		if _, err = s.db.ExecContext(ctx, stmt); err == nil || !retryable(err) {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "42P07" {
+				err = nil // created by a concurrent writer between its check and ours
+			}
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

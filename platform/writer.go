@@ -118,6 +118,9 @@ func (w *batchWriter) write(ctx context.Context, b *Batch, res *WriteResult) err
 	if err := w.updateDevices(ctx, b); err != nil {
 		return err
 	}
+	if err := w.checkKeys(ctx, b, others, res); err != nil {
+		return err
+	}
 	if len(b.Reports) > 0 {
 		if _, err := w.insertRows(ctx, "reports", "INSERT INTO reports (fleet, device, channel, digest, payload, received)",
 			" ON CONFLICT DO NOTHING", 6, len(b.Reports), func(i int, a []any) []any {
@@ -126,6 +129,12 @@ func (w *batchWriter) write(ctx context.Context, b *Batch, res *WriteResult) err
 			}); err != nil {
 			return err
 		}
+		if err := w.writeAudit(ctx, b.Reports); err != nil {
+			return err
+		}
+	}
+	if err := w.insertUpdates(ctx, b.Updates); err != nil {
+		return err
 	}
 	if len(b.Rejected) > 0 {
 		if _, err := w.insertRows(ctx, "rejected", "INSERT INTO rejected (topic, payload, error, received)", "", 4, len(b.Rejected),
@@ -217,8 +226,8 @@ func (w *batchWriter) insertRecords(ctx context.Context, pos, evs, others []*Row
 	d := w.s.d
 	var total int64
 	n, err := w.insertRows(ctx, "positions",
-		"INSERT INTO positions (fleet, device, boot, seq, time, lat, lon, alt, speed, track, mode, sats, hdop, priority, received, eph, epv, coarsened)",
-		" ON CONFLICT DO NOTHING", 18, len(pos), func(i int, a []any) []any {
+		"INSERT INTO positions (fleet, device, boot, seq, time, lat, lon, alt, speed, track, mode, sats, hdop, priority, received, eph, epv, coarsened, flags)",
+		" ON CONFLICT DO NOTHING", 19, len(pos), func(i int, a []any) []any {
 			r := pos[i]
 			p := r.Record.Body.(*kestrel.Position)
 			f := p.Flags
@@ -233,7 +242,7 @@ func (w *batchWriter) insertRecords(ctx context.Context, pos, evs, others []*Row
 				r.Record.Priority.String(), d.ts(r.Received),
 				nullable{float64(p.EPH) / 100, f&kestrel.HasEPH != 0},
 				nullable{float64(p.EPV) / 100, f&kestrel.HasEPV != 0},
-				int64(p.Coarsened))
+				int64(p.Coarsened), int64(f))
 		})
 	if err != nil {
 		return 0, err
@@ -253,12 +262,15 @@ func (w *batchWriter) insertRecords(ctx context.Context, pos, evs, others []*Row
 	total += n
 	var js []byte
 	n, err = w.insertRows(ctx, "records",
-		"INSERT INTO records (fleet, device, boot, seq, time, kind, priority, body, received)",
-		" ON CONFLICT DO NOTHING", 9, len(others), func(i int, a []any) []any {
+		"INSERT INTO records (fleet, device, boot, seq, time, kind, priority, body, received, record_wire)",
+		" ON CONFLICT DO NOTHING", 10, len(others), func(i int, a []any) []any {
 			r := others[i]
 			js = wire.AppendJSON(js[:0], &r.Record)
+			// The record as sent: its JSON body is not lossless for
+			// every kind (docs/evidence.md, "On the platform").
+			raw, _ := wire.AppendRecord(nil, &r.Record)
 			return append(a, r.Fleet, r.Record.Device, int64(r.Record.Boot), int64(r.Record.Seq), d.tsMS(r.Record.Time),
-				r.Record.Kind().String(), r.Record.Priority.String(), string(js), d.ts(r.Received))
+				r.Record.Kind().String(), r.Record.Priority.String(), string(js), d.ts(r.Received), raw)
 		})
 	if err != nil {
 		return 0, err

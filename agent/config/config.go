@@ -93,6 +93,12 @@ type Spool struct {
 	MaxBytes     int64    `toml:"max_bytes"`
 	MaxAge       Duration `toml:"max_age"`
 	SyncInterval Duration `toml:"sync_interval"`
+	// Encrypt seals every record payload written to the spool with
+	// AES-256-GCM (docs/spool.md, "Encryption at rest").
+	Encrypt bool `toml:"encrypt"`
+	// KeyFile is the spool key (0600, made at first use); empty:
+	// spool.key beside the device key.
+	KeyFile string `toml:"key_file"`
 }
 
 type GPS struct {

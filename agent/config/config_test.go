@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	kestrel "github.com/kestrel-edge/kestrel"
+	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
 
 // good is a minimal valid file: only the required keys.
@@ -157,8 +160,13 @@ func TestPlaintextRules(t *testing.T) {
 		{"tcp://10.1.2.3:1883", false, false},
 		{"tcp://10.1.2.3:1883", true, true},
 		{"mqtt://broker.example.org:1883", false, false},
-		{"tls://broker.example.org", false, false},
+		{"tls://broker.example.org", false, true}, // 8883, as the session dials it
 		{"tls://broker.example.org:0", false, false},
+		{"tls://broker.example.org:65536", false, false},
+		{"tls://kestrel:s3cret@broker.example.org:8883", false, false},
+		{"tls://kestrel@broker.example.org:8883", false, false},
+		{"wss://broker.example.org:443/mqtt", false, false}, // the session does not dial websockets
+		{"ws://127.0.0.1:8080", false, false},
 	} {
 		err := CheckBrokerURL(tc.url, tc.allow)
 		if (err == nil) != tc.ok {
@@ -420,5 +428,63 @@ func TestMutualTLSRequired(t *testing.T) {
 		if b.MutualTLS() {
 			t.Errorf("MutualTLS true for %+v", b)
 		}
+	}
+}
+
+// nullOutbox is an empty Outbox: enough for mqtt.New, which only checks
+// the options.
+type nullOutbox struct{}
+
+func (nullOutbox) Take(dst []kestrel.Record, _ int) ([]kestrel.Record, error) { return dst, nil }
+func (nullOutbox) Commit([]uint64) error                                      { return nil }
+func (nullOutbox) Release([]uint64)                                           {}
+
+// TestValidateRefusesWhatRunRefuses: `kestrel config validate` accepts a
+// broker URL exactly when the session that `kestrel run` builds from it
+// does (the reviewer found ws:// and wss:// passing validation and failing
+// at run time).
+func TestValidateRefusesWhatRunRefuses(t *testing.T) {
+	for _, raw := range []string{
+		"tls://broker.example.org:8883", "tls://broker.example.org", "ssl://broker.example.org:8883",
+		"mqtts://broker.example.org:8883", "tcp://127.0.0.1:1883", "mqtt://localhost", "tcp://[::1]:1883",
+		"tcp://198.18.0.2:1883", "ws://127.0.0.1:8080", "wss://broker.example.org:443/mqtt",
+		"tls://kestrel:s3cret@broker.example.org:8883", "tls://kestrel@broker.example.org:8883",
+		"tls://broker.example.org:0", "tls://broker.example.org:99999", "tls://:8883", "http://broker.example.org",
+		"tls://broker.example.org:8883/x", "tls://broker.example.org:8883?a=b", "tls://[::1", "broker.example.org:8883",
+	} {
+		for _, allow := range []bool{false, true} {
+			c := Defaults()
+			c.Device.ID, c.Device.Fleet = "cam-7", "met"
+			c.Broker.URLs, c.Broker.AllowPlaintext, c.Broker.RequireClientCert = []string{raw}, allow, false
+			vErr := c.Validate()
+			_, rErr := mqtt.New(mqtt.Options{URLs: []string{raw}, Fleet: "met", Device: "cam-7", AllowPlaintext: allow}, nullOutbox{})
+			if (vErr == nil) != (rErr == nil) {
+				t.Errorf("%q (allow_plaintext %v): validate says %v, the session says %v", raw, allow, vErr, rErr)
+			}
+		}
+	}
+}
+
+// TestBrokerURLCredentialsRefused: a user or password in broker.urls is
+// refused with a pointer to the keys that hold them, and the password
+// never appears in the error.
+func TestBrokerURLCredentialsRefused(t *testing.T) {
+	c := Defaults()
+	c.Device.ID, c.Device.Fleet = "cam-7", "met"
+	c.Broker.URLs = []string{"tls://kestrel:s3cret-pw@broker.example.org:8883", "tls://kestrel:s3cret-pw@[::1"}
+	err := c.Validate()
+	if !errors.Is(err, ErrURLCredentials) && !hasPath(err, "broker.urls[0]") {
+		t.Fatalf("credentials in a broker URL accepted: %v", err)
+	}
+	if !errors.Is(err, ErrURLCredentials) {
+		t.Errorf("not ErrURLCredentials: %v", err)
+	}
+	for _, w := range []string{"broker.username", "broker.password_file", "broker.urls[0]", "broker.urls[1]"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not name %s: %v", w, err)
+		}
+	}
+	if strings.Contains(err.Error(), "s3cret-pw") {
+		t.Errorf("error shows the password: %v", err)
 	}
 }

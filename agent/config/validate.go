@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/config/offduty"
+	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
 
 // Validate checks every key and returns all problems, each a FieldError
@@ -293,37 +292,19 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	return ed25519.PublicKey(b), nil
 }
 
-var tlsSchemes = map[string]bool{"tls": true, "ssl": true, "mqtts": true, "wss": true}
-var plainSchemes = map[string]bool{"tcp": true, "mqtt": true, "ws": true}
-
 // ErrPlaintext marks a plaintext broker URL to a non-loopback host.
-var ErrPlaintext = errors.New("plaintext broker URL to a non-loopback host")
+var ErrPlaintext = mqtt.ErrPlaintext
 
-// CheckBrokerURL checks one broker URL: a known scheme, a host and port,
-// and plaintext only to loopback unless allowPlaintext.
+// ErrURLCredentials marks a broker URL with a user or password in it.
+var ErrURLCredentials = mqtt.ErrURLCredentials
+
+// CheckBrokerURL checks one broker URL by the very rules `kestrel run`
+// applies (mqtt.ParseBrokerURL): a scheme the session dials, a host, a
+// port in range or none, no user or password, and plaintext only to
+// loopback unless allowPlaintext.
 func CheckBrokerURL(raw string, allowPlaintext bool) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("bad URL %q: %v", raw, err)
-	}
-	if !tlsSchemes[u.Scheme] && !plainSchemes[u.Scheme] {
-		return fmt.Errorf("bad scheme %q in %q: want tls, ssl, mqtts, wss, tcp, mqtt or ws", u.Scheme, raw)
-	}
-	host := u.Hostname()
-	if host == "" {
-		return fmt.Errorf("no host in %q", raw)
-	}
-	if port := u.Port(); port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("bad port in %q", raw)
-		}
-	} else if u.Scheme != "ws" && u.Scheme != "wss" {
-		return fmt.Errorf("no port in %q", raw)
-	}
-	if plainSchemes[u.Scheme] && !allowPlaintext && !IsLoopback(host) {
-		return fmt.Errorf("%w: %q (use tls:// or set broker.allow_plaintext)", ErrPlaintext, raw)
-	}
-	return nil
+	_, err := mqtt.ParseBrokerURL(raw, allowPlaintext)
+	return err
 }
 
 // IsLoopback reports whether host names the local machine.
@@ -342,15 +323,15 @@ func IsLoopback(host string) bool {
 func (v *validator) mutualTLS(b Broker, valid map[int]bool) {
 	var remote []string
 	for i, raw := range b.URLs {
-		u, err := url.Parse(raw)
-		if !valid[i] || err != nil || IsLoopback(u.Hostname()) {
+		u, err := mqtt.ParseBrokerURL(raw, true)
+		if !valid[i] || err != nil || u.Loopback {
 			continue // a bad URL is reported already
 		}
-		if plainSchemes[u.Scheme] {
-			v.add(fmt.Sprintf("broker.urls[%d]", i), "%q is plaintext, and broker.require_client_cert = true needs mutual TLS to a broker that is not on loopback: use tls:// with broker.ca_file, broker.cert_file and broker.key_file, or set broker.require_client_cert = false", raw)
+		if !u.TLS {
+			v.add(fmt.Sprintf("broker.urls[%d]", i), "%q is plaintext, and broker.require_client_cert = true needs mutual TLS to a broker that is not on loopback: use tls:// with broker.ca_file, broker.cert_file and broker.key_file, or set broker.require_client_cert = false", mqtt.RedactURL(raw))
 			continue
 		}
-		remote = append(remote, raw)
+		remote = append(remote, mqtt.RedactURL(raw))
 	}
 	if len(remote) == 0 {
 		return
@@ -374,8 +355,8 @@ func (b Broker) MutualTLS() bool {
 		return false
 	}
 	for _, raw := range b.URLs {
-		u, err := url.Parse(raw)
-		if err != nil || !tlsSchemes[u.Scheme] {
+		u, err := mqtt.ParseBrokerURL(raw, true)
+		if err != nil || !u.TLS {
 			return false
 		}
 	}

@@ -35,6 +35,7 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 		return
 	}
 	entry.ID, entry.Name, entry.KeyID = cmd.ID, cmd.Name, cmd.KeyID
+	entry.Args = auditArgs(cmd.Args)
 	m.mu.Lock()
 	keys, requireSigned := m.keys, m.base.Remote.RequireSigned
 	threshold := m.current().Remote.CommandThreshold
@@ -52,6 +53,7 @@ func (m *Manager) handleCommand(ctx context.Context, payload []byte) {
 		return
 	}
 	entry.Verified, entry.Signers = len(signers) > 0, signers
+	entry.By = auditBy(signers)
 	if len(signers) > 0 {
 		entry.KeyID = signers[0]
 	}
@@ -287,14 +289,14 @@ func (m *Manager) wakePublisher() {
 	}
 }
 
-// seal signs config reports and command replies with the device key, at
-// publish time (a report persisted before a restart is signed as it goes
-// out). Audit entries go unsigned.
+// seal signs config reports, command replies and audit entries with the
+// device key, at publish time (a report persisted before a restart is
+// signed as it goes out).
 func (m *Manager) seal(it outItem) ([]byte, error) {
 	m.mu.Lock()
 	s := m.opts.Signer
 	m.mu.Unlock()
-	if s == nil || !(it.channel == fleet.ChannelReported || fleet.CheckReplyChannel(it.channel) == nil) {
+	if s == nil || !(it.channel == fleet.ChannelReported || it.channel == fleet.ChannelAudit || fleet.CheckReplyChannel(it.channel) == nil) {
 		return it.payload, nil
 	}
 	return fleet.Seal(s, m.fleet, m.dev, it.channel, it.payload)
@@ -308,13 +310,18 @@ func (m *Manager) publisher(ctx context.Context) {
 		m.mu.Lock()
 		msg := m.msg
 		m.mu.Unlock()
-		m.outMu.Lock()
-		var it outItem
-		have := len(m.out) > 0 && msg != nil
-		if have {
-			it = m.out[0]
+		// The audit chain's unsent entries first, from the state file
+		// (they survive a restart and a full queue), then the queue.
+		it, have := m.nextAudit()
+		have = have && msg != nil
+		if !have {
+			m.outMu.Lock()
+			have = len(m.out) > 0 && msg != nil
+			if have {
+				it = m.out[0]
+			}
+			m.outMu.Unlock()
 		}
-		m.outMu.Unlock()
 		if !have {
 			select {
 			case <-ctx.Done():
@@ -346,11 +353,15 @@ func (m *Manager) publisher(ctx context.Context) {
 		}
 		backoff = 250 * time.Millisecond
 		m.lastPubOK.Store(m.now().UnixNano())
-		m.outMu.Lock()
-		if len(m.out) > 0 && &m.out[0].payload[0] == &it.payload[0] {
-			m.out = m.out[1:]
+		if it.auditSeq > 0 {
+			m.auditPublished(it.auditSeq)
+		} else {
+			m.outMu.Lock()
+			if len(m.out) > 0 && &m.out[0].payload[0] == &it.payload[0] {
+				m.out = m.out[1:]
+			}
+			m.outMu.Unlock()
 		}
-		m.outMu.Unlock()
 		if it.sent != nil {
 			it.sent()
 		}

@@ -150,6 +150,10 @@ type Manager struct {
 	anchorDirty bool
 	junkSent    time.Time // when the junk summary was last queued
 	lastSaved   time.Time
+	// savedAuditSeq is the audit seq the state file holds: an entry is
+	// published only once the chain head after it is on flash.
+	savedAuditSeq  uint64
+	savedAuditSent uint64
 
 	lastPubOK atomic.Int64 // unix ns of the last successful publish
 
@@ -172,6 +176,7 @@ type outItem struct {
 	payload  []byte
 	retained bool
 	sent     func()
+	auditSeq uint64 // an audit chain entry, sent from the state (nextAudit)
 }
 
 // NewManager loads the persisted state and computes the config to run:
@@ -578,7 +583,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			m.mu.Lock()
-			if m.dirty {
+			if m.dirty || m.st.AuditSent != m.savedAuditSent {
 				m.saveLocked()
 			}
 			m.mu.Unlock()
@@ -726,6 +731,7 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 		return
 	}
 	entry.Verified, entry.Signers = len(signers) > 0, signers
+	entry.By = auditBy(signers)
 	if len(signers) > 0 {
 		entry.KeyID = signers[0]
 	}
@@ -798,6 +804,7 @@ func (m *Manager) handleConfig(ctx context.Context, scope string, in inbound) {
 	// be able to extend its own probation.
 	m.deadline = m.now().Add(m.rollbackAfter(good))
 	entry.Version, entry.Result, entry.Changes = env.Version, fleet.StatusApplied, changes
+	entry.Diff = auditDiff(running, next, changes)
 	m.audit(entry)
 	m.report(fleet.Report{Version: env.Version, Status: fleet.StatusApplied, Scope: scope, KeyID: env.KeyID, Changes: changes})
 	m.saveLocked()
@@ -970,9 +977,10 @@ func (m *Manager) tick(ctx context.Context) {
 	if err != nil {
 		to, good, origins = m.base, map[string]*appliedConfig{}, nil
 	}
+	from := m.current()
 	m.mu.Unlock()
 
-	_, applyErr := m.apply(ctx, to)
+	restored, applyErr := m.apply(ctx, to)
 	why := "no broker reachable"
 	if reached {
 		why = strings.Join(unhealthy, ", ")
@@ -996,7 +1004,8 @@ func (m *Manager) tick(ctx context.Context) {
 	}
 	m.log.Error("remote config rolled back", "version", p.Version, "reason", reason)
 	m.report(fleet.Report{Version: p.Version, Status: fleet.StatusRolledBack, Errors: []fleet.ReportError{{Error: reason}}, Scope: p.Scope, KeyID: p.KeyID})
-	m.audit(fleet.AuditEntry{Kind: "rollback", Scope: p.Scope, KeyID: p.KeyID, Version: p.Version, Result: fleet.StatusRolledBack, Error: reason})
+	m.audit(fleet.AuditEntry{Kind: "rollback", Scope: p.Scope, KeyID: p.KeyID, Version: p.Version, Result: fleet.StatusRolledBack, Error: reason,
+		Changes: restored, Diff: auditDiff(from, to, restored)})
 	m.saveLocked()
 }
 
@@ -1012,6 +1021,9 @@ func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]confi
 	if err != nil {
 		return nil, fmt.Errorf("reload: the remote config does not fit the new local config: %w", err)
 	}
+	m.mu.Lock()
+	from := m.current()
+	m.mu.Unlock()
 	changed, err := m.apply(ctx, next)
 	if err != nil {
 		return changed, fmt.Errorf("reload refused: %w", err)
@@ -1021,7 +1033,8 @@ func (m *Manager) ReloadLocal(ctx context.Context, local config.Config) ([]confi
 	m.origins = origins
 	m.localKeys(local.Remote.TrustedKeys)
 	_ = m.rebuildKeys(next)
-	m.audit(fleet.AuditEntry{Kind: "reload", Version: next.Version, Result: fleet.StatusApplied})
+	m.audit(fleet.AuditEntry{Kind: "reload", Version: next.Version, Result: fleet.StatusApplied, By: []string{fleet.ByLocal},
+		Changes: changed, Diff: auditDiff(from, next, changed)})
 	m.saveLocked()
 	m.mu.Unlock()
 	if err := m.subscribe(); err != nil {
@@ -1057,30 +1070,6 @@ func (m *Manager) report(r fleet.Report) {
 	}})
 }
 
-// audit records an entry locally (bounded) and queues it for publishing.
-// Callers hold m.mu (or own m exclusively).
-func (m *Manager) audit(e fleet.AuditEntry) {
-	m.st.AuditSeq++
-	e.Seq = m.st.AuditSeq
-	if e.Time == 0 {
-		e.Time = m.now().UnixMilli()
-	}
-	max := m.opts.AuditMax
-	if max <= 0 {
-		max = m.base.Remote.AuditMax
-	}
-	if max <= 0 {
-		max = 256
-	}
-	m.st.Audit = append(m.st.Audit, e)
-	if len(m.st.Audit) > max {
-		m.st.Audit = slices.Delete(m.st.Audit, 0, len(m.st.Audit)-max)
-	}
-	m.dirty = true
-	b, _ := json.Marshal(&e)
-	m.enqueue(outItem{channel: "audit", payload: b})
-}
-
 func (m *Manager) saveLocked() error {
 	if m.anchorDirty {
 		// The anchors first: a crash before the state file is written
@@ -1096,6 +1085,7 @@ func (m *Manager) saveLocked() error {
 		m.log.Error("saving remote state", "err", err)
 		return err
 	}
+	m.savedAuditSeq, m.savedAuditSent = m.st.AuditSeq, m.st.AuditSent
 	m.dirty = false
 	m.lastSaved = m.now()
 	return nil

@@ -55,6 +55,12 @@ type state struct {
 	UnsentReport []byte             `json:"unsent_report,omitempty"`
 	AuditSeq     uint64             `json:"audit_seq"`
 	Audit        []fleet.AuditEntry `json:"audit,omitempty"`
+	// AuditHead is the digest of the last audit entry (seq AuditSeq): the
+	// next entry's prev. AuditSent is the last seq the broker acknowledged;
+	// the entries after it in Audit are sent, in order, after a restart
+	// too. Audit keeps only the tail: the platform holds the whole chain.
+	AuditHead string `json:"audit_head,omitempty"`
+	AuditSent uint64 `json:"audit_sent,omitempty"`
 	// Junk summarises unverified messages (malformed, unsigned, unknown
 	// key, bad signature, oversize): counted here, never entered one by
 	// one, so that a flood cannot push real entries out of Audit.

@@ -54,7 +54,7 @@ func Load(path string, log *slog.Logger) (*Identity, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	data, err := readBounded(path)
+	data, err := ReadBounded(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		id, err := create(path)
@@ -68,8 +68,8 @@ func Load(path string, log *slog.Logger) (*Identity, error) {
 	}
 	priv, perr := fleet.ParsePrivateKey(data)
 	if perr != nil {
-		aside := fmt.Sprintf("%s.damaged-%s", path, time.Now().UTC().Format("20060102T150405Z"))
-		if err := os.Rename(path, aside); err != nil {
+		aside, err := SetAside(path)
+		if err != nil {
 			return nil, fmt.Errorf("device key %s is unreadable (%v) and cannot be set aside: %w", path, perr, err)
 		}
 		id, err := create(path)
@@ -89,7 +89,17 @@ func Load(path string, log *slog.Logger) (*Identity, error) {
 	return &Identity{priv: priv, pub: priv.Public().(ed25519.PublicKey), path: path}, nil
 }
 
-func readBounded(path string) ([]byte, error) {
+// SetAside renames a damaged key file to path.damaged-TIME (UTC) and
+// returns the new name: kept for inspection, never read again. The spool
+// key (agent) is handled the same way.
+func SetAside(path string) (string, error) {
+	aside := fmt.Sprintf("%s.damaged-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+	return aside, os.Rename(path, aside)
+}
+
+// ReadBounded reads a key file of at most 4 KiB (a larger one is not a
+// key): the device key here, the spool key in the agent.
+func ReadBounded(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -100,7 +110,7 @@ func readBounded(path string) ([]byte, error) {
 		return nil, err
 	}
 	if len(b) > maxKeyFile {
-		return nil, fmt.Errorf("larger than %d bytes: not a device key", maxKeyFile)
+		return nil, fmt.Errorf("larger than %d bytes: not a key file", maxKeyFile)
 	}
 	return b, nil
 }

@@ -76,7 +76,7 @@ func checkBrokers(ctx context.Context, cfg config.Config, o *Options) []Result {
 	for i := range out {
 		r := &out[i]
 		if len(b.URLs) > 1 {
-			r.Part = "broker " + b.URLs[i]
+			r.Part = "broker " + mqtt.RedactURL(b.URLs[i])
 		}
 		if r.Status == Pass && len(notes) > 0 {
 			r.Status = Warn

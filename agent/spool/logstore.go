@@ -40,6 +40,10 @@ const (
 	segHeaderLen = 16
 	segMagic     = "KSPL"
 	segVersion   = 3 // 1: no pad frames, unseeded checksums; 2: no absolute records, no resync (both still read)
+	// segVersionSealed is version 3 with sealed payloads (flag segSealed):
+	// a binary from before spool encryption refuses it (counts it as
+	// damage) instead of sending ciphertext as records.
+	segVersionSealed = 4
 
 	metaSlot  = 4096   // slots sit on separate pages so one torn write spares the other
 	metaMagic = "KSMT" // version 1 slot: 32 bytes, no segment list (still read)
@@ -69,6 +73,10 @@ const defaultPoolMax = 16
 // torn write, so recovery neither counts nor zeroes them.
 const segRecycled = 1
 
+// segSealed, in the flags byte, marks a segment whose record payloads are
+// encrypted (SealedStore): a store without the key never hands them out.
+const segSealed = 2
+
 type freeSeg struct {
 	id   uint32
 	size int64
@@ -86,6 +94,13 @@ type segment struct {
 	seed      uint32 // frame checksum seed (frame.go)
 	recycle   uint32 // id of the free file this segment is written over; 0: a new file
 	used      int64  // bytes of the file written by earlier segments
+	born      int64  // when its header was appended, on the aging clock (retention.go)
+	dirty     int64  // bytes of the file that may hold data (wiped when it drains)
+	sealed    bool   // payloads encrypted (segSealed)
+	// firstWall is the record time (ms) of the first record of a segment
+	// found at Open, until setAging turns it into born.
+	firstWall int64
+	hasWall   bool
 	// tail holds the bytes from the start of the sector that contains
 	// `written` up to `written`: with direct I/O a group commit that does
 	// not start on a sector boundary rewrites them.
@@ -174,6 +189,14 @@ type LogStore struct {
 	bytesWritten uint64
 	syncs        uint64
 	fsyncs       uint64
+	// clock and span seal the active segment by age (retention.go).
+	clock func() int64
+	span  int64
+	// wiped counts drained files overwritten before reuse or unlink.
+	wiped, wipedBytes, wipeErrors uint64
+	// sealNew marks new segments sealed; keyed says a SealedStore reads
+	// sealed records (without one they are counted lost, never handed out).
+	sealNew, keyed bool
 }
 
 var _ Store = (*LogStore)(nil)
@@ -305,18 +328,22 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 			// a recycled file that was never written: back to the pool.
 			f.Close()
 			changed = true
-			if len(buf) >= segHeaderLen && segHeaderVersion(buf, binary.LittleEndian.Uint32(buf[8:])) != 0 {
-				s.retireFile(id, fi.Size(), writtenExtent(path, fi.Size()))
+			// A file being wiped (retention.go) when the power went,
+			// or a wiped pool file renamed for a segment whose header
+			// never landed: wipe it (again) and pool it.
+			if isWipeHeader(buf) || len(buf) >= segHeaderLen && segHeaderVersion(buf, binary.LittleEndian.Uint32(buf[8:])) != 0 {
+				w := writtenExtent(path, fi.Size())
+				s.retireFile(id, fi.Size(), w, w)
 				continue
 			}
 			if len(bytes.TrimRight(buf, "\x00")) > 0 {
 				st.Dropped++
 				st.DroppedBytes += int64(len(buf))
 			}
-			os.Remove(path)
+			s.removeWiped(path, writtenExtent(path, fi.Size()))
 			continue
 		}
-		seg := &segment{id: id, f: f, alloc: fi.Size()}
+		seg := &segment{id: id, f: f, alloc: fi.Size(), sealed: buf[5]&segSealed != 0}
 		if version >= 2 {
 			seg.seed = segSeed(id)
 		}
@@ -370,8 +397,11 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 				st.PriorLost += int(fr.loss[0])
 			case frameRecord, frameRecordAbs:
 				st.MaxSeq = max(st.MaxSeq, fr.item.Seq)
+				if !seg.hasWall {
+					seg.firstWall, seg.hasWall = fr.item.Time, true
+				}
 				metas = append(metas, RecMeta{Seq: fr.item.Seq, Priority: fr.item.Priority, Time: fr.item.Time,
-					Size: len(fr.item.Data), At: Loc(uint64(id)<<32 | uint64(off))})
+					Size: len(fr.item.Data), At: Loc(uint64(id)<<32 | uint64(off)), Sealed: seg.sealed})
 			case frameAcks:
 				runs = fr.acks
 				if k := len(runs) - 1; k >= 0 {
@@ -381,9 +411,11 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 			off += n
 		}
 		seg.written, seg.end, seg.stWritten = int64(off), int64(off), fs
+		we := writtenExtent(path, fi.Size())
 		if buf[5]&segRecycled != 0 {
-			seg.used = writtenExtent(path, fi.Size())
+			seg.used = we
 		}
+		seg.dirty = max(seg.written, we)
 		if s.align > 0 {
 			seg.tail = slices.Clone(buf[int64(off)&^(s.align-1) : off])
 		}
@@ -391,10 +423,23 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 	}
 	runs = mergeRuns(runs)
 	live := metas[:0]
+	var sealedLost []RecMeta
 	for _, m := range metas {
-		if !inRuns(runs, m.Seq) {
-			live = append(live, m)
+		if inRuns(runs, m.Seq) {
+			continue
 		}
+		if m.Sealed && !s.keyed {
+			sealedLost = append(sealedLost, m) // encrypted, and no key: unreadable
+			continue
+		}
+		live = append(live, m)
+	}
+	for i, m := range sealedLost {
+		if i == 0 || sealedLost[i-1].Seq+1 != m.Seq {
+			st.Dropped++
+		}
+		st.DroppedBytes += int64(m.Size)
+		st.addLoss(1, m.Seq, m.Seq)
 	}
 	st.Duplicates = deliverSorted(live, func(m RecMeta) {
 		s.segs[uint32(m.At>>32)].live++
@@ -433,7 +478,7 @@ func (s *LogStore) Recover(fn func(RecMeta)) (RecoverStats, error) {
 	}
 	for _, seg := range drained {
 		seg.f.Close()
-		s.retireFile(seg.id, max(seg.written, seg.alloc), max(seg.written, seg.used))
+		s.retireFile(seg.id, max(seg.written, seg.alloc), max(seg.written, seg.used), seg.dirty)
 	}
 	// A recycled file holds frames of its earlier segments, all with ids
 	// up to its name's: new ids start above every name, so that no seed is
@@ -473,11 +518,20 @@ func (s *LogStore) keepFree(id uint32) {
 	if err != nil {
 		return
 	}
+	used := writtenExtent(path, fi.Size())
 	if len(s.free) >= s.poolMax || s.pressure {
-		os.Remove(path)
+		s.removeWiped(path, used)
 		return
 	}
-	s.free = append(s.free, freeSeg{id: id, size: fi.Size(), used: writtenExtent(path, fi.Size())})
+	// A file pooled before drained files were wiped (or by a build
+	// that did not) still holds its records: wipe it now.
+	if hdr := make([]byte, segHeaderLen); readHeader(path, hdr) && !isWipeHeader(hdr) && !allZero(hdr) {
+		if !s.wipeFile(path, used) {
+			os.Remove(path)
+			return
+		}
+	}
+	s.free = append(s.free, freeSeg{id: id, size: fi.Size(), used: used})
 }
 
 // writtenExtent is where the file's first hole starts: ext4 and xfs report
@@ -497,12 +551,17 @@ func writtenExtent(path string, size int64) int64 {
 	return off
 }
 
-// retireFile disposes of the file of a drained segment: into the pool, or
+// retireFile disposes of the file of a drained segment: its first extent
+// bytes are wiped (retention.go), then it goes into the pool, or is
 // deleted. The rename, like an unlink, is not synced: if a crash loses it
-// the segment comes back and its records are duplicates, never a loss.
+// the segment comes back wiped, and recovery wipes and pools it again.
 // Called with mu held.
-func (s *LogStore) retireFile(id uint32, size, used int64) {
+func (s *LogStore) retireFile(id uint32, size, used, extent int64) {
 	path := filepath.Join(s.dir, segName(id))
+	if !s.wipeFile(path, extent) {
+		os.Remove(path)
+		return
+	}
 	if !s.pressure && len(s.free) < s.poolMax {
 		if err := os.Rename(path, filepath.Join(s.dir, freeName(id))); err == nil {
 			s.free = append(s.free, freeSeg{id: id, size: size, used: used})
@@ -606,7 +665,7 @@ func (s *LogStore) relieve() {
 // segHeaderVersion returns the version of a valid segment header for id,
 // or 0.
 func segHeaderVersion(b []byte, id uint32) int {
-	if len(b) < segHeaderLen || string(b[:4]) != segMagic || b[4] < 1 || b[4] > segVersion ||
+	if len(b) < segHeaderLen || string(b[:4]) != segMagic || b[4] < 1 || b[4] > segVersionSealed ||
 		binary.LittleEndian.Uint32(b[8:]) != id ||
 		binary.LittleEndian.Uint32(b[12:]) != crc32.Checksum(b[:12], castagnoli) {
 		return 0
@@ -617,7 +676,11 @@ func segHeaderVersion(b []byte, id uint32) int {
 func appendSegHeader(dst []byte, id uint32, flags byte) []byte {
 	start := len(dst)
 	dst = append(dst, segMagic...)
-	dst = append(dst, segVersion, flags, 0, 0)
+	v := byte(segVersion)
+	if flags&segSealed != 0 {
+		v = segVersionSealed
+	}
+	dst = append(dst, v, flags, 0, 0)
 	dst = binary.LittleEndian.AppendUint32(dst, id)
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }
@@ -657,7 +720,7 @@ func inRuns(runs []seqRun, seq uint64) bool {
 }
 
 func (s *LogStore) newSeg() *segment {
-	seg := &segment{id: s.nextID, seed: segSeed(s.nextID)}
+	seg := &segment{id: s.nextID, seed: segSeed(s.nextID), sealed: s.sealNew}
 	seg.stWritten = frameState{seed: seg.seed}
 	s.nextID++
 	s.segs[seg.id] = seg
@@ -699,8 +762,12 @@ func (s *LogStore) tail(sm *stream) *chunk {
 		if a.recycle != 0 {
 			flags = segRecycled
 		}
+		if a.sealed {
+			flags |= segSealed
+		}
 		c.data = appendSegHeader(c.data, a.id, flags)
 		a.end = segHeaderLen
+		a.born = s.now()
 	}
 	return c
 }
@@ -896,6 +963,9 @@ func (s *LogStore) write(work []chunk) error {
 			if err != nil {
 				return err
 			}
+			s.mu.Lock()
+			c.seg.dirty = max(c.seg.dirty, dirtyEnd(c.off+int64(len(c.data))))
+			s.mu.Unlock()
 			align = a
 			w, wseg = f, c.seg
 		}
@@ -1120,7 +1190,7 @@ func (s *LogStore) undo(work []chunk) {
 				seg.f.Close()
 				seg.f = nil
 			}
-			os.Remove(path)
+			s.removeWiped(path, seg.dirty)
 		} else {
 			// Best effort: recovery stops at the first bad frame anyway,
 			// and the retry overwrites from the same offset.
@@ -1141,7 +1211,7 @@ func (s *LogStore) undo(work []chunk) {
 // Otherwise a segment is appended to until it is full.
 func (s *LogStore) retireActive(sm *stream) {
 	a := sm.active
-	if !s.pressure || a == nil || a.live > 0 || a.written == 0 || a.end != a.written {
+	if a == nil || a.written == 0 || a.end != a.written || !(s.pressure && a.live == 0 || s.aged(a)) {
 		return
 	}
 	sm.active = s.newSeg()
@@ -1173,7 +1243,7 @@ func (s *LogStore) deleteEmpty() {
 	s.saveMetaLocked()
 	for _, seg := range drained {
 		seg.f.Close()
-		s.retireFile(seg.id, max(seg.written, seg.alloc), max(seg.written, seg.used))
+		s.retireFile(seg.id, max(seg.written, seg.alloc), max(seg.written, seg.used), seg.dirty)
 	}
 }
 
@@ -1441,13 +1511,17 @@ type LogStats struct {
 	Fsyncs       uint64 // fdatasync and directory fsync calls (meta file excluded)
 	PoolFiles    int    // drained segment files kept for reuse
 	PoolBytes    int64  // their size (part of Usage)
+	Wiped        uint64 // drained segment files overwritten with zeros before reuse or unlink
+	WipedBytes   uint64 // bytes written by those wipes
+	WipeErrors   uint64 // wipes the medium refused (the file was unlinked all the same)
 }
 
 // Stats reports the log's work so far.
 func (s *LogStore) Stats() LogStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := LogStats{BytesWritten: s.bytesWritten, Syncs: s.syncs, Fsyncs: s.fsyncs, PoolFiles: len(s.free)}
+	st := LogStats{BytesWritten: s.bytesWritten, Syncs: s.syncs, Fsyncs: s.fsyncs, PoolFiles: len(s.free),
+		Wiped: s.wiped, WipedBytes: s.wipedBytes, WipeErrors: s.wipeErrors}
 	for _, f := range s.free {
 		st.PoolBytes += f.size
 	}

@@ -53,6 +53,27 @@ type Options struct {
 	// monotonic reading of Now (time.Now has one; a clock without one,
 	// as in simulations, is used as is).
 	Mono func() time.Duration
+	// SegmentSpan seals the log's active segment once it is this old, so
+	// that drained records are wiped from the medium within MaxAge and a
+	// span (docs/spool.md, "Retention on the medium"). 0: MaxAge/8 (none
+	// when MaxAge is 0); negative: only when full.
+	SegmentSpan time.Duration
+	// Key (KeyBytes, from LoadKey) lets the log read records sealed with
+	// it; with Encrypt set new records are sealed (AES-256-GCM,
+	// SealedStore). Encrypt without a Key is an error.
+	Key     []byte
+	Encrypt bool
+}
+
+// span is the segment span these options give.
+func (o *Options) span() time.Duration {
+	switch {
+	case o.SegmentSpan < 0:
+		return 0
+	case o.SegmentSpan > 0:
+		return o.SegmentSpan
+	}
+	return segmentSpan(o.MaxAge)
 }
 
 // saneWall is the earliest wall time taken for a set clock: before it, a
@@ -136,6 +157,7 @@ type Metrics struct {
 	EmergencyBytes int64         // the emergency lane's own budget, part of MaxBytes
 	StoreBytes     int64         // occupied on the medium
 	Writes         string        // how group commits reach the medium: "direct", "page-cache" or "memory"
+	Sealing        string        // how new records are written: "aes-256-gcm", "aes-256-gcm-fips140-only" (module-drawn nonces) or "off"
 	MemoryBytes    int64         // payloads not yet durable (waiting for the next sync, or storage failing)
 	OldestAge      time.Duration // time since the oldest record was appended, on the device's monotonic clock (as MaxAge judges it); 0 when empty
 	Evicted        uint64
@@ -274,6 +296,9 @@ func Open(dir string, opts Options, log *slog.Logger) (*Spool, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Encrypt && opts.Key == nil {
+		return nil, errors.New("spool: encryption asked for without a key")
+	}
 	ls, err := OpenLog(dir, opts.SegmentBytes)
 	if err != nil {
 		if errors.Is(err, ErrLocked) {
@@ -292,7 +317,14 @@ func Open(dir string, opts Options, log *slog.Logger) (*Spool, error) {
 	}
 	ls.poolMax = poolSize(opts.MaxBytes, ls.segBytes)
 	ls.reserveBytes = min(opts.EmergencyBytes, ls.segBytes)
-	s, err := OpenStore(ls, opts, log)
+	var st Store = ls
+	if opts.Key != nil {
+		if st, err = NewSealed(ls, opts.Key, opts.Encrypt); err != nil {
+			ls.Close()
+			return nil, err
+		}
+	}
+	s, err := OpenStore(st, opts, log)
 	if err != nil {
 		ls.Close()
 		return nil, err
@@ -365,7 +397,10 @@ func OpenStore(st Store, opts Options, log *slog.Logger) (*Spool, error) {
 	log.Info("spool open", "boot", s.boot, "next_seq", s.next, "records", rs.Records,
 		"dropped_regions", rs.Dropped, "dropped_bytes", rs.DroppedBytes, "lost_records", rs.LostRecords,
 		"missing_segments", rs.MissingSegments, "prior_lost", rs.PriorLost, "duplicates", rs.Duplicates,
-		"recovery", time.Since(t0).Round(time.Millisecond), "writes", writesOf(st))
+		"recovery", time.Since(t0).Round(time.Millisecond), "writes", writesOf(st), "sealing", sealingOf(st))
+	if ls, ok := baseStore(st).(*LogStore); ok {
+		ls.setAging(s.mono, opts.span(), func(ms int64) int64 { return s.recoveredAt(ms, wallAtOpen) })
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(1)
@@ -580,7 +615,7 @@ type activeChecker interface{ InActive(at Loc) bool }
 // position in the open segment); what cannot be written stays in memory,
 // bounded by MemBytes, for the next group commit. Callers hold s.mu.
 func (s *Spool) evictForSpace(need int64) int64 {
-	act, _ := s.store.(activeChecker)
+	act, _ := baseStore(s.store).(activeChecker)
 	var freed int64
 	for p := kestrel.PriorityBulk; p < kestrel.PriorityEmergency && freed < need; p++ {
 		l := &s.lanes[p]
@@ -678,7 +713,11 @@ func (s *Spool) take(dst []Item, max int, maxBytes int, urgentOnly bool) []Item 
 		start := len(buf)
 		var err error
 		if e.where == inStore {
-			buf, err = s.store.Read(e.loc, int(e.size), buf)
+			if r, ok := s.store.(seqReader); ok {
+				buf, err = r.ReadSeq(e.seq, e.loc, int(e.size), buf)
+			} else {
+				buf, err = s.store.Read(e.loc, int(e.size), buf)
+			}
 		} else {
 			buf = append(buf, s.mem.data[e.memOff:e.memOff+e.size]...)
 		}
@@ -834,14 +873,26 @@ func (s *Spool) Metrics() Metrics {
 	s.mu.Unlock()
 	m.StoreBytes = s.store.Usage()
 	m.Writes = writesOf(s.store)
+	m.Sealing = sealingOf(s.store)
 	return m
+}
+
+func sealingOf(st Store) string {
+	ss, ok := st.(*SealedStore)
+	switch {
+	case !ok || !ss.write:
+		return "off"
+	case ss.FIPSOnly():
+		return "aes-256-gcm-fips140-only"
+	}
+	return "aes-256-gcm"
 }
 
 // writesOf names the store's write path for logs and the state message:
 // "page-cache" on a filesystem without direct I/O means about eight times
 // the flash writes at a trickle (docs/spool.md).
 func writesOf(st Store) string {
-	ls, ok := st.(*LogStore)
+	ls, ok := baseStore(st).(*LogStore)
 	switch {
 	case !ok:
 		return "memory"
@@ -906,7 +957,7 @@ func (s *Spool) SetLimits(maxBytes int64, maxAge, syncInterval time.Duration) er
 	}
 	next := Options{MaxBytes: maxBytes, MaxAge: maxAge, SyncInterval: syncInterval}
 	next.fill()
-	if ls, ok := s.store.(*LogStore); ok && next.MaxBytes < 4*ls.segBytes {
+	if ls, ok := baseStore(s.store).(*LogStore); ok && next.MaxBytes < 4*ls.segBytes {
 		return fmt.Errorf("spool: max_bytes %d is under four segments of %d bytes, the size chosen at open: %w",
 			next.MaxBytes, ls.segBytes, ErrNeedsRestart)
 	}
@@ -925,8 +976,10 @@ func (s *Spool) SetLimits(maxBytes int64, maxAge, syncInterval time.Duration) er
 	if over := s.bytes - s.laneCharge(kestrel.PriorityEmergency) - (s.opts.MaxBytes - s.opts.EmergencyBytes); over > 0 {
 		s.evict(over, kestrel.PriorityHigh, false)
 	}
-	if ls, ok := s.store.(*LogStore); ok {
+	if ls, ok := baseStore(s.store).(*LogStore); ok {
 		ls.setPoolMax(poolSize(s.opts.MaxBytes, ls.segBytes))
+		o := s.opts
+		ls.setAging(s.mono, o.span(), nil)
 	}
 	s.mu.Unlock()
 	select {
@@ -964,6 +1017,36 @@ func (s *Spool) expire() {
 			}
 			if e.at > cut {
 				break
+			}
+			s.countEviction(p, e, evictedByAge)
+			s.kill(l, i)
+		}
+		l.tidy()
+	}
+	// Retention on the medium: a segment begun before the cut holds
+	// records older than MaxAge, delivered ones among them, which stay
+	// readable until it drains. Its other records go with it, by the same
+	// policy and count, when they are younger by at most the segment span
+	// (all of them, when the segment was sealed by age); a younger one (a
+	// segment that spans a suspend, whose wall clock ran on) keeps it.
+	ls, ok := baseStore(s.store).(*LogStore)
+	if !ok {
+		return
+	}
+	old := ls.agedOut(cut)
+	if len(old) == 0 {
+		return
+	}
+	early := cut + int64(s.opts.span())
+	for p := kestrel.PriorityBulk; p < kestrel.PriorityEmergency; p++ {
+		l := &s.lanes[p]
+		for i := l.head; i < len(l.ents); i++ {
+			e := &l.ents[i]
+			if e.at > early {
+				break // append times never decrease along a lane
+			}
+			if e.st == stDead || e.where != inStore || !old[uint32(e.loc>>32)] {
+				continue
 			}
 			s.countEviction(p, e, evictedByAge)
 			s.kill(l, i)
@@ -1009,7 +1092,7 @@ func (s *Spool) syncOnce() {
 		s.fullRound = true // a later part that fits does not make the medium healthy
 		s.mu.Unlock()
 		if eb := s.emergencyWaiting(); eb > 0 {
-			if r, ok := s.store.(reserver); ok && r.ReleaseReserve() {
+			if r, ok := baseStore(s.store).(reserver); ok && r.ReleaseReserve() {
 				s.log.Warn("spool medium full: released the emergency reserve")
 				continue
 			}
@@ -1056,7 +1139,7 @@ type roomChecker interface {
 // room: by its free space where the store can tell (two segments and the
 // reserve), else by usage still over 90% of what it was when it filled.
 func (s *Spool) stillFull() bool {
-	if r, ok := s.store.(roomChecker); ok {
+	if r, ok := baseStore(s.store).(roomChecker); ok {
 		if crowded, known := r.Crowded(); known {
 			return crowded
 		}
@@ -1100,7 +1183,7 @@ func (s *Spool) emergencyWaiting() int64 {
 type reclaimer interface{ Reclaimable() int64 }
 
 func (s *Spool) reclaimable(evicted int64) int64 {
-	if r, ok := s.store.(reclaimer); ok {
+	if r, ok := baseStore(s.store).(reclaimer); ok {
 		return r.Reclaimable()
 	}
 	return evicted
@@ -1203,7 +1286,7 @@ func (s *Spool) commitGroup(limit int64) (error, int64, bool) {
 		// "full" rather than flap with every group commit.
 	default:
 		s.setHealthLocked(nil)
-		if r, ok := s.store.(reserver); ok {
+		if r, ok := baseStore(s.store).(reserver); ok {
 			r.RestoreReserve()
 		}
 	}
@@ -1292,4 +1375,22 @@ func (s *Spool) Close() error {
 	s.seqMu.Unlock()
 	err := s.store.Close()
 	return errors.Join(err, merr)
+}
+
+// seqReader is a Store that reads a record by its seq as well as its
+// location (SealedStore: the seq authenticates the payload).
+type seqReader interface {
+	ReadSeq(seq uint64, at Loc, size int, dst []byte) ([]byte, error)
+}
+
+// baseStore is the store under any wrappers (SealedStore), whose optional
+// interfaces (reserve, room, reclaim) the Spool uses.
+func baseStore(st Store) Store {
+	for {
+		w, ok := st.(interface{ unwrap() Store })
+		if !ok {
+			return st
+		}
+		st = w.unwrap()
+	}
 }

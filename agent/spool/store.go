@@ -25,6 +25,9 @@ type RecMeta struct {
 	Time     int64
 	Size     int
 	At       Loc
+	// Sealed: the payload is encrypted (a LogStore segment written
+	// through a SealedStore).
+	Sealed bool
 }
 
 // Meta is what must survive a crash besides the records: the boot counter

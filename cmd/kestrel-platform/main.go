@@ -62,7 +62,10 @@ func runUser(args []string, s stdio) error {
 	return nil
 }
 
-func runVersion(_ []string, s stdio) error {
+func runVersion(args []string, s stdio) error {
+	if help, err := subcmd.NoFlags("version", "kestrel-platform version\n\nPrints the version, Go version, platform and database schema version.", args, s.stderr); help || err != nil {
+		return err
+	}
 	fmt.Fprintf(s.stdout, "kestrel-platform %s %s %s/%s schema %d\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH, platform.SchemaVersion())
 	return nil
 }
@@ -167,7 +170,7 @@ flags:
 		}
 		defer l.Close()
 	}
-	log.Info("serve", "broker", o.Broker, "db", store.Dialect(), "postgis", store.PostGIS(), "client_id", o.ClientID, "share", o.Share)
+	log.Info("serve", "broker", mqtt.RedactURL(o.Broker), "db", store.Dialect(), "postgis", store.PostGIS(), "client_id", o.ClientID, "share", o.Share)
 	if err := in.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -86,3 +86,25 @@ func TestMutualTLSRequiredByDefault(t *testing.T) {
 		t.Fatalf("validate with broker.require_client_cert = false: exit %d\n%s", code, out)
 	}
 }
+
+// TestRunExitsConfigOnSessionOptionError: a config that validates but whose
+// broker settings the session cannot use (here a CA file that is not
+// there) ends `kestrel run` with 78 (EX_CONFIG), which the unit's
+// RestartPreventExitStatus keeps systemd from restarting, not 1.
+func TestRunExitsConfigOnSessionOptionError(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kestrel.toml")
+	os.WriteFile(path, config.DefaultsTOML(), 0o600)
+	sets := []string{"--set", "device.id=bwc-1", "--set", "device.fleet=met", "--set", "broker.urls=tls://127.0.0.1:8883",
+		"--set", "broker.ca_file=" + filepath.Join(dir, "missing-ca.pem"),
+		"--set", "spool.dir=" + filepath.Join(dir, "spool"), "--set", "remote.state_file=" + filepath.Join(dir, "remote.json"),
+		"--set", "status.socket=" + filepath.Join(dir, "status.sock")}
+	if code, out, _ := configRun(t, append([]string{"validate", path}, sets...)...); code != 0 {
+		t.Fatalf("validate: exit %d\n%s", code, out)
+	}
+	var o, e bytes.Buffer
+	code := dispatch(append([]string{"run", "--config", path}, sets...), stdio{ctx: context.Background(), stdin: strings.NewReader(""), stdout: &o, stderr: &e})
+	if code != exConfig || !strings.Contains(e.String(), "missing-ca.pem") {
+		t.Fatalf("run with an unreadable broker CA: exit %d, want %d naming the file:\n%s", code, exConfig, e.String())
+	}
+}

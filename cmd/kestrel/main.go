@@ -49,6 +49,9 @@ func main() {
 func dispatch(args []string, s stdio) int { return commands.Dispatch(args, s, s.stderr) }
 
 func runVersion(args []string, s stdio) error {
+	if help, err := subcmd.NoFlags("version", "kestrel version\n\nPrints the agent's version, commit, Go version and platform.", args, s.stderr); help || err != nil {
+		return err
+	}
 	v := version
 	if v == "dev" {
 		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {

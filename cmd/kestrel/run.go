@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -105,7 +106,8 @@ func runRun(args []string, s stdio) error {
 			// remote self-test reports them from the running agent's
 			// state instead of opening them twice.
 			return selftest.Run(ctx, cfg, selftest.Options{InUse: []string{"gps", "radio", "gpio"}}), nil
-		}})
+		},
+		PrivacyAudit: privacyAudit(ctl)})
 	if err != nil {
 		return err
 	}
@@ -122,7 +124,32 @@ func runRun(args []string, s stdio) error {
 		}
 		return ctl.ReloadLocal(ctx, local)
 	}
-	return runWithSignals(s.ctx, a, ctl, reload, log)
+	err = runWithSignals(s.ctx, a, ctl, reload, log)
+	if errors.Is(err, agent.ErrBrokerConfig) {
+		// Like a config that does not load: systemd must not restart it.
+		fmt.Fprintf(s.stderr, "kestrel run: %v\n", err)
+		return subcmd.ExitStatus(exConfig)
+	}
+	return err
+}
+
+// privacyAudit enters the agent's privacy changes in the fleet
+// controller's audit chain.
+func privacyAudit(ctl *fleetctl.Manager) func([]tracking.Change) {
+	return func(changes []tracking.Change) {
+		out := make([]fleetctl.PrivacyChange, 0, len(changes))
+		for _, c := range changes {
+			mode, was := c.Mode, c.Was
+			if c.Lifted {
+				mode = "lifted"
+			}
+			if c.WasLifted {
+				was = "lifted"
+			}
+			out = append(out, fleetctl.PrivacyChange{Mode: mode, Was: was, Cause: c.Cause})
+		}
+		ctl.AuditPrivacy(out...)
+	}
 }
 
 // fleetCommands are the handlers for signed fleet commands: the agent's,

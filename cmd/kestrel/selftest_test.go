@@ -155,3 +155,16 @@ func rowHas(table, part, result string) bool {
 	}
 	return false
 }
+
+// TestVersionUsage: version -h prints its usage, and an argument is a
+// usage error, as every command's.
+func TestVersionUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	s := stdio{ctx: context.Background(), stdin: strings.NewReader(""), stdout: &out, stderr: &errb}
+	if code := dispatch([]string{"version", "-h"}, s); code != 0 || !strings.Contains(errb.String(), "usage: kestrel version") || out.Len() != 0 {
+		t.Errorf("version -h: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	if code := dispatch([]string{"version", "extra"}, s); code != 2 {
+		t.Errorf("version extra: exit %d, want 2", code)
+	}
+}

@@ -15,14 +15,15 @@ import (
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/cmd/internal/subcmd"
 	"github.com/kestrel-edge/kestrel/evidence"
+	"github.com/kestrel-edge/kestrel/platform"
 	"github.com/kestrel-edge/kestrel/transport/wire"
 )
 
 // The evidence chain's tools (docs/evidence.md): build a disclosure
 // bundle from the payloads the platform received, and verify one offline.
 func init() {
-	commands.Commands["verify"] = subcmd.Command[stdio]{Summary: "verify [--key B64] [BUNDLE|-]: check an evidence bundle's hash chain and signed checkpoints", Run: runVerify}
-	commands.Commands["evidence"] = subcmd.Command[stdio]{Summary: "evidence bundle --device D --key B64 [FILE|-]: evidence bundle from received payloads", Run: runEvidence}
+	commands.Commands["verify"] = subcmd.Command[stdio]{Summary: "verify [--key B64] [BUNDLE|-] | verify --db URL --device D [--from T] [--to T]: check an evidence bundle or a database range", Run: runVerify}
+	commands.Commands["evidence"] = subcmd.Command[stdio]{Summary: "evidence bundle --db URL --device D [--from T] [--to T] | --device D --key B64 [FILE|-]: evidence bundle", Run: runEvidence}
 }
 
 func parseKey(s string) (ed25519.PublicKey, error) {
@@ -36,16 +37,30 @@ func parseKey(s string) (ed25519.PublicKey, error) {
 func runVerify(args []string, s stdio) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	key := fs.String("key", "", "the device key to trust (base64, e.g. from the enrolment record); default: the bundle's own")
+	key := fs.String("key", "", "the device key to trust (base64); default: the bundle's enrolment history, else its device_key")
+	dbr := addDBRange(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: kestrelctl verify [--key B64] [BUNDLE|-]\n\n"+
-			"Verifies an evidence bundle (docs/evidence.md) offline: every record between\n"+
-			"two checkpoints hashes to the head the device key signed, and which seqs are\n"+
-			"missing. Prints a summary; exits 1 naming the first problem when there is one.\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage: kestrelctl verify [--key B64] [BUNDLE|-]\n"+
+			"       kestrelctl verify --db URL --device D [--fleet F] [--from T] [--to T]\n\n"+
+			"Verifies an evidence bundle (docs/evidence.md) offline, or a range of the\n"+
+			"platform database directly: every record between two checkpoints hashes to\n"+
+			"the head the enrolled device key signed, and which seqs are missing. Records\n"+
+			"after the last signed checkpoint are reported as an unproven tail, never as\n"+
+			"verified. Prints a summary; exits 1 naming the first problem when there is one.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if help, err := subcmd.ParseFlagsOnly(fs, args); help || err != nil {
+	if help, err := subcmd.Parse(fs, args); help || err != nil {
 		return err
+	}
+	if *dbr.db != "" {
+		if *key != "" || fs.NArg() > 0 {
+			return fmt.Errorf("%w: --db verifies the database: no --key or BUNDLE with it", errUsage)
+		}
+		b, err := dbr.bundle(s, "verify --db")
+		if err != nil {
+			return err
+		}
+		return report(s, b, evidence.Verify(b, nil))
 	}
 	var pin ed25519.PublicKey
 	if *key != "" {
@@ -63,7 +78,10 @@ func runVerify(args []string, s stdio) error {
 	if err != nil {
 		return err
 	}
-	rep := evidence.Verify(b, pin)
+	return report(s, b, evidence.Verify(b, pin))
+}
+
+func report(s stdio, b *evidence.Bundle, rep *evidence.Report) error {
 	fmt.Fprint(s.stdout, rep.Summary())
 	if !rep.OK() {
 		return fmt.Errorf("verify: %s (%d problems in all)", rep.Problems[0], len(rep.Problems))
@@ -72,24 +90,96 @@ func runVerify(args []string, s stdio) error {
 	return nil
 }
 
+// dbRange is the flags that select a device's records in the platform
+// database for an evidence bundle.
+type dbRange struct {
+	db, fleet, device, from, to *string
+	op                          *operatorFlags
+}
+
+func addDBRange(fs *flag.FlagSet) dbRange {
+	return dbRange{
+		db:     fs.String("db", "", "platform database: postgres://... or sqlite:FILE"),
+		fleet:  fs.String("fleet", "", "fleet (default: the device's one fleet)"),
+		device: fs.String("device", "", "device id"),
+		from:   fs.String("from", "", "first time, RFC 3339 or a duration before now (2h); default: the first record"),
+		to:     fs.String("to", "", "end time (exclusive), RFC 3339 or a duration before now; default: the last"),
+		op:     addOperatorFlags(fs),
+	}
+}
+
+// bundle rebuilds the range's evidence bundle from the database. The read
+// is a consultation (verify) or a disclosure (evidence bundle), logged in
+// the database's consultations chain before anything is returned.
+func (r dbRange) bundle(s stdio, command string) (*evidence.Bundle, error) {
+	if *r.device == "" {
+		return nil, fmt.Errorf("%w: --device is required with --db", errUsage)
+	}
+	q := platform.EvidenceQuery{Fleet: *r.fleet, Device: *r.device}
+	now := time.Now()
+	var err error
+	if q.From, err = platform.ParseTime(*r.from, now); err != nil {
+		return nil, fmt.Errorf("%w: --from: %v", errUsage, err)
+	}
+	if q.To, err = platform.ParseTime(*r.to, now); err != nil {
+		return nil, fmt.Errorf("%w: --to: %v", errUsage, err)
+	}
+	st, err := openPlatformDB(s, *r.db)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	rf, rt := timeRange(q.From, q.To)
+	k, err := startConsultation(s, st, r.op, Consultation{Command: command, Fleet: *r.fleet, Device: *r.device, From: rf, To: rt})
+	if err != nil {
+		return nil, err
+	}
+	b, err := st.EvidenceBundle(s.ctx, q)
+	if err != nil {
+		return nil, k.finish(err, "")
+	}
+	if err := k.finish(nil, fmt.Sprintf("%d records", len(b.Records))); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 func runEvidence(args []string, s stdio) error {
 	if len(args) == 0 || args[0] != "bundle" {
-		return fmt.Errorf("%w: usage: kestrelctl evidence bundle --device D --key B64 [FILE|-]", errUsage)
+		return fmt.Errorf("%w: usage: kestrelctl evidence bundle --db URL --device D [--from T] [--to T] | --device D --key B64 [FILE|-]", errUsage)
 	}
 	fs := flag.NewFlagSet("evidence bundle", flag.ContinueOnError)
 	fs.SetOutput(s.stderr)
-	device := fs.String("device", "", "device id (required)")
-	key := fs.String("key", "", "the device's public key, base64 (required)")
-	fleet := fs.String("fleet", "", "fleet, recorded in the header")
+	dbr := addDBRange(fs)
+	device, fleet := dbr.device, dbr.fleet
+	key := fs.String("key", "", "the device's public key, base64 (required without --db)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: kestrelctl evidence bundle --device D --key B64 [FILE|-]\n\n"+
-			"Reads received payloads as \"TOPIC HEX\" lines (the input of \"kestrelctl decode\n"+
-			"--hex\"), keeps the device's records in seq order, drops identical\n"+
-			"redeliveries, and writes an evidence bundle for \"kestrelctl verify\".\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage: kestrelctl evidence bundle --db URL --device D [--fleet F] [--from T] [--to T]\n"+
+			"       kestrelctl evidence bundle --device D --key B64 [--fleet F] [FILE|-]\n\n"+
+			"With --db, rebuilds the device's records in the range from the platform\n"+
+			"database, widened to the signed checkpoints that enclose it, with its key and\n"+
+			"enrolment history. Otherwise reads received payloads as \"TOPIC HEX\" lines\n"+
+			"(the input of \"kestrelctl decode --hex\"), keeps the device's records in seq\n"+
+			"order and drops identical redeliveries. Writes an evidence bundle for\n"+
+			"\"kestrelctl verify\".\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if help, err := subcmd.ParseFlagsOnly(fs, args[1:]); help || err != nil {
+	if help, err := subcmd.Parse(fs, args[1:]); help || err != nil {
 		return err
+	}
+	if *dbr.db != "" {
+		if *key != "" || fs.NArg() > 0 {
+			return fmt.Errorf("%w: --db reads the database: no --key or FILE with it", errUsage)
+		}
+		b, err := dbr.bundle(s, "evidence bundle --db")
+		if err != nil {
+			return err
+		}
+		if err := evidence.WriteBundle(s.stdout, b); err != nil {
+			return err
+		}
+		fmt.Fprintf(s.stderr, "kestrelctl evidence: %d records of %s/%s\n", len(b.Records), b.Header.Fleet, b.Header.Device)
+		return nil
 	}
 	if *device == "" {
 		return fmt.Errorf("%w: --device is required", errUsage)

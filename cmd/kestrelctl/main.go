@@ -27,14 +27,16 @@ type stdio struct {
 var errUsage = subcmd.ErrUsage
 
 var commands = subcmd.Table[stdio]{Program: "kestrelctl", Commands: map[string]subcmd.Command[stdio]{
-	"nmea":   {Summary: "nmea decode [FILE|-]: NMEA 0183 to one JSON fix per receiver cycle", Run: runNMEA},
-	"decode": {Summary: "decode [--hex] [FILE|-]: wire payloads to JSON lines", Run: runDecode},
-	"wire":   {Summary: "wire encode [--batch N] [--jsonl] [FILE|-]: fixes to telemetry payloads", Run: runWire},
-	"tail":   {Summary: "tail [--broker URL] [--fleet F] [--device D] [--gaps]: live decoded telemetry", Run: runTail},
-	"keygen": {Summary: "keygen [--out PREFIX]: make an Ed25519 fleet signing key", Run: runKeygen},
-	"config": {Summary: "config validate|push|clear|rollback|get ...: signed remote configuration, dry runs, staged rollouts", Run: runConfig},
-	"status": {Summary: "status [--broker URL] [--fleet F] [--json]: fleet table from retained state", Run: runStatus},
-	"cmd":    {Summary: "cmd [--broker URL] [--fleet F] --device D NAME [ARGS]: signed command", Run: runCmd},
+	"nmea":    {Summary: "nmea decode [FILE|-]: NMEA 0183 to one JSON fix per receiver cycle", Run: runNMEA},
+	"decode":  {Summary: "decode [--hex] [FILE|-]: wire payloads to JSON lines", Run: runDecode},
+	"wire":    {Summary: "wire encode [--batch N] [--jsonl] [FILE|-]: fixes to telemetry payloads", Run: runWire},
+	"tail":    {Summary: "tail [--broker URL] [--fleet F] [--device D] [--gaps]: live decoded telemetry", Run: runTail},
+	"keygen":  {Summary: "keygen [--out PREFIX]: make an Ed25519 fleet signing key", Run: runKeygen},
+	"config":  {Summary: "config validate|push|clear|rollback|get ...: signed remote configuration, dry runs, staged rollouts", Run: runConfig},
+	"status":  {Summary: "status [--broker URL] [--fleet F] [--json]: fleet table from retained state", Run: runStatus},
+	"cmd":     {Summary: "cmd [--broker URL] [--fleet F] --device D NAME [ARGS]: signed command", Run: runCmd},
+	"release": {Summary: "release sign --version V --seq N --binary FILE ...: signed OTA release manifest (and delta)", Run: runRelease},
+	"update":  {Summary: "update push|status|clear ...: roll a signed release out over MQTT, staged; where each device is", Run: runUpdate},
 }}
 
 func main() {

@@ -42,6 +42,8 @@ type pushProgress struct {
 	counts map[string]int
 	drawn  bool
 	last   string
+	// labels are the results the bar counts (default: config push's).
+	labels []string
 }
 
 func newPushProgress(w io.Writer, total int) *pushProgress {
@@ -64,9 +66,14 @@ func (p *pushProgress) answer(d *deviceResult, answered int) {
 	if p.total > 0 {
 		fill = min(width, done*width/p.total)
 	}
-	line := fmt.Sprintf("\r[%s%s] %d/%d  applied %d  rejected %d  rolled back %d",
-		strings.Repeat("#", fill), strings.Repeat(".", width-fill), done, p.total,
-		p.counts["applied"], p.counts["rejected"], p.counts["rolled_back"])
+	labels := p.labels
+	if labels == nil {
+		labels = []string{"applied", "rejected", "rolled_back"}
+	}
+	line := fmt.Sprintf("\r[%s%s] %d/%d", strings.Repeat("#", fill), strings.Repeat(".", width-fill), done, p.total)
+	for _, l := range labels {
+		line += fmt.Sprintf("  %s %d", strings.ReplaceAll(l, "_", " "), p.counts[l])
+	}
 	if line != p.last {
 		fmt.Fprint(p.w, line)
 		p.last, p.drawn = line, true

@@ -46,6 +46,8 @@ func runTrack(args []string, s stdio) error {
 	to := fs.String("to", "", "end time (exclusive), RFC 3339 or a duration before now")
 	format := fs.String("format", "jsonl", "jsonl, geojson, gpx or csv")
 	limit := fs.Int("limit", 0, "at most N points (0: all)")
+	evidenceOut := fs.String("evidence", "", "also write the evidence bundle of the range to FILE, for \"kestrelctl verify FILE\" (docs/evidence.md)")
+	op := addOperatorFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kestrelctl track --db URL --device D [--from T] [--to T] [--format jsonl|geojson|gpx|csv]\n\n"+
 			"Prints one device's stored positions in time order. jsonl is the format of\n\"kestrelctl decode\".\n\nflags:\n")
@@ -81,12 +83,29 @@ func runTrack(args []string, s stdio) error {
 	if err != nil {
 		return err
 	}
-	if err := st.Track(s.ctx, q, tw.Write); err != nil {
-		tw.Close()
+	rf, rt := timeRange(q.From, q.To)
+	k, err := startConsultation(s, st, op, Consultation{Command: "track", Fleet: *fleet, Device: *device, From: rf, To: rt,
+		Detail: fmt.Sprintf("format %s, limit %d", *format, *limit)})
+	if err != nil {
 		return err
 	}
+	if err := st.Track(s.ctx, q, tw.Write); err != nil {
+		tw.Close()
+		return k.finish(err, "")
+	}
 	if err := tw.Close(); err != nil {
-		return fmt.Errorf("write output: %w", err)
+		return k.finish(fmt.Errorf("write output: %w", err), "")
+	}
+	done := fmt.Sprintf("%d positions", tw.Points())
+	if *evidenceOut != "" {
+		// A disclosure: the bundle's writing is part of the logged read.
+		if err := trackEvidence(s, st, q, *evidenceOut); err != nil {
+			return k.finish(err, done)
+		}
+		done += ", evidence bundle " + *evidenceOut
+	}
+	if err := k.finish(nil, done); err != nil {
+		return err
 	}
 	if tw.Points() == 0 {
 		fmt.Fprintf(s.stderr, "kestrelctl track: no positions for device %q in that range\n", *device)
@@ -101,6 +120,7 @@ func runGaps(args []string, s stdio) error {
 	fleet := fs.String("fleet", "", "fleet (default: every fleet)")
 	device := fs.String("device", "", "device (default: every device)")
 	all := fs.Bool("all", false, "closed gaps too")
+	op := addOperatorFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kestrelctl gaps --db URL [--fleet F] [--device D] [--all]\n\n"+
 			"Prints the missing sequence ranges the platform keeps, one JSON object per\n"+
@@ -116,8 +136,12 @@ func runGaps(args []string, s stdio) error {
 		return err
 	}
 	defer st.Close()
-	gs, err := st.Gaps(s.ctx, platform.GapQuery{Fleet: *fleet, Device: *device, All: *all})
+	k, err := startConsultation(s, st, op, Consultation{Command: "gaps", Fleet: *fleet, Device: *device, Detail: fmt.Sprintf("all %v", *all)})
 	if err != nil {
+		return err
+	}
+	gs, err := st.Gaps(s.ctx, platform.GapQuery{Fleet: *fleet, Device: *device, All: *all})
+	if err := k.finish(err, fmt.Sprintf("%d gaps", len(gs))); err != nil {
 		return err
 	}
 	out := bufio.NewWriter(s.stdout)
@@ -136,6 +160,7 @@ func runDevices(args []string, s stdio) error {
 	db := fs.String("db", "", "database: postgres://... or sqlite:FILE (required)")
 	fleet := fs.String("fleet", "", "fleet (default: every fleet)")
 	asJSON := fs.Bool("json", false, "one JSON object per device instead of a table")
+	op := addOperatorFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: kestrelctl devices --db URL [--fleet F] [--json]\n\n"+
 			"Lists the devices the platform has heard from: online state, boot, last\n"+
@@ -150,8 +175,12 @@ func runDevices(args []string, s stdio) error {
 		return err
 	}
 	defer st.Close()
-	devs, err := st.Devices(s.ctx, *fleet)
+	k, err := startConsultation(s, st, op, Consultation{Command: "devices", Fleet: *fleet})
 	if err != nil {
+		return err
+	}
+	devs, err := st.Devices(s.ctx, *fleet)
+	if err := k.finish(err, fmt.Sprintf("%d devices", len(devs))); err != nil {
 		return err
 	}
 	out := bufio.NewWriter(s.stdout)

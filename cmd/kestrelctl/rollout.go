@@ -351,17 +351,23 @@ func runPush(args []string, s stdio, mode pushMode) error {
 	if err != nil && !errors.Is(err, errRolloutFailed) {
 		return err
 	}
-	for _, d := range rep.Devices {
-		rep.Counts[d.Result]++
-	}
-	if *p.asJSON {
-		if werr := writeJSON(s.stdout, rep); werr != nil {
-			return werr
-		}
-	} else {
-		printPushReport(s.stdout, &rep)
+	if err := writeRollout(s, *p.asJSON, rep.Devices, rep.Counts, rep, func(w io.Writer) { printPushReport(w, &rep) }); err != nil {
+		return err
 	}
 	return pushVerdict(&rep)
+}
+
+// writeRollout counts a push's results by kind and prints its report: the
+// JSON document, or the table.
+func writeRollout(s stdio, asJSON bool, devices []deviceResult, counts map[string]int, rep any, table func(io.Writer)) error {
+	for _, d := range devices {
+		counts[d.Result]++
+	}
+	if asJSON {
+		return writeJSON(s.stdout, rep)
+	}
+	table(s.stdout)
+	return nil
 }
 
 // errRolloutFailed: the report says what went wrong; print it first.
@@ -759,21 +765,27 @@ wait:
 	return out
 }
 
-func printPushReport(w io.Writer, rep *pushReport) {
+// printRollout prints the stage table (when there is more than minStages
+// stages) and the device table of a config or update push.
+func printRollout(w io.Writer, stages []stageReport, minStages int, devices []deviceResult) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	if len(rep.Stages) > 0 {
+	if len(stages) > minStages {
 		fmt.Fprintln(tw, "STAGE\tVIA\tDEVICES\tFAILED\tLIMIT")
-		for _, st := range rep.Stages {
+		for _, st := range stages {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", st.Name, st.Via, len(st.Devices), st.Failed, st.Limit)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(tw, "DEVICE\tRESULT\tRUNNING\tSIGNATURE\tDETAIL")
-	for _, d := range rep.Devices {
+	for _, d := range devices {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", d.Device, strings.ReplaceAll(d.Result, "_", " "), d.Running, dash(d.Signature), reportDetail(d.Errors))
 	}
 	tw.Flush()
+}
+
+func printPushReport(w io.Writer, rep *pushReport) {
+	printRollout(w, rep.Stages, 0, rep.Devices)
 	fmt.Fprintf(w, "version %d: applied %d, rejected %d, rolled back %d, no answer %d\n", rep.Version,
 		countResult(rep.Devices, fleet.StatusApplied), countResult(rep.Devices, fleet.StatusRejected),
 		countResult(rep.Devices, fleet.StatusRolledBack), countResult(rep.Devices, "no_answer"))

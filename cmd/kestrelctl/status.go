@@ -51,6 +51,9 @@ type deviceStatus struct {
 	// offline device's will does not carry (battery, spool, radio, last
 	// fix) from the platform's record of its last state message.
 	LastKnownFrom string `json:"last_known_from,omitempty"`
+	// KeyStatus (--db) is the device key against its enrolment: enrolled,
+	// unenrolled, or CHANGED (flagged, docs/evidence.md).
+	KeyStatus string `json:"key_status,omitempty"`
 }
 
 type configAttempt struct {
@@ -76,6 +79,7 @@ func runStatus(args []string, s stdio) error {
 	wait := fs.Duration("wait", 3*time.Second, "longest wait for retained messages")
 	asJSON := addJSONFlag(fs)
 	db := fs.String("db", "", "platform database (postgres://... or sqlite:FILE): last-known battery, spool, radio and fix of offline devices")
+	op := addOperatorFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(s.stderr, "usage: kestrelctl status --broker URL --fleet F [--device D] [--db URL] [--json]\n\n"+
 			"The fleet from the retained state and config/reported messages: online,\n"+
@@ -132,7 +136,7 @@ func runStatus(args []string, s stdio) error {
 		rep.Devices = append(rep.Devices, ds)
 	}
 	if *db != "" {
-		if err := fillLastKnown(s, *db, bf.Fleet, rep.Devices); err != nil {
+		if err := fillLastKnown(s, *db, op, bf.Fleet, rep.Devices); err != nil {
 			return err
 		}
 	}
@@ -271,6 +275,11 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	for _, ds := range rep.Devices {
+		if strings.HasPrefix(ds.KeyStatus, "CHANGED") {
+			fmt.Fprintf(w, "%s: DEVICE KEY %s\n", ds.Device, ds.KeyStatus)
+		}
+	}
 	fmt.Fprintf(w, "%d devices, %d online\n", rep.Total, rep.Online)
 	return nil
 }
@@ -285,19 +294,26 @@ func dash(s string) string {
 // fillLastKnown completes offline devices from the platform's devices
 // table: the will that replaced their retained state message carries only
 // the core fields, but the platform keeps what the last birth said.
-func fillLastKnown(s stdio, url, fleetID string, devs []deviceStatus) error {
+func fillLastKnown(s stdio, url string, op *operatorFlags, fleetID string, devs []deviceStatus) error {
 	st, err := openPlatformDB(s, url)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	rows, err := st.Devices(s.ctx, fleetID)
+	k, err := startConsultation(s, st, op, Consultation{Command: "status --db", Fleet: fleetID, Detail: "last-known state of offline devices"})
 	if err != nil {
+		return err
+	}
+	rows, err := st.Devices(s.ctx, fleetID)
+	if err := k.finish(err, fmt.Sprintf("%d devices", len(rows))); err != nil {
 		return fmt.Errorf("--db: %w", err)
 	}
 	byID := make(map[string]int, len(rows))
 	for i, r := range rows {
 		byID[r.Device] = i
+	}
+	if err := fillKeyStatus(s, st, fleetID, devs); err != nil {
+		return fmt.Errorf("--db: %w", err)
 	}
 	for i := range devs {
 		ds := &devs[i]

@@ -2,6 +2,7 @@ package at
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kestrel-edge/kestrel/drivers/internal/lograte"
 )
 
 // Sentinel errors callers branch on.
@@ -23,7 +26,14 @@ var (
 	// ErrFinal: the modem answered another final result code (NO CARRIER,
 	// BUSY, ...); the Response holds it.
 	ErrFinal = errors.New("at: unexpected final result code")
+	// ErrTooManyLines: the response ran past MaxResponseLines; the
+	// Response holds the first MaxResponseLines, the rest was discarded.
+	ErrTooManyLines = errors.New("at: response over the line limit")
 )
+
+// MaxResponseLines bounds the information lines kept for one command: a
+// full AT+COPS=? or AT+CPBR listing fits, a modem that runs away does not.
+const MaxResponseLines = 256
 
 // CMEError is a +CME ERROR final result code (3GPP TS 27.007 section 9.2).
 // Code is -1 when the modem reported text (AT+CMEE=2).
@@ -147,6 +157,18 @@ type call struct {
 	owedAtStart int
 	ateLate     bool
 	echoSeen    bool
+	// discarded counts lines past MaxResponseLines.
+	discarded int
+}
+
+// add keeps an information line of the call's response, up to
+// MaxResponseLines.
+func (c *call) add(text string) {
+	if len(c.lines) >= MaxResponseLines {
+		c.discarded++
+		return
+	}
+	c.lines = append(c.lines, text)
 }
 
 type result struct {
@@ -191,7 +213,12 @@ type Engine struct {
 	wg         sync.WaitGroup
 	linebuf    []byte
 	discarding bool
+	// Warnings that the modem's output can repeat at line rate.
+	longLines, urcDrops lograte.Limiter
 }
+
+// hexPrefix shows the first bytes of a line that is not logged whole.
+func hexPrefix(b []byte) string { return hex.EncodeToString(b[:min(len(b), 16)]) }
 
 // NewEngine wraps an open port. The engine does not close it.
 func NewEngine(rw io.ReadWriter, opts Options) *Engine {
@@ -338,7 +365,9 @@ func (e *Engine) feed(b []byte) {
 			continue
 		}
 		if len(e.linebuf) >= maxLine {
-			e.log.Warn("modem line too long, discarded", "limit", maxLine)
+			if total, skipped, ok := e.longLines.Note(e.opts.Now()); ok {
+				e.log.Warn("modem line too long, discarded", "limit", maxLine, "prefix", hexPrefix(e.linebuf), "count", total, "not_logged", skipped)
+			}
 			e.linebuf = e.linebuf[:0]
 			e.discarding = true
 			continue
@@ -404,7 +433,7 @@ func (e *Engine) handleLine(raw string) {
 				// lines before it were its too.
 				e.owed--
 				c.ateLate = true
-				c.lines = c.lines[:0]
+				c.lines, c.discarded = c.lines[:0], 0
 				e.log.Debug("late final result code of an abandoned command dropped", "line", text, "pending", c.cmd)
 				return
 			}
@@ -414,14 +443,14 @@ func (e *Engine) handleLine(raw string) {
 			return
 		}
 		if l.Kind == LineInfo && c.prefix != "" && strings.EqualFold(l.Prefix, c.prefix) {
-			c.lines = append(c.lines, text)
+			c.add(text)
 			return
 		}
 		if e.isURC(text, l) {
 			e.startURC(text, l, now)
 			return
 		}
-		c.lines = append(c.lines, text)
+		c.add(text)
 		return
 	}
 
@@ -486,7 +515,9 @@ func (e *Engine) deliverURC(u URC) {
 	case e.urcs <- u:
 	default:
 		e.dropped++
-		e.log.Warn("URC dropped: consumer too slow", "line", u.Line, "dropped", e.dropped)
+		if _, skipped, ok := e.urcDrops.Note(e.opts.Now()); ok {
+			e.log.Warn("URC dropped: consumer too slow", "prefix", u.Prefix, "bytes", len(u.Line), "dropped", e.dropped, "not_logged", skipped)
+		}
 	}
 }
 
@@ -595,6 +626,14 @@ func (e *Engine) Command(ctx context.Context, cmd string, timeout time.Duration)
 		r = e.abandon(c, ErrTimeout)
 	case <-ctx.Done():
 		r = e.abandon(c, ctx.Err())
+	}
+	if c.discarded > 0 {
+		e.log.Warn("modem response over the line limit: rest discarded", "cmd", c.cmd, "limit", MaxResponseLines, "discarded", c.discarded)
+		if r.err != nil {
+			return Response{Lines: c.lines}, fmt.Errorf("%s: %w (%d more lines discarded), then %w", c.cmd, ErrTooManyLines, c.discarded, r.err)
+		}
+		e.answered(c)
+		return Response{Lines: c.lines, Final: r.raw}, fmt.Errorf("%s: %w (%d more lines discarded before %s)", c.cmd, ErrTooManyLines, c.discarded, r.raw)
 	}
 	if r.err != nil {
 		return Response{Lines: c.lines}, r.err

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/drivers/at"
 	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
+	"github.com/kestrel-edge/kestrel/hwtest/logbuf"
 )
 
 // rig is a simulated modem on a pty with an engine running on the slave.
@@ -505,5 +508,84 @@ func BenchmarkRoundTripBare(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		exchange("AT+CSQ\r")
+	}
+}
+
+// runaway is a modem step that answers with n information lines, then
+// final ("" for none: it never stops on its own).
+func runaway(n int, final string) atmodem.Step {
+	return func(m *atmodem.Modem, _ string) {
+		for i := range n {
+			m.URC(fmt.Sprintf("+COPS: (2,\"operator %d\",\"OP%d\",\"23415\",7)", i, i))
+		}
+		if final != "" {
+			m.URC(final)
+		}
+	}
+}
+
+// TestRunawayResponseBounded: a modem that answers one command with
+// thousands of lines gets MaxResponseLines of them kept and a typed error,
+// and the engine carries on with the next command.
+func TestRunawayResponseBounded(t *testing.T) {
+	r := newRig(t, kestrel.ProfileLTE, at.Options{})
+	r.m.Script("AT+COPS=?", runaway(3000, "OK"))
+	resp, err := r.e.Command(context.Background(), "AT+COPS=?", 10*time.Second)
+	if !errors.Is(err, at.ErrTooManyLines) {
+		t.Fatalf("3000-line answer: %v, want ErrTooManyLines", err)
+	}
+	if len(resp.Lines) != at.MaxResponseLines || resp.Final != "OK" || !strings.Contains(resp.Lines[0], "operator 0\"") {
+		t.Fatalf("kept %d lines, final %q", len(resp.Lines), resp.Final)
+	}
+	if resp := r.cmd(t, "AT+CSQ"); !slices.Equal(resp.Lines, []string{"+CSQ: 18,99"}) {
+		t.Fatalf("next command after the runaway: %+v", resp)
+	}
+
+	// One that never sends a final result code: the timeout ends it, and
+	// the error says both.
+	r.m.Script("AT+COPS=?", runaway(3000, ""))
+	resp, err = r.e.Command(context.Background(), "AT+COPS=?", 2*time.Second)
+	if !errors.Is(err, at.ErrTooManyLines) || !errors.Is(err, at.ErrTimeout) || len(resp.Lines) != at.MaxResponseLines {
+		t.Fatalf("endless answer: %v with %d lines, want ErrTooManyLines and ErrTimeout", err, len(resp.Lines))
+	}
+}
+
+// TestFloodWarningsRateLimited: a modem flooding URCs that nobody reads,
+// and over-long lines, costs one warning each per minute (with the
+// counts), not one per line; and no warning carries the line's text.
+func TestFloodWarningsRateLimited(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var logs logbuf.Buffer
+	r := newRig(t, kestrel.ProfileLTE, at.Options{URCBuffer: 1, Now: clock,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	flood := func() {
+		for range 200 {
+			r.m.URC("+XPRIVATE: officer-note-42")
+		}
+		for range 20 {
+			r.m.URC(strings.Repeat("Z", 5000))
+		}
+		r.cmd(t, "AT") // answered after the flood: all of it has been read
+	}
+	flood()
+	drops, long := logs.Lines("URC dropped"), logs.Lines("line too long")
+	if len(drops) != 1 || len(long) != 1 {
+		t.Fatalf("after a flood: %d URC-drop and %d long-line warnings, want 1 each:\n%s", len(drops), len(long), logs.String())
+	}
+	mu.Lock()
+	now = now.Add(61 * time.Second)
+	mu.Unlock()
+	flood()
+	drops, long = logs.Lines("URC dropped"), logs.Lines("line too long")
+	if len(drops) != 2 || len(long) != 2 {
+		t.Fatalf("a minute later: %d and %d warnings, want 2 each", len(drops), len(long))
+	}
+	if !strings.Contains(drops[1], "dropped=200 not_logged=198") || !strings.Contains(long[1], "count=21 not_logged=19") {
+		t.Errorf("counts missing:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "officer-note") || strings.Contains(logs.String(), "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ") {
+		t.Errorf("a warning carries the modem's text:\n%s", logs.String())
 	}
 }

@@ -2,6 +2,7 @@ package radio
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/drivers/at"
+	"github.com/kestrel-edge/kestrel/drivers/internal/lograte"
 )
 
 // Options configure a Radio. The zero value works.
@@ -477,11 +479,19 @@ type loop struct {
 	// and the <AcT> of the last +COPS answer (-1 none).
 	regs    [kestrel.RegSourceC5GREG + 1]*reg
 	copsAct int
+	// Warnings the radio's input can repeat without bound.
+	rejects, badSDS lograte.Limiter
 }
 
+// reject counts a refused line and logs it, thinned (lograte): a radio can
+// send them at line rate. The log shows the line's length and first bytes,
+// not the line (up to 4 KiB).
 func (s *loop) reject(what, line string, err error) {
 	s.cur.RejectedLines++
-	s.r.log.Warn("radio line refused", "what", what, "line", line, "err", err)
+	if total, skipped, ok := s.rejects.Note(s.r.opts.Now()); ok {
+		s.r.log.Warn("radio line refused", "what", what, "bytes", len(line), "prefix", hex.EncodeToString([]byte(line[:min(len(line), 16)])),
+			"err", err, "count", total, "not_logged", skipped)
+	}
 }
 
 func (s *loop) applyTetra(g reg) {
@@ -687,7 +697,14 @@ func (s *loop) tetraURC(u at.URC) {
 func (s *loop) sds(u at.URC) {
 	m, ok := parseCTSDSR(u.Params, u.Data)
 	if !ok || len(m.data) == 0 {
-		s.r.log.Warn("unreadable +CTSDSR", "line", u.Line, "data", u.Data)
+		// Never the message: its user data may be personal data.
+		if total, skipped, ok := s.badSDS.Note(s.r.opts.Now()); ok {
+			n := 0
+			for _, d := range u.Data {
+				n += len(d)
+			}
+			s.r.log.Warn("unreadable +CTSDSR: message not logged", "data_lines", len(u.Data), "data_bytes", n, "count", total, "not_logged", skipped)
+		}
 		return
 	}
 	if st, ok := m.status(); ok {

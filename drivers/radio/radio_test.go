@@ -2,8 +2,13 @@ package radio_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +17,7 @@ import (
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/drivers/radio"
 	"github.com/kestrel-edge/kestrel/hwtest/atmodem"
+	"github.com/kestrel-edge/kestrel/hwtest/logbuf"
 )
 
 type rig struct {
@@ -475,5 +481,86 @@ func TestLTEICCIDFillerSameSIM(t *testing.T) {
 	}
 	if got[0] != got[1] || got[0] != "8944110068256270054" {
 		t.Fatalf("ICCIDs %q", got)
+	}
+}
+
+// steppedClock is a clock the test moves.
+type steppedClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *steppedClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *steppedClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// TestRefusedLinesLogThinned: a radio repeating lines that no parser takes
+// costs one warning a minute with the counts, not one per line, and the
+// warning shows the line's length and first bytes, not the line.
+func TestRefusedLinesLogThinned(t *testing.T) {
+	var logs logbuf.Buffer
+	clock := &steppedClock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	r := start(t, kestrel.ProfileLTE, radio.Options{Now: clock.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
+	r.next(t, "online", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
+	cell := 0x79D900
+	flood := func() {
+		for range 100 {
+			r.m.URC(`+CEREG: 1,"1F00","79D903",100` + strings.Repeat(" ", 200) + "TAILTEXT")
+		}
+		// A change behind the flood: once it is reported, the flood has
+		// been read.
+		cell++
+		ci := fmt.Sprintf("%08X", cell)
+		r.m.Set(func(s *atmodem.State) { s.TAC, s.CI = "1F00", ci })
+		r.m.URC(`+CEREG: 1,"1F00","` + ci + `",7`)
+		want := uint64(cell)
+		r.next(t, "cell after the flood", status(func(s *kestrel.RadioStatus) bool { return s.CellID == want }))
+	}
+	flood()
+	if n := strings.Count(logs.String(), "radio line refused"); n != 1 {
+		t.Fatalf("100 refused lines: %d warnings, want 1:\n%s", n, logs.String())
+	}
+	clock.add(61 * time.Second)
+	flood()
+	out := logs.String()
+	// A line that lands inside a poll's answer is refused with that
+	// answer, so the count may be under 101; the skipped ones are counted.
+	m := regexp.MustCompile(`radio line refused.* count=(\d+) not_logged=(\d+)`).FindAllStringSubmatch(out, -1)
+	if len(m) != 2 {
+		t.Fatalf("a minute later: %d warnings, want 2:\n%s", len(m), out)
+	}
+	total, _ := strconv.Atoi(m[1][1])
+	skipped, _ := strconv.Atoi(m[1][2])
+	if total < 3 || skipped != total-2 {
+		t.Errorf("second warning: count %d, not_logged %d", total, skipped)
+	}
+	if strings.Contains(out, "TAILTEXT") || !strings.Contains(out, "bytes=237") {
+		t.Errorf("the warning carries the line, or not its length:\n%s", out)
+	}
+}
+
+// TestUnreadableSDSNotLogged: the user data of a TETRA SDS message that
+// cannot be decoded never reaches the log (it may be personal data), and a
+// flood of them costs one warning a minute.
+func TestUnreadableSDSNotLogged(t *testing.T) {
+	var logs logbuf.Buffer
+	clock := &steppedClock{now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	r := start(t, kestrel.ProfileTETRA, radio.Options{Now: clock.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, nil)
+	r.next(t, "first status", status(func(s *kestrel.RadioStatus) bool { return s.Online }))
+	for range 50 {
+		// Not hex: undecodable user data.
+		r.m.URC("+CTSDSR: 12,2342600054321,0,2342600012345,0,112", "meet-informant-at-9pm")
+	}
+	r.m.URC("+CTSDSR: 12,2342600054321,0,2342600012345,0,112", "82040801476A61746A616A676A61")
+	r.next(t, "sds after the flood", event(kestrel.EventSDS))
+	out := logs.String()
+	if n := strings.Count(out, "unreadable +CTSDSR"); n != 1 {
+		t.Fatalf("50 unreadable SDS: %d warnings, want 1:\n%s", n, out)
+	}
+	if strings.Contains(out, "informant") || strings.Contains(out, "2342600012345") {
+		t.Errorf("an SDS message or its parties reached the log:\n%s", out)
 	}
 }

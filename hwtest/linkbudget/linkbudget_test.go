@@ -283,4 +283,3 @@ func render(rs []result, d time.Duration) string {
 	}
 	return b.String()
 }
-

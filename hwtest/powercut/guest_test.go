@@ -66,6 +66,7 @@ func TestPowerCutGuest(t *testing.T) {
 		t.Fatalf("KESTREL_POWERCUT_SECONDS=%q", os.Getenv("KESTREL_POWERCUT_SECONDS"))
 	}
 	seed, _ := strconv.ParseUint(os.Getenv("KESTREL_POWERCUT_SEED"), 10, 64)
+	sealed = os.Getenv("KESTREL_POWERCUT_SEALED") == "1"
 	f, err := os.Open(dataDisk)
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +131,7 @@ func (s workloadStats) String() string {
 // outages evict by policy instead.
 func runWorkload(t *testing.T, ev *events, dir, ballast string, d time.Duration, seed uint64) workloadStats {
 	r := rand.New(rand.NewPCG(seed, 2))
-	opts := spoolOpts
+	opts := options()
 	s, err := spool.Open(dir, opts, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -37,8 +37,25 @@ func envInt(t *testing.T, name string, def int) int {
 
 // TestPowerCut: see the package documentation and docs/spool.md.
 // KESTREL_POWERCUT_STATES (default 520) bounds the crash states checked,
-// KESTREL_POWERCUT_SECONDS (default 16) is the guest's workload time.
+// KESTREL_POWERCUT_SECONDS (default 16) is the guest's workload time;
+// KESTREL_POWERCUT_SEALED=1 runs it with spool encryption on.
 func TestPowerCut(t *testing.T) {
+	powerCut(t, os.Getenv("KESTREL_POWERCUT_SEALED") == "1", 520)
+}
+
+// TestPowerCutSealed is the same with every payload sealed (spool.encrypt):
+// the recovery rules hold with authenticated encryption, and no nonce is
+// used twice (NextSeq is never handed out again, which every state checks).
+func TestPowerCutSealed(t *testing.T) {
+	if os.Getenv("KESTREL_POWERCUT_STATES") != "" {
+		t.Skip("the long runs set KESTREL_POWERCUT_SEALED on TestPowerCut instead")
+	}
+	powerCut(t, true, 520)
+}
+
+func powerCut(t *testing.T, withSealing bool, defaultStates int) {
+	sealed = withSealing
+	defer func() { sealed = false }()
 	if kernelrig.InGuest() {
 		t.Skip("host half")
 	}
@@ -49,14 +66,14 @@ func TestPowerCut(t *testing.T) {
 	if err != nil {
 		skipUnlessRequired(t, "mkfs.ext4 not found (Debian package e2fsprogs)")
 	}
-	budget := envInt(t, "KESTREL_POWERCUT_STATES", 520)
+	budget := envInt(t, "KESTREL_POWERCUT_STATES", defaultStates)
 	secs := envInt(t, "KESTREL_POWERCUT_SECONDS", 16)
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("KESTREL_POWERCUT_SEED"); v != "" {
 		seed, _ = strconv.ParseUint(v, 10, 64)
 	}
-	t.Logf("seed %d (KESTREL_POWERCUT_SEED), %d crash states, %d s workload, nosync build: %v",
-		seed, budget, secs, spool.NoSync)
+	t.Logf("seed %d (KESTREL_POWERCUT_SEED), %d crash states, %d s workload, nosync build: %v, sealed: %v",
+		seed, budget, secs, spool.NoSync, sealed)
 
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.img")
@@ -89,7 +106,7 @@ func TestPowerCut(t *testing.T) {
 		Modules: kernelrig.DiskModules,
 		Disks:   []string{data, logImg, evImg},
 		Env: map[string]string{"KESTREL_POWERCUT_SECONDS": strconv.Itoa(secs),
-			"KESTREL_POWERCUT_SEED": strconv.FormatUint(seed, 10)},
+			"KESTREL_POWERCUT_SEED": strconv.FormatUint(seed, 10), "KESTREL_POWERCUT_SEALED": map[bool]string{true: "1", false: "0"}[sealed]},
 		Tags:    tags,
 		Timeout: time.Duration(secs)*time.Second + 4*time.Minute,
 	})
@@ -310,6 +327,7 @@ type checker struct {
 	durableChecks  [kestrel.NumPriorities]int
 	statesWithDur  int
 	intactChecked  int
+	sealedFrames   int // whole sealed frames opened and checked for nonce reuse
 	droppedRegions int
 	lostCounted    int // records recovery counted as lost
 	droppedWhole   int // records whole on the medium that recovery did not keep
@@ -458,7 +476,7 @@ func (c *checker) checkSpool(st *crashState, dir string) bool {
 		c.finding(st, "scan", "reading segments: %v", err)
 		return false
 	}
-	s, err := spool.Open(dir, spoolOpts, nil)
+	s, err := spool.Open(dir, options(), nil)
 	if err != nil {
 		c.finding(st, "open", "spool.Open: %v", err)
 		return false
@@ -527,6 +545,19 @@ func (c *checker) checkSpool(st *crashState, dir string) bool {
 		droppedBytes += f.size
 	}
 	c.intactChecked += len(intact)
+	// Sealed: no nonce on the medium serves two records (GCM's one rule).
+	nonces := make(map[[12]byte]uint64)
+	for _, f := range intact {
+		if !f.sealed {
+			continue
+		}
+		c.sealedFrames++
+		if q, seen := nonces[f.nonce]; seen && q != f.seq {
+			c.finding(st, "nonce reused", "nonce %x seals both seq %d and seq %d", f.nonce, q, f.seq)
+			ok = false
+		}
+		nonces[f.nonce] = f.seq
+	}
 	if len(dropped) > 0 && (m.RecoveryDropped == 0 || m.RecoveryDroppedBytes < int64(droppedBytes) ||
 		m.RecoveryLostRecords < len(dropped)) {
 		c.finding(st, "uncounted drop", "%d records whole on the medium were dropped by recovery (%d bytes, e.g. seq %d), "+
@@ -554,6 +585,12 @@ func (c *checker) report(t *testing.T, n int, took time.Duration) {
 		c.intactChecked, c.recovered, c.maxRecords, c.droppedRegions)
 	t.Logf("recovery counted %d records lost; %d records whole on the media were not kept (each must be counted)",
 		c.lostCounted, c.droppedWhole)
+	if sealed {
+		t.Logf("sealed: %d whole sealed frames authenticated on the media, no nonce serving two records", c.sealedFrames)
+		if c.sealedFrames == 0 {
+			t.Errorf("sealed run found no sealed frame on the media: the checker opened nothing")
+		}
+	}
 	t.Logf("time per state: replay %v, attach and mount (ext4 journal recovery) %v, spool checks %v, unmount %v",
 		c.took[0]/time.Duration(max(n, 1)), c.took[1]/time.Duration(max(n, 1)),
 		c.took[2]/time.Duration(max(n, 1)), c.took[3]/time.Duration(max(n, 1)))

@@ -21,6 +21,23 @@ var spoolOpts = spool.Options{
 	MaxBytes:     16 << 20,
 }
 
+// sealedKey is the spool key of the sealed variant (TestPowerCutSealed,
+// KESTREL_POWERCUT_SEALED=1): a test key, never a device's.
+var sealedKey = bytes.Repeat([]byte{0x6b}, spool.KeyBytes)
+
+// sealed is set for the sealed variant, in the host and (from the
+// environment) in the guest: every record payload AES-256-GCM sealed.
+var sealed bool
+
+// options are spoolOpts, with the key and encryption in the sealed variant.
+func options() spool.Options {
+	o := spoolOpts
+	if sealed {
+		o.Key, o.Encrypt = sealedKey, true
+	}
+	return o
+}
+
 // laterMaxBytes is the byte bound after the restart that follows the
 // first outage: with the ballast gone, later outages run into it.
 const laterMaxBytes = 1 << 20

@@ -3,7 +3,10 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -336,5 +339,85 @@ func TestLogoutEndsEventStream(t *testing.T) {
 	again.Body.Close()
 	if again.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("after logout: %d", again.StatusCode)
+	}
+}
+
+// TestSlowBodyCutEventStreamKept: a client trickling a login body loses
+// its connection at the server's read timeout, while an event stream
+// stays open past it (the timeout bounds requests, not responses).
+func TestSlowBodyCutEventStreamKept(t *testing.T) {
+	old := readTimeout
+	readTimeout = 500 * time.Millisecond
+	t.Cleanup(func() { readTimeout = old })
+	r := startRig(t, 1)
+	c := r.client()
+	r.login(c, "olive", viewerPass)
+	c.Timeout = 0
+	stream, err := c.Get(r.base + "/web/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	ended := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := stream.Body.Read(buf); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(r.base, "https://"), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 4000\r\n\r\n")
+	cut := false
+	for i := 0; i < 4000 && !cut; i++ { // 4000 bytes at one per 10 ms: 40 s if never cut
+		if _, err := conn.Write([]byte("a")); err != nil {
+			cut = true
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+		conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if _, err := conn.Read(make([]byte, 512)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			cut = true
+		}
+	}
+	if !cut {
+		t.Fatal("a trickled login body held its connection to the end")
+	}
+	time.Sleep(2 * readTimeout)
+	select {
+	case err := <-ended:
+		t.Fatalf("the event stream ended at the read timeout: %v", err)
+	default:
+	}
+}
+
+// TestFormBodyBounded: a state-changing form is parsed only up to
+// maxFormBody, so a valid token behind a large body is not found (and the
+// body is not read whole, to memory or disk).
+func TestFormBodyBounded(t *testing.T) {
+	r := startRig(t, 1)
+	c := r.client()
+	tok := r.login(c, "olive", viewerPass)
+	logout := func(body string) int {
+		t.Helper()
+		resp, err := c.Post(r.base+"/logout", "application/x-www-form-urlencoded", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := logout("pad=" + strings.Repeat("x", 2*maxFormBody) + "&csrf=" + tok); code != http.StatusForbidden {
+		t.Fatalf("a token behind %d bytes of form: %d, want 403", 2*maxFormBody, code)
+	}
+	if code := logout("csrf=" + tok); code != http.StatusNoContent {
+		t.Fatalf("the token in a small form: %d, want 204", code)
 	}
 }

@@ -142,13 +142,25 @@ func Start(ctx context.Context, c HTTPConfig, store *platform.Store, api http.Ha
 	return l, err
 }
 
+// readTimeout bounds reading a whole request, body included, so that a
+// client trickling a login body cannot hold a connection (it bounds the
+// request, not a response: the event stream lives on, as
+// TestSlowBodyCutEventStreamKept checks); idleTimeout closes idle
+// keep-alive connections.
+// Variables for the tests.
+var (
+	readTimeout = 30 * time.Second
+	idleTimeout = 2 * time.Minute
+)
+
 func listen(addr string, h http.Handler, dash *Server, tc *tls.Config, log *slog.Logger) (*Listening, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
 	l := &Listening{Addr: ln.Addr().String(), Scheme: "http", dash: dash,
-		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tc, MaxHeaderBytes: 64 << 10}}
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: readTimeout, IdleTimeout: idleTimeout,
+			TLSConfig: tc, MaxHeaderBytes: 64 << 10}}
 	if tc != nil {
 		l.Scheme = "https"
 		ln = tls.NewListener(ln, tc)

@@ -93,10 +93,16 @@ func setCookie(w http.ResponseWriter, value string, maxAge int) {
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})
 }
 
+// maxFormBody bounds a state-changing form's body (logout, acknowledge).
+const maxFormBody = 4096
+
 // csrfOK checks a state-changing request's token against its session.
 func csrfOK(r *http.Request, sess *session) bool {
 	tok := r.Header.Get(csrfHeader)
 	if tok == "" {
+		// The forms that carry the token are tiny: bound what is parsed
+		// (a multipart body would otherwise be read whole, to disk).
+		r.Body = http.MaxBytesReader(nil, r.Body, maxFormBody)
 		tok = r.PostFormValue("csrf")
 	}
 	return tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(sess.csrf)) == 1

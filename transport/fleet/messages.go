@@ -79,9 +79,12 @@ func ReportErrors(err error) []ReportError {
 	return out
 }
 
-// AuditEntry is one config or command attempt, accepted or not. Entries are
-// kept on the device (bounded, in the state file) and published on the
-// audit channel. Seq grows by one per entry, so gaps are visible.
+// AuditEntry is one config or command attempt, accepted or not, or a
+// privacy change, a rollback, a state repair. Entries are kept on the
+// device (bounded, in the state file) and published on the audit channel,
+// sealed with the device key. Seq grows by one per entry, across restarts,
+// so gaps are visible; Prev and Digest chain the entries (audit.go,
+// docs/audit.md). The "junk" summary is outside the chain (seq 0).
 type AuditEntry struct {
 	Seq     uint64 `json:"seq"`
 	Time    int64  `json:"time"` // ms since the epoch
@@ -104,6 +107,23 @@ type AuditEntry struct {
 	// device's first junk (the summary replaces itself, never an entry).
 	Count   uint64            `json:"count,omitempty"`
 	Reasons map[string]uint64 `json:"reasons,omitempty"`
+	// By says who acted: the verified key ids that signed the config or
+	// command, else ByLocal, ByDevice or ByUnsigned.
+	By []string `json:"by,omitempty"`
+	// Diff is what a config change (applied, or rolled back) changed, key
+	// by key, secrets redacted.
+	Diff []AuditDiff `json:"diff,omitempty"`
+	// Args are a command's arguments, secrets redacted.
+	Args map[string]string `json:"args,omitempty"`
+	// Prev is the previous entry's digest ("" for the first); Digest is
+	// this entry's (AuditDigest).
+	Prev   string `json:"prev,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	// Signature is the device's signature found by DecodeAudit (nil:
+	// unsigned) and Body the entry's JSON as it arrived, which the
+	// signature and the digest cover.
+	Signature *DeviceSignature `json:"-"`
+	Body      []byte           `json:"-"`
 }
 
 // Reply answers a command, on the command's reply channel.
@@ -154,13 +174,21 @@ func DecodeReply(b []byte) (*Reply, error) {
 	return &r, nil
 }
 
+// DecodeAudit reads a sealed entry or an unsigned one (from a device from
+// before signing); check the signature with Verdict and the chain with
+// CheckAuditChain.
 func DecodeAudit(b []byte) (*AuditEntry, error) {
-	if len(b) > MaxDeviceMessage {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(b), MaxDeviceMessage)
-	}
-	var a AuditEntry
-	if err := json.Unmarshal(b, &a); err != nil {
+	body, sig, err := Open(b)
+	if err != nil {
 		return nil, err
 	}
+	var a AuditEntry
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, fmt.Errorf("%w: audit entry: %v", ErrMalformed, err)
+	}
+	if a.Kind == "" || len(a.Prev) > 128 || len(a.Digest) > 128 {
+		return nil, fmt.Errorf("%w: audit entry without a kind, or with an oversize digest", ErrMalformed)
+	}
+	a.Signature, a.Body = sig, body
 	return &a, nil
 }

@@ -16,8 +16,17 @@
 //     "Exponential Backoff And Jitter", 2015), so a fleet does not stampede
 //     a restarted broker. A fresh paho client is built for every connection,
 //     which also lets each connection carry its own Last Will.
-//   - message handlers that block deadlock paho's router: inbound messages
-//     are copied onto a bounded queue served by the session's own goroutine.
+//   - message handlers that block deadlock paho's router, and paho acks a
+//     message as soon as its handler returns: inbound messages are copied
+//     onto a bounded queue (256) served by the session's own goroutine, and
+//     with paho's automatic ack off the PUBACK goes after the message's
+//     handler has run. A broker with an in-flight window (mosquitto's
+//     max_inflight_messages, 20 by default) then holds further messages
+//     itself. One that sends more than the queue holds is held back by TCP:
+//     paho's reader waits for room. While it waits, PUBACKs for the
+//     session's own messages wait too, so a handler that publishes (a
+//     command reply) can wait up to AckTimeout; nothing is lost
+//     (TestInboundBurstLosesNothing).
 //   - paho's store is not durable: a memory store is used and the spool
 //     (the Outbox) is the durable store. A record leaves the Outbox only
 //     when the PUBACK for the message that carried it arrives; records in

@@ -82,8 +82,8 @@ func (d *drainer) run(ctx context.Context, lost <-chan struct{}) error {
 		if err := d.reap(); err != nil {
 			return err
 		}
-		d.fill()
 		now := time.Now()
+		d.fill(now)
 		wake, err := d.flush(now)
 		if err != nil {
 			return err
@@ -150,8 +150,9 @@ func (d *drainer) batchCap() int {
 	return max(1, min(n, o.BatchMax))
 }
 
-// fill takes records from the Outbox into the held batches.
-func (d *drainer) fill() {
+// fill takes records from the Outbox into the held batches, as taken at
+// now.
+func (d *drainer) fill(now time.Time) {
 	o := &d.s.opts
 	for {
 		room := d.batchCap() - len(d.tele)
@@ -164,7 +165,7 @@ func (d *drainer) fill() {
 					d.takeFailed(err)
 					return
 				}
-				d.route(recs)
+				d.route(recs, now)
 			}
 			return
 		}
@@ -175,7 +176,7 @@ func (d *drainer) fill() {
 			d.takeFailed(err)
 			return
 		}
-		d.route(recs)
+		d.route(recs, now)
 		d.more = len(recs) == room
 		if d.more {
 			d.backlog = true
@@ -197,10 +198,10 @@ func (d *drainer) takeFailed(err error) {
 // forward to the record's budget. Budgets count from when a record was
 // taken, on the monotonic clock: record times are the receiver's (GPS) or
 // a wall clock that may step, and an old or replayed fix must not defeat
-// batching.
-func (d *drainer) route(recs []kestrel.Record) {
+// batching. now is the drain round's clock reading (the caller's, so that
+// tests can step it).
+func (d *drainer) route(recs []kestrel.Record, now time.Time) {
 	o := &d.s.opts
-	now := time.Now()
 	for i := range recs {
 		r := &recs[i]
 		switch {

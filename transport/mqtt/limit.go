@@ -23,13 +23,59 @@ import (
 // payload bytes are discarded as they arrive, through a fixed buffer; paho
 // still sees a well-formed packet and acknowledges it, so the broker does
 // not redeliver it, and the handler sees an empty payload, which the fleet
-// controller ignores. OnOversize is told the topic and size.
+// controller ignores. OnOversize is told the topic and size. Every other
+// packet is held to the length MQTT 3.1.1 gives it, and a packet type a
+// server never sends is refused (checkLength); either ends the connection
+// with ErrMalformedPacket.
 
 // ErrMalformedPacket is returned when the inbound stream breaks the MQTT
 // framing; the connection is then dropped.
 var ErrMalformedPacket = errors.New("mqtt: malformed inbound packet")
 
-const publishType = 3
+// MQTT 3.1.1 control packet types (section 2.2.1).
+const (
+	connackType  = 2
+	publishType  = 3
+	pubackType   = 4
+	pubrecType   = 5
+	pubrelType   = 6
+	pubcompType  = 7
+	subackType   = 9
+	unsubackType = 11
+	pingrespType = 13
+)
+
+// subscribeFilters is the most topic filters the session puts in one
+// SUBSCRIBE (it subscribes one at a time), so a SUBACK carries the packet
+// identifier and at most this many return codes (section 3.9.3).
+const subscribeFilters = 1
+
+// checkLength bounds the remaining length of every packet but PUBLISH to
+// what MQTT 3.1.1 gives it: CONNACK (3.2), PUBACK, PUBREC, PUBREL, PUBCOMP
+// (3.4-3.7) and UNSUBACK (3.11) are 2 bytes, SUBACK (3.9) 2 plus one per
+// filter, PINGRESP (3.13) 0. CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ,
+// DISCONNECT and the reserved types 0 and 15 never go from a server to a
+// client. Without this, paho's ReadPacket would allocate whatever length a
+// header announces (0x90 ff ff ff 7f: a 256 MiB SUBACK).
+func checkLength(b0 byte, rl int) error {
+	var lo, hi int
+	switch b0 >> 4 {
+	case publishType:
+		return nil // bounded by the limit, payload discarded
+	case connackType, pubackType, pubrecType, pubrelType, pubcompType, unsubackType:
+		lo, hi = 2, 2
+	case subackType:
+		lo, hi = 3, 2+subscribeFilters
+	case pingrespType:
+		lo, hi = 0, 0
+	default:
+		return fmt.Errorf("%w: packet type %d is never sent by a server", ErrMalformedPacket, b0>>4)
+	}
+	if rl < lo || rl > hi {
+		return fmt.Errorf("%w: packet type %d with remaining length %d (MQTT 3.1.1 allows %d..%d)", ErrMalformedPacket, b0>>4, rl, lo, hi)
+	}
+	return nil
+}
 
 // inboundLimit filters an inbound MQTT byte stream.
 type inboundLimit struct {
@@ -94,6 +140,9 @@ func (l *inboundLimit) next() error {
 			break
 		}
 	}
+	if err := checkLength(b0, rl); err != nil {
+		return err
+	}
 	if b0>>4 != publishType || rl <= l.max {
 		l.out, l.pass = hdr, rl
 		return nil
@@ -147,7 +196,7 @@ type limitConn struct {
 func (c *limitConn) Read(p []byte) (int, error) { return c.in.Read(p) }
 
 // dialLimited opens the broker connection the way paho does for the
-// schemes the session accepts, and bounds what it reads.
+// schemes the session accepts (ParseBrokerURL), and bounds what it reads.
 func (s *Session) dialLimited(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	d := &net.Dialer{Timeout: o.ConnectTimeout}
 	var conn net.Conn
@@ -155,7 +204,7 @@ func (s *Session) dialLimited(uri *url.URL, o paho.ClientOptions) (net.Conn, err
 	switch uri.Scheme {
 	case "tcp", "mqtt":
 		conn, err = d.Dial("tcp", uri.Host)
-	case "tls", "ssl", "mqtts", "tcps":
+	case "tls", "ssl", "mqtts":
 		tc := o.TLSConfig
 		if tc == nil {
 			tc = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -166,14 +215,6 @@ func (s *Session) dialLimited(uri *url.URL, o paho.ClientOptions) (net.Conn, err
 			tc.ServerName = uri.Hostname()
 		}
 		conn, err = tls.DialWithDialer(d, "tcp", uri.Host, tc)
-	case "ws", "wss":
-		u := *uri
-		u.User = nil
-		var tc *tls.Config
-		if uri.Scheme == "wss" {
-			tc = o.TLSConfig
-		}
-		conn, err = paho.NewWebsocket(u.String(), tc, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
 	default:
 		return nil, fmt.Errorf("mqtt: unsupported scheme %q", strings.ToLower(uri.Scheme))
 	}

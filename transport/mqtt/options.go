@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,7 +48,8 @@ type UrgentTaker interface {
 type Options struct {
 	// URLs are the brokers, tried in order for failover: tls://, ssl://,
 	// mqtts:// (TLS) or tcp://, mqtt:// (plaintext). A missing port means
-	// 8883 for TLS and 1883 for plaintext.
+	// 8883 for TLS and 1883 for plaintext. A URL with a user or password
+	// is refused (ErrURLCredentials): they go in Username and Password.
 	URLs []string
 	// ClientID defaults to "kestrel-{fleet}-{device}".
 	ClientID string
@@ -153,16 +155,23 @@ const (
 	maxBatchSeconds = 5
 )
 
-// broker is one validated URL.
-type brokerURL struct {
-	url string // normalised, as paho takes it
-	// insecure: plaintext to a host that is not loopback, which only
-	// AllowPlaintext permits; logged and flagged in the state message.
-	insecure bool
+// BrokerURL is a broker URL checked by the session's rules (ParseBrokerURL).
+type BrokerURL struct {
+	// URL is normalised as paho takes it: scheme and host:port only.
+	URL string
+	// TLS: a tls://, ssl:// or mqtts:// URL.
+	TLS bool
+	// Loopback: the host is loopback by name or literal address.
+	Loopback bool
 }
 
+// Insecure reports plaintext to a host that is not loopback, which only
+// AllowPlaintext permits; the session logs it and flags it in the state
+// message.
+func (b BrokerURL) Insecure() bool { return !b.TLS && !b.Loopback }
+
 // normalize fills defaults and validates. It returns the parsed brokers.
-func (o *Options) normalize() ([]brokerURL, error) {
+func (o *Options) normalize() ([]BrokerURL, error) {
 	var errs []error
 	if len(o.URLs) == 0 {
 		errs = append(errs, errors.New("no broker URL"))
@@ -267,9 +276,9 @@ func (o *Options) normalize() ([]brokerURL, error) {
 		}
 		o.TLS = c
 	}
-	var bs []brokerURL
+	var bs []BrokerURL
 	for _, u := range o.URLs {
-		b, err := parseBroker(u, o.AllowPlaintext)
+		b, err := ParseBrokerURL(u, o.AllowPlaintext)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -292,33 +301,86 @@ func checkTopicLevel(what, v string) error {
 	return nil
 }
 
-func parseBroker(raw string, allowPlaintext bool) (brokerURL, error) {
+// ErrURLCredentials: a broker URL carries a user or password. paho would
+// take them from the URL, and the URL is logged and reported, so they are
+// refused rather than dropped.
+var ErrURLCredentials = errors.New("broker URL carries a user or password: put the user in broker.username and the password in broker.password_file")
+
+// ParseBrokerURL checks a broker URL by the session's rules: scheme tcp,
+// mqtt (plaintext), ssl, tls or mqtts (TLS); a host; a port in 1..65535 or
+// none (1883 plaintext, 8883 TLS); no user or password; plaintext only to
+// loopback unless allowPlaintext. Errors show the URL redacted. The agent's
+// config validation, the session and the tools share it, so that what one
+// accepts the others do.
+func ParseBrokerURL(raw string, allowPlaintext bool) (BrokerURL, error) {
+	shown := RedactURL(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
-		return brokerURL{}, fmt.Errorf("broker URL %q: %w", raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text repeats the URL unredacted
+		}
+		return BrokerURL{}, fmt.Errorf("broker URL %q: %w", shown, err)
 	}
-	var plain bool
+	var b BrokerURL
 	var port string
 	switch u.Scheme {
 	case "tcp", "mqtt":
-		plain, port = true, "1883"
+		port = "1883"
 	case "ssl", "tls", "mqtts":
-		port = "8883"
+		b.TLS, port = true, "8883"
 	default:
-		return brokerURL{}, fmt.Errorf("broker URL %q: scheme %q is not tcp, mqtt, ssl, tls or mqtts", raw, u.Scheme)
+		return BrokerURL{}, fmt.Errorf("broker URL %q: scheme %q is not tcp, mqtt, ssl, tls or mqtts", shown, u.Scheme)
+	}
+	if u.User != nil {
+		return BrokerURL{}, fmt.Errorf("broker URL %q: %w", shown, ErrURLCredentials)
 	}
 	host := u.Hostname()
 	if host == "" {
-		return brokerURL{}, fmt.Errorf("broker URL %q: no host", raw)
+		return BrokerURL{}, fmt.Errorf("broker URL %q: no host", shown)
 	}
-	if u.Port() != "" {
-		port = u.Port()
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return BrokerURL{}, fmt.Errorf("broker URL %q: port %s is not in 1..65535", shown, p)
+		}
+		port = p
 	}
-	if plain && !allowPlaintext && !isLoopback(host) {
-		return brokerURL{}, fmt.Errorf("broker URL %q: %w", raw, ErrPlaintext)
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return BrokerURL{}, fmt.Errorf("broker URL %q: a path, query or fragment has no meaning for MQTT over TCP", shown)
+	}
+	b.Loopback = isLoopback(host)
+	if !b.TLS && !allowPlaintext && !b.Loopback {
+		return BrokerURL{}, fmt.Errorf("broker URL %q: %w", shown, ErrPlaintext)
 	}
 	n := url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(host, port)}
-	return brokerURL{url: n.String(), insecure: plain && !isLoopback(host)}, nil
+	b.URL = n.String()
+	return b, nil
+}
+
+// RedactURL returns raw with any password replaced by "xxxxx"
+// (url.URL.Redacted), for logs, errors and reports. An unparseable URL
+// loses everything before its last '@' after the scheme.
+func RedactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	if i := strings.Index(raw, "://"); i >= 0 && i < at {
+		return raw[:i+3] + "xxxxx" + raw[at:]
+	}
+	return "xxxxx" + raw[at:]
+}
+
+// RedactURLs is RedactURL over a list.
+func RedactURLs(raws []string) []string {
+	out := make([]string, len(raws))
+	for i, r := range raws {
+		out[i] = RedactURL(r)
+	}
+	return out
 }
 
 // isLoopback decides by name and literal address only: resolving a name
@@ -331,27 +393,35 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// LoadTLS builds a mutual TLS 1.2+ client config: the broker must present a
-// certificate signed by the CA in caFile, and the session presents the
-// certificate and key in certFile and keyFile.
+// LoadTLS builds a TLS 1.2+ client config from the agent's broker.ca_file,
+// cert_file and key_file. The broker must present a certificate signed by
+// the CA in caFile, or, with caFile empty, by one of the system roots. The
+// session presents the certificate and key in certFile and keyFile (mutual
+// TLS); with both empty it presents none. One of the two without the other
+// is an error.
 func LoadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	ca, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("read broker CA: %w", err)
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		ca, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read broker CA: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(ca) {
+			return nil, fmt.Errorf("broker CA %s: no PEM certificate found", caFile)
+		}
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		return nil, fmt.Errorf("broker CA %s: no PEM certificate found", caFile)
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("client certificate: the certificate and key files go together")
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("client certificate: %w", err)
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
 	}
-	return &tls.Config{
-		RootCAs:      pool,
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-	}, nil
+	return c, nil
 }
 
 // CheckURL validates a broker URL by the session's rules (scheme, host,
@@ -359,9 +429,9 @@ func LoadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 // takes it, with the default port filled in. Tools share it so that the
 // rules are the same everywhere.
 func CheckURL(raw string, allowPlaintext bool) (string, error) {
-	b, err := parseBroker(raw, allowPlaintext)
+	b, err := ParseBrokerURL(raw, allowPlaintext)
 	if err != nil {
 		return "", err
 	}
-	return b.url, nil
+	return b.URL, nil
 }

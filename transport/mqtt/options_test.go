@@ -70,7 +70,7 @@ func TestNormalizeDefaultsAndTLSFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bs[0].url != "tls://b.example.net:8883" || bs[0].insecure {
+	if bs[0].URL != "tls://b.example.net:8883" || bs[0].Insecure() {
 		t.Errorf("broker %+v", bs[0])
 	}
 	if o.TLS.MinVersion != tls.VersionTLS12 {
@@ -85,7 +85,7 @@ func TestNormalizeDefaultsAndTLSFloor(t *testing.T) {
 	}
 	o2 := Options{URLs: []string{"tcp://203.0.113.9"}, Fleet: "f", Device: "d", AllowPlaintext: true}
 	bs, err = o2.normalize()
-	if err != nil || !bs[0].insecure || bs[0].url != "tcp://203.0.113.9:1883" {
+	if err != nil || !bs[0].Insecure() || bs[0].URL != "tcp://203.0.113.9:1883" {
 		t.Errorf("allowed plaintext: %+v, %v", bs, err)
 	}
 }
@@ -107,6 +107,42 @@ func TestLoadTLS(t *testing.T) {
 	}
 	if _, err := LoadTLS(ca.Dir+"/missing.pem", ca.ClientCert, ca.ClientKey); err == nil {
 		t.Error("missing CA file accepted")
+	}
+	// broker.ca_file empty: the system roots (RootCAs nil), as the
+	// config template says.
+	sys, err := LoadTLS("", ca.ClientCert, ca.ClientKey)
+	if err != nil || sys.RootCAs != nil || len(sys.Certificates) != 1 {
+		t.Errorf("empty CA: %v, %+v", err, sys)
+	}
+	if c, err := LoadTLS(ca.CAFile, "", ""); err != nil || len(c.Certificates) != 0 || c.RootCAs == nil {
+		t.Errorf("CA without a client certificate: %v", err)
+	}
+	if _, err := LoadTLS(ca.CAFile, ca.ClientCert, ""); err == nil {
+		t.Error("a certificate without its key accepted")
+	}
+}
+
+// TestURLCredentialsRefused: paho would log in with a user:pass@ in the
+// URL while the session logs and reports the URL, and the session used to
+// drop them silently; now New refuses the URL, naming the config keys, and
+// the error shows no password.
+func TestURLCredentialsRefused(t *testing.T) {
+	out := broker.NewOutbox()
+	for _, raw := range []string{"tls://kestrel:s3cret-pw@b.example.net:8883", "tcp://kestrel:s3cret-pw@127.0.0.1:1883", "tls://kestrel@b.example.net"} {
+		_, err := New(testOptions(raw), out)
+		if !errors.Is(err, ErrURLCredentials) {
+			t.Errorf("%s: %v, want ErrURLCredentials", RedactURL(raw), err)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret-pw") || !strings.Contains(err.Error(), "broker.password_file") {
+			t.Errorf("error %q shows the password or does not point at broker.password_file", err)
+		}
+	}
+	if got := RedactURL("tls://kestrel:s3cret-pw@[::1"); strings.Contains(got, "s3cret-pw") {
+		t.Errorf("RedactURL of an unparseable URL = %q", got)
+	}
+	if got := RedactURL("tls://kestrel:s3cret-pw@b.example.net:8883"); got != "tls://kestrel:xxxxx@b.example.net:8883" {
+		t.Errorf("RedactURL = %q", got)
 	}
 }
 

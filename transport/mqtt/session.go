@@ -18,7 +18,7 @@ import (
 // Run, stop it with Close or by cancelling Run's context.
 type Session struct {
 	opts    Options
-	brokers []brokerURL
+	brokers []BrokerURL
 	out     Outbox
 	log     *slog.Logger
 	pace    *pacer
@@ -36,7 +36,7 @@ type Session struct {
 	change  chan struct{} // closed and replaced whenever client changes
 	subs    map[string]func(topic string, payload []byte)
 	bdseq   uint64    // of the current (or last) connection
-	broker  brokerURL // of the current connection
+	broker  BrokerURL // of the current connection
 	started bool
 
 	connected atomic.Bool
@@ -52,7 +52,8 @@ type Stats struct {
 	Records      atomic.Uint64 // records committed
 	Bytes        atomic.Uint64 // payload bytes of acknowledged data messages
 	Released     atomic.Uint64 // records released for resending after a loss
-	InboundDrops atomic.Uint64 // inbound messages dropped: handler queue full
+	InboundDrops atomic.Uint64 // inbound QoS 0 messages dropped (queue full), or left unacknowledged at Close
+	InboundWaits atomic.Uint64 // inbound messages that waited for room in the handler queue
 	Oversize     atomic.Uint64 // inbound messages over MaxInbound, discarded unread
 	LastAck      atomic.Int64  // Unix ms of the last PUBACK of a data message; 0 before the first
 }
@@ -61,6 +62,7 @@ type inboundMsg struct {
 	h       func(topic string, payload []byte)
 	topic   string
 	payload []byte
+	ack     func() // sends the PUBACK (paho's, safe after the connection ends)
 }
 
 const inboundQueue = 256
@@ -90,8 +92,8 @@ func New(opts Options, out Outbox) (*Session, error) {
 		inbound: make(chan inboundMsg, inboundQueue),
 	}
 	for _, b := range bs {
-		if b.insecure {
-			s.log.Warn("plaintext MQTT to a non-loopback broker: data and credentials travel unencrypted", "broker", b.url)
+		if b.Insecure() {
+			s.log.Warn("plaintext MQTT to a non-loopback broker: data and credentials travel unencrypted", "broker", b.URL)
 		}
 	}
 	return s, nil
@@ -155,7 +157,7 @@ func (s *Session) Run(ctx context.Context) error {
 			cl   paho.Client
 			lost chan struct{}
 			err  error
-			b    brokerURL
+			b    BrokerURL
 		)
 		for i := 0; i < len(s.brokers) && ctx.Err() == nil; i++ {
 			b = s.brokers[(idx+i)%len(s.brokers)]
@@ -164,7 +166,7 @@ func (s *Session) Run(ctx context.Context) error {
 				idx = (idx + i) % len(s.brokers)
 				break
 			}
-			s.log.Warn("mqtt connect failed", "broker", b.url, "err", err)
+			s.log.Warn("mqtt connect failed", "broker", b.URL, "err", err)
 		}
 		if cl == nil {
 			continue
@@ -191,19 +193,19 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // connect builds a fresh paho client for one broker, with this
 // connection's Last Will, and connects it with bounded waits.
-func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan struct{}, error) {
+func (s *Session) connect(ctx context.Context, b BrokerURL) (paho.Client, chan struct{}, error) {
 	s.mu.Lock()
 	s.bdseq++
 	bdseq := s.bdseq
 	s.mu.Unlock()
-	will, err := stateMessage(false, s.opts.Boot, bdseq, s.opts.Version, b.insecure, time.Now().UnixMilli(), nil)
+	will, err := stateMessage(false, s.opts.Boot, bdseq, s.opts.Version, b.Insecure(), time.Now().UnixMilli(), nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode last will: %w", err)
 	}
 	lost := make(chan struct{})
 	var lostOnce sync.Once
 	po := paho.NewClientOptions().
-		AddBroker(b.url).
+		AddBroker(b.URL).
 		SetClientID(s.opts.ClientID).
 		SetUsername(s.opts.Username).
 		SetPassword(s.opts.Password).
@@ -211,9 +213,12 @@ func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan s
 		SetCleanSession(true).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		// In order, on paho's router: safe because our handler only
-		// copies onto a queue and never blocks.
+		// In order, on paho's router: our handler copies onto a queue
+		// and waits only when the broker sends more unacknowledged
+		// messages than the queue holds (enqueue). The PUBACK goes
+		// after the message's handler has run.
 		SetOrderMatters(true).
+		SetAutoAckDisabled(true).
 		SetStore(paho.NewMemoryStore()).
 		SetKeepAlive(s.opts.KeepAlive).
 		SetPingTimeout(s.opts.PingTimeout).
@@ -221,7 +226,7 @@ func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan s
 		SetWriteTimeout(s.opts.AckTimeout).
 		SetBinaryWill(wire.Topic(s.opts.Fleet, s.opts.Device, "state"), will, 1, true).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			s.log.Warn("mqtt connection lost", "broker", b.url, "err", err)
+			s.log.Warn("mqtt connection lost", "broker", b.URL, "err", err)
 			lostOnce.Do(func() { close(lost) })
 		})
 	if s.opts.TLS != nil {
@@ -274,7 +279,7 @@ func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan s
 	s.mu.Unlock()
 	s.connected.Store(true)
 	s.stats.Connects.Add(1)
-	s.log.Info("mqtt connected", "broker", b.url, "bdseq", bdseq)
+	s.log.Info("mqtt connected", "broker", b.URL, "bdseq", bdseq)
 	return cl, lost, nil
 }
 
@@ -282,8 +287,8 @@ func (s *Session) connect(ctx context.Context, b brokerURL) (paho.Client, chan s
 // clean DISCONNECT discards the Last Will, so the offline state is
 // published first (it fails harmlessly if the link is dead, and then the
 // broker publishes the will when it notices).
-func (s *Session) abandon(cl paho.Client, b brokerURL, bdseq uint64) {
-	death, err := stateMessage(false, s.opts.Boot, bdseq, s.opts.Version, b.insecure, time.Now().UnixMilli(), nil)
+func (s *Session) abandon(cl paho.Client, b BrokerURL, bdseq uint64) {
+	death, err := stateMessage(false, s.opts.Boot, bdseq, s.opts.Version, b.Insecure(), time.Now().UnixMilli(), nil)
 	if err == nil {
 		tok := cl.Publish(wire.Topic(s.opts.Fleet, s.opts.Device, "state"), 1, true, death)
 		_ = waitToken(context.Background(), tok, time.Second)
@@ -291,12 +296,12 @@ func (s *Session) abandon(cl paho.Client, b brokerURL, bdseq uint64) {
 	cl.Disconnect(100)
 }
 
-func (s *Session) birth(b brokerURL, bdseq uint64) ([]byte, error) {
+func (s *Session) birth(b BrokerURL, bdseq uint64) ([]byte, error) {
 	var extra map[string]any
 	if s.opts.State != nil {
 		extra = s.opts.State()
 	}
-	p, err := stateMessage(true, s.opts.Boot, bdseq, s.opts.Version, b.insecure, time.Now().UnixMilli(), extra)
+	p, err := stateMessage(true, s.opts.Boot, bdseq, s.opts.Version, b.Insecure(), time.Now().UnixMilli(), extra)
 	if err != nil {
 		return nil, fmt.Errorf("encode birth: %w", err)
 	}
@@ -305,7 +310,7 @@ func (s *Session) birth(b brokerURL, bdseq uint64) ([]byte, error) {
 
 // serve drains the Outbox over one connection until it is lost or ctx is
 // done, then tears it down.
-func (s *Session) serve(ctx context.Context, cl paho.Client, lost chan struct{}, b brokerURL) {
+func (s *Session) serve(ctx context.Context, cl paho.Client, lost chan struct{}, b BrokerURL) {
 	d := newDrainer(s, cl)
 	err := d.run(ctx, lost)
 	s.connected.Store(false)
@@ -322,12 +327,12 @@ func (s *Session) serve(ctx context.Context, cl paho.Client, lost chan struct{},
 		d.settle(2 * time.Second)
 		d.releaseAll()
 		s.abandon(cl, b, bdseq)
-		s.log.Info("mqtt session closed", "broker", b.url)
+		s.log.Info("mqtt session closed", "broker", b.URL)
 		return
 	}
 	d.releaseAll()
 	cl.Disconnect(0)
-	s.log.Warn("mqtt connection down; reconnecting", "broker", b.url, "err", err)
+	s.log.Warn("mqtt connection down; reconnecting", "broker", b.URL, "err", err)
 }
 
 // waitToken waits for a paho token with a bound: never token.Wait().
@@ -404,9 +409,11 @@ func (s *Session) PublishState() error {
 
 // Subscribe registers h for an absolute topic filter (so fleet-wide and
 // group topics work too). It stays subscribed across reconnects. Handlers
-// run one at a time on the session's queue, never on paho's goroutines; if
-// they fall more than 256 messages behind, new messages are dropped and
-// counted (Stats.InboundDrops). A handler may Publish or Subscribe, but
+// run one at a time on the session's queue, never on paho's goroutines; a
+// message is acknowledged once its handler has returned. If the handlers
+// fall more than 256 messages behind, the session stops reading from the
+// broker until they catch up (Stats.InboundWaits): a QoS 1 message is
+// never lost; a QoS 0 message is then dropped (Stats.InboundDrops). A handler may Publish or Subscribe, but
 // must not call Close: Close waits for the handlers' goroutine.
 func (s *Session) Subscribe(topic string, h func(topic string, payload []byte)) error {
 	if h == nil {
@@ -428,15 +435,39 @@ func (s *Session) Subscribe(topic string, h func(topic string, payload []byte)) 
 	return nil
 }
 
+// enqueue copies a message onto the session's handler queue. Its PUBACK
+// goes only after its handler has returned (paho's automatic ack is off,
+// MQTT 3.1.1 section 4.6 keeps the acks in order because one goroutine
+// serves the queue), so a broker that limits unacknowledged messages per
+// client (mosquitto's max_inflight_messages, 20 by default) holds the rest
+// itself and paho's reader never waits. A broker that sends more than the
+// queue holds is held back by TCP instead: enqueue waits for room (paho's
+// reader waits with it) until the session ends. A QoS 1 message is never
+// dropped after an ack; a QoS 0 message (at most once) is dropped when the
+// queue is full, and counted.
 func (s *Session) enqueue(h func(string, []byte)) paho.MessageHandler {
 	return func(_ paho.Client, m paho.Message) {
-		msg := inboundMsg{h: h, topic: m.Topic(), payload: append([]byte(nil), m.Payload()...)}
+		msg := inboundMsg{h: h, topic: m.Topic(), payload: append([]byte(nil), m.Payload()...), ack: m.Ack}
 		select {
 		case s.inbound <- msg:
+			return
 		default:
+		}
+		if m.Qos() == 0 {
 			if s.stats.InboundDrops.Add(1)%100 == 1 {
-				s.log.Warn("mqtt inbound queue full: message dropped", "topic", msg.topic, "dropped", s.stats.InboundDrops.Load())
+				s.log.Warn("mqtt inbound queue full: QoS 0 message dropped", "dropped", s.stats.InboundDrops.Load())
 			}
+			return
+		}
+		if s.stats.InboundWaits.Add(1)%100 == 1 {
+			s.log.Warn("mqtt inbound queue full: reading from the broker waits for the handlers", "waits", s.stats.InboundWaits.Load())
+		}
+		select {
+		case s.inbound <- msg:
+		case <-s.ctx.Done():
+			// Closing: the message is not acknowledged; with a clean
+			// session the broker discards it with the connection.
+			s.stats.InboundDrops.Add(1)
 		}
 	}
 }
@@ -446,6 +477,7 @@ func (s *Session) serveInbound(ctx context.Context) {
 		select {
 		case m := <-s.inbound:
 			s.callHandler(m)
+			m.ack()
 		case <-ctx.Done():
 			return
 		}

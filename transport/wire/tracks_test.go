@@ -59,21 +59,33 @@ func loadTracks(t testing.TB) []track {
 // .fixes.jsonl of some tracks print fewer decimals than the receiver sent).
 func loadTracksNMEA(t testing.TB) []track {
 	t.Helper()
-	files, err := filepath.Glob("testdata/tracks/*.nmea")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no tracks in testdata/tracks: %v", err)
-	}
 	var out []track
+	for _, l := range readNMEAFiles(t, "testdata/tracks/*.nmea", 1, 7, 1000) {
+		out = append(out, track{name: l.name, recs: l.recs})
+	}
+	return out
+}
+
+// readNMEAFiles reads every file matching pattern (at least min) through
+// the GPS driver into records of device bwc-0042 with boot and seqs from
+// seq0, one list per file named by its base name less its extension.
+func readNMEAFiles(t testing.TB, pattern string, min int, boot uint32, seq0 uint64) []measuredLog {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil || len(files) < min {
+		t.Fatalf("%s: %d files, want at least %d: %v", pattern, len(files), min, err)
+	}
+	var out []measuredLog
 	for _, f := range files {
 		fh, err := os.Open(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := track{name: strings.TrimSuffix(filepath.Base(f), ".nmea")}
+		l := measuredLog{name: strings.TrimSuffix(filepath.Base(f), filepath.Ext(f))}
 		_, err = nmea.Decode(fh, nmea.Options{}, func(fx nmea.Fix) error {
 			p := fx.Pos
-			tr.recs = append(tr.recs, kestrel.Record{
-				Envelope: kestrel.Envelope{Device: "bwc-0042", Boot: 7, Seq: uint64(1000 + len(tr.recs)), Time: fx.Time, Priority: kestrel.PriorityNormal},
+			l.recs = append(l.recs, kestrel.Record{
+				Envelope: kestrel.Envelope{Device: "bwc-0042", Boot: boot, Seq: seq0 + uint64(len(l.recs)), Time: fx.Time, Priority: kestrel.PriorityNormal},
 				Body:     &p,
 			})
 			return nil
@@ -82,7 +94,7 @@ func loadTracksNMEA(t testing.TB) []track {
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		out = append(out, tr)
+		out = append(out, l)
 	}
 	return out
 }

@@ -114,3 +114,12 @@ func FileFirst(args []string) (file string, rest []string) {
 	}
 	return "", args
 }
+
+// NoFlags parses the arguments of a subcommand that takes none (version):
+// -h prints usage (help is true), anything else is a usage error.
+func NoFlags(name, usage string, args []string, stderr io.Writer) (help bool, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintf(fs.Output(), "usage: %s\n", usage) }
+	return ParseFlagsOnly(fs, args)
+}

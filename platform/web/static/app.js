@@ -28,6 +28,11 @@ function age(t) {
 var ACT = ['GSM', 'GSM', 'UMTS', 'EDGE', 'HSDPA', 'HSUPA', 'HSPA', 'LTE', 'EC-GSM', 'NB-IoT', 'LTE/5GC', 'NR', 'NG-RAN', 'EN-DC'];
 var REG = ['not registered', 'home', 'searching', 'denied', 'unknown', 'roaming', 'SMS only', 'SMS only, roaming', 'emergency only', 'home', 'roaming', 'RLOS'];
 function privacyOf(d) { return d.privacy_mode || ''; }
+// The device key against its enrolment (docs/evidence.md): a changed key is flagged.
+function keyText(d) {
+  if (d.key_status !== 'changed') return d.key_status || '';
+  return 'CHANGED: flagged, not trusted until re-enrolled' + (d.key_changed_seq != null ? ' (from seq ' + d.key_changed_seq + ')' : '');
+}
 function batteryText(d) {
   if (d.battery_percent == null) return '';
   var st = (d.battery_status || '').toLowerCase();
@@ -202,7 +207,7 @@ function loadDevice() {
     }).join('') || '<li>none</li>';
     var dv = info.device, ign = dv.ignition == null ? '' : dv.ignition ? 'on' : 'off';
     $('dev-state').innerHTML = [['online', dv.online == null ? '' : dv.online ? 'yes' : 'no'], ['battery', batteryText(dv)], ['ignition', ign],
-      ['radio', radioText(dv)], ['spool', spoolText(dv)], ['privacy', privacyOf(dv)], ['version', dv.version]].map(function (kv) {
+      ['radio', radioText(dv)], ['spool', spoolText(dv)], ['privacy', privacyOf(dv)], ['device key', keyText(dv)], ['version', dv.version]].map(function (kv) {
       return '<dt>' + kv[0] + '</dt><dd>' + (esc(kv[1]) || '—') + '</dd>';
     }).join('');
     $('dev-latest').innerHTML = Object.keys(info.latest || {}).map(function (k) {
