@@ -7,7 +7,7 @@ VERSION ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).$(shell gi
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: evidence-shift all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare linkfault clean delta-measure
+.PHONY: evidence-shift all test test-short dist package ci generate fuzz bench crash-5000 powercut-10000 powercut-nosync spool-measure platform-bench platform-kill-5000 dashboard-bench dashboard-shots footprint gps-compare linkfault linkbudget clean delta-measure
 
 all: test
 
@@ -114,6 +114,10 @@ gps-compare:     ## NMEA throughput against gpsd's gpsdecode on a ~50 MB log
 
 clean:
 	rm -rf $(DIST)
+
+linkbudget:      ## (result in dist/linkbudget.txt) the whole agent's bytes per fix on the MQTT stream, 10 min per profile, TLS too (docs/benchmarks.md)
+	mkdir -p $(DIST)
+	KESTREL_AGENT_LINKBUDGET=1 KESTREL_LINKBUDGET_TABLE=$(CURDIR)/$(DIST)/linkbudget.txt $(GO) test -count=1 -timeout 30m -parallel 4 -run '^TestAgentLinkBudget$$' -v ./hwtest/linkbudget
 
 # make delta-measure: the OTA delta between two real device builds (linux/arm
 # GOARM=7, the release flags), kestrel-bsdiff/1 beside Debian's bsdiff,

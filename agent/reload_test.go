@@ -148,6 +148,7 @@ func TestEveryLiveKeyTakesEffect(t *testing.T) {
 		"broker.keepalive":           func(c *config.Config) { c.Broker.KeepAlive = config.D(45 * time.Second) },
 		"broker.password_file":       func(c *config.Config) { c.Broker.PasswordFile = pw },
 		"broker.rate_limit":          func(c *config.Config) { c.Broker.RateLimit = 5000 },
+		"broker.state_interval":      func(c *config.Config) { c.Broker.StateInterval = config.D(2 * time.Minute) },
 		"broker.urls":                func(c *config.Config) { c.Broker.URLs = []string{r.b2.URL()} },
 		"broker.username":            func(c *config.Config) { c.Broker.Username = "car-17" },
 		"device.groups":              func(c *config.Config) { c.Device.Group = []string{"north"} },

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	kestrel "github.com/kestrel-edge/kestrel"
 	"github.com/kestrel-edge/kestrel/agent/tracking"
+	"github.com/kestrel-edge/kestrel/transport/mqtt"
 )
 
 // latest keeps the newest status of each part for the birth message, which
@@ -98,33 +100,128 @@ func (l *latest) setCapability(name, status string) {
 	l.kickState()
 }
 
-// statePeriod is how often the retained state message is refreshed, so
-// that the fleet table (kestrelctl status) shows a current spool depth and
-// battery; a capability change republishes it at once.
-const statePeriod = time.Minute
+// The retained state message is republished when a meaningful field
+// changes (meaningfulState), and otherwise at least every state interval
+// (broker.state_interval, by default the profile's: lte 1m, narrowband
+// 15m), so that the volatile counters it carries (spool depth, battery,
+// signal, last fix time) are never older than that. A kick (a capability,
+// privacy or power change) republishes it at once. At 1 Hz a ~700-byte
+// state message every minute costs about 12 B per fix, more than the
+// whole narrowband budget (docs/benchmarks.md, "Link budget of the whole
+// agent"); the platform derives the last fix's age from the telemetry.
+
+// stateCheck is how often the agent compares the state message's
+// meaningful fields with the last one sent: in memory, no bytes on the
+// link, so a change is on the broker within about this long.
+const stateCheck = 15 * time.Second
+
+// stateSettle is how long a kick waits for more changes before the state
+// message goes: at start the capabilities, the first radio status and the
+// first fix come within about 2 s, and each message costs ~300 B.
+const stateSettle = 2 * time.Second
+
+// stateInterval is the longest the state message goes unrepublished.
+func (a *Agent) stateInterval() time.Duration {
+	b := a.Config().Broker
+	if b.StateInterval.Duration > 0 {
+		return b.StateInterval.Duration
+	}
+	return mqtt.StateInterval(b.Profile)
+}
+
+// volatileState are the state message's fields that change all the time
+// and on their own republish nothing: they ride along with the next
+// message. The platform has the fix times from the telemetry, and the
+// battery and radio records too.
+var volatileState = map[string]bool{
+	"spool_records": true, "spool_bytes": true, "spool_oldest_s": true, "spool_writes": true,
+	"last_fix_ms": true, "radio_rssi": true, "battery": true,
+}
+
+// meaningfulState is the part of the state message's fields whose change
+// republishes it: everything but the volatile fields, plus the battery in
+// steps of 10 % and the backlog's order of magnitude from 1,000 records,
+// so that a flat battery or a growing backlog still shows without a
+// message per percent or per record.
+func meaningfulState(f map[string]any) string {
+	m := make(map[string]any, len(f))
+	for k, v := range f {
+		if !volatileState[k] {
+			m[k] = v
+		}
+	}
+	if b, ok := f["battery"].(int); ok {
+		m["battery_step"] = b / 10
+	}
+	if n, ok := f["spool_records"].(int); ok {
+		m["spool_backlog"] = backlogMagnitude(n)
+	}
+	return fmt.Sprint(m) // fmt prints maps sorted by key
+}
+
+// backlogMagnitude is 0 below 1,000 records, then the decimal order of
+// magnitude (3 for thousands, 4 for tens of thousands, ...).
+func backlogMagnitude(n int) int {
+	if n < 1000 {
+		return 0
+	}
+	d := 0
+	for ; n >= 10; n /= 10 {
+		d++
+	}
+	return d
+}
 
 // publishState keeps the retained state message current until ctx ends.
 func (a *Agent) publishState(ctx context.Context) {
-	t := time.NewTicker(statePeriod)
-	defer t.Stop()
+	check := time.NewTicker(stateCheck)
+	defer check.Stop()
+	// The birth message at connect carries the state: the schedule starts
+	// from it.
+	sent := meaningfulState(a.stateFields())
+	interval, last := a.stateInterval(), time.Now()
+	due := time.NewTimer(interval)
+	defer due.Stop()
 	for {
+		publish := false
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-check.C:
+			if iv := a.stateInterval(); iv != interval {
+				// A reload changed the interval: it counts from the
+				// last message.
+				interval = iv
+				due.Reset(max(time.Until(last.Add(iv)), 0))
+			}
+		case <-due.C:
+			publish = true
 		case <-a.latest.kick:
-			// Let a burst of start-up probes settle into one message.
+			// Let a burst of changes (the start-up probes: capabilities,
+			// the first radio status and fix within the first second or
+			// two) settle into one message.
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(stateSettle):
 			}
+			for len(a.latest.kick) > 0 {
+				<-a.latest.kick
+			}
+			publish = true
+		}
+		now := meaningfulState(a.stateFields())
+		if !publish && now == sent {
+			continue
 		}
 		if s := a.session(); s != nil && s.Connected() {
 			if err := s.PublishState(); err != nil {
 				a.log.Debug("state message not refreshed", "err", err)
 			}
 		}
+		// Offline, the next connection's birth carries the state.
+		sent, last = now, time.Now()
+		due.Reset(interval)
 	}
 }
 

@@ -82,6 +82,11 @@ type Broker struct {
 	BulkAge   Duration `toml:"bulk_age"`
 	InFlight  int      `toml:"inflight"`
 	RateLimit int      `toml:"rate_limit"` // bytes per second, 0 = unlimited
+	// StateInterval is the longest the retained state message goes
+	// unrepublished while nothing meaningful in it changes (0: the
+	// profile's, lte 1m, narrowband 15m); a meaningful change republishes
+	// it at once (agent/state.go).
+	StateInterval Duration `toml:"state_interval"`
 }
 
 type Spool struct {

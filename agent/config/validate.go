@@ -63,6 +63,9 @@ func (c Config) Validate() error {
 	v.durMin("broker.bulk_age", b.BulkAge, 0)
 	v.intRange("broker.inflight", b.InFlight, 1, 65535)
 	v.intRange("broker.rate_limit", b.RateLimit, 0, 1<<30)
+	if b.StateInterval.Duration != 0 {
+		v.durMin("broker.state_interval", b.StateInterval, 10*time.Second)
+	}
 
 	s := c.Spool
 	if strings.TrimSpace(s.Dir) == "" {

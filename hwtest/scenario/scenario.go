@@ -85,6 +85,8 @@ type Options struct {
 	Loop    bool
 	// Mochi uses the in-process broker instead of mosquitto.
 	Mochi bool
+	// Broker options for the broker the scenario starts (broker.WithTLS).
+	Broker []broker.Option
 	// Radio, when set, attaches an AT modem simulator of this profile.
 	Radio kestrel.RadioProfile
 	// Sensors adds a fake sysfs tree with a battery and a thermal zone.
@@ -125,9 +127,9 @@ func New(t testing.TB, o Options) *Env {
 	}
 	e := &Env{t: t, opts: o, Dir: t.TempDir(), fixes: map[int64]kestrel.Position{}}
 	if o.Mochi {
-		e.Broker = broker.StartMochi(t)
+		e.Broker = broker.StartMochi(t, o.Broker...)
 	} else {
-		e.Broker = broker.StartMosquitto(t)
+		e.Broker = broker.StartMosquitto(t, o.Broker...)
 	}
 	e.data = e.Broker.Observe("kestrel/v1/+/+/+")
 	sc := bufio.NewScanner(bytes.NewReader(o.Fixes))
